@@ -1,0 +1,12 @@
+"""localentropy: Entropy-SGD, its inner-loop samplers and direct-smoothing rivals, measured."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from localentropy.samplers import available_samplers, make_sampler, register_sampler, sample
+
+try:
+    __version__ = version("localentropy")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"
+
+__all__ = ["__version__", "available_samplers", "make_sampler", "register_sampler", "sample"]

@@ -1,0 +1,34 @@
+"""Inner-loop samplers behind one contract (see :mod:`localentropy.samplers.base`)."""
+
+from localentropy.samplers.base import NOISE_KINDS, Position, Sampler, as_tensor_list, draw_noise
+from localentropy.samplers.psgld import PSGLD, PSGLDState
+from localentropy.samplers.registry import (
+    available_samplers,
+    make_sampler,
+    register_sampler,
+    sampler_class,
+    sampler_hyperparameters,
+)
+from localentropy.samplers.run import sample
+from localentropy.samplers.sghmc import SGHMC, SGHMCState
+from localentropy.samplers.sgld import SGLD, SGLDState
+
+__all__ = [
+    "NOISE_KINDS",
+    "PSGLD",
+    "SGHMC",
+    "SGLD",
+    "PSGLDState",
+    "Position",
+    "SGHMCState",
+    "SGLDState",
+    "Sampler",
+    "as_tensor_list",
+    "available_samplers",
+    "draw_noise",
+    "make_sampler",
+    "register_sampler",
+    "sample",
+    "sampler_class",
+    "sampler_hyperparameters",
+]
