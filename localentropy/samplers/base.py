@@ -50,7 +50,7 @@ def as_tensor_list(value: Position, field: str = "position") -> list[Tensor]:
 def check_like(value: Position, reference: list[Tensor], field: str) -> list[Tensor]:
     """``value`` as a tensor list with the same number of tensors and shapes as ``reference``."""
     tensors = as_tensor_list(value, field)
-    if len(tensors) != len(reference) or any(t.shape != r.shape for t, r in zip(tensors, reference)):
+    if len(tensors) != len(reference) or any(t.shape != r.shape for t, r in zip(tensors, reference, strict=False)):
         got = [tuple(t.shape) for t in tensors]
         want = [tuple(r.shape) for r in reference]
         raise ValueError(f"{field} must match the position's shapes {want}, got {got}")

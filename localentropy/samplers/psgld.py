@@ -105,7 +105,5 @@ class PSGLD(Sampler):
         if self.temperature > 0:
             xi = self._noise(state.noise, positions, noise, generator)
             torch._foreach_sqrt_(precond)  # the scratch buffer now holds sqrt(G)
-            torch._foreach_addcmul_(
-                positions, precond, xi, value=math.sqrt(2.0 * self.step_size * self.temperature)
-            )
+            torch._foreach_addcmul_(positions, precond, xi, value=math.sqrt(2.0 * self.step_size * self.temperature))
         return state._replace(step=state.step + 1)

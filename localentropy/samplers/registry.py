@@ -15,9 +15,12 @@ _REGISTRY: dict[str, type[Sampler]] = {}
 
 def register_sampler(name: str, cls: type[Sampler], *, overwrite: bool = False) -> type[Sampler]:
     """Make ``cls`` available to :func:`make_sampler` as ``name`` (lowercase letters, digits, '-', '_')."""
-    if not isinstance(name, str) or not name or name != name.lower() or not name.replace("-", "").replace(
-        "_", ""
-    ).isalnum():
+    if (
+        not isinstance(name, str)
+        or not name
+        or name != name.lower()
+        or not name.replace("-", "").replace("_", "").isalnum()
+    ):
         raise ValueError(f"sampler name must be a non-empty lowercase identifier, got {name!r}")
     if not (inspect.isclass(cls) and issubclass(cls, Sampler)):
         raise TypeError(f"register_sampler needs a subclass of localentropy.samplers.Sampler, got {cls!r}")

@@ -66,9 +66,7 @@ class SGHMC(Sampler):
 
     def init(self, position: Position) -> SGHMCState:
         positions = as_tensor_list(position)
-        return SGHMCState(
-            position=position, step=0, noise=new_buffers(positions), velocity=zero_buffers(positions)
-        )
+        return SGHMCState(position=position, step=0, noise=new_buffers(positions), velocity=zero_buffers(positions))
 
     def step(
         self,
