@@ -1,0 +1,5 @@
+import sys
+
+from localentropy.cli import main
+
+sys.exit(main())
