@@ -82,12 +82,14 @@ def print_demo(rows: list[DemoRow], out: TextIO) -> None:
         return " ".join(f"{v:7.3f}" for v in values)
 
     print("Correlated 2-D Gaussian, exp(-U) with U = (x - m)^T S^-1 (x - m) / 2, every registered sampler", file=out)
-    print(f"{'sampler':<10} {'mean':>16} {'cov (s11 s12 s22)':>26} {'min ESS':>8} {'MCSE mean':>10} {'grad evals':>11}", file=out)
+    header = f"{'sampler':<10} {'mean':>16} {'cov (s11 s12 s22)':>26} {'min ESS':>8} {'MCSE mean':>10}"
+    print(f"{header} {'grad evals':>11}", file=out)
     print(f"{'truth':<10} {fmt(m):>16} {fmt(c[np.triu_indices(2)]):>26}", file=out)
     for row in rows:
         upper = row.cov[np.triu_indices(2)]
         print(
-            f"{row.sampler:<10} {fmt(row.mean):>16} {fmt(upper):>26} {row.min_ess:8.0f} {row.max_mcse:10.3f} {row.grad_evals:11d}",
+            f"{row.sampler:<10} {fmt(row.mean):>16} {fmt(upper):>26} {row.min_ess:8.0f} {row.max_mcse:10.3f}"
+            f" {row.grad_evals:11d}",
             file=out,
         )
     print("settings: " + "; ".join(f"{r.sampler} {r.settings}" for r in rows), file=out)
