@@ -17,6 +17,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "sgld": {"step_size": 0.02},
     "sghmc": {"step_size": 0.01, "friction": 0.2},
     "psgld": {"step_size": 0.02, "beta": 0.999},
+    "msgld": {"step_size": 0.005, "momentum": 0.5},
 }
 DEFAULT_SETTINGS: dict[str, Any] = {"step_size": 0.01}
 

@@ -1,6 +1,7 @@
 """Inner-loop samplers behind one contract (see :mod:`localentropy.samplers.base`)."""
 
 from localentropy.samplers.base import NOISE_KINDS, Position, Sampler, as_tensor_list, draw_noise
+from localentropy.samplers.momentum_sgld import MomentumSGLD, MomentumSGLDState
 from localentropy.samplers.psgld import PSGLD, PSGLDState
 from localentropy.samplers.registry import (
     available_samplers,
@@ -18,6 +19,8 @@ __all__ = [
     "PSGLD",
     "SGHMC",
     "SGLD",
+    "MomentumSGLD",
+    "MomentumSGLDState",
     "PSGLDState",
     "Position",
     "SGHMCState",

@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from localentropy.samplers.base import Sampler
+from localentropy.samplers.momentum_sgld import MomentumSGLD
 from localentropy.samplers.psgld import PSGLD
 from localentropy.samplers.sghmc import SGHMC
 from localentropy.samplers.sgld import SGLD
@@ -64,5 +65,5 @@ def make_sampler(name: str, **hyperparameters: Any) -> Sampler:
     return cls(**hyperparameters)
 
 
-for _cls in (SGLD, SGHMC, PSGLD):
+for _cls in (SGLD, SGHMC, PSGLD, MomentumSGLD):
     register_sampler(_cls.name, _cls)
