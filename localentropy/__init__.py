@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from localentropy.entropy import LPFSGD, EntropyAdam, EntropyOptimizer, EntropySGD, make_closure
 from localentropy.samplers import available_samplers, make_sampler, register_sampler, sample
 
 try:
@@ -9,4 +10,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "available_samplers", "make_sampler", "register_sampler", "sample"]
+__all__ = [
+    "LPFSGD",
+    "EntropyAdam",
+    "EntropyOptimizer",
+    "EntropySGD",
+    "__version__",
+    "available_samplers",
+    "make_closure",
+    "make_sampler",
+    "register_sampler",
+    "sample",
+]

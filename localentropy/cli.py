@@ -18,6 +18,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_digits(args: argparse.Namespace) -> int:
+    from localentropy.experiments.digits import print_digits, run_digits
+
+    print_digits(run_digits(epochs=args.epochs, seed=args.seed), sys.stdout)
+    return 0
+
+
 def _cmd_samplers(args: argparse.Namespace) -> int:
     from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
@@ -50,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=_positive_int, default=10000, help="steps per chain, burn-in included")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
+
+    digits = sub.add_parser(
+        "digits", help="train a small MLP on scikit-learn digits with SGD, Entropy-SGD (each preset) and LPF-SGD"
+    )
+    digits.add_argument("--epochs", type=_positive_int, default=10, help="gradient budget in epochs (default 10)")
+    digits.add_argument("--seed", type=int, default=0)
+    digits.set_defaults(func=_cmd_digits)
 
     samplers = sub.add_parser("samplers", help="list the registered samplers and their hyperparameters")
     samplers.set_defaults(func=_cmd_samplers)

@@ -2,14 +2,22 @@
 
 from localentropy.entropy import problems
 from localentropy.entropy.estimators import EstimateResult, GaussianSmoothingEstimator, LocalEntropyEstimator
+from localentropy.entropy.optim import LPFSGD, EntropyAdam, EntropyOptimizer, EntropySGD
 from localentropy.entropy.presets import INNER_LOOP_PRESETS, InnerLoopConvention, inner_loop_settings
+from localentropy.entropy.training import LoaderClosure, make_closure
 
 __all__ = [
     "INNER_LOOP_PRESETS",
+    "LPFSGD",
+    "EntropyAdam",
+    "EntropyOptimizer",
+    "EntropySGD",
     "EstimateResult",
     "GaussianSmoothingEstimator",
     "InnerLoopConvention",
+    "LoaderClosure",
     "LocalEntropyEstimator",
     "inner_loop_settings",
+    "make_closure",
     "problems",
 ]
