@@ -1,11 +1,19 @@
-"""The ``localentropy`` command line. ``main(argv)`` runs in-process for tests and returns an exit status."""
+"""The ``localentropy`` command line. ``main(argv)`` runs in-process for tests and returns an exit status.
+
+Exit status: 0 done (or skipped: already complete), 2 bad input (usage, config, run directory), 1 a failure
+while running, 130 interrupted (rerun the same command to resume). A traceback is printed only with --debug.
+"""
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
 
 from localentropy import __version__
 
@@ -33,7 +41,26 @@ def _cmd_samplers(args: argparse.Namespace) -> int:
             k if d is inspect.Parameter.empty else f"{k}={d!r}" for k, d in sampler_hyperparameters(name).items()
         )
         summary = (inspect.getdoc(sampler_class(name)) or "").splitlines()[0]
-        print(f"{name:<8} {params}\n         {summary}")
+        print(f"{name:<10} {params}\n           {summary}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from localentropy.experiments.runner import run_comparison
+
+    path, state = run_comparison(args.config, args.out, force=args.force)
+    if state == "skip":
+        print(f"{path} is complete: skipped (use --force to run again)")
+    else:
+        print(f"{'resumed and completed' if state == 'resume' else 'completed'}: {path / 'report.md'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from localentropy.experiments.report import write_report
+
+    out = Path(args.out) if args.out else Path(args.runs[0])
+    print(f"report: {write_report([Path(r) for r in args.runs], out)}")
     return 0
 
 
@@ -48,9 +75,24 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="localentropy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="localentropy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"localentropy {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="compare estimators of the local-entropy gradient from a TOML config")
+    run.add_argument("config", help="the TOML config (see docs/configuration.md)")
+    run.add_argument("--out", help="run directory (default runs/<config name>)")
+    run.add_argument("--force", action="store_true", help="run again even if the directory is complete")
+    run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="rebuild a run's report, or merge several runs into one")
+    report.add_argument("runs", nargs="+", help="run directories")
+    report.add_argument("--out", help="where to write the merged report (default: the first run directory)")
+    report.set_defaults(func=_cmd_report)
+
+    samplers = sub.add_parser("samplers", help="list the registered samplers and their hyperparameters")
+    samplers.set_defaults(func=_cmd_samplers)
 
     demo = sub.add_parser("demo", help="sample a correlated 2-D Gaussian with every registered sampler")
     demo.add_argument("--chains", type=_positive_int, default=32, help="independent chains (default 32)")
@@ -64,19 +106,46 @@ def build_parser() -> argparse.ArgumentParser:
     digits.add_argument("--epochs", type=_positive_int, default=10, help="gradient budget in epochs (default 10)")
     digits.add_argument("--seed", type=int, default=0)
     digits.set_defaults(func=_cmd_digits)
-
-    samplers = sub.add_parser("samplers", help="list the registered samplers and their hyperparameters")
-    samplers.set_defaults(func=_cmd_samplers)
     return parser
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from localentropy.experiments.config import ConfigError
+    from localentropy.experiments.rundir import RunDirectoryError
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
-    return args.func(args)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _terminate)  # a killed run stops like ^C: complete records stay
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return args.func(args)
+    except (ConfigError, RunDirectoryError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"localentropy {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"localentropy {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # report every other failure as one readable line
+        if args.debug:
+            traceback.print_exc()
+        print(f"localentropy {args.command}: failed: {type(exc).__name__}: {exc} (--debug for the traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,332 @@
+"""Comparison configs: TOML files read with the standard library, validated whole.
+
+Every field is documented in docs/configuration.md. A bad config raises :class:`ConfigError` listing every
+problem at once, each with its field path, the value found and what is expected.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localentropy.samplers import available_samplers, sampler_hyperparameters
+
+PROBLEM_KINDS = ("quadratic", "double-well", "sharp-wide", "python")
+POINT_KINDS = ("random", "origin", "explicit")
+ESTIMATOR_KINDS = ("local-entropy", "smoothing")
+PRESETS = ("paper", "authors")
+_MISSING: Any = object()
+
+
+class ConfigError(ValueError):
+    """A config with one or more problems; ``problems`` lists them, one sentence each."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"{len(problems)} problem(s){where}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class ProblemConfig:
+    kind: str
+    dim: int
+    condition: float = 10.0
+    n_negative: int = 0
+    seed: int = 0
+    factory: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PointsConfig:
+    kind: str = "random"
+    count: int = 1
+    scale: float = 1.0
+    values: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class EstimatorConfig:
+    label: str
+    kind: str
+    budgets: list[int]
+    sampler: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    step_size_fraction: float | None = None
+    burn_in_fraction: float = 0.2
+    averaging: str | float = "uniform"
+    preset: str | None = None
+    noise_scale: float | None = None
+    sigma: float | str = "matched"
+    order: int = 1
+
+
+@dataclass
+class RunConfig:
+    name: str
+    seed: int
+    replicates: int
+    chains: int
+    gammas: list[float]
+    temperatures: list[float]
+    problem: ProblemConfig
+    points: PointsConfig
+    estimators: list[EstimatorConfig]
+    keep_draws: bool = True
+    ksd: bool = True
+    threads: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+class _Reader:
+    """Reads fields from TOML tables, collecting every problem instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, path: str, value: Any, expected: str) -> None:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        self.problems.append(f"{path}: got {shown} ({_type_name(value)}), expected {expected}")
+
+    def unknown(self, table: dict[str, Any], allowed: set[str], path: str) -> None:
+        for key in sorted(set(table) - allowed):
+            prefix = f"{path}." if path else ""
+            self.problems.append(f"{prefix}{key}: unknown field; allowed: {', '.join(sorted(allowed))}")
+
+    def get(self, table: dict[str, Any], key: str, path: str, default: Any = _MISSING) -> Any:
+        if key in table:
+            return table[key]
+        if default is _MISSING:
+            self.problems.append(f"{path}: missing (required)")
+        return default
+
+    def integer(self, value: Any, path: str, minimum: int | None = None, maximum: int | None = None) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(path, value, "an integer")
+            return None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            self.problem(path, value, f"an integer in [{minimum}, {'inf' if maximum is None else maximum}]")
+            return None
+        return value
+
+    def number(self, value: Any, path: str, low: float | None = None, high: float | None = None, *,
+               low_open: bool = False) -> float | None:  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(path, value, "a number")
+            return None
+        value = float(value)
+        if not math.isfinite(value):
+            self.problem(path, value, "a finite number")
+            return None
+        below = low is not None and (value <= low if low_open else value < low)
+        if below or (high is not None and value > high):
+            lo = "-inf" if low is None else f"{low:g}"
+            self.problem(path, value, f"a number in {'(' if low_open else '['}{lo}, {'inf' if high is None else high}]")
+            return None
+        return value
+
+    def choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str | None:
+        if value not in choices:
+            self.problem(path, value, "one of " + ", ".join(repr(c) for c in choices))
+            return None
+        return value
+
+    def string(self, value: Any, path: str) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            self.problem(path, value, "a non-empty string")
+            return None
+        return value
+
+    def table(self, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.problem(path, value, "a table")
+            return {}
+        return value
+
+    def grid(self, value: Any, path: str, low: float, low_open: bool) -> list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            self.problem(path, value, "a number or a non-empty list of numbers")
+        checked = [self.number(v, f"{path}[{i}]" if isinstance(value, list) else path, low, low_open=low_open)
+                   for i, v in enumerate(values)]  # fmt: skip
+        return [v for v in checked if v is not None]
+
+
+def _problem(r: _Reader, raw: Any) -> ProblemConfig:
+    t = r.table(raw, "problem")
+    kind = r.choice(r.get(t, "kind", "problem.kind"), "problem.kind", PROBLEM_KINDS) or "quadratic"
+    allowed = {"kind", "dim", "options"} | {
+        "quadratic": {"condition", "n_negative", "seed"}, "python": {"factory"}
+    }.get(kind, set())  # fmt: skip
+    r.unknown(t, allowed, "problem")
+    max_dim = 2 if kind in ("double-well", "sharp-wide") else None
+    dim = r.integer(r.get(t, "dim", "problem.dim", 1 if kind != "quadratic" else _MISSING), "problem.dim", 1, max_dim)
+    config = ProblemConfig(kind=kind, dim=dim or 1, options=r.table(t.get("options", {}), "problem.options"))
+    if kind == "quadratic":
+        config.condition = r.number(t.get("condition", 10.0), "problem.condition", 1.0) or 1.0
+        config.n_negative = r.integer(t.get("n_negative", 0), "problem.n_negative", 0, dim) or 0
+        config.seed = r.integer(t.get("seed", 0), "problem.seed", 0) or 0
+    if kind == "python":
+        factory = r.string(r.get(t, "factory", "problem.factory"), "problem.factory")
+        if factory is not None and ":" not in factory:
+            r.problem("problem.factory", factory, "'package.module:function' returning a Problem")
+        config.factory = factory
+    return config
+
+
+def _points(r: _Reader, raw: Any, dim: int) -> PointsConfig:
+    t = r.table(raw, "points")
+    kind = r.choice(t.get("kind", "random"), "points.kind", POINT_KINDS) or "random"
+    r.unknown(t, {"kind", "count", "scale", "values"}, "points")
+    config = PointsConfig(kind=kind)
+    if kind == "random":
+        config.count = r.integer(t.get("count", 1), "points.count", 1, 1000) or 1
+        config.scale = r.number(t.get("scale", 1.0), "points.scale", 0.0) or 0.0
+    if kind == "explicit":
+        values = r.get(t, "values", "points.values")
+        rows = values if isinstance(values, list) and values else None
+        if rows is None:
+            r.problem("points.values", values, f"a non-empty list of points, each a list of {dim} numbers")
+        for i, row in enumerate(rows or []):
+            if not isinstance(row, list) or len(row) != dim:
+                r.problem(f"points.values[{i}]", row, f"a list of {dim} numbers (the problem's dim)")
+                continue
+            checked = [r.number(v, f"points.values[{i}][{j}]") for j, v in enumerate(row)]
+            if all(v is not None for v in checked):
+                config.values.append(checked)  # type: ignore[arg-type]
+        config.count = len(config.values)
+    return config
+
+
+def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfig | None:
+    path = f"estimators[{i}]"
+    t = r.table(raw, path)
+    kind = r.choice(t.get("kind", "local-entropy"), f"{path}.kind", ESTIMATOR_KINDS) or "local-entropy"
+    common = {"label", "kind", "budgets"}
+    if kind == "local-entropy":
+        allowed = common | {"sampler", "hyperparameters", "step_size_fraction", "burn_in_fraction", "averaging",
+                            "preset", "noise_scale"}  # fmt: skip
+    else:
+        allowed = common | {"sigma", "order"}
+    r.unknown(t, allowed, path)
+    label = r.string(t.get("label", t.get("sampler", kind)), f"{path}.label") or f"estimator{i}"
+    if label in labels:
+        r.problem(f"{path}.label", label, "a label not used by another estimator")
+    labels.add(label)
+    budgets_raw = r.get(t, "budgets", f"{path}.budgets")
+    budgets_list = budgets_raw if isinstance(budgets_raw, list) else [budgets_raw]
+    budgets = [r.integer(b, f"{path}.budgets", 1, 10_000_000) for b in budgets_list] if budgets_raw is not None else []
+    config = EstimatorConfig(label=label, kind=kind, budgets=[b for b in budgets if b is not None])
+    if kind == "smoothing":
+        sigma = t.get("sigma", "matched")
+        config.sigma = sigma if sigma == "matched" else (r.number(sigma, f"{path}.sigma", 0.0, low_open=True) or 1.0)
+        config.order = r.integer(t.get("order", 1), f"{path}.order", 0, 1) or 0
+        return config
+    config.preset = r.choice(t["preset"], f"{path}.preset", PRESETS) if "preset" in t else None
+    if config.preset is not None:
+        config.sampler = "sgld"
+        config.noise_scale = r.number(r.get(t, "noise_scale", f"{path}.noise_scale"), f"{path}.noise_scale", 0.0)
+        if "sampler" in t:
+            r.problem(f"{path}.sampler", t["sampler"], "no sampler: a preset runs SGLD (remove one of the two)")
+        if "averaging" in t:
+            r.problem(f"{path}.averaging", t["averaging"], "no averaging: the preset sets it (remove one of the two)")
+    else:
+        config.sampler = r.choice(r.get(t, "sampler", f"{path}.sampler"), f"{path}.sampler",
+                                  tuple(available_samplers()))  # fmt: skip
+        if "noise_scale" in t:
+            r.problem(f"{path}.noise_scale", t["noise_scale"], "no noise_scale without a preset (use temperature)")
+    config.hyperparameters = dict(r.table(t.get("hyperparameters", {}), f"{path}.hyperparameters"))
+    if config.sampler is not None:
+        accepted = set(sampler_hyperparameters(config.sampler)) - {"temperature", "potential"}
+        for key in sorted(set(config.hyperparameters) - accepted):
+            r.problems.append(
+                f"{path}.hyperparameters.{key}: unknown for sampler {config.sampler!r}; "
+                f"allowed: {', '.join(sorted(accepted))} (temperature comes from the config's temperature)"
+            )
+    if "step_size_fraction" in t:
+        config.step_size_fraction = r.number(t["step_size_fraction"], f"{path}.step_size_fraction", 0.0, 1.0,
+                                             low_open=True)  # fmt: skip
+        if "step_size" in config.hyperparameters:
+            r.problem(f"{path}.step_size_fraction", t["step_size_fraction"], "either it or hyperparameters.step_size")
+    elif "step_size" not in config.hyperparameters:
+        r.problems.append(f"{path}: needs hyperparameters.step_size or step_size_fraction")
+    config.burn_in_fraction = r.number(t.get("burn_in_fraction", 0.2), f"{path}.burn_in_fraction", 0.0, 0.9) or 0.0
+    averaging = t.get("averaging", "uniform")
+    if averaging != "uniform":
+        averaging = r.number(averaging, f"{path}.averaging", 0.0, 1.0, low_open=True) or 1.0
+    config.averaging = averaging
+    return config
+
+
+def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None = None) -> RunConfig:
+    """Validate a config given as a dict (as read from TOML); raise ConfigError listing every problem."""
+    r = _Reader()
+    if not isinstance(data, dict):
+        raise ConfigError([f"the config must be a table of fields, got {_type_name(data)}"], source)
+    top = {"name", "seed", "replicates", "chains", "gamma", "temperature", "problem", "points", "estimators",
+           "keep_draws", "ksd", "threads"}  # fmt: skip
+    r.unknown(data, top, "")
+    run_name = r.string(data.get("name", name), "name") or name
+    seed = r.integer(data.get("seed", 0), "seed", 0, 2**63 - 1) or 0
+    replicates = r.integer(data.get("replicates", 10), "replicates", 2, 100_000) or 2
+    chains = r.integer(data.get("chains", 4), "chains", 1, 100_000) or 1
+    gammas = r.grid(r.get(data, "gamma", "gamma", 1.0), "gamma", 0.0, True)
+    temperatures = r.grid(r.get(data, "temperature", "temperature", 1.0), "temperature", 0.0, True)
+    problem = _problem(r, r.get(data, "problem", "problem", {}))
+    points = _points(r, data.get("points", {}), problem.dim)
+    raw_estimators = r.get(data, "estimators", "estimators", [])
+    if not isinstance(raw_estimators, list) or not raw_estimators:
+        r.problem("estimators", raw_estimators, "a non-empty array of [[estimators]] tables")
+        raw_estimators = []
+    labels: set[str] = set()
+    estimators = [e for i, raw in enumerate(raw_estimators) if (e := _estimator(r, raw, i, labels)) is not None]
+    for e_index, est in enumerate(estimators):
+        if est.kind == "local-entropy":
+            for b in est.budgets:
+                n_steps = b // chains
+                if n_steps < 2 or int(est.burn_in_fraction * n_steps) >= n_steps:
+                    r.problem(f"estimators[{e_index}].budgets", b,
+                              f"a budget of at least 2 steps per chain after burn-in (>= {2 * chains})")  # fmt: skip
+    threads = r.integer(data.get("threads", 1), "threads", 1, 1024) or 1
+    flags = {key: data.get(key, True) for key in ("keep_draws", "ksd")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            r.problem(key, value, "true or false")
+    if r.problems:
+        raise ConfigError(r.problems, source)
+    return RunConfig(
+        name=run_name, seed=seed, replicates=replicates, chains=chains, gammas=gammas, temperatures=temperatures,
+        problem=problem, points=points, estimators=estimators, keep_draws=bool(flags["keep_draws"]),
+        ksd=bool(flags["ksd"]), threads=threads,
+    )  # fmt: skip
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML config; its name defaults to the file's stem."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"config file not found: {path}"], str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError([f"config path is a directory, not a TOML file: {path}"], str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"not UTF-8 text (TOML must be UTF-8): {exc.reason} at byte {exc.start}"], str(path)
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+    return parse_config(data, name=path.stem, source=str(path))

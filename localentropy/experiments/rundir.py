@@ -1,0 +1,140 @@
+"""Run directories: the rules every command that writes results follows.
+
+* ``--out DIR`` (default ``runs/<config name>``) holds ``config.json`` (the resolved config), the results and a
+  completion marker ``COMPLETE``, written last. A directory without it is plainly incomplete.
+* Every file is written atomically: to a temporary file in the same directory, flushed, then renamed.
+* A re-run into a complete directory is skipped (and says so) unless ``force``; a re-run into an incomplete one
+  resumes: pieces of work saved under ``records/`` are not redone. Resuming with a different config is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MARKER = "COMPLETE"
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used as asked (e.g. it holds another config's partial run)."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make results unreadable to collaborators
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=False, default=_json_default) + "\n").encode())
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Versions, device and commit to record beside every result."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("localentropy", "torch", "numpy", "scipy", "arviz-base", "arviz-stats", "xarray"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return {
+        "versions": versions,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+    }
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / MARKER).is_file()
+
+    @property
+    def records(self) -> Path:
+        return self.path / "records"
+
+    def prepare(self, resolved_config: dict[str, Any], *, force: bool = False) -> str:
+        """Make the directory ready; returns "skip" (complete, not forced), "resume" or "fresh"."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"--out {self.path} exists and is not a directory")
+        if self.complete and not force:
+            return "skip"
+        if force and self.path.exists():
+            shutil.rmtree(self.path)
+        config_file = self.path / "config.json"
+        state = "fresh"
+        if config_file.is_file():
+            try:
+                previous = json.loads(config_file.read_text())
+            except (OSError, json.JSONDecodeError):
+                previous = None
+            if previous != json.loads(json.dumps(resolved_config, default=_json_default)):
+                raise RunDirectoryError(
+                    f"{self.path} holds an incomplete run of a different config; use --force to start over "
+                    "or another --out"
+                )
+            state = "resume"
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / MARKER).unlink(missing_ok=True)
+        atomic_write_json(config_file, resolved_config)
+        return state
+
+    def load_record(self, record_id: str) -> dict[str, Any] | None:
+        path = self.records / f"{record_id}.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # a torn record from a killed run: redo it
+
+    def save_record(self, record_id: str, record: dict[str, Any]) -> None:
+        atomic_write_json(self.records / f"{record_id}.json", record)
+
+    def mark_complete(self) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        atomic_write_bytes(self.path / MARKER, f"completed {stamp}\n".encode())
