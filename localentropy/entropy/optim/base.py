@@ -27,7 +27,8 @@ def default_generator(device: torch.device) -> torch.Generator:
 
 
 class DirectionOptimizer(Optimizer):
-    """Base class: subclasses implement ``_direction(closure)``, which leaves the direction in ``p.grad``."""
+    """Base class: subclasses implement ``_direction(closure)``, which leaves the direction in ``p.grad``
+    and returns ``(loss, closure_calls)``."""
 
     def __init__(
         self,
@@ -118,11 +119,15 @@ class DirectionOptimizer(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
-        loss = self._direction(self._require_closure(closure))
+        loss, closure_calls = self._direction(self._require_closure(closure))
         self.base.step()
+        # Count only after the base step: optimizers such as Adam initialise a parameter's state lazily when
+        # it is empty, so the counters must not be there before the first base step.
+        self._count(closure_calls)
         return loss
 
-    def _direction(self, closure: Closure) -> Any:
+    def _direction(self, closure: Closure) -> tuple[Any, int]:
+        """Leave the direction in ``p.grad``; return the loss to report and the number of closure calls."""
         raise NotImplementedError
 
 

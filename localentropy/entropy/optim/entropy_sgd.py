@@ -55,7 +55,8 @@ class EntropyOptimizer(DirectionOptimizer):
 
     The closure is called exactly ``inner_steps`` times per step; ``step`` returns the first loss (the loss
     at x). Temperature rule: ``temperature`` replaces the sampler's own when given. ``coupling="after_momentum"``
-    adds the coupling outside the sampler's momentum buffer (the authors' PyTorch port; needs a sampler whose
+    adds the coupling and the weight decay outside the sampler's momentum buffer (the authors' Lua code and PyTorch
+    port; it weakens the scope to gamma (1 - m) relative to the momentum-amplified data gradient; needs a sampler whose
     ``step`` takes ``force=``, e.g. MomentumSGLD). Per-group options: lr, gamma, scoping, the base optimizer's.
     ``weight_decay`` is stored per group as ``inner_weight_decay`` (it acts inside the inner loop; the base
     optimizer's own ``weight_decay`` stays 0). Dropout and batch-norm layers run in whatever mode the model is
@@ -81,7 +82,7 @@ class EntropyOptimizer(DirectionOptimizer):
         averaging: str | float = _UNSET,
         weight_decay: float = 0.0,
         outer_scale: str = _UNSET,
-        coupling: str = "inside",
+        coupling: str = _UNSET,
         preset: str | None = None,
         generator: torch.Generator | None = None,
         **base_options: Any,
@@ -120,6 +121,8 @@ class EntropyOptimizer(DirectionOptimizer):
         self.outer_scale = check_choice(
             "outer_scale", preset_scale if outer_scale is _UNSET else outer_scale, OUTER_SCALES
         )
+        if coupling is _UNSET:
+            coupling = "after_momentum" if self.preset == "authors" else "inside"
         self.coupling = check_choice("coupling", coupling, COUPLINGS)
         if self.coupling == "after_momentum" and not isinstance(self.sampler, MomentumSGLD):
             raise ValueError(
@@ -133,14 +136,16 @@ class EntropyOptimizer(DirectionOptimizer):
         return [group["gamma"] * (1.0 + group["scoping"]) ** t for group in self.param_groups]
 
     def _direction(self, closure: Closure) -> Any:
-        groups = [(g, self._group_params(g)) for g in self.param_groups]
-        groups = [(g, ps) for g, ps in groups if ps]
-        gammas = self.current_gammas()
+        # gamma_t is paired with its group before groups without trainable parameters are dropped
+        groups = [
+            (g, self._group_params(g), gamma) for g, gamma in zip(self.param_groups, self.current_gammas(), strict=True)
+        ]
+        groups = [(g, ps, gamma) for g, ps, gamma in groups if ps]
         step_index = self.outer_steps
         device = groups[0][1][0].device
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         inner = []
-        for (group, params), gamma in zip(groups, gammas, strict=False):
+        for group, params, gamma in groups:
             anchor, average = self._buffers(params, "anchor"), self._buffers(params, "average")
             torch._foreach_copy_(anchor, params)
             if self.averaging == "uniform":
@@ -159,11 +164,12 @@ class EntropyOptimizer(DirectionOptimizer):
             check_finite_loss(nonfinite, loss)
             for j, (group, params, gamma, anchor, average, force, state) in enumerate(inner):
                 grads = self._grads(params)
-                if group["inner_weight_decay"]:
-                    torch._foreach_add_(grads, params, alpha=group["inner_weight_decay"])
+                # The extra terms of grad U go into the gradient, or after the momentum buffer (the authors' code)
                 coupled = grads if force is None else force
                 if force is not None:
                     torch._foreach_zero_(force)
+                if group["inner_weight_decay"]:
+                    torch._foreach_add_(coupled, params, alpha=group["inner_weight_decay"])
                 torch._foreach_add_(coupled, params, alpha=gamma)
                 torch._foreach_add_(coupled, anchor, alpha=-gamma)
                 if force is None:
@@ -197,8 +203,7 @@ class EntropyOptimizer(DirectionOptimizer):
             torch._foreach_sub_(grads, average)
             if self.outer_scale == "gamma":
                 torch._foreach_mul_(grads, gamma)
-        self._count(self.inner_steps)
-        return first_loss
+        return first_loss, self.inner_steps
 
 
 class EntropySGD(EntropyOptimizer):
@@ -215,11 +220,12 @@ class EntropySGD(EntropyOptimizer):
       outer step x <- x - eta gamma (x - mu), no momentum;
     * ``"authors"``: the authors' Lua code that produced the paper's numbers: inner Nesterov momentum
       (``sampler_options["momentum"]``, default 0.9) reset every outer step, noise eps sqrt(2 eta') xi
-      (T = eps^2 under plain SGLD), weight 0.25 on the newest iterate, outer step x <- x - eta (x - mu), no
-      outer momentum.
+      (T = eps^2 under plain SGLD), the coupling, weight decay and noise added after the momentum buffer
+      (``coupling="after_momentum"``, as its ``entropyoptim.lua`` does: the effective scope is gamma (1 - m)),
+      weight 0.25 on the newest iterate, outer step x <- x - eta (x - mu), no outer momentum.
 
-    The PyTorch port's differences are options: ``coupling="after_momentum"`` and ``momentum=0.9,
-    nesterov=True`` for its outer Nesterov step. Its two bugs are not reproduced: it evaluates one extra,
+    The PyTorch port's remaining difference is an option: ``momentum=0.9, nesterov=True`` for its outer Nesterov
+    step (with ``coupling="after_momentum"`` inside). Its two bugs are not reproduced: it evaluates one extra,
     discarded gradient per step (changes no number) and never advances its scoping counter (same as
     ``scoping=0``).
     """
@@ -240,7 +246,7 @@ class EntropySGD(EntropyOptimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
         outer_scale: str = _UNSET,
-        coupling: str = "inside",
+        coupling: str = _UNSET,
         preset: str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:

@@ -18,7 +18,7 @@ SIGMA_SCHEDULES = ("constant", "cosine")
 def filter_norms(param: Tensor) -> Tensor:
     """||row|| per output filter, broadcastable to ``param``; a 1-D tensor (bias) uses its whole norm."""
     if param.ndim <= 1:
-        return param.norm().reshape([1] * max(param.ndim, 1))
+        return param.norm().reshape([1] * param.ndim)
     return param.reshape(param.shape[0], -1).norm(dim=1).reshape(-1, *([1] * (param.ndim - 1)))
 
 
@@ -111,5 +111,4 @@ class LPFSGD(DirectionOptimizer):
         for (params, _), total in zip(groups, accumulated, strict=True):
             torch._foreach_mul_(total, 1.0 / self.n_samples)
             torch._foreach_copy_(self._grads(params), total)
-        self._count(self.n_samples)
-        return first_loss
+        return first_loss, self.n_samples
