@@ -132,7 +132,8 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
         if spec.preset is not None:  # the preset's noise scale fixes the temperature
             from localentropy.entropy.presets import inner_loop_settings
 
-            temperatures = [inner_loop_settings(spec.preset, spec.noise_scale or 0.0)["temperature"]]
+            preset_t = inner_loop_settings(spec.preset, spec.noise_scale or 0.0)["temperature"]
+            temperatures = [float(f"{preset_t:.12g}")]  # 0.1**2 / 2 is 0.005000000000000001: group it with 5e-3
         for pi, x in enumerate(points):
             for gamma in config.gammas:
                 for temperature in temperatures:
@@ -216,6 +217,17 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
     return record, first_draws
 
 
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: undefined numbers (e.g. R-hat of a single chain) are stored as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 def _progress(out: TextIO, index: int, total: int, task: Task, record: dict[str, Any], resumed: bool) -> None:
     k = task.key
     status = "resumed" if resumed else f"{record['timing']['seconds_total']:.2f}s"
@@ -274,6 +286,7 @@ def _run_tasks(
             record, draws = run_task(task, problem, config)
             if draws is not None and config.keep_draws:
                 atomic_write_bytes(out_dir.records / f"{task.id}.npy", _draws_bytes(draws))
+            record = finite_or_none(record)
             out_dir.save_record(task.id, record)
         records.append(record)
         _progress(progress, i, len(tasks), task, record, resumed)

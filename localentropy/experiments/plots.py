@@ -1,0 +1,193 @@
+"""The report's figures, drawn with plain matplotlib on the Agg backend and written atomically.
+
+Figures are ``matplotlib.figure.Figure`` objects (no pyplot state): nothing stays open between reports.
+Each plotting function takes plain numbers, so it can be tested without a run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
+from scipy.stats import rankdata
+
+MAX_CHAINS_SHOWN = 8
+EXACT_LINE = {"color": "black", "linestyle": "--", "linewidth": 1.0}
+
+# One estimator's series: (grad evals, mse, bias norm, bias-norm MCSE, variance) per budget, sorted.
+ErrorPoint = tuple[float, float, float, float, float]
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write`` on a temporary file beside ``path``, then move it into place: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(
+        f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    )  # same directory: os.replace is atomic
+    try:
+        with open(tmp, "xb") as handle:  # open, not mkstemp: the file gets the umask's permissions, not 0600
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically."""
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+
+
+def _positive(xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The points drawable on log-log axes: both coordinates finite and > 0."""
+    x, y = np.asarray(xs, float), np.asarray(ys, float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    return x[keep], y[keep]
+
+
+def _log_axes(ax, **labels) -> None:
+    ax.set(xscale="log", yscale="log", **labels)
+    for axis in (ax.xaxis, ax.yaxis):  # plain "200", "1e-05" labels, some minor ones when under two decades
+        axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _no_data(ax, what: str) -> None:
+    ax.text(0.5, 0.5, f"no positive {what} to draw", ha="center", va="center", transform=ax.transAxes)
+
+
+def plot_errors(series: Mapping[str, Sequence[ErrorPoint]], title: str, path: Path, colors: Mapping[str, str]) -> Path:
+    """MSE, bias^2 (with 1-MCSE bars) and variance against gradient evaluations, log-log, one line per estimator."""
+    legend_rows = math.ceil(max(len(series), 1) / 6)
+    height = 4.4 + 0.25 * legend_rows
+    fig = Figure(figsize=(15, height))  # a fixed layout: constrained layout doubles the drawing time
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=(0.75 + 0.25 * legend_rows) / height, top=1 - 0.6 / height)
+    axes = fig.subplots(1, 3)
+    names = ("MSE", "bias² (±1 MCSE)", "variance")
+    handles, hollow = {}, False
+    for ax, name in zip(axes, names, strict=True):
+        _log_axes(ax, xlabel="gradient evaluations per replicate", title=name)
+    for label, points in series.items():
+        ge, mse, bias, mcse, var = (np.asarray(c, float) for c in zip(*points, strict=True))
+        style = {"color": colors[label], "marker": "o", "markersize": 4, "linewidth": 1.3}
+        x, y = _positive(ge, mse)
+        if x.size:
+            handles[label] = axes[0].plot(x, y, label=label, **style)[0]
+        x, y = _positive(ge, var)
+        if x.size:
+            handles[label] = axes[2].plot(x, y, label=label, **style)[0]
+        hollow = _plot_bias(axes[1], ge, bias, mcse, style, label, handles) or hollow
+    for ax, name in zip(axes, ("MSE", "bias²", "variance"), strict=True):
+        if not ax.lines:
+            _no_data(ax, name)
+    if hollow:
+        axes[1].text(0.02, 0.02, "hollow: bias within 1 MCSE of 0", transform=axes[1].transAxes, fontsize=8, alpha=0.7)
+    fig.suptitle(title)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=9)
+    return save_figure(fig, path)
+
+
+def _plot_bias(ax, ge, bias, mcse, style, label, handles) -> bool:
+    """Bias^2 with bars from (bias -+ MCSE)^2; True when some lower bar reaches 0 (drawn as a hollow marker)."""
+    bias_sq = bias**2
+    x, y = _positive(ge, bias_sq)
+    if not x.size:
+        return False
+    handles[label] = ax.plot(x, y, label=label, **style)[0]
+    keep = np.isfinite(ge) & np.isfinite(bias_sq) & (ge > 0) & (bias_sq > 0) & np.isfinite(mcse)
+    if not keep.any():
+        return False
+    b, m = bias[keep], mcse[keep]
+    low = np.clip(b - m, 0.0, None) ** 2
+    high = (b + m) ** 2
+    yk = bias_sq[keep]
+    # A lower bar reaching 0 cannot be drawn on a log axis: those points get only the upper bar and a hollow marker.
+    lower = np.where(low > 0, yk - low, 0.0)
+    ax.errorbar(ge[keep], yk, yerr=[lower, high - yk], fmt="none", ecolor=style["color"], capsize=3, alpha=0.7)
+    hollow = low <= 0
+    if hollow.any():
+        ax.plot(ge[keep][hollow], yk[hollow], "o", markersize=7, markerfacecolor="white", color=style["color"])
+    return bool(hollow.any())
+
+
+def plot_efficiency(
+    panels: Sequence[tuple[str, Mapping[str, Sequence[tuple[float, float]]]]], path: Path, colors: Mapping[str, str]
+) -> Path:
+    """Efficiency ratio against gradient evaluations, one panel per (point, gamma, temperature), log-log."""
+    n = max(len(panels), 1)
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    legend_rows = math.ceil((len({k for _, s in panels for k in s}) + 1) / 6)
+    height = 4.2 * nrows + 0.8 + 0.25 * legend_rows
+    fig = Figure(figsize=(5.4 * ncols, height))
+    bottom = (0.75 + 0.25 * legend_rows) / height
+    fig.subplots_adjust(left=0.85 / (5.4 * ncols), right=0.98, bottom=bottom, top=1 - 0.85 / height, hspace=0.4)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles = {}
+    for ax, (title, series) in zip(axes, panels, strict=False):
+        _log_axes(ax, title=title, xlabel="gradient evaluations per replicate", ylabel="efficiency ratio")
+        for label, points in series.items():
+            x, y = _positive(*zip(*points, strict=True)) if points else (np.empty(0), np.empty(0))
+            if x.size:
+                handles[label] = ax.plot(x, y, "o-", color=colors[label], markersize=4, label=label)[0]
+        if not ax.lines:
+            _no_data(ax, "efficiency ratios")
+        handles["exact i.i.d. draws (= 1)"] = ax.axhline(1.0, **EXACT_LINE)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    fig.suptitle("Efficiency ratio = MSE / MSE of as many exact i.i.d. Gibbs draws (below the dashed line: better)")
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=9)
+    return save_figure(fig, path)
+
+
+def rank_counts(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram counts (chains, bins) of the ranks of the pooled draws, per chain (Vehtari et al. 2021)."""
+    n_chains, n_draws = values.shape
+    ranks = rankdata(values.ravel(), method="average").reshape(n_chains, n_draws)
+    edges = np.linspace(0.5, n_chains * n_draws + 0.5, bins + 1)
+    return np.stack([np.histogram(r, bins=edges)[0] for r in ranks]), edges
+
+
+def plot_chains(draws: np.ndarray, coords: Sequence[tuple[int, str]], title: str, path: Path) -> Path:
+    """Trace and rank plots of the chosen coordinates of draws shaped (chains, draws, coordinates)."""
+    n_chains, n_draws = draws.shape[:2]
+    shown = min(n_chains, MAX_CHAINS_SHOWN)
+    bins = int(np.clip(n_draws // 10, 5, 20))
+    fig = Figure(figsize=(13, 3.4 * len(coords) + 0.6), layout="constrained")
+    axes = fig.subplots(len(coords), 2, squeeze=False, width_ratios=[2.2, 1])
+    cmap = matplotlib.colormaps["tab10"]
+    for (trace_ax, rank_ax), (coord, reason) in zip(axes, coords, strict=True):
+        values = draws[:, :, coord]
+        for c in range(shown):
+            trace_ax.plot(values[c], color=cmap(c % 10), linewidth=0.6, alpha=0.75)
+        trace_ax.set(title=f"trace, coordinate {coord} ({reason})", xlabel="draw", ylabel=f"x[{coord}]")
+        counts, edges = rank_counts(values, bins)
+        expected = n_draws / bins
+        scale = 0.4  # a uniform histogram is drawn 0.4 of a row high
+        width = edges[1] - edges[0]
+        for c in range(shown):
+            height = np.minimum(counts[c] / expected * scale, 0.95)
+            rank_ax.bar(edges[:-1], height, width=width, bottom=c, align="edge", color=cmap(c % 10), alpha=0.8)
+            rank_ax.axhline(c + scale, **EXACT_LINE)
+        rank_ax.set(title=f"rank plot, coordinate {coord}", xlabel="rank of the pooled draws", ylabel="chain")
+        rank_ax.set_yticks(np.arange(shown) + scale / 2, [str(c) for c in range(shown)])
+        rank_ax.set_ylim(0, shown)
+    note = f" (first {shown} of {n_chains} chains shown; ranks pooled over all)" if shown < n_chains else ""
+    fig.suptitle(f"{title}{note}; dashed lines in rank plots: uniform ranks (well-mixed chains)")
+    return save_figure(fig, path)
