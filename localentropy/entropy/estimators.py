@@ -119,6 +119,12 @@ class LocalEntropyEstimator:
         Both run SGLD with step size eta' and noise scale eps; they differ in the temperature that eps
         stands for and in the averaging weight (see :mod:`localentropy.entropy.presets`).
         """
+        fixed = sorted({"temperature", "averaging"} & set(options))
+        if fixed:
+            raise ValueError(
+                f"preset {preset!r} sets {' and '.join(fixed)} from noise_scale; build the estimator directly to "
+                "choose them"
+            )
         settings = inner_loop_settings(preset, noise_scale)
         sampler = SGLD(step_size=step_size, temperature=settings["temperature"])
         return cls(grad_fn, gamma, sampler, n_steps, averaging=settings["averaging"], **options)
@@ -137,7 +143,9 @@ class LocalEntropyEstimator:
 
     def estimate(self, x: Tensor, n_chains: int = 1, generator: torch.Generator | None = None) -> EstimateResult:
         """Run ``n_chains`` chains around x and return the estimate of g(x)."""
-        x = _check_point(x)
+        # detached: the chains are updated in place, so an x that requires grad (a parameter) would make autograd
+        # record every step, and with warm_start keep growing that graph from call to call
+        x = _check_point(x).detach()
         n_chains = check_int("n_chains", n_chains, 1)
         start = time.perf_counter()
         state = self._initial_state(x, n_chains)
@@ -220,7 +228,9 @@ class GaussianSmoothingEstimator:
             assert self.loss_fn is not None
             values = self.loss_fn(torch.cat([x.unsqueeze(0), points]))
             if not isinstance(values, Tensor) or values.shape != (self.n_samples + 1,):
-                raise ValueError(f"loss_fn must return a tensor of shape (n,) for n points, got {values!r:.80}")
+                got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+                n = self.n_samples + 1
+                raise ValueError(f"loss_fn must return a tensor of shape (n,) for n = {n} points, got {got}")
             differences = (values[1:] - values[0]).reshape(-1, *([1] * x.ndim))
             per_sample = xi * differences / self.sigma
             evals = self.n_samples + 1

@@ -90,6 +90,8 @@ class PSGLD(Sampler):
     ) -> PSGLDState:
         positions = as_tensor_list(state.position)
         grads = check_like(grad, positions, "grad")
+        if noise is not None:  # checked before any in-place update, so that a bad call changes nothing
+            check_like(noise, positions, "noise")
         square_avg, precond = state.square_avg, state.preconditioner
         torch._foreach_mul_(square_avg, self.beta)
         torch._foreach_addcmul_(square_avg, grads, grads, value=1.0 - self.beta)

@@ -78,6 +78,8 @@ class SGHMC(Sampler):
     ) -> SGHMCState:
         positions = as_tensor_list(state.position)
         grads = check_like(grad, positions, "grad")
+        if noise is not None:  # checked before any in-place update, so that a bad call changes nothing
+            check_like(noise, positions, "noise")
         velocity = state.velocity
         torch._foreach_mul_(velocity, 1.0 - self.friction)
         torch._foreach_add_(velocity, grads, alpha=-self.step_size)

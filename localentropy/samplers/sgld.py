@@ -58,6 +58,8 @@ class SGLD(Sampler):
     ) -> SGLDState:
         positions = as_tensor_list(state.position)
         grads = check_like(grad, positions, "grad")
+        if noise is not None:  # checked before any in-place update, so that a bad call changes nothing
+            check_like(noise, positions, "noise")
         torch._foreach_add_(positions, grads, alpha=-self.step_size)
         if self.temperature > 0:
             xi = self._noise(state.noise, positions, noise, generator)

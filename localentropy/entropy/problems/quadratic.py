@@ -50,6 +50,8 @@ class Quadratic(Problem):
         n_negative = check_int("n_negative", n_negative, 0)
         if n_negative > dim:
             raise ValueError(f"n_negative must be in [0, dim={dim}], got {n_negative}")
+        if dim == 1 and condition != 1.0:
+            raise ValueError(f"a 1-D quadratic has condition number 1, got condition={condition:g}")
         rng = np.random.default_rng(check_int("seed", seed, 0))
         magnitudes = np.geomspace(1.0, condition, dim)
         signs = np.ones(dim)
@@ -115,4 +117,6 @@ class Quadratic(Problem):
 
     def max_stable_step(self, gamma: float) -> float:
         """2 / lambda_max(A + gamma I): SGLD on the inner potential diverges for step sizes at or above it."""
-        return 2.0 / (float(self.eigenvalues[-1]) + check_gamma_temperature(gamma, 1.0)[0])
+        gamma = check_gamma_temperature(gamma, 1.0)[0]
+        self._coupled(gamma)  # no step is stable unless A + gamma I is positive definite
+        return 2.0 / (float(self.eigenvalues[-1]) + gamma)
