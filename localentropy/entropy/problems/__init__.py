@@ -1,6 +1,8 @@
 """Test problems that know their truth: closed form (quadratics) or quadrature (low-dimensional, non-convex)."""
 
 from localentropy.entropy.problems.base import Problem
+from localentropy.entropy.problems.lowdim import DoubleWell, SharpWide
 from localentropy.entropy.problems.quadratic import Quadratic
+from localentropy.entropy.problems.quadrature import Minimum, QuadratureProblem
 
-__all__ = ["Problem", "Quadratic"]
+__all__ = ["DoubleWell", "Minimum", "Problem", "Quadratic", "QuadratureProblem", "SharpWide"]
