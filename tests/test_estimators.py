@@ -749,4 +749,4 @@ def test_result_shapes(
         assert result.draws is not None and result.draws.shape == (n_chains, n_steps - burn_in, *shape)
     else:
         assert result.draws is None
-    assert result.grad_evals == n_chains * n_steps
+    assert result.grad_evals == n_chains * n_steps * getattr(estimator.sampler, "gradients_per_step", 1)

@@ -173,7 +173,8 @@ class LocalEntropyEstimator:
             grad=chain_grads.mean(0),
             chain_grads=chain_grads,
             draws=draws,
-            grad_evals=n_chains * self.n_steps,
+            # exact samplers (MALA) also evaluate U and its gradient at each proposal
+            grad_evals=n_chains * self.n_steps * getattr(self.sampler, "gradients_per_step", 1),
             seconds=time.perf_counter() - start,
         )
 

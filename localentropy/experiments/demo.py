@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -12,12 +13,33 @@ import torch
 
 from localentropy.samplers import available_samplers, make_sampler, sample
 
+
+class GaussianPotential:
+    """U(x) = (x - m)^T P (x - m) / 2 for (n_chains, d) positions, for samplers that need U itself (MALA)."""
+
+    def __init__(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
+        self.mean, self.precision = mean, precision
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - self.mean
+        return 0.5 * ((centred @ self.precision) * centred).sum(dim=-1)
+
+    def __repr__(self) -> str:
+        return "U"
+
+
 # Step sizes well inside each scheme's stable range for this target (lambda_max of the precision is 10).
-DEMO_SETTINGS: dict[str, dict[str, Any]] = {
+# An entry is a dict of hyperparameters, or a function of the target's (mean, precision) that returns one
+# (for samplers with required hyperparameters beyond step_size, such as MALA's potential).
+DEMO_SETTINGS: dict[str, dict[str, Any] | Callable[[torch.Tensor, torch.Tensor], dict[str, Any]]] = {
     "sgld": {"step_size": 0.02},
     "sghmc": {"step_size": 0.01, "friction": 0.2},
     "psgld": {"step_size": 0.02, "beta": 0.999},
     "msgld": {"step_size": 0.005, "momentum": 0.5},
+    "sgnht": {"step_size": 0.05, "diffusion": 1.0},
+    "baoab": {"step_size": 0.5, "friction": 1.0},
+    "mala": lambda mean, precision: {"step_size": 0.2, "potential": GaussianPotential(mean, precision)},
+    "cyclical": {"sampler": {"name": "sgld", "step_size": 0.04}, "n_cycles": 4, "total_steps": 10000},
 }
 DEFAULT_SETTINGS: dict[str, Any] = {"step_size": 0.01}
 
@@ -52,6 +74,8 @@ def run_demo(n_chains: int = 32, n_steps: int = 10000, burn_in: int = 2000, seed
     rows = []
     for name in available_samplers():
         settings = DEMO_SETTINGS.get(name, DEFAULT_SETTINGS)
+        if callable(settings):
+            settings = settings(mean, precision)
         sampler = make_sampler(name, **settings)
         generator = torch.Generator().manual_seed(seed)
         init = mean + torch.randn(n_chains, 2, generator=generator, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
@@ -68,7 +92,7 @@ def run_demo(n_chains: int = 32, n_steps: int = 10000, burn_in: int = 2000, seed
                 cov=np.cov(flat.T),
                 min_ess=float(np.min(ess)),
                 max_mcse=float(np.max(arviz_stats.mcse(draws.numpy(), method="mean"))),
-                grad_evals=n_chains * n_steps,
+                grad_evals=n_chains * n_steps * getattr(sampler, "gradients_per_step", 1),
                 seconds=seconds,
             )
         )

@@ -1,6 +1,9 @@
 """Inner-loop samplers behind one contract (see :mod:`localentropy.samplers.base`)."""
 
+from localentropy.samplers.baoab import BAOAB, BAOABState
 from localentropy.samplers.base import NOISE_KINDS, Position, Sampler, as_tensor_list, draw_noise
+from localentropy.samplers.cyclical import Cyclical, CyclicalSchedule
+from localentropy.samplers.mala import MALA, MALAState
 from localentropy.samplers.momentum_sgld import MomentumSGLD, MomentumSGLDState
 from localentropy.samplers.psgld import PSGLD, PSGLDState
 from localentropy.samplers.registry import (
@@ -13,18 +16,27 @@ from localentropy.samplers.registry import (
 from localentropy.samplers.run import sample
 from localentropy.samplers.sghmc import SGHMC, SGHMCState
 from localentropy.samplers.sgld import SGLD, SGLDState
+from localentropy.samplers.sgnht import SGNHT, SGNHTState
 
 __all__ = [
+    "BAOAB",
+    "MALA",
     "NOISE_KINDS",
     "PSGLD",
     "SGHMC",
     "SGLD",
+    "SGNHT",
+    "BAOABState",
+    "Cyclical",
+    "CyclicalSchedule",
+    "MALAState",
     "MomentumSGLD",
     "MomentumSGLDState",
     "PSGLDState",
     "Position",
     "SGHMCState",
     "SGLDState",
+    "SGNHTState",
     "Sampler",
     "as_tensor_list",
     "available_samplers",

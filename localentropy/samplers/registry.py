@@ -5,11 +5,15 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from localentropy.samplers.baoab import BAOAB
 from localentropy.samplers.base import Sampler
+from localentropy.samplers.cyclical import Cyclical
+from localentropy.samplers.mala import MALA
 from localentropy.samplers.momentum_sgld import MomentumSGLD
 from localentropy.samplers.psgld import PSGLD
 from localentropy.samplers.sghmc import SGHMC
 from localentropy.samplers.sgld import SGLD
+from localentropy.samplers.sgnht import SGNHT
 
 _REGISTRY: dict[str, type[Sampler]] = {}
 
@@ -65,5 +69,5 @@ def make_sampler(name: str, **hyperparameters: Any) -> Sampler:
     return cls(**hyperparameters)
 
 
-for _cls in (SGLD, SGHMC, PSGLD, MomentumSGLD):
+for _cls in (SGLD, SGHMC, PSGLD, MomentumSGLD, SGNHT, BAOAB, MALA, Cyclical):
     register_sampler(_cls.name, _cls)
