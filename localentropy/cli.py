@@ -57,8 +57,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from localentropy.experiments.report import write_report
+    from localentropy.experiments.report import load_run, write_report
+    from localentropy.experiments.rundir import RunDirectoryError
 
+    for run in args.runs:  # a missing or unreadable results.json is bad input (exit 2), not a failure
+        try:
+            load_run(run)
+        except ValueError as exc:
+            raise RunDirectoryError(str(exc)) from None
     out = Path(args.out) if args.out else Path(args.runs[0])
     print(f"report: {write_report([Path(r) for r in args.runs], out)}")
     return 0

@@ -95,7 +95,8 @@ def estimator_quality(
     denominator = math.sqrt(float(mean @ mean) * truth_sq)
     efficiency = None
     if gamma is not None and gibbs_cov is not None:
-        efficiency = mse / exact_draws_mse(gamma, gibbs_cov, grad_evals)
+        reference = exact_draws_mse(gamma, gibbs_cov, grad_evals) if grad_evals > 0 else math.inf
+        efficiency = mse / reference if reference > 0 else float("nan")  # a degenerate Gibbs measure (T = 0)
     return EstimatorQuality(
         replicates=n_rep,
         bias=bias.tolist(),

@@ -18,6 +18,7 @@ PROBLEM_KINDS = ("quadratic", "double-well", "sharp-wide", "python")
 POINT_KINDS = ("random", "origin", "explicit")
 ESTIMATOR_KINDS = ("local-entropy", "smoothing")
 PRESETS = ("paper", "authors")
+MAX_QUADRATIC_DIM = 10_000  # A is a dense d x d matrix
 _MISSING: Any = object()
 
 
@@ -89,6 +90,14 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _shown(value: Any) -> str:
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int of more than 4300 digits (TOML integers are unbounded)
+        text = f"<{_type_name(value)} too large to print>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class _Reader:
     """Reads fields from TOML tables, collecting every problem instead of stopping at the first."""
 
@@ -96,8 +105,9 @@ class _Reader:
         self.problems: list[str] = []
 
     def problem(self, path: str, value: Any, expected: str) -> None:
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        self.problems.append(f"{path}: got {shown} ({_type_name(value)}), expected {expected}")
+        if value is _MISSING:  # already reported as missing by get()
+            return
+        self.problems.append(f"{path}: got {_shown(value)} ({_type_name(value)}), expected {expected}")
 
     def unknown(self, table: dict[str, Any], allowed: set[str], path: str) -> None:
         for key in sorted(set(table) - allowed):
@@ -125,14 +135,19 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.problem(path, value, "a number")
             return None
-        value = float(value)
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range (TOML integers are unbounded)
+            number = math.inf
+        if not math.isfinite(number):
             self.problem(path, value, "a finite number")
             return None
+        value = number
         below = low is not None and (value <= low if low_open else value < low)
         if below or (high is not None and value > high):
             lo = "-inf" if low is None else f"{low:g}"
-            self.problem(path, value, f"a number in {'(' if low_open else '['}{lo}, {'inf' if high is None else high}]")
+            hi = "inf)" if high is None else f"{high:g}]"
+            self.problem(path, value, f"a number in {'(' if low_open else '['}{lo}, {hi}")
             return None
         return value
 
@@ -166,11 +181,11 @@ class _Reader:
 def _problem(r: _Reader, raw: Any) -> ProblemConfig:
     t = r.table(raw, "problem")
     kind = r.choice(r.get(t, "kind", "problem.kind"), "problem.kind", PROBLEM_KINDS) or "quadratic"
-    allowed = {"kind", "dim", "options"} | {
-        "quadratic": {"condition", "n_negative", "seed"}, "python": {"factory"}
-    }.get(kind, set())  # fmt: skip
+    allowed = {"kind", "dim"} | {  # a quadratic is built from its own fields: options would be ignored
+        "quadratic": {"condition", "n_negative", "seed"}, "python": {"factory", "options"}
+    }.get(kind, {"options"})  # fmt: skip
     r.unknown(t, allowed, "problem")
-    max_dim = 2 if kind in ("double-well", "sharp-wide") else None
+    max_dim = {"double-well": 2, "sharp-wide": 2, "quadratic": MAX_QUADRATIC_DIM}.get(kind)
     dim = r.integer(r.get(t, "dim", "problem.dim", 1 if kind != "quadratic" else _MISSING), "problem.dim", 1, max_dim)
     config = ProblemConfig(kind=kind, dim=dim or 1, options=r.table(t.get("options", {}), "problem.options"))
     if kind == "quadratic":
@@ -212,13 +227,16 @@ def _points(r: _Reader, raw: Any, dim: int) -> PointsConfig:
 def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfig | None:
     path = f"estimators[{i}]"
     t = r.table(raw, path)
-    kind = r.choice(t.get("kind", "local-entropy"), f"{path}.kind", ESTIMATOR_KINDS) or "local-entropy"
+    chosen = r.choice(t.get("kind", "local-entropy"), f"{path}.kind", ESTIMATOR_KINDS)
+    kind = chosen or "local-entropy"
     common = {"label", "kind", "budgets"}
-    if kind == "local-entropy":
-        allowed = common | {"sampler", "hyperparameters", "step_size_fraction", "burn_in_fraction", "averaging",
-                            "preset", "noise_scale"}  # fmt: skip
+    local_entropy = {"sampler", "hyperparameters", "step_size_fraction", "burn_in_fraction", "averaging", "preset",
+                     "noise_scale"}  # fmt: skip
+    smoothing = {"sigma", "order"}
+    if chosen is None:  # an unknown kind: only the fields of some kind can be checked
+        allowed = common | local_entropy | smoothing
     else:
-        allowed = common | {"sigma", "order"}
+        allowed = common | (local_entropy if kind == "local-entropy" else smoothing)
     r.unknown(t, allowed, path)
     label = r.string(t.get("label", t.get("sampler", kind)), f"{path}.label") or f"estimator{i}"
     if label in labels:
@@ -226,17 +244,22 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
     labels.add(label)
     budgets_raw = r.get(t, "budgets", f"{path}.budgets")
     budgets_list = budgets_raw if isinstance(budgets_raw, list) else [budgets_raw]
-    budgets = [r.integer(b, f"{path}.budgets", 1, 10_000_000) for b in budgets_list] if budgets_raw is not None else []
+    if not budgets_list:
+        r.problem(f"{path}.budgets", budgets_raw, "a positive integer or a non-empty list of them")
+    budgets = [r.integer(b, f"{path}.budgets", 1, 10_000_000) for b in budgets_list]
     config = EstimatorConfig(label=label, kind=kind, budgets=[b for b in budgets if b is not None])
+    if chosen is None:
+        return None
     if kind == "smoothing":
         sigma = t.get("sigma", "matched")
         config.sigma = sigma if sigma == "matched" else (r.number(sigma, f"{path}.sigma", 0.0, low_open=True) or 1.0)
         config.order = r.integer(t.get("order", 1), f"{path}.order", 0, 1) or 0
         return config
     config.preset = r.choice(t["preset"], f"{path}.preset", PRESETS) if "preset" in t else None
-    if config.preset is not None:
+    if "preset" in t:  # even a misspelt preset: its sampler and noise_scale rules apply
         config.sampler = "sgld"
-        config.noise_scale = r.number(r.get(t, "noise_scale", f"{path}.noise_scale"), f"{path}.noise_scale", 0.0)
+        config.noise_scale = r.number(r.get(t, "noise_scale", f"{path}.noise_scale"), f"{path}.noise_scale", 0.0,
+                                      low_open=True)  # fmt: skip
         if "sampler" in t:
             r.problem(f"{path}.sampler", t["sampler"], "no sampler: a preset runs SGLD (remove one of the two)")
         if "averaging" in t:
@@ -247,7 +270,10 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
         if "noise_scale" in t:
             r.problem(f"{path}.noise_scale", t["noise_scale"], "no noise_scale without a preset (use temperature)")
     config.hyperparameters = dict(r.table(t.get("hyperparameters", {}), f"{path}.hyperparameters"))
-    if config.sampler is not None:
+    if "preset" in t:  # a preset builds SGLD from the step size alone: any other hyperparameter would be ignored
+        for key in sorted(set(config.hyperparameters) - {"step_size"}):
+            r.problems.append(f"{path}.hyperparameters.{key}: unknown for a preset; allowed: step_size")
+    elif config.sampler is not None:
         accepted = set(sampler_hyperparameters(config.sampler)) - {"temperature", "potential"}
         for key in sorted(set(config.hyperparameters) - accepted):
             r.problems.append(
@@ -285,13 +311,14 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     temperatures = r.grid(r.get(data, "temperature", "temperature", 1.0), "temperature", 0.0, True)
     problem = _problem(r, r.get(data, "problem", "problem", {}))
     points = _points(r, data.get("points", {}), problem.dim)
-    raw_estimators = r.get(data, "estimators", "estimators", [])
+    raw_estimators = r.get(data, "estimators", "estimators")
     if not isinstance(raw_estimators, list) or not raw_estimators:
         r.problem("estimators", raw_estimators, "a non-empty array of [[estimators]] tables")
         raw_estimators = []
     labels: set[str] = set()
-    estimators = [e for i, raw in enumerate(raw_estimators) if (e := _estimator(r, raw, i, labels)) is not None]
-    for e_index, est in enumerate(estimators):
+    indexed = [(i, e) for i, raw in enumerate(raw_estimators) if (e := _estimator(r, raw, i, labels)) is not None]
+    estimators = [e for _, e in indexed]
+    for e_index, est in indexed:
         if est.kind == "local-entropy":
             for b in est.budgets:
                 n_steps = b // chains
@@ -327,6 +354,7 @@ def load_config(path: str | Path) -> RunConfig:
         ) from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, an integer of > 4300 digits, deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ConfigError([f"not valid TOML: {reason}"], str(path)) from None
     return parse_config(data, name=path.stem, source=str(path))

@@ -4,7 +4,8 @@
   completion marker ``COMPLETE``, written last. A directory without it is plainly incomplete.
 * Every file is written atomically: to a temporary file in the same directory, flushed, then renamed.
 * A re-run into a complete directory is skipped (and says so) unless ``force``; a re-run into an incomplete one
-  resumes: pieces of work saved under ``records/`` are not redone. Resuming with a different config is refused.
+  resumes: pieces of work saved under ``records/`` are not redone. A directory holding a run of a different
+  config (complete or not) is refused, as is ``force`` on a non-empty directory without ``config.json``.
 """
 
 from __future__ import annotations
@@ -101,11 +102,14 @@ class RunDirectory:
         """Make the directory ready; returns "skip" (complete, not forced), "resume" or "fresh"."""
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"--out {self.path} exists and is not a directory")
-        if self.complete and not force:
-            return "skip"
-        if force and self.path.exists():
-            shutil.rmtree(self.path)
         config_file = self.path / "config.json"
+        if force and self.path.exists():
+            if not config_file.is_file() and any(self.path.iterdir()):
+                raise RunDirectoryError(
+                    f"--force would delete {self.path}, which is not a run directory (no config.json); "
+                    "choose another --out"
+                )
+            shutil.rmtree(self.path)
         state = "fresh"
         if config_file.is_file():
             try:
@@ -113,10 +117,12 @@ class RunDirectory:
             except (OSError, json.JSONDecodeError):
                 previous = None
             if previous != json.loads(json.dumps(resolved_config, default=_json_default)):
+                which = "a complete" if self.complete else "an incomplete"
                 raise RunDirectoryError(
-                    f"{self.path} holds an incomplete run of a different config; use --force to start over "
-                    "or another --out"
+                    f"{self.path} holds {which} run of a different config; use --force to start over or another --out"
                 )
+            if self.complete:
+                return "skip"
             state = "resume"
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / MARKER).unlink(missing_ok=True)

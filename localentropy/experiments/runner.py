@@ -56,7 +56,7 @@ def build_problem(config: RunConfig) -> Problem:
     except (ImportError, AttributeError) as exc:
         raise ConfigError([f"problem.factory: cannot import {p.factory!r}: {exc}"]) from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError([f"problem.options: {exc}"]) from None
+        raise ConfigError([f"{'problem.options' if p.options or p.kind == 'python' else 'problem'}: {exc}"]) from None
     if not isinstance(problem, Problem) or problem.dim != p.dim:
         raise ConfigError([f"problem.factory: {p.factory!r} must return a Problem of dim {p.dim}, got {problem!r}"])
     return problem
@@ -125,6 +125,14 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
             problems.append(
                 f"estimators[{ei}].step_size_fraction: needs a quadratic problem; give hyperparameters.step_size"
             )
+        elif spec.kind == "local-entropy" and not problems:  # hyperparameter values: refused now, not mid-run
+            key = {"estimator": spec.label, "point": 0, "gamma": config.gammas[0],
+                   "temperature": config.temperatures[0], "budget": spec.budgets[0]}  # fmt: skip
+            try:
+                _local_entropy_estimator(Task(key, spec, points[0], key["gamma"], key["temperature"]), problem,
+                                         config.chains)  # fmt: skip
+            except (TypeError, ValueError) as exc:
+                problems.append(f"estimators[{ei}].hyperparameters: {exc}")
     if problems:
         raise ConfigError(problems)
     for spec in config.estimators:
@@ -141,6 +149,17 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
                         key = {"estimator": spec.label, "point": pi, "gamma": gamma, "temperature": temperature,
                                "budget": budget}  # fmt: skip
                         tasks.append(Task(key, spec, x, gamma, temperature))
+    seen: dict[str, dict[str, Any]] = {}
+    for task in tasks:  # a record's file name must identify it: 1.0 and 1.0000001 both print as "1" with :g
+        if task.id in seen and seen[task.id] != task.key:
+            problems.append(f"records {seen[task.id]} and {task.key} share the file name {task.id!r}: make the "
+                            "labels, gammas, temperatures or budgets more distinct")  # fmt: skip
+        elif task.id in seen:
+            problems.append(f"record {task.key} is listed twice: remove the repeated label, gamma, temperature "
+                            "or budget")  # fmt: skip
+        seen.setdefault(task.id, task.key)
+    if problems:
+        raise ConfigError(sorted(set(problems), key=problems.index))
     return tasks
 
 
@@ -253,11 +272,15 @@ def run_comparison(
     progress: TextIO | None = None,
 ) -> tuple[Path, str]:
     """Run a comparison config into a run directory; returns (directory, "fresh" | "resume" | "skip")."""
+    source = None if isinstance(config, RunConfig) else str(config)
     config = config if isinstance(config, RunConfig) else load_config(config)
     out_dir = RunDirectory(out if out is not None else default_out(config))
-    problem = build_problem(config)
-    points = build_points(config, problem.dim)
-    tasks = plan(config, problem, points)
+    try:
+        problem = build_problem(config)
+        points = build_points(config, problem.dim)
+        tasks = plan(config, problem, points)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, exc.source or source) from None
     resolved = config.as_dict()
     state = out_dir.prepare(resolved, force=force)
     if state == "skip":
