@@ -7,6 +7,7 @@ problem at once, each with its field path, the value found and what is expected.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -189,7 +190,10 @@ def _problem(r: _Reader, raw: Any) -> ProblemConfig:
     dim = r.integer(r.get(t, "dim", "problem.dim", 1 if kind != "quadratic" else _MISSING), "problem.dim", 1, max_dim)
     config = ProblemConfig(kind=kind, dim=dim or 1, options=r.table(t.get("options", {}), "problem.options"))
     if kind == "quadratic":
-        config.condition = r.number(t.get("condition", 10.0), "problem.condition", 1.0) or 1.0
+        default_condition = 1.0 if dim == 1 else 10.0  # a 1-D quadratic has condition number 1
+        config.condition = r.number(t.get("condition", default_condition), "problem.condition", 1.0) or 1.0
+        if dim == 1 and config.condition != 1.0:
+            r.problem("problem.condition", config.condition, "1 for a 1-D quadratic")
         config.n_negative = r.integer(t.get("n_negative", 0), "problem.n_negative", 0, dim) or 0
         config.seed = r.integer(t.get("seed", 0), "problem.seed", 0) or 0
     if kind == "python":
@@ -285,7 +289,13 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
                                              low_open=True)  # fmt: skip
         if "step_size" in config.hyperparameters:
             r.problem(f"{path}.step_size_fraction", t["step_size_fraction"], "either it or hyperparameters.step_size")
-    elif "step_size" not in config.hyperparameters:
+    elif "step_size" not in config.hyperparameters and not (
+        config.sampler is not None
+        and "step_size" not in sampler_hyperparameters(config.sampler)
+        and isinstance(config.hyperparameters.get("sampler"), dict)
+        and "step_size" in config.hyperparameters["sampler"]
+    ):
+        # a wrapper (cyclical) takes its step size in the wrapped sampler's table
         r.problems.append(f"{path}: needs hyperparameters.step_size or step_size_fraction")
     config.burn_in_fraction = r.number(t.get("burn_in_fraction", 0.2), f"{path}.burn_in_fraction", 0.0, 0.9) or 0.0
     averaging = t.get("averaging", "uniform")
@@ -304,6 +314,9 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
            "keep_draws", "ksd", "threads"}  # fmt: skip
     r.unknown(data, top, "")
     run_name = r.string(data.get("name", name), "name") or name
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", run_name):
+        r.problem("name", run_name, "letters, digits, '_', '.' and '-' (it names the run directory)")
+        run_name = "run"
     seed = r.integer(data.get("seed", 0), "seed", 0, 2**63 - 1) or 0
     replicates = r.integer(data.get("replicates", 10), "replicates", 2, 100_000) or 2
     chains = r.integer(data.get("chains", 4), "chains", 1, 100_000) or 1

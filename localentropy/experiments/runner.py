@@ -85,9 +85,9 @@ class Task:
         return record_id(self.key)
 
 
-def _step_size(spec: EstimatorConfig, problem: Problem, gamma: float) -> float:
+def _step_size(spec: EstimatorConfig, problem: Problem, gamma: float) -> float | None:
     if spec.step_size_fraction is None:
-        return spec.hyperparameters["step_size"]
+        return spec.hyperparameters.get("step_size")
     return spec.step_size_fraction * problem.max_stable_step(gamma)  # type: ignore[attr-defined]
 
 
@@ -101,8 +101,15 @@ def _local_entropy_estimator(task: Task, problem: Problem, chains: int) -> Local
             spec.preset, problem.grad, gamma, step_size=step_size, noise_scale=spec.noise_scale or 0.0,
             n_steps=n_steps, burn_in=burn_in,
         )  # fmt: skip
-    hyper = {**spec.hyperparameters, "step_size": step_size}
-    if "potential" in sampler_hyperparameters(spec.sampler or ""):  # exact samplers (MALA) need U itself
+    accepted = sampler_hyperparameters(spec.sampler or "")
+    hyper = dict(spec.hyperparameters)
+    if "step_size" in accepted:
+        hyper["step_size"] = step_size
+    elif isinstance(hyper.get("sampler"), dict) and step_size is not None:  # a wrapper: the wrapped sampler's
+        hyper["sampler"] = {**hyper["sampler"], "step_size": step_size}
+    if "total_steps" in accepted and "total_steps" not in hyper:  # schedules span the inner loop
+        hyper["total_steps"] = n_steps
+    if "potential" in accepted:  # exact samplers (MALA) need U itself
         x = task.x
         hyper["potential"] = lambda y: problem.loss(y) + 0.5 * gamma * ((y - x) ** 2).sum(-1)
     sampler = make_sampler(spec.sampler or "", **hyper)
