@@ -412,3 +412,21 @@ def test_as_tensor_list_views() -> None:
     assert as_tensor_list(x)[0] is x
     parts = (torch.zeros(2), torch.zeros(3))
     assert [t is p for t, p in zip(as_tensor_list(parts), parts, strict=True)] == [True, True]
+
+
+def test_step_on_network_parameters_needs_no_no_grad():
+    """The README's training-loop use: parameters that require grad are the position, no torch.no_grad() needed."""
+    from localentropy.samplers import available_samplers, make_sampler
+
+    for name in ["sgld", "sghmc", "psgld", "msgld", "sgnht", "baoab"]:
+        assert name in available_samplers()
+        model = torch.nn.Linear(3, 2)
+        params = list(model.parameters())
+        sampler = make_sampler(name, step_size=1e-3)
+        state = sampler.init(params)
+        before = [p.detach().clone() for p in params]
+        model(torch.randn(5, 3)).pow(2).sum().backward()
+        state = sampler.step(state, [p.grad for p in params], torch.Generator().manual_seed(0))
+        assert state.step == 1
+        assert all(p.requires_grad for p in params)
+        assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params, strict=True))

@@ -10,7 +10,7 @@ It is a small object in the optax / blackjax style:
 
 Built-in samplers update ``state.position`` (and their other buffers) **in place** and return a state that
 shares those tensors: ``init`` does not copy, so a network's parameters can be the position. Clone first
-if you need the starting point kept.
+if you need the starting point kept. Every subclass's ``step`` runs under ``torch.no_grad()``.
 
 A position is either one tensor whose leading dimension indexes independent chains, shape
 ``(n_chains, ...)``, or a list of tensors (a network's parameters). Both go through the same code path
@@ -76,6 +76,15 @@ class Sampler(ABC):
     name: ClassVar[str] = ""
     temperature: float
     noise: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Samplers update positions in place and are never differentiated through: a network's parameters
+        # (leaves that require grad) can be the position without the caller wrapping each step in no_grad.
+        if "step" in cls.__dict__ and not getattr(cls.step, "_no_grad_wrapped", False):
+            step = torch.no_grad()(cls.__dict__["step"])
+            step._no_grad_wrapped = True  # type: ignore[attr-defined]
+            cls.step = step  # type: ignore[method-assign]
 
     def _check_common(self, temperature: float, noise: str) -> None:
         self.temperature = check_nonnegative("temperature", temperature)
