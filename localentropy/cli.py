@@ -56,6 +56,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from localentropy.experiments.train import run_training
+
+    path, state = run_training(args.config, args.out, force=args.force)
+    if state == "skip":
+        print(f"{path} is complete: skipped (use --force to run again)")
+    else:
+        print(f"{'resumed and completed' if state == 'resume' else 'completed'}: {path / 'report.md'}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from localentropy.experiments.report import load_run, write_report
     from localentropy.experiments.rundir import RunDirectoryError
@@ -91,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default runs/<config name>)")
     run.add_argument("--force", action="store_true", help="run again even if the directory is complete")
     run.set_defaults(func=_cmd_run)
+
+    train = sub.add_parser("train", help="train a model with several optimizers from a TOML config")
+    train.add_argument("config", help="the TOML training config (see docs/training.md)")
+    train.add_argument("--out", help="run directory (default runs/<config name>)")
+    train.add_argument("--force", action="store_true", help="run again even if the directory is complete")
+    train.set_defaults(func=_cmd_train)
 
     report = sub.add_parser("report", help="rebuild a run's report, or merge several runs into one")
     report.add_argument("runs", nargs="+", help="run directories")

@@ -25,7 +25,7 @@ from localentropy.experiments.runner import build_points, build_problem, plan
 from localentropy.samplers import available_samplers
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-SHIPPED = sorted(CONFIG_DIR.glob("*.toml"))
+SHIPPED = sorted(p for p in CONFIG_DIR.glob("*.toml") if not p.stem.startswith("train_"))  # train_*: localentropy train
 
 MINIMAL: dict[str, Any] = {
     "problem": {"kind": "quadratic", "dim": 2},

@@ -1,0 +1,203 @@
+"""Outputs of ``localentropy train``: per-epoch and final CSV tables, learning curves, SLQ densities, report.md.
+
+Everything is written atomically from the run's ``results.json`` data, so ``write_train_outputs`` can rebuild
+the report of a finished run. Figures use plain matplotlib (no pyplot state).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from localentropy.experiments.plots import save_figure
+from localentropy.experiments.rundir import atomic_write_bytes
+
+EPOCH_COLUMNS = ("optimizer", "kind", "status", "epoch", "lr", "steps", "grad_evals", "examples",
+                 "effective_epochs", "seconds", "train_loss", "train_error", "val_loss", "val_error", "test_loss",
+                 "test_error")  # fmt: skip
+FINAL_COLUMNS = ("optimizer", "kind", "status", "test_error", "test_loss", "val_error", "train_error", "train_loss",
+                 "effective_epochs", "seconds", "grad_evals", "steps", "top_eigenvalue", "trace", "trace_mcse",
+                 "sharpness", "local_entropy_grad_norm", "local_entropy_mcse", "grad_norm", "message")  # fmt: skip
+DASH = "—"
+
+
+def _flat(record: dict[str, Any], measure: str, key: str) -> Any:
+    value = (record.get("flatness") or {}).get(measure)
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def final_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for rec in records:
+        final = rec.get("final") or {}
+        rows.append({
+            "optimizer": rec["label"], "kind": rec["kind"], "status": rec["status"],
+            **{k: final.get(k) for k in ("test_error", "test_loss", "val_error", "train_error", "train_loss",
+                                         "effective_epochs", "seconds", "grad_evals", "steps")},
+            "top_eigenvalue": _flat(rec, "top_eigenvalue", "value"), "trace": _flat(rec, "trace", "value"),
+            "trace_mcse": _flat(rec, "trace", "mcse"), "sharpness": _flat(rec, "sharpness", "value"),
+            "local_entropy_grad_norm": _flat(rec, "local_entropy", "norm"),
+            "local_entropy_mcse": _flat(rec, "local_entropy", "mcse"),
+            "grad_norm": _flat(rec, "local_entropy", "grad_norm"), "message": rec.get("message"),
+        })  # fmt: skip
+    return rows
+
+
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+    return buffer.getvalue().encode()
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, int):
+        return str(value)
+    x = float(value)
+    return f"{x:.{digits}g}" if math.isfinite(x) else DASH
+
+
+def _percent(value: Any) -> str:
+    return DASH if value is None else f"{100 * float(value):.2f} %"
+
+
+def _colors(labels: list[str]) -> dict[str, Any]:
+    cmap = colormaps["tab10"]
+    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
+    """Test error against effective epochs and against seconds, one line per optimizer."""
+    fig = Figure(figsize=(13, 4.8))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.26, top=0.9, wspace=0.18)
+    axes = fig.subplots(1, 2)
+    colors = _colors([r["label"] for r in records])
+    for rec in records:
+        rows = [r for r in rec["rows"] if r.get("test_error") is not None]
+        style = {"color": colors[rec["label"]], "marker": "o", "markersize": 3, "linewidth": 1.3,
+                 "linestyle": "-" if rec["status"] == "ok" else ":"}  # fmt: skip
+        name = rec["label"] + ("" if rec["status"] == "ok" else " (diverged)")
+        rows = [r for r in rows if r["test_error"] > 0]  # a log axis
+        err = [100 * r["test_error"] for r in rows]
+        axes[0].plot([r["effective_epochs"] for r in rows], err, label=name, **style)
+        axes[1].plot([r["seconds"] for r in rows], err, label=name, **style)
+    for ax, xlabel in zip(axes, ("effective epochs (examples forward-backwarded / training-set size)",
+                                 "training wall-clock seconds"), strict=True):  # fmt: skip
+        ax.set(xlabel=xlabel, ylabel="test error (%, log scale)", yscale="log")
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), fontsize=9)
+    fig.suptitle("Test error per epoch (the first point: the initial weights)")
+    return save_figure(fig, path)
+
+
+def plot_density(records: list[dict[str, Any]], path: Path) -> Path:
+    """The SLQ eigenvalue densities of the final Hessians, log scale, one line per optimizer."""
+    fig = Figure(figsize=(9, 5))
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.9)
+    ax = fig.subplots()
+    colors = _colors([r["label"] for r in records])
+    drawn, low = False, None
+    for rec in records:
+        density = (rec.get("flatness") or {}).get("density")
+        if not isinstance(density, dict) or not density.get("grid"):
+            continue
+        grid, values = np.asarray(density["grid"], float), np.asarray(density["density"], float)
+        floor = max(values.max(), 1e-300) * 1e-6
+        low = floor if low is None else min(low, floor)
+        ax.plot(grid, np.maximum(values, floor), color=colors[rec["label"]], linewidth=1.2, label=rec["label"])
+        drawn = True
+    ax.set(xlabel="Hessian eigenvalue", ylabel="density (Gaussian-broadened SLQ)", yscale="log",
+           title="Eigenvalue density of the final Hessian (evaluation batch set)")  # fmt: skip
+    ax.grid(True, which="both", alpha=0.3)
+    if drawn:
+        ax.set_ylim(bottom=low)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no density measured", ha="center", va="center", transform=ax.transAxes)
+    return save_figure(fig, path)
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    head = ("| optimizer | status | test error | effective epochs | seconds | grad evals | top eigenvalue | "
+            "trace ± MCSE | eps-sharpness | ‖g_LE‖ ± MCSE / ‖∇f‖ |")  # fmt: skip
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        trace = DASH if r["trace"] is None else f"{fmt(r['trace'])} ± {fmt(r['trace_mcse'], 2)}"
+        ratio = (f"{fmt(r['local_entropy_grad_norm'])} ± {fmt(r['local_entropy_mcse'], 2)} / {fmt(r['grad_norm'])}"
+                 if r["local_entropy_grad_norm"] is not None else DASH)  # fmt: skip
+        effective = DASH if r["effective_epochs"] is None else f"{r['effective_epochs']:.2f}"
+        seconds = DASH if r["seconds"] is None else f"{r['seconds']:.1f}"
+        lines.append(
+            f"| {r['optimizer']} | {r['status']} | {_percent(r['test_error'])} | {effective} | {seconds} | "
+            f"{fmt(r['grad_evals'])} | {fmt(r['top_eigenvalue'])} | {trace} | {fmt(r['sharpness'])} | {ratio} |"
+        )
+    return lines
+
+
+def report_markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    config, data, model = results["config"], results.get("data", {}), results.get("model", {})
+    budget = (f"{config['epochs']} epochs per optimizer" if config.get("epochs") is not None
+              else f"{config['effective_epochs']:g} effective epochs per optimizer")  # fmt: skip
+    sizes = data.get("sizes", {})
+    fl = config["flatness"]
+    lines = [
+        f"# Training comparison: {results['name']}", "",
+        f"Data: `{data.get('source')}` ({sizes.get('train')} train / {sizes.get('validation')} validation / "
+        f"{sizes.get('test')} test, split seed {config['seed']}); model `{model.get('name')}` "
+        f"({model.get('parameters')} parameters); batch size {config['batch_size']}; budget: {budget}. "
+        "Every optimizer starts from the same weights and reads the minibatches in the same order.", "",
+        "## Final results", "",
+        *_table(rows), "",
+        "Test error at the final weights. Effective epochs: examples forward-backwarded / training-set size "
+        "(Entropy-SGD's inner steps, LPF-SGD's samples and SAM's second pass included); grad evals: "
+        "forward-backward passes; seconds: training wall-clock time (evaluation excluded). Flatness at the final "
+        f"weights in eval mode on {fl['examples']} training examples: top Hessian eigenvalue (power iteration), "
+        f"trace (Hutchinson, {fl['hutchinson_samples']} Rademacher vectors, ± one MCSE), Keskar eps-sharpness "
+        f"(eps = {fl['sharpness_epsilon']:g}, in %), local-entropy gradient norm (full training loss, gamma = "
+        f"{fl['local_entropy']['gamma']:g}, T = {fl['local_entropy']['temperature']:g}) beside the gradient norm.", "",
+    ]  # fmt: skip
+    failed = [r for r in results["records"] if r["status"] != "ok"]
+    if failed:
+        lines += ["## Diverged", ""] + [f"- {r['message']}" for r in failed] + [""]
+    lines += [
+        "## Learning curves", "", "![test error against effective epochs and seconds](curves.png)", "",
+        "## Hessian eigenvalue density (stochastic Lanczos quadrature)", "",
+        f"{fl['lanczos_runs']} run(s) of {fl['lanczos_steps']} Lanczos steps with full re-orthogonalisation, "
+        f"Gaussian broadening of {fl['broadening']:g} times the spread of the nodes.", "",
+        "![SLQ density](density.png)", "",
+        "Files: `results.json` (everything), `epochs.csv` (one row per optimizer and epoch), `final.csv`, "
+        "`checkpoints/` (the last epoch of each optimizer: `torch.load(path, weights_only=True)`).", "",
+    ]  # fmt: skip
+    meta = results.get("meta", {})
+    versions = meta.get("versions", {})
+    lines.append(f"torch {versions.get('torch')}, {meta.get('torch_threads')} thread(s), commit "
+                 f"{meta.get('git_commit') or 'unknown'}.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_train_outputs(run_dir: Path, results: dict[str, Any]) -> Path:
+    """epochs.csv, final.csv, curves.png, density.png and report.md in ``run_dir``; returns the report's path."""
+    run_dir = Path(run_dir)
+    records = results["records"]
+    epoch_rows = [{"optimizer": rec["label"], "kind": rec["kind"], "status": rec["status"], **row}
+                  for rec in records for row in rec["rows"]]  # fmt: skip
+    atomic_write_bytes(run_dir / "epochs.csv", _csv(epoch_rows, EPOCH_COLUMNS))
+    rows = final_rows(records)
+    atomic_write_bytes(run_dir / "final.csv", _csv(rows, FINAL_COLUMNS))
+    plot_curves(records, run_dir / "curves.png")
+    plot_density(records, run_dir / "density.png")
+    atomic_write_bytes(run_dir / "report.md", report_markdown(results, rows).encode())
+    return run_dir / "report.md"
