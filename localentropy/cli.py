@@ -67,6 +67,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from localentropy.experiments.sweep import run_sweep
+
+    if args.address and args.executor != "ray":
+        print("localentropy sweep: error: --address is for --executor ray", file=sys.stderr)
+        return 2
+    path, state, results = run_sweep(args.config, args.out, executor=args.executor, workers=args.workers,
+                                     address=args.address, force=args.force)  # fmt: skip
+    if state == "skip":
+        print(f"{path} is complete: skipped (use --force to run again)")
+    else:
+        counts = ", ".join(f"{n} {status}" for status, n in results["counts"].items() if n)
+        print(f"{'completed' if state == 'fresh' else 'resumed and completed'} ({counts}): {path / 'report.md'}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from localentropy.experiments.report import load_run, write_report
     from localentropy.experiments.rundir import RunDirectoryError
@@ -77,8 +93,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise RunDirectoryError(str(exc)) from None
     out = Path(args.out) if args.out else Path(args.runs[0])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"--out {out}: cannot create the report directory: {exc.strerror or exc}") from None
     print(f"report: {write_report([Path(r) for r in args.runs], out)}")
     return 0
+
+
+def _out_dir(text: str) -> str:
+    if not text.strip():  # an unset shell variable (--out "$OUT") would write into the current directory
+        raise argparse.ArgumentTypeError("expected a directory, got an empty string")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"a path cannot contain a NUL character, got {text!r}")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -99,19 +127,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="compare estimators of the local-entropy gradient from a TOML config")
     run.add_argument("config", help="the TOML config (see docs/configuration.md)")
-    run.add_argument("--out", help="run directory (default runs/<config name>)")
+    run.add_argument("--out", type=_out_dir, help="run directory (default runs/<config name>)")
     run.add_argument("--force", action="store_true", help="run again even if the directory is complete")
     run.set_defaults(func=_cmd_run)
 
     train = sub.add_parser("train", help="train a model with several optimizers from a TOML config")
     train.add_argument("config", help="the TOML training config (see docs/training.md)")
-    train.add_argument("--out", help="run directory (default runs/<config name>)")
+    train.add_argument("--out", type=_out_dir, help="run directory (default runs/<config name>)")
     train.add_argument("--force", action="store_true", help="run again even if the directory is complete")
     train.set_defaults(func=_cmd_train)
 
+    sweep = sub.add_parser("sweep", help="run a grid of training runs, locally or on Ray (see docs/sweeps.md)")
+    sweep.add_argument("config", help="the TOML sweep config (see docs/sweeps.md)")
+    sweep.add_argument("--out", type=_out_dir, help="sweep directory (default runs/<config name>)")
+    sweep.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local processes (default) or Ray tasks")  # fmt: skip
+    sweep.add_argument("--address", help="Ray cluster address (e.g. auto or ray://host:10001; default: a local Ray)")
+    sweep.add_argument("--workers", type=_positive_int, help="runs at a time (local default 1; Ray: all CPUs)")
+    sweep.add_argument("--force", action="store_true", help="delete the sweep directory and run everything again")
+    sweep.set_defaults(func=_cmd_sweep)
+
     report = sub.add_parser("report", help="rebuild a run's report, or merge several runs into one")
     report.add_argument("runs", nargs="+", help="run directories")
-    report.add_argument("--out", help="where to write the merged report (default: the first run directory)")
+    report.add_argument("--out", type=_out_dir,
+                        help="where to write the merged report (default: the first run directory)")  # fmt: skip
     report.set_defaults(func=_cmd_report)
 
     samplers = sub.add_parser("samplers", help="list the registered samplers and their hyperparameters")
