@@ -20,7 +20,10 @@ def check_real(name: str, value: Any) -> float:
     """A finite real number (bools and NaN/inf are refused)."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise ValueError(f"{name} must be a real number, got {_describe(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float range, e.g. 10**400 from a TOML file
+        raise ValueError(f"{name} must be finite, got an integer with {len(str(abs(value)))} digits") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value

@@ -20,6 +20,10 @@ POINT_KINDS = ("random", "origin", "explicit")
 ESTIMATOR_KINDS = ("local-entropy", "smoothing")
 PRESETS = ("paper", "authors")
 MAX_QUADRATIC_DIM = 10_000  # A is a dense d x d matrix
+MAX_NAME = 64  # run names and labels become file names (with suffixes): well under the 255 bytes of a file name
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+NAME_RULE = "letters, digits, '_', '.' and '-', starting with a letter, a digit or '_'"
+FACTORY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 _MISSING: Any = object()
 
 
@@ -91,6 +95,11 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _key_text(key: Any) -> str:
+    """A TOML key as shown in a message: as is when plain, else quoted and escaped (control characters, spaces)."""
+    return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]+", key) else _shown(key)
+
+
 def _shown(value: Any) -> str:
     try:
         text = repr(value)
@@ -113,7 +122,7 @@ class _Reader:
     def unknown(self, table: dict[str, Any], allowed: set[str], path: str) -> None:
         for key in sorted(set(table) - allowed):
             prefix = f"{path}." if path else ""
-            self.problems.append(f"{prefix}{key}: unknown field; allowed: {', '.join(sorted(allowed))}")
+            self.problems.append(f"{prefix}{_key_text(key)}: unknown field; allowed: {', '.join(sorted(allowed))}")
 
     def get(self, table: dict[str, Any], key: str, path: str, default: Any = _MISSING) -> Any:
         if key in table:
@@ -164,6 +173,25 @@ class _Reader:
             return None
         return value
 
+    def label(self, value: Any, path: str) -> str | None:
+        """A label: a non-empty string of at most MAX_NAME characters (it becomes part of file names)."""
+        label = self.string(value, path)
+        if label is not None and len(label) > MAX_NAME:
+            self.problem(path, label, f"at most {MAX_NAME} characters (it names files)")
+            return None
+        return label
+
+    def name(self, value: Any, path: str, default: str, pattern: re.Pattern[str] = NAME_PATTERN,
+             max_length: int = MAX_NAME, allowed: str = NAME_RULE) -> str:  # fmt: skip
+        """A run name: it names the run directory, so only the characters ``pattern`` allows, at most max_length."""
+        name = self.string(value, path)
+        if name is None:
+            return default
+        if not pattern.fullmatch(name) or len(name) > max_length:
+            self.problem(path, name, f"at most {max_length} {allowed} (it names the run directory)")
+            return default
+        return name
+
     def table(self, value: Any, path: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             self.problem(path, value, "a table")
@@ -198,8 +226,9 @@ def _problem(r: _Reader, raw: Any) -> ProblemConfig:
         config.seed = r.integer(t.get("seed", 0), "problem.seed", 0) or 0
     if kind == "python":
         factory = r.string(r.get(t, "factory", "problem.factory"), "problem.factory")
-        if factory is not None and ":" not in factory:
+        if factory is not None and not FACTORY_PATTERN.fullmatch(factory):
             r.problem("problem.factory", factory, "'package.module:function' returning a Problem")
+            factory = None
         config.factory = factory
     return config
 
@@ -242,7 +271,7 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
     else:
         allowed = common | (local_entropy if kind == "local-entropy" else smoothing)
     r.unknown(t, allowed, path)
-    label = r.string(t.get("label", t.get("sampler", kind)), f"{path}.label") or f"estimator{i}"
+    label = r.label(t.get("label", t.get("sampler", kind)), f"{path}.label") or f"estimator{i}"
     if label in labels:
         r.problem(f"{path}.label", label, "a label not used by another estimator")
     labels.add(label)
@@ -276,12 +305,12 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
     config.hyperparameters = dict(r.table(t.get("hyperparameters", {}), f"{path}.hyperparameters"))
     if "preset" in t:  # a preset builds SGLD from the step size alone: any other hyperparameter would be ignored
         for key in sorted(set(config.hyperparameters) - {"step_size"}):
-            r.problems.append(f"{path}.hyperparameters.{key}: unknown for a preset; allowed: step_size")
+            r.problems.append(f"{path}.hyperparameters.{_key_text(key)}: unknown for a preset; allowed: step_size")
     elif config.sampler is not None:
         accepted = set(sampler_hyperparameters(config.sampler)) - {"temperature", "potential"}
         for key in sorted(set(config.hyperparameters) - accepted):
             r.problems.append(
-                f"{path}.hyperparameters.{key}: unknown for sampler {config.sampler!r}; "
+                f"{path}.hyperparameters.{_key_text(key)}: unknown for sampler {config.sampler!r}; "
                 f"allowed: {', '.join(sorted(accepted))} (temperature comes from the config's temperature)"
             )
     if "step_size_fraction" in t:
@@ -313,10 +342,7 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     top = {"name", "seed", "replicates", "chains", "gamma", "temperature", "problem", "points", "estimators",
            "keep_draws", "ksd", "threads"}  # fmt: skip
     r.unknown(data, top, "")
-    run_name = r.string(data.get("name", name), "name") or name
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", run_name):
-        r.problem("name", run_name, "letters, digits, '_', '.' and '-' (it names the run directory)")
-        run_name = "run"
+    run_name = r.name(data.get("name", name), "name" if "name" in data else "name (the config file's stem)", "run")
     seed = r.integer(data.get("seed", 0), "seed", 0, 2**63 - 1) or 0
     replicates = r.integer(data.get("replicates", 10), "replicates", 2, 100_000) or 2
     chains = r.integer(data.get("chains", 4), "chains", 1, 100_000) or 1
@@ -365,6 +391,9 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(
             [f"not UTF-8 text (TOML must be UTF-8): {exc.reason} at byte {exc.start}"], str(path)
         ) from None
+    except (OSError, ValueError) as exc:  # unreadable (permissions, a broken link), or a path with a NUL byte
+        raise ConfigError([f"cannot read the config file {path}: {getattr(exc, 'strerror', None) or exc}"],
+                          str(path)) from None  # fmt: skip
     try:
         data = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError, an integer of > 4300 digits, deep nesting

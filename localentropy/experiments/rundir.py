@@ -2,10 +2,14 @@
 
 * ``--out DIR`` (default ``runs/<config name>``) holds ``config.json`` (the resolved config), the results and a
   completion marker ``COMPLETE``, written last. A directory without it is plainly incomplete.
-* Every file is written atomically: to a temporary file in the same directory, flushed, then renamed.
+* Every file is written atomically: to a temporary file in the same directory (``.<name>.<random>.tmp``),
+  flushed, then renamed. A killed run may leave such temporary files; they are never read as results, and a
+  resume deletes them.
 * A re-run into a complete directory is skipped (and says so) unless ``force``; a re-run into an incomplete one
   resumes: pieces of work saved under ``records/`` are not redone. A directory holding a run of a different
-  config (complete or not) is refused, as is ``force`` on a non-empty directory without ``config.json``.
+  config (complete or not) is refused, as is a non-empty directory without ``config.json`` (with or without
+  ``force``: its files would be overwritten or deleted). A directory that cannot be created or written is
+  refused as bad input too (:class:`RunDirectoryError`, exit status 2).
 """
 
 from __future__ import annotations
@@ -86,6 +90,27 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     }
 
 
+def is_temporary(path: Path) -> bool:
+    """A file being written atomically (``.<name>.<random>.tmp``): never a result, whatever its content."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def _user_files(directory: Path) -> list[Path]:
+    """What a directory holds besides the temporary files of a run killed before it wrote config.json."""
+    return [p for p in directory.iterdir() if not is_temporary(p)]
+
+
+def remove_temporary_files(directory: Path) -> list[Path]:
+    """Delete the temporary files a killed run left in ``directory`` and its subdirectories (two levels)."""
+    removed = []
+    for pattern in (".*.tmp", "*/.*.tmp", "*/*/.*.tmp"):
+        for path in directory.glob(pattern):
+            if path.is_file() and is_temporary(path):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 class RunDirectory:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -99,16 +124,30 @@ class RunDirectory:
         return self.path / "records"
 
     def prepare(self, resolved_config: dict[str, Any], *, force: bool = False) -> str:
-        """Make the directory ready; returns "skip" (complete, not forced), "resume" or "fresh"."""
+        """Make the directory ready; returns "skip" (complete, not forced), "resume" or "fresh".
+
+        Raises :class:`RunDirectoryError` (bad input, exit status 2) when the directory cannot be used: not a
+        directory, not creatable or writable, another config's run, or a non-empty directory that is not a run
+        directory (its files could be overwritten).
+        """
+        try:
+            return self._prepare(resolved_config, force)
+        except OSError as exc:  # a parent that is a file, no permission, a name too long, a read-only disk...
+            reason = exc.strerror or str(exc)
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(self.path) else ""
+            raise RunDirectoryError(f"--out {self.path}: cannot use it as the run directory: {reason}{where}") from None
+
+    def _prepare(self, resolved_config: dict[str, Any], force: bool) -> str:
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"--out {self.path} exists and is not a directory")
         config_file = self.path / "config.json"
+        if self.path.is_dir() and not config_file.is_file() and _user_files(self.path):
+            action = "--force would delete" if force else "a run would write into"
+            raise RunDirectoryError(
+                f"{action} {self.path}, which is not empty and is not a run directory (no config.json); "
+                "choose another --out"
+            )
         if force and self.path.exists():
-            if not config_file.is_file() and any(self.path.iterdir()):
-                raise RunDirectoryError(
-                    f"--force would delete {self.path}, which is not a run directory (no config.json); "
-                    "choose another --out"
-                )
             shutil.rmtree(self.path)
         state = "fresh"
         if config_file.is_file():
@@ -124,6 +163,7 @@ class RunDirectory:
             if self.complete:
                 return "skip"
             state = "resume"
+            remove_temporary_files(self.path)  # left by a killed run: never results, never read
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / MARKER).unlink(missing_ok=True)
         atomic_write_json(config_file, resolved_config)
@@ -134,9 +174,10 @@ class RunDirectory:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None  # a torn record from a killed run: redo it
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):  # JSONDecodeError, UnicodeDecodeError
+            return None  # a torn or foreign record: redo it
+        return record if isinstance(record, dict) else None
 
     def save_record(self, record_id: str, record: dict[str, Any]) -> None:
         atomic_write_json(self.records / f"{record_id}.json", record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import io
@@ -21,7 +22,7 @@ from localentropy.diagnostics import chain_summary, estimator_quality, imq_ksd, 
 from localentropy.entropy import GaussianSmoothingEstimator, LocalEntropyEstimator
 from localentropy.entropy.problems import Problem, Quadratic
 from localentropy.entropy.problems.lowdim import DoubleWell, SharpWide
-from localentropy.experiments.config import ConfigError, EstimatorConfig, RunConfig, load_config
+from localentropy.experiments.config import ConfigError, EstimatorConfig, RunConfig, _shown, load_config
 from localentropy.experiments.rundir import RunDirectory, atomic_write_bytes, atomic_write_json, environment
 from localentropy.samplers import make_sampler, sampler_hyperparameters
 
@@ -55,7 +56,7 @@ def build_problem(config: RunConfig) -> Problem:
         problem = factory(**p.options)
     except (ImportError, AttributeError) as exc:
         raise ConfigError([f"problem.factory: cannot import {p.factory!r}: {exc}"]) from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError) as exc:  # OverflowError: an integer beyond a float
         raise ConfigError([f"{'problem.options' if p.options or p.kind == 'python' else 'problem'}: {exc}"]) from None
     if not isinstance(problem, Problem) or problem.dim != p.dim:
         raise ConfigError([f"problem.factory: {p.factory!r} must return a Problem of dim {p.dim}, got {problem!r}"])
@@ -91,6 +92,20 @@ def _step_size(spec: EstimatorConfig, problem: Problem, gamma: float) -> float |
     return spec.step_size_fraction * problem.max_stable_step(gamma)  # type: ignore[attr-defined]
 
 
+class InnerPotential:
+    """U(x') = f(x') + gamma/2 ||x' - x||^2, for exact samplers; its repr is stable (no memory address), so that
+    the sampler's repr recorded in results.json is the same in every run."""
+
+    def __init__(self, problem: Problem, gamma: float, x: Tensor) -> None:
+        self.problem, self.gamma, self.x = problem, gamma, x
+
+    def __call__(self, y: Tensor) -> Tensor:
+        return self.problem.loss(y) + 0.5 * self.gamma * ((y - self.x) ** 2).sum(-1)
+
+    def __repr__(self) -> str:
+        return f"U(x') = f(x') + {self.gamma:g}/2 ||x' - x||^2"
+
+
 def _local_entropy_estimator(task: Task, problem: Problem, chains: int) -> LocalEntropyEstimator:
     spec, gamma = task.spec, task.gamma
     n_steps = task.key["budget"] // chains
@@ -110,8 +125,7 @@ def _local_entropy_estimator(task: Task, problem: Problem, chains: int) -> Local
     if "total_steps" in accepted and "total_steps" not in hyper:  # schedules span the inner loop
         hyper["total_steps"] = n_steps
     if "potential" in accepted:  # exact samplers (MALA) need U itself
-        x = task.x
-        hyper["potential"] = lambda y: problem.loss(y) + 0.5 * gamma * ((y - x) ** 2).sum(-1)
+        hyper["potential"] = InnerPotential(problem, gamma, task.x)
     sampler = make_sampler(spec.sampler or "", **hyper)
     return LocalEntropyEstimator(
         problem.grad, gamma, sampler, n_steps, temperature=task.temperature, burn_in=burn_in,
@@ -138,8 +152,9 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
             try:
                 _local_entropy_estimator(Task(key, spec, points[0], key["gamma"], key["temperature"]), problem,
                                          config.chains)  # fmt: skip
-            except (TypeError, ValueError) as exc:
-                problems.append(f"estimators[{ei}].hyperparameters: {exc}")
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                which = f" (in {_shown(spec.hyperparameters)})" if isinstance(exc, ArithmeticError) else ""
+                problems.append(f"estimators[{ei}].hyperparameters: {exc}{which}")
     if problems:
         raise ConfigError(problems)
     for spec in config.estimators:
@@ -210,10 +225,8 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
             result = estimator.estimate(x, config.chains, generator)
         if not bool(torch.isfinite(result.grad).all()):
             record["status"] = "diverged"
-            record["error"] = (
-                f"replicate {r}: the estimate is not finite (NaN or inf): the sampler diverged; "
-                f"use a smaller step size (settings {record['estimator']['settings']})"
-            )
+            seed = stable_seed(config.seed, task.id, r)
+            record["error"] = divergence_message(task, problem, estimator, r, config.chains, seed)
             break
         estimates.append(result.grad)
         seconds += result.seconds
@@ -243,6 +256,53 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
     return record, first_draws
 
 
+def first_nonfinite_step(estimator: LocalEntropyEstimator, x: Tensor, chains: int, seed: int) -> int | None:
+    """The first inner step (1-based) at which a chain left the finite range, by replaying the replicate.
+
+    The replay uses the replicate's own generator seed and keeps every iterate (burn-in included), so it
+    follows the same trajectory as the estimate that diverged.
+    """
+    probe = copy.copy(estimator)
+    probe.burn_in, probe.keep_draws, probe.warm_start = 0, True, False
+    draws = probe.estimate(x, chains, torch.Generator().manual_seed(seed)).draws
+    if draws is None:
+        return None
+    finite = torch.isfinite(draws.reshape(draws.shape[0], draws.shape[1], -1)).all(-1).all(0)
+    bad = torch.nonzero(~finite)
+    return int(bad[0, 0]) + 1 if bad.numel() else None
+
+
+def divergence_message(task: Task, problem: Problem, estimator: Any, replicate: int, chains: int, seed: int) -> str:
+    """Why a record diverged: the replicate, the inner step, the sampler and the likely cause."""
+    spec, gamma = task.spec, task.gamma
+    if spec.kind == "smoothing":
+        return (f"diverged in replicate {replicate}: the smoothing estimate is not finite (NaN or inf); likely "
+                f"cause: the problem's gradient or loss overflows at x + sigma xi (sigma {estimator.sigma:g}): use a "
+                "smaller sigma")  # fmt: skip
+    step = first_nonfinite_step(estimator, task.x, chains, seed)
+    n = estimator.n_steps
+    where = f"at inner step {step} of {n}" if step is not None else f"within {n} inner steps"
+    step_size = _step_size(spec, problem, gamma)
+    wrapped = spec.hyperparameters.get("sampler")
+    if step_size is None and isinstance(wrapped, dict):  # a wrapper (cyclical): the wrapped sampler's step size
+        step_size = wrapped.get("step_size")
+    if isinstance(step_size, int | float) and hasattr(problem, "max_stable_step"):
+        limit = problem.max_stable_step(gamma)
+        relation = "at or above" if step_size >= limit else "below"
+        cause = (
+            f"step size {step_size:g} is {relation} the SGLD stability limit 2 / lambda_max(A + gamma I) = "
+            f"{limit:.4g} of this quadratic at gamma {gamma:g}; use a smaller step size (step_size_fraction < 1)"
+        )
+    else:
+        size = f" {step_size:g}" if isinstance(step_size, int | float) else ""
+        cause = (
+            f"the step size{size} is too large for the curvature of U(x') = f(x') + gamma/2 ||x' - x||^2 "
+            "(SGLD needs step_size < 2 / (curvature + gamma)); use a smaller step size"
+        )
+    return (f"diverged in replicate {replicate}: the chains left the finite range (NaN or inf) {where} "
+            f"of sampler {estimator.sampler!r}; likely cause: {cause}")  # fmt: skip
+
+
 def finite_or_none(value: Any) -> Any:
     """JSON has no NaN: undefined numbers (e.g. R-hat of a single chain) are stored as null."""
     if isinstance(value, float):
@@ -258,7 +318,7 @@ def _progress(out: TextIO, index: int, total: int, task: Task, record: dict[str,
     k = task.key
     status = "resumed" if resumed else f"{record['timing']['seconds_total']:.2f}s"
     mse = record["metrics"]["relative_mse"] if record.get("metrics") else None
-    detail = f"rel. MSE {mse:.3g}" if mse is not None else record["status"]
+    detail = f"rel. MSE {mse:.3g}" if mse is not None else str(record.get("error") or record["status"])
     print(
         f"[{index}/{total}] {k['estimator']} x{k['point']} gamma={k['gamma']:g} T={k['temperature']:g} "
         f"budget={k['budget']}: {detail} ({status})",
@@ -311,6 +371,8 @@ def _run_tasks(
     records = []
     for i, task in enumerate(tasks, 1):
         record = out_dir.load_record(task.id)
+        if record is not None and (record.get("key") != task.key or record.get("status") not in ("ok", "diverged")):
+            record = None  # not this record's (a foreign or hand-edited file under its name): redo it
         resumed = record is not None
         if record is None:
             record, draws = run_task(task, problem, config)

@@ -233,7 +233,7 @@ class OptimizerRun:
             except DivergenceError as exc:
                 status = "diverged"
                 message = (f"{self.spec.label}: diverged at optimizer step {self.steps + 1} (epoch {self.epoch + 1}, "
-                           f"lr {lr:g}): {exc}")  # fmt: skip
+                           f"lr {lr:g}{self._sampler_text()}): {exc}{self._cause(str(exc), lr)}")  # fmt: skip
                 break
             finally:
                 self.seconds += time.perf_counter() - start
@@ -242,7 +242,10 @@ class OptimizerRun:
             losses = [row["train_loss"], row["test_loss"]] + ([row["val_loss"]] if self.splits.validation else [])
             if any(loss is None for loss in losses) or not _finite_model(self.model):
                 status = "diverged"
-                message = f"{self.spec.label}: the weights or the loss became non-finite in epoch {self.epoch}"
+                first = (self.epoch - 1) * self.steps_per_epoch + 1
+                message = (f"{self.spec.label}: diverged in epoch {self.epoch} (optimizer steps {first} to "
+                           f"{self.steps}, lr {lr:g}{self._sampler_text()}): the weights or the evaluation loss became "
+                           f"non-finite{self._cause('', lr)}")  # fmt: skip
                 break
             self.rows.append(row)
             self.save()
@@ -252,6 +255,28 @@ class OptimizerRun:
             if self.after_epoch is not None:
                 self.after_epoch(self.spec.label, self.epoch)
         return self.record(status, message)
+
+    def _sampler_text(self) -> str:
+        if self.spec.kind not in ("entropy-sgd", "entropy-adam"):
+            return ""
+        return f", sampler {self.spec.sampler}" if self.spec.preset is None else f", the {self.spec.preset!r} preset"
+
+    def _cause(self, error: str, lr: float) -> str:
+        """The likely cause, unless the optimizer's own message already gives advice."""
+        if "try " in error.lower():
+            return ""
+        advice = {
+            "sgd": "lr {lr:g} is too large for the curvature of the loss (gradient descent needs lr < 2 / the largest "
+            "Hessian eigenvalue): try a smaller lr",
+            "adam": "lr {lr:g} is too large for this model and data: try a smaller lr",
+            "sam": "lr {lr:g} (or rho) is too large for the curvature of the loss: try a smaller lr or rho",
+            "lpf-sgd": "lr {lr:g} or sigma is too large: try a smaller lr or sigma",
+        }.get(
+            self.spec.kind,
+            "the sampler's step size or lr {lr:g} is too large for the curvature of the loss (the "
+            "inner loop needs step_size < 2 / (curvature + gamma)): try a smaller step size or lr",
+        )
+        return ". Likely cause: " + advice.format(lr=lr)
 
     def record(self, status: str, message: str | None) -> dict[str, Any]:
         last = self.rows[-1]
@@ -321,6 +346,10 @@ def run_training(
         records = []
         for spec in config.optimizers:
             record = out_dir.load_record(slug(spec.label))
+            if record is not None and (
+                record.get("label") != spec.label or record.get("status") not in ("ok", "diverged")
+            ):
+                record = None  # not this optimizer's finished record (a foreign or hand-edited file): redo it
             if record is None:
                 print(f"{spec.label} ({spec.kind})", file=progress, flush=True)
                 run = OptimizerRun(config, spec, splits, out_dir, progress, after_epoch)

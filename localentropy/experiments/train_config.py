@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from localentropy.data.sources import FILE_SOURCES, FIXED_TEST, SOURCES
-from localentropy.experiments.config import ConfigError, _Reader
+from localentropy.experiments.config import ConfigError, _key_text, _Reader
 from localentropy.experiments.models import available_models, build_model, check_input_shape, model_options
 from localentropy.experiments.train_optim import (
     ENTROPY_KINDS,
@@ -122,7 +122,7 @@ def _model(r: _Reader, raw: Any, source: str) -> ModelConfig:
     if name is None:
         return config
     for key in sorted(set(options) - set(model_options(name))):
-        r.problems.append(f"model.options.{key}: unknown for model {name!r}; allowed: "
+        r.problems.append(f"model.options.{_key_text(key)}: unknown for model {name!r}; allowed: "
                           f"{', '.join(sorted(model_options(name))) or 'none'}")  # fmt: skip
     shape = INPUT_SHAPES[source]
     need = check_input_shape(name, shape)
@@ -131,7 +131,7 @@ def _model(r: _Reader, raw: Any, source: str) -> ModelConfig:
     elif set(options) <= set(model_options(name)):
         try:
             build_model(name, shape, 10, **options)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ArithmeticError) as exc:
             r.problems.append(f"model.options: {exc}")
     return config
 
@@ -169,7 +169,7 @@ def _optimizer(r: _Reader, raw: Any, i: int, labels: dict[str, str]) -> Optimize
     sampler_fields = {"sampler", "sampler_options", "preset"}
     r.unknown(t, {"label", "kind", "lr", "options", "schedule"} | (sampler_fields if kind in ENTROPY_KINDS or kind
                                                                    is None else set()), path)  # fmt: skip
-    label = r.string(t.get("label", kind or f"optimizer{i}"), f"{path}.label") or f"optimizer{i}"
+    label = r.label(t.get("label", kind or f"optimizer{i}"), f"{path}.label") or f"optimizer{i}"
     if slug(label) in labels:
         other = labels[slug(label)]
         r.problem(f"{path}.label", label, "a label not used by another optimizer" if other == label else
@@ -183,7 +183,8 @@ def _optimizer(r: _Reader, raw: Any, i: int, labels: dict[str, str]) -> Optimize
     if kind is None:
         return None
     for key in sorted(set(options) - OPTIONS[kind]):
-        r.problems.append(f"{path}.options.{key}: unknown for {kind!r}; allowed: {', '.join(sorted(OPTIONS[kind]))}")
+        allowed = ", ".join(sorted(OPTIONS[kind]))
+        r.problems.append(f"{path}.options.{_key_text(key)}: unknown for {kind!r}; allowed: {allowed}")
     if kind in ENTROPY_KINDS:
         spec.preset = r.choice(t["preset"], f"{path}.preset", PRESETS) if "preset" in t else None
         if "preset" in t and "sampler" in t:
@@ -244,9 +245,8 @@ def parse_train_config(data: dict[str, Any], *, name: str = "train", source: str
     top = {"name", "seed", "threads", "batch_size", "eval_batch_size", "epochs", "effective_epochs", "data",
            "model", "schedule", "flatness", "optimizers"}  # fmt: skip
     r.unknown(data, top, "")
-    run_name = r.string(data.get("name", name), "name") or name
-    if run_name in (".", "..") or "/" in run_name or "\\" in run_name:
-        r.problem("name", run_name, "a name usable as a directory name (no '/', not '.' or '..')")
+    # the name is the default run directory's name: the rule of `localentropy run` (a sweep names its runs by it)
+    run_name = r.name(data.get("name", name), "name" if "name" in data else "name (the config file's stem)", "train")
     seed = r.integer(data.get("seed", 0), "seed", 0, 2**62) or 0
     threads = r.integer(data.get("threads", 1), "threads", 1, 1024) or 1
     batch_size = r.integer(data.get("batch_size", 64), "batch_size", 1) or 1
@@ -292,6 +292,9 @@ def load_train_config(path: str | Path) -> TrainConfig:
     except UnicodeDecodeError as exc:
         problem = f"not UTF-8 text (TOML must be UTF-8): {exc.reason} at byte {exc.start}"
         raise ConfigError([problem], str(path)) from None
+    except (OSError, ValueError) as exc:  # unreadable (permissions, a broken link), or a path with a NUL byte
+        raise ConfigError([f"cannot read the config file {path}: {getattr(exc, 'strerror', None) or exc}"],
+                          str(path)) from None  # fmt: skip
     try:
         data = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:

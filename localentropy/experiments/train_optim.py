@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.optim import SGD, Adam, Optimizer
 
+from localentropy._checks import check_int, check_range
 from localentropy.entropy.optim import LPFSGD, DivergenceError, EntropyAdam, EntropySGD
 
 OPTIMIZER_KINDS = ("sgd", "adam", "entropy-sgd", "entropy-adam", "lpf-sgd", "sam")
@@ -72,6 +73,40 @@ def learning_rate(schedule: ScheduleConfig, base_lr: float, epoch: int, total_ep
     return base_lr
 
 
+def _range(name: str, value: Any, low: float | None, high: float | None = None, **open_ends: bool) -> float:
+    try:
+        return check_range(name, value, low, high, **open_ends)
+    except OverflowError:  # an integer beyond the float range
+        raise ValueError(f"{name} must be finite, got an integer of {len(str(abs(value)))} digits") from None
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Check the values of the common optimizer options, naming the field, the value and what is expected.
+
+    torch's SGD and Adam check few of them (``momentum = nan`` or ``2`` and ``eps = inf`` pass, ``betas = 0.9``
+    fails with a TypeError naming neither): every optimizer built here is checked the same way first.
+    """
+    for key, value in options.items():
+        if key in ("nesterov", "amsgrad", "adaptive"):
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, got {value!r} ({type(value).__name__})")
+        elif key == "momentum":
+            _range(key, value, 0.0, 1.0, high_open=True)
+        elif key == "dampening":
+            _range(key, value, 0.0, 1.0)
+        elif key == "weight_decay":
+            _range(key, value, 0.0)
+        elif key == "eps":
+            _range(key, value, 0.0, low_open=True)
+        elif key == "betas":
+            if not isinstance(value, list | tuple) or len(value) != 2:
+                raise ValueError(f"betas must be a list of two numbers in [0, 1), got {value!r}")
+            for i, beta in enumerate(value):
+                _range(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
+        elif key == "total_steps" and value is not None:
+            check_int(key, value, 1)
+
+
 def _tuple_betas(options: dict[str, Any]) -> dict[str, Any]:
     if "betas" in options and isinstance(options["betas"], list):
         return {**options, "betas": tuple(options["betas"])}
@@ -104,8 +139,9 @@ class SAMStep:
         unknown = sorted(set(base_options) - allowed)
         if unknown:
             raise ValueError(f"base {base!r} takes options {sorted(allowed)}; unknown: {unknown}")
-        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0:
-            raise ValueError(f"rho must be a positive number, got {rho!r}")
+        _range("lr", lr, 0.0, low_open=True)
+        _range("rho", rho, 0.0, low_open=True)
+        check_options({"adaptive": adaptive, **base_options})
         self.sam = SAM(list(params), cls, rho=float(rho), adaptive=bool(adaptive), lr=lr,
                        **_tuple_betas(base_options))  # fmt: skip
         self.steps = 0
@@ -179,6 +215,7 @@ def spec_passes(spec: OptimizerConfig) -> int:
 
 def build_optimizer(spec: OptimizerConfig, params: Iterable[Tensor], total_steps: int | None = None) -> Any:
     """The optimizer that ``spec`` names, on ``params``; LPF-SGD's cosine sigma schedule gets ``total_steps``."""
+    check_options(spec.options)
     options = _tuple_betas(dict(spec.options))
     params = list(params)
     if spec.kind == "sgd":
@@ -204,7 +241,9 @@ def check_optimizer(spec: OptimizerConfig) -> str | None:
     probe = torch.nn.Parameter(torch.zeros(2))
     try:
         build_optimizer(spec, [probe], total_steps=1)
-    except (ValueError, TypeError, ImportError) as exc:
+    except (ValueError, TypeError, ArithmeticError, ImportError) as exc:
+        if isinstance(exc, ArithmeticError):  # an integer beyond the float range: say where it was
+            return f"{exc} (options {spec.options!r:.80}, sampler_options {spec.sampler_options!r:.80})"
         return str(exc)
     return None
 
