@@ -211,34 +211,61 @@ def build_rows(hidden: int, batch: int, device: torch.device, seed: int) -> tupl
 
 
 def measure(
-    unit: Row, rows: list[Row], repeats: int, warmup: int, device: torch.device, max_seconds: float = math.inf
+    unit: Row,
+    rows: list[Row],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    max_seconds: float = math.inf,
+    max_other_cores: float | None = None,
+    dropped: list[int] | None = None,
 ) -> int:
     """Time every runnable row once per repeat, in a rotating order; keep the repeats after warm-up.
 
     Stops early, after a whole repeat, once ``max_seconds`` have passed since the first measured repeat.
-    Returns the number of measured repeats.
+    With ``max_other_cores``, a repeat during which other processes used more cores than that (``/proc/stat``)
+    is dropped and another one taken (until ``max_seconds``); their number is appended to ``dropped``.
+    Returns the number of measured (kept) repeats.
     """
     entries = [unit, *(r for r in rows if r.step is not None)]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     clock = time.perf_counter
-    measured, started = 0, None
-    for r in range(warmup + repeats):
+    measured, started, n_dropped, r = 0, None, 0, 0
+    while measured < repeats:
         if r == warmup:
             started = clock()
         k = r % len(entries)
+        busy0, own0, t0 = busy_cpu_seconds(), own_cpu_seconds(), clock()
+        times = []
         for entry in entries[k:] + entries[:k]:
             sync()
             start = clock()
             entry.step()  # type: ignore[misc]
             sync()
-            elapsed = clock() - start
-            if r >= warmup:
+            times.append((entry, clock() - start))
+        other = other_cores_since(busy0, own0, t0)
+        r += 1
+        if r <= warmup:
+            continue
+        if max_other_cores is not None and other is not None and other > max_other_cores:
+            n_dropped += 1
+        else:
+            for entry, elapsed in times:
                 entry.times.append(elapsed)
-        if r >= warmup:
             measured += 1
-            if started is not None and clock() - started > max_seconds:
-                break
+        if (started is not None and clock() - started > max_seconds) or n_dropped >= 20 * repeats:
+            break
+    if dropped is not None:
+        dropped.append(n_dropped)
     return measured
+
+
+def other_cores_since(busy0: float | None, own0: float, t0: float) -> float | None:
+    """Cores' worth of CPU that other processes used since (busy0, own0, t0) (None where unknown)."""
+    busy1, own1, wall = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter() - t0
+    if busy0 is None or busy1 is None or wall <= 0:
+        return None
+    return max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -353,6 +380,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=120.0,
         help="stop measuring after the repeat that passes this many seconds (default 120, for a slow machine)",
     )
+    p.add_argument(
+        "--max-other-cores",
+        type=float,
+        default=None,
+        help="drop (and retake) a repeat in which other processes used more than this many cores (default: keep all)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--hidden", type=int, default=1024, help="width of both hidden layers (default 1024)")
@@ -377,7 +410,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         unit, rows = build_rows(args.hidden, args.batch, device, args.seed)
         busy0, own0, start = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
-        measured = measure(unit, rows, args.repeats, args.warmup, device, args.max_seconds)
+        dropped: list[int] = []
+        measured = measure(
+            unit, rows, args.repeats, args.warmup, device, args.max_seconds, args.max_other_cores, dropped
+        )
         wall = time.perf_counter() - start
         busy1, own1 = busy_cpu_seconds(), own_cpu_seconds()
     finally:
@@ -394,6 +430,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch": args.batch,
         "repeats": measured,
         "repeats_requested": args.repeats,
+        "repeats_dropped_for_contention": dropped[0],
         "warmup": args.warmup,
         "seed": args.seed,
         "temperature": TEMPERATURE,

@@ -152,10 +152,19 @@ class LocalEntropyEstimator:
         n_draws = self.n_steps - self.burn_in
         draws = x.new_empty((n_chains, n_draws, *x.shape)) if self.keep_draws else None
         mu = torch.zeros_like(state.position) if self.averaging == "uniform" else x.expand_as(state.position).clone()
+        coupled = torch.empty_like(state.position)  # grad U, rewritten every step: no allocation in the loop
         for k in range(self.n_steps):
             position = state.position
             grad = _check_grad_shape(self.grad_fn(position), position)
-            grad = grad + self.gamma * (position - x)
+            if grad.requires_grad:  # an autograd grad_fn: the chains are never differentiated through
+                grad = grad.detach()
+            if grad.dtype == coupled.dtype and grad.device == coupled.device:
+                # grad + gamma (position - x): the same operations in the same order (the same numbers), written
+                # into ``coupled``, not into grad, which grad_fn may still hold (a cached tensor, the position itself)
+                torch.sub(position, x, out=coupled)
+                grad = coupled.mul_(self.gamma).add_(grad)
+            else:  # type promotion: leave it to torch
+                grad = grad + self.gamma * (position - x)
             state = self.sampler.step(state, grad, generator)
             if k < self.burn_in:
                 continue

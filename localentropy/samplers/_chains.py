@@ -6,6 +6,7 @@ A list-of-tensors position (a network's parameters) is one chain: a per-chain qu
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from localentropy.samplers.base import Position
@@ -44,14 +45,22 @@ def chain_sum(tensors: list[Tensor], batched: bool) -> Tensor:
     return total
 
 
-def chain_sq_norm(tensors: list[Tensor], batched: bool) -> Tensor:
-    """Per-chain squared Euclidean norm."""
+def chain_sq_norm(tensors: list[Tensor], batched: bool, scratch: list[Tensor] | None = None) -> Tensor:
+    """Per-chain squared Euclidean norm.
+
+    ``scratch``, tensors shaped like ``tensors`` whose contents may be overwritten, receives the squares instead of
+    new tensors (the same numbers, no allocation of the tensors' size).
+    """
+
+    def squares(k: int) -> Tensor:
+        t = tensors[k]
+        return t * t if scratch is None else torch.mul(t, t, out=scratch[k])
+
     if batched:
-        t = tensors[0].reshape(tensors[0].shape[0], -1)
-        return (t * t).sum(dim=1)
-    total = (tensors[0] * tensors[0]).sum()
-    for t in tensors[1:]:
-        total = total + (t * t).sum()
+        return squares(0).reshape(tensors[0].shape[0], -1).sum(dim=1)
+    total = squares(0).sum()
+    for k in range(1, len(tensors)):
+        total = total + squares(k).sum()
     return total
 
 

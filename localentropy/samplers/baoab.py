@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from localentropy._checks import check_positive
-from localentropy.samplers.base import Position, Sampler, as_tensor_list, check_like, new_buffers, zero_buffers
+from localentropy.samplers.base import Position, Sampler, as_tensor_list, check_like, noise_buffers, zero_buffers
 
 
 class BAOABState(NamedTuple):
@@ -70,8 +70,16 @@ class BAOAB(Sampler):
     def init(self, position: Position) -> BAOABState:
         positions = as_tensor_list(position)
         return BAOABState(
-            position=position, step=0, noise=new_buffers(positions), momentum=zero_buffers(positions), pending_kick=0.0
+            position=position,
+            step=0,
+            noise=noise_buffers(positions, self.noise),
+            momentum=zero_buffers(positions),
+            pending_kick=0.0,
         )
+
+    def reset(self, state: BAOABState) -> BAOABState:
+        torch._foreach_zero_(state.momentum)
+        return state._replace(step=0, pending_kick=0.0)
 
     def step(
         self,

@@ -124,6 +124,9 @@ class Cyclical(Sampler):
     def init(self, position: Position) -> Any:
         return self.sampler.init(position)
 
+    def reset(self, state: Any) -> Any:
+        return self.sampler.reset(state)
+
     def step(
         self,
         state: Any,

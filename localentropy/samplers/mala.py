@@ -11,7 +11,7 @@ from torch import Tensor
 
 from localentropy._checks import check_positive
 from localentropy.samplers._chains import chain_shape, chain_sq_norm, is_batched, per_chain
-from localentropy.samplers.base import Position, Sampler, as_tensor_list, check_like, new_buffers
+from localentropy.samplers.base import Position, Sampler, as_tensor_list, check_like, new_buffers, noise_buffers
 
 
 class MALAState(NamedTuple):
@@ -92,12 +92,19 @@ class MALA(Sampler):
         return MALAState(
             position=position,
             step=0,
-            noise=new_buffers(positions),
+            noise=noise_buffers(positions, self.noise),
             proposal=new_buffers(positions),
             potential=values,
             accepted=torch.zeros(values.shape, dtype=torch.int64, device=values.device),
             acceptance_rate=torch.zeros_like(values),
         )
+
+    def reset(self, state: MALAState) -> MALAState:
+        with torch.no_grad():
+            state.potential.copy_(self._values(state.position))
+        state.accepted.zero_()
+        state.acceptance_rate.zero_()
+        return state._replace(step=0)
 
     def _at_proposal(self, proposal: list[Tensor], batched: bool) -> tuple[Tensor, list[Tensor]]:
         """U and grad U at the proposal."""

@@ -15,6 +15,7 @@ from localentropy.samplers.base import (
     as_tensor_list,
     check_like,
     new_buffers,
+    noise_buffers,
     zero_buffers,
 )
 
@@ -44,7 +45,7 @@ class MomentumSGLD(Sampler):
     which weakens the scope gamma to gamma (1 - m) relative to the data gradient. At T = 0 this is
     ``torch.optim.SGD(lr=h, momentum=m, nesterov=...)``.
 
-    ``step`` updates ``state.position`` and ``state.momentum_buffer`` in place.
+    ``step`` updates ``state.position`` and ``state.momentum_buffer`` in place (``state.direction`` is scratch).
 
     Reference: P. Chaudhari et al., "Entropy-SGD: biasing gradient descent into wide valleys", ICLR 2017,
     and the authors' code (ucla-vision/entropy-sgd).
@@ -74,10 +75,14 @@ class MomentumSGLD(Sampler):
         return MomentumSGLDState(
             position=position,
             step=0,
-            noise=new_buffers(positions),
+            noise=noise_buffers(positions, self.noise),
             momentum_buffer=zero_buffers(positions),
             direction=new_buffers(positions),
         )
+
+    def reset(self, state: MomentumSGLDState) -> MomentumSGLDState:
+        torch._foreach_zero_(state.momentum_buffer)  # the direction is scratch, rewritten every step
+        return state._replace(step=0)
 
     def step(
         self,
@@ -90,16 +95,22 @@ class MomentumSGLD(Sampler):
     ) -> MomentumSGLDState:
         positions = as_tensor_list(state.position)
         grads = check_like(grad, positions, "grad")
+        forces = None if force is None else check_like(force, positions, "force")
         buffer, direction = state.momentum_buffer, state.direction
         torch._foreach_mul_(buffer, self.momentum)
         torch._foreach_add_(buffer, grads)
+        # d = g + m b (Nesterov) or b, plus the force: written in one pass per operation (the same numbers as a
+        # copy followed by in-place additions); without Nesterov or a force, d is b itself and is not copied.
         if self.nesterov:
-            torch._foreach_copy_(direction, grads)
-            torch._foreach_add_(direction, buffer, alpha=self.momentum)
+            for g, b, d in zip(grads, buffer, direction, strict=True):
+                torch.add(g, b, alpha=self.momentum, out=d)
+            if forces is not None:
+                torch._foreach_add_(direction, forces)
+        elif forces is not None:
+            for b, f, d in zip(buffer, forces, direction, strict=True):
+                torch.add(b, f, out=d)
         else:
-            torch._foreach_copy_(direction, buffer)
-        if force is not None:
-            torch._foreach_add_(direction, check_like(force, positions, "force"))
+            direction = buffer
         torch._foreach_add_(positions, direction, alpha=-self.step_size)
         if self.temperature > 0:
             xi = self._noise(state.noise, positions, noise, generator)

@@ -15,6 +15,7 @@ from localentropy.samplers.base import (
     as_tensor_list,
     check_like,
     new_buffers,
+    noise_buffers,
     zero_buffers,
 )
 
@@ -75,10 +76,14 @@ class PSGLD(Sampler):
         return PSGLDState(
             position=position,
             step=0,
-            noise=new_buffers(positions),
+            noise=noise_buffers(positions, self.noise),
             square_avg=zero_buffers(positions),
             preconditioner=new_buffers(positions),
         )
+
+    def reset(self, state: PSGLDState) -> PSGLDState:
+        torch._foreach_zero_(state.square_avg)  # the preconditioner is scratch, rewritten every step
+        return state._replace(step=0)
 
     def step(
         self,
@@ -95,13 +100,16 @@ class PSGLD(Sampler):
         square_avg, precond = state.square_avg, state.preconditioner
         torch._foreach_mul_(square_avg, self.beta)
         torch._foreach_addcmul_(square_avg, grads, grads, value=1.0 - self.beta)
-        torch._foreach_copy_(precond, square_avg)
+        # The first operation on the scratch reads square_avg and writes precond in one pass (same numbers as a
+        # copy followed by the in-place operation).
         if self.damping_placement == "outside":
-            torch._foreach_sqrt_(precond)
+            for v, out in zip(square_avg, precond, strict=True):
+                torch.sqrt(v, out=out)
             torch._foreach_add_(precond, self.damping)
             torch._foreach_reciprocal_(precond)
         else:
-            torch._foreach_add_(precond, self.damping)
+            for v, out in zip(square_avg, precond, strict=True):
+                torch.add(v, self.damping, out=out)
             torch._foreach_rsqrt_(precond)
         torch._foreach_addcmul_(positions, precond, grads, value=-self.step_size)
         if self.temperature > 0:

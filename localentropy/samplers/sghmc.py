@@ -14,7 +14,7 @@ from localentropy.samplers.base import (
     Sampler,
     as_tensor_list,
     check_like,
-    new_buffers,
+    noise_buffers,
     zero_buffers,
 )
 
@@ -66,7 +66,13 @@ class SGHMC(Sampler):
 
     def init(self, position: Position) -> SGHMCState:
         positions = as_tensor_list(position)
-        return SGHMCState(position=position, step=0, noise=new_buffers(positions), velocity=zero_buffers(positions))
+        return SGHMCState(
+            position=position, step=0, noise=noise_buffers(positions, self.noise), velocity=zero_buffers(positions)
+        )
+
+    def reset(self, state: SGHMCState) -> SGHMCState:
+        torch._foreach_zero_(state.velocity)
+        return state._replace(step=0)
 
     def step(
         self,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from localentropy._checks import check_positive
-from localentropy.samplers.base import Position, Sampler, as_tensor_list, check_like, new_buffers
+from localentropy.samplers.base import Position, Sampler, as_tensor_list, check_like, noise_buffers
 
 
 class SGLDState(NamedTuple):
@@ -46,7 +46,10 @@ class SGLD(Sampler):
 
     def init(self, position: Position) -> SGLDState:
         positions = as_tensor_list(position)
-        return SGLDState(position=position, step=0, noise=new_buffers(positions))
+        return SGLDState(position=position, step=0, noise=noise_buffers(positions, self.noise))
+
+    def reset(self, state: SGLDState) -> SGLDState:
+        return state._replace(step=0)
 
     def step(
         self,

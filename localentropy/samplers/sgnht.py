@@ -10,7 +10,7 @@ from torch import Tensor
 
 from localentropy._checks import check_nonnegative, check_positive
 from localentropy.samplers._chains import chain_dim, chain_shape, chain_sq_norm, is_batched, per_chain
-from localentropy.samplers.base import Position, Sampler, as_tensor_list, check_like, new_buffers, zero_buffers
+from localentropy.samplers.base import Position, Sampler, as_tensor_list, check_like, noise_buffers, zero_buffers
 
 
 class SGNHTState(NamedTuple):
@@ -76,10 +76,15 @@ class SGNHT(Sampler):
         return SGNHTState(
             position=position,
             step=0,
-            noise=new_buffers(positions),
+            noise=noise_buffers(positions, self.noise),
             momentum=zero_buffers(positions),
             thermostat=thermostat,
         )
+
+    def reset(self, state: SGNHTState) -> SGNHTState:
+        torch._foreach_zero_(state.momentum)
+        state.thermostat.fill_(self.diffusion)
+        return state._replace(step=0)
 
     def step(
         self,
@@ -103,5 +108,6 @@ class SGNHT(Sampler):
             torch._foreach_add_(momentum, xi, alpha=math.sqrt(scale))
         torch._foreach_add_(positions, momentum, alpha=h)
         dim = chain_dim(positions, batched)
-        thermostat.add_(chain_sq_norm(momentum, batched), alpha=h / dim).sub_(h * self.temperature)
+        # the noise buffers are free once the noise is added: they take the squares of p (no allocation)
+        thermostat.add_(chain_sq_norm(momentum, batched, state.noise), alpha=h / dim).sub_(h * self.temperature)
         return state._replace(step=state.step + 1)

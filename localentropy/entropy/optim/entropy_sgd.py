@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.optim import SGD, Adam, Optimizer
 
 from localentropy._checks import check_choice, check_int, check_nonnegative, check_positive, check_range
@@ -135,6 +136,22 @@ class EntropyOptimizer(DirectionOptimizer):
         t = self.outer_steps
         return [group["gamma"] * (1.0 + group["scoping"]) ** t for group in self.param_groups]
 
+    def _sampler_state(self, params: list[Tensor]) -> Any:
+        """The sampler's state at ``params``, as ``init`` makes it, reusing the buffers of the previous outer step.
+
+        ``sampler.reset`` zeroes the momenta of the kept state in place: no buffer is allocated after the first
+        step. A new state is made when the group's trainable parameters, their shapes or the sampler changed.
+        """
+        store = self.__dict__.setdefault("_sampler_states", {})
+        cached = store.get(id(params[0]))
+        if cached is not None:
+            sampler, state = cached
+            if sampler is self.sampler and _same_tensors(state, params):
+                return sampler.reset(state)
+        state = self.sampler.init(params)
+        store[id(params[0])] = (self.sampler, state)
+        return state
+
     def _direction(self, closure: Closure) -> Any:
         # gamma_t is paired with its group before groups without trainable parameters are dropped
         groups = [
@@ -153,7 +170,7 @@ class EntropyOptimizer(DirectionOptimizer):
             else:
                 torch._foreach_copy_(average, params)
             force = self._buffers(params, "force") if self.coupling == "after_momentum" else None
-            inner.append((group, params, gamma, anchor, average, force, self.sampler.init(params)))
+            inner.append((group, params, gamma, anchor, average, force, self._sampler_state(params)))
 
         first_loss = None
         for k in range(self.inner_steps):
@@ -182,6 +199,8 @@ class EntropyOptimizer(DirectionOptimizer):
                     torch._foreach_lerp_(average, params, self.averaging)
                 inner[j] = (group, params, gamma, anchor, average, force, state)
 
+        for _, params, _, _, _, _, state in inner:
+            self._sampler_states[id(params[0])] = (self.sampler, state)
         for _, _, _, _, average, _, _ in inner:
             norms = torch._foreach_norm(average)
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
@@ -204,6 +223,24 @@ class EntropyOptimizer(DirectionOptimizer):
             if self.outer_scale == "gamma":
                 torch._foreach_mul_(grads, gamma)
         return first_loss, self.inner_steps
+
+
+def _same_tensors(state: Any, params: list[Tensor]) -> bool:
+    """Whether ``state`` was made at exactly these tensors, and its noise buffers still fit them."""
+    position = getattr(state, "position", None)
+    if not isinstance(position, list) or len(position) != len(params):
+        return False
+    if any(a is not b for a, b in zip(position, params, strict=True)):
+        return False
+    noise = getattr(state, "noise", None)
+    if isinstance(noise, list):
+        if len(noise) != len(params):
+            return False
+        return all(
+            n.shape == p.shape and n.dtype == p.dtype and n.device == p.device
+            for n, p in zip(noise, params, strict=True)
+        )
+    return True
 
 
 class EntropySGD(EntropyOptimizer):
