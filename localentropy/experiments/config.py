@@ -378,8 +378,8 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     )  # fmt: skip
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML config; its name defaults to the file's stem."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file as a dict; every way it can fail is one ConfigError naming the file."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -395,8 +395,12 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError([f"cannot read the config file {path}: {getattr(exc, 'strerror', None) or exc}"],
                           str(path)) from None  # fmt: skip
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError, an integer of > 4300 digits, deep nesting
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ConfigError([f"not valid TOML: {reason}"], str(path)) from None
-    return parse_config(data, name=path.stem, source=str(path))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML config; its name defaults to the file's stem."""
+    return parse_config(read_toml(path), name=Path(path).stem, source=str(path))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from localentropy.experiments.config import ConfigError, _Reader, _shown
+from localentropy.experiments.config import ConfigError, _Reader, _shown, read_toml
 from localentropy.experiments.rundir import MARKER, RunDirectory, atomic_write_bytes, atomic_write_json, environment
 
 SCHEMA = 1
@@ -498,21 +498,7 @@ def _expand(base: dict[str, Any], wanted: dict[str, Any], paths: dict[str, Any],
 def load_sweep_config(path: str | Path) -> SweepConfig:
     """Read and validate a sweep config; its name defaults to the file's stem."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"config file not found: {path}"], str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError([f"config path is a directory, not a TOML file: {path}"], str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [f"not UTF-8 text (TOML must be UTF-8): {exc.reason} at byte {exc.start}"], str(path)
-        ) from None
-    try:
-        data = tomllib.loads(text)
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ConfigError([f"not valid TOML: {reason}"], str(path)) from None
+    data = read_toml(path)
     return parse_sweep_config(data, name=path.stem, source=str(path))
 
 

@@ -7,13 +7,12 @@ with its field path, the value found and what is expected (the same rules as ``l
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from localentropy.data.sources import FILE_SOURCES, FIXED_TEST, SOURCES
-from localentropy.experiments.config import ConfigError, _key_text, _Reader
+from localentropy.experiments.config import ConfigError, _key_text, _Reader, read_toml
 from localentropy.experiments.models import available_models, build_model, check_input_shape, model_options
 from localentropy.experiments.train_optim import (
     ENTROPY_KINDS,
@@ -283,21 +282,5 @@ def parse_train_config(data: dict[str, Any], *, name: str = "train", source: str
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read and validate a training config; its name defaults to the file's stem."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"config file not found: {path}"], str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError([f"config path is a directory, not a TOML file: {path}"], str(path)) from None
-    except UnicodeDecodeError as exc:
-        problem = f"not UTF-8 text (TOML must be UTF-8): {exc.reason} at byte {exc.start}"
-        raise ConfigError([problem], str(path)) from None
-    except (OSError, ValueError) as exc:  # unreadable (permissions, a broken link), or a path with a NUL byte
-        raise ConfigError([f"cannot read the config file {path}: {getattr(exc, 'strerror', None) or exc}"],
-                          str(path)) from None  # fmt: skip
-    try:
-        data = tomllib.loads(text)
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ConfigError([f"not valid TOML: {reason}"], str(path)) from None
+    data = read_toml(path)
     return parse_train_config(data, name=path.stem, source=str(path))
