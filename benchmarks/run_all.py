@@ -685,10 +685,17 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
     loads = [report[k].get("other_processes_cores") for k in SECTIONS if k in report]
     cores = m["cpu_count"] or 1
     if m["device"] == "cpu" and any(c is not None and c + args.threads > cores + 0.25 for c in loads):
-        print(
-            f"\nwarning: other processes competed with the {args.threads} threads on {cores} CPUs in some "
-            "section; ratios can be distorted. Rerun on a quiet machine."
-        )
+        if args.max_other_cores is None:
+            print(
+                f"\nwarning: other processes competed with the {args.threads} threads on {cores} CPUs in some "
+                "section; ratios can be distorted. Rerun on a quiet machine."
+            )
+        else:
+            print(
+                f"\nnote: other processes competed with the {args.threads} threads on {cores} CPUs during some "
+                f"section; the measurements taken while they used more than {args.max_other_cores:g} cores were "
+                "dropped (counts in the section titles)."
+            )
 
 
 if __name__ == "__main__":

@@ -199,8 +199,9 @@ class EntropyOptimizer(DirectionOptimizer):
                     torch._foreach_lerp_(average, params, self.averaging)
                 inner[j] = (group, params, gamma, anchor, average, force, state)
 
+        kept = self.__dict__.setdefault("_sampler_states", {})
         for _, params, _, _, _, _, state in inner:
-            self._sampler_states[id(params[0])] = (self.sampler, state)
+            kept[id(params[0])] = (self.sampler, state)
         for _, _, _, _, average, _, _ in inner:
             norms = torch._foreach_norm(average)
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
