@@ -45,26 +45,25 @@ def _cmd_samplers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from localentropy.experiments.runner import run_comparison
-
-    path, state = run_comparison(args.config, args.out, force=args.force)
+def _report_outcome(path: Path, state: str) -> int:
+    """The one line every run-directory command prints: skipped, completed or resumed."""
     if state == "skip":
         print(f"{path} is complete: skipped (use --force to run again)")
     else:
         print(f"{'resumed and completed' if state == 'resume' else 'completed'}: {path / 'report.md'}")
     return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from localentropy.experiments.runner import run_comparison
+
+    return _report_outcome(*run_comparison(args.config, args.out, force=args.force))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from localentropy.experiments.train import run_training
 
-    path, state = run_training(args.config, args.out, force=args.force)
-    if state == "skip":
-        print(f"{path} is complete: skipped (use --force to run again)")
-    else:
-        print(f"{'resumed and completed' if state == 'resume' else 'completed'}: {path / 'report.md'}")
-    return 0
+    return _report_outcome(*run_training(args.config, args.out, force=args.force))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
