@@ -47,8 +47,8 @@ TRAIN_FIELDS = ("seed", "threads", "batch_size", "eval_batch_size", "epochs", "e
 SHORTHANDS: dict[str, tuple[str, ...]] = {
     "lr": ("lr",),
     **{k: ("options", k) for k in ("gamma", "scoping", "inner_steps", "temperature", "averaging", "outer_scale",
-                                   "coupling", "sigma", "n_samples", "rho")},
-    **{k: ("sampler_options", k) for k in ("step_size", "noise_scale", "friction")},
+                                   "coupling", "warm_start", "sigma", "n_samples", "rho")},
+    **{k: ("sampler_options", k) for k in ("step_size", "noise_scale", "friction", "noise")},
 }  # fmt: skip
 
 

@@ -25,7 +25,8 @@ SCHEDULE_KINDS = ("constant", "step", "multistep", "cosine")
 SAM_EXTRA = "train"
 _SGD = {"momentum", "dampening", "weight_decay", "nesterov"}
 _ADAM = {"betas", "eps", "weight_decay", "amsgrad"}
-_ENTROPY = {"gamma", "scoping", "inner_steps", "temperature", "averaging", "weight_decay", "outer_scale", "coupling"}
+_ENTROPY = {"gamma", "scoping", "inner_steps", "temperature", "averaging", "weight_decay", "outer_scale", "coupling",
+            "warm_start"}
 OPTIONS: dict[str, set[str]] = {
     "sgd": _SGD,
     "adam": _ADAM,

@@ -55,7 +55,10 @@ class EntropyOptimizer(DirectionOptimizer):
        x - mu (``"unit"``, the paper's "in practice" step) to the base optimizer as the gradient.
 
     The closure is called exactly ``inner_steps`` times per step; ``step`` returns the first loss (the loss
-    at x). Temperature rule: ``temperature`` replaces the sampler's own when given. ``coupling="after_momentum"``
+    at x). ``warm_start=True``: the chains start where the previous outer step left them (x' = x'_L of that step,
+    kept in the optimizer state; mu starts there too) and the sampler's momenta are kept (they are not in
+    ``state_dict``: a resumed run restarts them at zero), instead of x' = x with momenta zeroed. Temperature
+    rule: ``temperature`` replaces the sampler's own when given. ``coupling="after_momentum"``
     adds the coupling and the weight decay outside the sampler's momentum buffer (the authors' Lua code and PyTorch
     port; it weakens the scope to gamma (1 - m) relative to the momentum-amplified data gradient; needs a sampler whose
     ``step`` takes ``force=``, e.g. MomentumSGLD). Per-group options: lr, gamma, scoping, the base optimizer's.
@@ -85,10 +88,14 @@ class EntropyOptimizer(DirectionOptimizer):
         outer_scale: str = _UNSET,
         coupling: str = _UNSET,
         preset: str | None = None,
+        warm_start: bool = False,
         generator: torch.Generator | None = None,
         **base_options: Any,
     ) -> None:
         lr = check_nonnegative("lr", lr)
+        if not isinstance(warm_start, bool):
+            raise ValueError(f"warm_start must be true or false, got {warm_start!r}")
+        self.warm_start = warm_start
         defaults = {
             "lr": lr,
             "gamma": check_positive("gamma", gamma),
@@ -131,23 +138,31 @@ class EntropyOptimizer(DirectionOptimizer):
             )
         super().__init__(params, defaults, base_optimizer, {"lr": lr, **base_options}, generator)
 
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
+        loss = super().step(closure)
+        for p, chain in self.__dict__.pop("_new_chains", []):
+            self.state[p]["warm_chain"] = chain
+        return loss
+
     def current_gammas(self) -> list[float]:
         """gamma_t of each parameter group for the next step."""
         t = self.outer_steps
         return [group["gamma"] * (1.0 + group["scoping"]) ** t for group in self.param_groups]
 
-    def _sampler_state(self, params: list[Tensor]) -> Any:
+    def _sampler_state(self, params: list[Tensor], keep: bool = False) -> Any:
         """The sampler's state at ``params``, as ``init`` makes it, reusing the buffers of the previous outer step.
 
         ``sampler.reset`` zeroes the momenta of the kept state in place: no buffer is allocated after the first
-        step. A new state is made when the group's trainable parameters, their shapes or the sampler changed.
+        step. With ``keep`` (a warm start) the kept state is returned as it is, momenta included. A new state is
+        made when the group's trainable parameters, their shapes or the sampler changed.
         """
         store = self.__dict__.setdefault("_sampler_states", {})
         cached = store.get(id(params[0]))
         if cached is not None:
             sampler, state = cached
             if sampler is self.sampler and _same_tensors(state, params):
-                return sampler.reset(state)
+                return state if keep else sampler.reset(state)
         state = self.sampler.init(params)
         store[id(params[0])] = (self.sampler, state)
         return state
@@ -165,12 +180,15 @@ class EntropyOptimizer(DirectionOptimizer):
         for group, params, gamma in groups:
             anchor, average = self._buffers(params, "anchor"), self._buffers(params, "average")
             torch._foreach_copy_(anchor, params)
+            warm = self.warm_start and all("warm_chain" in self.state[p] for p in params)
+            if warm:  # the chains go on from where the previous outer step left them
+                torch._foreach_copy_(params, [self.state[p]["warm_chain"] for p in params])
             if self.averaging == "uniform":
                 torch._foreach_zero_(average)
             else:
                 torch._foreach_copy_(average, params)
             force = self._buffers(params, "force") if self.coupling == "after_momentum" else None
-            inner.append((group, params, gamma, anchor, average, force, self._sampler_state(params)))
+            inner.append((group, params, gamma, anchor, average, force, self._sampler_state(params, keep=warm)))
 
         first_loss = None
         for k in range(self.inner_steps):
@@ -214,6 +232,13 @@ class EntropyOptimizer(DirectionOptimizer):
                 "Try a smaller sampler step size (stability needs step_size < 2 / (curvature + gamma)) or a smaller lr."
             )
         for _, params, gamma, anchor, average, _, _ in inner:
+            if self.warm_start:
+                for p in params:
+                    chain = self.state[p].get("warm_chain")
+                    if chain is None:  # into the state after the base step, which may initialise it lazily
+                        self.__dict__.setdefault("_new_chains", []).append((p, p.detach().clone()))
+                    else:
+                        chain.copy_(p)
             if self.averaging == "uniform":
                 torch._foreach_mul_(average, 1.0 / self.inner_steps)
             # direction = scale * (x - mu), written into the gradients the base optimizer reads
@@ -286,6 +311,7 @@ class EntropySGD(EntropyOptimizer):
         outer_scale: str = _UNSET,
         coupling: str = _UNSET,
         preset: str | None = None,
+        warm_start: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         momentum = check_range("momentum", momentum, 0.0, 1.0, high_open=True)
@@ -308,6 +334,7 @@ class EntropySGD(EntropyOptimizer):
             outer_scale=outer_scale,
             coupling=coupling,
             preset=preset,
+            warm_start=warm_start,
             generator=generator,
             momentum=momentum,
             nesterov=bool(nesterov),
