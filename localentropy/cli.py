@@ -82,6 +82,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from localentropy.experiments.reproduce import reproduce
+
+    doc, mode = reproduce(quick=args.quick, out=args.out, doc=args.doc, workers=args.workers, force=args.force,
+                          configs=args.configs)  # fmt: skip
+    print(f"findings ({mode} run): {doc}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from localentropy.experiments.report import load_run, write_report
     from localentropy.experiments.rundir import RunDirectoryError
@@ -145,6 +154,27 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=_positive_int, help="runs at a time (local default 1; Ray: all CPUs)")
     sweep.add_argument("--force", action="store_true", help="delete the sweep directory and run everything again")
     sweep.set_defaults(func=_cmd_sweep)
+
+    from localentropy.experiments.reproduce import expected_minutes
+
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="rerun every experiment behind docs/findings.md and regenerate it",
+        description=f"Rerun every experiment behind docs/findings.md (about {expected_minutes(False):.0f} minutes on "
+        f"2 cores; --quick about {expected_minutes(True):.0f}) and write the findings document. Complete steps are "
+        "skipped, so an interrupted run resumes.",
+    )
+    reproduce.add_argument(
+        "--quick", action="store_true", help="fewer seeds, replicates and epochs: checks the pipeline, not the findings"
+    )
+    reproduce.add_argument(
+        "--out", type=_out_dir, help="directory of the step runs (default runs/reproduce, or runs/reproduce-quick)"
+    )
+    reproduce.add_argument("--doc", type=_out_dir, help="the document to write (default <out>/findings.md)")
+    reproduce.add_argument("--workers", type=_positive_int, help="sweep runs at a time (default 2, at most the CPUs)")
+    reproduce.add_argument("--configs", type=_out_dir, help="the experiments/configs directory (default: found)")
+    reproduce.add_argument("--force", action="store_true", help="delete the step runs and run everything again")
+    reproduce.set_defaults(func=_cmd_reproduce)
 
     report = sub.add_parser("report", help="rebuild a run's report, or merge several runs into one")
     report.add_argument("runs", nargs="+", help="run directories")

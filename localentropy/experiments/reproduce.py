@@ -1,0 +1,270 @@
+"""``localentropy reproduce [--quick]``: rerun every experiment behind docs/findings.md, then regenerate it.
+
+The findings answer the review's questions (``../shared/seed-review.txt``) from twelve steps, each an ordinary
+``localentropy run`` / ``sweep`` of a config in ``experiments/configs`` or a computation of this package, each in
+its own directory under ``--out`` (default ``runs/reproduce``; ``runs/reproduce-quick`` with ``--quick``).
+A step whose directory is complete is not run again, so an interrupted reproduction resumes where it stopped;
+``--force`` reruns everything. The document (``--doc``, default ``<out>/findings.md``) and its figures and
+numbers (``<doc stem>/``) are written only when every step has finished, each file atomically.
+
+``--quick`` runs the same steps smaller (fewer seeds, replicates, budgets and epochs: the config overrides are
+in :data:`QUICK`) into its own directory, in about 10 minutes on 2 cores; the full run takes about
+:func:`expected_minutes` minutes. The two never share a directory: a directory holds one mode's resolved plan.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from localentropy.experiments.config import ConfigError, parse_config, read_toml
+from localentropy.experiments.rundir import MARKER, RunDirectory, atomic_write_json, environment
+
+SCHEMA = 1
+KINDS = ("run", "sweep", "targets", "accuracy", "speed")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One experiment behind the findings: ``kind`` says how it runs, ``config`` which file (if any)."""
+
+    name: str
+    kind: str
+    config: str | None
+    question: str
+    full_minutes: float  # measured on this project's 2-core machine, rounded up
+    quick_minutes: float
+
+
+STEPS: tuple[Step, ...] = (
+    Step("shootout", "run", "shootout.toml", "Q3", 1, 0.3),
+    Step("smoothing_sharp_wide", "run", "smoothing.toml", "Q2", 1.5, 0.3),
+    Step("smoothing_quadratic", "run", "smoothing_quadratic.toml", "Q2", 0.5, 0.2),
+    Step("smoothing_targets", "targets", None, "Q2", 0.5, 0.3),
+    Step("flatness", "sweep", "sweep_flatness.toml", "Q2", 2.5, 1),
+    Step("cost", "sweep", "sweep_cost.toml", "Q1", 30, 3),
+    Step("samplers_training", "sweep", "sweep_samplers.toml", "Q3", 1.5, 0.5),
+    Step("sensitivity", "sweep", "sweep_sensitivity.toml", "S3", 3, 1.5),
+    Step("scoping", "sweep", "sweep_scoping.toml", "S3", 1.5, 0.7),
+    Step("overhead_training", "sweep", "sweep_overhead.toml", "S4", 5, 1.5),
+    Step("overhead_accuracy", "accuracy", None, "S4", 1.5, 0.4),
+    Step("overhead_speed", "speed", None, "S4", 9, 1.5),
+)
+
+# What --quick changes, per step: fewer seeds / replicates / budgets / epochs; every other setting as in full.
+QUICK: dict[str, dict[str, Any]] = {
+    "shootout": {"replicates": 4, "budgets": 2},
+    "smoothing_sharp_wide": {"replicates": 6, "budgets": 2},
+    "smoothing_quadratic": {"replicates": 6, "budgets": 2},
+    "smoothing_targets": {"n_grid": 241},
+    "flatness": {"seeds": 3, "set": {"effective_epochs": 30}},
+    "cost": {"seeds": 3, "set": {"effective_epochs": 20}},
+    "samplers_training": {"seeds": 3},
+    "sensitivity": {"seeds": 3},
+    "scoping": {"seeds": 3},
+    "overhead_training": {"seeds": 3},
+    "overhead_accuracy": {"replicates": 3, "outer_steps": 30, "inner_steps": (1, 5, 20)},
+    "overhead_speed": {"args": ["--quick"]},
+}
+SPEED_ARGS = ["--sections", "entropy,samplers"]
+
+
+def expected_minutes(quick: bool) -> float:
+    return sum(s.quick_minutes if quick else s.full_minutes for s in STEPS)
+
+
+def find_repository(configs: str | Path | None = None) -> Path:
+    """The checkout holding ``experiments/configs`` and ``benchmarks``: the current directory or the package's."""
+    if configs is not None:
+        path = Path(configs).expanduser()
+        if not path.is_dir():
+            raise ConfigError([f"--configs {path}: not a directory"])
+        return path.resolve().parents[1]
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / "experiments" / "configs").is_dir():
+            return root
+    raise ConfigError([
+        "experiments/configs: not found in the current directory or beside the package; run from a checkout of "
+        "localentropy or pass --configs DIR"
+    ])  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def _quick_run(data: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
+    data["replicates"] = min(int(data.get("replicates", 10)), quick["replicates"])
+    for est in data.get("estimators", []):
+        est["budgets"] = list(est["budgets"])[: quick["budgets"]]
+    return data
+
+
+def _quick_sweep(data: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
+    grid = data.setdefault("grid", {})
+    if "seed" in grid:
+        grid["seed"] = list(grid["seed"])[: quick["seeds"]]
+    data["set"] = {**data.get("set", {}), **quick.get("set", {})}
+    return data
+
+
+def step_config(step: Step, repo: Path, quick: bool) -> dict[str, Any]:
+    """The step's config as run: the file's table (with --quick, reduced) or the computation's arguments."""
+    if step.kind in ("run", "sweep"):
+        data = read_toml(repo / "experiments" / "configs" / str(step.config))
+        if quick:
+            data = (_quick_run if step.kind == "run" else _quick_sweep)(copy.deepcopy(data), QUICK[step.name])
+        return data
+    if step.kind == "targets":
+        return {"n_grid": QUICK[step.name]["n_grid"] if quick else 601}
+    if step.kind == "accuracy":
+        return dict(QUICK[step.name]) if quick else {}
+    return {"args": SPEED_ARGS + (QUICK[step.name]["args"] if quick else [])}
+
+
+def plan(repo: Path, quick: bool) -> dict[str, Any]:
+    """Every step's resolved config: what the run directory records, and what a rerun must match."""
+    return {
+        "schema": SCHEMA, "mode": "quick" if quick else "full",
+        "steps": [{"name": s.name, "kind": s.kind, "question": s.question, "file": s.config,
+                   "config": step_config(s, repo, quick)} for s in STEPS],
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def _changed(out: Path, resolved: dict[str, Any]) -> bool:
+    """Whether ``out`` holds a run of another config (the step's file was edited since): then it is rerun."""
+    stored = out / "config.json"
+    if not stored.is_file():
+        return False
+    try:
+        previous = json.loads(stored.read_text())
+    except (OSError, ValueError):
+        return True
+    return previous != json.loads(json.dumps(resolved, default=str))
+
+
+def _run_step(step: Step, config: dict[str, Any], repo: Path, out: Path, workers: int, progress: TextIO) -> str:
+    """Run one step into ``out``; returns "fresh", "resume", "skip" or "rerun" (its config changed)."""
+    source = str(repo / "experiments" / "configs" / str(step.config))
+    if step.kind == "run":
+        from localentropy.experiments.runner import run_comparison
+
+        run_config = parse_config(copy.deepcopy(config), name=Path(source).stem, source=source)
+        force = _changed(out, run_config.as_dict())
+        state = run_comparison(run_config, out, force=force, progress=progress)[1]
+        return "rerun" if force else state
+    if step.kind == "sweep":
+        from localentropy.experiments.sweep import parse_sweep_config, run_sweep
+
+        sweep = parse_sweep_config(copy.deepcopy(config), name=Path(source).stem, source=source)
+        force = _changed(out, sweep.resolved())
+        state = run_sweep(sweep, out, workers=workers, force=force, progress=progress)[1]
+        return "rerun" if force else state
+    run_dir = RunDirectory(out)
+    force = _changed(out, config)
+    state = run_dir.prepare(config, force=force)
+    if state == "skip":
+        return state
+    if step.kind == "targets":
+        from localentropy.experiments.targets import compute_targets, plot_targets
+
+        result = compute_targets(n_grid=config["n_grid"])
+        atomic_write_json(out / "targets.json", result)
+        plot_targets(result, out / "targets.png")
+    elif step.kind == "accuracy":
+        from localentropy.experiments.overhead import trajectory_accuracy
+
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        atomic_write_json(out / "accuracy.json", trajectory_accuracy(**kwargs))
+    else:
+        _run_speed(repo, out, config["args"], progress)
+    run_dir.mark_complete()
+    return "rerun" if force else state
+
+
+def _run_speed(repo: Path, out: Path, args: list[str], progress: TextIO) -> None:
+    script = repo / "benchmarks" / "run_all.py"
+    if not script.is_file():
+        raise ConfigError([f"{script}: the speed benchmark is missing; run from a full checkout of localentropy"])
+    tmp = out / ".speed.json.tmp"
+    command = [sys.executable, str(script), *args, "--json", str(tmp)]
+    print("  " + " ".join(command[1:]), file=progress, flush=True)
+    with open(out / "speed.log", "w") as log:
+        done = subprocess.run(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the speed benchmark failed with status {done.returncode}; see {out / 'speed.log'}")
+    tmp.replace(out / "speed.json")
+
+
+def reproduce(
+    *, quick: bool = False, out: str | Path | None = None, doc: str | Path | None = None, workers: int | None = None,
+    force: bool = False, configs: str | Path | None = None, progress: TextIO | None = None,
+    steps: tuple[Step, ...] = STEPS, runner: Callable[..., str] = _run_step,
+) -> tuple[Path, str]:  # fmt: skip
+    """Run every step (skipping complete ones), then write the findings; returns (document path, mode)."""
+    from localentropy.experiments.findings import write_findings
+
+    progress = progress if progress is not None else sys.stderr
+    repo = find_repository(configs)
+    mode = "quick" if quick else "full"
+    out_dir = RunDirectory(out if out is not None else Path("runs") / ("reproduce-quick" if quick else "reproduce"))
+    doc_path = Path(doc) if doc is not None else out_dir.path / "findings.md"
+    workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
+    resolved = plan(repo, quick)
+    resolved["steps"] = [s for s in resolved["steps"] if s["name"] in {step.name for step in steps}]
+    for entry in resolved["steps"]:  # every config is checked before anything runs
+        _validate(entry, repo)
+    state = out_dir.prepare({"schema": SCHEMA, "mode": mode}, force=force)
+    total = sum(s.quick_minutes if quick else s.full_minutes for s in steps)
+    print(f"reproduce ({mode}): {len(steps)} steps, about {total:.0f} minutes on 2 cores -> {out_dir.path}",
+          file=progress, flush=True)  # fmt: skip
+    timings: dict[str, Any] = {}
+    saved = out_dir.load_record("timings") or {}
+    for i, (step, entry) in enumerate(zip(steps, resolved["steps"], strict=True), 1):
+        where = out_dir.path / step.name
+        print(f"[{i}/{len(steps)}] {step.name} ({step.question}, {step.kind}"
+              f"{', ' + str(step.config) if step.config else ''})", file=progress, flush=True)  # fmt: skip
+        start = time.perf_counter()
+        step_state = runner(step, entry["config"], repo, where, workers, progress)
+        seconds = time.perf_counter() - start
+        timings[step.name] = saved.get(step.name) if step_state == "skip" and step.name in saved else {
+            "seconds": seconds, "state": step_state}  # fmt: skip
+        out_dir.save_record("timings", {**saved, **timings})
+        print(f"[{i}/{len(steps)}] {step.name}: {step_state} in {seconds:.0f} s", file=progress, flush=True)
+    meta = {"mode": mode, "workers": workers, "timings": timings, "expected_minutes": total,
+            "cpu_count": os.cpu_count(), "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            **environment("cpu")}  # fmt: skip
+    atomic_write_json(out_dir.path / "reproduce.json", {"plan": resolved, "meta": meta})
+    if state != "skip":
+        out_dir.mark_complete()
+    write_findings(out_dir.path, doc_path, resolved, meta)
+    return doc_path, mode
+
+
+def _validate(entry: dict[str, Any], repo: Path) -> None:
+    source = str(repo / "experiments" / "configs" / str(entry["file"]))
+    if entry["kind"] == "run":
+        parse_config(copy.deepcopy(entry["config"]), source=source)
+    elif entry["kind"] == "sweep":
+        from localentropy.experiments.sweep import parse_sweep_config
+
+        parse_sweep_config(copy.deepcopy(entry["config"]), name=Path(source).stem, source=source)
+
+
+def load_plan(out: str | Path) -> dict[str, Any]:
+    """The plan and meta of a finished reproduction (``reproduce.json``)."""
+    path = Path(out) / "reproduce.json"
+    if not (Path(out) / MARKER).is_file() or not path.is_file():
+        raise ConfigError([f"{out}: not a finished reproduction (no {MARKER} or reproduce.json)"])
+    return json.loads(path.read_text())

@@ -1,0 +1,207 @@
+"""``localentropy reproduce`` and the findings document: the plan, the resume logic, the numbers, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from localentropy.cli import main
+from localentropy.experiments import findings, reproduce
+from localentropy.experiments.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Smaller than --quick: every step still runs for real, on one seed, a couple of epochs and a few replicates.
+TINY = {
+    "shootout": {"replicates": 2, "budgets": 1},
+    "smoothing_sharp_wide": {"replicates": 2, "budgets": 1},
+    "smoothing_quadratic": {"replicates": 2, "budgets": 1},
+    "smoothing_targets": {"n_grid": 61},
+    "flatness": {
+        "seeds": 2,
+        "set": {
+            "effective_epochs": 2,
+            "flatness.power_iterations": 5,
+            "flatness.hutchinson_samples": 3,
+            "flatness.lanczos_steps": 5,
+            "flatness.lanczos_runs": 1,
+        },
+    },
+    "cost": {
+        "seeds": 2,
+        "set": {"effective_epochs": 2, "model.name": "small-mnistfc", "optimizers[0].options.inner_steps": 2},
+    },
+    "samplers_training": {"seeds": 2, "set": {"effective_epochs": 2}},
+    "sensitivity": {"seeds": 2, "set": {"effective_epochs": 1}},
+    "scoping": {"seeds": 2, "set": {"effective_epochs": 1}},
+    "overhead_training": {"seeds": 2, "set": {"effective_epochs": 1}},
+    "overhead_accuracy": {"replicates": 2, "outer_steps": 8, "inner_steps": (1, 2), "dim": 5},
+    "overhead_speed": {
+        "args": ["--quick", "--hidden", "32", "--sampler-repeats", "2", "--entropy-repeats", "1", "--max-seconds", "2"]
+    },
+}
+
+
+# ------------------------------------------------------------------------------------------------ numbers
+
+
+def test_paired_by_hand() -> None:
+    d = findings.paired({0: 0.05, 1: 0.07, 2: 0.06, 3: 0.9}, {0: 0.04, 1: 0.05, 2: 0.06})
+    assert d["n"] == 3 and d["higher"] == 2 and d["lower"] == 0
+    assert d["mean"] == pytest.approx(0.01)
+    assert d["sd"] == pytest.approx(0.01)
+    # t_{0.975, 2} = 4.302653 times sd / sqrt(3)
+    assert d["ci95"] == pytest.approx(4.302653 * 0.01 / math.sqrt(3), rel=1e-5)
+
+
+def test_paired_text_says_what_the_interval_allows() -> None:
+    clear = findings.paired({i: 0.05 for i in range(5)} | {0: 0.051}, {i: 0.03 for i in range(5)})
+    assert "is worse than" in findings.paired_text(clear, "a", "b")
+    noisy = findings.paired({0: 0.05, 1: 0.03, 2: 0.06}, {0: 0.04, 1: 0.05, 2: 0.05})
+    assert "not distinguishable" in findings.paired_text(noisy, "a", "b")
+    assert "share no finished seed" in findings.paired_text(findings.paired({}, {0: 1.0}), "a", "b")
+
+
+def test_mean_sd_and_pm() -> None:
+    assert findings.mean_sd([]) == (None, None)
+    assert findings.mean_sd([1.0]) == (1.0, None)
+    assert findings.pm([0.01, 0.03], 100) == "2.00 ± 1.41"
+    assert findings.pm([], 100) == "—"
+    assert findings.pm([float("nan"), 0.02], 100) == "2.00"
+
+
+def test_first_reach() -> None:
+    curve = [{"test_error": 0.9, "effective_epochs": 0.0}, {"test_error": 0.05, "effective_epochs": 20.0},
+             {"test_error": 0.04, "effective_epochs": 40.0}]  # fmt: skip
+    assert findings.first_reach(curve, 0.05, "effective_epochs") == 20.0
+    assert findings.first_reach(curve, 0.01, "effective_epochs") is None
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_step_config_is_valid(quick: bool) -> None:
+    plan = reproduce.plan(REPO, quick)
+    assert [s["name"] for s in plan["steps"]] == [s.name for s in reproduce.STEPS]
+    for entry in plan["steps"]:
+        reproduce._validate(entry, REPO)  # raises ConfigError on a bad config
+
+
+def test_quick_changes_only_the_sizes() -> None:
+    full, quick = reproduce.plan(REPO, False), reproduce.plan(REPO, True)
+    for f, q in zip(full["steps"], quick["steps"], strict=True):
+        if f["kind"] == "sweep":
+            assert len(q["config"]["grid"]["seed"]) <= min(3, len(f["config"]["grid"]["seed"]))
+            rest_f = {k: v for k, v in f["config"].items() if k not in ("grid", "set")}
+            rest_q = {k: v for k, v in q["config"].items() if k not in ("grid", "set")}
+            assert rest_f == rest_q
+            assert {k: v for k, v in f["config"]["grid"].items() if k != "seed"} == {
+                k: v for k, v in q["config"]["grid"].items() if k != "seed"}  # fmt: skip
+        if f["kind"] == "run":
+            assert q["config"]["replicates"] <= f["config"]["replicates"]
+            assert q["config"]["problem"] == f["config"]["problem"]
+    assert reproduce.expected_minutes(True) < 15 < reproduce.expected_minutes(False)
+
+
+def test_missing_configs_directory_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "--quick", "--configs", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "--configs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_step_writes_no_document_and_the_rerun_resumes(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def runner(step, config, repo, out, workers, progress):
+        calls.append(step.name)
+        if step.name == "smoothing_quadratic" and calls.count(step.name) == 1:
+            raise KeyboardInterrupt
+        out.mkdir(parents=True, exist_ok=True)
+        return "fresh"
+
+    steps = reproduce.STEPS[:4]
+    doc = tmp_path / "doc.md"
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.reproduce(quick=True, out=tmp_path / "r", doc=doc, steps=steps, runner=runner)
+    assert not doc.exists() and not (tmp_path / "r" / "COMPLETE").exists()
+    saved = json.loads((tmp_path / "r" / "records" / "timings.json").read_text())
+    assert set(saved) == {"shootout", "smoothing_sharp_wide"}
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("reproduce")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(reproduce, "QUICK", TINY)
+    try:
+        with open(root / "log.txt", "w") as log:
+            doc, mode = reproduce.reproduce(
+                quick=True, out=root / "runs", doc=root / "doc" / "findings.md", workers=1, progress=log
+            )
+    finally:
+        patch.undo()
+    assert mode == "quick"
+    return root, doc
+
+
+@pytest.mark.slow
+def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> None:
+    root, doc = tiny_run
+    text = doc.read_text()
+    for heading in ("## Q1. Cost", "## Q2. Exponentiated versus direct smoothing", "## Q3. Other MCMC",
+                    "## Sensitivity", "## Cutting the overhead", "## Summary"):  # fmt: skip
+        assert heading in text
+    assert "QUICK run" in text
+    assert text.count("**What the evidence supports.**") == 5
+    assert text.count("**What it does not support.**") == 5
+    figures = doc.parent / "findings"
+    for name in ("targets.png", "cost_curves.png", "sensitivity.png", "findings.json"):
+        assert (figures / name).is_file(), name
+    for link in [part.split(")")[0] for part in text.split("](")[1:]]:
+        assert (doc.parent / link).is_file(), link
+    numbers = json.loads((figures / "findings.json").read_text())
+    assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead"}
+    assert numbers["meta"]["mode"] == "quick"
+    assert (root / "runs" / "COMPLETE").is_file()
+
+
+@pytest.mark.slow
+def test_rerun_skips_every_step_and_rewrites_the_same_numbers(tiny_run: tuple[Path, Path]) -> None:
+    root, doc = tiny_run
+    before = json.loads((doc.parent / "findings" / "findings.json").read_text())["numbers"]
+    patch = pytest.MonkeyPatch()
+    patch.setattr(reproduce, "QUICK", TINY)
+    log = root / "log2.txt"
+    try:
+        with open(log, "w") as stream:
+            reproduce.reproduce(quick=True, out=root / "runs", doc=doc, workers=1, progress=stream)
+    finally:
+        patch.undo()
+    assert log.read_text().count(": skip in") == len(reproduce.STEPS)
+    after = json.loads((doc.parent / "findings" / "findings.json").read_text())["numbers"]
+    assert after == before
+
+
+def test_the_quick_and_full_runs_refuse_each_others_directory(tmp_path: Path) -> None:
+    def runner(step, config, repo, out, workers, progress):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.reproduce(quick=True, out=tmp_path / "r", doc=tmp_path / "d.md", runner=runner)
+    from localentropy.experiments.rundir import RunDirectoryError
+
+    with pytest.raises(RunDirectoryError, match="different config"):
+        reproduce.reproduce(quick=False, out=tmp_path / "r", doc=tmp_path / "d.md", runner=runner)
+
+
+def test_find_repository_errors_name_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="--configs"):
+        reproduce.find_repository(tmp_path / "missing")
+    assert reproduce.find_repository() == REPO
