@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 from hypothesis import HealthCheck, settings
+
+from localentropy._threads import torch_threads
 
 settings.register_profile("default", max_examples=25, deadline=None)
 settings.register_profile(
@@ -28,9 +29,5 @@ def single_thread():
     development machine a multi-threaded BLAS turned the (n_chains, d) @ (d, d) gradient into sporadic
     stalls: the same 3,000-step run took 0.1 s with one thread and anywhere from 0.2 s to 60 s with two.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(previous)

@@ -25,13 +25,7 @@ F64 = torch.float64
 RTOL = 1e-12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one intra-op thread
 
 
 # A small 2-D quadratic f(x) = 1/2 x^T A x - b^T x used by the hand computations.

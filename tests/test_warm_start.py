@@ -25,13 +25,7 @@ B2 = torch.tensor([1.0, -1.0], dtype=F64)
 X0 = torch.tensor([3.0, -2.0], dtype=F64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a shared machine: one intra-op thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one intra-op thread
 
 
 def gen(seed: int) -> torch.Generator:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from localentropy.experiments.rundir import atomic_write_bytes, atomic_write_json
-from localentropy.experiments.sweep_report import entries
+from localentropy.experiments.sweep_report import _text, entries
 
 Lines = list[str]
 
@@ -109,14 +109,6 @@ def select(items: list[dict[str, Any]], label: str | None = None, **settings: An
         if (label is None or e["label"] == label) and all(have.get(k) == v for k, v in want.items()):
             out.append(e)
     return out
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return format(value, "g")
-    return str(value)
 
 
 def finals(items: list[dict[str, Any]], key: str) -> list[float]:

@@ -58,6 +58,7 @@ from typing import Any
 
 import torch
 
+from localentropy._threads import torch_threads
 from localentropy.entropy.optim import EntropySGD
 from localentropy.entropy.problems import Quadratic
 
@@ -165,10 +166,8 @@ def trajectory_accuracy(
         raise ValueError(f"skip must be in [0, outer_steps={outer_steps}), got {skip}")
     if replicates < 1:
         raise ValueError(f"replicates must be >= 1, got {replicates}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one intra-op thread is faster, and the machine is shared
     start = time.perf_counter()
-    try:
+    with torch_threads(1):  # tiny tensors: one intra-op thread is faster, and the machine is shared
         problem = Quadratic.random(dim, condition, 0, seed)
         # The same start for every combination and replicate: only the inner loop differs between rows
         x0 = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -235,8 +234,6 @@ def trajectory_accuracy(
             "min_loss": float(problem.loss(torch.linalg.solve(problem.A, problem.b))),
             "exact_direction_final_loss": float(problem.loss(x_exact)),
         }
-    finally:
-        torch.set_num_threads(threads)
     return {"settings": settings, "rows": rows, "seconds": time.perf_counter() - start}
 
 

@@ -32,8 +32,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ import torch
 from matplotlib.figure import Figure
 from scipy.optimize import minimize_scalar
 
+from localentropy._threads import torch_threads
 from localentropy.entropy.problems import SharpWide
 from localentropy.experiments.plots import save_figure
 
@@ -69,17 +69,6 @@ DEFAULT_SETTINGS: list[tuple[float, float]] = [
 OBJECTIVES: dict[str, str] = {"loss": "f", "neg_local_entropy": "-F", "smoothed_loss": "f_sigma"}
 _LEVEL = 50.0  # the x' range keeps every point where f + gamma/2 (x - x')^2 <= its minimum + _LEVEL * T
 _CHUNK = 64  # grid points per block of the (x, x') matrix: keeps it to a few MB
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    # the tensors here are tiny; on the shared 2-core machine extra intra-op threads only cost time
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _at(values: Callable[[torch.Tensor], torch.Tensor], x: float) -> float:
@@ -179,7 +168,7 @@ def compute_targets(
     """
     if n_grid < 3 or not lo < hi:
         raise ValueError(f"need n_grid >= 3 and lo < hi, got n_grid={n_grid}, lo={lo}, hi={hi}")
-    with _one_thread():
+    with torch_threads(1):  # tiny tensors: extra intra-op threads only cost time
         problem = SharpWide(dim=1)
         centres = (float(problem.centres[0, 0]), float(problem.centres[1, 0]))
         grid = np.linspace(lo, hi, n_grid)
