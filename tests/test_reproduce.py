@@ -205,3 +205,21 @@ def test_find_repository_errors_name_the_option(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(ConfigError, match="--configs"):
         reproduce.find_repository(tmp_path / "missing")
     assert reproduce.find_repository() == REPO
+
+
+def test_a_step_runs_once_and_again_only_when_its_config_changes(tmp_path: Path) -> None:
+    step = next(s for s in reproduce.STEPS if s.kind == "targets")
+    out = tmp_path / "targets"
+    with open(tmp_path / "log", "w") as log:
+        assert reproduce._run_step(step, {"n_grid": 41}, REPO, out, 1, log) == "fresh"
+        first = (out / "targets.json").read_bytes()
+        assert reproduce._run_step(step, {"n_grid": 41}, REPO, out, 1, log) == "skip"
+        assert reproduce._run_step(step, {"n_grid": 61}, REPO, out, 1, log) == "rerun"
+    assert (out / "targets.json").read_bytes() != first
+    assert len(json.loads((out / "targets.json").read_text())["x"]) == 61
+
+
+def test_cli_help_names_the_expected_time(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "minutes" in text and "--quick" in text and "--doc" in text
