@@ -147,7 +147,10 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         reach_ep = [first_reach(e["curve"], level, "effective_epochs") for e in mine]
         reach_s = [first_reach(e["curve"], level, "seconds") for e in mine]
         ratio = (mean_sd(secs)[0] / sgd_seconds) if sgd_seconds and secs else None
+        spacing = min((r["effective_epochs"] for e in mine for r in e["curve"] if r.get("effective_epochs")),
+                      default=None)  # fmt: skip
         info[lab] = {"test_error": finals(mine, "test_error"), "seconds": secs, "reach_epochs": reach_ep,
+                     "eval_spacing": spacing,
                      "reach_seconds": reach_s, "seconds_over_sgd": ratio}  # fmt: skip
         rows.append([lab, f"{pm(finals(mine, 'test_error'), 100)} %", fmt(mean_sd(finals(mine, 'effective_epochs'))[0]),
                      fmt(mean_sd(finals(mine, "grad_evals"))[0], 5), pm(secs, 1, 0), fmt(ratio, 3),
@@ -191,6 +194,10 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         "excluded), measured with runs two at a time on 2 cores: ratios are rough, the effective epochs exact.",
         "",
     ]
+    matched_lines, matched = matched_epochs_table(items, labels, entropy)
+    numbers["cost"]["matched_epochs"] = matched
+    lines += ["Test error at the effective epochs where Entropy-SGD was evaluated (mean ± sd over seeds):", "",
+              *matched_lines, ""]  # fmt: skip
     fig = copy_figure(out / "cost" / "curves.png", figures, "cost_curves.png")
     if fig:
         lines += [f"![test error against effective epochs and seconds]({fig})", ""]
@@ -219,8 +226,9 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
     ]
     summary = (f"**Cost (Q1).** At the same effective epochs on MNIST-5k, Entropy-SGD ended at "
                f"{pm(info[entropy]['test_error'], 100)} % test error against SGD's "
-               f"{pm(info.get('sgd', {}).get('test_error', []), 100)} % (paired {_short(d_sgd)}), and cost "
-               f"{fmt(ent_ratio, 3)}x SGD's seconds per effective epoch.")  # fmt: skip
+               f"{pm(info.get('sgd', {}).get('test_error', []), 100)} % (paired {_short(d_sgd)}) and Adam's "
+               f"{pm(info.get('adam', {}).get('test_error', []), 100)} % (paired {_short(d_adam)}), and cost "
+               f"{fmt(ent_ratio, 3)}x SGD's seconds per effective epoch. {_lowest_at(matched, entropy)}")
     return lines, summary
 
 
@@ -242,12 +250,51 @@ def _reach_text(info: dict[str, Any], entropy: str, level: float) -> str:
 
     others = [lab for lab in info if lab != entropy]
     faster = [lab for lab in others if mean(entropy) < mean(lab)]
+    spacing = info.get(entropy, {}).get("eval_spacing")
     return (
         f"Counting inner steps (each outer step of L inner steps costs L passes), {entropy} first reached "
         f"{100 * level:.2f} % {when(entropy)}; "
         + ", ".join(f"{lab} {when(lab)}" for lab in others)
-        + f". It was faster than {', '.join(faster) if faster else 'none of them'} by this count."
+        + f". It was faster than {', '.join(faster) if faster else 'none of them'} by this count"
+        + (f", which resolves {entropy} only to its evaluation spacing of {spacing:g} effective epochs (one "
+           "evaluation per outer epoch); the table of errors at equal effective epochs above has no such bias."
+           if spacing and spacing > 1 else ".")
     )
+
+
+def _lowest_at(matched: dict[str, dict[str, list[float]]], entropy: str) -> str:
+    """At which of Entropy-SGD's evaluation points its mean test error was the lowest of all optimizers."""
+    points = list(matched.get(entropy, {}))
+    lowest = []
+    for point in points:
+        means = {lab: mean_sd(v.get(point, []))[0] for lab, v in matched.items()}
+        if means[entropy] is not None and all(m is None or means[entropy] < m for lab, m in means.items()
+                                              if lab != entropy):  # fmt: skip
+            lowest.append(point)
+    if not points:
+        return ""
+    if not lowest:
+        return f"Its mean test error was the lowest of all optimizers at none of its {len(points)} evaluation points."
+    return (f"Its mean test error was the lowest of all optimizers at {len(lowest)} of its {len(points)} evaluation "
+            f"points ({', '.join(lowest)} effective epochs).")  # fmt: skip
+
+
+def matched_epochs_table(items: list[dict[str, Any]], labels: list[str], entropy: str) -> tuple[Lines, dict]:
+    """Test error of every optimizer at the effective epochs where Entropy-SGD was evaluated (mean ± sd)."""
+    points = sorted({round(float(r["effective_epochs"]), 6) for e in select(items, entropy) for r in e["curve"]
+                     if r.get("effective_epochs") and r.get("test_error") is not None})  # fmt: skip
+    rows, numbers = [], {}
+    for lab in labels:
+        row, mine = [lab], {}
+        for point in points:
+            errs = [r["test_error"] for e in select(items, lab) for r in e["curve"]
+                    if r.get("effective_epochs") is not None and abs(r["effective_epochs"] - point) < 1e-6
+                    and r.get("test_error") is not None]  # fmt: skip
+            mine[point] = errs
+            row.append(f"{pm(errs, 100)} %")
+        rows.append(row)
+        numbers[lab] = {str(k): v for k, v in mine.items()}
+    return table(["optimizer", *(f"{p:g} eff. epochs" for p in points)], rows), numbers
 
 
 def _missing(values: list[Any]) -> str:
@@ -360,6 +407,8 @@ def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
                         *(pm(list(measures.get(name, {}).values()), 1, 3 if name != "local_entropy" else 5)
                           for name, _, _ in FLATNESS)])  # fmt: skip
     entropy = next((lab for lab in flat if lab.startswith("entropy-sgd (sgld")), None)
+    means = [m for m in (mean_sd(list(v.get("test_error", {}).values()))[0] for v in flat.values()) if m is not None]
+    err_lo, err_hi = 100 * min(means, default=0.0), 100 * max(means, default=0.0)
     comparisons = {}
     for other in ("lpf-sgd", "sgd", "sam"):
         if entropy and other in flat:
@@ -434,16 +483,17 @@ def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
                      f"{_short(comp['trace'], 1.0).replace(' points', '')}.")  # fmt: skip
     lines += [
         "",
-        "**What the evidence supports.** " + _smoothing_verdict(sw_wins, q_wins, targets, comparisons, entropy),
+        "**What the evidence supports.** " + _smoothing_verdict(sw_flat, sw_wins, q_wins, comparisons, entropy)
+        + " " + _targets_text(targets).split(". ")[0] + ".",
         "",
         "**What it does not support.** The estimator comparison is per gradient evaluation on exact-gradient "
         "problems: with minibatch noise the direct-smoothing estimators also pay for the data noise, which this "
         "does not model. The targets are 1-D; the volume factor that lets -F prefer the wide basin grows with "
         "dimension, so the switch happens at smaller T in more dimensions, as the 2-D problem's docstring notes. "
         "Flatness measures depend on the parametrisation (a rescaled ReLU network has the same function and "
-        "different curvature), and on digits every optimizer reaches 2-5 % test error, so the flatness "
-        "differences are not shown to cause the error differences. Generalisation bounds (the review's 'tighter "
-        "bounds') are not measured.",
+        f"different curvature), and on digits the optimizers' mean test errors lie between {err_lo:.2f} and "
+        f"{err_hi:.2f} %, so the flatness differences are not shown to cause the error differences. "
+        "Generalisation bounds (the review's 'tighter bounds') are not measured.",
         "",
     ]
     summary = "**Direct smoothing (Q2).** " + _smoothing_summary(sw_wins, q_wins, targets, comparisons, entropy)
@@ -488,21 +538,32 @@ def _targets_text(targets: dict[str, Any]) -> str:
         )  # fmt: skip
 
 
-def _smoothing_verdict(sw_wins, q_wins, targets, comparisons, entropy) -> str:
-    le = sum(v for k, v in {**sw_wins}.items() if k.startswith("local-entropy"))
-    total = sum(sw_wins.values())
+def _smoothing_verdict(sw_flat: list[dict[str, Any]], sw_wins: dict[str, int], q_wins: dict[str, int],
+                       comparisons: dict[str, Any], entropy: str | None) -> str:  # fmt: skip
+    le = sum(v for k, v in sw_wins.items() if k.startswith("local-entropy"))
     qle = sum(v for k, v in q_wins.items() if k.startswith("local-entropy"))
     parts = [
-        f"Per gradient evaluation, a local-entropy estimate had the lowest relative MSE in {le} of {total} "
-        f"sharp/wide cells and {qle} of {sum(q_wins.values())} quadratic cells; the direct-smoothing "
-        "estimators need no chain (no burn-in bias, independent draws), which is where they win."
+        f"Per gradient evaluation, a local-entropy estimate had the lowest relative MSE in {le} of "
+        f"{sum(sw_wins.values())} sharp/wide cells and {qle} of {sum(q_wins.values())} quadratic cells."
     ]
-    lpf = comparisons.get("lpf-sgd")
-    if lpf and entropy:
-        parts.append(f"On the trained networks, {paired_text(lpf['test_error'], entropy, 'lpf-sgd')} "
-                     f"Top eigenvalue, {entropy} minus lpf-sgd: {_short(lpf['top_eigenvalue'], 1.0)}"
-                     .replace(" points", "") + ".")  # fmt: skip
-    parts.append(_targets_text(targets).split(". ")[0] + ".")
+    largest = max((f["budget"] for f in sw_flat), default=None)
+    ratios = []
+    for f in sw_flat:
+        if f["budget"] == largest and f["point"] == "wide minimum" and f["estimator"].startswith("local-entropy"):
+            other = next((g for g in sw_flat if g["budget"] == largest and g["point"] == f["point"]
+                          and g["temperature"] == f["temperature"] and g["estimator"] == "smoothing order 1"), None)
+            if other and other["variance"] > 0:
+                ratios.append(f"{f['variance'] / other['variance']:.0f}x at T = {fmt(f['temperature'])}")
+    if ratios:
+        parts.append("On the sharp/wide problem the chain's step size must be stable in the sharp well (curvature "
+                     "100), so in the wide well it crawls: at the wide minimum the local-entropy estimate's variance "
+                     f"was {', '.join(ratios)} that of the order-1 smoothing estimate, whose draws are independent.")
+    for other, comp in comparisons.items():
+        eig, tr = comp["top_eigenvalue"], comp["trace"]
+        if eig["n"]:
+            parts.append(f"Against {other}, {entropy}'s networks had the larger top eigenvalue on {eig['higher']} "
+                         f"of {eig['n']} seeds and the larger trace on {tr['higher']} of {tr['n']}; test error: "
+                         f"{_short(comp['test_error'])}.")
     return " ".join(parts)
 
 
@@ -510,9 +571,13 @@ def _smoothing_summary(sw_wins, q_wins, targets, comparisons, entropy) -> str:
     settings = targets.get("settings", [])
     le_wide, sm_wide = len(_switch(targets, LE)), len(_switch(targets, SMOOTHED))
     lpf = comparisons.get("lpf-sgd")
+    cells = {"sharp/wide": sw_wins, "quadratic": q_wins}
+    le = {k: sum(v for e, v in w.items() if e.startswith("local-entropy")) for k, w in cells.items()}
+    total = {k: sum(w.values()) for k, w in cells.items()}
     text = (f"The two targets differ (-F picks the wide minimum at {le_wide} of {len(settings)} scales, f_sigma at "
-            f"{sm_wide}); neither gradient is estimated better across the board (lowest relative MSE: "
-            f"{_wins_text(sw_wins)} on sharp/wide)")  # fmt: skip
+            f"{sm_wide}); per gradient evaluation a local-entropy estimate had the lowest relative error in "
+            + " and ".join(f"{le[k]} of {total[k]} {k} cells" for k in cells)
+            + ", direct smoothing in the rest")  # fmt: skip
     if lpf and entropy:
         text += (f"; on digits, Entropy-SGD minus LPF-SGD test error {_short(lpf['test_error'])}, top eigenvalue "
                  f"{_short(lpf['top_eigenvalue'], 1.0).replace(' points', '')}")  # fmt: skip
@@ -520,6 +585,24 @@ def _smoothing_summary(sw_wins, q_wins, targets, comparisons, entropy) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ Q3: samplers
+
+
+def _beats_sgld(ranking: list[tuple[int, list[str]]]) -> str:
+    """Per budget, the samplers with a lower MSE than SGLD; and those worse at every budget."""
+    parts, always_worse = [], None
+    for budget, ranked in ranking:
+        if "sgld" not in ranked:
+            continue
+        k = ranked.index("sgld")
+        parts.append(f"budget {budget}: {', '.join(f'`{e}`' for e in ranked[:k]) or 'none'}")
+        worse = set(ranked[k + 1 :])
+        always_worse = worse if always_worse is None else always_worse & worse
+    if not parts:
+        return "SGLD was not run."
+    text = "samplers with a lower MSE than SGLD at the same gradient budget: " + "; ".join(parts) + "."
+    if always_worse:
+        text += f" Worse than SGLD at every budget: {', '.join(f'`{e}`' for e in sorted(always_worse))}."
+    return text
 
 
 TRAINING_HEADER = ["inner sampler", "test error", "train loss", "seconds", "minus SGLD (paired)", "failed/diverged"]
@@ -572,6 +655,9 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
     entropy_labels = [lab for lab in labels if lab != "sgd"]
     best_train = min(entropy_labels, key=lambda lab: mean_sd(tr_info[lab]["test_error"])[0] or math.inf)
     differ = [lab for lab in entropy_labels if lab != "sgld" and distinct(tr_info[lab]["vs_sgld"])]
+    sgd_by_seed = by_seed(select(items, "sgd"))
+    beat_sgd = [lab for lab in entropy_labels
+                if distinct(d := paired(by_seed(select(items, lab)), sgd_by_seed)) and d["mean"] < 0]  # fmt: skip
     lines = [
         "## Q3. Other MCMC samplers in the inner loop",
         "",
@@ -598,12 +684,10 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         "",
         *table(TRAINING_HEADER, tr_rows),
         "",
-        "**What the evidence supports.** On the exact-gradient problem the momentum samplers (SGHMC, BAOAB, "
-        "SGNHT) reach a given error with fewer gradient evaluations than SGLD whenever the budget is large enough "
-        f"to leave their burn-in (lowest MSE per budget: {best_by_budget}); pSGLD and momentum SGLD pay for "
-        "their slower start. In training, the lowest mean test error came from the "
-        f"`{best_train}` inner loop; samplers distinguishable from SGLD at {n_seeds} paired seeds: "
-        f"{', '.join(f'`{d}`' for d in differ) or 'none'}.",
+        f"**What the evidence supports.** On the exact-gradient problem, {_beats_sgld(ranking)} In training, the "
+        f"lowest mean test error among the inner samplers came from `{best_train}`; samplers distinguishable from "
+        f"SGLD at {n_seeds} paired seeds: {', '.join(f'`{d}`' for d in differ) or 'none'}; better than plain SGD "
+        f"beyond the seed noise: {', '.join(f'`{d}`' for d in beat_sgd) or 'none'}.",
         "",
         "**What it does not support.** At the temperature used in training (T = 1e-8, the paper's practice) the "
         "inner loop is an optimiser, not a sampler: its noise is far below the minibatch noise, so a better mixing "
@@ -656,6 +740,7 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
     sgd = by_seed(select(items, "sgd"))
     sgd_m, _ = mean_sd(list(sgd.values()))
     ranked = sorted((c for c in cells if c["mean"] is not None), key=lambda c: c["mean"])
+    all_bad = [c for c in cells if c["mean"] is None]
     marg_rows = []
     for a in axes:
         values = next(v for v in results["axes"] if v["key"] == a)["values"]
@@ -729,12 +814,12 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         "",
         *table(["gamma", *(f"scoping {s_}" for s_ in scopings)], sc_rows),
         "",
-        "Largest scoping minus none, per gamma: "
-        + "; ".join(f"gamma = {g}: {_short(d)}" for g, d in scoping_effect.items())
-        + ".",
+        f"Largest scoping ({scopings[-1]}) minus none, per gamma: "
+        + " ".join(f"gamma = {g}: {paired_text(d, 'scoping', 'none')}" for g, d in scoping_effect.items()),
         "",
-        f"**What the evidence supports.** {len(chance)} of the {len(ranked)} settings failed to learn (mean test "
-        f"error above 50 %: {_settings_list(chance)}); among the others "
+        f"**What the evidence supports.** Of the {len(cells)} settings, {len(all_bad)} diverged in every run "
+        f"({_settings_list(all_bad)}) and {len(chance)} more failed to learn (mean test error above 50 %: "
+        f"{_settings_list(chance)}); among the others "
         f"the final error spans {fmt(None if spread is None else 100 * spread, 3)} points. {len(within)} of "
         f"{len(ranked)} settings end within 0.5 points of SGD's mean; {len(better)} are better than SGD and "
         f"{len(worse)} worse beyond a 95 % paired interval. The best setting's mean error for each value: "
@@ -747,7 +832,8 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         "on a harder task.",
         "",
     ]
-    summary = (f"**Sensitivity.** Of {len(ranked)} settings of gamma x eta' x L, {len(chance)} failed to learn and "
+    summary = (f"**Sensitivity.** Of {len(cells)} settings of gamma x eta' x L, {len(all_bad) + len(chance)} "
+               f"diverged or failed to learn and "
                f"the rest span {fmt(None if spread is None else 100 * spread, 3)} points of test error; "
                f"{len(within)} settings are within 0.5 points of SGD, {len(better)} beat it beyond the seed "
                "noise.")  # fmt: skip
@@ -794,12 +880,17 @@ def section_overhead(
     sgld_g = _speed_ratio(speed, "sgld", section="samplers")
     sgld_r = _speed_ratio(speed, "sgld, rademacher", section="samplers")
     numbers["overhead"] = {"training": [{k: v for k, v in c.items()} for c in cells], "sgd": sgd,
-                           "speed": speed_info, "sgd_step": sgd_step, "accuracy": accuracy}  # fmt: skip
+                           "speed": speed_info, "sgd_step": sgd_step,
+                           "accuracy": {k: v for k, v in accuracy.items() if k != "rows"} | {
+                               "rows": [{k: v for k, v in r.items() if not k.endswith("_by_step")}
+                                        for r in accuracy.get("rows", [])]}}  # fmt: skip
     n_seeds = len({e["seed"] for e in items})
     vs_default = {id(c): paired(c["by_seed"], default["by_seed"]) for c in cells if default and c is not default}
     worse = [c for c in cells if id(c) in vs_default and distinct(vs_default[id(c)]) and vs_default[id(c)]["mean"] > 0]
     better = [c for c in cells if id(c) in vs_default and distinct(vs_default[id(c)]) and vs_default[id(c)]["mean"] < 0]
     G = speed["entropy"]["G_median_ms"] if speed and "entropy" in speed else None
+    effect_lines, effects = factor_table(cells, axes)
+    numbers["overhead"]["effects"] = effects
     lines = [
         "## Cutting the overhead: fewer inner steps, warm starts, cheaper noise, and the implementation's cost",
         "",
@@ -830,9 +921,14 @@ def section_overhead(
         "",
         *table([*axes, "test error", "seconds", "minus the reference (paired)"], rows),
         "",
-        f"**What the evidence supports.** {_accuracy_text(accuracy)} In training (table c), settings worse than "
-        f"the default beyond a 95 % paired interval: {_settings_list(worse)}; better: {_settings_list(better)}. "
-        f"{_noise_text(cells, axes)}",
+        "Each factor's effect in table (c), paired by seed and every other setting (pairs that share a seed are "
+        "not independent: read the standard errors as optimistic):",
+        "",
+        *effect_lines,
+        "",
+        f"**What the evidence supports.** {_accuracy_text(accuracy)} In training (table c), {len(worse)} of the "
+        f"{len(cells) - 1} variants were worse than the default beyond a 95 % paired interval over seeds and "
+        f"{len(better)} better. {_effects_text(effects)}",
         "",
         "**What it does not support.** Timings are CPU timings of one model size on 2 cores; on a GPU the "
         "noise draw and the update are cheaper relative to the backward pass. The training runs are one small "
@@ -843,11 +939,27 @@ def section_overhead(
     ]
     ent = speed_info.get("L=5 sgld")
     ent_r = speed_info.get("L=5 sgld, rademacher")
-    noise = _noise_text(cells, axes).split(": ", 1)[-1].split(". Runs that")[0]
+    noise = _noise_short(effects)
     summary = (f"**Overhead.** An SGLD inner step costs {fmt(ent, 3)} G with Gaussian and {fmt(ent_r, 3)} G with "
                f"Rademacher noise (an SGD step {fmt(sgd_step, 3)} G). {_accuracy_short(accuracy)} Rademacher minus "
                f"Gaussian test error: {noise}.")  # fmt: skip
     return lines, summary
+
+
+def _effects_text(effects: dict[str, list[float]]) -> str:
+    """The contrasts whose mean is beyond two standard errors, in words."""
+    said = []
+    for key, diffs in effects.items():
+        m, sd = mean_sd(diffs)
+        if m is None or len(diffs) < 3:
+            continue
+        se = (sd or 0.0) / math.sqrt(len(diffs))
+        if abs(m) > 2 * se and abs(m) > 0:
+            said.append(f"{key} {'raised' if m > 0 else 'lowered'} the test error by {abs(100 * m):.2f} ± "
+                        f"{100 * se:.2f} points")  # fmt: skip
+    if not said:
+        return "No factor moved the test error beyond two standard errors."
+    return "Beyond two standard errors: " + "; ".join(said) + "."
 
 
 def _settings_list(cells: list[dict[str, Any]]) -> str:
@@ -862,7 +974,7 @@ def _cost_text(sgd_step: float | None, t0: float | None, gauss: float | None, ra
     inner = speed.get("L=20 sgld") or speed.get("L=5 sgld")
     text = (f"For scale: a `torch.optim.SGD` step with its gradient costs {sgd_step:.2f} G, an SGLD step without "
             f"noise (T = 0) {t0:.2f} G, with Gaussian noise {gauss:.2f} G and with Rademacher noise {rad:.2f} G. "
-            f"So the sampler's own update costs {t0 - sgd_step:+.2f} G next to SGD's, the Gaussian draw "
+            f"So the sampler's own update costs {max(t0 - sgd_step, 0.0):.2f} G more than SGD's, the Gaussian draw "
             f"{gauss - t0:.2f} G and the Rademacher draw {rad - t0:.2f} G")  # fmt: skip
     if inner:
         text += (f"; Entropy-SGD's coupling and running average add {inner - gauss:+.2f} G on top of an SGLD step "
@@ -905,31 +1017,59 @@ def _accuracy_short(accuracy: dict[str, Any]) -> str:
             f"{rows[('sgld', lo, True)]:.2f} against {rows[('sgld', hi, False)]:.2f} for a cold one with L = {hi}.")
 
 
-def _noise_text(cells: list[dict[str, Any]], axes: list[str]) -> str:
-    """Rademacher minus Gaussian noise in training, paired by seed and every other setting, per temperature."""
-    if "noise" not in axes:
-        return ""
-    others = [a for a in axes if a != "noise"]
-    lookup = {(tuple(c["setting"].get(a) for a in others), c["setting"]["noise"]): c for c in cells}
-    by_temperature: dict[str, list[float]] = {}
-    for (key, noise), c in lookup.items():
-        g = lookup.get((key, "gaussian"))
-        if noise == "rademacher" and g:
-            temperature = dict(zip(others, key, strict=True)).get("temperature", "the default T")
-            for seed in set(c["by_seed"]) & set(g["by_seed"]):
-                by_temperature.setdefault(temperature, []).append(c["by_seed"][seed] - g["by_seed"][seed])
+def factor_effect(cells: list[dict[str, Any]], axes: list[str], axis: str, a: str, b: str,
+                  by: str | None = None) -> dict[str, list[float]]:  # fmt: skip
+    """Test error at ``axis = a`` minus at ``axis = b``, paired by seed and every other setting; grouped by ``by``."""
+    others = [x for x in axes if x != axis]
+    lookup = {(tuple(c["setting"].get(x) for x in others), c["setting"].get(axis)): c for c in cells}
+    out: dict[str, list[float]] = {}
+    for (key, value), c in lookup.items():
+        base = lookup.get((key, b))
+        if value != a or base is None:
+            continue
+        group = dict(zip(others, key, strict=True)).get(by, "all") if by else "all"
+        for seed in set(c["by_seed"]) & set(base["by_seed"]):
+            out.setdefault(group, []).append(c["by_seed"][seed] - base["by_seed"][seed])
+    return dict(sorted(out.items(), key=lambda kv: _sort_key(kv[0])))
+
+
+def _effect_cell(diffs: list[float]) -> list[str]:
+    m, sd = mean_sd(diffs)
+    se = (sd or 0.0) / math.sqrt(len(diffs))
+    return [f"{100 * m:+.2f} ± {100 * se:.2f}", str(len(diffs)), str(sum(d > 0 for d in diffs)),
+            str(sum(abs(d) < 1e-12 for d in diffs))]  # fmt: skip
+
+
+FACTORS = (("warm_start", "true", "false", "temperature"), ("noise", "rademacher", "gaussian", "temperature"),
+           ("temperature", "0.001", "1e-08", None))  # fmt: skip
+
+
+def factor_table(cells: list[dict[str, Any]], axes: list[str]) -> tuple[Lines, dict[str, Any]]:
+    """One row per factor contrast (and per temperature where it matters), and per L against L = 5."""
+    rows, effects = [], {}
+    contrasts = [f for f in FACTORS if f[0] in axes]
+    if "inner_steps" in axes:
+        values = sorted({c["setting"]["inner_steps"] for c in cells}, key=_sort_key)
+        contrasts += [("inner_steps", v, "5", "temperature") for v in values if v != "5"]
+    for axis, a, b, by in contrasts:
+        for group, diffs in factor_effect(cells, axes, axis, a, b, by if by in axes else None).items():
+            effects[f"{axis}: {a} - {b}" + ("" if group == "all" else f" ({by} = {group})")] = diffs
+            rows.append([f"{axis}: {a} minus {b}", "all" if group == "all" else f"{by} = {group}",
+                         *_effect_cell(diffs)])  # fmt: skip
+    header = ["contrast", "within", "test error difference (points, mean ± s.e.)", "pairs", "higher", "identical"]
+    return table(header, rows), effects
+
+
+def _noise_short(effects: dict[str, list[float]]) -> str:
     parts = []
-    for temperature, diffs in sorted(by_temperature.items(), key=lambda kv: _sort_key(kv[0])):
-        m, sd = mean_sd(diffs)
-        se = (sd or 0.0) / math.sqrt(len(diffs))
-        same = sum(abs(d) < 1e-12 for d in diffs)
-        parts.append(f"at T = {temperature}, {100 * m:+.2f} ± {100 * se:.2f} points (mean ± standard error over "
-                     f"{len(diffs)} paired runs; higher in {sum(d > 0 for d in diffs)}, identical in {same})")
-    if not parts:
-        return ""
-    return ("Rademacher minus Gaussian noise, paired by seed and every other setting: " + "; ".join(parts) + ". "
-            "Runs that pair runs of one seed across settings are not independent, so read the standard error as "
-            "optimistic.")  # fmt: skip
+    for key, diffs in effects.items():
+        if key.startswith("noise:"):
+            m, sd = mean_sd(diffs)
+            se = (sd or 0.0) / math.sqrt(len(diffs))
+            where = key.split("(")[1].rstrip(")") if "(" in key else "all"
+            parts.append(f"{where}: {100 * m:+.2f} ± {100 * se:.2f} points over "
+                         f"{len(diffs)} pairs")  # fmt: skip
+    return "; ".join(parts) or "not measured"
 
 
 # ------------------------------------------------------------------------------------------------ the document

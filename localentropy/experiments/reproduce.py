@@ -8,8 +8,9 @@ A step whose directory is complete is not run again, so an interrupted reproduct
 numbers (``<doc stem>/``) are written only when every step has finished, each file atomically.
 
 ``--quick`` runs the same steps smaller (fewer seeds, replicates, budgets and epochs: the config overrides are
-in :data:`QUICK`) into its own directory, in about 10 minutes on 2 cores; the full run takes about
-:func:`expected_minutes` minutes. The two never share a directory: a directory holds one mode's resolved plan.
+in :data:`QUICK`) into its own directory, in about 7 minutes on 2 cores (5.4 measured); the full run takes
+about 30 (25 measured on a quiet machine; :func:`expected_minutes` adds up :data:`STEPS`). The two never share a
+directory: each refuses the other's.
 """
 
 from __future__ import annotations
@@ -41,23 +42,23 @@ class Step:
     kind: str
     config: str | None
     question: str
-    full_minutes: float  # measured on this project's 2-core machine, rounded up
+    full_minutes: float  # measured on this project's 2-core machine (2026-11-28), rounded up
     quick_minutes: float
 
 
 STEPS: tuple[Step, ...] = (
-    Step("shootout", "run", "shootout.toml", "Q3", 1, 0.3),
-    Step("smoothing_sharp_wide", "run", "smoothing.toml", "Q2", 1.5, 0.3),
-    Step("smoothing_quadratic", "run", "smoothing_quadratic.toml", "Q2", 0.5, 0.2),
-    Step("smoothing_targets", "targets", None, "Q2", 0.5, 0.3),
-    Step("flatness", "sweep", "sweep_flatness.toml", "Q2", 2.5, 1),
-    Step("cost", "sweep", "sweep_cost.toml", "Q1", 30, 3),
-    Step("samplers_training", "sweep", "sweep_samplers.toml", "Q3", 1.5, 0.5),
-    Step("sensitivity", "sweep", "sweep_sensitivity.toml", "S3", 3, 1.5),
-    Step("scoping", "sweep", "sweep_scoping.toml", "S3", 1.5, 0.7),
-    Step("overhead_training", "sweep", "sweep_overhead.toml", "S4", 5, 1.5),
-    Step("overhead_accuracy", "accuracy", None, "S4", 1.5, 0.4),
-    Step("overhead_speed", "speed", None, "S4", 9, 1.5),
+    Step("shootout", "run", "shootout.toml", "Q3", 0.6, 0.3),
+    Step("smoothing_sharp_wide", "run", "smoothing.toml", "Q2", 0.4, 0.2),
+    Step("smoothing_quadratic", "run", "smoothing_quadratic.toml", "Q2", 0.2, 0.1),
+    Step("smoothing_targets", "targets", None, "Q2", 0.1, 0.1),
+    Step("flatness", "sweep", "sweep_flatness.toml", "Q2", 1.2, 0.6),
+    Step("cost", "sweep", "sweep_cost.toml", "Q1", 20, 3),
+    Step("samplers_training", "sweep", "sweep_samplers.toml", "Q3", 0.5, 0.3),
+    Step("sensitivity", "sweep", "sweep_sensitivity.toml", "S3", 0.7, 0.6),
+    Step("scoping", "sweep", "sweep_scoping.toml", "S3", 0.4, 0.4),
+    Step("overhead_training", "sweep", "sweep_overhead.toml", "S4", 1.2, 0.8),
+    Step("overhead_accuracy", "accuracy", None, "S4", 0.8, 0.2),
+    Step("overhead_speed", "speed", None, "S4", 4.5, 0.5),
 )
 
 # What --quick changes, per step: fewer seeds / replicates / budgets / epochs; every other setting as in full.
