@@ -1,0 +1,163 @@
+"""Numbers, tables and loading shared by the sections of the findings."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from localentropy.experiments.rundir import atomic_write_bytes
+from localentropy.experiments.sweep_report import _text, entries
+
+Lines = list[str]
+
+
+def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not values:
+        return None, None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def pm(values: list[float], scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+    """ "mean ± sd" of ``values`` x ``scale`` (sd over seeds or replicates); "—" when there is nothing."""
+    m, s = mean_sd(values)
+    if m is None:
+        return "—"
+    text = f"{m * scale:.{digits}f}"
+    return f"{text} ± {s * scale:.{digits}f}{unit}" if s is not None else f"{text}{unit}"
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.{digits}g}"
+
+
+def paired(a: dict[Any, float], b: dict[Any, float]) -> dict[str, Any]:
+    """a - b over the seeds both have: mean, sd, n, how often a is higher / lower, and a t-interval half-width."""
+    keys = sorted(set(a) & set(b), key=str)
+    diffs = [a[k] - b[k] for k in keys]
+    m, s = mean_sd(diffs)
+    n = len(diffs)
+    half = None
+    if s is not None and n > 1:
+        from scipy.stats import t
+
+        half = float(t.ppf(0.975, n - 1) * s / math.sqrt(n))
+    return {"mean": m, "sd": s, "n": n, "higher": sum(d > 0 for d in diffs), "lower": sum(d < 0 for d in diffs),
+            "ci95": half}  # fmt: skip
+
+
+def distinct(d: dict[str, Any]) -> bool:
+    """Whether a paired difference is outside its 95 % t-interval, with at least 3 seeds (fewer decide nothing)."""
+    return d["n"] >= 3 and d["ci95"] is not None and abs(d["mean"]) > d["ci95"]
+
+
+def paired_text(d: dict[str, Any], a: str, b: str, scale: float = 100.0, unit: str = " points") -> str:
+    """A sentence on a paired difference in test error: direction, size, interval and the seed count."""
+    if d["mean"] is None:
+        return f"{a} and {b} share no finished seed."
+    size = f"{d['mean'] * scale:+.2f}{unit}"
+    interval = f" (95 % t-interval ± {d['ci95'] * scale:.2f})" if d["ci95"] is not None else ""
+    if distinct(d):
+        verdict = f"{a} is {'worse' if d['mean'] > 0 else 'better'} than {b}"
+    else:
+        verdict = f"{a} and {b} are not distinguishable at this number of seeds"
+    return (f"{a} minus {b}: {size}{interval}, higher on {d['higher']} and lower on {d['lower']} of {d['n']} "
+            f"paired seeds: {verdict}.")  # fmt: skip
+
+
+def table(header: list[str], rows: list[list[str]]) -> Lines:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def sweep_entries(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    results = read_json(step_dir / "results.json")
+    return results, entries(results)
+
+
+def by_seed(items: list[dict[str, Any]], key: str = "test_error") -> dict[Any, float]:
+    return {e["seed"]: float(e["final"][key]) for e in items if e["final"] and e["final"].get(key) is not None}
+
+
+def select(items: list[dict[str, Any]], label: str | None = None, **settings: Any) -> list[dict[str, Any]]:
+    """Entries of one optimizer label whose swept settings include ``settings`` (values compared as text)."""
+    want = {k: _text(v) for k, v in settings.items()}
+    out = []
+    for e in items:
+        have = dict(e["settings"])
+        if (label is None or e["label"] == label) and all(have.get(k) == v for k, v in want.items()):
+            out.append(e)
+    return out
+
+
+def finals(items: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(e["final"][key]) for e in items if e["final"] and e["final"].get(key) is not None]
+
+
+def copy_figure(source: Path, figures: Path, name: str) -> str | None:
+    """Copy a step's figure next to the document; returns its path relative to the document, or None."""
+    if not source.is_file():
+        return None
+    atomic_write_bytes(figures / name, source.read_bytes())
+    return f"{figures.name}/{name}"
+
+
+def short(d: dict[str, Any], scale: float = 100.0) -> str:
+    if d["mean"] is None:
+        return "no paired seeds"
+    ci = f" ± {d['ci95'] * scale:.2f}" if d["ci95"] is not None else ""
+    return f"{d['mean'] * scale:+.2f}{ci} points over {d['n']} seeds"
+
+
+def speed_ratio(speed: dict[str, Any] | None, row: str, section: str = "entropy") -> float | None:
+    if not speed or section not in speed:
+        return None
+    for r in speed[section]["rows"]:
+        if r["row"] == row:
+            return r.get("ratio")
+    return None
+
+
+def run_records(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    results = read_json(step_dir / "results.json")
+    return results, [r for r in results["records"] if r.get("status") == "ok" and r.get("metrics")]
+
+
+def group_rows(items: list[dict[str, Any]], label: str, axes: list[str]) -> list[dict[str, Any]]:
+    """Per setting of ``axes``: the test errors by seed, their mean and sd, and the failures."""
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for e in select(items, label):
+        have = dict(e["settings"])
+        cells.setdefault(tuple(have.get(a) for a in axes), []).append(e)
+    out = []
+    for key, members in cells.items():
+        errs = by_seed(members)
+        m, s = mean_sd(list(errs.values()))
+        out.append({"setting": dict(zip(axes, key, strict=True)), "by_seed": errs, "mean": m, "sd": s,
+                    "bad": sum(e["status"] != "ok" for e in members), "n": len(members),
+                    "seconds": mean_sd(finals(members, "seconds"))[0]})  # fmt: skip
+    return out
+
+
+def sort_key(text: Any) -> tuple[int, float, str]:
+    try:
+        return (0, float(text), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(text))
+
+
+def setting_text(setting: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in setting.items())
+
+
+def settings_list(cells: list[dict[str, Any]]) -> str:
+    return "; ".join(f"({setting_text(c['setting'])})" for c in cells) or "none"
