@@ -111,11 +111,12 @@ def copy_figure(source: Path, figures: Path, name: str) -> str | None:
     return f"{figures.name}/{name}"
 
 
-def short(d: dict[str, Any], scale: float = 100.0) -> str:
+def short(d: dict[str, Any], scale: float = 100.0, unit: str = " points") -> str:
+    """A paired difference in a few words: mean and 95 % t-interval half-width over the paired seeds."""
     if d["mean"] is None:
         return "no paired seeds"
     ci = f" ± {d['ci95'] * scale:.2f}" if d["ci95"] is not None else ""
-    return f"{d['mean'] * scale:+.2f}{ci} points over {d['n']} seeds"
+    return f"{d['mean'] * scale:+.2f}{ci}{unit}, 95 % CI over {d['n']} seeds"
 
 
 def speed_ratio(speed: dict[str, Any] | None, row: str, section: str = "entropy") -> float | None:

@@ -174,8 +174,8 @@ def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
     ]
     for other, comp in comparisons.items():
         lines.append(f"* vs {other}: test error {short(comp['test_error'])}; top eigenvalue "
-                     f"{short(comp['top_eigenvalue'], 1.0).replace(' points', '')}; trace "
-                     f"{short(comp['trace'], 1.0).replace(' points', '')}.")  # fmt: skip
+                     f"{short(comp['top_eigenvalue'], 1.0, '')}; trace "
+                     f"{short(comp['trace'], 1.0, '')}.")  # fmt: skip
     lines += [
         "",
         "**What the evidence supports.** "
@@ -291,5 +291,5 @@ def _smoothing_summary(sw_wins, q_wins, targets, comparisons, entropy) -> str:
             + ", direct smoothing in the rest")  # fmt: skip
     if lpf and entropy:
         text += (f"; on digits, Entropy-SGD minus LPF-SGD test error {short(lpf['test_error'])}, top eigenvalue "
-                 f"{short(lpf['top_eigenvalue'], 1.0).replace(' points', '')}")  # fmt: skip
+                 f"{short(lpf['top_eigenvalue'], 1.0, '')}")  # fmt: skip
     return text + "."
