@@ -654,6 +654,11 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _ms(value: float | None) -> str:
+    # None when every repeat was dropped for contention: the table then says so row by row
+    return "not measured (every repeat dropped)" if value is None else f"{value:.2f} ms"
+
+
 def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
     m = report["machine"]
     where = m.get("gpu", m["cpu"])
@@ -664,14 +669,14 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
     )
     if "samplers" in report:
         s = report["samplers"]
-        print(f"\n## (b) one sampler step / G (gradient included); G = {s['G_median_ms']:.2f} ms; {load_line(s)}\n")
+        print(f"\n## (b) one sampler step / G (gradient included); G = {_ms(s['G_median_ms'])}; {load_line(s)}\n")
         print(bs.format_table(s["rows"]))
     if "peers" in report:
         print("\n## (d) peers: our step / posteriors' step\n")
         print(format_peers(report["peers"]))
     if "entropy" in report:
         e = report["entropy"]
-        print(f"\n## (a) EntropySGD outer step / (L x G); G = {e['G_median_ms']:.2f} ms; {load_line(e)}\n")
+        print(f"\n## (a) EntropySGD outer step / (L x G); G = {_ms(e['G_median_ms'])}; {load_line(e)}\n")
         print(bs.format_table(e["rows"]).replace("| median ms |", "| ms per inner step |"))
     if "estimator" in report:
         s = report["estimator"]
