@@ -85,7 +85,12 @@ def sweep_entries(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 def by_seed(items: list[dict[str, Any]], key: str = "test_error") -> dict[Any, float]:
-    return {e["seed"]: float(e["final"][key]) for e in items if e["final"] and e["final"].get(key) is not None}
+    """seed -> final ``key`` of one setting's runs; several runs of one seed (settings mixed up) is an error."""
+    done = [e for e in items if e["final"] and e["final"].get(key) is not None]
+    seeds = [e["seed"] for e in done]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"by_seed: several runs per seed ({sorted(seeds, key=str)}): select one setting first")
+    return {e["seed"]: float(e["final"][key]) for e in done}
 
 
 def select(items: list[dict[str, Any]], label: str | None = None, **settings: Any) -> list[dict[str, Any]]:
