@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     m = report["machine"]
     print(f"{report['model']}, batch {args.batch}, {measured} repeats after {args.warmup} warm-up, interleaved")
     g = report["G_median_ms"]
-    print(f"G = {'not measured' if g is None else f'{g:.2f} ms'} (median); ratios are medians over repeats of row time / same-repeat G")
+    g_text = "not measured" if g is None else f"{g:.2f} ms"
+    print(f"G = {g_text} (median); ratios are medians over repeats of row time / same-repeat G")
     print()
     print(format_table(results))
     print()
