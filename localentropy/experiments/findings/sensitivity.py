@@ -114,8 +114,8 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         f"({settings_list(all_bad)}) and {len(chance)} more failed to learn (mean test error above 50 %: "
         f"{settings_list(chance)}); among the others "
         f"the final error spans {fmt(None if spread is None else 100 * spread, 3)} points. {len(within)} of "
-        f"{len(ranked)} settings end within 0.5 points of SGD's mean; {len(better)} are better than SGD and "
-        f"{len(worse)} worse beyond a 95 % paired interval. The best setting's mean error for each value: "
+        f"the {len(ranked)} settings that finished end within 0.5 points of SGD's mean; {len(better)} are better "
+        f"than SGD and {len(worse)} worse beyond a 95 % paired interval. The best setting's mean error for each value: "
         + "; ".join(f"{a}: " + ", ".join(f"{v} {b}" for v, b in best_by_axis[a]) for a in axes)
         + ". With the budget fixed, a larger L leaves fewer outer steps.",
         "",
