@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -185,3 +187,20 @@ class RunDirectory:
     def mark_complete(self) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         atomic_write_bytes(self.path / MARKER, f"completed {stamp}\n".encode())
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: a non-finite number (e.g. R-hat of a single chain) is stored as null, never as a result."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def stable_seed(*parts: Any) -> int:
+    """A seed from the config's seed and a record's or run's name, the same on every machine and Python."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**62 - 1)

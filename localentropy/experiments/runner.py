@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import io
 import math
@@ -23,18 +22,19 @@ from localentropy.entropy import GaussianSmoothingEstimator, LocalEntropyEstimat
 from localentropy.entropy.problems import Problem, Quadratic
 from localentropy.entropy.problems.lowdim import DoubleWell, SharpWide
 from localentropy.experiments.config import ConfigError, EstimatorConfig, RunConfig, _shown, load_config
-from localentropy.experiments.rundir import RunDirectory, atomic_write_bytes, atomic_write_json, environment
+from localentropy.experiments.rundir import (
+    RunDirectory,
+    atomic_write_bytes,
+    atomic_write_json,
+    environment,
+    finite_or_none,
+    stable_seed,
+)
 from localentropy.samplers import make_sampler, sampler_hyperparameters
 
 SCHEMA = 1
 MAX_KEPT_DRAWS = 500  # per chain, in draws.nc
 MAX_KSD_POINTS = 1000
-
-
-def stable_seed(*parts: Any) -> int:
-    """A seed from the config's seed and a record's identity, the same on every machine and Python."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**62 - 1)
 
 
 def record_id(key: dict[str, Any]) -> str:
@@ -301,17 +301,6 @@ def divergence_message(task: Task, problem: Problem, estimator: Any, replicate: 
         )
     return (f"diverged in replicate {replicate}: the chains left the finite range (NaN or inf) {where} "
             f"of sampler {estimator.sampler!r}; likely cause: {cause}")  # fmt: skip
-
-
-def finite_or_none(value: Any) -> Any:
-    """JSON has no NaN: undefined numbers (e.g. R-hat of a single chain) are stored as null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    return value
 
 
 def _progress(out: TextIO, index: int, total: int, task: Task, record: dict[str, Any], resumed: bool) -> None:

@@ -9,7 +9,6 @@ interrupted run resume bit-identically on CPU. Output layout and fields: docs/tr
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import sys
@@ -25,7 +24,14 @@ from localentropy.data import ArrayData, DataSplits, load_data
 from localentropy.entropy.optim import DivergenceError
 from localentropy.experiments.config import ConfigError
 from localentropy.experiments.models import build_model, count_parameters
-from localentropy.experiments.rundir import RunDirectory, atomic_write_bytes, atomic_write_json, environment
+from localentropy.experiments.rundir import (
+    RunDirectory,
+    atomic_write_bytes,
+    atomic_write_json,
+    environment,
+    finite_or_none,
+    stable_seed,
+)
 from localentropy.experiments.train_config import TrainConfig, load_train_config, slug
 from localentropy.experiments.train_optim import (
     OptimizerConfig,
@@ -39,12 +45,6 @@ from localentropy.experiments.train_optim import (
 SCHEMA = 1
 CHECKPOINT_FORMAT = 1
 AfterEpoch = Callable[[str, int], None]
-
-
-def stable_seed(*parts: Any) -> int:
-    """A seed from the config's seed and a name, the same on every machine and Python."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**62 - 1)
 
 
 class BatchStream:
@@ -295,17 +295,6 @@ class OptimizerRun:
 
 def _finite_model(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if torch.is_floating_point(t))
-
-
-def finite_or_none(value: Any) -> Any:
-    """JSON has no NaN: a non-finite number is stored as null (never reported as a result)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    return value
 
 
 def load_splits(config: TrainConfig, source: str | None = None) -> DataSplits:
