@@ -145,14 +145,7 @@ def plan(repo: Path, quick: bool) -> dict[str, Any]:
 
 def _changed(out: Path, resolved: dict[str, Any]) -> bool:
     """Whether ``out`` holds a run of another config (the step's file was edited since): then it is rerun."""
-    stored = out / "config.json"
-    if not stored.is_file():
-        return False
-    try:
-        previous = json.loads(stored.read_text())
-    except (OSError, ValueError):
-        return True
-    return previous != json.loads(json.dumps(resolved, default=str))
+    return RunDirectory(out).holds_other_config(resolved)
 
 
 def _run_step(step: Step, config: dict[str, Any], repo: Path, out: Path, workers: int, progress: TextIO) -> str:

@@ -153,11 +153,7 @@ class RunDirectory:
             shutil.rmtree(self.path)
         state = "fresh"
         if config_file.is_file():
-            try:
-                previous = json.loads(config_file.read_text())
-            except (OSError, json.JSONDecodeError):
-                previous = None
-            if previous != json.loads(json.dumps(resolved_config, default=_json_default)):
+            if self.holds_other_config(resolved_config):
                 which = "a complete" if self.complete else "an incomplete"
                 raise RunDirectoryError(
                     f"{self.path} holds {which} run of a different config; use --force to start over or another --out"
@@ -170,6 +166,17 @@ class RunDirectory:
         (self.path / MARKER).unlink(missing_ok=True)
         atomic_write_json(config_file, resolved_config)
         return state
+
+    def holds_other_config(self, resolved_config: dict[str, Any]) -> bool:
+        """Whether the directory's ``config.json`` exists and records another config (an unreadable one counts)."""
+        config_file = self.path / "config.json"
+        if not config_file.is_file():
+            return False
+        try:
+            previous = json.loads(config_file.read_text())
+        except (OSError, ValueError):
+            return True
+        return previous != json.loads(json.dumps(resolved_config, default=_json_default))
 
     def load_record(self, record_id: str) -> dict[str, Any] | None:
         path = self.records / f"{record_id}.json"
