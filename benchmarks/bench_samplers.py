@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 import localentropy
-from localentropy.samplers import available_samplers, make_sampler, sampler_hyperparameters
+from localentropy.samplers import available_samplers, make_sampler, sampler_class, sampler_hyperparameters
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "samplers.json"
 TEMPERATURE = 1e-4
@@ -95,12 +95,13 @@ def sampler_settings(name: str, noise: str, model: nn.Module, x, y) -> tuple[str
     settings.update({k: v for k, v in (("temperature", TEMPERATURE), ("noise", noise)) if k in accepted})
     label = name if noise == "gaussian" else f"{name}, {noise}"
     reported = dict(settings)
-    if name == "cyclical":  # a wrapper: cosine cyclical step size around a base sampler, sampling phase only
+    cls = sampler_class(name)
+    if cls.wraps_sampler:  # a wrapper: cosine cyclical step size around a base sampler, sampling phase only
         base = {"name": CYCLICAL_BASE, **SAMPLER_SETTINGS[CYCLICAL_BASE], "temperature": TEMPERATURE, "noise": noise}
         settings = {"sampler": base, "n_cycles": 4, "total_steps": 10**6}
         reported = dict(settings)
         label = f"cyclical ({CYCLICAL_BASE})" if noise == "gaussian" else f"cyclical ({CYCLICAL_BASE}), {noise}"
-    elif "potential" in accepted:  # MALA: U at a list of tensors, the same loss as the gradient's
+    elif cls.needs_potential:  # MALA: U at a list of tensors, the same loss as the gradient's
         names = [n for n, _ in model.named_parameters()]
 
         def potential(position: list[torch.Tensor]) -> torch.Tensor:
@@ -124,7 +125,7 @@ def our_row(name: str, base: nn.Module, x, y, generator, noise: str = "gaussian"
     try:
         sampler = make_sampler(name, **settings)
     except ValueError as exc:
-        why = "not applicable" if noise != "gaussian" and "noise" in str(exc) else "failed"
+        why = "not applicable" if noise not in sampler_class(name).noises else "failed"
         return Row(label, "localentropy", reported, None, note=f"{why}: {exc}", sampler=name, noise=noise)
     holder = {"state": sampler.init(params)}
 

@@ -18,7 +18,7 @@ Rows (noise scale eps, T the temperature that the row's noise amounts to):
 
 * paper: Algorithm 1, SGLD with noise sqrt(eta') eps xi (T = eps^2 / 2), alpha = 0.75;
 * authors (SGLD): the authors' temperature T = eps^2 and weight 0.25 on the newest iterate, no momentum
-  (``LocalEntropyEstimator.from_preset("authors")``);
+  (``LocalEntropyEstimator.from_preset("authors-sgld")``);
 * paper T, alpha = 0.25 / uniform / alpha = 1: the averaging changed alone;
 * authors + Nesterov, coupling inside: the optimizer's ``preset="authors"`` inner loop (MomentumSGLD, m = 0.9,
   T = eps^2 (1 - m), i.e. noise eps sqrt(2 eta') xi) with the coupling inside the momentum buffer;
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append((name, temperature, result.chain_grads))
 
         paper = LocalEntropyEstimator.from_preset("paper", grad_fn, gamma, step_size=h, noise_scale=eps, n_steps=L)
-        authors = LocalEntropyEstimator.from_preset("authors", grad_fn, gamma, step_size=h, noise_scale=eps, n_steps=L)
+        authors = LocalEntropyEstimator.from_preset("authors-sgld", grad_fn, gamma, step_size=h, noise_scale=eps, n_steps=L)
         for name, est, offset in (("paper", paper, 0), ("authors (SGLD)", authors, 1)):
             result = est.estimate(x, n_chains=R, generator=torch.Generator().manual_seed(args.seed + offset))
             rows.append((name, est.temperature, result.chain_grads))

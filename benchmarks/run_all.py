@@ -48,7 +48,7 @@ import bench_samplers as bs
 from localentropy.entropy import EntropySGD
 from localentropy.entropy.estimators import LocalEntropyEstimator
 from localentropy.entropy.problems import Quadratic
-from localentropy.samplers import SGLD, available_samplers, sampler_hyperparameters
+from localentropy.samplers import SGLD, available_samplers, sampler_class, sampler_hyperparameters
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "run_all.json"
 SECTIONS = ("entropy", "samplers", "estimator")
@@ -56,8 +56,6 @@ TEMPERATURE = bs.TEMPERATURE
 # EntropySGD rows: the inner sampler's settings are bench_samplers' (small steps that keep the weights of their
 # initial size); gamma and the outer lr are small for the same reason (the model is not trained, only timed).
 ENTROPY_GAMMA, ENTROPY_LR = 0.03, 0.01
-# MALA needs a potential that includes the coupling term, which EntropySGD does not hand to its sampler.
-ENTROPY_NOT_APPLICABLE = {"mala": "not applicable: MALA needs the inner potential U, EntropySGD only gives grad U"}
 CORE_SAMPLERS = ("sgld", "sghmc", "psgld", "msgld")
 CHAIN_COUNTS = (1, 8, 64)
 
@@ -109,7 +107,7 @@ def entropy_sampler_options(name: str, noise: str) -> dict[str, Any]:
     accepted = sampler_hyperparameters(name)
     options = dict(bs.SAMPLER_SETTINGS.get(name, bs.DEFAULT_SETTINGS))
     options.update({k: v for k, v in (("temperature", TEMPERATURE), ("noise", noise)) if k in accepted})
-    if name == "cyclical":
+    if sampler_class(name).wraps_sampler:
         base = {"name": bs.CYCLICAL_BASE, **bs.SAMPLER_SETTINGS[bs.CYCLICAL_BASE], "temperature": TEMPERATURE}
         options = {"sampler": {**base, "noise": noise}, "n_cycles": 4, "total_steps": 10**6}
     return options
@@ -153,8 +151,10 @@ def build_entropy_rows(
         for noise in ("gaussian", "rademacher"):
             for name in samplers:
                 label = f"L={L} {name}" + ("" if noise == "gaussian" else f", {noise}")
-                if name in ENTROPY_NOT_APPLICABLE:
-                    row = bs.Row(label, "entropy", {}, None, note=ENTROPY_NOT_APPLICABLE[name], sampler=name)
+                cls = sampler_class(name)
+                if cls.needs_potential:  # U must include the coupling term, which EntropySGD does not hand over
+                    note = f"not applicable: {cls.__name__} needs the inner potential U, EntropySGD only gives grad U"
+                    row = bs.Row(label, "entropy", {}, None, note=note, sampler=name)
                 else:
                     opts = entropy_sampler_options(name, noise)
                     row = entropy_row(label, base, x, y, device, seed + 1, L, sampler=name, sampler_options=opts)

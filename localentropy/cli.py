@@ -40,8 +40,15 @@ def _cmd_samplers(args: argparse.Namespace) -> int:
         params = ", ".join(
             k if d is inspect.Parameter.empty else f"{k}={d!r}" for k, d in sampler_hyperparameters(name).items()
         )
-        summary = (inspect.getdoc(sampler_class(name)) or "").splitlines()[0]
-        print(f"{name:<10} {params}\n           {summary}")
+        cls = sampler_class(name)
+        summary = (inspect.getdoc(cls) or "").splitlines()[0]
+        if cls.wraps_sampler:  # its capabilities are the wrapped sampler's, known once it is built
+            traits = ["wraps a sampler: its gradients per step, noises and force= are the wrapped sampler's"]
+        else:
+            traits = [f"{cls.gradients_per_step} gradient(s) per step", f"noise {'/'.join(cls.noises)}"]
+            traits += [text for flag, text in ((cls.accepts_force, "takes force="), (cls.needs_potential, "needs U"))
+                       if flag]  # fmt: skip
+        print(f"{name:<10} {params}\n           {summary}\n           ({', '.join(traits)})")
     return 0
 
 

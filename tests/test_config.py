@@ -236,7 +236,7 @@ def test_missing_required_fields_reported_once_each():
 
 def test_preset_needs_noise_scale():
     data = config_with()
-    data["estimators"][0] = {"preset": "authors", "step_size_fraction": 0.1, "budgets": [16]}
+    data["estimators"][0] = {"preset": "authors-sgld", "step_size_fraction": 0.1, "budgets": [16]}
     assert one_problem(data) == "estimators[0].noise_scale: missing (required)"
 
 
@@ -332,7 +332,13 @@ def test_out_of_range_values(changes, path, expected):
         (
             {"preset": "book", "noise_scale": 0.1, "step_size_fraction": 0.1, "budgets": [16]},
             "estimators[0].preset",
-            "one of 'paper', 'authors'",
+            "one of 'paper', 'authors-sgld'",
+        ),
+        (
+            {"preset": "authors", "noise_scale": 0.1, "step_size_fraction": 0.1, "budgets": [16]},
+            "estimators[0].preset",
+            "one of 'paper', 'authors-sgld' (the estimator's 'authors' is now 'authors-sgld'; 'authors' names the "
+            "optimizer's preset)",
         ),
     ],
 )

@@ -468,7 +468,7 @@ def test_two_warm_calls_equal_one_long_call(quad3: Quadratic, x3: torch.Tensor, 
 # --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("preset", "factor", "averaging"), [("paper", 0.5, 0.75), ("authors", 1.0, 0.25)])
+@pytest.mark.parametrize(("preset", "factor", "averaging"), [("paper", 0.5, 0.75), ("authors-sgld", 1.0, 0.25)])
 def test_presets(quad3: Quadratic, preset: str, factor: float, averaging: float) -> None:
     eps = 3e-2
     estimator = LocalEntropyEstimator.from_preset(
@@ -483,8 +483,11 @@ def test_presets(quad3: Quadratic, preset: str, factor: float, averaging: float)
 
 
 def test_unknown_preset_lists_both_names(quad3: Quadratic) -> None:
-    with pytest.raises(ValueError, match=r"'paper'.*'authors'|'authors'.*'paper'"):
+    with pytest.raises(ValueError, match=r"'paper'.*'authors-sgld'|'authors-sgld'.*'paper'"):
         LocalEntropyEstimator.from_preset("lua", quad3.grad, 1.0, step_size=0.1, noise_scale=1e-3, n_steps=5)
+    # the estimator's former name of "authors-sgld" is refused with its new name, never run as the optimizer's
+    with pytest.raises(ValueError, match=r"now called 'authors-sgld'"):
+        LocalEntropyEstimator.from_preset("authors", quad3.grad, 1.0, step_size=0.1, noise_scale=1e-3, n_steps=5)
     with pytest.raises(ValueError, match="noise_scale"):
         LocalEntropyEstimator.from_preset("paper", quad3.grad, 1.0, step_size=0.1, noise_scale=-1.0, n_steps=5)
 
@@ -504,15 +507,15 @@ def test_authors_convention_doubles_the_draw_variance(quad3: Quadratic, x3: torc
         return estimator.estimate(x3, n_chains, gen(seed))
 
     noiseless = run("paper", 0, noise_scale=0.0).draws
-    paper, authors = run("paper", 12).draws, run("authors", 12).draws
+    paper, authors = run("paper", 12).draws, run("authors-sgld", 12).draws
     torch.testing.assert_close(authors - noiseless, math.sqrt(2) * (paper - noiseless), rtol=1e-9, atol=1e-12)
 
     m = quad3.gibbs_mean(x3, gamma)
     spread = {}
-    for preset, seed in (("paper", 13), ("authors", 14)):
+    for preset, seed in (("paper", 13), ("authors-sgld", 14)):
         squared = (run(preset, seed).draws - m).square().sum(-1).numpy()  # (chains, draws)
         spread[preset] = (squared.mean(), float(arviz_stats.mcse(squared, method="mean")))
-    (paper_mean, paper_se), (authors_mean, authors_se) = spread["paper"], spread["authors"]
+    (paper_mean, paper_se), (authors_mean, authors_se) = spread["paper"], spread["authors-sgld"]
     ratio = authors_mean / paper_mean
     ratio_se = ratio * math.hypot(paper_se / paper_mean, authors_se / authors_mean)
     assert abs(ratio - 2.0) <= bonferroni_z(1) * ratio_se, (ratio, ratio_se)
@@ -537,7 +540,7 @@ def test_gaussian_smoothing_estimates_grad_f(quad5: tuple[Quadratic, torch.Tenso
     sigma = 0.5
     fn = {"grad_fn": q.grad} if order == 1 else {"loss_fn": q.loss}
     estimator = GaussianSmoothingEstimator(sigma, n_samples, order=order, **fn)
-    result = estimator.estimate(x, gen(33 + order))
+    result = estimator.estimate(x, generator=gen(33 + order))
     assert result.grad.shape == (5,) and result.chain_grads.shape == (n_samples, 5)
     assert result.draws is not None and result.draws.shape == (n_samples, 1, 5)
     assert result.grad_evals == (n_samples if order == 1 else n_samples + 1)
@@ -581,10 +584,10 @@ def test_gaussian_smoothing_checks_what_the_functions_return(quad5: tuple[Quadra
     q, x = quad5
     bad_grad = GaussianSmoothingEstimator(0.1, 4, grad_fn=lambda p: p[..., :-1])
     with pytest.raises(ValueError, match=r"shaped like its input \(4, 5\), got \(4, 4\)"):
-        bad_grad.estimate(x, gen(0))
+        bad_grad.estimate(x, generator=gen(0))
     bad_loss = GaussianSmoothingEstimator(0.1, 4, loss_fn=lambda p: q.loss(p)[:-1], order=0)
     with pytest.raises(ValueError, match=r"shape \(n,\)"):
-        bad_loss.estimate(x, gen(0))
+        bad_loss.estimate(x, generator=gen(0))
     with pytest.raises(ValueError, match="floating-point"):
         GaussianSmoothingEstimator(0.1, 4, grad_fn=q.grad).estimate(torch.zeros(5, dtype=torch.int64))
 

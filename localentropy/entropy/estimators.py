@@ -1,7 +1,8 @@
 """Estimators of the local-entropy gradient (any sampler) and of the Gaussian-smoothed gradient.
 
-Both return an :class:`EstimateResult` with the same cost accounting, so that they can be compared per
-gradient evaluation against the exact values that the test problems provide.
+Both follow one protocol, :class:`Estimator`: ``estimate(x, n_chains=1, generator=None)`` returns an
+:class:`EstimateResult` with the same cost accounting, so that they can be compared per gradient evaluation
+against the exact values that the test problems provide.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from localentropy._checks import check_choice, check_int, check_positive, check_range
-from localentropy.entropy.presets import inner_loop_settings
-from localentropy.samplers import SGLD, Sampler
+from localentropy.entropy.presets import estimator_preset
+from localentropy.samplers import Sampler, make_sampler
 
 GradFn = Callable[[Tensor], Tensor]
 
@@ -36,6 +37,15 @@ class EstimateResult:
     draws: Tensor | None
     grad_evals: int
     seconds: float
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    """What every gradient estimator offers: ``n_chains`` independent repetitions around x, one generator."""
+
+    def estimate(self, x: Tensor, n_chains: int = 1, generator: torch.Generator | None = None) -> EstimateResult:
+        """The estimate at x from ``n_chains`` independent chains (or blocks of samples)."""
+        ...
 
 
 def _check_grad_shape(grad: Tensor, points: Tensor) -> Tensor:
@@ -114,7 +124,8 @@ class LocalEntropyEstimator:
         n_steps: int,
         **options: Any,
     ) -> LocalEntropyEstimator:
-        """The inner loop as the paper's Algorithm 1 (``"paper"``) or the authors' code (``"authors"``) writes it.
+        """The inner loop as the paper's Algorithm 1 (``"paper"``) or the authors' code without its momentum
+        (``"authors-sgld"``) writes it.
 
         Both run SGLD with step size eta' and noise scale eps; they differ in the temperature that eps
         stands for and in the averaging weight (see :mod:`localentropy.entropy.presets`).
@@ -125,9 +136,9 @@ class LocalEntropyEstimator:
                 f"preset {preset!r} sets {' and '.join(fixed)} from noise_scale; build the estimator directly to "
                 "choose them"
             )
-        settings = inner_loop_settings(preset, noise_scale)
-        sampler = SGLD(step_size=step_size, temperature=settings["temperature"])
-        return cls(grad_fn, gamma, sampler, n_steps, averaging=settings["averaging"], **options)
+        convention = estimator_preset(preset)
+        sampler = make_sampler(convention.sampler, step_size=step_size, temperature=convention.temperature(noise_scale))
+        return cls(grad_fn, gamma, sampler, n_steps, averaging=convention.averaging, **options)
 
     def reset(self) -> None:
         """Forget the chains kept for a warm start."""
@@ -183,7 +194,7 @@ class LocalEntropyEstimator:
             chain_grads=chain_grads,
             draws=draws,
             # exact samplers (MALA) also evaluate U and its gradient at each proposal
-            grad_evals=n_chains * self.n_steps * getattr(self.sampler, "gradients_per_step", 1),
+            grad_evals=n_chains * self.n_steps * self.sampler.gradients_per_step,
             seconds=time.perf_counter() - start,
         )
 
@@ -200,9 +211,10 @@ class GaussianSmoothingEstimator:
     order=1 (LPF-SGD style) averages grad f(x + sigma xi_i) over ``n_samples`` draws and needs ``grad_fn``;
     order=0 uses Stein's identity with the baseline f(x), E[xi (f(x + sigma xi) - f(x))] / sigma, and needs
     ``loss_fn`` (an (n, ...) -> (n,) map). ``draws`` are the perturbed points, shaped (n_samples, 1, ...);
-    ``chain_grads`` the per-sample terms. Cost: n_samples gradient evaluations (order 1), or n_samples + 1
-    loss evaluations (order 0), reported as ``grad_evals``: each is one oracle call, though a loss alone
-    is cheaper than a gradient.
+    ``chain_grads`` the per-sample terms. ``estimate(x, n_chains)`` draws ``n_chains`` blocks of ``n_samples``
+    (one ``randn`` call, so n_chains = 2 draws what n_samples doubled would). Cost: n_chains * n_samples gradient
+    evaluations (order 1), or n_chains * n_samples + 1 loss evaluations (order 0), reported as ``grad_evals``:
+    each is one oracle call, though a loss alone is cheaper than a gradient.
     """
 
     def __init__(
@@ -225,25 +237,26 @@ class GaussianSmoothingEstimator:
         self.grad_fn = grad_fn
         self.loss_fn = loss_fn
 
-    def estimate(self, x: Tensor, generator: torch.Generator | None = None) -> EstimateResult:
+    def estimate(self, x: Tensor, n_chains: int = 1, generator: torch.Generator | None = None) -> EstimateResult:
+        """Average ``n_chains`` blocks of ``n_samples`` perturbations of x into the estimate of grad f_sigma(x)."""
         x = _check_point(x)
+        n = check_int("n_chains", n_chains, 1) * self.n_samples
         start = time.perf_counter()
-        xi = torch.randn((self.n_samples, *x.shape), dtype=x.dtype, device=x.device, generator=generator)
+        xi = torch.randn((n, *x.shape), dtype=x.dtype, device=x.device, generator=generator)
         points = x + self.sigma * xi
         if self.order == 1:
             assert self.grad_fn is not None
             per_sample = _check_grad_shape(self.grad_fn(points), points)
-            evals = self.n_samples
+            evals = n
         else:
             assert self.loss_fn is not None
             values = self.loss_fn(torch.cat([x.unsqueeze(0), points]))
-            if not isinstance(values, Tensor) or values.shape != (self.n_samples + 1,):
+            if not isinstance(values, Tensor) or values.shape != (n + 1,):
                 got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-                n = self.n_samples + 1
-                raise ValueError(f"loss_fn must return a tensor of shape (n,) for n = {n} points, got {got}")
+                raise ValueError(f"loss_fn must return a tensor of shape (n,) for n = {n + 1} points, got {got}")
             differences = (values[1:] - values[0]).reshape(-1, *([1] * x.ndim))
             per_sample = xi * differences / self.sigma
-            evals = self.n_samples + 1
+            evals = n + 1
         return EstimateResult(
             grad=per_sample.mean(0),
             chain_grads=per_sample,

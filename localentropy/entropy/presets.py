@@ -1,46 +1,122 @@
-"""Inner-loop conventions of Entropy-SGD as published: the paper's Algorithm 1 and the authors' code.
+"""Inner-loop conventions of Entropy-SGD as published, defined once: the estimator, the optimizer, the configs and
+the docs all read :data:`INNER_LOOP_PRESETS`.
 
-Both run SGLD with step size eta' and a noise scale eps on U(x') = f(x') + gamma/2 ||x' - x||^2
-(``../shared/ANCHORS.md``). They differ in:
+Each runs a sampler with step size eta' and a noise scale eps on U(x') = f(x') + gamma/2 ||x' - x||^2. They differ in:
 
 * the noise: Algorithm 1 adds sqrt(eta') eps xi, which is SGLD at temperature T = eps^2 / 2; the authors'
   code adds eps sqrt(2 eta') xi, i.e. T = eps^2 (the paper misses a factor of 2, as its author agreed);
 * the averaging: Algorithm 1 puts weight alpha = 0.75 on the newest iterate (mu <- 0.25 mu + 0.75 x');
-  the code puts 0.25 on it (mu <- 0.75 mu + 0.25 x').
+  the code puts 0.25 on it (mu <- 0.75 mu + 0.25 x');
+* the inner sampler: the authors' code runs Nesterov momentum (m = 0.9, reset every outer step) with the coupling
+  added after the momentum buffer; MomentumSGLD scales its noise by 1 / sqrt(1 - m) to name its target, so the
+  same eps is T = eps^2 (1 - m) in its terms;
+* the outer step (the optimizer only): x <- x - eta gamma (x - mu) (paper) or x <- x - eta (x - mu) (code).
 
-The optimizer adds the outer-loop differences (momentum, the eta versus eta gamma step) on top of these.
+Three presets: ``"paper"`` (Algorithm 1, SGLD), ``"authors"`` (the authors' code: Nesterov MomentumSGLD, coupling
+after the momentum; the optimizer's) and ``"authors-sgld"`` (the authors' temperature and averaging on plain SGLD
+without momentum; the estimator's). The estimator takes :data:`ESTIMATOR_PRESETS`, the optimizer
+:data:`OPTIMIZER_PRESETS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from localentropy._checks import check_choice, check_nonnegative
+from localentropy._checks import check_choice, check_nonnegative, check_range
+from localentropy.samplers import Sampler, make_sampler
 
 
 @dataclass(frozen=True)
 class InnerLoopConvention:
+    """One published inner loop: its sampler, the temperature eps stands for, the averaging and the outer step."""
+
     name: str
-    temperature_per_noise_scale_squared: float  # T = factor * eps^2
+    sampler: str  # a registered sampler name: "sgld" or "msgld"
+    temperature_per_noise_scale_squared: float  # T = factor * eps^2 (times 1 - m for a momentum sampler)
     averaging: float  # weight of the newest iterate in the running average
+    outer_scale: str  # the optimizer's outer step: "gamma" (gamma (x - mu)) or "unit" (x - mu)
+    coupling: str  # where the optimizer adds the coupling: "inside" the gradient or "after_momentum"
+    momentum: float | None  # the default inner momentum (a momentum sampler), None without momentum
     description: str
+
+    @property
+    def sampler_options(self) -> tuple[str, ...]:
+        """The ``sampler_options`` keys the preset takes (``momentum`` only with a momentum sampler)."""
+        return ("step_size", "noise_scale") + (("momentum",) if self.momentum is not None else ())
+
+    def temperature(self, noise_scale: float, momentum: float | None = None) -> float:
+        """T for the noise scale eps (and the inner momentum m of a momentum sampler)."""
+        eps = check_nonnegative("noise_scale", noise_scale)
+        t = self.temperature_per_noise_scale_squared * eps**2
+        if self.momentum is None:
+            return t
+        m = self.momentum if momentum is None else momentum
+        return t * (1 - m)
+
+    def build_sampler(self, options: dict[str, Any]) -> Sampler:
+        """The inner sampler from ``options``: ``step_size`` (eta'), ``noise_scale`` (eps) and maybe ``momentum``."""
+        allowed = set(self.sampler_options)
+        unknown = sorted(set(options) - allowed)
+        missing = sorted({"step_size", "noise_scale"} - set(options))
+        if unknown or missing:
+            raise ValueError(
+                f"preset={self.name!r} takes sampler_options {sorted(allowed)}"
+                + (f"; unknown: {unknown}" if unknown else "")
+                + (f"; missing: {missing}" if missing else "")
+            )
+        eps = check_nonnegative("sampler_options.noise_scale", options["noise_scale"])
+        if self.momentum is None:
+            return make_sampler(self.sampler, step_size=options["step_size"], temperature=self.temperature(eps))
+        momentum = check_range(
+            "sampler_options.momentum", options.get("momentum", self.momentum), 0.0, 1.0, high_open=True
+        )
+        return make_sampler(
+            self.sampler,
+            step_size=options["step_size"],
+            momentum=momentum,
+            nesterov=momentum > 0,
+            temperature=self.temperature(eps, momentum),
+        )
 
 
 INNER_LOOP_PRESETS: dict[str, InnerLoopConvention] = {
     "paper": InnerLoopConvention(
-        "paper", 0.5, 0.75, "Algorithm 1 as printed: noise sqrt(eta') eps xi (T = eps^2 / 2), alpha = 0.75"
+        "paper", "sgld", 0.5, 0.75, "gamma", "inside", None,
+        "Algorithm 1 as printed: SGLD, noise sqrt(eta') eps xi (T = eps^2 / 2), alpha = 0.75, outer step eta gamma",
     ),
     "authors": InnerLoopConvention(
-        "authors", 1.0, 0.25, "the authors' code: noise eps sqrt(2 eta') xi (T = eps^2), weight 0.25 on the newest"
+        "authors", "msgld", 1.0, 0.25, "unit", "after_momentum", 0.9,
+        "the authors' code: Nesterov MomentumSGLD (m = 0.9), noise eps sqrt(2 eta') xi, coupling after the "
+        "momentum, weight 0.25 on the newest iterate, outer step eta (x - mu)",
     ),
-}
+    "authors-sgld": InnerLoopConvention(
+        "authors-sgld", "sgld", 1.0, 0.25, "unit", "inside", None,
+        "the authors' temperature and averaging on plain SGLD: noise eps sqrt(2 eta') xi (T = eps^2), weight 0.25 "
+        "on the newest iterate, no momentum",
+    ),
+}  # fmt: skip
+ESTIMATOR_PRESETS = ("paper", "authors-sgld")
+OPTIMIZER_PRESETS = ("paper", "authors")
+RENAMED = {"authors": "authors-sgld"}  # the estimator's old name for "authors-sgld" (before the optimizer's "authors")
+
+
+def estimator_preset(name: str, field: str = "preset") -> InnerLoopConvention:
+    """The estimator's preset ``name``; the estimator's old name ``"authors"`` is refused, naming its new one."""
+    if name in RENAMED:
+        raise ValueError(
+            f"{field} {name!r} is the optimizer's preset (Nesterov MomentumSGLD); the estimator's SGLD version of "
+            f"the authors' code is now called {RENAMED[name]!r}; allowed: {', '.join(map(repr, ESTIMATOR_PRESETS))}"
+        )
+    return INNER_LOOP_PRESETS[check_choice(field, name, ESTIMATOR_PRESETS)]
+
+
+def optimizer_preset(name: str, field: str = "preset") -> InnerLoopConvention:
+    """The optimizer's preset ``name``."""
+    return INNER_LOOP_PRESETS[check_choice(field, name, OPTIMIZER_PRESETS)]
 
 
 def inner_loop_settings(preset: str, noise_scale: float) -> dict[str, float]:
-    """The temperature and averaging weight that a preset gives to the noise scale eps."""
-    convention = INNER_LOOP_PRESETS[check_choice("preset", preset, tuple(INNER_LOOP_PRESETS))]
-    eps = check_nonnegative("noise_scale", noise_scale)
-    return {
-        "temperature": convention.temperature_per_noise_scale_squared * eps**2,
-        "averaging": convention.averaging,
-    }
+    """The temperature and averaging weight that an estimator preset gives to the noise scale eps."""
+    convention = estimator_preset(preset)
+    return {"temperature": convention.temperature(noise_scale), "averaging": convention.averaging}

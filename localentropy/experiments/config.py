@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localentropy.samplers import available_samplers, sampler_hyperparameters
+from localentropy.entropy.presets import ESTIMATOR_PRESETS, INNER_LOOP_PRESETS, RENAMED
+from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
 PROBLEM_KINDS = ("quadratic", "double-well", "sharp-wide", "python")
 POINT_KINDS = ("random", "origin", "explicit")
 ESTIMATOR_KINDS = ("local-entropy", "smoothing")
-PRESETS = ("paper", "authors")
+PRESETS = ESTIMATOR_PRESETS
 MAX_QUADRATIC_DIM = 10_000  # A is a dense d x d matrix
 MAX_NAME = 64  # run names and labels become file names (with suffixes): well under the 255 bytes of a file name
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -288,9 +289,14 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
         config.sigma = sigma if sigma == "matched" else (r.number(sigma, f"{path}.sigma", 0.0, low_open=True) or 1.0)
         config.order = r.integer(t.get("order", 1), f"{path}.order", 0, 1) or 0
         return config
-    config.preset = r.choice(t["preset"], f"{path}.preset", PRESETS) if "preset" in t else None
+    if t.get("preset") in RENAMED:  # the estimator's former name of a preset: say what it is called now
+        r.problem(f"{path}.preset", t["preset"], f"one of {', '.join(map(repr, PRESETS))} (the estimator's "
+                  f"{t['preset']!r} is now {RENAMED[t['preset']]!r}; {t['preset']!r} names the optimizer's preset)")
+        config.preset = None
+    else:
+        config.preset = r.choice(t["preset"], f"{path}.preset", PRESETS) if "preset" in t else None
     if "preset" in t:  # even a misspelt preset: its sampler and noise_scale rules apply
-        config.sampler = "sgld"
+        config.sampler = INNER_LOOP_PRESETS[config.preset].sampler if config.preset else "sgld"
         config.noise_scale = r.number(r.get(t, "noise_scale", f"{path}.noise_scale"), f"{path}.noise_scale", 0.0,
                                       low_open=True)  # fmt: skip
         if "sampler" in t:
@@ -307,7 +313,9 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
         for key in sorted(set(config.hyperparameters) - {"step_size"}):
             r.problems.append(f"{path}.hyperparameters.{_key_text(key)}: unknown for a preset; allowed: step_size")
     elif config.sampler is not None:
-        accepted = set(sampler_hyperparameters(config.sampler)) - {"temperature", "potential"}
+        # the temperature comes from the grid, and an exact sampler's potential from the problem
+        given = {"temperature"} | ({"potential"} if sampler_class(config.sampler).needs_potential else set())
+        accepted = set(sampler_hyperparameters(config.sampler)) - given
         for key in sorted(set(config.hyperparameters) - accepted):
             r.problems.append(
                 f"{path}.hyperparameters.{_key_text(key)}: unknown for sampler {config.sampler!r}; "
@@ -320,7 +328,7 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
             r.problem(f"{path}.step_size_fraction", t["step_size_fraction"], "either it or hyperparameters.step_size")
     elif "step_size" not in config.hyperparameters and not (
         config.sampler is not None
-        and "step_size" not in sampler_hyperparameters(config.sampler)
+        and sampler_class(config.sampler).wraps_sampler
         and isinstance(config.hyperparameters.get("sampler"), dict)
         and "step_size" in config.hyperparameters["sampler"]
     ):

@@ -92,7 +92,7 @@ def run_demo(n_chains: int = 32, n_steps: int = 10000, burn_in: int = 2000, seed
                 cov=np.cov(flat.T),
                 min_ess=float(np.min(ess)),
                 max_mcse=float(np.max(arviz_stats.mcse(draws.numpy(), method="mean"))),
-                grad_evals=n_chains * n_steps * getattr(sampler, "gradients_per_step", 1),
+                grad_evals=n_chains * n_steps * sampler.gradients_per_step,
                 seconds=seconds,
             )
         )

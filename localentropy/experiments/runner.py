@@ -19,6 +19,7 @@ from torch import Tensor
 
 from localentropy.diagnostics import chain_summary, estimator_quality, imq_ksd, to_datatree
 from localentropy.entropy import GaussianSmoothingEstimator, LocalEntropyEstimator
+from localentropy.entropy.presets import inner_loop_settings
 from localentropy.entropy.problems import Problem, Quadratic
 from localentropy.entropy.problems.lowdim import DoubleWell, SharpWide
 from localentropy.experiments.config import ConfigError, EstimatorConfig, RunConfig, _shown, load_config
@@ -30,7 +31,7 @@ from localentropy.experiments.rundir import (
     finite_or_none,
     stable_seed,
 )
-from localentropy.samplers import make_sampler, sampler_hyperparameters
+from localentropy.samplers import make_sampler, sampler_class, sampler_hyperparameters
 
 SCHEMA = 1
 MAX_KEPT_DRAWS = 500  # per chain, in draws.nc
@@ -116,15 +117,17 @@ def _local_entropy_estimator(task: Task, problem: Problem, chains: int) -> Local
             spec.preset, problem.grad, gamma, step_size=step_size, noise_scale=spec.noise_scale or 0.0,
             n_steps=n_steps, burn_in=burn_in,
         )  # fmt: skip
+    cls = sampler_class(spec.sampler or "")
     accepted = sampler_hyperparameters(spec.sampler or "")
     hyper = dict(spec.hyperparameters)
-    if "step_size" in accepted:
+    if cls.wraps_sampler:  # a wrapper (cyclical): the step size is the wrapped sampler's
+        if isinstance(hyper.get("sampler"), dict) and step_size is not None:
+            hyper["sampler"] = {**hyper["sampler"], "step_size": step_size}
+    elif "step_size" in accepted:
         hyper["step_size"] = step_size
-    elif isinstance(hyper.get("sampler"), dict) and step_size is not None:  # a wrapper: the wrapped sampler's
-        hyper["sampler"] = {**hyper["sampler"], "step_size": step_size}
     if "total_steps" in accepted and "total_steps" not in hyper:  # schedules span the inner loop
         hyper["total_steps"] = n_steps
-    if "potential" in accepted:  # exact samplers (MALA) need U itself
+    if cls.needs_potential:  # exact samplers (MALA) need U itself
         hyper["potential"] = InnerPotential(problem, gamma, task.x)
     sampler = make_sampler(spec.sampler or "", **hyper)
     return LocalEntropyEstimator(
@@ -160,8 +163,6 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
     for spec in config.estimators:
         temperatures = config.temperatures
         if spec.preset is not None:  # the preset's noise scale fixes the temperature
-            from localentropy.entropy.presets import inner_loop_settings
-
             preset_t = inner_loop_settings(spec.preset, spec.noise_scale or 0.0)["temperature"]
             temperatures = [float(f"{preset_t:.12g}")]  # 0.1**2 / 2 is 0.005000000000000001: group it with 5e-3
         for pi, x in enumerate(points):
@@ -215,14 +216,13 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
             "averaging": estimator.averaging, "chains": config.chains, "preset": spec.preset,
         }  # fmt: skip
         gibbs_cov = problem.gibbs_cov(gamma, temperature, x)
+    # a local-entropy budget is split over the chains; a smoothing budget is its n_samples, drawn as one block
+    chains = config.chains if spec.kind == "local-entropy" else 1
     estimates, seconds, evals, first_draws = [], 0.0, 0, None
     start = time.perf_counter()
     for r in range(config.replicates):
         generator = torch.Generator().manual_seed(stable_seed(config.seed, task.id, r))
-        if spec.kind == "smoothing":
-            result = estimator.estimate(x, generator)
-        else:
-            result = estimator.estimate(x, config.chains, generator)
+        result = estimator.estimate(x, chains, generator)
         if not bool(torch.isfinite(result.grad).all()):
             record["status"] = "diverged"
             seed = stable_seed(config.seed, task.id, r)
@@ -284,8 +284,8 @@ def divergence_message(task: Task, problem: Problem, estimator: Any, replicate: 
     where = f"at inner step {step} of {n}" if step is not None else f"within {n} inner steps"
     step_size = _step_size(spec, problem, gamma)
     wrapped = spec.hyperparameters.get("sampler")
-    if step_size is None and isinstance(wrapped, dict):  # a wrapper (cyclical): the wrapped sampler's step size
-        step_size = wrapped.get("step_size")
+    if step_size is None and sampler_class(spec.sampler or "").wraps_sampler and isinstance(wrapped, dict):
+        step_size = wrapped.get("step_size")  # a wrapper (cyclical): the wrapped sampler's step size
     if isinstance(step_size, int | float) and hasattr(problem, "max_stable_step"):
         limit = problem.max_stable_step(gamma)
         relation = "at or above" if step_size >= limit else "below"

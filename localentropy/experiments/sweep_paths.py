@@ -86,6 +86,7 @@ def optimizer_label(opt: Any, i: int) -> str:
 
 def _applies(opt: dict[str, Any], rest: tuple[Segment, ...]) -> bool:
     """Whether an ``optimizers[*]`` path's remainder is a field that this optimizer takes."""
+    from localentropy.entropy.presets import INNER_LOOP_PRESETS
     from localentropy.experiments.train_optim import ENTROPY_KINDS, OPTIONS
     from localentropy.samplers import available_samplers, sampler_hyperparameters
 
@@ -99,7 +100,8 @@ def _applies(opt: dict[str, Any], rest: tuple[Segment, ...]) -> bool:
         if head != "sampler_options" or len(rest) < 2:
             return True
         if "preset" in opt:
-            return rest[1] in {"step_size", "noise_scale"} | ({"momentum"} if opt["preset"] == "authors" else set())
+            preset = INNER_LOOP_PRESETS.get(opt["preset"]) if isinstance(opt["preset"], str) else None
+            return rest[1] in (preset.sampler_options if preset is not None else ("step_size", "noise_scale"))
         sampler = opt.get("sampler")
         return sampler in available_samplers() and rest[1] in sampler_hyperparameters(sampler)
     return True

@@ -23,12 +23,13 @@ from localentropy.experiments.train_optim import (
     ScheduleConfig,
     check_optimizer,
 )
+from localentropy.entropy.presets import OPTIMIZER_PRESETS
 from localentropy.samplers import available_samplers
 
 INPUT_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist1d": (40,), "mnist": (1, 28, 28),
                 "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # fmt: skip
 MEASURES = ("top_eigenvalue", "trace", "density", "sharpness", "local_entropy")
-PRESETS = ("paper", "authors")
+PRESETS = OPTIMIZER_PRESETS
 LOCAL_ENTROPY_DEFAULTS = {"gamma": 1.0, "temperature": 1e-8, "step_size": 0.01, "steps": 20, "chains": 2,
                           "burn_in": 5}  # fmt: skip
 

@@ -18,6 +18,9 @@ from localentropy.samplers.sghmc import SGHMC, SGHMCState
 from localentropy.samplers.sgld import SGLD, SGLDState
 from localentropy.samplers.sgnht import SGNHT, SGNHTState
 
+for _cls in (SGLD, SGHMC, PSGLD, MomentumSGLD, SGNHT, BAOAB, MALA, Cyclical):
+    register_sampler(_cls.name, _cls)
+
 __all__ = [
     "BAOAB",
     "MALA",

@@ -183,9 +183,24 @@ def noise_buffers(positions: list[Tensor], kind: str = "gaussian") -> NoiseBuffe
 
 
 class Sampler(ABC):
-    """Base class of samplers. Subclasses store each constructor argument under the same attribute name."""
+    """Base class of samplers. Subclasses store each constructor argument under the same attribute name.
+
+    Capabilities are declared here, as class attributes a subclass overrides, and read by every caller (the
+    estimators, the optimizers, the experiment runner, the benchmarks, the CLI) instead of probing the object:
+
+    * ``gradients_per_step``: gradient evaluations per step, the caller's included (MALA: 2);
+    * ``accepts_force``: ``step`` takes ``force=``, a term added outside the momentum buffer (MomentumSGLD);
+    * ``needs_potential``: the constructor takes ``potential``, U itself, not only its gradient (MALA);
+    * ``wraps_sampler``: the constructor takes another sampler (``sampler=``), e.g. Cyclical;
+    * ``noises``: the noise kinds the ``noise`` hyperparameter accepts.
+    """
 
     name: ClassVar[str] = ""
+    gradients_per_step: ClassVar[int] = 1
+    accepts_force: ClassVar[bool] = False
+    needs_potential: ClassVar[bool] = False
+    wraps_sampler: ClassVar[bool] = False
+    noises: ClassVar[tuple[str, ...]] = NOISE_KINDS
     temperature: float
     noise: str
 
@@ -200,7 +215,7 @@ class Sampler(ABC):
 
     def _check_common(self, temperature: float, noise: str) -> None:
         self.temperature = check_nonnegative("temperature", temperature)
-        self.noise = check_choice("noise", noise, NOISE_KINDS)
+        self.noise = check_choice("noise", noise, self.noises)
 
     @abstractmethod
     def init(self, position: Position) -> Any:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import torch
 
 from localentropy._checks import check_int, check_positive, check_range
 from localentropy.samplers.base import Position, Sampler
+from localentropy.samplers.registry import make_sampler
 
 _OWN = ("sampler", "n_cycles", "total_steps", "exploration_fraction")
 
@@ -68,6 +69,7 @@ class Cyclical(Sampler):
     """
 
     name = "cyclical"
+    wraps_sampler: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -77,8 +79,6 @@ class Cyclical(Sampler):
         exploration_fraction: float = 0.0,
     ) -> None:
         if isinstance(sampler, Mapping):
-            from localentropy.samplers.registry import make_sampler
-
             options = dict(sampler)
             if "name" not in options:
                 raise ValueError("sampler given as a mapping needs a 'name' entry (a registered sampler)")
@@ -101,9 +101,14 @@ class Cyclical(Sampler):
     def noise(self) -> str:  # type: ignore[override]
         return self.sampler.noise
 
+    # The capabilities are the wrapped sampler's (its step runs, with its step keywords: force= included).
     @property
-    def gradients_per_step(self) -> int:
-        return getattr(self.sampler, "gradients_per_step", 1)
+    def gradients_per_step(self) -> int:  # type: ignore[override]
+        return self.sampler.gradients_per_step
+
+    @property
+    def accepts_force(self) -> bool:  # type: ignore[override]
+        return self.sampler.accepts_force
 
     @property
     def step_size(self) -> float:

@@ -58,6 +58,8 @@ class MALA(Sampler):
 
     name = "mala"
     gradients_per_step: ClassVar[int] = 2  # the caller's, at x, and the proposal's
+    needs_potential: ClassVar[bool] = True
+    noises: ClassVar[tuple[str, ...]] = ("gaussian",)  # the accept test needs the Gaussian proposal density
 
     def __init__(
         self,
@@ -73,9 +75,9 @@ class MALA(Sampler):
         if grad_fn is not None and not callable(grad_fn):
             raise ValueError(f"grad_fn must be None or a callable mapping a position to grad U, got {grad_fn!r}")
         self.potential, self.grad_fn = potential, grad_fn
-        self._check_common(temperature, noise)
-        if noise != "gaussian":
+        if noise not in self.noises:
             raise ValueError(f"noise must be 'gaussian' for MALA (the test uses the Gaussian density), got {noise!r}")
+        self._check_common(temperature, noise)
 
     def _values(self, position: Position) -> Tensor:
         values = self.potential(position)

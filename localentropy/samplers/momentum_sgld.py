@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -52,6 +52,7 @@ class MomentumSGLD(Sampler):
     """
 
     name = "msgld"
+    accepts_force: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -1,19 +1,15 @@
-"""Samplers by name, so that a config file can choose one with a single line."""
+"""Samplers by name, so that a config file can choose one with a single line.
+
+This module knows only the :class:`Sampler` base class: the built-in samplers are registered by the package's
+``__init__`` (so a wrapper such as Cyclical can build its wrapped sampler by name without an import cycle).
+"""
 
 from __future__ import annotations
 
 import inspect
 from typing import Any
 
-from localentropy.samplers.baoab import BAOAB
 from localentropy.samplers.base import Sampler
-from localentropy.samplers.cyclical import Cyclical
-from localentropy.samplers.mala import MALA
-from localentropy.samplers.momentum_sgld import MomentumSGLD
-from localentropy.samplers.psgld import PSGLD
-from localentropy.samplers.sghmc import SGHMC
-from localentropy.samplers.sgld import SGLD
-from localentropy.samplers.sgnht import SGNHT
 
 _REGISTRY: dict[str, type[Sampler]] = {}
 
@@ -67,7 +63,3 @@ def make_sampler(name: str, **hyperparameters: Any) -> Sampler:
             problems.append(f"missing required hyperparameter(s) {', '.join(missing)}")
         raise ValueError(f"sampler {name!r}: {'; '.join(problems)}; valid hyperparameters: {', '.join(accepted)}")
     return cls(**hyperparameters)
-
-
-for _cls in (SGLD, SGHMC, PSGLD, MomentumSGLD, SGNHT, BAOAB, MALA, Cyclical):
-    register_sampler(_cls.name, _cls)

@@ -10,34 +10,14 @@ from torch.optim import SGD, Adam, Optimizer
 
 from localentropy._checks import check_choice, check_int, check_nonnegative, check_positive, check_range
 from localentropy.entropy.optim.base import Closure, DirectionOptimizer, DivergenceError, check_finite_loss
-from localentropy.samplers import MomentumSGLD, Sampler, make_sampler
+from localentropy.entropy.presets import OPTIMIZER_PRESETS, optimizer_preset
+from localentropy.samplers import Sampler, make_sampler
 
-PRESETS = ("paper", "authors")
+PRESETS = OPTIMIZER_PRESETS
+
 OUTER_SCALES = ("gamma", "unit")
 COUPLINGS = ("inside", "after_momentum")
 _UNSET: Any = object()
-
-
-def _preset_sampler(preset: str, options: dict[str, Any]) -> Sampler:
-    """The inner sampler of a preset, from the noise scale eps and inner step size eta' (ANCHORS.md)."""
-    allowed = {"step_size", "noise_scale"} | ({"momentum"} if preset == "authors" else set())
-    unknown = sorted(set(options) - allowed)
-    missing = sorted({"step_size", "noise_scale"} - set(options))
-    if unknown or missing:
-        raise ValueError(
-            f"preset={preset!r} takes sampler_options {sorted(allowed)}"
-            + (f"; unknown: {unknown}" if unknown else "")
-            + (f"; missing: {missing}" if missing else "")
-        )
-    eps = check_nonnegative("sampler_options.noise_scale", options["noise_scale"])
-    if preset == "paper":  # noise sqrt(eta') eps xi: SGLD at T = eps^2 / 2
-        return make_sampler("sgld", step_size=options["step_size"], temperature=eps**2 / 2)
-    # The authors' Lua code: Nesterov momentum (reset every outer step), noise eps sqrt(2 eta') xi.
-    # MomentumSGLD scales its noise by 1 / sqrt(1 - m) to name its target, so this is T = eps^2 (1 - m).
-    momentum = check_range("sampler_options.momentum", options.get("momentum", 0.9), 0.0, 1.0, high_open=True)
-    return MomentumSGLD(
-        step_size=options["step_size"], momentum=momentum, nesterov=momentum > 0, temperature=eps**2 * (1 - momentum)
-    )
 
 
 class EntropyOptimizer(DirectionOptimizer):
@@ -103,12 +83,13 @@ class EntropyOptimizer(DirectionOptimizer):
             "inner_weight_decay": check_nonnegative("weight_decay", weight_decay),
         }
         self.inner_steps = check_int("inner_steps", inner_steps, 1)
-        self.preset = None if preset is None else check_choice("preset", preset, PRESETS)
+        convention = None if preset is None else optimizer_preset(preset)
+        self.preset = None if convention is None else convention.name
         options = dict(sampler_options or {})
-        if self.preset is not None:
+        if convention is not None:
             if sampler is not None and sampler != "sgld":
                 raise ValueError(f"preset={preset!r} chooses its own sampler; pass sampler=None")
-            sampler = _preset_sampler(self.preset, options)
+            sampler = convention.build_sampler(options)
         elif isinstance(sampler, str):
             sampler = make_sampler(sampler, **options)
         elif isinstance(sampler, Sampler):
@@ -118,8 +99,8 @@ class EntropyOptimizer(DirectionOptimizer):
             raise ValueError(f"sampler must be a Sampler or a registered name, got {sampler!r}")
         self.sampler = sampler if temperature is None else sampler.replace(temperature=temperature)
 
-        preset_averaging, preset_scale = {"paper": (0.75, "gamma"), "authors": (0.25, "unit")}.get(
-            self.preset or "", (0.75, "gamma")
+        preset_averaging, preset_scale = (0.75, "gamma") if convention is None else (
+            convention.averaging, convention.outer_scale
         )
         averaging = preset_averaging if averaging is _UNSET else averaging
         if isinstance(averaging, str):
@@ -130,9 +111,9 @@ class EntropyOptimizer(DirectionOptimizer):
             "outer_scale", preset_scale if outer_scale is _UNSET else outer_scale, OUTER_SCALES
         )
         if coupling is _UNSET:
-            coupling = "after_momentum" if self.preset == "authors" else "inside"
+            coupling = "inside" if convention is None else convention.coupling
         self.coupling = check_choice("coupling", coupling, COUPLINGS)
-        if self.coupling == "after_momentum" and not isinstance(self.sampler, MomentumSGLD):
+        if self.coupling == "after_momentum" and not self.sampler.accepts_force:
             raise ValueError(
                 "coupling='after_momentum' needs a sampler with a momentum buffer and a force= input (msgld)"
             )
@@ -276,7 +257,7 @@ class EntropySGD(EntropyOptimizer):
     The outer step is SGD (``momentum``, ``nesterov``) on gamma_t (x - mu); see :class:`EntropyOptimizer` for the
     inner loop, the temperature rule, scoping and the closure contract.
 
-    Presets (``../shared/ANCHORS.md``; docs/optimizers.md), each given
+    Presets (:mod:`localentropy.entropy.presets`; docs/optimizers.md), each given
     ``sampler_options={"step_size": eta', "noise_scale": eps}``:
 
     * ``"paper"``: Algorithm 1 as printed: SGLD with noise sqrt(eta') eps xi (T = eps^2 / 2), alpha = 0.75,
