@@ -118,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append((name, temperature, result.chain_grads))
 
         paper = LocalEntropyEstimator.from_preset("paper", grad_fn, gamma, step_size=h, noise_scale=eps, n_steps=L)
-        authors = LocalEntropyEstimator.from_preset("authors-sgld", grad_fn, gamma, step_size=h, noise_scale=eps, n_steps=L)
+        authors = LocalEntropyEstimator.from_preset(
+            "authors-sgld", grad_fn, gamma, step_size=h, noise_scale=eps, n_steps=L
+        )
         for name, est, offset in (("paper", paper, 0), ("authors (SGLD)", authors, 1)):
             result = est.estimate(x, n_chains=R, generator=torch.Generator().manual_seed(args.seed + offset))
             rows.append((name, est.temperature, result.chain_grads))

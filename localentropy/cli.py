@@ -62,19 +62,19 @@ def _report_outcome(path: Path, state: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from localentropy.experiments.runner import run_comparison
+    from localentropy.experiments.comparison.runner import run_comparison
 
     return _report_outcome(*run_comparison(args.config, args.out, force=args.force))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from localentropy.experiments.train import run_training
+    from localentropy.experiments.training.trainer import run_training
 
     return _report_outcome(*run_training(args.config, args.out, force=args.force))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from localentropy.experiments.sweep import run_sweep
+    from localentropy.experiments.sweeps.runner import run_sweep
 
     if args.address and args.executor != "ray":
         print("localentropy sweep: error: --address is for --executor ray", file=sys.stderr)
@@ -90,7 +90,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from localentropy.experiments.reproduce import reproduce
+    from localentropy.experiments.reproduce.run import reproduce
 
     doc, mode = reproduce(quick=args.quick, out=args.out, doc=args.doc, workers=args.workers, force=args.force,
                           configs=args.configs)  # fmt: skip
@@ -99,8 +99,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from localentropy.experiments.report import load_run, write_report
-    from localentropy.experiments.rundir import RunDirectoryError
+    from localentropy.experiments.comparison.report import load_run, write_report
+    from localentropy.experiments.core.rundir import RunDirectoryError
 
     for run in args.runs:  # a missing or unreadable results.json is bad input (exit 2), not a failure
         try:
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--force", action="store_true", help="delete the sweep directory and run everything again")
     sweep.set_defaults(func=_cmd_sweep)
 
-    from localentropy.experiments.reproduce import expected_minutes
+    from localentropy.experiments.reproduce.run import expected_minutes
 
     reproduce = sub.add_parser(
         "reproduce",
@@ -212,8 +212,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from localentropy.experiments.config import ConfigError
-    from localentropy.experiments.rundir import RunDirectoryError
+    from localentropy.experiments.core.config import ConfigError
+    from localentropy.experiments.core.rundir import RunDirectoryError
 
     parser = build_parser()
     try:

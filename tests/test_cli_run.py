@@ -16,8 +16,8 @@ import torch
 import xarray as xr
 
 from localentropy.cli import main
-from localentropy.experiments.config import load_config
-from localentropy.experiments.runner import SCHEMA, run_comparison
+from localentropy.experiments.comparison.config import load_config
+from localentropy.experiments.comparison.runner import SCHEMA, run_comparison
 from localentropy.samplers import available_samplers
 
 TINY = """\

@@ -14,14 +14,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localentropy.experiments.config import (
+from localentropy.experiments.comparison.config import (
     ConfigError,
     EstimatorConfig,
     RunConfig,
     load_config,
     parse_config,
 )
-from localentropy.experiments.runner import build_points, build_problem, plan
+from localentropy.experiments.comparison.runner import build_points, build_problem, plan
 from localentropy.samplers import available_samplers
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
@@ -720,7 +720,7 @@ def test_nan_in_list_positions_are_named():
 
 def test_cyclical_wrapper_runs_from_a_config(tmp_path):
     """A wrapper sampler takes its step size in the wrapped table (or step_size_fraction), total_steps from the run."""
-    from localentropy.experiments.runner import build_points, build_problem, plan
+    from localentropy.experiments.comparison.runner import build_points, build_problem, plan
 
     config = parse_config(
         {

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from localentropy.cli import build_parser, main
-from localentropy.experiments.runner import record_id
+from localentropy.experiments.comparison.runner import record_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = set(build_parser()._subparsers._group_actions[0].choices)

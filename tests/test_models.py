@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from localentropy.experiments.models import (
+from localentropy.experiments.training.models import (
     available_models,
     build_model,
     check_input_shape,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from localentropy.experiments.plots import rank_counts
-from localentropy.experiments.report import load_run, record_ids, write_report
+from localentropy.experiments.comparison.report import load_run, record_ids, write_report
+from localentropy.experiments.core.plots import rank_counts
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (estimator, kind, point, budget) -> MSE; a smaller MSE is a better estimator.

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from localentropy.cli import main
-from localentropy.experiments import findings, reproduce
-from localentropy.experiments.config import ConfigError
+from localentropy.experiments.core.config import ConfigError
+from localentropy.experiments.reproduce import findings
+from localentropy.experiments.reproduce import run as reproduce
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,7 +208,7 @@ def test_the_quick_and_full_runs_refuse_each_others_directory(tmp_path: Path) ->
 
     with pytest.raises(KeyboardInterrupt):
         reproduce.reproduce(quick=True, out=tmp_path / "r", doc=tmp_path / "d.md", runner=runner)
-    from localentropy.experiments.rundir import RunDirectoryError
+    from localentropy.experiments.core.rundir import RunDirectoryError
 
     with pytest.raises(RunDirectoryError, match="different config"):
         reproduce.reproduce(quick=False, out=tmp_path / "r", doc=tmp_path / "d.md", runner=runner)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from localentropy.cli import main
-from localentropy.experiments import sweep as sweep_module
-from localentropy.experiments.config import ConfigError
-from localentropy.experiments.rundir import RunDirectoryError
-from localentropy.experiments.sweep import (
+from localentropy.experiments.core.config import ConfigError
+from localentropy.experiments.core.rundir import RunDirectoryError
+from localentropy.experiments.sweeps import runner as sweep_module
+from localentropy.experiments.sweeps.runner import (
     STAR,
     load_sweep_config,
     parse_path,
@@ -189,7 +189,7 @@ def test_shipped_sweep_configs_are_valid():
         if path.stem.startswith("sweep_") or path.stem in ("mnist_paper", "mnist_paper_full"):
             config = load_sweep_config(path)
             assert config.runs
-    from localentropy.experiments.train_config import load_train_config
+    from localentropy.experiments.training.config import load_train_config
 
     train = load_train_config(ROOT / "experiments/configs/mnist_paper_train.toml")
     assert train.effective_epochs == 100 and [o.label for o in train.optimizers] == ["entropy-sgd", "adam", "sgd",
@@ -202,7 +202,7 @@ def test_shipped_sweep_configs_are_valid():
 
 
 def test_rerun_skips_completed_runs_and_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch):
-    import localentropy.experiments.train as train_module
+    import localentropy.experiments.training.trainer as train_module
 
     config = parse_sweep_config(sweep({"optimizer": ["sgd", "esgd"], "seed": [0, 1]}))
     real = train_module.run_training
@@ -303,7 +303,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_report_groups_settings_over_seeds(tmp_path):
-    from localentropy.experiments.sweep_report import best_groups, entries, groups
+    from localentropy.experiments.sweeps.report import best_groups, entries, groups
 
     config = parse_sweep_config(sweep({"optimizer": ["sgd", "esgd"], "gamma": [0.3, 1.0], "seed": [0, 1]}))
     _, _, results = run_sweep(config, tmp_path / "s", executor="inline")

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from localentropy.cli import main
-from localentropy.experiments.config import ConfigError
-from localentropy.experiments.rundir import RunDirectoryError
-from localentropy.experiments.train import run_training
-from localentropy.experiments.train_config import load_train_config, parse_train_config
-from localentropy.experiments.train_optim import SAMStep, ScheduleConfig, learning_rate
+from localentropy.experiments.core.config import ConfigError
+from localentropy.experiments.core.rundir import RunDirectoryError
+from localentropy.experiments.training.config import load_train_config, parse_train_config
+from localentropy.experiments.training.optim import SAMStep, ScheduleConfig, learning_rate
+from localentropy.experiments.training.trainer import run_training
 
 pytest.importorskip("sklearn")
 ROOT = Path(__file__).resolve().parents[1]

@@ -47,7 +47,7 @@ from scipy.optimize import minimize_scalar
 
 from localentropy._threads import torch_threads
 from localentropy.entropy.problems import SharpWide
-from localentropy.experiments.plots import save_figure
+from localentropy.experiments.core.plots import save_figure
 
 __all__ = ["DEFAULT_SETTINGS", "OBJECTIVES", "compute_targets", "plot_targets", "targets_table"]
 

@@ -17,49 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json, json_default
+
 MARKER = "COMPLETE"
 
 
 class RunDirectoryError(ValueError):
     """The run directory cannot be used as asked (e.g. it holds another config's partial run)."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make results unreadable to collaborators
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=False, default=_json_default) + "\n").encode())
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def git_commit() -> str | None:
@@ -176,7 +149,7 @@ class RunDirectory:
             previous = json.loads(config_file.read_text())
         except (OSError, ValueError):
             return True
-        return previous != json.loads(json.dumps(resolved_config, default=_json_default))
+        return previous != json.loads(json.dumps(resolved_config, default=json_default))
 
     def load_record(self, record_id: str) -> dict[str, Any] | None:
         path = self.records / f"{record_id}.json"

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localentropy.experiments.config import ConfigError, _Reader, read_toml
-from localentropy.experiments.sweep_paths import (
+from localentropy.experiments.core.config import ConfigError, FieldReader, read_toml
+from localentropy.experiments.core.files import slug
+from localentropy.experiments.sweeps.paths import (
     KEY_PATTERN,
     OPTIMIZER_AXIS,
     SHORTHANDS,
@@ -106,10 +107,6 @@ def _value_id(value: Any) -> str:
     return str(value)
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
-
-
 def run_id(overrides: dict[str, Any], short: dict[str, str]) -> str:
     """A directory name from the overrides (stable when the grid grows): ``entropy-sgd_gamma-0.1_seed-0``.
 
@@ -120,7 +117,7 @@ def run_id(overrides: dict[str, Any], short: dict[str, str]) -> str:
     """
     if not overrides:
         return "base"
-    text = "_".join(_safe(_value_id(v)) if k == OPTIMIZER_AXIS else f"{_safe(short[k])}-{_safe(_value_id(v))}"
+    text = "_".join(slug(_value_id(v)) if k == OPTIMIZER_AXIS else f"{slug(short[k])}-{slug(_value_id(v))}"
                     for k, v in overrides.items())  # fmt: skip
     digest = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return text if len(text) <= MAX_NAME else f"{text[: MAX_NAME - 9]}-{digest}"
@@ -142,7 +139,7 @@ def _short_names(keys: list[str]) -> dict[str, str]:
     return {k: (n if counts[n] == 1 else k) for k, n in names.items()}
 
 
-def _resolve_key(r: _Reader, key: str, where: str, base: dict[str, Any]) -> tuple[Segment, ...] | bool | None:
+def _resolve_key(r: FieldReader, key: str, where: str, base: dict[str, Any]) -> tuple[Segment, ...] | bool | None:
     """The path a key sets; None for the optimizer axis; False (and a problem) when it cannot be swept."""
     if key == OPTIMIZER_AXIS:
         return None
@@ -164,7 +161,7 @@ def _resolve_key(r: _Reader, key: str, where: str, base: dict[str, Any]) -> tupl
     return path
 
 
-def _check_optimizer_values(r: _Reader, values: list[Any], where: str, base: dict[str, Any]) -> None:
+def _check_optimizer_values(r: FieldReader, values: list[Any], where: str, base: dict[str, Any]) -> None:
     optimizers = base.get("optimizers") if isinstance(base.get("optimizers"), list) else []
     labels = [optimizer_label(o, i) for i, o in enumerate(optimizers)]
     for i, value in enumerate(values):
@@ -173,7 +170,7 @@ def _check_optimizer_values(r: _Reader, values: list[Any], where: str, base: dic
                       f"an optimizer label of the base config: {', '.join(map(repr, labels))}")  # fmt: skip
 
 
-def _load_base(r: _Reader, raw: Any, source: str | None) -> dict[str, Any]:
+def _load_base(r: FieldReader, raw: Any, source: str | None) -> dict[str, Any]:
     if isinstance(raw, dict):
         return copy.deepcopy(raw)
     if not isinstance(raw, str) or not raw.strip():
@@ -197,9 +194,9 @@ def _load_base(r: _Reader, raw: Any, source: str | None) -> dict[str, Any]:
 
 def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = None) -> SweepConfig:
     """Validate a sweep config (as read from TOML) and expand its runs; raise ConfigError listing every problem."""
-    from localentropy.experiments.train_config import parse_train_config
+    from localentropy.experiments.training.config import parse_train_config
 
-    r = _Reader()
+    r = FieldReader()
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a table of fields, got {type(data).__name__}"], source)
     r.unknown(data, {"name", "base", "set", "grid", "runs"}, "")

@@ -6,13 +6,9 @@ Each plotting function takes plain numbers, so it can be tested without a run di
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import matplotlib
 
@@ -23,28 +19,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 from scipy.stats import rankdata
 
+from localentropy.experiments.core.files import atomic_write
+
 MAX_CHAINS_SHOWN = 8
 EXACT_LINE = {"color": "black", "linestyle": "--", "linewidth": 1.0}
 
 # One estimator's series: (grad evals, mse, bias norm, bias-norm MCSE, variance) per budget, sorted.
 ErrorPoint = tuple[float, float, float, float, float]
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, then move it into place: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(
-        f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    )  # same directory: os.replace is atomic
-    try:
-        with open(tmp, "xb") as handle:  # open, not mkstemp: the file gets the umask's permissions, not 0600
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_figure(fig: Figure, path: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from localentropy.experiments.findings.common import (
+from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
     copy_figure,
@@ -23,7 +23,7 @@ from localentropy.experiments.findings.common import (
     sweep_entries,
     table,
 )
-from localentropy.experiments.sweep_report import _text
+from localentropy.experiments.sweeps.figures import value_text as _text
 
 
 def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from localentropy.experiments.findings.common import (
+from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
     distinct,

@@ -1,4 +1,4 @@
-"""Comparison configs: TOML files read with the standard library, validated whole.
+"""Comparison configs (``localentropy run``): TOML files read with the standard library, validated whole.
 
 Every field is documented in docs/configuration.md. A bad config raises :class:`ConfigError` listing every
 problem at once, each with its field path, the value found and what is expected.
@@ -6,14 +6,20 @@ problem at once, each with its field path, the value found and what is expected.
 
 from __future__ import annotations
 
-import math
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from localentropy.entropy.presets import ESTIMATOR_PRESETS, INNER_LOOP_PRESETS, RENAMED
+from localentropy.experiments.core.config import (
+    MISSING,
+    ConfigError,
+    FieldReader,
+    key_text,
+    read_toml,
+    type_name,
+)
 from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
 PROBLEM_KINDS = ("quadratic", "double-well", "sharp-wide", "python")
@@ -21,21 +27,7 @@ POINT_KINDS = ("random", "origin", "explicit")
 ESTIMATOR_KINDS = ("local-entropy", "smoothing")
 PRESETS = ESTIMATOR_PRESETS
 MAX_QUADRATIC_DIM = 10_000  # A is a dense d x d matrix
-MAX_NAME = 64  # run names and labels become file names (with suffixes): well under the 255 bytes of a file name
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-NAME_RULE = "letters, digits, '_', '.' and '-', starting with a letter, a digit or '_'"
 FACTORY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
-_MISSING: Any = object()
-
-
-class ConfigError(ValueError):
-    """A config with one or more problems; ``problems`` lists them, one sentence each."""
-
-    def __init__(self, problems: list[str], source: str | None = None) -> None:
-        self.problems = problems
-        self.source = source
-        where = f" in {source}" if source else ""
-        super().__init__(f"{len(problems)} problem(s){where}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 @dataclass
@@ -92,123 +84,7 @@ class RunConfig:
         return asdict(self)
 
 
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-def _key_text(key: Any) -> str:
-    """A TOML key as shown in a message: as is when plain, else quoted and escaped (control characters, spaces)."""
-    return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]+", key) else _shown(key)
-
-
-def _shown(value: Any) -> str:
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # an int of more than 4300 digits (TOML integers are unbounded)
-        text = f"<{_type_name(value)} too large to print>"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _Reader:
-    """Reads fields from TOML tables, collecting every problem instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def problem(self, path: str, value: Any, expected: str) -> None:
-        if value is _MISSING:  # already reported as missing by get()
-            return
-        self.problems.append(f"{path}: got {_shown(value)} ({_type_name(value)}), expected {expected}")
-
-    def unknown(self, table: dict[str, Any], allowed: set[str], path: str) -> None:
-        for key in sorted(set(table) - allowed):
-            prefix = f"{path}." if path else ""
-            self.problems.append(f"{prefix}{_key_text(key)}: unknown field; allowed: {', '.join(sorted(allowed))}")
-
-    def get(self, table: dict[str, Any], key: str, path: str, default: Any = _MISSING) -> Any:
-        if key in table:
-            return table[key]
-        if default is _MISSING:
-            self.problems.append(f"{path}: missing (required)")
-        return default
-
-    def integer(self, value: Any, path: str, minimum: int | None = None, maximum: int | None = None) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(path, value, "an integer")
-            return None
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            self.problem(path, value, f"an integer in [{minimum}, {'inf' if maximum is None else maximum}]")
-            return None
-        return value
-
-    def number(self, value: Any, path: str, low: float | None = None, high: float | None = None, *,
-               low_open: bool = False) -> float | None:  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problem(path, value, "a number")
-            return None
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond the float range (TOML integers are unbounded)
-            number = math.inf
-        if not math.isfinite(number):
-            self.problem(path, value, "a finite number")
-            return None
-        value = number
-        below = low is not None and (value <= low if low_open else value < low)
-        if below or (high is not None and value > high):
-            lo = "-inf" if low is None else f"{low:g}"
-            hi = "inf)" if high is None else f"{high:g}]"
-            self.problem(path, value, f"a number in {'(' if low_open else '['}{lo}, {hi}")
-            return None
-        return value
-
-    def choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str | None:
-        if value not in choices:
-            self.problem(path, value, "one of " + ", ".join(repr(c) for c in choices))
-            return None
-        return value
-
-    def string(self, value: Any, path: str) -> str | None:
-        if not isinstance(value, str) or not value.strip():
-            self.problem(path, value, "a non-empty string")
-            return None
-        return value
-
-    def label(self, value: Any, path: str) -> str | None:
-        """A label: a non-empty string of at most MAX_NAME characters (it becomes part of file names)."""
-        label = self.string(value, path)
-        if label is not None and len(label) > MAX_NAME:
-            self.problem(path, label, f"at most {MAX_NAME} characters (it names files)")
-            return None
-        return label
-
-    def name(self, value: Any, path: str, default: str, pattern: re.Pattern[str] = NAME_PATTERN,
-             max_length: int = MAX_NAME, allowed: str = NAME_RULE) -> str:  # fmt: skip
-        """A run name: it names the run directory, so only the characters ``pattern`` allows, at most max_length."""
-        name = self.string(value, path)
-        if name is None:
-            return default
-        if not pattern.fullmatch(name) or len(name) > max_length:
-            self.problem(path, name, f"at most {max_length} {allowed} (it names the run directory)")
-            return default
-        return name
-
-    def table(self, value: Any, path: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.problem(path, value, "a table")
-            return {}
-        return value
-
-    def grid(self, value: Any, path: str, low: float, low_open: bool) -> list[float]:
-        values = value if isinstance(value, list) else [value]
-        if not values:
-            self.problem(path, value, "a number or a non-empty list of numbers")
-        checked = [self.number(v, f"{path}[{i}]" if isinstance(value, list) else path, low, low_open=low_open)
-                   for i, v in enumerate(values)]  # fmt: skip
-        return [v for v in checked if v is not None]
-
-
-def _problem(r: _Reader, raw: Any) -> ProblemConfig:
+def _problem(r: FieldReader, raw: Any) -> ProblemConfig:
     t = r.table(raw, "problem")
     kind = r.choice(r.get(t, "kind", "problem.kind"), "problem.kind", PROBLEM_KINDS) or "quadratic"
     allowed = {"kind", "dim"} | {  # a quadratic is built from its own fields: options would be ignored
@@ -216,7 +92,7 @@ def _problem(r: _Reader, raw: Any) -> ProblemConfig:
     }.get(kind, {"options"})  # fmt: skip
     r.unknown(t, allowed, "problem")
     max_dim = {"double-well": 2, "sharp-wide": 2, "quadratic": MAX_QUADRATIC_DIM}.get(kind)
-    dim = r.integer(r.get(t, "dim", "problem.dim", 1 if kind != "quadratic" else _MISSING), "problem.dim", 1, max_dim)
+    dim = r.integer(r.get(t, "dim", "problem.dim", 1 if kind != "quadratic" else MISSING), "problem.dim", 1, max_dim)
     config = ProblemConfig(kind=kind, dim=dim or 1, options=r.table(t.get("options", {}), "problem.options"))
     if kind == "quadratic":
         default_condition = 1.0 if dim == 1 else 10.0  # a 1-D quadratic has condition number 1
@@ -234,7 +110,7 @@ def _problem(r: _Reader, raw: Any) -> ProblemConfig:
     return config
 
 
-def _points(r: _Reader, raw: Any, dim: int) -> PointsConfig:
+def _points(r: FieldReader, raw: Any, dim: int) -> PointsConfig:
     t = r.table(raw, "points")
     kind = r.choice(t.get("kind", "random"), "points.kind", POINT_KINDS) or "random"
     r.unknown(t, {"kind", "count", "scale", "values"}, "points")
@@ -258,7 +134,7 @@ def _points(r: _Reader, raw: Any, dim: int) -> PointsConfig:
     return config
 
 
-def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfig | None:
+def _estimator(r: FieldReader, raw: Any, i: int, labels: set[str]) -> EstimatorConfig | None:
     path = f"estimators[{i}]"
     t = r.table(raw, path)
     chosen = r.choice(t.get("kind", "local-entropy"), f"{path}.kind", ESTIMATOR_KINDS)
@@ -289,7 +165,8 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
         config.sigma = sigma if sigma == "matched" else (r.number(sigma, f"{path}.sigma", 0.0, low_open=True) or 1.0)
         config.order = r.integer(t.get("order", 1), f"{path}.order", 0, 1) or 0
         return config
-    if t.get("preset") in RENAMED:  # the estimator's former name of a preset: say what it is called now
+    # the estimator's former name of a preset: say what it is called now
+    if isinstance(t.get("preset"), str) and t["preset"] in RENAMED:
         r.problem(f"{path}.preset", t["preset"], f"one of {', '.join(map(repr, PRESETS))} (the estimator's "
                   f"{t['preset']!r} is now {RENAMED[t['preset']]!r}; {t['preset']!r} names the optimizer's preset)")
         config.preset = None
@@ -311,14 +188,14 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
     config.hyperparameters = dict(r.table(t.get("hyperparameters", {}), f"{path}.hyperparameters"))
     if "preset" in t:  # a preset builds SGLD from the step size alone: any other hyperparameter would be ignored
         for key in sorted(set(config.hyperparameters) - {"step_size"}):
-            r.problems.append(f"{path}.hyperparameters.{_key_text(key)}: unknown for a preset; allowed: step_size")
+            r.problems.append(f"{path}.hyperparameters.{key_text(key)}: unknown for a preset; allowed: step_size")
     elif config.sampler is not None:
         # the temperature comes from the grid, and an exact sampler's potential from the problem
         given = {"temperature"} | ({"potential"} if sampler_class(config.sampler).needs_potential else set())
         accepted = set(sampler_hyperparameters(config.sampler)) - given
         for key in sorted(set(config.hyperparameters) - accepted):
             r.problems.append(
-                f"{path}.hyperparameters.{_key_text(key)}: unknown for sampler {config.sampler!r}; "
+                f"{path}.hyperparameters.{key_text(key)}: unknown for sampler {config.sampler!r}; "
                 f"allowed: {', '.join(sorted(accepted))} (temperature comes from the config's temperature)"
             )
     if "step_size_fraction" in t:
@@ -344,9 +221,9 @@ def _estimator(r: _Reader, raw: Any, i: int, labels: set[str]) -> EstimatorConfi
 
 def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None = None) -> RunConfig:
     """Validate a config given as a dict (as read from TOML); raise ConfigError listing every problem."""
-    r = _Reader()
+    r = FieldReader()
     if not isinstance(data, dict):
-        raise ConfigError([f"the config must be a table of fields, got {_type_name(data)}"], source)
+        raise ConfigError([f"the config must be a table of fields, got {type_name(data)}"], source)
     top = {"name", "seed", "replicates", "chains", "gamma", "temperature", "problem", "points", "estimators",
            "keep_draws", "ksd", "threads"}  # fmt: skip
     r.unknown(data, top, "")
@@ -384,29 +261,6 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
         problem=problem, points=points, estimators=estimators, keep_draws=bool(flags["keep_draws"]),
         ksd=bool(flags["ksd"]), threads=threads,
     )  # fmt: skip
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file as a dict; every way it can fail is one ConfigError naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"config file not found: {path}"], str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError([f"config path is a directory, not a TOML file: {path}"], str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [f"not UTF-8 text (TOML must be UTF-8): {exc.reason} at byte {exc.start}"], str(path)
-        ) from None
-    except (OSError, ValueError) as exc:  # unreadable (permissions, a broken link), or a path with a NUL byte
-        raise ConfigError([f"cannot read the config file {path}: {getattr(exc, 'strerror', None) or exc}"],
-                          str(path)) from None  # fmt: skip
-    try:
-        return tomllib.loads(text)
-    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, an integer of > 4300 digits, deep nesting
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ConfigError([f"not valid TOML: {reason}"], str(path)) from None
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from localentropy.experiments.rundir import atomic_write_bytes
-from localentropy.experiments.sweep_report import _text, entries
+from localentropy.experiments.core.files import atomic_write_bytes
+from localentropy.experiments.sweeps.figures import value_text as _text
+from localentropy.experiments.sweeps.report import entries
 
 Lines = list[str]
 

@@ -27,8 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from localentropy.experiments.config import ConfigError, parse_config, read_toml
-from localentropy.experiments.rundir import MARKER, RunDirectory, atomic_write_json, environment
+from localentropy.experiments.comparison.config import parse_config
+from localentropy.experiments.core.config import ConfigError, read_toml
+from localentropy.experiments.core.files import atomic_write_json
+from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment
 
 SCHEMA = 1
 KINDS = ("run", "sweep", "targets", "accuracy", "speed")
@@ -152,14 +154,14 @@ def _run_step(step: Step, config: dict[str, Any], repo: Path, out: Path, workers
     """Run one step into ``out``; returns "fresh", "resume", "skip" or "rerun" (its config changed)."""
     source = str(repo / "experiments" / "configs" / str(step.config))
     if step.kind == "run":
-        from localentropy.experiments.runner import run_comparison
+        from localentropy.experiments.comparison.runner import run_comparison
 
         run_config = parse_config(copy.deepcopy(config), name=Path(source).stem, source=source)
         force = _changed(out, run_config.as_dict())
         state = run_comparison(run_config, out, force=force, progress=progress)[1]
         return "rerun" if force else state
     if step.kind == "sweep":
-        from localentropy.experiments.sweep import parse_sweep_config, run_sweep
+        from localentropy.experiments.sweeps.runner import parse_sweep_config, run_sweep
 
         sweep = parse_sweep_config(copy.deepcopy(config), name=Path(source).stem, source=source)
         force = _changed(out, sweep.resolved())
@@ -207,7 +209,7 @@ def reproduce(
     steps: tuple[Step, ...] = STEPS, runner: Callable[..., str] = _run_step,
 ) -> tuple[Path, str]:  # fmt: skip
     """Run every step (skipping complete ones), then write the findings; returns (document path, mode)."""
-    from localentropy.experiments.findings import write_findings
+    from localentropy.experiments.reproduce.findings import write_findings
 
     progress = progress if progress is not None else sys.stderr
     repo = find_repository(configs)
@@ -251,7 +253,7 @@ def _validate(entry: dict[str, Any], repo: Path) -> None:
     if entry["kind"] == "run":
         parse_config(copy.deepcopy(entry["config"]), source=source)
     elif entry["kind"] == "sweep":
-        from localentropy.experiments.sweep import parse_sweep_config
+        from localentropy.experiments.sweeps.runner import parse_sweep_config
 
         parse_sweep_config(copy.deepcopy(entry["config"]), name=Path(source).stem, source=source)
 

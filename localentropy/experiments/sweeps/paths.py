@@ -7,7 +7,7 @@ import copy
 import re
 from typing import Any
 
-from localentropy.experiments.config import _shown
+from localentropy.experiments.core.config import shown
 
 OPTIMIZER_AXIS = "optimizer"
 # the training config's fields (train_config.parse_train_config); ``name`` is set by the sweep (the run id)
@@ -87,7 +87,7 @@ def optimizer_label(opt: Any, i: int) -> str:
 def _applies(opt: dict[str, Any], rest: tuple[Segment, ...]) -> bool:
     """Whether an ``optimizers[*]`` path's remainder is a field that this optimizer takes."""
     from localentropy.entropy.presets import INNER_LOOP_PRESETS
-    from localentropy.experiments.train_optim import ENTROPY_KINDS, OPTIONS
+    from localentropy.experiments.training.optim import ENTROPY_KINDS, OPTIONS
     from localentropy.samplers import available_samplers, sampler_hyperparameters
 
     kind = opt.get("kind")
@@ -156,7 +156,7 @@ def _check_walk(node: Any, rest: tuple[Segment, ...], path: tuple[Segment, ...])
             node = node[segment]
             continue
         if not isinstance(node, dict):
-            return f"{format_path(path[: offset + i])} is {_shown(node)}, not a table: nothing below it can be set"
+            return f"{format_path(path[: offset + i])} is {shown(node)}, not a table: nothing below it can be set"
         if segment not in node:  # missing tables are created; a list index into a missing list cannot be
             if all(isinstance(s, str) for s in rest[i + 1 :]):
                 return None

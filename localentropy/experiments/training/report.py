@@ -16,8 +16,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from localentropy.experiments.plots import save_figure
-from localentropy.experiments.rundir import atomic_write_bytes
+from localentropy.experiments.core.files import atomic_write_bytes
+from localentropy.experiments.core.plots import save_figure
 
 EPOCH_COLUMNS = ("optimizer", "kind", "status", "epoch", "lr", "steps", "grad_evals", "examples",
                  "effective_epochs", "seconds", "train_loss", "train_error", "val_loss", "val_error", "test_loss",

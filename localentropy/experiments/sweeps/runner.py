@@ -1,6 +1,6 @@
 """``localentropy sweep``: many training runs from one sweep config, on local processes or on Ray.
 
-The config (:mod:`localentropy.experiments.sweep_config`) expands into runs; each run is one ``localentropy train``
+The config (:mod:`localentropy.experiments.sweeps.config`) expands into runs; each run is one ``localentropy train``
 run in its own run directory under ``<sweep>/runs/<run id>``, executed by :func:`run_one` either in a
 ``ProcessPoolExecutor`` (spawn) or as a Ray task: the same function either way. Completed runs are skipped on a
 re-run; a failed run is recorded with its error and does not stop the others. Executors and outputs:
@@ -22,8 +22,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TextIO
 
-from localentropy.experiments.rundir import MARKER, RunDirectory, atomic_write_bytes, atomic_write_json, environment
-from localentropy.experiments.sweep_config import (
+from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
+from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment
+from localentropy.experiments.sweeps.config import (
     EXECUTORS,
     RAY_EXTRA,
     SCHEMA,
@@ -31,7 +32,7 @@ from localentropy.experiments.sweep_config import (
     load_sweep_config,
     parse_sweep_config,
 )
-from localentropy.experiments.sweep_paths import STAR, format_path, parse_path
+from localentropy.experiments.sweeps.paths import STAR, format_path, parse_path
 
 # ------------------------------------------------------------------------------------------------ execution
 
@@ -58,8 +59,8 @@ def run_one(run_config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """
     import torch
 
-    from localentropy.experiments.train import run_training
-    from localentropy.experiments.train_config import parse_train_config
+    from localentropy.experiments.training.config import parse_train_config
+    from localentropy.experiments.training.trainer import run_training
 
     start = time.perf_counter()
     log = io.StringIO()
@@ -194,7 +195,7 @@ def run_sweep(
     run after another: for debugging). Runs whose directory is complete are not redone; runs that failed before
     are retried (also when the sweep itself is complete).
     """
-    from localentropy.experiments.sweep_report import write_sweep_report
+    from localentropy.experiments.sweeps.report import write_sweep_report
 
     if executor not in (*EXECUTORS, "inline"):
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")

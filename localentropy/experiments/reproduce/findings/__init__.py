@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from localentropy.experiments.findings.common import mean_sd, paired, paired_text, pm, read_json, table
-from localentropy.experiments.findings.cost import first_reach, section_cost
-from localentropy.experiments.findings.overhead import section_overhead
-from localentropy.experiments.findings.samplers import section_samplers
-from localentropy.experiments.findings.sensitivity import section_sensitivity
-from localentropy.experiments.findings.smoothing import section_smoothing
-from localentropy.experiments.rundir import atomic_write_bytes, atomic_write_json
+from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
+from localentropy.experiments.reproduce.findings.common import mean_sd, paired, paired_text, pm, read_json, table
+from localentropy.experiments.reproduce.findings.cost import first_reach, section_cost
+from localentropy.experiments.reproduce.findings.overhead import section_overhead
+from localentropy.experiments.reproduce.findings.samplers import section_samplers
+from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
+from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
 
 
 def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[str, Any]) -> Path:
@@ -51,7 +51,7 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
     ]
     if quick:
         lines += ["> This quick run uses fewer seeds, replicates, budgets and epochs than the full run "
-                  "(`localentropy.experiments.reproduce.QUICK`): its numbers check the pipeline and are not the "
+                  "(`localentropy.experiments.reproduce.run.QUICK`): its numbers check the pipeline and are not the "
                   "findings; the full run's document is docs/findings.md."]  # fmt: skip
     else:
         lines += [
@@ -111,7 +111,7 @@ def _step_commits(out: Path) -> list[str]:
 
 
 def _expected(quick: bool) -> float:
-    from localentropy.experiments.reproduce import expected_minutes
+    from localentropy.experiments.reproduce.run import expected_minutes
 
     return expected_minutes(quick)
 

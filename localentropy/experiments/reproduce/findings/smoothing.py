@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from localentropy.experiments.findings.common import (
+from localentropy.experiments.reproduce.findings.common import (
     Lines,
     copy_figure,
     fmt,

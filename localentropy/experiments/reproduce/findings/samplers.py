@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from localentropy.experiments.findings.common import (
+from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
     copy_figure,
@@ -22,7 +22,7 @@ from localentropy.experiments.findings.common import (
     sweep_entries,
     table,
 )
-from localentropy.experiments.sweep_report import best_groups, groups
+from localentropy.experiments.sweeps.report import best_groups, groups
 
 
 def _edge_text(info: dict[str, Any]) -> str:

@@ -1,20 +1,21 @@
 """Training configs for ``localentropy train``: TOML files validated whole (every field: docs/training.md).
 
-A bad config raises :class:`~localentropy.experiments.config.ConfigError` listing every problem at once, each
+A bad config raises :class:`~localentropy.experiments.comparison.config.ConfigError` listing every problem at once, each
 with its field path, the value found and what is expected (the same rules as ``localentropy run``'s configs).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from localentropy.data.sources import FILE_SOURCES, FIXED_TEST, SOURCES
-from localentropy.experiments.config import ConfigError, _key_text, _Reader, read_toml
-from localentropy.experiments.models import available_models, build_model, check_input_shape, model_options
-from localentropy.experiments.train_optim import (
+from localentropy.entropy.presets import OPTIMIZER_PRESETS
+from localentropy.experiments.core.config import ConfigError, FieldReader, key_text, read_toml
+from localentropy.experiments.core.files import slug
+from localentropy.experiments.training.models import available_models, build_model, check_input_shape, model_options
+from localentropy.experiments.training.optim import (
     ENTROPY_KINDS,
     OPTIMIZER_KINDS,
     OPTIONS,
@@ -23,7 +24,6 @@ from localentropy.experiments.train_optim import (
     ScheduleConfig,
     check_optimizer,
 )
-from localentropy.entropy.presets import OPTIMIZER_PRESETS
 from localentropy.samplers import available_samplers
 
 INPUT_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist1d": (40,), "mnist": (1, 28, 28),
@@ -88,12 +88,7 @@ class TrainConfig:
         return spec.schedule if spec.schedule is not None else self.schedule
 
 
-def slug(label: str) -> str:
-    """A label as a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-
-
-def _data(r: _Reader, raw: Any) -> DataConfig:
+def _data(r: FieldReader, raw: Any) -> DataConfig:
     t = r.table(raw, "data")
     r.unknown(t, {"source", "path", "validation_fraction", "test_fraction", "train_limit", "test_limit"}, "data")
     source = r.choice(r.get(t, "source", "data.source"), "data.source", SOURCES) or "digits"
@@ -113,7 +108,7 @@ def _data(r: _Reader, raw: Any) -> DataConfig:
     return config
 
 
-def _model(r: _Reader, raw: Any, source: str) -> ModelConfig:
+def _model(r: FieldReader, raw: Any, source: str) -> ModelConfig:
     t = r.table(raw, "model")
     r.unknown(t, {"name", "options"}, "model")
     name = r.choice(r.get(t, "name", "model.name"), "model.name", tuple(available_models()))
@@ -122,7 +117,7 @@ def _model(r: _Reader, raw: Any, source: str) -> ModelConfig:
     if name is None:
         return config
     for key in sorted(set(options) - set(model_options(name))):
-        r.problems.append(f"model.options.{_key_text(key)}: unknown for model {name!r}; allowed: "
+        r.problems.append(f"model.options.{key_text(key)}: unknown for model {name!r}; allowed: "
                           f"{', '.join(sorted(model_options(name))) or 'none'}")  # fmt: skip
     shape = INPUT_SHAPES[source]
     need = check_input_shape(name, shape)
@@ -136,7 +131,7 @@ def _model(r: _Reader, raw: Any, source: str) -> ModelConfig:
     return config
 
 
-def _schedule(r: _Reader, raw: Any, path: str) -> ScheduleConfig:
+def _schedule(r: FieldReader, raw: Any, path: str) -> ScheduleConfig:
     t = r.table(raw, path)
     kind = r.choice(t.get("kind", "constant"), f"{path}.kind", SCHEDULE_KINDS) or "constant"
     allowed = {"kind"} | {"step": {"step_size", "gamma"}, "multistep": {"milestones", "gamma"},
@@ -162,7 +157,7 @@ def _schedule(r: _Reader, raw: Any, path: str) -> ScheduleConfig:
     return config
 
 
-def _optimizer(r: _Reader, raw: Any, i: int, labels: dict[str, str]) -> OptimizerConfig | None:
+def _optimizer(r: FieldReader, raw: Any, i: int, labels: dict[str, str]) -> OptimizerConfig | None:
     path = f"optimizers[{i}]"
     t = r.table(raw, path)
     kind = r.choice(r.get(t, "kind", f"{path}.kind"), f"{path}.kind", OPTIMIZER_KINDS)
@@ -184,7 +179,7 @@ def _optimizer(r: _Reader, raw: Any, i: int, labels: dict[str, str]) -> Optimize
         return None
     for key in sorted(set(options) - OPTIONS[kind]):
         allowed = ", ".join(sorted(OPTIONS[kind]))
-        r.problems.append(f"{path}.options.{_key_text(key)}: unknown for {kind!r}; allowed: {allowed}")
+        r.problems.append(f"{path}.options.{key_text(key)}: unknown for {kind!r}; allowed: {allowed}")
     if kind in ENTROPY_KINDS:
         spec.preset = r.choice(t["preset"], f"{path}.preset", PRESETS) if "preset" in t else None
         if "preset" in t and "sampler" in t:
@@ -202,11 +197,11 @@ def _optimizer(r: _Reader, raw: Any, i: int, labels: dict[str, str]) -> Optimize
     return spec
 
 
-def _has_problem(r: _Reader, path: str) -> bool:
+def _has_problem(r: FieldReader, path: str) -> bool:
     return any(p.startswith(f"{path}.") or p.startswith(f"{path}:") for p in r.problems)
 
 
-def _flatness(r: _Reader, raw: Any) -> FlatnessConfig:
+def _flatness(r: FieldReader, raw: Any) -> FlatnessConfig:
     t = r.table(raw, "flatness")
     defaults = FlatnessConfig()
     r.unknown(t, set(asdict(defaults)), "flatness")
@@ -239,7 +234,7 @@ def _flatness(r: _Reader, raw: Any) -> FlatnessConfig:
 
 def parse_train_config(data: dict[str, Any], *, name: str = "train", source: str | None = None) -> TrainConfig:
     """Validate a training config given as a dict (as read from TOML); raise ConfigError listing every problem."""
-    r = _Reader()
+    r = FieldReader()
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a table of fields, got {type(data).__name__}"], source)
     top = {"name", "seed", "threads", "batch_size", "eval_batch_size", "epochs", "effective_epochs", "data",

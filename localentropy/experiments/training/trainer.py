@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from localentropy.data import ArrayData, DataSplits, load_data
 from localentropy.entropy.optim import DivergenceError
-from localentropy.experiments.config import ConfigError
-from localentropy.experiments.models import build_model, count_parameters
-from localentropy.experiments.rundir import (
+from localentropy.experiments.core.config import ConfigError
+from localentropy.experiments.core.files import slug
+from localentropy.experiments.core.rundir import (
     RunDirectory,
     atomic_write_bytes,
     atomic_write_json,
@@ -32,8 +32,9 @@ from localentropy.experiments.rundir import (
     finite_or_none,
     stable_seed,
 )
-from localentropy.experiments.train_config import TrainConfig, load_train_config, slug
-from localentropy.experiments.train_optim import (
+from localentropy.experiments.training.config import TrainConfig, load_train_config
+from localentropy.experiments.training.models import build_model, count_parameters
+from localentropy.experiments.training.optim import (
     OptimizerConfig,
     build_optimizer,
     learning_rate,
@@ -315,8 +316,8 @@ def run_training(
     progress: TextIO | None = None, after_epoch: AfterEpoch | None = None,
 ) -> tuple[Path, str]:  # fmt: skip
     """Run a training config into a run directory; returns (directory, "fresh" | "resume" | "skip")."""
-    from localentropy.experiments.train_flatness import measure_flatness
-    from localentropy.experiments.train_report import write_train_outputs
+    from localentropy.experiments.training.flatness import measure_flatness
+    from localentropy.experiments.training.report import write_train_outputs
 
     source = None if isinstance(config, TrainConfig) else str(config)
     config = config if isinstance(config, TrainConfig) else load_train_config(config)

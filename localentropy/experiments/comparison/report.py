@@ -2,7 +2,7 @@
 
 ``write_report([run_dir], out_dir)`` rebuilds one run's report; several run directories are merged into one
 report (an estimator name found in more than one run is labelled ``<run name>/<estimator>``). Figures are
-drawn by :mod:`localentropy.experiments.plots`; every file is written atomically.
+drawn by :mod:`localentropy.experiments.core.plots`; every file is written atomically.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +20,10 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-from localentropy.experiments import plots
+from localentropy.experiments.comparison.results import load_run
+from localentropy.experiments.core import plots
+from localentropy.experiments.core.files import slug
 
-SCHEMAS = (1,)
 MAX_GROUPS_PLOTTED = 6
 MAX_CHAIN_FIGURES = 4  # trace and rank figures, first combinations first
 DASH = "—"
@@ -56,123 +56,6 @@ Gibbs measure (0: exact). {dash} means not applicable (smoothing estimators have
 estimator, the estimator with the lowest MSE at the largest budget first; numbers have 3 significant digits."""
 
 
-def _undefined(name: str) -> None:
-    """NaN and Infinity are not JSON (this package writes null); another writer's are read as undefined (null)."""
-    return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_numbers(value: Any, where: str, problems: list[str], depth: int = 0) -> None:
-    """Metric-like values: null, finite numbers, and lists / tables of them (never strings: they would be shown)."""
-    if value is None or _is_number(value):
-        return
-    if depth < 4 and isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_numbers(v, f"{where}[{i}]", problems, depth + 1)
-        return
-    if depth < 4 and isinstance(value, dict):
-        for k, v in value.items():
-            _check_numbers(v, f"{where}.{k}", problems, depth + 1)
-        return
-    problems.append(f"{where}: got {type(value).__name__}, expected a number, null or a list of numbers")
-
-
-def _check_record(record: Any, i: int, problems: list[str]) -> None:
-    where = f"record {i}:"
-    if not isinstance(record, dict):
-        problems.append(f"{where} got {type(record).__name__}, expected an object")
-        return
-    key = record.get("key")
-    if not isinstance(key, dict) or "estimator" not in key:
-        problems.append(f"record {i} has no key with an 'estimator'")
-        return
-    if not isinstance(key["estimator"], str) or not key["estimator"]:
-        problems.append(f"{where} key.estimator: got {key['estimator']!r:.60}, expected a non-empty string")
-    for name, check, expected in (
-        ("point", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
-        ("gamma", lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-        ("temperature", lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-        ("budget", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
-    ):
-        if not check(key.get(name)):
-            problems.append(f"{where} key.{name}: got {key.get(name)!r:.60}, expected {expected}")
-    if not isinstance(record.get("status"), str):
-        problems.append(f"{where} status: got {record.get('status')!r:.60}, expected a string ('ok' or 'diverged')")
-    if not isinstance(record.get("error"), str | None):
-        problems.append(f"{where} error: got {type(record.get('error')).__name__}, expected a string or null")
-    for name in ("metrics", "chains", "timing", "estimator"):
-        value = record.get(name)
-        if value is not None and not isinstance(value, dict):
-            problems.append(f"{where} {name}: got {type(value).__name__}, expected an object or null")
-        elif name != "estimator":
-            _check_numbers(value, f"{where} {name}", problems)
-    estimator = record.get("estimator")
-    if isinstance(estimator, dict):
-        for name in ("kind", "sampler"):
-            if not isinstance(estimator.get(name), str | None):
-                problems.append(f"{where} estimator.{name}: got {type(estimator[name]).__name__}, expected a string")
-    if not (record.get("ksd") is None or _is_number(record.get("ksd"))):
-        problems.append(f"{where} ksd: got {record.get('ksd')!r:.60}, expected a finite number or null")
-
-
-def load_run(run_dir: Path | str) -> dict[str, Any]:
-    """The parsed ``results.json`` of a run directory (or the file itself); ValueError naming the file if unusable.
-
-    The file is checked before anything is drawn: JSON without NaN or Infinity, the schema, and every field the
-    report reads with the type it needs, so that a damaged or foreign file is refused with one message.
-    """
-    path = Path(run_dir)
-    if path.is_dir() or path.name != "results.json":
-        path = path / "results.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): not a results.json") from None
-    try:
-        data = json.loads(text, parse_constant=_undefined)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits, or nested too deeply
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ValueError(f"{path} is not valid JSON: {reason}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    if data.get("schema") not in SCHEMAS:
-        raise ValueError(f"{path} has schema {_short(data.get('schema'))}; this version reads schema {SCHEMAS}")
-    records = data.get("records")
-    if not isinstance(records, list) or not records:
-        raise ValueError(f"{path} has no 'records' list (or it is empty)")
-    if all(isinstance(r, dict) and "label" in r and "rows" in r for r in records):
-        raise ValueError(f"{path} is the results of a `localentropy train` run, whose report.md that command writes "
-                         "(run it again: a complete run is skipped, an incomplete one resumes)")  # fmt: skip
-    problems: list[str] = []
-    if not isinstance(data.get("name", ""), str):
-        problems.append(f"name: got {type(data['name']).__name__}, expected a string")
-    meta = data.get("meta")
-    if meta is not None and not isinstance(meta, dict):
-        problems.append(f"meta: got {type(meta).__name__}, expected an object")
-    elif isinstance(meta, dict) and not isinstance(meta.get("versions", {}), dict):
-        problems.append(f"meta.versions: got {type(meta['versions']).__name__}, expected an object")
-    for i, record in enumerate(records):
-        _check_record(record, i, problems)
-        if len(problems) >= 10:
-            break
-    if problems:
-        raise ValueError(f"{path} is not a results.json this version can read: " + "; ".join(problems[:10]))
-    data.setdefault("name", path.parent.name)
-    return data
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def record_ids(key: dict[str, Any]) -> list[str]:
     """The record's possible node names in draws.nc: gamma and T as Python prints them, then in ``:g`` form."""
     ids = []
@@ -181,7 +64,7 @@ def record_ids(key: dict[str, Any]) -> list[str]:
         with contextlib.suppress(TypeError, ValueError):
             parts = [form.format(v) for v in parts]
         raw = f"{key['estimator']}__p{key.get('point')}__g{parts[0]}__T{parts[1]}__b{key.get('budget')}"
-        ids.append(re.sub(r"[^A-Za-z0-9_.-]", "_", raw))
+        ids.append(slug(raw))
     return list(dict.fromkeys(ids))
 
 
@@ -233,19 +116,15 @@ def _group_title(group: tuple) -> str:
     return f"point {point}, gamma = {fmt(gamma)}, T = {fmt(temperature)}"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
-
-
 MAX_FIGURE_NAME = 150  # file names are limited to 255 bytes; the atomic writer adds about 25
 
 
 def _figure_name(stem: str) -> str:
     """``<stem>.png`` with the stem slugged, and shortened with a hash of it when it would be too long."""
-    slug = _slug(stem)
-    if len(slug) > MAX_FIGURE_NAME:
-        slug = f"{slug[: MAX_FIGURE_NAME - 13]}_{hashlib.sha256(stem.encode()).hexdigest()[:12]}"
-    return f"{slug}.png"
+    name = slug(stem)
+    if len(name) > MAX_FIGURE_NAME:
+        name = f"{name[: MAX_FIGURE_NAME - 13]}_{hashlib.sha256(stem.encode()).hexdigest()[:12]}"
+    return f"{name}.png"
 
 
 def _is_ok(record: dict[str, Any]) -> bool:

@@ -23,7 +23,7 @@ from localentropy.diagnostics.flatness import (
     hessian_trace,
     local_entropy_gradient,
 )
-from localentropy.experiments.train_config import TrainConfig
+from localentropy.experiments.training.config import TrainConfig
 
 
 def _chunks(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
@@ -32,7 +32,7 @@ def _chunks(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
 
 def measure_flatness(model: nn.Module, splits: DataSplits, config: TrainConfig) -> dict[str, Any]:
     """Every measure in ``config.flatness.measures`` at the model's current weights, with its seconds."""
-    from localentropy.experiments.rundir import stable_seed
+    from localentropy.experiments.core.rundir import stable_seed
 
     fl = config.flatness
     train = splits.train

@@ -1,0 +1,168 @@
+"""The plan of a comparison run: the problem, the points and every (estimator, point, gamma, temperature,
+budget) record, with each estimator built once up front so that a config that validates also runs."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from localentropy.entropy import LocalEntropyEstimator
+from localentropy.entropy.presets import inner_loop_settings
+from localentropy.entropy.problems import Problem, Quadratic
+from localentropy.entropy.problems.lowdim import DoubleWell, SharpWide
+from localentropy.experiments.comparison.config import EstimatorConfig, RunConfig
+from localentropy.experiments.core.config import ConfigError, shown
+from localentropy.experiments.core.files import slug
+from localentropy.experiments.core.rundir import stable_seed
+from localentropy.samplers import make_sampler, sampler_class, sampler_hyperparameters
+
+
+def record_id(key: dict[str, Any]) -> str:
+    return slug(f"{key['estimator']}__p{key['point']}__g{key['gamma']:g}__T{key['temperature']:g}__b{key['budget']}")
+
+
+def build_problem(config: RunConfig) -> Problem:
+    p = config.problem
+    try:
+        if p.kind == "quadratic":
+            return Quadratic.random(p.dim, p.condition, p.n_negative, p.seed)
+        if p.kind == "double-well":
+            return DoubleWell(dim=p.dim, **p.options)
+        if p.kind == "sharp-wide":
+            return SharpWide(dim=p.dim, **p.options)
+        module_name, _, attribute = (p.factory or "").partition(":")
+        factory = getattr(importlib.import_module(module_name), attribute)
+        problem = factory(**p.options)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError([f"problem.factory: cannot import {p.factory!r}: {exc}"]) from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # OverflowError: an integer beyond a float
+        raise ConfigError([f"{'problem.options' if p.options or p.kind == 'python' else 'problem'}: {exc}"]) from None
+    if not isinstance(problem, Problem) or problem.dim != p.dim:
+        raise ConfigError([f"problem.factory: {p.factory!r} must return a Problem of dim {p.dim}, got {problem!r}"])
+    return problem
+
+
+def build_points(config: RunConfig, dim: int) -> Tensor:
+    pts = config.points
+    if pts.kind == "explicit":
+        return torch.tensor(pts.values, dtype=torch.float64)
+    if pts.kind == "origin":
+        return torch.zeros(1, dim, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(stable_seed(config.seed, "points"))
+    return pts.scale * torch.randn(pts.count, dim, generator=generator, dtype=torch.float64)
+
+
+@dataclass
+class Task:
+    key: dict[str, Any]
+    spec: EstimatorConfig
+    x: Tensor
+    gamma: float
+    temperature: float
+
+    @property
+    def id(self) -> str:
+        return record_id(self.key)
+
+
+def step_size_for(spec: EstimatorConfig, problem: Problem, gamma: float) -> float | None:
+    if spec.step_size_fraction is None:
+        return spec.hyperparameters.get("step_size")
+    return spec.step_size_fraction * problem.max_stable_step(gamma)  # type: ignore[attr-defined]
+
+
+class InnerPotential:
+    """U(x') = f(x') + gamma/2 ||x' - x||^2, for exact samplers; its repr is stable (no memory address), so that
+    the sampler's repr recorded in results.json is the same in every run."""
+
+    def __init__(self, problem: Problem, gamma: float, x: Tensor) -> None:
+        self.problem, self.gamma, self.x = problem, gamma, x
+
+    def __call__(self, y: Tensor) -> Tensor:
+        return self.problem.loss(y) + 0.5 * self.gamma * ((y - self.x) ** 2).sum(-1)
+
+    def __repr__(self) -> str:
+        return f"U(x') = f(x') + {self.gamma:g}/2 ||x' - x||^2"
+
+
+def local_entropy_estimator(task: Task, problem: Problem, chains: int) -> LocalEntropyEstimator:
+    spec, gamma = task.spec, task.gamma
+    n_steps = task.key["budget"] // chains
+    burn_in = int(spec.burn_in_fraction * n_steps)
+    step_size = step_size_for(spec, problem, gamma)
+    if spec.preset is not None:
+        return LocalEntropyEstimator.from_preset(
+            spec.preset, problem.grad, gamma, step_size=step_size, noise_scale=spec.noise_scale or 0.0,
+            n_steps=n_steps, burn_in=burn_in,
+        )  # fmt: skip
+    cls = sampler_class(spec.sampler or "")
+    accepted = sampler_hyperparameters(spec.sampler or "")
+    hyper = dict(spec.hyperparameters)
+    if cls.wraps_sampler:  # a wrapper (cyclical): the step size is the wrapped sampler's
+        if isinstance(hyper.get("sampler"), dict) and step_size is not None:
+            hyper["sampler"] = {**hyper["sampler"], "step_size": step_size}
+    elif "step_size" in accepted:
+        hyper["step_size"] = step_size
+    if "total_steps" in accepted and "total_steps" not in hyper:  # schedules span the inner loop
+        hyper["total_steps"] = n_steps
+    if cls.needs_potential:  # exact samplers (MALA) need U itself
+        hyper["potential"] = InnerPotential(problem, gamma, task.x)
+    sampler = make_sampler(spec.sampler or "", **hyper)
+    return LocalEntropyEstimator(
+        problem.grad, gamma, sampler, n_steps, temperature=task.temperature, burn_in=burn_in,
+        averaging=spec.averaging,
+    )  # fmt: skip
+
+
+def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
+    """Every (estimator, point, gamma, temperature, budget) to run, with problems checked up front."""
+    problems, tasks = [], []
+    for gi, gamma in enumerate(config.gammas):
+        try:
+            problem.gibbs_cov(gamma, config.temperatures[0], points[0])
+        except ValueError as exc:
+            problems.append(f"gamma[{gi}] = {gamma:g}: {exc}")
+    for ei, spec in enumerate(config.estimators):
+        if spec.step_size_fraction is not None and not hasattr(problem, "max_stable_step"):
+            problems.append(
+                f"estimators[{ei}].step_size_fraction: needs a quadratic problem; give hyperparameters.step_size"
+            )
+        elif spec.kind == "local-entropy" and not problems:  # hyperparameter values: refused now, not mid-run
+            key = {"estimator": spec.label, "point": 0, "gamma": config.gammas[0],
+                   "temperature": config.temperatures[0], "budget": spec.budgets[0]}  # fmt: skip
+            try:
+                local_entropy_estimator(Task(key, spec, points[0], key["gamma"], key["temperature"]), problem,
+                                         config.chains)  # fmt: skip
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                which = f" (in {shown(spec.hyperparameters)})" if isinstance(exc, ArithmeticError) else ""
+                problems.append(f"estimators[{ei}].hyperparameters: {exc}{which}")
+    if problems:
+        raise ConfigError(problems)
+    for spec in config.estimators:
+        temperatures = config.temperatures
+        if spec.preset is not None:  # the preset's noise scale fixes the temperature
+            preset_t = inner_loop_settings(spec.preset, spec.noise_scale or 0.0)["temperature"]
+            temperatures = [float(f"{preset_t:.12g}")]  # 0.1**2 / 2 is 0.005000000000000001: group it with 5e-3
+        for pi, x in enumerate(points):
+            for gamma in config.gammas:
+                for temperature in temperatures:
+                    for budget in spec.budgets:
+                        key = {"estimator": spec.label, "point": pi, "gamma": gamma, "temperature": temperature,
+                               "budget": budget}  # fmt: skip
+                        tasks.append(Task(key, spec, x, gamma, temperature))
+    seen: dict[str, dict[str, Any]] = {}
+    for task in tasks:  # a record's file name must identify it: 1.0 and 1.0000001 both print as "1" with :g
+        if task.id in seen and seen[task.id] != task.key:
+            problems.append(f"records {seen[task.id]} and {task.key} share the file name {task.id!r}: make the "
+                            "labels, gammas, temperatures or budgets more distinct")  # fmt: skip
+        elif task.id in seen:
+            problems.append(f"record {task.key} is listed twice: remove the repeated label, gamma, temperature "
+                            "or budget")  # fmt: skip
+        seen.setdefault(task.id, task.key)
+    if problems:
+        raise ConfigError(sorted(set(problems), key=problems.index))
+    return tasks
