@@ -93,8 +93,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from localentropy.experiments.reproduce.run import reproduce
 
     doc, mode = reproduce(quick=args.quick, out=args.out, doc=args.doc, workers=args.workers, force=args.force,
-                          configs=args.configs)  # fmt: skip
-    print(f"findings ({mode} run): {doc}")
+                          configs=args.configs, steps=args.steps)  # fmt: skip
+    print(f"findings ({mode} run): {doc}" if doc is not None else f"steps done ({mode} run); findings not written yet")
     return 0
 
 
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--force", action="store_true", help="delete the sweep directory and run everything again")
     sweep.set_defaults(func=_cmd_sweep)
 
-    from localentropy.experiments.reproduce.run import expected_minutes
+    from localentropy.experiments.reproduce.steps import expected_minutes, registered_steps
 
     reproduce = sub.add_parser(
         "reproduce",
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--workers", type=_positive_int, help="sweep runs at a time (default 2, at most the CPUs)")
     reproduce.add_argument("--configs", type=_out_dir, help="the experiments/configs directory (default: found)")
     reproduce.add_argument("--force", action="store_true", help="delete the step runs and run everything again")
+    reproduce.add_argument(
+        "--steps", help="comma-separated steps to run (default all): " + ", ".join(s.name for s in registered_steps())
+    )
     reproduce.set_defaults(func=_cmd_reproduce)
 
     report = sub.add_parser("report", help="rebuild a run's report, or merge several runs into one")

@@ -236,3 +236,36 @@ def test_cli_help_names_the_expected_time(capsys: pytest.CaptureFixture[str]) ->
     assert main(["reproduce", "--help"]) == 0
     text = capsys.readouterr().out
     assert "minutes" in text and "--quick" in text and "--doc" in text
+
+
+def test_steps_are_registered_with_their_section_and_a_subset_runs(tmp_path: Path) -> None:
+    """Every step names its question, config and findings section; --steps runs a subset, in registration
+    order, and the document waits until every step is complete."""
+    from localentropy.experiments.reproduce import steps as registry
+
+    for step in reproduce.STEPS:
+        assert step.section in registry.SECTIONS and step.question and step.name in reproduce.QUICK
+    assert [s.name for s in registry.select_steps("smoothing_targets,shootout")] == ["shootout", "smoothing_targets"]
+    with pytest.raises(ConfigError, match=r"unknown step\(s\) 'nope'; allowed: shootout, "):
+        registry.select_steps("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_step("shootout", kind="run", config="shootout.toml", question="Q3", section="samplers",
+                               full_minutes=1, quick_minutes=1)  # fmt: skip
+    calls: list[str] = []
+
+    def runner(step, config, repo, out, workers, progress):
+        calls.append(step.name)
+        out.mkdir(parents=True, exist_ok=True)
+        return "fresh"
+
+    with open(tmp_path / "log", "w") as log:
+        doc, mode = reproduce.reproduce(quick=True, out=tmp_path / "r", doc=tmp_path / "d.md", steps="cost,shootout",
+                                        runner=runner, progress=log)  # fmt: skip
+    assert calls == ["shootout", "cost"] and doc is None and mode == "quick"
+    assert "findings not written" in (tmp_path / "log").read_text() and not (tmp_path / "d.md").exists()
+
+
+def test_cli_steps_names_unknown_steps_with_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["reproduce", "--quick", "--steps", "nope", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown step(s) 'nope'" in err and "allowed: shootout" in err and "Traceback" not in err

@@ -1,6 +1,6 @@
 """How good is an estimator at a point: bias, variance, MSE and efficiency from independent replicates.
 
-Formulas (``../shared/MATH.md``), from R replicates g_1..g_R of an estimate of the truth g:
+Formulas, from R replicates g_1..g_R of an estimate of the truth g:
 
 * bias = mean(g_r) - g. ||mean(g_r) - g||^2 overestimates ||bias||^2 by variance / R; ``bias_norm`` subtracts it
   (clipped at 0) and ``bias_norm_raw`` keeps the plain norm;

@@ -1,6 +1,6 @@
 """What every test problem offers: the loss, its gradient and exact answers for both kinds of smoothing.
 
-Conventions (``../shared/MATH.md``): points are tensors whose last dimension is the problem's ``dim`` and
+Conventions: points are tensors whose last dimension is the problem's ``dim`` and
 whose leading dimensions are a batch; the Gibbs measure around x is
 rho(x' | x) ∝ exp(-[f(x') + (gamma / 2) ||x' - x||^2] / T), the local-entropy gradient that Entropy-SGD
 descends is g(x) = gamma (x - <x'>), and Gaussian smoothing of the loss is

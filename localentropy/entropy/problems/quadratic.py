@@ -13,7 +13,7 @@ from localentropy.entropy.problems.base import Problem, check_gamma_temperature
 class Quadratic(Problem):
     r"""f(x) = 1/2 x^T A x - b^T x with A symmetric, possibly indefinite.
 
-    With M = A + gamma I positive definite the Gibbs measure is Gaussian (MATH.md):
+    With M = A + gamma I positive definite the Gibbs measure is Gaussian:
         rho(. | x) = N(m, T M^{-1}),   m = M^{-1} (b + gamma x),
         g(x) = gamma (x - m) = gamma M^{-1} (A x - b),
     which does not depend on T; as gamma -> infinity, g -> grad f. Gaussian smoothing leaves a quadratic's

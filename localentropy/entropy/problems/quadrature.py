@@ -1,7 +1,7 @@
 """Quadrature for the Gibbs measure of a loss on R^1 or R^2, accurate from large temperatures down to T ~ 1e-4.
 
 The Gibbs measure around x is rho(x' | x) ∝ exp(-U(x') / T) with U(x') = f(x') + (gamma / 2) ||x' - x||^2
-(``../shared/MATH.md``). Three independent ways to integrate against it:
+(see docs/estimators.md). Three independent ways to integrate against it:
 
 ``"grid"`` (the default): find every local minimiser of U (a grid search refined by ``scipy.optimize``), then
     integrate on a tensor product of composite Gauss-Legendre panels, in log space (exp(-(U - U_min) / T)).

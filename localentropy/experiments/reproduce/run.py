@@ -1,16 +1,17 @@
 """``localentropy reproduce [--quick]``: rerun every experiment behind docs/findings.md, then regenerate it.
 
-The findings answer the review's questions (``../shared/seed-review.txt``) from twelve steps, each an ordinary
+The findings answer the review's questions of Entropy-SGD from twelve steps, each an ordinary
 ``localentropy run`` / ``sweep`` of a config in ``experiments/configs`` or a computation of this package, each in
 its own directory under ``--out`` (default ``runs/reproduce``; ``runs/reproduce-quick`` with ``--quick``).
 A step whose directory is complete is not run again, so an interrupted reproduction resumes where it stopped;
 ``--force`` reruns everything. The document (``--doc``, default ``<out>/findings.md``) and its figures and
 numbers (``<doc stem>/``) are written only when every step has finished, each file atomically.
 
-``--quick`` runs the same steps smaller (fewer seeds, replicates, budgets and epochs: the config overrides are
-in :data:`QUICK`) into its own directory, in about 7 minutes on 2 cores (5.4 measured); the full run takes
-about 30 (25 measured on a quiet machine; :func:`expected_minutes` adds up :data:`STEPS`). The two never share a
-directory: each refuses the other's.
+The steps are registered in :mod:`localentropy.experiments.reproduce.steps`; ``--steps a,b`` runs a subset (the
+document is written once every step is complete). ``--quick`` runs the same steps smaller (fewer seeds,
+replicates, budgets and epochs: each step's ``quick`` overrides, collected in :data:`QUICK`) into its own
+directory, in about 7 minutes on 2 cores (5.4 measured); the full run takes about 30 (25 measured on a quiet
+machine; :func:`expected_minutes` adds up the steps). The two never share a directory: each refuses the other's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,58 +31,13 @@ from localentropy.experiments.comparison.config import parse_config
 from localentropy.experiments.core.config import ConfigError, read_toml
 from localentropy.experiments.core.files import atomic_write_json
 from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment
+from localentropy.experiments.reproduce.steps import Step, expected_minutes, registered_steps, select_steps
 
 SCHEMA = 1
-KINDS = ("run", "sweep", "targets", "accuracy", "speed")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One experiment behind the findings: ``kind`` says how it runs, ``config`` which file (if any)."""
-
-    name: str
-    kind: str
-    config: str | None
-    question: str
-    full_minutes: float  # measured on this project's 2-core machine (2026-11-28), rounded up
-    quick_minutes: float
-
-
-STEPS: tuple[Step, ...] = (
-    Step("shootout", "run", "shootout.toml", "Q3", 0.6, 0.3),
-    Step("smoothing_sharp_wide", "run", "smoothing.toml", "Q2", 0.4, 0.2),
-    Step("smoothing_quadratic", "run", "smoothing_quadratic.toml", "Q2", 0.2, 0.1),
-    Step("smoothing_targets", "targets", None, "Q2", 0.1, 0.1),
-    Step("flatness", "sweep", "sweep_flatness.toml", "Q2", 1.2, 0.6),
-    Step("cost", "sweep", "sweep_cost.toml", "Q1", 20, 3),
-    Step("samplers_training", "sweep", "sweep_samplers.toml", "Q3", 0.5, 0.3),
-    Step("sensitivity", "sweep", "sweep_sensitivity.toml", "S3", 0.7, 0.6),
-    Step("scoping", "sweep", "sweep_scoping.toml", "S3", 0.4, 0.4),
-    Step("overhead_training", "sweep", "sweep_overhead.toml", "S4", 1.2, 0.8),
-    Step("overhead_accuracy", "accuracy", None, "S4", 0.8, 0.2),
-    Step("overhead_speed", "speed", None, "S4", 4.5, 0.5),
-)
-
-# What --quick changes, per step: fewer seeds / replicates / budgets / epochs; every other setting as in full.
-QUICK: dict[str, dict[str, Any]] = {
-    "shootout": {"replicates": 4, "budgets": 2},
-    "smoothing_sharp_wide": {"replicates": 6, "budgets": 2},
-    "smoothing_quadratic": {"replicates": 6, "budgets": 2},
-    "smoothing_targets": {"n_grid": 241},
-    "flatness": {"seeds": 3, "set": {"effective_epochs": 30}},
-    "cost": {"seeds": 3, "set": {"effective_epochs": 20}},
-    "samplers_training": {"seeds": 3},
-    "sensitivity": {"seeds": 3},
-    "scoping": {"seeds": 3},
-    "overhead_training": {"seeds": 3},
-    "overhead_accuracy": {"replicates": 3, "outer_steps": 30, "inner_steps": (1, 5, 20)},
-    "overhead_speed": {"args": ["--quick"]},
-}
+STEPS: tuple[Step, ...] = registered_steps()
+# What --quick changes, per step (declared with each step): fewer seeds / replicates / budgets / epochs.
+QUICK: dict[str, dict[str, Any]] = {s.name: s.quick for s in STEPS}
 SPEED_ARGS = ["--sections", "entropy,samplers"]
-
-
-def expected_minutes(quick: bool) -> float:
-    return sum(s.quick_minutes if quick else s.full_minutes for s in STEPS)
 
 
 def find_repository(configs: str | Path | None = None) -> Path:
@@ -206,11 +161,14 @@ def _run_speed(repo: Path, out: Path, args: list[str], progress: TextIO) -> None
 def reproduce(
     *, quick: bool = False, out: str | Path | None = None, doc: str | Path | None = None, workers: int | None = None,
     force: bool = False, configs: str | Path | None = None, progress: TextIO | None = None,
-    steps: tuple[Step, ...] = STEPS, runner: Callable[..., str] = _run_step,
-) -> tuple[Path, str]:  # fmt: skip
-    """Run every step (skipping complete ones), then write the findings; returns (document path, mode)."""
+    steps: tuple[Step, ...] | str | None = None, runner: Callable[..., str] = _run_step,
+) -> tuple[Path | None, str]:  # fmt: skip
+    """Run the steps (all, or a subset: Step objects or names ``"a,b"``), skipping complete ones, then write the
+    findings once every registered step is complete; returns (document path, or None when steps remain, mode)."""
     from localentropy.experiments.reproduce.findings import write_findings
 
+    steps = tuple(steps) if isinstance(steps, tuple) and all(isinstance(s, Step) for s in steps) else (
+        select_steps(steps))  # fmt: skip
     progress = progress if progress is not None else sys.stderr
     repo = find_repository(configs)
     mode = "quick" if quick else "full"
@@ -222,7 +180,7 @@ def reproduce(
     for entry in resolved["steps"]:  # every config is checked before anything runs
         _validate(entry, repo)
     state = out_dir.prepare({"schema": SCHEMA, "mode": mode}, force=force)
-    total = sum(s.quick_minutes if quick else s.full_minutes for s in steps)
+    total = expected_minutes(quick, steps)
     print(f"reproduce ({mode}): {len(steps)} steps, about {total:.0f} minutes on 2 cores -> {out_dir.path}",
           file=progress, flush=True)  # fmt: skip
     timings: dict[str, Any] = {}
@@ -241,6 +199,14 @@ def reproduce(
     meta = {"mode": mode, "workers": workers, "timings": timings, "expected_minutes": total,
             "cpu_count": os.cpu_count(), "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             **environment("cpu")}  # fmt: skip
+    remaining = [s.name for s in STEPS if s not in steps and not (out_dir.path / s.name / MARKER).is_file()]
+    if remaining:  # a subset ran: the document needs every step's results
+        print(f"findings not written: step(s) {', '.join(remaining)} not complete in {out_dir.path} (run them with "
+              f"--steps {','.join(remaining)}, or run every step)", file=progress, flush=True)  # fmt: skip
+        return None, mode
+    if len(steps) < len(STEPS):  # the plan and timings of the whole reproduction, as a full call records them
+        resolved = plan(repo, quick)
+        meta["timings"] = {s.name: saved.get(s.name) for s in STEPS} | timings
     atomic_write_json(out_dir.path / "reproduce.json", {"plan": resolved, "meta": meta})
     if state != "skip":
         out_dir.mark_complete()

@@ -1,7 +1,7 @@
 """Models of the Entropy-SGD paper and small versions for fast tests, built by name with input-shape checks.
 
 ``build_model(name, input_shape, num_classes=10, **options)``; every model returns logits. The paper's
-networks (Chaudhari et al. 2017, section 5; ``../shared/ANCHORS.md``):
+networks (Chaudhari et al. 2017, section 5):
 
 * ``mnistfc``: 784-1024-1024-10, ReLU, dropout 0.15 after each hidden layer (the paper; the authors' Lua code
   used 0.5, their PyTorch port adds batch norm and 0.2 input dropout: ``batch_norm=True, input_dropout=0.2``);

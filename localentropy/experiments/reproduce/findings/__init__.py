@@ -18,6 +18,7 @@ from localentropy.experiments.reproduce.findings.overhead import section_overhea
 from localentropy.experiments.reproduce.findings.samplers import section_samplers
 from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
+from localentropy.experiments.reproduce.steps import expected_minutes
 
 
 def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[str, Any]) -> Path:
@@ -111,8 +112,6 @@ def _step_commits(out: Path) -> list[str]:
 
 
 def _expected(quick: bool) -> float:
-    from localentropy.experiments.reproduce.run import expected_minutes
-
     return expected_minutes(quick)
 
 

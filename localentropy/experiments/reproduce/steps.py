@@ -1,0 +1,104 @@
+"""The registered steps of ``localentropy reproduce``: each declares its question, its config and the findings
+section it feeds; adding a step is one :func:`register_step` call.
+
+A step is an ordinary ``localentropy run`` (``kind="run"``) or ``sweep`` (``"sweep"``) of a config file in
+``experiments/configs``, or a computation of this package (``"targets"``, ``"accuracy"``, ``"speed"``). ``quick``
+holds what ``--quick`` changes (fewer seeds, replicates, budgets, epochs); ``full_minutes`` and ``quick_minutes``
+are measured on this project's 2-core machine (2026-11-28), rounded up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from localentropy.experiments.core.config import ConfigError
+
+KINDS = ("run", "sweep", "targets", "accuracy", "speed")
+SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead")  # the findings document's sections
+
+
+@dataclass(frozen=True)
+class Step:
+    """One experiment behind the findings: ``kind`` says how it runs, ``config`` which file (if any)."""
+
+    name: str
+    kind: str
+    config: str | None
+    question: str
+    full_minutes: float
+    quick_minutes: float
+    section: str = ""
+    quick: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+_STEPS: dict[str, Step] = {}
+
+
+def register_step(
+    name: str, *, kind: str, question: str, section: str, full_minutes: float, quick_minutes: float,
+    config: str | None = None, quick: dict[str, Any] | None = None,
+) -> Step:  # fmt: skip
+    """Add a step (run in registration order); a name may be registered once."""
+    if name in _STEPS:
+        raise ValueError(f"a reproduce step named {name!r} is already registered")
+    if kind not in KINDS:
+        raise ValueError(f"step {name!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if section not in SECTIONS:
+        raise ValueError(f"step {name!r}: section must be one of {', '.join(SECTIONS)}, got {section!r}")
+    if (config is None) != (kind not in ("run", "sweep")):
+        raise ValueError(f"step {name!r}: a {kind} step {'needs' if config is None else 'takes no'} config file")
+    step = Step(name, kind, config, question, full_minutes, quick_minutes, section, dict(quick or {}))
+    _STEPS[name] = step
+    return step
+
+
+def registered_steps() -> tuple[Step, ...]:
+    return tuple(_STEPS.values())
+
+
+def select_steps(names: str | Iterable[str] | None) -> tuple[Step, ...]:
+    """The steps named (``"a,b"`` or a list), in registration order; all of them for None.
+
+    An unknown name is bad input: :class:`ConfigError` naming it and the allowed names.
+    """
+    if names is None:
+        return registered_steps()
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    unknown = [n for n in wanted if n not in _STEPS]
+    if unknown or not wanted:
+        got = ", ".join(map(repr, unknown)) if unknown else "no step"
+        raise ConfigError([f"--steps: unknown step(s) {got}; allowed: {', '.join(_STEPS)}"])
+    return tuple(s for s in _STEPS.values() if s.name in wanted)
+
+
+def expected_minutes(quick: bool, steps: Iterable[Step] | None = None) -> float:
+    return sum(s.quick_minutes if quick else s.full_minutes for s in (registered_steps() if steps is None else steps))
+
+
+# The steps behind docs/findings.md, in the order they run. Question labels are the review's.
+register_step("shootout", kind="run", config="shootout.toml", question="Q3", section="samplers",
+              full_minutes=0.6, quick_minutes=0.3, quick={"replicates": 4, "budgets": 2})
+register_step("smoothing_sharp_wide", kind="run", config="smoothing.toml", question="Q2", section="smoothing",
+              full_minutes=0.4, quick_minutes=0.2, quick={"replicates": 6, "budgets": 2})
+register_step("smoothing_quadratic", kind="run", config="smoothing_quadratic.toml", question="Q2",
+              section="smoothing", full_minutes=0.2, quick_minutes=0.1, quick={"replicates": 6, "budgets": 2})
+register_step("smoothing_targets", kind="targets", question="Q2", section="smoothing", full_minutes=0.1,
+              quick_minutes=0.1, quick={"n_grid": 241})
+register_step("flatness", kind="sweep", config="sweep_flatness.toml", question="Q2", section="smoothing",
+              full_minutes=1.2, quick_minutes=0.6, quick={"seeds": 3, "set": {"effective_epochs": 30}})
+register_step("cost", kind="sweep", config="sweep_cost.toml", question="Q1", section="cost", full_minutes=20,
+              quick_minutes=3, quick={"seeds": 3, "set": {"effective_epochs": 20}})
+register_step("samplers_training", kind="sweep", config="sweep_samplers.toml", question="Q3", section="samplers",
+              full_minutes=0.5, quick_minutes=0.3, quick={"seeds": 3})
+register_step("sensitivity", kind="sweep", config="sweep_sensitivity.toml", question="S3", section="sensitivity",
+              full_minutes=0.7, quick_minutes=0.6, quick={"seeds": 3})
+register_step("scoping", kind="sweep", config="sweep_scoping.toml", question="S3", section="sensitivity",
+              full_minutes=0.4, quick_minutes=0.4, quick={"seeds": 3})
+register_step("overhead_training", kind="sweep", config="sweep_overhead.toml", question="S4", section="overhead",
+              full_minutes=1.2, quick_minutes=0.8, quick={"seeds": 3})
+register_step("overhead_accuracy", kind="accuracy", question="S4", section="overhead", full_minutes=0.8,
+              quick_minutes=0.2, quick={"replicates": 3, "outer_steps": 30, "inner_steps": (1, 5, 20)})
+register_step("overhead_speed", kind="speed", question="S4", section="overhead", full_minutes=4.5,
+              quick_minutes=0.5, quick={"args": ["--quick"]})
