@@ -122,7 +122,7 @@ class SharpWide(QuadratureProblem):
       * moderate scope and temperature, e.g. gamma = 0.5, T = 0.5 (also gamma = 0.3, T = 0.3; gamma = 1, T = 1):
         the sharp minimum is no longer a stationary point of -F, and following -g from it (or from the
         origin) ends near the wide minimum (x_1 ~ 1.25), the only minimiser of -F
-    (``tests/test_problems_lowdim.py`` checks these). In 2-D the sharp well weighs even less: its volume factor
+    (``tests/entropy/test_problems_lowdim.py`` checks these). In 2-D the sharp well weighs even less: its volume factor
     relative to the flat background, (gamma / (100 + gamma))^(dim/2), is squared.
 
     Gaussian smoothing in closed form: E exp(-||x + sigma xi - c||^2 / (2 w^2)) =

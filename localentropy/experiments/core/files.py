@@ -8,11 +8,13 @@ killed run leaves at most a ``.*.tmp`` file that is never read as a result (a re
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -63,3 +65,13 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def csv_bytes(rows: list[dict[str, Any]], columns: Sequence[str]) -> bytes:
+    """``rows`` as CSV with a header of ``columns`` (a missing or None value is an empty cell)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+    return buffer.getvalue().encode()

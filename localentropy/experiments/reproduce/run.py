@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from localentropy.experiments.comparison.config import parse_config
 from localentropy.experiments.core.config import ConfigError, read_toml
-from localentropy.experiments.core.files import atomic_write_json
+from localentropy.experiments.core.files import atomic_path, atomic_write_json
 from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment
 from localentropy.experiments.reproduce.steps import Step, expected_minutes, registered_steps, select_steps
 
@@ -148,14 +148,13 @@ def _run_speed(repo: Path, out: Path, args: list[str], progress: TextIO) -> None
     script = repo / "benchmarks" / "run_all.py"
     if not script.is_file():
         raise ConfigError([f"{script}: the speed benchmark is missing; run from a full checkout of localentropy"])
-    tmp = out / ".speed.json.tmp"
-    command = [sys.executable, str(script), *args, "--json", str(tmp)]
-    print("  " + " ".join(command[1:]), file=progress, flush=True)
-    with open(out / "speed.log", "w") as log:
-        done = subprocess.run(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"the speed benchmark failed with status {done.returncode}; see {out / 'speed.log'}")
-    tmp.replace(out / "speed.json")
+    with atomic_path(out / "speed.json") as tmp:  # the benchmark writes its JSON, moved into place if it succeeds
+        command = [sys.executable, str(script), *args, "--json", str(tmp)]
+        print("  " + " ".join(command[1:]), file=progress, flush=True)
+        with open(out / "speed.log", "w") as log:
+            done = subprocess.run(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the speed benchmark failed with status {done.returncode}; see {out / 'speed.log'}")
 
 
 def reproduce(

@@ -14,15 +14,13 @@ finished when there is one.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from localentropy.experiments.core.files import atomic_write_bytes
+from localentropy.experiments.core.files import atomic_write_bytes, csv_bytes
 from localentropy.experiments.sweeps.figures import (
     IGNORED_AXES,
     Settings,
@@ -187,15 +185,6 @@ def optimizer_table(label: str, mine: list[dict[str, Any]], best: dict[str, Any]
     return lines
 
 
-def _csv(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
-    return buffer.getvalue().encode()
-
-
 def _first_line(message: str | None, limit: int = 240) -> str:
     text = (message or "").strip()
     line = text.splitlines()[0] if text else ""
@@ -271,14 +260,14 @@ def write_sweep_report(sweep_dir: Path, results: dict[str, Any]) -> Path:
         "test_error_sd": g["test_sd"], "val_error_mean": g["val_mean"], "effective_epochs": g["effective_epochs"],
         "grad_evals": g["grad_evals"], "seconds": g["seconds"], "best": best.get(g["label"]) is g,
     } for g in all_groups]  # fmt: skip
-    atomic_write_bytes(sweep_dir / "summary.csv", _csv(summary, [
+    atomic_write_bytes(sweep_dir / "summary.csv", csv_bytes(summary, [
         "optimizer", "kind", *keys, "seeds", "ok", "diverged", "failed", "test_error_mean", "test_error_sd",
         "val_error_mean", "effective_epochs", "grad_evals", "seconds", "best"]))  # fmt: skip
     per_run = [{"run": e["run"], "optimizer": e["label"], "kind": e["kind"], "seed": e["seed"], **dict(e["settings"]),
                 "status": e["status"], **{k: (e["final"] or {}).get(k) for k in (
                     "test_error", "val_error", "effective_epochs", "grad_evals", "seconds")},
                 "message": e["message"]} for e in items]  # fmt: skip
-    atomic_write_bytes(sweep_dir / "runs.csv", _csv(per_run, [
+    atomic_write_bytes(sweep_dir / "runs.csv", csv_bytes(per_run, [
         "run", "optimizer", "kind", "seed", *keys, "status", "test_error", "val_error", "effective_epochs",
         "grad_evals", "seconds", "message"]))  # fmt: skip
     _, only_best = plot_curves(all_groups, best, sweep_dir / "curves.png")

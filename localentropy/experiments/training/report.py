@@ -6,8 +6,6 @@ the report of a finished run. Figures use plain matplotlib (no pyplot state).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from localentropy.experiments.core.files import atomic_write_bytes
+from localentropy.experiments.core.files import atomic_write_bytes, csv_bytes
 from localentropy.experiments.core.plots import save_figure
 
 EPOCH_COLUMNS = ("optimizer", "kind", "status", "epoch", "lr", "steps", "grad_evals", "examples",
@@ -48,15 +46,6 @@ def final_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "grad_norm": _flat(rec, "local_entropy", "grad_norm"), "message": rec.get("message"),
         })  # fmt: skip
     return rows
-
-
-def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
-    return buffer.getvalue().encode()
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -194,9 +183,9 @@ def write_train_outputs(run_dir: Path, results: dict[str, Any]) -> Path:
     records = results["records"]
     epoch_rows = [{"optimizer": rec["label"], "kind": rec["kind"], "status": rec["status"], **row}
                   for rec in records for row in rec["rows"]]  # fmt: skip
-    atomic_write_bytes(run_dir / "epochs.csv", _csv(epoch_rows, EPOCH_COLUMNS))
+    atomic_write_bytes(run_dir / "epochs.csv", csv_bytes(epoch_rows, EPOCH_COLUMNS))
     rows = final_rows(records)
-    atomic_write_bytes(run_dir / "final.csv", _csv(rows, FINAL_COLUMNS))
+    atomic_write_bytes(run_dir / "final.csv", csv_bytes(rows, FINAL_COLUMNS))
     plot_curves(records, run_dir / "curves.png")
     plot_density(records, run_dir / "density.png")
     atomic_write_bytes(run_dir / "report.md", report_markdown(results, rows).encode())

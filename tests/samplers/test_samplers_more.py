@@ -1,6 +1,6 @@
 """SGNHT, BAOAB, MALA and cyclical step sizes: the contract, T = 0 limits and sampled moments vs exact laws.
 
-Moments are judged as in ``tests/test_samplers_statistical.py``: per-coordinate means and covariance entries
+Moments are judged as in ``tests/samplers/test_samplers_statistical.py``: per-coordinate means and covariance entries
 within z * MCSE (``arviz_stats.mcse``, Bonferroni z at family-wise level 1e-3) of an exact law.
 
 * BAOAB is linear on a quadratic: its joint (x, p) law solves a discrete Lyapunov equation, and its x block is

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from localentropy.samplers import available_samplers
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_samplers.py"
+BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_samplers.py"
 
 
 def load_bench():

@@ -27,7 +27,7 @@ from localentropy.experiments.training.optim import SAMStep, ScheduleConfig, lea
 from localentropy.experiments.training.trainer import run_training
 
 pytest.importorskip("sklearn")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 N_TRAIN, BATCH = 1294, 64  # digits after the 20 % test and 10 % validation splits
 SPE = math.ceil(N_TRAIN / BATCH)  # 21 steps per epoch
 ENTROPY = {"gamma": 1.0, "scoping": 1e-3, "inner_steps": 3, "momentum": 0.9, "nesterov": True}

@@ -27,9 +27,9 @@ import pytest
 import torch
 
 from localentropy.cli import build_parser, main
-from localentropy.experiments.comparison.runner import record_id
+from localentropy.experiments.comparison.plan import record_id
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SUBCOMMANDS = set(build_parser()._subparsers._group_actions[0].choices)
 TIMEOUT = 180  # seconds to wait for a subprocess to reach the point where it is killed (a loaded machine)
 # SIGINT takes the same path as SIGTERM (both raise KeyboardInterrupt): slow, to keep the default run under a minute
@@ -324,7 +324,7 @@ SWEEP_BASE = {
 
 
 def _sweep_toml() -> str:
-    from tests.test_reliability import to_toml
+    from tests.cli.common import to_toml
 
     return to_toml({"name": "killsweep", "base": copy.deepcopy(SWEEP_BASE), "grid": {"seed": [0, 1, 2, 3]}})
 

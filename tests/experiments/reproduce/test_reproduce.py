@@ -13,7 +13,7 @@ from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.reproduce import findings
 from localentropy.experiments.reproduce import run as reproduce
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 # Smaller than --quick: every step still runs for real, on one seed, a couple of epochs and a few replicates.
 TINY = {

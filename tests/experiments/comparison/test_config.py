@@ -24,8 +24,8 @@ from localentropy.experiments.comparison.config import (
 from localentropy.experiments.comparison.runner import build_points, build_problem, plan
 from localentropy.samplers import available_samplers
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-# train_*: localentropy train; sweep_*, mnist_paper*: localentropy sweep (tests/test_sweep.py)
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "experiments" / "configs"
+# train_*: localentropy train; sweep_*, mnist_paper*: localentropy sweep (tests/experiments/sweeps/test_sweep.py)
 SHIPPED = sorted(p for p in CONFIG_DIR.glob("*.toml") if not p.stem.startswith(("train_", "sweep_", "mnist_paper")))
 
 MINIMAL: dict[str, Any] = {

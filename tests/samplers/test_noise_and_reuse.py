@@ -26,7 +26,7 @@ from tests.stats import bonferroni_z
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 # Hyperparameters every built-in sampler accepts here (MALA also needs a potential, cyclical a base sampler).
 SETTINGS = {
     "sgld": {"step_size": 0.01},

@@ -24,7 +24,7 @@ from localentropy.experiments.sweeps.runner import (
 )
 
 pytest.importorskip("sklearn")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 BASE = {
     "seed": 0, "threads": 1, "batch_size": 128, "effective_epochs": 2, "eval_batch_size": 2000,
