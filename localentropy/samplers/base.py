@@ -186,6 +186,10 @@ class Sampler(ABC):
     """Base class of samplers. Subclasses store each constructor argument under the same attribute name."""
 
     name: ClassVar[str] = ""
+    # Whether each coordinate's update reads only that coordinate's position, gradient, noise and buffers (no
+    # sum over coordinates, no accept/reject of the whole chain): such a sampler can be stepped on any split of
+    # the position into pieces with the same result, which the Entropy-SGD optimizers use to run it on all cores.
+    elementwise: ClassVar[bool] = False
     temperature: float
     noise: str
 

@@ -102,6 +102,10 @@ class Cyclical(Sampler):
         return self.sampler.noise
 
     @property
+    def elementwise(self) -> bool:  # type: ignore[override]
+        return type(self.sampler).elementwise
+
+    @property
     def gradients_per_step(self) -> int:
         return getattr(self.sampler, "gradients_per_step", 1)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -51,6 +51,7 @@ class MomentumSGLD(Sampler):
     and the authors' code (ucla-vision/entropy-sgd).
     """
 
+    elementwise: ClassVar[bool] = True  # each coordinate's update reads only its own state
     name = "msgld"
 
     def __init__(

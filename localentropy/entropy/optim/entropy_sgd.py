@@ -10,6 +10,15 @@ from torch.optim import SGD, Adam, Optimizer
 
 from localentropy._checks import check_choice, check_int, check_nonnegative, check_positive, check_range
 from localentropy.entropy.optim.base import Closure, DirectionOptimizer, DivergenceError, check_finite_loss
+from localentropy.entropy.optim.chunks import (
+    NOISE_STREAMS,
+    SERIAL_BELOW,
+    ChunkedGroup,
+    chunk_generators,
+    chunk_plan,
+    chunked_inner_update,
+    inner_update,
+)
 from localentropy.samplers import MomentumSGLD, Sampler, make_sampler
 
 PRESETS = ("paper", "authors")
@@ -90,9 +99,11 @@ class EntropyOptimizer(DirectionOptimizer):
         preset: str | None = None,
         warm_start: bool = False,
         generator: torch.Generator | None = None,
+        noise_stream: str = "chunked-v1",
         **base_options: Any,
     ) -> None:
         lr = check_nonnegative("lr", lr)
+        self.noise_stream = check_choice("noise_stream", noise_stream, NOISE_STREAMS)
         if not isinstance(warm_start, bool):
             raise ValueError(f"warm_start must be true or false, got {warm_start!r}")
         self.warm_start = warm_start
@@ -167,6 +178,75 @@ class EntropyOptimizer(DirectionOptimizer):
         store[id(params[0])] = (self.sampler, state)
         return state
 
+    def _chunked(self, params: list[Tensor]) -> bool:
+        """Whether this group's inner update runs chunk by chunk: stream "chunked-v1", on a CPU (CUDA keeps torch's
+        parallel Philox draw), with at least SERIAL_BELOW entries (below that threads do not pay, and the group
+        draws from the optimizer's generator exactly as the serial stream does)."""
+        return (
+            self.noise_stream == "chunked-v1"
+            and params[0].device.type == "cpu"
+            and sum(p.numel() for p in params) >= SERIAL_BELOW
+        )
+
+    def _chunked_group(
+        self,
+        index: int,
+        params: list[Tensor],
+        anchor: list[Tensor],
+        average: list[Tensor],
+        force: list[Tensor] | None,
+        keep: bool = False,
+    ) -> ChunkedGroup:
+        """The chunked buffers of trainable group ``index``, made once; the chunk generators are drawn from the
+        optimizer's generator the first time a group of these sizes is seen (or restored from ``state_dict``)."""
+        store = self.__dict__.setdefault("_chunked_groups", {})
+        cached = store.get(index)
+        if cached is not None and cached.matches(self.sampler, params):
+            if not keep:
+                cached.reset()
+            return cached
+        plan = chunk_plan([p.numel() for p in params])
+        streams = self.__dict__.setdefault("_noise_streams", {})
+        generators = streams.get(index)
+        if generators is None or len(generators) != len(plan):
+            generators = chunk_generators(self.generator, len(plan))
+            streams[index] = generators
+        group = ChunkedGroup(self.sampler, params, anchor, average, force, generators, plan)
+        store[index] = group
+        return group
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        streams = self.__dict__.get("_noise_streams", {})
+        state["noise_stream"] = {
+            "version": self.noise_stream,
+            "chunk_generators": {index: [g.get_state() for g in gens] for index, gens in streams.items()},
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        streams = state_dict.pop("noise_stream", None)
+        super().load_state_dict(state_dict)
+        self.__dict__.pop("_chunked_groups", None)
+        self.__dict__.pop("_noise_streams", None)
+        if streams is None:
+            return
+        if streams["version"] != self.noise_stream:
+            raise ValueError(
+                f"this state was saved with noise_stream={streams['version']!r}, the optimizer uses "
+                f"{self.noise_stream!r}: build it with noise_stream={streams['version']!r} to resume exactly"
+            )
+        restored = {}
+        for index, states in streams["chunk_generators"].items():
+            generators = []
+            for generator_state in states:
+                generator = torch.Generator()
+                generator.set_state(generator_state)
+                generators.append(generator)
+            restored[int(index)] = generators
+        self.__dict__["_noise_streams"] = restored
+
     def _direction(self, closure: Closure) -> Any:
         # gamma_t is paired with its group before groups without trainable parameters are dropped
         groups = [
@@ -177,7 +257,7 @@ class EntropyOptimizer(DirectionOptimizer):
         device = groups[0][1][0].device
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         inner = []
-        for group, params, gamma in groups:
+        for index, (group, params, gamma) in enumerate(groups):
             anchor, average = self._buffers(params, "anchor"), self._buffers(params, "average")
             torch._foreach_copy_(anchor, params)
             warm = self.warm_start and all("warm_chain" in self.state[p] for p in params)
@@ -188,7 +268,11 @@ class EntropyOptimizer(DirectionOptimizer):
             else:
                 torch._foreach_copy_(average, params)
             force = self._buffers(params, "force") if self.coupling == "after_momentum" else None
-            inner.append((group, params, gamma, anchor, average, force, self._sampler_state(params, keep=warm)))
+            if self._chunked(params):
+                state = self._chunked_group(index, params, anchor, average, force, keep=warm)
+            else:
+                state = self._sampler_state(params, keep=warm)
+            inner.append((group, params, gamma, anchor, average, force, state))
 
         first_loss = None
         for k in range(self.inner_steps):
@@ -198,28 +282,20 @@ class EntropyOptimizer(DirectionOptimizer):
                 first_loss = loss
             check_finite_loss(nonfinite, loss)
             for j, (group, params, gamma, anchor, average, force, state) in enumerate(inner):
-                grads = self._grads(params)
-                # The extra terms of grad U go into the gradient, or after the momentum buffer (the authors' code)
-                coupled = grads if force is None else force
-                if force is not None:
-                    torch._foreach_zero_(force)
-                if group["inner_weight_decay"]:
-                    torch._foreach_add_(coupled, params, alpha=group["inner_weight_decay"])
-                torch._foreach_add_(coupled, params, alpha=gamma)
-                torch._foreach_add_(coupled, anchor, alpha=-gamma)
-                if force is None:
-                    state = self.sampler.step(state, grads, self.generator)
-                else:
-                    state = self.sampler.step(state, grads, self.generator, force=force)
-                if self.averaging == "uniform":
-                    torch._foreach_add_(average, params)
-                else:
-                    torch._foreach_lerp_(average, params, self.averaging)
+                options = {"gamma": gamma, "weight_decay": group["inner_weight_decay"], "averaging": self.averaging}
+                if isinstance(state, ChunkedGroup):
+                    chunked_inner_update(state, self._grads(params), **options)
+                    continue
+                state = inner_update(
+                    self.sampler, state, params, self._grads(params), anchor, average, force,
+                    generator=self.generator, **options,
+                )
                 inner[j] = (group, params, gamma, anchor, average, force, state)
 
         kept = self.__dict__.setdefault("_sampler_states", {})
         for _, params, _, _, _, _, state in inner:
-            kept[id(params[0])] = (self.sampler, state)
+            if not isinstance(state, ChunkedGroup):
+                kept[id(params[0])] = (self.sampler, state)
         for _, _, _, _, average, _, _ in inner:
             norms = torch._foreach_norm(average)
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
@@ -313,6 +389,7 @@ class EntropySGD(EntropyOptimizer):
         preset: str | None = None,
         warm_start: bool = False,
         generator: torch.Generator | None = None,
+        noise_stream: str = "chunked-v1",
     ) -> None:
         momentum = check_range("momentum", momentum, 0.0, 1.0, high_open=True)
         if nesterov and momentum == 0:
@@ -336,6 +413,7 @@ class EntropySGD(EntropyOptimizer):
             preset=preset,
             warm_start=warm_start,
             generator=generator,
+            noise_stream=noise_stream,
             momentum=momentum,
             nesterov=bool(nesterov),
         )
