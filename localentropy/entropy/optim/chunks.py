@@ -41,6 +41,7 @@ from localentropy.samplers.base import BITS_PER_WORD, RademacherScratch
 CHUNK_SIZE = 2**18
 SERIAL_BELOW = 2**17
 NOISE_STREAMS = ("chunked-v1", "serial-v0")
+DEFAULT_NOISE_STREAM = NOISE_STREAMS[0]
 
 Slice = tuple[int, int, int]  # (tensor index, first entry, one past the last entry) of the flattened tensor
 
