@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -264,19 +264,51 @@ def inner_update(
     return state
 
 
+def start_draws(group: ChunkedGroup) -> list[Future] | None:
+    """Start drawing every chunk's noise for the next inner step on the pool and return the futures.
+
+    The noise does not depend on the gradient, so the draw can run while the closure computes it: what the
+    forward and backward passes leave of the cores goes to the draw. None when there is nothing to draw or no pool
+    (then :func:`chunked_inner_update` draws itself). Each chunk's generator is advanced by exactly the same draw
+    either way, so the numbers are the same.
+    """
+    pool = _pool() if group.sampler.temperature > 0 and len(group.plan) > 1 else None
+    if pool is None:
+        return None
+    draw = torch.no_grad()(group.draw)
+    return [pool.submit(draw, k) for k in range(len(group.plan))]
+
+
+def finish_draws(pending: list[Future] | None) -> None:
+    """Wait for draws started by :func:`start_draws` (all of them, even when one failed), then raise its error."""
+    if pending is None:
+        return
+    wait(pending)
+    for future in pending:
+        future.result()
+
+
 def chunked_inner_update(
-    group: ChunkedGroup, grads: list[Tensor], *, gamma: float, weight_decay: float, averaging: str | float
+    group: ChunkedGroup,
+    grads: list[Tensor],
+    *,
+    gamma: float,
+    weight_decay: float,
+    averaging: str | float,
+    drawn: bool = False,
 ) -> None:
     """:func:`inner_update` with the chunk noise of ``group``: chunk by chunk in parallel for an ``elementwise``
-    sampler; otherwise the noise is drawn in parallel and the update runs on the whole group."""
+    sampler; otherwise the noise is drawn in parallel and the update runs on the whole group. ``drawn``: the noise
+    of this step is already in the buffers (:func:`start_draws`)."""
     plan, sampler = group.plan, group.sampler
     options = {"gamma": gamma, "weight_decay": weight_decay, "averaging": averaging}
     noisy = sampler.temperature > 0
+    draw = noisy and not drawn
     if group.elementwise:
         force_views = group.force_views
 
         def work(k: int) -> None:
-            if noisy:
+            if draw:
                 group.draw(k)
             group.states[k] = inner_update(
                 sampler,
@@ -293,7 +325,7 @@ def chunked_inner_update(
 
         run_chunks(work, len(plan))
         return
-    if noisy:
+    if draw:
         run_chunks(group.draw, len(plan))
     group.states[0] = inner_update(
         sampler,

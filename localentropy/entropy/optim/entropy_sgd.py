@@ -17,7 +17,9 @@ from localentropy.entropy.optim.chunks import (
     chunk_generators,
     chunk_plan,
     chunked_inner_update,
+    finish_draws,
     inner_update,
+    start_draws,
 )
 from localentropy.samplers import MomentumSGLD, Sampler, make_sampler
 
@@ -276,19 +278,32 @@ class EntropyOptimizer(DirectionOptimizer):
 
         first_loss = None
         for k in range(self.inner_steps):
-            with torch.enable_grad():
-                loss = closure()
+            # the chunked groups' noise for this step is drawn while the closure runs
+            pending = [start_draws(state) if isinstance(state, ChunkedGroup) else None for *_, state in inner]
+            try:
+                with torch.enable_grad():
+                    loss = closure()
+            finally:
+                for futures in pending:
+                    finish_draws(futures)
             if k == 0:
                 first_loss = loss
             check_finite_loss(nonfinite, loss)
             for j, (group, params, gamma, anchor, average, force, state) in enumerate(inner):
                 options = {"gamma": gamma, "weight_decay": group["inner_weight_decay"], "averaging": self.averaging}
                 if isinstance(state, ChunkedGroup):
-                    chunked_inner_update(state, self._grads(params), **options)
+                    chunked_inner_update(state, self._grads(params), drawn=pending[j] is not None, **options)
                     continue
                 state = inner_update(
-                    self.sampler, state, params, self._grads(params), anchor, average, force,
-                    generator=self.generator, **options,
+                    self.sampler,
+                    state,
+                    params,
+                    self._grads(params),
+                    anchor,
+                    average,
+                    force,
+                    generator=self.generator,
+                    **options,
                 )
                 inner[j] = (group, params, gamma, anchor, average, force, state)
 
