@@ -14,19 +14,21 @@ from localentropy.entropy.optim.chunks import (
     NOISE_STREAMS,
     SERIAL_BELOW,
     ChunkedGroup,
-    chunk_generators,
-    chunk_plan,
     chunked_inner_update,
     finish_draws,
     inner_update,
     start_draws,
 )
+from localentropy.entropy.optim.streams import NoiseStreams
 from localentropy.samplers import MomentumSGLD, Sampler, make_sampler
 
 PRESETS = ("paper", "authors")
 OUTER_SCALES = ("gamma", "unit")
 COUPLINGS = ("inside", "after_momentum")
 _UNSET: Any = object()
+# The sampler when none is named: SGLD at the step size and temperature of the digits run that matches SGD's
+# accuracy (docs/optimizers.md); stable while curvature + gamma < 2 / step_size = 20.
+DEFAULT_SAMPLER_OPTIONS: dict[str, float] = {"step_size": 0.1, "temperature": 1e-8}
 
 
 def _preset_sampler(preset: str, options: dict[str, Any]) -> Sampler:
@@ -59,7 +61,8 @@ class EntropyOptimizer(DirectionOptimizer):
 
     1. starting at x' = x, run the sampler for ``inner_steps`` steps on
        U(x') = f(x'; minibatch) + weight_decay/2 ||x'||^2 + gamma_t/2 ||x' - x||^2, calling ``closure`` once per
-       step (it zeroes the gradients, runs forward and backward on a fresh minibatch and returns the loss),
+       step (the gradients are set to None before each call; it runs forward and backward on a fresh
+       minibatch and returns the loss),
        and average the iterates into mu (``averaging``: "uniform" or the weight alpha of the newest iterate in
        mu <- (1 - alpha) mu + alpha x', mu starting at x);
     2. put x back and hand the direction gamma_t (x - mu) (``outer_scale="gamma"``, the gradient of -F) or
@@ -79,7 +82,13 @@ class EntropyOptimizer(DirectionOptimizer):
     statistics at the perturbed weights x', i.e. ``inner_steps`` updates per outer step.
 
     A NaN or infinite loss or iterate is detected once per outer step (an on-device flag, one host
-    synchronisation per step): the parameters are restored to x and :class:`DivergenceError` is raised.
+    synchronisation per step): the parameters are restored to x and :class:`DivergenceError` is raised. Any
+    other exception escaping the closure (KeyboardInterrupt, out of memory, StopIteration) also leaves the
+    parameters at x (bit for bit), with the counters and the base optimizer's state unmoved; the sampler's
+    momenta are dropped (a warm start goes on from the last completed step's chain). Parameters with no
+    gradient after the first closure call of a step (unused by the loss) are skipped for that step, as torch's
+    optimizers skip them. ``sampler=None`` (and no preset) is SGLD with ``DEFAULT_SAMPLER_OPTIONS``
+    (step_size 0.1, temperature 1e-8), ``sampler_options`` overriding them.
     """
 
     def __init__(
@@ -104,8 +113,9 @@ class EntropyOptimizer(DirectionOptimizer):
         noise_stream: str = "chunked-v1",
         **base_options: Any,
     ) -> None:
-        lr = check_nonnegative("lr", lr)
         self.noise_stream = check_choice("noise_stream", noise_stream, NOISE_STREAMS)
+        self._streams = NoiseStreams(self.noise_stream)
+        lr = check_nonnegative("lr", lr)
         if not isinstance(warm_start, bool):
             raise ValueError(f"warm_start must be true or false, got {warm_start!r}")
         self.warm_start = warm_start
@@ -122,6 +132,8 @@ class EntropyOptimizer(DirectionOptimizer):
             if sampler is not None and sampler != "sgld":
                 raise ValueError(f"preset={preset!r} chooses its own sampler; pass sampler=None")
             sampler = _preset_sampler(self.preset, options)
+        elif sampler is None:  # the default: SGLD, with sampler_options over DEFAULT_SAMPLER_OPTIONS
+            sampler = make_sampler("sgld", **{**DEFAULT_SAMPLER_OPTIONS, **options})
         elif isinstance(sampler, str):
             sampler = make_sampler(sampler, **options)
         elif isinstance(sampler, Sampler):
@@ -190,110 +202,90 @@ class EntropyOptimizer(DirectionOptimizer):
             and sum(p.numel() for p in params) >= SERIAL_BELOW
         )
 
-    def _chunked_group(
-        self,
-        index: int,
-        params: list[Tensor],
-        anchor: list[Tensor],
-        average: list[Tensor],
-        force: list[Tensor] | None,
-        keep: bool = False,
-    ) -> ChunkedGroup:
-        """The chunked buffers of trainable group ``index``, made once; the chunk generators are drawn from the
-        optimizer's generator the first time a group of these sizes is seen (or restored from ``state_dict``)."""
-        store = self.__dict__.setdefault("_chunked_groups", {})
-        cached = store.get(index)
-        if cached is not None and cached.matches(self.sampler, params):
-            if not keep:
-                cached.reset()
-            return cached
-        plan = chunk_plan([p.numel() for p in params])
-        streams = self.__dict__.setdefault("_noise_streams", {})
-        generators = streams.get(index)
-        if generators is None or len(generators) != len(plan):
-            generators = chunk_generators(self.generator, len(plan))
-            streams[index] = generators
-        group = ChunkedGroup(self.sampler, params, anchor, average, force, generators, plan)
-        store[index] = group
-        return group
-
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        streams = self.__dict__.get("_noise_streams", {})
-        state["noise_stream"] = {
-            "version": self.noise_stream,
-            "chunk_generators": {index: [g.get_state() for g in gens] for index, gens in streams.items()},
-        }
-        return state
+        return {**super().state_dict(), "noise_stream": self._streams.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         streams = state_dict.pop("noise_stream", None)
         super().load_state_dict(state_dict)
-        self.__dict__.pop("_chunked_groups", None)
-        self.__dict__.pop("_noise_streams", None)
-        if streams is None:
-            return
-        if streams["version"] != self.noise_stream:
-            raise ValueError(
-                f"this state was saved with noise_stream={streams['version']!r}, the optimizer uses "
-                f"{self.noise_stream!r}: build it with noise_stream={streams['version']!r} to resume exactly"
-            )
-        restored = {}
-        for index, states in streams["chunk_generators"].items():
-            generators = []
-            for generator_state in states:
-                generator = torch.Generator()
-                generator.set_state(generator_state)
-                generators.append(generator)
-            restored[int(index)] = generators
-        self.__dict__["_noise_streams"] = restored
+        self._streams.load_state_dict(streams)
 
-    def _direction(self, closure: Closure) -> Any:
+    def _direction(self, closure: Closure) -> tuple[Any, int, list[Tensor]]:
         # gamma_t is paired with its group before groups without trainable parameters are dropped
-        groups = [
-            (g, self._group_params(g), gamma) for g, gamma in zip(self.param_groups, self.current_gammas(), strict=True)
-        ]
-        groups = [(g, ps, gamma) for g, ps, gamma in groups if ps]
+        gammas = dict(zip(map(id, self.param_groups), self.current_gammas(), strict=True))
+        groups = [(g, ps, gammas[id(g)]) for g, ps in self._trainable()]
+        anchors = []
+        for _, params, _ in groups:
+            anchors.append(self._buffers(params, "anchor"))
+            torch._foreach_copy_(anchors[-1], params)
+        try:
+            return self._inner_loop(closure, groups, anchors)
+        except BaseException:
+            # an interrupted inner loop leaves no half-advanced sampler state (momenta) behind
+            self.__dict__.pop("_sampler_states", None)
+            self._streams.forget_groups()
+            self.__dict__.pop("_new_chains", None)
+            raise
+        finally:  # x again, whether the loop completed, diverged or was interrupted (Ctrl-C, OOM, StopIteration)
+            for (_, params, _), anchor in zip(groups, anchors, strict=True):
+                torch._foreach_copy_(params, anchor)
+
+    def _inner_loop(self, closure: Closure, groups: list, anchors: list[list[Tensor]]) -> tuple[Any, int, list]:
         step_index = self.outer_steps
-        device = groups[0][1][0].device
-        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        trainable = [p for _, params, _ in groups for p in params]
+        nonfinite = torch.zeros((), dtype=torch.bool, device=trainable[0].device)
+        warm = []
+        for _, params, _ in groups:
+            chains = [self.state[p].get("warm_chain") for p in params] if self.warm_start else []
+            warm.append(any(c is not None for c in chains))
+            for p, chain in zip(params, chains, strict=False):
+                if chain is not None:  # the chains go on from where the previous outer step left them
+                    p.copy_(chain)
+
+        first_loss, reached = self._call_closure(closure, trainable, track=True)
+        check_finite_loss(nonfinite, first_loss)
+        reached_ids = {id(p) for p, hit in zip(trainable, reached, strict=True) if hit}
         inner = []
-        for index, (group, params, gamma) in enumerate(groups):
-            anchor, average = self._buffers(params, "anchor"), self._buffers(params, "average")
-            torch._foreach_copy_(anchor, params)
-            warm = self.warm_start and all("warm_chain" in self.state[p] for p in params)
-            if warm:  # the chains go on from where the previous outer step left them
-                torch._foreach_copy_(params, [self.state[p]["warm_chain"] for p in params])
+        for index, ((group, params, gamma), anchor, keep) in enumerate(zip(groups, anchors, warm, strict=True)):
+            # torch's rule: a parameter the backward does not reach (the loss does not use it) is skipped
+            used = [i for i, p in enumerate(params) if id(p) in reached_ids]
+            if len(used) < len(params):
+                params, anchor = [params[i] for i in used], [anchor[i] for i in used]
+            if not params:
+                continue
+            average = self._buffers(params, "average")
             if self.averaging == "uniform":
                 torch._foreach_zero_(average)
             else:
                 torch._foreach_copy_(average, params)
             force = self._buffers(params, "force") if self.coupling == "after_momentum" else None
             if self._chunked(params):
-                state = self._chunked_group(index, params, anchor, average, force, keep=warm)
+                buffers = (anchor, average, force)
+                state = self._streams.group(index, self.sampler, params, buffers, self.generator, keep=keep)
             else:
-                state = self._sampler_state(params, keep=warm)
+                state = self._sampler_state(params, keep=keep)
             inner.append((group, params, gamma, anchor, average, force, state))
+        if not inner:
+            raise self._no_gradient_error()
 
-        first_loss = None
         for k in range(self.inner_steps):
-            # the chunked groups' noise for this step is drawn while the closure runs
-            pending = [start_draws(state) if isinstance(state, ChunkedGroup) else None for *_, state in inner]
-            try:
-                with torch.enable_grad():
-                    loss = closure()
-            finally:
-                for futures in pending:
-                    finish_draws(futures)
-            if k == 0:
-                first_loss = loss
-            check_finite_loss(nonfinite, loss)
+            pending: list = [None] * len(inner)
+            if k > 0:
+                # the chunked groups' noise for this step is drawn while the closure runs
+                pending = [start_draws(state) if isinstance(state, ChunkedGroup) else None for *_, state in inner]
+                try:
+                    loss = self._call_closure(closure, trainable)[0]
+                finally:
+                    for futures in pending:
+                        finish_draws(futures)
+                check_finite_loss(nonfinite, loss)
             for j, (group, params, gamma, anchor, average, force, state) in enumerate(inner):
                 options = {"gamma": gamma, "weight_decay": group["inner_weight_decay"], "averaging": self.averaging}
                 if isinstance(state, ChunkedGroup):
                     chunked_inner_update(state, self._grads(params), drawn=pending[j] is not None, **options)
                     continue
+                # the extra terms of grad U go into the gradient, or after the momentum buffer (the authors' code)
                 state = inner_update(
                     self.sampler,
                     state,
@@ -315,14 +307,14 @@ class EntropyOptimizer(DirectionOptimizer):
             norms = torch._foreach_norm(average)
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
         if bool(nonfinite):  # the one host synchronisation of the step
-            for _, params, _, anchor, _, _, _ in inner:
-                torch._foreach_copy_(params, anchor)
             raise DivergenceError(
                 f"{type(self).__name__}: a non-finite loss or gradient in the inner loop of outer step {step_index} "
                 f"(sampler {self.sampler!r}); the parameters were restored to their values before the step. "
                 "Try a smaller sampler step size (stability needs step_size < 2 / (curvature + gamma)) or a smaller lr."
             )
+        stepped = []
         for _, params, gamma, anchor, average, _, _ in inner:
+            stepped += params
             if self.warm_start:
                 for p in params:
                     chain = self.state[p].get("warm_chain")
@@ -332,14 +324,17 @@ class EntropyOptimizer(DirectionOptimizer):
                         chain.copy_(p)
             if self.averaging == "uniform":
                 torch._foreach_mul_(average, 1.0 / self.inner_steps)
-            # direction = scale * (x - mu), written into the gradients the base optimizer reads
-            torch._foreach_copy_(params, anchor)
+            # direction = scale * (x - mu), written into the gradients the base optimizer reads (the parameters
+            # are put back to x by _direction)
             grads = self._grads(params)
             torch._foreach_copy_(grads, anchor)
             torch._foreach_sub_(grads, average)
             if self.outer_scale == "gamma":
                 torch._foreach_mul_(grads, gamma)
-        return first_loss, self.inner_steps
+        for p in trainable:  # the base optimizer steps every parameter with a gradient: not the skipped ones
+            if id(p) not in reached_ids:
+                p.grad = None
+        return first_loss, self.inner_steps, stepped
 
 
 def _same_tensors(state: Any, params: list[Tensor]) -> bool:
