@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -54,6 +54,7 @@ class BAOAB(Sampler):
     molecular sampling", Applied Mathematics Research eXpress 2013(1), 34-56 (2013).
     """
 
+    elementwise: ClassVar[bool] = True  # each coordinate's update reads only its own state
     name = "baoab"
 
     def __init__(

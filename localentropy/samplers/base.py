@@ -192,7 +192,10 @@ class Sampler(ABC):
     * ``accepts_force``: ``step`` takes ``force=``, a term added outside the momentum buffer (MomentumSGLD);
     * ``needs_potential``: the constructor takes ``potential``, U itself, not only its gradient (MALA);
     * ``wraps_sampler``: the constructor takes another sampler (``sampler=``), e.g. Cyclical;
-    * ``noises``: the noise kinds the ``noise`` hyperparameter accepts.
+    * ``noises``: the noise kinds the ``noise`` hyperparameter accepts;
+    * ``elementwise``: each coordinate's update reads only that coordinate's position, gradient, noise and buffers
+      (no sum over coordinates, no accept/reject of the whole chain), so the sampler can be stepped on any split of
+      the position into pieces with the same result: the Entropy-SGD optimizers use this to run it on all cores.
     """
 
     name: ClassVar[str] = ""
@@ -201,6 +204,7 @@ class Sampler(ABC):
     needs_potential: ClassVar[bool] = False
     wraps_sampler: ClassVar[bool] = False
     noises: ClassVar[tuple[str, ...]] = NOISE_KINDS
+    elementwise: ClassVar[bool] = False
     temperature: float
     noise: str
 

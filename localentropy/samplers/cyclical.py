@@ -107,6 +107,10 @@ class Cyclical(Sampler):
         return self.sampler.gradients_per_step
 
     @property
+    def elementwise(self) -> bool:  # type: ignore[override]
+        return self.sampler.elementwise
+
+    @property
     def accepts_force(self) -> bool:  # type: ignore[override]
         return self.sampler.accepts_force
 

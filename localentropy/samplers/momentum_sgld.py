@@ -51,6 +51,7 @@ class MomentumSGLD(Sampler):
     and the authors' code (ucla-vision/entropy-sgd).
     """
 
+    elementwise: ClassVar[bool] = True  # each coordinate's update reads only its own state
     name = "msgld"
     accepts_force: ClassVar[bool] = True
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -54,6 +54,7 @@ class PSGLD(Sampler):
     dynamics for deep neural networks", AAAI 2016.
     """
 
+    elementwise: ClassVar[bool] = True  # each coordinate's update reads only its own state
     name = "psgld"
 
     def __init__(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -49,6 +49,7 @@ class SGHMC(Sampler):
     Reference: T. Chen, E. B. Fox and C. Guestrin, "Stochastic gradient Hamiltonian Monte Carlo", ICML 2014.
     """
 
+    elementwise: ClassVar[bool] = True  # each coordinate's update reads only its own state
     name = "sghmc"
 
     def __init__(

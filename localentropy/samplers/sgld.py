@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -38,6 +38,7 @@ class SGLD(Sampler):
     ICML 2011.
     """
 
+    elementwise: ClassVar[bool] = True  # each coordinate's update reads only its own state
     name = "sgld"
 
     def __init__(self, step_size: float, temperature: float = 1.0, noise: str = "gaussian") -> None:

@@ -32,7 +32,9 @@ class LPFSGD(DirectionOptimizer):
     al. call it gamma: here gamma is Entropy-SGD's scope); with ``sigma_schedule="cosine"`` it rises as
     sigma_t = sigma (1 + (growth - 1)(1 - cos(pi t / total_steps)) / 2) (the paper: sigma = 5e-4,
     growth = 15). ``step`` returns the loss of the first call, taken at perturbed weights. Non-finite losses
-    or gradients raise :class:`DivergenceError` once per step.
+    or gradients raise :class:`DivergenceError` once per step. x is kept and copied back after every sample,
+    so on any exception (divergence, KeyboardInterrupt, an error in the closure) the parameters are x bit for
+    bit. A parameter with no gradient in any sample is skipped, as torch's optimizers skip it.
     """
 
     def __init__(
@@ -77,30 +79,47 @@ class LPFSGD(DirectionOptimizer):
             factor = 1.0 + (self.sigma_growth - 1.0) * (1.0 - math.cos(math.pi * progress)) / 2.0
         return [group["sigma"] * factor for group in self.param_groups]
 
-    def _direction(self, closure: Closure) -> Any:
-        groups = [(self._group_params(g), s) for g, s in zip(self.param_groups, self.current_sigmas(), strict=True)]
-        groups = [(ps, s) for ps, s in groups if ps]
-        device = groups[0][0][0].device
-        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    def _direction(self, closure: Closure) -> tuple[Any, int, list[Tensor]]:
+        sigmas = dict(zip(map(id, self.param_groups), self.current_sigmas(), strict=True))
+        groups = [(ps, sigmas[id(g)]) for g, ps in self._trainable()]
+        # x is kept, and put back exactly after each sample ((x + n) - n would differ from x by rounding)
+        anchors = [self._buffers(params, "anchor") for params, _ in groups]
+        for (params, _), anchor in zip(groups, anchors, strict=True):
+            torch._foreach_copy_(anchor, params)
+        try:
+            return self._average_gradient(closure, groups, anchors)
+        finally:  # x again, whether the samples completed, diverged or were interrupted
+            for (params, _), anchor in zip(groups, anchors, strict=True):
+                torch._foreach_copy_(params, anchor)
+
+    def _average_gradient(self, closure: Closure, groups: list, anchors: list[list[Tensor]]) -> tuple[Any, int, list]:
+        trainable = [p for params, _ in groups for p in params]
+        nonfinite = torch.zeros((), dtype=torch.bool, device=trainable[0].device)
         accumulated = [self._buffers(params, "accumulated") for params, _ in groups]
         noises = [self._buffers(params, "noise") for params, _ in groups]
         for total in accumulated:
             torch._foreach_zero_(total)
+        reached: set[int] = set()  # the parameters that had a gradient in some sample (torch skips the others)
+        generator = self.generator
         first_loss = None
         for k in range(self.n_samples):
             for (params, sigma), noise in zip(groups, noises, strict=True):
                 for p, n in zip(params, noise, strict=True):
-                    n.normal_(generator=self.generator)
+                    n.normal_(generator=generator)
                     n.mul_(filter_norms(p) * sigma)
                 torch._foreach_add_(params, noise)
-            with torch.enable_grad():
-                loss = closure()
+            loss, hits = self._call_closure(closure, trainable, track=True)
+            reached |= {id(p) for p, hit in zip(trainable, hits, strict=True) if hit}
             if k == 0:
                 first_loss = loss
             check_finite_loss(nonfinite, loss)
-            for (params, _), noise, total in zip(groups, noises, accumulated, strict=True):
-                torch._foreach_sub_(params, noise)
-                torch._foreach_add_(total, self._grads(params))
+            for (params, _), anchor, total in zip(groups, anchors, accumulated, strict=True):
+                torch._foreach_copy_(params, anchor)
+                for p, t in zip(params, total, strict=True):
+                    if id(p) in reached and p.grad is not None:
+                        t.add_(p.grad)
+            if not reached:
+                raise self._no_gradient_error()
         for total in accumulated:
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(torch._foreach_norm(total))).all(), out=nonfinite)
         if bool(nonfinite):
@@ -108,7 +127,13 @@ class LPFSGD(DirectionOptimizer):
                 f"LPFSGD: a non-finite loss or gradient at step {self.outer_steps}; the parameters are unchanged. "
                 "Try a smaller lr or sigma."
             )
+        stepped = []
         for (params, _), total in zip(groups, accumulated, strict=True):
             torch._foreach_mul_(total, 1.0 / self.n_samples)
-            torch._foreach_copy_(self._grads(params), total)
-        return first_loss, self.n_samples
+            for p, t in zip(params, total, strict=True):
+                if id(p) in reached:
+                    p.grad = t.clone() if p.grad is None else p.grad.copy_(t)
+                    stepped.append(p)
+                else:
+                    p.grad = None
+        return first_loss, self.n_samples, stepped

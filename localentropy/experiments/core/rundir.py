@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from localentropy.entropy.optim.chunks import DEFAULT_NOISE_STREAM
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json, json_default
 
 MARKER = "COMPLETE"
@@ -60,6 +61,9 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "versions": versions,
         "device": device,
         "torch_threads": torch.get_num_threads(),
+        # which Gaussian/Rademacher streams the Entropy-SGD inner loop draws by default (an optimizer's own
+        # ``noise_stream`` option, when a config sets one, is in the recorded config)
+        "noise_stream": DEFAULT_NOISE_STREAM,
         "platform": platform.platform(),
         "git_commit": git_commit(),
     }

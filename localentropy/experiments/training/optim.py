@@ -26,7 +26,7 @@ SAM_EXTRA = "train"
 _SGD = {"momentum", "dampening", "weight_decay", "nesterov"}
 _ADAM = {"betas", "eps", "weight_decay", "amsgrad"}
 _ENTROPY = {"gamma", "scoping", "inner_steps", "temperature", "averaging", "weight_decay", "outer_scale", "coupling",
-            "warm_start"}
+            "warm_start", "noise_stream"}
 OPTIONS: dict[str, set[str]] = {
     "sgd": _SGD,
     "adam": _ADAM,

@@ -112,7 +112,7 @@ def test_invalid_configurations_are_refused():
     with pytest.raises(ValueError, match="after_momentum"):
         EntropySGD(ps, lr=0.1, gamma=1.0, coupling="after_momentum", **sgld_options())
     with pytest.raises(ValueError, match="sampler must be"):
-        EntropySGD(ps, lr=0.1, gamma=1.0)
+        EntropySGD(ps, lr=0.1, gamma=1.0, sampler=42)
     with pytest.raises(ValueError, match="nesterov"):
         EntropySGD(ps, lr=0.1, gamma=1.0, nesterov=True, **sgld_options())
     with pytest.raises(TypeError, match="base_optimizer"):

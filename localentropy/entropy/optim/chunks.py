@@ -1,0 +1,341 @@
+"""The Entropy-SGD inner update split into fixed chunks, each with its own noise stream, run on all cores.
+
+Why: on a CPU the inner step of Entropy-SGD is the gradient (G) plus one serial ``normal_`` draw over every
+parameter (for a 1.9 M-parameter MLP about 0.8 G) plus a few elementwise passes; torch draws the noise and runs
+those passes on one core while the others wait. Here the concatenated parameters of a group are cut into chunks
+of ``CHUNK_SIZE`` entries (the last one shorter); each chunk has its own ``torch.Generator``, and a small pool of
+threads draws each chunk's noise and applies the whole inner update to it (coupling, sampler step, averaging).
+torch releases the GIL inside its kernels, so the chunks run in parallel.
+
+Determinism: the chunking depends only on the parameters' sizes and each chunk's noise only on its own generator,
+so the numbers do not depend on the number of threads or on which thread ran a chunk. A group smaller than
+``SERIAL_BELOW`` entries is not chunked at all: threads do not pay there, and it draws from the optimizer's own
+generator exactly as the serial stream does (so small models give the numbers of earlier versions).
+
+Streams: the chunk generators are made once, at the first step, from one draw of the optimizer's generator (a
+numpy ``SeedSequence`` spreads it into distinct 32-bit seeds: torch's CPU generator keeps only 32 bits of a seed,
+so seeds s and s + 2^32 would give the same stream), and are advanced from then on, never re-seeded; their states
+go into ``state_dict``. This is noise stream ``"chunked-v1"``; ``"serial-v0"``, the stream of earlier versions
+(one generator drawn in parameter order), stays available. On CUDA torch's own Philox generator already draws in
+parallel: the serial stream is used there.
+
+Only samplers that declare ``elementwise = True`` (each coordinate's update reads only that coordinate's
+state) run chunk by chunk; for the others (a thermostat or an acceptance test couples all coordinates) the noise
+is still drawn chunk-parallel into a full buffer and the update runs on the whole group.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from localentropy.samplers import Sampler
+from localentropy.samplers.base import BITS_PER_WORD, RademacherScratch
+
+CHUNK_SIZE = 2**18
+SERIAL_BELOW = 2**17
+NOISE_STREAMS = ("chunked-v1", "serial-v0")
+DEFAULT_NOISE_STREAM = NOISE_STREAMS[0]
+
+Slice = tuple[int, int, int]  # (tensor index, first entry, one past the last entry) of the flattened tensor
+
+
+def chunk_plan(
+    numels: Sequence[int], chunk_size: int = CHUNK_SIZE, serial_below: int = SERIAL_BELOW
+) -> list[list[Slice]]:
+    """Cut tensors with ``numels`` entries, concatenated in order, into chunks of ``chunk_size`` entries.
+
+    Each chunk is a list of slices of the tensors; together they cover every entry once, in order. A total below
+    ``serial_below`` is one chunk.
+    """
+    total = sum(numels)
+    size = total if total < serial_below else chunk_size
+    chunks: list[list[Slice]] = []
+    current: list[Slice] = []
+    room = size
+    for index, numel in enumerate(numels):
+        start = 0
+        while start < numel:
+            take = min(room, numel - start)
+            current.append((index, start, start + take))
+            start += take
+            room -= take
+            if room == 0:
+                chunks.append(current)
+                current, room = [], size
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
+def slice_views(tensors: Sequence[Tensor], slices: list[Slice]) -> list[Tensor]:
+    """Views of ``tensors`` for one chunk: the tensor itself where the slice covers all of it."""
+    views = []
+    for index, start, stop in slices:
+        t = tensors[index]
+        views.append(t if start == 0 and stop == t.numel() else t.view(-1)[start:stop])
+    return views
+
+
+def chunk_seeds(entropy: int, count: int) -> list[int]:
+    """``count`` distinct 32-bit seeds spread from ``entropy`` by numpy's SeedSequence (deterministic)."""
+    words = np.random.SeedSequence(entropy).generate_state(count + 16, np.uint32)
+    seeds: list[int] = []
+    for word in words.tolist():
+        if word not in seeds:
+            seeds.append(word)
+        if len(seeds) == count:
+            return seeds
+    raise RuntimeError("could not spread the seed into distinct chunk seeds")  # pragma: no cover (16 spares)
+
+
+def chunk_generators(parent: torch.Generator, count: int) -> list[torch.Generator]:
+    """``count`` CPU generators seeded from one 63-bit draw of ``parent`` (which advances by that one draw)."""
+    entropy = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64, generator=parent, device=parent.device))
+    return [torch.Generator().manual_seed(seed) for seed in chunk_seeds(entropy, count)]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+
+
+def _single_threaded_worker() -> None:
+    """Make this pool thread run torch's kernels on one thread (its chunk is its share of the cores).
+
+    torch keeps the intra-op thread count per thread (OpenMP's ICV) and sets it lazily at a thread's first
+    parallel kernel from a process-wide value: run one such kernel first, then set this thread's count to one.
+    """
+    torch.ones(1 << 16).add_(1)
+    torch.set_num_threads(1)
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    """A pool with one single-threaded worker per intra-op thread of the caller; None when that is one thread.
+
+    The numbers never depend on the pool's size (each chunk has its own generator); the size follows
+    ``torch.get_num_threads()`` so that the inner update uses the cores the user gave torch, no more.
+    """
+    global _POOL, _POOL_SIZE
+    size = torch.get_num_threads()
+    if size <= 1:
+        return None
+    with _POOL_LOCK:
+        if _POOL is None or size != _POOL_SIZE:
+            if _POOL is not None:
+                _POOL.shutdown(wait=True)
+            pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="localentropy-chunks")
+            ready = threading.Barrier(size + 1)
+
+            def start() -> None:
+                _single_threaded_worker()
+                ready.wait()
+
+            for _ in range(size):  # every worker starts now (a barrier: no worker can take two of these)
+                pool.submit(start)
+            ready.wait()
+            torch.set_num_threads(size)  # the workers' setting changed the process-wide default: put it back
+            _POOL, _POOL_SIZE = pool, size
+        return _POOL
+
+
+def run_chunks(work: Callable[[int], Any], count: int) -> list[Any]:
+    """``work(k)`` for k < count under ``torch.no_grad()``, on the pool's threads when there are several chunks.
+
+    Grad mode is per thread in torch, so the pool's threads set it themselves. Exceptions propagate.
+    """
+
+    @torch.no_grad()
+    def run(k: int) -> Any:
+        return work(k)
+
+    pool = _pool() if count > 1 else None
+    if pool is None:
+        return [run(k) for k in range(count)]
+    return list(pool.map(run, range(count)))
+
+
+class ChunkedGroup:
+    """One parameter group's inner-loop buffers, noise and sampler states, cut into chunks.
+
+    ``params``, ``anchor``, ``average`` (and ``force`` when given) are the group's tensors; the chunk views of each
+    are made once. The noise lives in one flat tensor (chunk k's noise is one contiguous slice of it, filled by one
+    draw of generator k) seen through views shaped like the parameters (``noise``) and like each chunk's slices
+    (``noise_views``). ``states`` holds one sampler state per chunk (``elementwise`` samplers) or one for the group.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        params: list[Tensor],
+        anchor: list[Tensor],
+        average: list[Tensor],
+        force: list[Tensor] | None,
+        generators: list[torch.Generator],
+        plan: list[list[Slice]],
+    ) -> None:
+        self.sampler, self.params, self.plan, self.generators = sampler, params, plan, generators
+        self.anchor, self.average, self.force = anchor, average, force
+        self.elementwise = sampler.elementwise and all(p.is_contiguous() for p in params)
+        self.param_views = [slice_views(params, s) for s in plan]
+        self.anchor_views = [slice_views(anchor, s) for s in plan]
+        self.average_views = [slice_views(average, s) for s in plan]
+        self.force_views = None if force is None else [slice_views(force, s) for s in plan]
+        total = sum(p.numel() for p in params)
+        # padded to whole 64-bit words for the Rademacher bits (chunk sizes are multiples of 64)
+        self.flat = torch.empty(max(1, -(-total // BITS_PER_WORD)) * BITS_PER_WORD, dtype=params[0].dtype)
+        offsets = [0]
+        for p in params:
+            offsets.append(offsets[-1] + p.numel())
+        self.noise = [self.flat[offsets[i] : offsets[i + 1]].view(p.shape) for i, p in enumerate(params)]
+        self.noise_views = [slice_views(self.noise, s) for s in plan]
+        bounds = [0]
+        for chunk in plan:
+            bounds.append(bounds[-1] + sum(stop - start for _, start, stop in chunk))
+        self.chunk_noise = [self.flat[bounds[k] : bounds[k + 1]] for k in range(len(plan))]
+        self.rademacher = None
+        if sampler.noise == "rademacher":
+            padded = [self.flat[bounds[k] : bounds[k + 1] if k + 1 < len(plan) else None] for k in range(len(plan))]
+            self.rademacher = [RademacherScratch([n], flat) for n, flat in zip(self.chunk_noise, padded, strict=True)]
+        if self.elementwise:
+            self.states: list[Any] = [sampler.init(views) for views in self.param_views]
+        else:
+            self.states = [sampler.init(params)]
+
+    def draw(self, k: int) -> None:
+        """Chunk k's noise: one ``normal_`` (or one Rademacher fill) of its slice with its own generator."""
+        if self.rademacher is None:
+            self.chunk_noise[k].normal_(generator=self.generators[k])
+        else:
+            self.rademacher[k].fill(self.generators[k])
+
+    def matches(self, sampler: Sampler, params: list[Tensor]) -> bool:
+        """Whether this was made for exactly these tensors and this sampler."""
+        return (
+            sampler is self.sampler
+            and len(params) == len(self.params)
+            and all(a is b for a, b in zip(params, self.params, strict=True))
+        )
+
+    def reset(self) -> None:
+        """The sampler's ``reset`` on every chunk's state (momenta zeroed in place)."""
+        self.states = [self.sampler.reset(state) for state in self.states]
+
+
+def inner_update(
+    sampler: Sampler,
+    state: Any,
+    params: list[Tensor],
+    grads: list[Tensor],
+    anchor: list[Tensor],
+    average: list[Tensor],
+    force: list[Tensor] | None,
+    *,
+    gamma: float,
+    weight_decay: float,
+    averaging: str | float,
+    generator: torch.Generator | None,
+    noise: list[Tensor] | None = None,
+) -> Any:
+    """One inner step of Entropy-SGD on some tensors (a whole group or one chunk of it); returns the new state.
+
+    grad U = grad f + weight_decay x' + gamma (x' - x) goes into ``grads`` or, with ``force`` (the authors'
+    coupling after the momentum), into ``force``; then the sampler steps and x' is folded into the average.
+    """
+    coupled = grads if force is None else force
+    if force is not None:
+        torch._foreach_zero_(force)
+    if weight_decay:
+        torch._foreach_add_(coupled, params, alpha=weight_decay)
+    torch._foreach_add_(coupled, params, alpha=gamma)
+    torch._foreach_add_(coupled, anchor, alpha=-gamma)
+    extra = {} if force is None else {"force": force}
+    state = sampler.step(state, grads, generator, noise=noise, **extra)
+    if averaging == "uniform":
+        torch._foreach_add_(average, params)
+    else:
+        torch._foreach_lerp_(average, params, averaging)
+    return state
+
+
+def start_draws(group: ChunkedGroup) -> list[Future] | None:
+    """Start drawing every chunk's noise for the next inner step on the pool and return the futures.
+
+    The noise does not depend on the gradient, so the draw can run while the closure computes it: what the
+    forward and backward passes leave of the cores goes to the draw. None when there is nothing to draw or no pool
+    (then :func:`chunked_inner_update` draws itself). Each chunk's generator is advanced by exactly the same draw
+    either way, so the numbers are the same.
+    """
+    pool = _pool() if group.sampler.temperature > 0 and len(group.plan) > 1 else None
+    if pool is None:
+        return None
+    draw = torch.no_grad()(group.draw)
+    return [pool.submit(draw, k) for k in range(len(group.plan))]
+
+
+def finish_draws(pending: list[Future] | None) -> None:
+    """Wait for draws started by :func:`start_draws` (all of them, even when one failed), then raise its error."""
+    if pending is None:
+        return
+    wait(pending)
+    for future in pending:
+        future.result()
+
+
+def chunked_inner_update(
+    group: ChunkedGroup,
+    grads: list[Tensor],
+    *,
+    gamma: float,
+    weight_decay: float,
+    averaging: str | float,
+    drawn: bool = False,
+) -> None:
+    """:func:`inner_update` with the chunk noise of ``group``: chunk by chunk in parallel for an ``elementwise``
+    sampler; otherwise the noise is drawn in parallel and the update runs on the whole group. ``drawn``: the noise
+    of this step is already in the buffers (:func:`start_draws`)."""
+    plan, sampler = group.plan, group.sampler
+    options = {"gamma": gamma, "weight_decay": weight_decay, "averaging": averaging}
+    noisy = sampler.temperature > 0
+    draw = noisy and not drawn
+    if group.elementwise:
+        force_views = group.force_views
+
+        def work(k: int) -> None:
+            if draw:
+                group.draw(k)
+            group.states[k] = inner_update(
+                sampler,
+                group.states[k],
+                group.param_views[k],
+                slice_views(grads, plan[k]),
+                group.anchor_views[k],
+                group.average_views[k],
+                None if force_views is None else force_views[k],
+                generator=None,
+                noise=group.noise_views[k] if noisy else None,
+                **options,
+            )
+
+        run_chunks(work, len(plan))
+        return
+    if draw:
+        run_chunks(group.draw, len(plan))
+    group.states[0] = inner_update(
+        sampler,
+        group.states[0],
+        group.params,
+        grads,
+        group.anchor,
+        group.average,
+        group.force,
+        generator=None,
+        noise=group.noise if noisy else None,
+        **options,
+    )

@@ -1,0 +1,340 @@
+"""The local-entropy optimizer engine: an inner sampling loop, then a base optimizer's step along gamma (x - mu).
+
+:class:`EntropyOptimizer` runs the inner loop under any ``torch.optim`` base optimizer; Entropy-SGD and Entropy-Adam
+(:mod:`localentropy.entropy.optim.entropy_sgd`) choose the base.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from localentropy._checks import check_choice, check_int, check_nonnegative, check_positive, check_range
+from localentropy.entropy.optim.base import Closure, DirectionOptimizer, DivergenceError, check_finite_loss
+from localentropy.entropy.optim.chunks import (
+    NOISE_STREAMS,
+    SERIAL_BELOW,
+    ChunkedGroup,
+    chunked_inner_update,
+    finish_draws,
+    inner_update,
+    start_draws,
+)
+from localentropy.entropy.optim.streams import NoiseStreams
+from localentropy.entropy.presets import OPTIMIZER_PRESETS, optimizer_preset
+from localentropy.samplers import Sampler, make_sampler
+
+PRESETS = OPTIMIZER_PRESETS
+
+OUTER_SCALES = ("gamma", "unit")
+COUPLINGS = ("inside", "after_momentum")
+_UNSET: Any = object()
+# The sampler when none is named: SGLD at the step size and temperature of the digits run that matches SGD's
+# accuracy (docs/optimizers.md); stable while curvature + gamma < 2 / step_size = 20.
+DEFAULT_SAMPLER_OPTIONS: dict[str, float] = {"step_size": 0.1, "temperature": 1e-8}
+
+
+class EntropyOptimizer(DirectionOptimizer):
+    r"""Local-entropy descent under any base optimizer: Entropy-SGD, Entropy-Adam and friends.
+
+    One ``step(closure)``, with x the current parameters and gamma_t = gamma (1 + scoping)^t (t counts
+    outer steps):
+
+    1. starting at x' = x, run the sampler for ``inner_steps`` steps on
+       U(x') = f(x'; minibatch) + weight_decay/2 ||x'||^2 + gamma_t/2 ||x' - x||^2, calling ``closure`` once per
+       step (the gradients are set to None before each call; it runs forward and backward on a fresh
+       minibatch and returns the loss),
+       and average the iterates into mu (``averaging``: "uniform" or the weight alpha of the newest iterate in
+       mu <- (1 - alpha) mu + alpha x', mu starting at x);
+    2. put x back and hand the direction gamma_t (x - mu) (``outer_scale="gamma"``, the gradient of -F) or
+       x - mu (``"unit"``, the paper's "in practice" step) to the base optimizer as the gradient.
+
+    The closure is called exactly ``inner_steps`` times per step; ``step`` returns the first loss (the loss
+    at x). ``warm_start=True``: the chains start where the previous outer step left them (x' = x'_L of that step,
+    kept in the optimizer state; mu starts there too) and the sampler's momenta are kept (they are not in
+    ``state_dict``: a resumed run restarts them at zero), instead of x' = x with momenta zeroed. Temperature
+    rule: ``temperature`` replaces the sampler's own when given. ``coupling="after_momentum"``
+    adds the coupling and the weight decay outside the sampler's momentum buffer (the authors' Lua code and PyTorch
+    port; it weakens the scope to gamma (1 - m) relative to the momentum-amplified data gradient; needs a sampler whose
+    ``step`` takes ``force=``, e.g. MomentumSGLD). Per-group options: lr, gamma, scoping, the base optimizer's.
+    ``weight_decay`` is stored per group as ``inner_weight_decay`` (it acts inside the inner loop; the base
+    optimizer's own ``weight_decay`` stays 0). Dropout and batch-norm layers run in whatever mode the model is
+    in: in train mode each closure call draws a new dropout mask and updates the batch-norm running
+    statistics at the perturbed weights x', i.e. ``inner_steps`` updates per outer step.
+
+    A NaN or infinite loss or iterate is detected once per outer step (an on-device flag, one host
+    synchronisation per step): the parameters are restored to x and :class:`DivergenceError` is raised. Any
+    other exception escaping the closure (KeyboardInterrupt, out of memory, StopIteration) also leaves the
+    parameters at x (bit for bit), with the counters and the base optimizer's state unmoved; the sampler's
+    momenta are dropped (a warm start goes on from the last completed step's chain). Parameters with no
+    gradient after the first closure call of a step (unused by the loss) are skipped for that step, as torch's
+    optimizers skip them. ``sampler=None`` (and no preset) is SGLD with ``DEFAULT_SAMPLER_OPTIONS``
+    (step_size 0.1, temperature 1e-8), ``sampler_options`` overriding them.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[Optimizer],
+        *,
+        lr: float,
+        gamma: float,
+        sampler: Sampler | str | None = None,
+        sampler_options: dict[str, Any] | None = None,
+        scoping: float = 0.0,
+        inner_steps: int = 20,
+        temperature: float | None = None,
+        averaging: str | float = _UNSET,
+        weight_decay: float = 0.0,
+        outer_scale: str = _UNSET,
+        coupling: str = _UNSET,
+        preset: str | None = None,
+        warm_start: bool = False,
+        generator: torch.Generator | None = None,
+        noise_stream: str = "chunked-v1",
+        **base_options: Any,
+    ) -> None:
+        self.noise_stream = check_choice("noise_stream", noise_stream, NOISE_STREAMS)
+        self._streams = NoiseStreams(self.noise_stream)
+        lr = check_nonnegative("lr", lr)
+        if not isinstance(warm_start, bool):
+            raise ValueError(f"warm_start must be true or false, got {warm_start!r}")
+        self.warm_start = warm_start
+        defaults = {
+            "lr": lr,
+            "gamma": check_positive("gamma", gamma),
+            "scoping": check_nonnegative("scoping", scoping),
+            "inner_weight_decay": check_nonnegative("weight_decay", weight_decay),
+        }
+        self.inner_steps = check_int("inner_steps", inner_steps, 1)
+        convention = None if preset is None else optimizer_preset(preset)
+        self.preset = None if convention is None else convention.name
+        options = dict(sampler_options or {})
+        if convention is not None:
+            if sampler is not None and sampler != "sgld":
+                raise ValueError(f"preset={preset!r} chooses its own sampler; pass sampler=None")
+            sampler = convention.build_sampler(options)
+        elif sampler is None:  # the default: SGLD, with sampler_options over DEFAULT_SAMPLER_OPTIONS
+            sampler = make_sampler("sgld", **{**DEFAULT_SAMPLER_OPTIONS, **options})
+        elif isinstance(sampler, str):
+            sampler = make_sampler(sampler, **options)
+        elif isinstance(sampler, Sampler):
+            if options:
+                raise ValueError("sampler_options are for a sampler given by name; this sampler is an object")
+        else:
+            raise ValueError(f"sampler must be a Sampler or a registered name, got {sampler!r}")
+        self.sampler = sampler if temperature is None else sampler.replace(temperature=temperature)
+
+        preset_averaging, preset_scale = (0.75, "gamma") if convention is None else (
+            convention.averaging, convention.outer_scale
+        )
+        averaging = preset_averaging if averaging is _UNSET else averaging
+        if isinstance(averaging, str):
+            self.averaging: str | float = check_choice("averaging", averaging, ("uniform",))
+        else:
+            self.averaging = check_range("averaging", averaging, 0.0, 1.0, low_open=True)
+        self.outer_scale = check_choice(
+            "outer_scale", preset_scale if outer_scale is _UNSET else outer_scale, OUTER_SCALES
+        )
+        if coupling is _UNSET:
+            coupling = "inside" if convention is None else convention.coupling
+        self.coupling = check_choice("coupling", coupling, COUPLINGS)
+        if self.coupling == "after_momentum" and not self.sampler.accepts_force:
+            raise ValueError(
+                "coupling='after_momentum' needs a sampler with a momentum buffer and a force= input (msgld)"
+            )
+        super().__init__(params, defaults, base_optimizer, {"lr": lr, **base_options}, generator)
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
+        loss = super().step(closure)
+        for p, chain in self.__dict__.pop("_new_chains", []):
+            self.state[p]["warm_chain"] = chain
+        return loss
+
+    def current_gammas(self) -> list[float]:
+        """gamma_t of each parameter group for the next step."""
+        t = self.outer_steps
+        return [group["gamma"] * (1.0 + group["scoping"]) ** t for group in self.param_groups]
+
+    def _sampler_state(self, params: list[Tensor], keep: bool = False) -> Any:
+        """The sampler's state at ``params``, as ``init`` makes it, reusing the buffers of the previous outer step.
+
+        ``sampler.reset`` zeroes the momenta of the kept state in place: no buffer is allocated after the first
+        step. With ``keep`` (a warm start) the kept state is returned as it is, momenta included. A new state is
+        made when the group's trainable parameters, their shapes or the sampler changed.
+        """
+        store = self.__dict__.setdefault("_sampler_states", {})
+        cached = store.get(id(params[0]))
+        if cached is not None:
+            sampler, state = cached
+            if sampler is self.sampler and _same_tensors(state, params):
+                return state if keep else sampler.reset(state)
+        state = self.sampler.init(params)
+        store[id(params[0])] = (self.sampler, state)
+        return state
+
+    def _chunked(self, params: list[Tensor]) -> bool:
+        """Whether this group's inner update runs chunk by chunk: stream "chunked-v1", on a CPU (CUDA keeps torch's
+        parallel Philox draw), with at least SERIAL_BELOW entries (below that threads do not pay, and the group
+        draws from the optimizer's generator exactly as the serial stream does)."""
+        return (
+            self.noise_stream == "chunked-v1"
+            and params[0].device.type == "cpu"
+            and sum(p.numel() for p in params) >= SERIAL_BELOW
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "noise_stream": self._streams.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        streams = state_dict.pop("noise_stream", None)
+        super().load_state_dict(state_dict)
+        self._streams.load_state_dict(streams)
+
+    def _direction(self, closure: Closure) -> tuple[Any, int, list[Tensor]]:
+        # gamma_t is paired with its group before groups without trainable parameters are dropped
+        gammas = dict(zip(map(id, self.param_groups), self.current_gammas(), strict=True))
+        groups = [(g, ps, gammas[id(g)]) for g, ps in self._trainable()]
+        anchors = []
+        for _, params, _ in groups:
+            anchors.append(self._buffers(params, "anchor"))
+            torch._foreach_copy_(anchors[-1], params)
+        try:
+            return self._inner_loop(closure, groups, anchors)
+        except BaseException:
+            # an interrupted inner loop leaves no half-advanced sampler state (momenta) behind
+            self.__dict__.pop("_sampler_states", None)
+            self._streams.forget_groups()
+            self.__dict__.pop("_new_chains", None)
+            raise
+        finally:  # x again, whether the loop completed, diverged or was interrupted (Ctrl-C, OOM, StopIteration)
+            for (_, params, _), anchor in zip(groups, anchors, strict=True):
+                torch._foreach_copy_(params, anchor)
+
+    def _inner_loop(self, closure: Closure, groups: list, anchors: list[list[Tensor]]) -> tuple[Any, int, list]:
+        step_index = self.outer_steps
+        trainable = [p for _, params, _ in groups for p in params]
+        nonfinite = torch.zeros((), dtype=torch.bool, device=trainable[0].device)
+        warm = []
+        for _, params, _ in groups:
+            chains = [self.state[p].get("warm_chain") for p in params] if self.warm_start else []
+            warm.append(any(c is not None for c in chains))
+            for p, chain in zip(params, chains, strict=False):
+                if chain is not None:  # the chains go on from where the previous outer step left them
+                    p.copy_(chain)
+
+        first_loss, reached = self._call_closure(closure, trainable, track=True)
+        check_finite_loss(nonfinite, first_loss)
+        reached_ids = {id(p) for p, hit in zip(trainable, reached, strict=True) if hit}
+        inner = []
+        for index, ((group, params, gamma), anchor, keep) in enumerate(zip(groups, anchors, warm, strict=True)):
+            # torch's rule: a parameter the backward does not reach (the loss does not use it) is skipped
+            used = [i for i, p in enumerate(params) if id(p) in reached_ids]
+            if len(used) < len(params):
+                params, anchor = [params[i] for i in used], [anchor[i] for i in used]
+            if not params:
+                continue
+            average = self._buffers(params, "average")
+            if self.averaging == "uniform":
+                torch._foreach_zero_(average)
+            else:
+                torch._foreach_copy_(average, params)
+            force = self._buffers(params, "force") if self.coupling == "after_momentum" else None
+            if self._chunked(params):
+                buffers = (anchor, average, force)
+                state = self._streams.group(index, self.sampler, params, buffers, self.generator, keep=keep)
+            else:
+                state = self._sampler_state(params, keep=keep)
+            inner.append((group, params, gamma, anchor, average, force, state))
+        if not inner:
+            raise self._no_gradient_error()
+
+        for k in range(self.inner_steps):
+            pending: list = [None] * len(inner)
+            if k > 0:
+                # the chunked groups' noise for this step is drawn while the closure runs
+                pending = [start_draws(state) if isinstance(state, ChunkedGroup) else None for *_, state in inner]
+                try:
+                    loss = self._call_closure(closure, trainable)[0]
+                finally:
+                    for futures in pending:
+                        finish_draws(futures)
+                check_finite_loss(nonfinite, loss)
+            for j, (group, params, gamma, anchor, average, force, state) in enumerate(inner):
+                options = {"gamma": gamma, "weight_decay": group["inner_weight_decay"], "averaging": self.averaging}
+                if isinstance(state, ChunkedGroup):
+                    chunked_inner_update(state, self._grads(params), drawn=pending[j] is not None, **options)
+                    continue
+                # the extra terms of grad U go into the gradient, or after the momentum buffer (the authors' code)
+                state = inner_update(
+                    self.sampler,
+                    state,
+                    params,
+                    self._grads(params),
+                    anchor,
+                    average,
+                    force,
+                    generator=self.generator,
+                    **options,
+                )
+                inner[j] = (group, params, gamma, anchor, average, force, state)
+
+        kept = self.__dict__.setdefault("_sampler_states", {})
+        for _, params, _, _, _, _, state in inner:
+            if not isinstance(state, ChunkedGroup):
+                kept[id(params[0])] = (self.sampler, state)
+        for _, _, _, _, average, _, _ in inner:
+            norms = torch._foreach_norm(average)
+            torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
+        if bool(nonfinite):  # the one host synchronisation of the step
+            raise DivergenceError(
+                f"{type(self).__name__}: a non-finite loss or gradient in the inner loop of outer step {step_index} "
+                f"(sampler {self.sampler!r}); the parameters were restored to their values before the step. "
+                "Try a smaller sampler step size (stability needs step_size < 2 / (curvature + gamma)) or a smaller lr."
+            )
+        stepped = []
+        for _, params, gamma, anchor, average, _, _ in inner:
+            stepped += params
+            if self.warm_start:
+                for p in params:
+                    chain = self.state[p].get("warm_chain")
+                    if chain is None:  # into the state after the base step, which may initialise it lazily
+                        self.__dict__.setdefault("_new_chains", []).append((p, p.detach().clone()))
+                    else:
+                        chain.copy_(p)
+            if self.averaging == "uniform":
+                torch._foreach_mul_(average, 1.0 / self.inner_steps)
+            # direction = scale * (x - mu), written into the gradients the base optimizer reads (the parameters
+            # are put back to x by _direction)
+            grads = self._grads(params)
+            torch._foreach_copy_(grads, anchor)
+            torch._foreach_sub_(grads, average)
+            if self.outer_scale == "gamma":
+                torch._foreach_mul_(grads, gamma)
+        for p in trainable:  # the base optimizer steps every parameter with a gradient: not the skipped ones
+            if id(p) not in reached_ids:
+                p.grad = None
+        return first_loss, self.inner_steps, stepped
+
+
+def _same_tensors(state: Any, params: list[Tensor]) -> bool:
+    """Whether ``state`` was made at exactly these tensors, and its noise buffers still fit them."""
+    position = getattr(state, "position", None)
+    if not isinstance(position, list) or len(position) != len(params):
+        return False
+    if any(a is not b for a, b in zip(position, params, strict=True)):
+        return False
+    noise = getattr(state, "noise", None)
+    if isinstance(noise, list):
+        if len(noise) != len(params):
+            return False
+        return all(
+            n.shape == p.shape and n.dtype == p.dtype and n.device == p.device
+            for n, p in zip(noise, params, strict=True)
+        )
+    return True

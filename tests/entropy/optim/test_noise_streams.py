@@ -1,0 +1,209 @@
+"""The chunked noise stream of the Entropy-SGD inner loop ("chunked-v1"): its definition, its independence from
+the number of threads, its statistics, resume, and equality with the serial path wherever no noise is drawn."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from localentropy._threads import torch_threads
+from localentropy.entropy import EntropySGD
+from localentropy.entropy.optim import chunks
+from localentropy.entropy.optim.chunks import chunk_generators, chunk_plan, chunk_seeds
+from localentropy.samplers import SGLD, make_sampler
+
+SETTINGS = {
+    "sgld": {"step_size": 0.01},
+    "sghmc": {"step_size": 0.01, "friction": 0.3},
+    "psgld": {"step_size": 0.01},
+    "msgld": {"step_size": 0.01, "momentum": 0.5, "nesterov": True},
+    "sgnht": {"step_size": 0.05},
+    "baoab": {"step_size": 0.05},
+}
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=8), st.integers(1, 700), st.integers(0, 3000))
+def test_chunk_plan_covers_every_entry_once_in_order(numels: list[int], size: int, serial_below: int) -> None:
+    plan = chunk_plan(numels, chunk_size=size, serial_below=serial_below)
+    flat = [(i, j) for chunk in plan for i, start, stop in chunk for j in range(start, stop)]
+    assert flat == [(i, j) for i, n in enumerate(numels) for j in range(n)]
+    total = sum(numels)
+    lengths = [sum(stop - start for _, start, stop in chunk) for chunk in plan]
+    if total < serial_below or total == 0:
+        assert len(plan) == 1
+    else:
+        assert all(n == size for n in lengths[:-1]) and 0 < lengths[-1] <= size
+
+
+def test_chunk_seeds_are_distinct_32_bit_and_deterministic() -> None:
+    seeds = chunk_seeds(12345, 50)
+    assert len(set(seeds)) == 50 and all(0 <= s < 2**32 for s in seeds)
+    assert seeds == chunk_seeds(12345, 50)
+    assert chunk_seeds(12345 + 2**32, 50) != seeds  # the full 63-bit draw matters, not its low 32 bits
+
+
+def _big_model() -> nn.Module:
+    torch.manual_seed(0)  # 3 chunks of 2^18 and a remainder: 800,000 + 8,200 entries
+    return nn.Sequential(nn.Linear(400, 2000), nn.Tanh(), nn.Linear(2000, 4))
+
+
+def _noise_only(model: nn.Module, opt: EntropySGD, steps: int = 1) -> list[torch.Tensor]:
+    """x' - x after SGLD steps on a zero loss with no coupling: the noise the stream drew, scaled."""
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = sum((p * 0).sum() for p in model.parameters())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return [p.detach() - b for p, b in zip(model.parameters(), before, strict=True)]
+
+
+def _sgld_opt(model: nn.Module, seed: int, **options) -> EntropySGD:
+    sampler = SGLD(step_size=0.5, temperature=1.0)
+    return EntropySGD(
+        model.parameters(), lr=1.0, gamma=1e-12, sampler=sampler, inner_steps=1, averaging=1.0,
+        outer_scale="unit", generator=gen(seed), **options,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_draw_does_not_depend_on_the_number_of_threads(threads: int) -> None:
+    reference_model = _big_model()
+    with torch_threads(1):  # no pool: the chunks run one after another on this thread
+        reference = _noise_only(reference_model, _sgld_opt(reference_model, 5))
+    model = _big_model()
+    with torch_threads(threads):
+        drawn = _noise_only(model, _sgld_opt(model, 5))
+        assert chunks._POOL is not None and threads == chunks._POOL_SIZE
+        assert torch.get_num_threads() == threads  # the pool's single-threaded workers leave the caller's alone
+    assert len(chunk_plan([p.numel() for p in model.parameters()])) == 4
+    for a, b in zip(reference, drawn, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_stream_is_the_chunk_generators_drawn_from_the_optimizers_generator() -> None:
+    """The definition of "chunked-v1", written out: one 63-bit draw of the optimizer's generator gives the chunk
+    seeds; chunk k's noise is ``normal_`` of its own generator over its slice of the concatenated parameters."""
+    model = _big_model()
+    drawn = torch.cat([d.reshape(-1) for d in _noise_only(model, _sgld_opt(model, 9))])
+    numels = [p.numel() for p in model.parameters()]
+    generators = chunk_generators(gen(9), len(chunk_plan(numels)))
+    expected = torch.cat(
+        [torch.empty(n).normal_(generator=g) for n, g in zip(_lengths(numels), generators, strict=True)]
+    )
+    # x' - x = sqrt(2 h T) xi, h T = 0.5; the gradient of the zero loss and the coupling (1e-12 x 0) add nothing
+    torch.testing.assert_close(drawn, expected, rtol=1e-6, atol=1e-6)
+
+
+def _lengths(numels: list[int]) -> list[int]:
+    return [sum(stop - start for _, start, stop in chunk) for chunk in chunk_plan(numels)]
+
+
+def test_chunked_noise_is_standard_normal_and_chunks_are_uncorrelated() -> None:
+    model = _big_model()
+    xi = torch.cat([d.reshape(-1) for d in _noise_only(model, _sgld_opt(model, 11))]).double()
+    n = xi.numel()
+    # mean 0 and variance 1 within 5 standard errors (the variance's is sqrt(2 / n) for a normal)
+    assert abs(xi.mean().item()) < 5 / math.sqrt(n)
+    assert abs(xi.var().item() - 1.0) < 5 * math.sqrt(2 / n)
+    size = chunks.CHUNK_SIZE
+    first, second = xi[:size], xi[size : 2 * size]
+    correlation = torch.corrcoef(torch.stack([first, second]))[0, 1].item()
+    assert abs(correlation) < 5 / math.sqrt(size)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_at_temperature_zero_the_chunked_path_equals_the_serial_one(name: str) -> None:
+    x, y = torch.randn(32, 400, generator=gen(1)), torch.randint(0, 4, (32,), generator=gen(2))
+    results = []
+    for stream in ("chunked-v1", "serial-v0"):
+        model = _big_model()
+        sampler = make_sampler(name, **SETTINGS[name], temperature=0.0)
+        opt = EntropySGD(model.parameters(), lr=0.1, gamma=0.3, sampler=sampler, inner_steps=3, noise_stream=stream)
+        for _ in range(2):
+            opt.step(_closure(model, opt, x, y))
+        results.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+def _closure(model, opt, x, y):
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    return closure
+
+
+@pytest.mark.parametrize("name", ["sgld", "sghmc", "psgld", "sgnht"])
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_resume_is_bit_identical_with_the_chunk_generators(name: str, warm_start: bool) -> None:
+    x, y = torch.randn(32, 400, generator=gen(1)), torch.randint(0, 4, (32,), generator=gen(2))
+    sampler = make_sampler(name, **SETTINGS[name], temperature=1e-4)
+
+    def build(model):
+        return EntropySGD(
+            model.parameters(), lr=0.1, gamma=0.3, sampler=sampler, inner_steps=2, generator=gen(3),
+            warm_start=warm_start,
+        )  # fmt: skip
+
+    model = _big_model()
+    opt = build(model)
+    for _ in range(2):
+        opt.step(_closure(model, opt, x, y))
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    for _ in range(2):
+        opt.step(_closure(model, opt, x, y))
+    resumed = _big_model()
+    resumed.load_state_dict(saved_model)
+    resumed_opt = build(resumed)
+    resumed_opt.load_state_dict(saved_opt)
+    for _ in range(2):
+        resumed_opt.step(_closure(resumed, resumed_opt, x, y))
+    if warm_start and name != "sgld":
+        # sampler momenta are not in state_dict (documented): a resumed warm chain restarts them at zero
+        return
+    for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_state_from_the_other_stream_is_refused_with_the_option_named() -> None:
+    model = _big_model()
+    opt = _sgld_opt(model, 1, noise_stream="serial-v0")
+    _noise_only(model, opt)
+    with pytest.raises(ValueError, match="noise_stream='serial-v0'"):
+        _sgld_opt(model, 1).load_state_dict(opt.state_dict())
+
+
+def test_an_unknown_stream_names_the_allowed_ones() -> None:
+    with pytest.raises(ValueError, match=r"noise_stream.*chunked-v1.*serial-v0"):
+        _sgld_opt(_big_model(), 1, noise_stream="fast")
+
+
+def test_an_exception_in_a_chunk_propagates() -> None:
+    class Broken(SGLD):
+        elementwise = True
+
+        def step(self, state, grad, generator=None, *, noise=None):
+            raise RuntimeError("chunk failed")
+
+    model = _big_model()
+    opt = EntropySGD(model.parameters(), lr=0.1, gamma=0.3, sampler=Broken(step_size=0.1), inner_steps=1)
+    x, y = torch.randn(8, 400), torch.randint(0, 4, (8,))
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        opt.step(_closure(model, opt, x, y))
