@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from localentropy._checks import check_choice, check_positive, check_range
+from localentropy._checks import check_choice, check_int, check_positive, check_range
 from localentropy.samplers.base import (
     Position,
     Sampler,
@@ -28,6 +28,7 @@ class PSGLDState(NamedTuple):
     noise: list[Tensor]
     square_avg: list[Tensor]
     preconditioner: list[Tensor]
+    adapted: int = 0  # steps that updated V; with freeze_after, kept by ``reset``
 
 
 class PSGLD(Sampler):
@@ -64,12 +65,24 @@ class PSGLD(Sampler):
         temperature: float = 1.0,
         damping_placement: str = "outside",
         noise: str = "gaussian",
+        freeze_after: int = 0,
+        debias: bool = False,
     ) -> None:
         self.step_size = check_positive("step_size", step_size)
         self.beta = check_range("beta", beta, 0.0, 1.0, high_open=True)
         self.damping = check_positive("damping", damping)
         self.damping_placement = check_choice("damping_placement", damping_placement, DAMPING_PLACEMENTS)
         self._check_common(temperature, noise)
+        self.freeze_after = check_int("freeze_after", freeze_after, 0)
+        if not isinstance(debias, bool):
+            raise ValueError(f"debias must be True or False, got {debias!r}")
+        self.debias = debias
+
+    @property
+    def adaptation_steps(self) -> int:
+        """Steps during which the preconditioner still changes (``freeze_after``; 0 when it never freezes):
+        draws taken during them are burn-in."""
+        return self.freeze_after
 
     def init(self, position: Position) -> PSGLDState:
         positions = as_tensor_list(position)
@@ -82,8 +95,10 @@ class PSGLD(Sampler):
         )
 
     def reset(self, state: PSGLDState) -> PSGLDState:
+        if self.freeze_after:  # V adapts over the first freeze_after steps of all runs, then is kept
+            return state._replace(step=0)
         torch._foreach_zero_(state.square_avg)  # the preconditioner is scratch, rewritten every step
-        return state._replace(step=0)
+        return state._replace(step=0, adapted=0)
 
     def step(
         self,
@@ -97,23 +112,34 @@ class PSGLD(Sampler):
         grads = check_like(grad, positions, "grad")
         if noise is not None:  # checked before any in-place update, so that a bad call changes nothing
             check_like(noise, positions, "noise")
-        square_avg, precond = state.square_avg, state.preconditioner
-        torch._foreach_mul_(square_avg, self.beta)
-        torch._foreach_addcmul_(square_avg, grads, grads, value=1.0 - self.beta)
+        square_avg, precond, adapted = state.square_avg, state.preconditioner, state.adapted
+        if not self.freeze_after or adapted < self.freeze_after:
+            torch._foreach_mul_(square_avg, self.beta)
+            torch._foreach_addcmul_(square_avg, grads, grads, value=1.0 - self.beta)
+            adapted += 1
+        # V / (1 - beta^t), t = adapted: the weighted mean of the squared gradients seen, Adam's correction
+        scale = 1.0 / (1.0 - self.beta**adapted) if self.debias and self.beta > 0 else 1.0
         # The first operation on the scratch reads square_avg and writes precond in one pass (same numbers as a
         # copy followed by the in-place operation).
         if self.damping_placement == "outside":
             for v, out in zip(square_avg, precond, strict=True):
                 torch.sqrt(v, out=out)
+            if scale != 1.0:
+                torch._foreach_mul_(precond, math.sqrt(scale))
             torch._foreach_add_(precond, self.damping)
             torch._foreach_reciprocal_(precond)
         else:
-            for v, out in zip(square_avg, precond, strict=True):
-                torch.add(v, self.damping, out=out)
+            if scale == 1.0:
+                for v, out in zip(square_avg, precond, strict=True):
+                    torch.add(v, self.damping, out=out)
+            else:
+                for v, out in zip(square_avg, precond, strict=True):
+                    torch.mul(v, scale, out=out)
+                torch._foreach_add_(precond, self.damping)
             torch._foreach_rsqrt_(precond)
         torch._foreach_addcmul_(positions, precond, grads, value=-self.step_size)
         if self.temperature > 0:
             xi = self._noise(state.noise, positions, noise, generator)
             torch._foreach_sqrt_(precond)  # the scratch buffer now holds sqrt(G)
             torch._foreach_addcmul_(positions, precond, xi, value=math.sqrt(2.0 * self.step_size * self.temperature))
-        return state._replace(step=state.step + 1)
+        return state._replace(step=state.step + 1, adapted=adapted)
