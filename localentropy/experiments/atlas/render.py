@@ -107,5 +107,9 @@ def render_plot(results: dict[str, Any], path: Path) -> Path:
                 ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=row["sampler"])
         ax.set(xscale="log", yscale="log", title=f"Entropy-SGD regime, L = {short}", xlabel="h / h*",
                ylabel="local-entropy gradient error")  # fmt: skip
+    fractions = results["config"]["fractions"]
+    for ax in axes:  # label the three fractions, not log-axis minor ticks
+        ax.set_xticks(fractions, [_fraction(f) for f in fractions], minor=False)
+        ax.set_xticks([], minor=True)
     axes[0].legend(fontsize=7)
     return save_figure(fig, path)
