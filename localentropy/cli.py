@@ -36,6 +36,14 @@ def _cmd_digits(args: argparse.Namespace) -> int:
 def _cmd_samplers(args: argparse.Namespace) -> int:
     from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
+    if args.accuracy:
+        from localentropy.experiments.atlas.cli import accuracy_command
+
+        return accuracy_command(args.out, quick=args.quick, doc=args.doc, samplers=args.sampler, seed=args.seed)
+    if args.out or args.quick or args.doc or args.sampler:
+        print("localentropy samplers: error: --out, --quick, --doc and --sampler go with --accuracy", file=sys.stderr)
+        return 2
+
     for name in available_samplers():
         params = ", ".join(
             k if d is inspect.Parameter.empty else f"{k}={d!r}" for k, d in sampler_hyperparameters(name).items()
@@ -193,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_cmd_report)
 
     samplers = sub.add_parser("samplers", help="list the registered samplers and their hyperparameters")
+    samplers.add_argument("--accuracy", action="store_true",
+                          help="measure the accuracy atlas of every registered sampler (docs/samplers.md)")  # fmt: skip
+    samplers.add_argument("--out", type=_out_dir, help="atlas output directory (default runs/atlas)")
+    samplers.add_argument("--quick", action="store_true", help="a small atlas (under a minute)")
+    samplers.add_argument("--doc", type=_out_dir, help="a Markdown file whose atlas section to rewrite")
+    samplers.add_argument("--sampler", action="append", help="only this registered sampler (repeatable)")
+    samplers.add_argument("--seed", type=int, default=0)
     samplers.set_defaults(func=_cmd_samplers)
 
     demo = sub.add_parser("demo", help="sample a correlated 2-D Gaussian with every registered sampler")

@@ -17,7 +17,13 @@ from torch import Tensor
 
 from localentropy._checks import check_choice, check_int, check_positive, check_range
 from localentropy.entropy.presets import estimator_preset
-from localentropy.samplers import Sampler, make_sampler
+from localentropy.samplers import Sampler, SamplerDivergenceError, make_sampler
+from localentropy.samplers.divergence import (
+    DIVERGENCE_POLICIES,
+    divergence_message,
+    first_nonfinite_index,
+    nonfinite_chains,
+)
 
 GradFn = Callable[[Tensor], Tensor]
 
@@ -29,7 +35,8 @@ class EstimateResult:
     grad: the estimate, shaped like x. chain_grads: (n_chains, ...) one estimate per independent chain
     (or per sample, for direct smoothing); ``grad`` is their mean. draws: (n_chains, n_draws, ...) the
     points the estimate was built from (None when the estimator was asked not to keep them).
-    grad_evals: oracle calls summed over chains. seconds: wall-clock time of the call.
+    grad_evals: oracle calls summed over chains. seconds: wall-clock time of the call. n_diverged: chains that
+    became NaN or infinite and were dropped (``on_divergence="drop"``; chain_grads and draws hold the others).
     """
 
     grad: Tensor
@@ -37,6 +44,7 @@ class EstimateResult:
     draws: Tensor | None
     grad_evals: int
     seconds: float
+    n_diverged: int = 0
 
 
 @runtime_checkable
@@ -77,6 +85,12 @@ class LocalEntropyEstimator:
     Temperature rule: ``temperature``, when given, defines the target exp(-U / T) and replaces the sampler's
     own (the sampler is a template whose other hyperparameters stay); when omitted, the sampler's
     temperature is used. Cost: n_chains * n_steps gradient evaluations per call.
+
+    A chain that becomes NaN or infinite raises :class:`SamplerDivergenceError` (sampler, step size, number of
+    chains; checked once per call, after the last step), or with ``on_divergence="drop"`` is left out of the
+    estimate and counted in ``EstimateResult.n_diverged`` (all chains diverged still raises). A sampler that
+    adapts (pSGLD with ``freeze_after``) needs ``burn_in >= sampler.adaptation_steps`` unless ``warm_start``
+    (then the adaptation runs over the first calls and the kept state is reused).
     """
 
     def __init__(
@@ -91,6 +105,7 @@ class LocalEntropyEstimator:
         averaging: str | float = "uniform",
         warm_start: bool = False,
         keep_draws: bool = True,
+        on_divergence: str = "raise",
     ) -> None:
         if not callable(grad_fn):
             raise TypeError("grad_fn must be callable: (n_chains, ...) points -> their gradients")
@@ -109,6 +124,13 @@ class LocalEntropyEstimator:
         self.sampler = sampler if temperature is None else sampler.replace(temperature=temperature)
         self.temperature = self.sampler.temperature
         self.warm_start = bool(warm_start)
+        self.on_divergence = check_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
+        adaptation = getattr(self.sampler, "adaptation_steps", 0)
+        if not self.warm_start and self.burn_in < adaptation:
+            raise ValueError(
+                f"burn_in must be >= {adaptation}: {type(self.sampler).__name__} adapts for its first {adaptation} "
+                f"steps (freeze_after) and iterates taken while it adapts are burn-in; got burn_in={self.burn_in}"
+            )
         self.keep_draws = bool(keep_draws)
         self._state: Any = None
 
@@ -187,8 +209,28 @@ class LocalEntropyEstimator:
                 draws[:, k - self.burn_in] = state.position
         if self.averaging == "uniform":
             mu.div_(n_draws)
-        self._state = state if self.warm_start else None
         chain_grads = self.gamma * (x - mu)
+        # the one host synchronisation of the check; a non-finite chain stays so, so mu and the end point suffice
+        diverged = nonfinite_chains(chain_grads) | nonfinite_chains(state.position)
+        n_diverged = int(diverged.sum())
+        if n_diverged and (self.on_divergence == "raise" or n_diverged == n_chains):
+            self._state = None
+            first_step = None
+            if draws is not None:
+                index = first_nonfinite_index(draws)
+                if bool((index >= 0).any()):
+                    first_step = self.burn_in + int(index[index >= 0].min()) + 1
+            where = (
+                f"by step {first_step} of the {self.n_steps} steps of an estimate"
+                if first_step is not None
+                else f"within the {self.n_steps} steps of an estimate"
+            )
+            message = divergence_message(self.sampler, n_diverged, n_chains, where)
+            raise SamplerDivergenceError(message, diverged, first_step)
+        self._state = state if self.warm_start else None
+        if n_diverged:
+            chain_grads = chain_grads[~diverged]
+            draws = None if draws is None else draws[~diverged]
         return EstimateResult(
             grad=chain_grads.mean(0),
             chain_grads=chain_grads,
@@ -196,6 +238,7 @@ class LocalEntropyEstimator:
             # exact samplers (MALA) also evaluate U and its gradient at each proposal
             grad_evals=n_chains * self.n_steps * self.sampler.gradients_per_step,
             seconds=time.perf_counter() - start,
+            n_diverged=n_diverged,
         )
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@
 from localentropy.samplers.baoab import BAOAB, BAOABState
 from localentropy.samplers.base import NOISE_KINDS, Position, Sampler, as_tensor_list, draw_noise
 from localentropy.samplers.cyclical import Cyclical, CyclicalSchedule
+from localentropy.samplers.divergence import SamplerDivergenceError, SampleResult
 from localentropy.samplers.mala import MALA, MALAState
 from localentropy.samplers.momentum_sgld import MomentumSGLD, MomentumSGLDState
 from localentropy.samplers.psgld import PSGLD, PSGLDState
@@ -40,7 +41,9 @@ __all__ = [
     "SGHMCState",
     "SGLDState",
     "SGNHTState",
+    "SampleResult",
     "Sampler",
+    "SamplerDivergenceError",
     "as_tensor_list",
     "available_samplers",
     "draw_noise",

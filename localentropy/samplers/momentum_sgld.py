@@ -39,7 +39,11 @@ class MomentumSGLD(Sampler):
         x <- x - h (d + F) + sqrt(2 h T / (1 - m)) xi
 
     Momentum amplifies the drift by 1 / (1 - m) at low frequencies, so the noise is scaled to match: the chain
-    samples exp(-U / T) up to a discretisation bias of order h / (1 - m) (at m = 0 it is SGLD). Code that adds
+    samples exp(-U / T) as h -> 0 (at m = 0 it is SGLD), but its discretisation bias grows like h / (1 - m)^2,
+    not h: on U = lambda x^2 / 2 the exact stationary variance (:func:`quadratic_variance_ratio`, from the
+    discrete Lyapunov equation; tested) is T / lambda times 1 + 95 h lambda (heavy ball) or 1 + 86 h lambda
+    (Nesterov) to first order at m = 0.9, against 1 + h lambda / 2 for SGLD. The accuracy atlas
+    (docs/samplers.md) shows the same on its other targets: keep h lambda_max (1 - m)^-2 small. Code that adds
     noise eps sqrt(2 h) xi under momentum m, as the authors' does, therefore runs at T = eps^2 (1 - m).
     A force passed as F is not amplified: the authors' PyTorch port adds the Entropy-SGD coupling this way,
     which weakens the scope gamma to gamma (1 - m) relative to the data gradient. At T = 0 this is
@@ -119,3 +123,27 @@ class MomentumSGLD(Sampler):
             scale = math.sqrt(2.0 * self.step_size * self.temperature / (1.0 - self.momentum))
             torch._foreach_add_(positions, xi, alpha=scale)
         return state._replace(step=state.step + 1)
+
+
+def quadratic_variance_ratio(step_size: float, curvature: float, momentum: float, nesterov: bool = False) -> float:
+    r"""lambda Var(x) / T for MomentumSGLD's stationary law on U(x) = lambda x^2 / 2, exactly (1 = no bias).
+
+    With a = h lambda and m the momentum, the chain (x, b) is linear and its stationary covariance solves the
+    discrete Lyapunov equation S = A S A^T + Q, Q = diag(2 h T / (1 - m), 0). Heavy ball,
+    A = [[1 - a, -h m], [lambda, m]]:
+
+        lambda Var(x) / T = ((1 + m) (1 - m)^2 + 2 m a) / ((1 - m)^2 (1 + m - a / 2)),
+
+    stable for a < 2 (1 + m); to first order 1 + a / (2 (1 + m)) + 2 m a / ((1 - m)^2 (1 + m)), i.e. 1 + 95 a
+    at m = 0.9. Nesterov, A = [[1 - a (1 + m), -h m^2], [lambda, m]]:
+
+        lambda Var(x) / T = 2 ((1 - m)^2 (1 + m) + a m (1 + 2 m - m^2))
+                            / ((1 - m) (1 - m + a m) (2 (1 + m) - a (1 + 2 m))),
+
+    stable for a < 2 (1 + m) / (1 + 2 m); about 1 + 86 a at m = 0.9. Both are 1 / (1 - a / 2) (SGLD's) at m = 0.
+    """
+    a, m = step_size * curvature, momentum
+    if nesterov:
+        numerator = 2 * ((1 - m) ** 2 * (1 + m) + a * m * (1 + 2 * m - m * m))
+        return numerator / ((1 - m) * (1 - m + a * m) * (2 * (1 + m) - a * (1 + 2 * m)))
+    return ((1 + m) * (1 - m) ** 2 + 2 * m * a) / ((1 - m) ** 2 * (1 + m - a / 2))

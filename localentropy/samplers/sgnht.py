@@ -35,10 +35,13 @@ class SGNHT(Sampler):
     exp(-U(x) / T - |p|^2 / (2 T) - d (xi - A)^2 / (2 T)) invariant: x follows exp(-U / T), the momentum has
     variance T and the thermostat fluctuates around A with variance T / d. The thermostat absorbs an unknown
     gradient-noise level: friction settles where heating (injected plus gradient noise) balances dissipation,
-    so A need not match the gradient noise. The discretisation bias is O(h): the thermostat pins the mean of
-    p^T p / d at exactly T, and for this p-then-x scheme lambda Var(x) = (1 - xi h / 2) Var(p) along each
-    eigenvector of a quadratic U (the frozen-thermostat recursion), so on U with Hessian M the x-covariance is
-    about (1 - mean(xi) h / 2) T M^{-1} ~ (1 - A h / 2) T M^{-1}: the same relative bias in every direction.
+    so A need not match the gradient noise. The discretisation bias is O(h) and differs between directions: the
+    thermostat pins only the *mean* of p^T p / d at T. Along an eigenvector of a quadratic U with eigenvalue
+    lambda_i, the frozen-thermostat recursion gives exactly Var(p_i) = (A / xi) T / c_i and lambda_i Var(x_i) =
+    (1 - h xi / 2) Var(p_i), c_i = 1 - h xi / 2 - h^2 lambda_i / 4, with xi where mean_i Var(p_i) = T
+    (:func:`frozen_thermostat_ratios`). Stiff directions (h^2 lambda_i comparable to h xi) are inflated and soft
+    ones shrunk: at h = 0.2, A = 1, eigenvalues 1 and 40 (ten each), lambda Var(x) / T is 0.56 and 1.08 (tested,
+    measured 0.56 and 1.07). Only when h^2 lambda_max << h A is it about 1 - A h / 2 in every direction.
 
     One thermostat per chain: with an (n_chains, ...) tensor position ``state.thermostat`` has shape
     (n_chains,) and d is the number of coordinates of one chain; a list-of-tensors position is one chain, with
@@ -111,3 +114,28 @@ class SGNHT(Sampler):
         # the noise buffers are free once the noise is added: they take the squares of p (no allocation)
         thermostat.add_(chain_sq_norm(momentum, batched, state.noise), alpha=h / dim).sub_(h * self.temperature)
         return state._replace(step=state.step + 1)
+
+
+def frozen_thermostat_ratios(step_size: float, curvatures: list[float], diffusion: float) -> tuple[float, list[float]]:
+    r"""SGNHT on a quadratic with Hessian eigenvalues ``curvatures``: the thermostat's fixed point xi* and
+    lambda_i Var(x_i) / T along each eigenvector (1 = no bias), for the recursion with the thermostat frozen.
+
+    With xi frozen the chain is linear; its stationary law (a 2 x 2 discrete Lyapunov equation per eigenvector)
+    gives, with h the step size, A the diffusion and c_i = 1 - h xi / 2 - h^2 lambda_i / 4:
+
+        Var(p_i) = (A / xi) T / c_i,      lambda_i Var(x_i) = (1 - h xi / 2) Var(p_i),
+
+    and the thermostat settles where the mean kinetic energy is T, mean_i (A / xi) / c_i = 1 (solved here by
+    bisection). Ignores the thermostat's fluctuations (variance T / d).
+    """
+    h, a = step_size, diffusion
+
+    def excess(xi: float) -> float:  # mean kinetic energy / T - 1, decreasing in xi
+        return sum(a / xi / (1 - h * xi / 2 - h * h * lam / 4) for lam in curvatures) / len(curvatures) - 1
+
+    lo, hi = 1e-12, (2 - h * h * max(curvatures) / 2) / h  # c_i > 0 for every i below hi
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    xi = (lo + hi) / 2
+    return xi, [(a / xi) * (1 - h * xi / 2) / (1 - h * xi / 2 - h * h * lam / 4) for lam in curvatures]

@@ -292,10 +292,13 @@ class EntropyOptimizer(DirectionOptimizer):
             norms = torch._foreach_norm(average)
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
         if bool(nonfinite):  # the one host synchronisation of the step
+            step_size = getattr(self.sampler, "step_size", None)  # for the message only: not every sampler has one
             raise DivergenceError(
                 f"{type(self).__name__}: a non-finite loss or gradient in the inner loop of outer step {step_index} "
-                f"(sampler {self.sampler!r}); the parameters were restored to their values before the step. "
-                "Try a smaller sampler step size (stability needs step_size < 2 / (curvature + gamma)) or a smaller lr."
+                f"(sampler {type(self.sampler).__name__} at step_size={step_size}: {self.sampler!r}); the parameters "
+                "were restored to their values before the step. Try a smaller sampler step size (stability needs "
+                "step_size < 2 / (curvature + gamma); docs/samplers.md gives each sampler's measured stable range) "
+                "or a smaller lr."
             )
         stepped = []
         for _, params, gamma, anchor, average, _, _ in inner:

@@ -29,7 +29,7 @@ from localentropy.experiments.comparison.plan import (
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import atomic_path, atomic_write_bytes, atomic_write_json
 from localentropy.experiments.core.rundir import RunDirectory, environment, finite_or_none, stable_seed
-from localentropy.samplers import sampler_class
+from localentropy.samplers import SamplerDivergenceError, sampler_class
 
 SCHEMA = 1
 MAX_KEPT_DRAWS = 500  # per chain, in draws.nc
@@ -72,8 +72,12 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
     start = time.perf_counter()
     for r in range(config.replicates):
         generator = torch.Generator().manual_seed(stable_seed(config.seed, task.id, r))
-        result = estimator.estimate(x, chains, generator)
-        if not bool(torch.isfinite(result.grad).all()):
+        try:
+            result = estimator.estimate(x, chains, generator)
+            finite = bool(torch.isfinite(result.grad).all())
+        except SamplerDivergenceError:
+            finite = False
+        if not finite:
             record["status"] = "diverged"
             seed = stable_seed(config.seed, task.id, r)
             record["error"] = divergence_message(task, problem, estimator, r, config.chains, seed)
@@ -114,7 +118,10 @@ def first_nonfinite_step(estimator: LocalEntropyEstimator, x: Tensor, chains: in
     """
     probe = copy.copy(estimator)
     probe.burn_in, probe.keep_draws, probe.warm_start = 0, True, False
-    draws = probe.estimate(x, chains, torch.Generator().manual_seed(seed)).draws
+    try:
+        draws = probe.estimate(x, chains, torch.Generator().manual_seed(seed)).draws
+    except SamplerDivergenceError as exc:
+        return exc.first_step
     if draws is None:
         return None
     finite = torch.isfinite(draws.reshape(draws.shape[0], draws.shape[1], -1)).all(-1).all(0)
