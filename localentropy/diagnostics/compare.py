@@ -166,14 +166,15 @@ def best_set(samples: Mapping[str, Sequence[float] | np.ndarray], *, level: floa
              unit: str = "replicate") -> BestSet:  # fmt: skip
     """Which of several candidates, each measured on the same units (position r = unit r), has the lowest mean.
 
-    Candidates with a non-finite value or a different number of units than the most common are left out
+    Candidates with a non-finite value or another number of units than the most common (the largest on a tie)
+    are left out
     (listed in ``excluded``). The lowest mean is the observed best; every other candidate is tested against it
     with a paired t-test, the k - 1 p-values Holm-adjusted; those not rejected at ``1 - level`` join
     the best set. Identical samples give a difference of exactly 0 and are never separated.
     """
     arrays = {name: np.asarray(values, float).ravel() for name, values in samples.items()}
     sizes = [a.size for a in arrays.values() if a.size and np.isfinite(a).all()]
-    n = max(set(sizes), key=sizes.count) if sizes else 0
+    n = max(set(sizes), key=lambda size: (sizes.count(size), size)) if sizes else 0  # most common, then largest
     usable = {k: a for k, a in arrays.items() if a.size == n and n > 0 and np.isfinite(a).all()}
     excluded = [k for k in arrays if k not in usable]
     if not usable:

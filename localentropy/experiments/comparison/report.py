@@ -267,7 +267,8 @@ def write_report(run_dirs: Sequence[Path | str], out_dir: Path | str) -> Path:
             lines += [f"![MSE, bias² and variance against gradient evaluations: {title}]({name})", ""]
             eff = defaultdict(list)
             for row in sorted(ok_rows, key=lambda r: _metric(r, "grad_evals")):
-                eff[row["label"]].append((_metric(row, "grad_evals"), _metric(row, "efficiency_ratio")))
+                if not math.isnan(_metric(row, "efficiency_ratio")):  # smoothing has none: named apart
+                    eff[row["label"]].append((_metric(row, "grad_evals"), _metric(row, "efficiency_ratio")))
             if any(not math.isnan(e) for points in eff.values() for _, e in points):
                 efficiency_panels.append((title, dict(eff)))
     if efficiency_panels:  # a section with nothing in it is left out

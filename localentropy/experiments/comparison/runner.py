@@ -97,7 +97,7 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
         return record, None
     quality = estimator_quality(
         torch.stack(estimates), truth, grad_evals=evals, gamma=gamma if gibbs_cov is not None else None,
-        gibbs_cov=gibbs_cov,
+        gibbs_cov=gibbs_cov, independent_draws=spec.kind == "smoothing" and spec.order == 1,
     )  # fmt: skip
     metrics = quality.as_dict()
     metrics.pop("seconds")
