@@ -8,8 +8,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import torch
 
+from localentropy._threads import torch_threads
 from localentropy.cli import main
 from localentropy.experiments.comparison.config import parse_config
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
@@ -56,14 +56,7 @@ budgets = [16, 32]
 """
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py: small tensors, one thread
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +64,8 @@ def twins_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("twins")
     config = directory / "twins.toml"
     config.write_text(TWINS, encoding="utf-8")
-    torch.set_num_threads(1)
-    assert main(["run", str(config), "--out", str(directory / "out")]) == 0
+    with torch_threads(1):
+        assert main(["run", str(config), "--out", str(directory / "out")]) == 0
     return directory / "out"
 
 
