@@ -6,6 +6,13 @@ Formulas, from R replicates g_1..g_R of an estimate of the truth g:
   (clipped at 0) and ``bias_norm_raw`` keeps the plain norm;
 * variance = sum_r ||g_r - mean(g_r)||^2 / (R - 1) (the unbiased total variance);
 * MSE = mean_r ||g_r - g||^2 (equal to ||bias||^2 + variance with the corrected bias), relative MSE = MSE / ||g||^2;
+  the per-replicate squared errors ||g_r - g||^2 are kept (``squared_errors``): comparisons between estimators pair
+  them replicate by replicate (:mod:`localentropy.diagnostics.compare`), and their mean is the MSE;
+* the truth is *near zero* (``truth_near_zero``) when ||g||^2 is below the noise of one gradient evaluation, a
+  property of the point, not of the estimator: gamma^2 tr(Cov_rho) (the MSE of one exact Gibbs draw) when the Gibbs
+  covariance is given, else, for estimators averaging independent draws (``independent_draws``, e.g. first-order
+  smoothing), variance x grad_evals; without either, only a truth of exactly 0 counts. There a relative MSE divides
+  by nearly nothing: reports do not show it (they show the MSE and the efficiency ratio);
 * cosine between mean(g_r) and g;
 * efficiency ratio = MSE / (gamma^2 tr(Cov_rho) / n): the MSE of n exact i.i.d. Gibbs draws is the
   reference, n the estimator's gradient evaluations. It is usually >= 1 but may fall below 1 (negatively
@@ -32,9 +39,11 @@ class EstimatorQuality:
     variance: float
     mse: float
     mse_mcse: float
-    relative_mse: float
+    relative_mse: float  # not meaningful where truth_near_zero: reports show the MSE and efficiency instead
     cosine: float
     truth_norm: float
+    truth_near_zero: bool
+    squared_errors: list[float]
     efficiency_ratio: float | None
     grad_evals: float
     seconds: float
@@ -64,6 +73,7 @@ def estimator_quality(
     seconds: float = float("nan"),
     gamma: float | None = None,
     gibbs_cov: Tensor | np.ndarray | None = None,
+    independent_draws: bool = False,
 ) -> EstimatorQuality:
     """Quality of R replicate estimates (shape (R, ...)) of ``truth`` (shape (...)).
 
@@ -93,10 +103,12 @@ def estimator_quality(
     mse = float(squared_errors.mean())
     truth_sq = float(g @ g)
     denominator = math.sqrt(float(mean @ mean) * truth_sq)
-    efficiency = None
+    efficiency, one_evaluation = None, variance * max(float(grad_evals), 1.0) if independent_draws else 0.0
     if gamma is not None and gibbs_cov is not None:
+        one_evaluation = exact_draws_mse(gamma, gibbs_cov, 1.0)
         reference = exact_draws_mse(gamma, gibbs_cov, grad_evals) if grad_evals > 0 else math.inf
         efficiency = mse / reference if reference > 0 else float("nan")  # a degenerate Gibbs measure (T = 0)
+    near_zero = bool(truth_sq < one_evaluation or truth_sq == 0)
     return EstimatorQuality(
         replicates=n_rep,
         bias=bias.tolist(),
@@ -109,6 +121,8 @@ def estimator_quality(
         relative_mse=mse / truth_sq if truth_sq > 0 else float("inf"),
         cosine=float(mean @ g) / denominator if denominator > 0 else float("nan"),
         truth_norm=math.sqrt(truth_sq),
+        truth_near_zero=near_zero,
+        squared_errors=squared_errors.tolist(),
         efficiency_ratio=efficiency,
         grad_evals=float(grad_evals),
         seconds=float(seconds),

@@ -20,6 +20,7 @@ from localentropy.experiments.core.config import (
     read_toml,
     type_name,
 )
+from localentropy.experiments.core.labels import default_labels, lying_label
 from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
 PROBLEM_KINDS = ("quadratic", "double-well", "sharp-wide", "python")
@@ -148,10 +149,12 @@ def _estimator(r: FieldReader, raw: Any, i: int, labels: set[str]) -> EstimatorC
     else:
         allowed = common | (local_entropy if kind == "local-entropy" else smoothing)
     r.unknown(t, allowed, path)
-    label = r.label(t.get("label", t.get("sampler", kind)), f"{path}.label") or f"estimator{i}"
-    if label in labels:
-        r.problem(f"{path}.label", label, "a label not used by another estimator")
-    labels.add(label)
+    label = ""  # left out: a default built from what runs, given in parse_config once every estimator is read
+    if "label" in t:
+        label = r.label(t["label"], f"{path}.label") or f"estimator{i}"
+        if label in labels:
+            r.problem(f"{path}.label", label, "a label not used by another estimator")
+        labels.add(label)
     budgets_raw = r.get(t, "budgets", f"{path}.budgets")
     budgets_list = budgets_raw if isinstance(budgets_raw, list) else [budgets_raw]
     if not budgets_list:
@@ -164,6 +167,7 @@ def _estimator(r: FieldReader, raw: Any, i: int, labels: set[str]) -> EstimatorC
         sigma = t.get("sigma", "matched")
         config.sigma = sigma if sigma == "matched" else (r.number(sigma, f"{path}.sigma", 0.0, low_open=True) or 1.0)
         config.order = r.integer(t.get("order", 1), f"{path}.order", 0, 1) or 0
+        _check_label(r, config, path)
         return config
     # the estimator's former name of a preset: say what it is called now
     if isinstance(t.get("preset"), str) and t["preset"] in RENAMED:
@@ -216,7 +220,56 @@ def _estimator(r: FieldReader, raw: Any, i: int, labels: set[str]) -> EstimatorC
     if averaging != "uniform":
         averaging = r.number(averaging, f"{path}.averaging", 0.0, 1.0, low_open=True) or 1.0
     config.averaging = averaging
+    _check_label(r, config, path)
     return config
+
+
+def samplers_used(config: EstimatorConfig) -> set[str]:
+    """The samplers an estimator runs: its own and, for a wrapper (cyclical), the one it wraps."""
+    used = {config.sampler} if config.sampler else set()
+    wrapped = config.hyperparameters.get("sampler")
+    if isinstance(wrapped, dict) and isinstance(wrapped.get("name"), str):
+        used.add(wrapped["name"])
+    return used
+
+
+def _check_label(r: FieldReader, config: EstimatorConfig, path: str) -> None:
+    """A given label may not name a registered sampler the estimator does not run."""
+    if not config.label or (config.kind == "local-entropy" and config.sampler is None):
+        return  # no label to check, or the sampler itself is in error
+    used = samplers_used(config) if config.kind == "local-entropy" else set()
+    runs = (f"sampler {config.sampler!r}" if config.kind == "local-entropy" and config.sampler
+            else "a smoothing estimator (no sampler)")  # fmt: skip
+    reason = lying_label(config.label, used, available_samplers(), runs)
+    if reason is not None:
+        r.problems.append(f"{path}.label: {reason}")
+
+
+def default_label_base(config: EstimatorConfig) -> str:
+    """What an estimator runs, in a few words: its sampler, its preset, or its kind of smoothing."""
+    if config.kind == "smoothing":
+        return f"smoothing order {config.order}"
+    if config.preset is not None:
+        return f"preset {config.preset}"
+    return config.sampler or config.kind
+
+
+def _label_settings(config: EstimatorConfig) -> dict[str, Any]:
+    if config.kind == "smoothing":
+        return {"sigma": config.sigma}
+    return {"step_size_fraction": config.step_size_fraction, **config.hyperparameters,
+            "burn_in_fraction": config.burn_in_fraction, "averaging": config.averaging,
+            "noise_scale": config.noise_scale}  # fmt: skip
+
+
+def fill_default_labels(estimators: list[EstimatorConfig]) -> None:
+    """Give every estimator without a label a unique one built from what it runs (and what sets it apart)."""
+    unlabelled = [e for e in estimators if not e.label]
+    taken = {e.label for e in estimators if e.label}
+    names = default_labels([default_label_base(e) for e in unlabelled], [_label_settings(e) for e in unlabelled],
+                           taken)  # fmt: skip
+    for estimator, name in zip(unlabelled, names, strict=True):
+        estimator.label = name
 
 
 def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None = None) -> RunConfig:
@@ -242,6 +295,7 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     labels: set[str] = set()
     indexed = [(i, e) for i, raw in enumerate(raw_estimators) if (e := _estimator(r, raw, i, labels)) is not None]
     estimators = [e for _, e in indexed]
+    fill_default_labels(estimators)
     for e_index, est in indexed:
         if est.kind == "local-entropy":
             for b in est.budgets:

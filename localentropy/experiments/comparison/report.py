@@ -7,8 +7,6 @@ drawn by :mod:`localentropy.experiments.core.plots`; every file is written atomi
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import math
 from collections import defaultdict
@@ -16,22 +14,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
+from localentropy.diagnostics.compare import METHOD, verdict_text
+from localentropy.experiments.comparison.chain_plots import chain_figures, record_ids
+from localentropy.experiments.comparison.formatting import (
+    DASH,
+    estimator_cell,
+    figure_name,
+    fmt,
+    fmt_count,
+    quoted,
+)
+from localentropy.experiments.comparison.formatting import md as _md
 from localentropy.experiments.comparison.results import load_run
+from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core import plots
-from localentropy.experiments.core.files import slug
+
+__all__ = ["load_run", "record_ids", "write_report"]
 
 MAX_GROUPS_PLOTTED = 6
-MAX_CHAIN_FIGURES = 4  # trace and rank figures, first combinations first
-DASH = "—"
 COLUMNS = (
     "estimator",
     "budget",
     "grad evals",
-    "MSE",
+    "MSE ± MCSE",
     "relative MSE",
     "bias norm ± MCSE",
     "variance",
@@ -44,67 +52,24 @@ COLUMNS = (
 )
 HOW_TO_READ = """\
 Each table row is one estimator at one budget, measured over independent replicates against the exact gradient at
-that (point, gamma, T). **MSE** is the mean squared error of one replicate's estimate (= bias² + variance); **relative
-MSE** divides it by ‖truth‖². **Bias norm** is corrected for replicate noise (variance / R subtracted, clipped at
-0), given ± its Monte Carlo standard error: a bias within about 2 MCSE of 0 is not distinguishable from zero.
-**Cosine** is between the mean estimate and the truth (1: right direction). **Grad evals** are gradient
-evaluations per replicate, the cost a budget buys. **Efficiency ratio** is the MSE divided by the MSE of as many
-exact i.i.d. draws from the Gibbs measure: 1 matches exact sampling, above 1 is worse, below 1 is possible with
-negatively correlated draws. **Min ESS (bulk)** and **max R-hat** are ArviZ diagnostics of the inner chains of the
-first replicate (R-hat above 1.01: chains not mixed); **KSD** is the kernel Stein discrepancy of those draws to the
-Gibbs measure (0: exact). {dash} means not applicable (smoothing estimators have no chains). Rows are grouped by
-estimator, the estimator with the lowest MSE at the largest budget first; numbers have 3 significant digits."""
+that (point, gamma, T). **MSE** is the mean squared error of one replicate's estimate (= bias² + variance), ± its
+Monte Carlo standard error over the replicates; **relative MSE** divides it by ‖truth‖², and is not shown ({dash})
+where the truth is near zero (‖truth‖² below the noise of one gradient evaluation): there read the MSE and the
+efficiency ratio. A label that is not the name of what the estimator runs has its sampler beside it. **Bias norm**
+is corrected for replicate noise (variance / R subtracted, clipped at 0), given ± its Monte Carlo standard error: a
+bias within about 2 MCSE of 0 is not distinguishable from zero. **Cosine** is between the mean estimate and the
+truth (1: right direction). **Grad evals** are gradient evaluations per replicate, the cost a budget buys.
+**Efficiency ratio** is the MSE divided by the MSE of as many exact i.i.d. draws from the Gibbs measure: 1 matches
+exact sampling, above 1 is worse, below 1 is possible with negatively correlated draws. **Min ESS (bulk)** and
+**max R-hat** are ArviZ diagnostics of the inner chains of the first replicate (R-hat above 1.01: chains not
+mixed); **KSD** is the kernel Stein discrepancy of those draws to the Gibbs measure (0: exact). {dash} means not
+applicable (smoothing estimators have no chains). Rows are grouped by estimator, the estimator with the lowest MSE
+at the largest budget first; numbers have 3 significant digits.
 
-
-def record_ids(key: dict[str, Any]) -> list[str]:
-    """The record's possible node names in draws.nc: gamma and T as Python prints them, then in ``:g`` form."""
-    ids = []
-    for form in ("{}", "{:g}"):
-        parts = [key.get(name) for name in ("gamma", "temperature")]
-        with contextlib.suppress(TypeError, ValueError):
-            parts = [form.format(v) for v in parts]
-        raw = f"{key['estimator']}__p{key.get('point')}__g{parts[0]}__T{parts[1]}__b{key.get('budget')}"
-        ids.append(slug(raw))
-    return list(dict.fromkeys(ids))
-
-
-def _find_node(tree: Any, key: dict[str, Any]) -> str | None:
-    """The draws.nc node holding a record's draws: by name, else by the key stored in the node's attributes."""
-    for rid in record_ids(key):
-        if rid in tree.children and "posterior" in tree[rid].children:
-            return rid
-    wanted = {k: str(v) for k, v in key.items()}
-    for name, node in tree.children.items():
-        if "posterior" in node.children and {k: str(node.attrs.get(k)) for k in wanted} == wanted:
-            return name
-    return None
-
-
-def fmt(value: Any) -> str:
-    """3 significant digits; exact integers for counts; a dash for missing or NaN values."""
-    if value is None:
-        return DASH
-    if isinstance(value, int):
-        return str(value)
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(x):
-        return DASH
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.3g}"
-
-
-def fmt_count(value: Any) -> str:
-    if isinstance(value, int | float) and math.isfinite(value) and float(value).is_integer():
-        return str(int(value))
-    return fmt(value)
-
-
-def _md(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+**Verdicts** compare the estimators at each budget on the squared error of each replicate, paired replicate by
+replicate: replicate r of every estimator at a point uses the same random numbers, so identical estimators give
+identical numbers. Method: {method}, at 95 %. **Tied** lists the estimators not distinguishable from the lowest,
+with the largest simultaneous half-width among them: smaller differences could not have been detected."""
 
 
 def _sort_key(value: Any) -> tuple:
@@ -114,17 +79,6 @@ def _sort_key(value: Any) -> tuple:
 def _group_title(group: tuple) -> str:
     point, gamma, temperature = group
     return f"point {point}, gamma = {fmt(gamma)}, T = {fmt(temperature)}"
-
-
-MAX_FIGURE_NAME = 150  # file names are limited to 255 bytes; the atomic writer adds about 25
-
-
-def _figure_name(stem: str) -> str:
-    """``<stem>.png`` with the stem slugged, and shortened with a hash of it when it would be too long."""
-    name = slug(stem)
-    if len(name) > MAX_FIGURE_NAME:
-        name = f"{name[: MAX_FIGURE_NAME - 13]}_{hashlib.sha256(stem.encode()).hexdigest()[:12]}"
-    return f"{name}.png"
 
 
 def _is_ok(record: dict[str, Any]) -> bool:
@@ -178,12 +132,13 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         record = row["record"]
         m, chains = record["metrics"], record.get("chains") or {}
+        mse = fmt(m.get("mse")) + (f" ± {fmt(m['mse_mcse'])}" if m.get("mse_mcse") is not None else "")
         cells = [
-            f"`{_md(row['label'])}`",
+            estimator_cell(row["label"], record),
             fmt_count(record["key"].get("budget")),
             fmt_count(m.get("grad_evals")),
-            fmt(m.get("mse")),
-            fmt(m.get("relative_mse")),
+            mse,
+            DASH if m.get("truth_near_zero") else fmt(m.get("relative_mse")),
             f"{fmt(m.get('bias_norm'))} ± {fmt(m.get('bias_norm_mcse'))}",
             fmt(m.get("variance")),
             fmt(m.get("cosine")),
@@ -197,23 +152,32 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def best_per_budget(ok_rows: list[dict[str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
-    """(budget, row with the lowest MSE at that budget), budgets ascending; rows with a NaN MSE never win."""
-    best: dict[Any, dict[str, Any]] = {}
-    for row in ok_rows:
-        budget, mse = row["record"]["key"].get("budget"), _metric(row, "mse")
-        if not math.isnan(mse) and (budget not in best or mse < _metric(best[budget], "mse")):
-            best[budget] = row
-    return [(b, best[b]) for b in sorted(best, key=_sort_key)]
+def _verdict_lines(ok_rows: list[dict[str, Any]]) -> list[str]:
+    """One verdict per budget with two or more estimators, from the statistics module."""
+    labels = {id(row["record"]): row["label"] for row in ok_rows}
+    verdicts = comparison_verdicts([row["record"] for row in ok_rows], label=lambda record: labels[id(record)])
+    lines = []
+    for v in sorted(verdicts, key=lambda v: _sort_key(v["budget"])):
+        if not v["best"]:
+            lowest = min(ok_rows, key=lambda r: (_metric(r, "mse") if r["record"]["key"].get("budget") == v["budget"]
+                                                 else math.inf))  # fmt: skip
+            text = (f"no per-replicate errors in this run (written before they were kept), so no verdict; lowest "
+                    f"MSE {quoted(lowest['label'])}")  # fmt: skip
+        else:
+            text = verdict_text(v, fmt=fmt, name=quoted)
+        lines.append(f"- budget {fmt_count(v['budget'])}: {text}")
+    if not lines:
+        return []
+    return ["**Verdicts** (lowest MSE at each budget; paired over replicates, 95 %):", "", *lines]
 
 
-def _best_line(ok_rows: list[dict[str, Any]]) -> str:
-    parts = [
-        f"budget {fmt_count(b)}: `{_md(r['label'])}` (MSE {fmt(_metric(r, 'mse'))}, "
-        f"{fmt_count(r['record']['metrics'].get('grad_evals'))} grad evals)"
-        for b, r in best_per_budget(ok_rows)
-    ]
-    return "**Best per gradient evaluation** (lowest MSE at each budget): " + ("; ".join(parts) or "none") + "."
+def _near_zero_note(ok_rows: list[dict[str, Any]]) -> list[str]:
+    norms = sorted({fmt(r["record"]["metrics"].get("truth_norm")) for r in ok_rows
+                    if r["record"]["metrics"].get("truth_near_zero")})  # fmt: skip
+    if not norms:
+        return []
+    return [f"The truth is near zero here (‖truth‖ = {', '.join(norms)}, below the noise of one gradient "
+            "evaluation): no relative MSE is shown; compare the MSE and the efficiency ratios.", ""]  # fmt: skip
 
 
 def _not_ok(rows: list[dict[str, Any]]) -> list[str]:
@@ -252,57 +216,6 @@ def _series(ok_rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, ...]]]
     return dict(out)
 
 
-def _chain_figures(rows: list[dict[str, Any]], groups: list[tuple], out_dir: Path) -> tuple[list[str], list[str]]:
-    """Trace and rank plots for up to MAX_CHAIN_FIGURES local-entropy records: (image lines, notes)."""
-    import xarray as xr
-
-    images, notes = [], []
-    by_run = defaultdict(list)
-    for row in rows:
-        by_run[(row["run"], row["run_dir"])].append(row)
-    for (run_label, run_dir), run_rows in by_run.items():
-        path = Path(run_dir) / "draws.nc"
-        if not path.exists():
-            notes.append(f"Run `{_md(run_label)}` has no draws.nc: no trace or rank plots.")
-            continue
-        candidates = {}  # per (estimator, combination) its largest budget; combinations in report order
-        for row in sorted(
-            run_rows, key=lambda r: (groups.index(r["group"]), _sort_key(r["record"]["key"].get("budget")))
-        ):
-            if _is_ok(row["record"]) and (row["record"].get("estimator") or {}).get("kind") != "smoothing":
-                candidates[(row["group"], row["label"])] = row
-        try:
-            with xr.open_datatree(path, engine="h5netcdf") as tree:
-                for row in candidates.values():
-                    if len(images) >= MAX_CHAIN_FIGURES:
-                        notes.append(f"Trace and rank plots are capped at {MAX_CHAIN_FIGURES} records.")
-                        break
-                    rid = _find_node(tree, row["record"]["key"])
-                    if rid is None:
-                        rid = record_ids(row["record"]["key"])[0]
-                        notes.append(f"draws.nc of run `{_md(run_label)}` has no draws for `{rid}`.")
-                        continue
-                    draws = np.asarray(tree[rid]["posterior"]["x"].values, float)
-                    images.append(_chain_figure(draws.reshape(*draws.shape[:2], -1), row, rid, out_dir))
-        except (OSError, ValueError, KeyError) as exc:
-            notes.append(f"Could not read `{path}`: {_md(exc)}")
-    return images, list(dict.fromkeys(notes))
-
-
-def _chain_figure(draws: np.ndarray, row: dict[str, Any], rid: str, out_dir: Path) -> str:
-    import arviz_stats
-
-    coords = [(0, "coordinate 0")]
-    with contextlib.suppress(Exception):  # ESS needs >= 4 draws; without it only coordinate 0 is shown
-        ess = np.asarray(arviz_stats.ess(draws, method="bulk"), float)
-        low = int(np.nanargmin(ess))
-        coords = [(0, f"ESS {fmt(ess[0])}")] + ([(low, f"lowest ESS, {fmt(ess[low])}")] if low != 0 else [])
-    name = _figure_name(f"chains_{row['run']}_{rid}")
-    title = f"{row['label']}, {_group_title(row['group'])}, budget {fmt_count(row['record']['key'].get('budget'))}"
-    plots.plot_chains(draws, coords, title, out_dir / name)
-    return f"![trace and rank plots: {_md(title)}]({name})"
-
-
 def write_report(run_dirs: Sequence[Path | str], out_dir: Path | str) -> Path:
     """Write report.md and its PNG figures for one run directory, or several merged, into ``out_dir``."""
     if not run_dirs:
@@ -326,7 +239,7 @@ def write_report(run_dirs: Sequence[Path | str], out_dir: Path | str) -> Path:
     lines = [f"# Local-entropy gradient report: {' + '.join(f'`{_md(r[0])}`' for r in runs)}", ""]
     for run in runs:
         lines += _meta(*run)
-    lines += ["## How to read this", "", HOW_TO_READ.format(dash=DASH), ""]
+    lines += ["## How to read this", "", HOW_TO_READ.format(dash=DASH, method=METHOD), ""]
     plotted = groups[:MAX_GROUPS_PLOTTED]
     if len(groups) > MAX_GROUPS_PLOTTED:
         lines += [
@@ -341,32 +254,35 @@ def write_report(run_dirs: Sequence[Path | str], out_dir: Path | str) -> Path:
         ok_rows = _ordered([row for row in in_group if _is_ok(row["record"])])
         lines += [f"## {title}", ""]
         if ok_rows:
-            lines += [*_table(ok_rows), "", _best_line(ok_rows), ""]
+            verdicts = _verdict_lines(ok_rows)
+            lines += [*_table(ok_rows), "", *_near_zero_note(ok_rows), *verdicts, *([""] if verdicts else [])]
         else:
             lines += ["No record finished for this combination.", ""]
         failed = [row for row in in_group if not _is_ok(row["record"])]
         if failed:
             lines += ["Not in the table (status not ok):", "", *_not_ok(failed), ""]
         if group in plotted and ok_rows:
-            name = _figure_name(f"errors_p{group[0]}_g{group[1]}_T{group[2]}")
+            name = figure_name(f"errors_p{group[0]}_g{group[1]}_T{group[2]}")
             plots.plot_errors(_series(ok_rows), f"MSE, bias² and variance: {title}", out_dir / name, colors)
             lines += [f"![MSE, bias² and variance against gradient evaluations: {title}]({name})", ""]
             eff = defaultdict(list)
             for row in sorted(ok_rows, key=lambda r: _metric(r, "grad_evals")):
-                eff[row["label"]].append((_metric(row, "grad_evals"), _metric(row, "efficiency_ratio")))
+                if not math.isnan(_metric(row, "efficiency_ratio")):  # smoothing has none: named apart
+                    eff[row["label"]].append((_metric(row, "grad_evals"), _metric(row, "efficiency_ratio")))
             if any(not math.isnan(e) for points in eff.values() for _, e in points):
                 efficiency_panels.append((title, dict(eff)))
-    lines += ["## Efficiency ratios", ""]
-    if efficiency_panels:
-        plots.plot_efficiency(efficiency_panels, out_dir / "efficiency.png", colors)
-        lines += ["![efficiency ratio against gradient evaluations](efficiency.png)", ""]
-    else:
-        lines += ["No record has an efficiency ratio.", ""]
-    images, notes = _chain_figures(rows, groups, out_dir)
-    lines += ["## Inner chains: trace and rank plots", ""]
-    lines += [*(f"{note}\n" for note in notes), *(f"{image}\n" for image in images)]
-    if not images and not notes:
-        lines += ["No local-entropy record with draws.", ""]
+    if efficiency_panels:  # a section with nothing in it is left out
+        without = sorted({row["label"] for row in rows if _is_ok(row["record"])}
+                         - {label for _, series in efficiency_panels for label in series})  # fmt: skip
+        plots.plot_efficiency(efficiency_panels, out_dir / "efficiency.png", colors, without=without)
+        lines += ["## Efficiency ratios", "", "![efficiency ratio against gradient evaluations](efficiency.png)", ""]
+        if without:
+            lines += [f"No efficiency ratio (no Gibbs measure to compare with): {', '.join(map(quoted, without))}.",
+                      ""]  # fmt: skip
+    images, notes = chain_figures(rows, out_dir, _group_title)
+    if images or notes:
+        lines += ["## Inner chains: trace and rank plots", ""]
+        lines += [*(f"{_md(note)}\n" for note in notes), *(f"{image}\n" for image in images)]
     report = out_dir / "report.md"
     text = "\n".join(lines).rstrip() + "\n"
     plots.atomic_write(report, lambda handle: handle.write(text.encode("utf-8")))

@@ -66,6 +66,12 @@ def _check_record(record: Any, i: int, problems: list[str]) -> None:
         value = record.get(name)
         if value is not None and not isinstance(value, dict):
             problems.append(f"{where} {name}: got {type(value).__name__}, expected an object or null")
+        elif name == "metrics" and isinstance(value, dict):
+            flags = ("truth_near_zero",)  # the one true/false field of the metrics
+            for flag in flags:
+                if not isinstance(value.get(flag, False), bool):
+                    problems.append(f"{where} metrics.{flag}: got {value[flag]!r:.60}, expected true or false")
+            _check_numbers({k: v for k, v in value.items() if k not in flags}, f"{where} {name}", problems)
         elif name != "estimator":
             _check_numbers(value, f"{where} {name}", problems)
     estimator = record.get("estimator")

@@ -26,6 +26,7 @@ from localentropy.experiments.comparison.plan import (
     plan,
     step_size_for,
 )
+from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import atomic_path, atomic_write_bytes, atomic_write_json
 from localentropy.experiments.core.rundir import RunDirectory, environment, finite_or_none, stable_seed
@@ -41,6 +42,13 @@ def _draws_bytes(draws: Tensor) -> bytes:
     stride = max(1, math.ceil(draws.shape[1] / MAX_KEPT_DRAWS))
     np.save(buffer, draws[:, ::stride].reshape(draws.shape[0], -1, draws.shape[-1]).cpu().numpy())
     return buffer.getvalue()
+
+
+def replicate_seed(config_seed: int, point: int, replicate: int) -> int:
+    """Replicate r of every estimator at a point draws from one seed (common random numbers): never from the
+    estimator's label or place, so that identical estimators give identical numbers and paired comparisons
+    cancel the noise the estimators share."""
+    return stable_seed(config_seed, "replicate", point, replicate)
 
 
 def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str, Any], Tensor | None]:
@@ -71,15 +79,14 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
     estimates, seconds, evals, first_draws = [], 0.0, 0, None
     start = time.perf_counter()
     for r in range(config.replicates):
-        generator = torch.Generator().manual_seed(stable_seed(config.seed, task.id, r))
+        seed = replicate_seed(config.seed, task.key["point"], r)
         try:
-            result = estimator.estimate(x, chains, generator)
+            result = estimator.estimate(x, chains, torch.Generator().manual_seed(seed))
             finite = bool(torch.isfinite(result.grad).all())
         except SamplerDivergenceError:
             finite = False
         if not finite:
             record["status"] = "diverged"
-            seed = stable_seed(config.seed, task.id, r)
             record["error"] = divergence_message(task, problem, estimator, r, config.chains, seed)
             break
         estimates.append(result.grad)
@@ -94,7 +101,7 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
         return record, None
     quality = estimator_quality(
         torch.stack(estimates), truth, grad_evals=evals, gamma=gamma if gibbs_cov is not None else None,
-        gibbs_cov=gibbs_cov,
+        gibbs_cov=gibbs_cov, independent_draws=spec.kind == "smoothing" and spec.order == 1,
     )  # fmt: skip
     metrics = quality.as_dict()
     metrics.pop("seconds")
@@ -163,8 +170,13 @@ def divergence_message(task: Task, problem: Problem, estimator: Any, replicate: 
 def _progress(out: TextIO, index: int, total: int, task: Task, record: dict[str, Any], resumed: bool) -> None:
     k = task.key
     status = "resumed" if resumed else f"{record['timing']['seconds_total']:.2f}s"
-    mse = record["metrics"]["relative_mse"] if record.get("metrics") else None
-    detail = f"rel. MSE {mse:.3g}" if mse is not None else str(record.get("error") or record["status"])
+    metrics = record.get("metrics") or {}
+    mse, mcse = metrics.get("mse"), metrics.get("mse_mcse")
+    detail = str(record.get("error") or record["status"])
+    if mse is not None:
+        detail = f"MSE {mse:.3g} ± {mcse:.2g}" if mcse is not None else f"MSE {mse:.3g}"
+        if not metrics.get("truth_near_zero") and metrics.get("relative_mse") is not None:
+            detail += f" (rel. {metrics['relative_mse']:.3g})"
     print(
         f"[{index}/{total}] {k['estimator']} x{k['point']} gamma={k['gamma']:g} T={k['temperature']:g} "
         f"budget={k['budget']}: {detail} ({status})",
@@ -229,7 +241,8 @@ def _run_tasks(
         records.append(record)
         _progress(progress, i, len(tasks), task, record, resumed)
     meta = {"seed": config.seed, **environment("cpu")}
-    results = {"schema": SCHEMA, "name": config.name, "config": resolved, "meta": meta, "records": records}
+    results = {"schema": SCHEMA, "name": config.name, "config": resolved, "meta": meta, "records": records,
+               "verdicts": comparison_verdicts(records)}  # fmt: skip
     atomic_write_json(out_dir.path / "results.json", results)
     if config.keep_draws:
         write_draws(out_dir, tasks)

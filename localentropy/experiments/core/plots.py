@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter
 from scipy.stats import rankdata
 
@@ -29,8 +30,8 @@ ErrorPoint = tuple[float, float, float, float, float]
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG atomically."""
-    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    """Write ``fig`` as a PNG atomically; the bounding box grows to hold every artist (a legend is never cut)."""
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _positive(xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -108,13 +109,21 @@ def _plot_bias(ax, ge, bias, mcse, style, label, handles) -> bool:
 
 
 def plot_efficiency(
-    panels: Sequence[tuple[str, Mapping[str, Sequence[tuple[float, float]]]]], path: Path, colors: Mapping[str, str]
+    panels: Sequence[tuple[str, Mapping[str, Sequence[tuple[float, float]]]]],
+    path: Path,
+    colors: Mapping[str, str],
+    without: Sequence[str] = (),
 ) -> Path:
-    """Efficiency ratio against gradient evaluations, one panel per (point, gamma, temperature), log-log."""
+    """Efficiency ratio against gradient evaluations, one panel per (point, gamma, temperature), log-log.
+
+    The legend names every estimator of the panels, those with no positive ratio to draw included (marked), and
+    every label in ``without`` (estimators with no efficiency ratio at all, e.g. smoothing).
+    """
     n = max(len(panels), 1)
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
-    legend_rows = math.ceil((len({k for _, s in panels for k in s}) + 1) / 6)
+    names = list(dict.fromkeys([k for _, s in panels for k in s] + list(without)))
+    legend_rows = math.ceil((len(names) + 1) / 6)
     height = 4.2 * nrows + 0.8 + 0.25 * legend_rows
     fig = Figure(figsize=(5.4 * ncols, height))
     bottom = (0.75 + 0.25 * legend_rows) / height
@@ -132,6 +141,14 @@ def plot_efficiency(
         handles["exact i.i.d. draws (= 1)"] = ax.axhline(1.0, **EXACT_LINE)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
+    for name in names:  # a legend entry for every estimator, drawn or not
+        if name not in handles:
+            suffix = " (no efficiency ratio)" if name in without else " (no positive ratio to draw)"
+            handles[name + suffix] = Line2D([], [], color=colors.get(name, "grey"), marker="o", linestyle="none",
+                                            markerfacecolor="white")  # fmt: skip
+    exact = handles.pop("exact i.i.d. draws (= 1)", None)
+    if exact is not None:
+        handles["exact i.i.d. draws (= 1)"] = exact
     fig.suptitle("Efficiency ratio = MSE / MSE of as many exact i.i.d. Gibbs draws (below the dashed line: better)")
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=9)
     return save_figure(fig, path)

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from localentropy.experiments.core.config import shown
+from localentropy.experiments.core.labels import optimizer_label_base
 
 OPTIMIZER_AXIS = "optimizer"
 # the training config's fields (train_config.parse_train_config); ``name`` is set by the sweep (the run id)
@@ -80,7 +81,9 @@ def format_path(path: tuple[Segment, ...]) -> str:
 def optimizer_label(opt: Any, i: int) -> str:
     if not isinstance(opt, dict):
         return f"optimizer{i}"
-    label = opt.get("label", opt.get("kind", f"optimizer{i}"))
+    if "label" not in opt:  # the training config's default (optimizers left unlabelled share no settings here)
+        return optimizer_label_base(opt.get("kind"), opt.get("sampler"), opt.get("preset"))
+    label = opt["label"]
     return label if isinstance(label, str) else f"optimizer{i}"
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from localentropy.data.sources import FILE_SOURCES, FIXED_TEST, SOURCES
-from localentropy.entropy.presets import OPTIMIZER_PRESETS
+from localentropy.entropy.presets import OPTIMIZER_PRESETS, optimizer_preset
 from localentropy.experiments.core.config import ConfigError, FieldReader, key_text, read_toml
 from localentropy.experiments.core.files import slug
+from localentropy.experiments.core.labels import default_labels, lying_label, optimizer_label_base
 from localentropy.experiments.training.models import available_models, build_model, check_input_shape, model_options
 from localentropy.experiments.training.optim import (
     ENTROPY_KINDS,
@@ -164,12 +165,10 @@ def _optimizer(r: FieldReader, raw: Any, i: int, labels: dict[str, str]) -> Opti
     sampler_fields = {"sampler", "sampler_options", "preset"}
     r.unknown(t, {"label", "kind", "lr", "options", "schedule"} | (sampler_fields if kind in ENTROPY_KINDS or kind
                                                                    is None else set()), path)  # fmt: skip
-    label = r.label(t.get("label", kind or f"optimizer{i}"), f"{path}.label") or f"optimizer{i}"
-    if slug(label) in labels:
-        other = labels[slug(label)]
-        r.problem(f"{path}.label", label, "a label not used by another optimizer" if other == label else
-                  f"a label whose file name ({slug(label)}) differs from that of {other!r}")  # fmt: skip
-    labels[slug(label)] = label
+    label = ""  # left out: a default built from what runs, given in parse_train_config
+    if "label" in t:
+        label = r.label(t["label"], f"{path}.label") or f"optimizer{i}"
+        _unique_label(r, label, path, labels)
     lr = r.number(r.get(t, "lr", f"{path}.lr"), f"{path}.lr", 0.0, low_open=True)
     options = dict(r.table(t.get("options", {}), f"{path}.options"))
     spec = OptimizerConfig(label=label, kind=kind or "sgd", lr=lr or 0.1, options=options)
@@ -190,11 +189,41 @@ def _optimizer(r: FieldReader, raw: Any, i: int, labels: dict[str, str]) -> Opti
         spec.sampler_options = dict(r.table(t.get("sampler_options", {}), f"{path}.sampler_options"))
         if "gamma" not in options:
             r.problems.append(f"{path}.options.gamma: missing (required: the scope of Entropy-SGD)")
+    if spec.label:  # a label may not name an optimizer kind or sampler this optimizer does not run
+        used = {spec.kind, spec.sampler} | ({optimizer_preset(spec.preset).sampler} if spec.preset else set())
+        wrapped = spec.sampler_options.get("sampler")
+        if isinstance(wrapped, dict) and isinstance(wrapped.get("name"), str):
+            used.add(wrapped["name"])
+        runs = f"{spec.kind!r}" + (f" with sampler {spec.sampler!r}" if spec.sampler else "")
+        reason = lying_label(spec.label, used, set(OPTIMIZER_KINDS) | set(available_samplers()), runs)
+        if reason is not None:
+            r.problems.append(f"{path}.label: {reason}")
     if lr is not None and not _has_problem(r, path):
         reason = check_optimizer(spec)
         if reason is not None:
             r.problems.append(f"{path}: {reason}")
     return spec
+
+
+def _unique_label(r: FieldReader, label: str, path: str, labels: dict[str, str]) -> None:
+    """Labels name checkpoint and record files: two may not share a file name."""
+    if slug(label) in labels:
+        other = labels[slug(label)]
+        r.problem(f"{path}.label", label, "a label not used by another optimizer" if other == label else
+                  f"a label whose file name ({slug(label)}) differs from that of {other!r}")  # fmt: skip
+    labels[slug(label)] = label
+
+
+def fill_default_labels(optimizers: list[OptimizerConfig], r: FieldReader) -> None:
+    """Optimizers without a label get one built from what they run (and what sets them apart)."""
+    unlabelled = [(i, o) for i, o in enumerate(optimizers) if not o.label]
+    taken = {o.label for o in optimizers if o.label}
+    names = default_labels([optimizer_label_base(o.kind, o.sampler, o.preset) for _, o in unlabelled],
+                           [{"lr": o.lr, **o.options, **o.sampler_options} for _, o in unlabelled], taken)  # fmt: skip
+    files = {slug(o.label): o.label for o in optimizers if o.label}
+    for (i, optimizer), name in zip(unlabelled, names, strict=True):
+        optimizer.label = name
+        _unique_label(r, name, f"optimizers[{i}].label (default)", files)
 
 
 def _has_problem(r: FieldReader, path: str) -> bool:
@@ -266,6 +295,7 @@ def parse_train_config(data: dict[str, Any], *, name: str = "train", source: str
         raw_optimizers = []
     labels: dict[str, str] = {}
     optimizers = [o for i, raw in enumerate(raw_optimizers) if (o := _optimizer(r, raw, i, labels)) is not None]
+    fill_default_labels(optimizers, r)
     if r.problems:
         raise ConfigError(r.problems, source)
     return TrainConfig(

@@ -418,7 +418,8 @@ def test_preset_conflicts():
 
 def test_duplicate_labels():
     data = config_with()
-    data["estimators"].append({"label": "sgld", "kind": "smoothing", "budgets": [8]})
+    data["estimators"][0]["label"] = "sgld"
+    data["estimators"].append(dict(data["estimators"][0]))  # a smoothing "sgld" would misname it: another error
     message = one_problem(data)
     assert message.startswith("estimators[1].label: got 'sgld'") and "not used by another estimator" in message
 

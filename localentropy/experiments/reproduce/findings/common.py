@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from localentropy.diagnostics.compare import mean_interval, paired_difference
 from localentropy.experiments.core.files import atomic_write_bytes
 from localentropy.experiments.sweeps.figures import value_text as _text
 from localentropy.experiments.sweeps.report import entries
@@ -39,23 +40,25 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 
 def paired(a: dict[Any, float], b: dict[Any, float]) -> dict[str, Any]:
-    """a - b over the seeds both have: mean, sd, n, how often a is higher / lower, and a t-interval half-width."""
-    keys = sorted(set(a) & set(b), key=str)
-    diffs = [a[k] - b[k] for k in keys]
-    m, s = mean_sd(diffs)
-    n = len(diffs)
-    half = None
-    if s is not None and n > 1:
-        from scipy.stats import t
-
-        half = float(t.ppf(0.975, n - 1) * s / math.sqrt(n))
-    return {"mean": m, "sd": s, "n": n, "higher": sum(d > 0 for d in diffs), "lower": sum(d < 0 for d in diffs),
-            "ci95": half}  # fmt: skip
+    """a - b over the seeds both have (the statistics module's paired difference): mean, sd, n, how often a is
+    higher / lower, and the 95 % t-interval half-width on n - 1 degrees of freedom (``ci95``)."""
+    d = paired_difference(a, b, unit="seed").as_dict()
+    return {**d, "ci95": d["half_width"]}
 
 
 def distinct(d: dict[str, Any]) -> bool:
     """Whether a paired difference is outside its 95 % t-interval, with at least 3 seeds (fewer decide nothing)."""
     return d["n"] >= 3 and d["ci95"] is not None and abs(d["mean"]) > d["ci95"]
+
+
+def over_seeds(per_seed: dict[Any, list[float]]) -> dict[str, Any]:
+    """A contrast measured several times per seed (once per setting of the other factors): averaged within each
+    seed first, so that the interval is over the seeds, the independent unit, with n - 1 degrees of freedom."""
+    means = {seed: float(np.mean(values)) for seed, values in per_seed.items() if values}
+    d = mean_interval(means, unit="seed").as_dict()
+    d["pairs"] = sum(len(v) for v in per_seed.values())
+    d["identical"] = sum(abs(x) < 1e-12 for v in per_seed.values() for x in v)
+    return {**d, "ci95": d["half_width"]}
 
 
 def paired_text(d: dict[str, Any], a: str, b: str, scale: float = 100.0, unit: str = " points") -> str:

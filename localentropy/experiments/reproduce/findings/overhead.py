@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from localentropy.experiments.reproduce.findings.common import (
     distinct,
     fmt,
     group_rows,
-    mean_sd,
+    over_seeds,
     paired,
     pm,
     read_json,
@@ -103,8 +102,8 @@ def section_overhead(
         "",
         *table([*axes, "test error", "seconds", "minus the reference (paired)"], rows),
         "",
-        "Each factor's effect in table (c), paired by seed and every other setting (pairs that share a seed are "
-        "not independent: read the standard errors as optimistic):",
+        "Each factor's effect in table (c): paired by seed and every other setting, averaged within each seed "
+        "(pairs that share a seed are not independent), then a 95 % t-interval over the seeds:",
         "",
         *effect_lines,
         "",
@@ -128,20 +127,19 @@ def section_overhead(
     return lines, summary
 
 
-def _effects_text(effects: dict[str, list[float]]) -> str:
-    """The contrasts whose mean is beyond two standard errors, in words."""
+def _effects_text(effects: dict[str, dict[str, Any]]) -> str:
+    """The contrasts whose 95 % t-interval over seeds excludes zero, in words."""
     said = []
-    for key, diffs in effects.items():
-        m, sd = mean_sd(diffs)
-        if m is None or len(diffs) < 3:
-            continue
-        se = (sd or 0.0) / math.sqrt(len(diffs))
-        if abs(m) > 2 * se and abs(m) > 0:
-            said.append(f"{key} {'raised' if m > 0 else 'lowered'} the test error by {abs(100 * m):.2f} ± "
-                        f"{100 * se:.2f} points")  # fmt: skip
+    for key, d in effects.items():
+        if distinct(d):
+            said.append(f"{key} {'raised' if d['mean'] > 0 else 'lowered'} the test error by "
+                        f"{abs(100 * d['mean']):.2f} ± {100 * d['ci95']:.2f} points")  # fmt: skip
+    if not effects:
+        return ""
+    n = max(d["n"] for d in effects.values())
     if not said:
-        return "No factor moved the test error beyond two standard errors."
-    return "Beyond two standard errors: " + "; ".join(said) + "."
+        return f"No factor moved the test error beyond its 95 % t-interval over {n} seeds."
+    return f"Beyond a 95 % t-interval over {n} seeds: " + "; ".join(said) + "."
 
 
 def _cost_text(sgd_step: float | None, t0: float | None, gauss: float | None, rad: float | None,
@@ -198,26 +196,25 @@ def _accuracy_short(accuracy: dict[str, Any]) -> str:
 
 
 def factor_effect(cells: list[dict[str, Any]], axes: list[str], axis: str, a: str, b: str,
-                  by: str | None = None) -> dict[str, list[float]]:  # fmt: skip
-    """Test error at ``axis = a`` minus at ``axis = b``, paired by seed and every other setting; grouped by ``by``."""
+                  by: str | None = None) -> dict[str, dict[Any, list[float]]]:  # fmt: skip
+    """Test error at ``axis = a`` minus at ``axis = b``, paired by seed and every other setting, kept per seed
+    (the independent unit); grouped by ``by``."""
     others = [x for x in axes if x != axis]
     lookup = {(tuple(c["setting"].get(x) for x in others), c["setting"].get(axis)): c for c in cells}
-    out: dict[str, list[float]] = {}
+    out: dict[str, dict[Any, list[float]]] = {}
     for (key, value), c in lookup.items():
         base = lookup.get((key, b))
         if value != a or base is None:
             continue
         group = dict(zip(others, key, strict=True)).get(by, "all") if by else "all"
-        for seed in set(c["by_seed"]) & set(base["by_seed"]):
-            out.setdefault(group, []).append(c["by_seed"][seed] - base["by_seed"][seed])
+        for seed in sorted(set(c["by_seed"]) & set(base["by_seed"]), key=str):
+            out.setdefault(group, {}).setdefault(seed, []).append(c["by_seed"][seed] - base["by_seed"][seed])
     return dict(sorted(out.items(), key=lambda kv: sort_key(kv[0])))
 
 
-def _effect_cell(diffs: list[float]) -> list[str]:
-    m, sd = mean_sd(diffs)
-    se = (sd or 0.0) / math.sqrt(len(diffs))
-    return [f"{100 * m:+.2f} ± {100 * se:.2f}", str(len(diffs)), str(sum(d > 0 for d in diffs)),
-            str(sum(abs(d) < 1e-12 for d in diffs))]  # fmt: skip
+def _effect_cell(d: dict[str, Any]) -> list[str]:
+    ci = f" ± {100 * d['ci95']:.2f}" if d["ci95"] is not None else ""
+    return [f"{100 * d['mean']:+.2f}{ci}", str(d["n"]), str(d["higher"]), str(d["pairs"]), str(d["identical"])]
 
 
 FACTORS = (("warm_start", "true", "false", "temperature"), ("noise", "rademacher", "gaussian", "temperature"),
@@ -232,21 +229,21 @@ def factor_table(cells: list[dict[str, Any]], axes: list[str]) -> tuple[Lines, d
         values = sorted({c["setting"]["inner_steps"] for c in cells}, key=sort_key)
         contrasts += [("inner_steps", v, "5", "temperature") for v in values if v != "5"]
     for axis, a, b, by in contrasts:
-        for group, diffs in factor_effect(cells, axes, axis, a, b, by if by in axes else None).items():
-            effects[f"{axis}: {a} - {b}" + ("" if group == "all" else f" ({by} = {group})")] = diffs
+        for group, per_seed in factor_effect(cells, axes, axis, a, b, by if by in axes else None).items():
+            d = over_seeds(per_seed)
+            effects[f"{axis}: {a} - {b}" + ("" if group == "all" else f" ({by} = {group})")] = d
             rows.append([f"{axis}: {a} minus {b}", "all" if group == "all" else f"{by} = {group}",
-                         *_effect_cell(diffs)])  # fmt: skip
-    header = ["contrast", "within", "test error difference (points, mean ± s.e.)", "pairs", "higher", "identical"]
+                         *_effect_cell(d)])  # fmt: skip
+    header = ["contrast", "within", "test error difference (points, mean ± 95 % t-interval over seeds)", "seeds",
+              "seeds higher", "pairs averaged", "identical pairs"]  # fmt: skip
     return table(header, rows), effects
 
 
-def _noise_short(effects: dict[str, list[float]]) -> str:
+def _noise_short(effects: dict[str, dict[str, Any]]) -> str:
     parts = []
-    for key, diffs in effects.items():
+    for key, d in effects.items():
         if key.startswith("noise:"):
-            m, sd = mean_sd(diffs)
-            se = (sd or 0.0) / math.sqrt(len(diffs))
             where = key.split("(")[1].rstrip(")") if "(" in key else "all"
-            parts.append(f"{where}: {100 * m:+.2f} ± {100 * se:.2f} points over "
-                         f"{len(diffs)} pairs")  # fmt: skip
+            ci = f" ± {100 * d['ci95']:.2f}" if d["ci95"] is not None else ""
+            parts.append(f"{where}: {100 * d['mean']:+.2f}{ci} points (95 % t-interval over {d['n']} seeds)")
     return "; ".join(parts) or "not measured"

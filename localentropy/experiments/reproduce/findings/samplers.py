@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from localentropy.diagnostics.compare import METHOD, paired_difference, verdict_text
+from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
@@ -38,19 +40,34 @@ def _edge_text(info: dict[str, Any]) -> str:
             "optimum may lie outside the grid.")
 
 
-def _beats_sgld(ranking: list[tuple[int, list[str]]]) -> str:
-    """Per budget, the samplers with a lower MSE than SGLD; and those worse at every budget."""
-    parts, always_worse = [], None
+def _beats_sgld(ranking: list[tuple[int, list[str]]], cell: dict[tuple, dict[str, Any]]) -> str:
+    """Per budget, the samplers whose MSE is lower / higher than SGLD's beyond Bonferroni-adjusted 95 % paired
+    t-intervals over the replicates (common random numbers); point estimates only for a run without them."""
+    parts, always_worse, unpaired = [], None, False
     for budget, ranked in ranking:
         if "sgld" not in ranked:
             continue
-        k = ranked.index("sgld")
-        parts.append(f"budget {budget}: {', '.join(f'`{e}`' for e in ranked[:k]) or 'none'}")
-        worse = set(ranked[k + 1 :])
-        always_worse = worse if always_worse is None else always_worse & worse
+        others = [e for e in ranked if e != "sgld"]
+        level = 1 - 0.05 / max(len(others), 1)
+        lower, higher = [], []
+        for e in others:
+            mine, ref = ((cell[(x, budget)]["metrics"].get("squared_errors")) for x in (e, "sgld"))
+            if mine is None or ref is None:
+                unpaired = True
+                worse = ranked.index(e) > ranked.index("sgld")
+            else:
+                d = paired_difference(mine, ref, level=level, unit="replicate")
+                if not d.distinguishable:
+                    continue
+                worse = d.mean > 0
+            (higher if worse else lower).append(e)
+        parts.append(f"budget {budget}: {', '.join(f'`{e}`' for e in lower) or 'none'}")
+        always_worse = set(higher) if always_worse is None else always_worse & set(higher)
     if not parts:
         return "SGLD was not run."
-    text = "samplers with a lower MSE than SGLD at the same gradient budget: " + "; ".join(parts) + "."
+    how = ("by point estimates (this run kept no per-replicate errors, so no interval)" if unpaired else
+           "beyond Bonferroni-adjusted 95 % paired t-intervals over the replicates")  # fmt: skip
+    text = f"samplers with a lower MSE than SGLD at the same gradient budget, {how}: " + "; ".join(parts) + "."
     if always_worse:
         text += f" Worse than SGLD at every budget: {', '.join(f'`{e}`' for e in sorted(always_worse))}."
     return text
@@ -58,6 +75,29 @@ def _beats_sgld(ranking: list[tuple[int, list[str]]]) -> str:
 
 TRAINING_HEADER = ["inner sampler", "chosen step size", "test error", "train loss", "minus SGLD (paired)",
                    "mean test error per step size tried", "failed/diverged runs"]  # fmt: skip
+
+
+def _error_cell(m: dict[str, Any]) -> str:
+    """Relative MSE ± its MCSE (the MSE's over ||truth||^2); the plain MSE where the truth is near zero."""
+    scale = 1.0 if m.get("truth_near_zero") else m["truth_norm"] ** 2
+    mcse = f" ± {fmt(m['mse_mcse'] / scale, 2)}" if m.get("mse_mcse") is not None and scale > 0 else ""
+    return ("MSE " if scale == 1.0 and m.get("truth_near_zero") else "") + f"{fmt(m['mse'] / scale)}{mcse}"
+
+
+def _verdicts(results: dict[str, Any], budgets: list[int]) -> list[tuple[int, str]]:
+    """The run's verdict per budget from the statistics module ("tied: ..." or the one lowest), in words."""
+    verdicts = results.get("verdicts") or comparison_verdicts(results["records"])
+    by_budget = {v["budget"]: v for v in verdicts}
+    out = []
+    for b in budgets:
+        v = by_budget.get(b)
+        if v is None:
+            continue
+        if not v["best"]:
+            out.append((b, "no verdict (this run kept no per-replicate errors)"))
+        else:
+            out.append((b, verdict_text(v, fmt=fmt, name=lambda e: f"`{e}`")))
+    return out
 
 
 def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
@@ -81,7 +121,7 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
                 continue
             m = r["metrics"]
             rank = next(i for i, x in enumerate(dict(ranking)[b], 1) if x == e)
-            row.append(f"{fmt(m['relative_mse'])} ({rank}; {fmt(m['grad_evals'], 5)} evals)")
+            row.append(f"{_error_cell(m)} ({rank}; {fmt(m['grad_evals'], 5)} evals)")
         r = cell.get((e, largest))
         row.append(fmt(r["timing"]["seconds_per_replicate"] if r else None))
         rows.append(row)
@@ -125,7 +165,7 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         )
     n_seeds = len({e["seed"] for e in items})
     numbers["samplers"] = {"ranking": {str(b): r for b, r in ranking}, "training": tr_info}
-    best_by_budget = "; ".join(f"{b}: `{r[0]}`" for b, r in ranking)
+    best_by_budget = "; ".join(f"{b}: {text}" for b, text in _verdicts(so_results, budgets))
     entropy_labels = [lab for lab in labels if lab != "sgd"]
     best_train = min(entropy_labels, key=lambda lab: mean_sd(tr_info[lab]["test_error"])[0] or math.inf)
     differ = [lab for lab in entropy_labels if lab != "sgld" and distinct(tr_info[lab]["vs_sgld"])]
@@ -138,12 +178,12 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         "",
         f"*Config:* `shootout.toml`: a 50-D quadratic with eigenvalues 1..100, gamma = 1, T = 0.1, 4 chains, "
         f"{so_results['config']['replicates']} replicates, uniform averaging, the same gradient budgets for every "
-        "sampler (MALA's two evaluations per step counted). Cells: relative MSE against the closed form "
+        "sampler (MALA's two evaluations per step counted). Cells: relative MSE ± its MCSE against the closed form "
         "(rank at that budget by MSE; gradient evaluations).",
         "",
         *table(["sampler", *(f"budget {b}" for b in budgets), f"seconds per estimate at {largest}"], rows),
         "",
-        f"Lowest MSE per budget: {best_by_budget}.",
+        f"Verdict per budget ({METHOD}, 95 %): {best_by_budget}.",
         "",
     ]
     if fig:
@@ -160,7 +200,7 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         "",
         *table(TRAINING_HEADER, tr_rows),
         "",
-        f"**What the evidence supports.** On the exact-gradient problem, {_beats_sgld(ranking)} In training, the "
+        f"**What the evidence supports.** On the exact-gradient problem, {_beats_sgld(ranking, cell)} In training, the "
         f"lowest mean test error among the inner samplers came from `{best_train}`; samplers distinguishable from "
         f"SGLD at {n_seeds} paired seeds: {', '.join(f'`{d}`' for d in differ) or 'none'}; better than plain SGD "
         f"beyond the seed noise: {', '.join(f'`{d}`' for d in beat_sgd) or 'none'}.",
@@ -173,8 +213,9 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         "preconditioning may pay.",
         "",
     ]
-    summary = (f"**Other samplers (Q3).** Per gradient evaluation of the local-entropy gradient, lowest MSE: "
-               f"{best_by_budget}; in training, `{best_train}` gave the lowest mean test error of the inner samplers, "
+    summary = (f"**Other samplers (Q3).** Per gradient evaluation of the local-entropy gradient, best MSE "
+               f"(ties: not distinguishable at 95 %): {best_by_budget};"
+               f" in training, `{best_train}` gave the lowest mean test error of the inner samplers, "
                f"{len(differ)} sampler(s) differed from SGLD beyond the seed noise and {len(beat_sgd)} beat plain "
                "SGD.")  # fmt: skip
     return lines, summary

@@ -1,0 +1,218 @@
+"""Comparisons with uncertainty: paired differences over the independent unit, and which of k is best.
+
+Every comparative number in the reports and in docs/findings.md comes from here. The unit of replication is
+whatever is independent between repeats: the seed of a training run, the replicate of an estimator run (whose
+seed is shared by every estimator at a point: common random numbers, so that pairing removes shared noise).
+
+* :func:`paired_difference`: mean of a - b over the units both have, with a t-interval on n - 1 degrees of
+  freedom (the standard error is sd / sqrt(n) of the per-unit differences);
+* :func:`best_set`: the set of candidates not distinguishable from the one with the lowest mean. The method is
+  Holm-adjusted two-sided paired t-tests of each candidate against the observed lowest (H0: same mean), with
+  Bonferroni-adjusted simultaneous t-intervals for the differences (a candidate left in the set has an interval
+  that holds 0). When several are tied, the largest
+  simultaneous half-width among them is the ``detectable`` difference: a difference smaller than it could not
+  have been told apart from zero by these data, so "tied" says how close is close.
+
+Pure numpy / scipy on plain numbers: no knowledge of configs or runs, so every layer above can use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95
+METHOD = ("Holm-adjusted paired t-tests against the lowest mean (n - 1 degrees of freedom), "
+          "Bonferroni simultaneous intervals")  # fmt: skip
+Units = Mapping[Any, float] | Sequence[float] | np.ndarray
+
+
+@dataclass
+class PairedDifference:
+    """a - b over ``n`` paired units: mean, sd of the differences, t-interval half-width (None below 2 units)."""
+
+    mean: float | None
+    sd: float | None
+    n: int
+    half_width: float | None
+    level: float
+    unit: str
+    higher: int
+    lower: int
+
+    @property
+    def distinguishable(self) -> bool:
+        """The interval excludes 0 (a constant nonzero difference over >= 2 units counts; < 2 units never)."""
+        if self.mean is None or self.half_width is None:
+            return False
+        return abs(self.mean) > self.half_width
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "distinguishable": self.distinguishable}
+
+    def text(self, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+        """"+1.23 ± 0.45 points (95 % t-interval over 5 seeds)"; "no paired seeds" when there is nothing."""
+        if self.mean is None:
+            return f"no paired {self.unit}s"
+        ci = f" ± {self.half_width * scale:.{digits}f}" if self.half_width is not None else ""
+        return (f"{self.mean * scale:+.{digits}f}{ci}{unit} ({100 * self.level:g} % t-interval over {self.n} "
+                f"{self.unit}{'s' if self.n != 1 else ''})")  # fmt: skip
+
+
+def _aligned(a: Units, b: Units) -> tuple[np.ndarray, np.ndarray]:
+    """The finite pairs of a and b: by key for mappings (units both have), by position for sequences."""
+    if isinstance(a, Mapping) != isinstance(b, Mapping):
+        raise TypeError("paired_difference: give both as mappings (unit -> value) or both as sequences")
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        keys = sorted(set(a) & set(b), key=str)
+        x, y = np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)
+    else:
+        x, y = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+        if x.shape != y.shape:
+            raise ValueError(f"paired_difference: {x.size} values against {y.size}: pairs need equal lengths")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def t_half_width(sd: float, n: int, level: float = LEVEL) -> float | None:
+    """Half-width of the two-sided t-interval of a mean over n units with sample sd (None below 2 units)."""
+    if n < 2:
+        return None
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n))
+
+
+def paired_difference(a: Units, b: Units, *, level: float = LEVEL, unit: str = "seed") -> PairedDifference:
+    """a - b over the paired units (mapping keys both have, or positions), with a t-interval on n - 1 df."""
+    x, y = _aligned(a, b)
+    d = x - y
+    n = int(d.size)
+    if n == 0:
+        return PairedDifference(None, None, 0, None, level, unit, 0, 0)
+    sd = float(d.std(ddof=1)) if n > 1 else None
+    half = t_half_width(sd, n, level) if sd is not None else None
+    return PairedDifference(float(d.mean()), sd, n, half, level, unit, int((d > 0).sum()), int((d < 0).sum()))
+
+
+def mean_interval(values: Units, *, level: float = LEVEL, unit: str = "seed") -> PairedDifference:
+    """The mean of ``values`` over its units with a t-interval (a paired difference against zero)."""
+    x = np.asarray(list(values.values()) if isinstance(values, Mapping) else values, float).ravel()
+    return paired_difference(x, np.zeros_like(x), level=level, unit=unit)
+
+
+@dataclass
+class Comparison:
+    """One candidate against the lowest: difference of means, simultaneous half-width, Holm-adjusted p-value."""
+
+    name: str
+    mean: float
+    difference: float
+    half_width: float | None
+    p_adjusted: float
+    distinguishable: bool
+
+
+@dataclass
+class BestSet:
+    """The candidates not distinguishable from the lowest mean, with how the verdict was reached."""
+
+    lowest: str | None
+    best: list[str]
+    n: int
+    unit: str
+    level: float
+    method: str = METHOD
+    detectable: float | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+
+    @property
+    def tied(self) -> bool:
+        return len(self.best) > 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _paired_p(d: np.ndarray) -> float:
+    """Two-sided paired-t p-value of H0: mean(d) = 0 (n - 1 df); a difference of exactly 0 on every unit gives 1.
+
+    Two-sided, so that a candidate Holm leaves in the best set also has a Bonferroni interval that holds 0."""
+    n = d.size
+    mean = float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else math.nan
+    if n < 2:
+        return 1.0
+    if sd == 0.0 or not math.isfinite(sd):
+        return 0.0 if mean != 0 else 1.0  # a constant nonzero difference on every unit: as separated as it gets
+    return float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error at most the level when compared to it)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def best_set(samples: Mapping[str, Sequence[float] | np.ndarray], *, level: float = LEVEL,
+             unit: str = "replicate") -> BestSet:  # fmt: skip
+    """Which of several candidates, each measured on the same units (position r = unit r), has the lowest mean.
+
+    Candidates with a non-finite value or another number of units than the most common (the largest on a tie)
+    are left out
+    (listed in ``excluded``). The lowest mean is the observed best; every other candidate is tested against it
+    with a paired t-test, the k - 1 p-values Holm-adjusted; those not rejected at ``1 - level`` join
+    the best set. Identical samples give a difference of exactly 0 and are never separated.
+    """
+    arrays = {name: np.asarray(values, float).ravel() for name, values in samples.items()}
+    sizes = [a.size for a in arrays.values() if a.size and np.isfinite(a).all()]
+    n = max(set(sizes), key=lambda size: (sizes.count(size), size)) if sizes else 0  # most common, then largest
+    usable = {k: a for k, a in arrays.items() if a.size == n and n > 0 and np.isfinite(a).all()}
+    excluded = [k for k in arrays if k not in usable]
+    if not usable:
+        return BestSet(None, [], 0, unit, level, excluded=excluded)
+    means = {k: float(a.mean()) for k, a in usable.items()}
+    lowest = min(means, key=lambda k: (means[k], str(k)))
+    others = [k for k in usable if k != lowest]
+    diffs = {k: usable[k] - usable[lowest] for k in others}
+    adjusted = holm([_paired_p(diffs[k]) for k in others]) if others else []
+    simultaneous = 1 - (1 - level) / max(len(others), 1)  # Bonferroni: each interval at 1 - alpha / (k - 1)
+    alpha = 1 - level
+    comparisons = []
+    for k, p in zip(others, adjusted, strict=True):
+        d = diffs[k]
+        half = t_half_width(float(d.std(ddof=1)), n, simultaneous) if n > 1 else None
+        comparisons.append(Comparison(k, means[k], float(d.mean()), half, p, bool(p < alpha)))
+    best = [lowest, *sorted((c.name for c in comparisons if not c.distinguishable), key=lambda k: (means[k], k))]
+    widths = [c.half_width for c in comparisons if not c.distinguishable and c.half_width is not None]
+    return BestSet(lowest, best, n, unit, level, detectable=max(widths) if widths else None,
+                   comparisons=comparisons, excluded=excluded)  # fmt: skip
+
+
+def verdict_text(verdict: BestSet | Mapping[str, Any], fmt: Any = "{:.3g}".format, name: Any = str) -> str:
+    """One line: "tied: a, b (differences to a within ± w, 95 % simultaneous, 10 replicates)" or "lowest: a".
+
+    ``fmt`` formats numbers and ``name`` the candidates' names (a report quotes them in backticks).
+    """
+    v = verdict if isinstance(verdict, Mapping) else verdict.as_dict()
+    if not v["best"]:
+        return "no verdict (no candidate with finite values on common units)"
+    count = f"{v['n']} {v['unit']}{'s' if v['n'] != 1 else ''}"
+    if v["n"] < 2:
+        return f"tied: {', '.join(map(name, v['best']))} (one {v['unit']}: nothing can be told apart)"
+    if len(v["best"]) > 1:
+        width = f"differences to {name(v['lowest'])} within ± {fmt(v['detectable'])}" if v.get("detectable") else ""
+        return (f"tied: {', '.join(map(name, v['best']))} ({width + ', ' if width else ''}{100 * v['level']:g} % "
+                f"simultaneous, {count})")  # fmt: skip
+    runner = min(v["comparisons"], key=lambda c: c["difference"], default=None)
+    margin = (f"; next {name(runner['name'])} higher by {fmt(runner['difference'])}, Holm-adjusted p = "
+              f"{runner['p_adjusted']:.2g}" if runner else "")  # fmt: skip
+    return f"lowest: {name(v['lowest'])}, distinguishable from every other ({100 * v['level']:g} %, {count}{margin})"

@@ -1,0 +1,71 @@
+"""How a comparison report writes numbers, names and figure file names (shared by its tables and figures)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+from localentropy.experiments.core.files import slug
+
+DASH = "—"
+MAX_FIGURE_NAME = 150  # file names are limited to 255 bytes; the atomic writer adds about 25
+
+
+def fmt(value: Any) -> str:
+    """3 significant digits; exact integers for counts; a dash for missing or NaN values."""
+    if value is None:
+        return DASH
+    if isinstance(value, int):
+        return str(value)
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(x):
+        return DASH
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.3g}"
+
+
+def fmt_count(value: Any) -> str:
+    if isinstance(value, int | float) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return fmt(value)
+
+
+def md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def quoted(name: Any) -> str:
+    return f"`{md(name)}`"
+
+
+def figure_name(stem: str) -> str:
+    """``<stem>.png`` with the stem slugged, and shortened with a hash of it when it would be too long."""
+    name = slug(stem)
+    if len(name) > MAX_FIGURE_NAME:
+        name = f"{name[: MAX_FIGURE_NAME - 13]}_{hashlib.sha256(stem.encode()).hexdigest()[:12]}"
+    return f"{name}.png"
+
+
+def estimator_description(record: dict[str, Any]) -> str | None:
+    """What a record's estimator runs: its sampler (and preset), or "smoothing, order k"; None when unknown."""
+    estimator = record.get("estimator") or {}
+    settings = estimator.get("settings") or {}
+    if estimator.get("kind") == "smoothing":
+        return "smoothing" + (f", order {settings['order']}" if "order" in settings else "")
+    sampler = estimator.get("sampler")
+    if not sampler:
+        return None
+    return sampler + (f", preset {settings['preset']}" if settings.get("preset") else "")
+
+
+def estimator_cell(label: str, record: dict[str, Any]) -> str:
+    """The label, with what the estimator runs beside it when the label is not that name."""
+    description = estimator_description(record)
+    plain = label.rsplit("/", 1)[-1]  # a merged report prefixes the run's name
+    shown = description is not None and plain != description and plain != description.replace(", ", " ")
+    return quoted(label) + (f" ({md(description)})" if shown else "")
