@@ -161,6 +161,11 @@ def run_chunks(work: Callable[[int], Any], count: int) -> list[Any]:
     return list(pool.map(run, range(count)))
 
 
+def _layout(*lists: list[Tensor] | None) -> list[tuple[int, torch.dtype, torch.Size]]:
+    """Where each tensor's data lives, its dtype and shape: what the chunk views were cut from."""
+    return [(t.data_ptr(), t.dtype, t.shape) for tensors in lists if tensors is not None for t in tensors]
+
+
 class ChunkedGroup:
     """One parameter group's inner-loop buffers, noise and sampler states, cut into chunks.
 
@@ -181,6 +186,7 @@ class ChunkedGroup:
         plan: list[list[Slice]],
     ) -> None:
         self.sampler, self.params, self.plan, self.generators = sampler, params, plan, generators
+        self.layout = _layout(params, anchor, average, force)
         self.anchor, self.average, self.force = anchor, average, force
         self.elementwise = sampler.elementwise and all(p.is_contiguous() for p in params)
         self.param_views = [slice_views(params, s) for s in plan]
@@ -215,12 +221,19 @@ class ChunkedGroup:
         else:
             self.rademacher[k].fill(self.generators[k])
 
-    def matches(self, sampler: Sampler, params: list[Tensor]) -> bool:
-        """Whether this was made for exactly these tensors and this sampler."""
+    def matches(
+        self,
+        sampler: Sampler,
+        params: list[Tensor],
+        buffers: tuple[list[Tensor], list[Tensor], list[Tensor] | None],
+    ) -> bool:
+        """Whether this was made for exactly these tensors, in the same storage (``module.double()`` or ``.to()``
+        swap a parameter's data in place, which would leave the chunk views on the old storage), and this sampler."""
         return (
             sampler is self.sampler
             and len(params) == len(self.params)
             and all(a is b for a, b in zip(params, self.params, strict=True))
+            and _layout(params, *buffers) == self.layout
         )
 
     def reset(self) -> None:

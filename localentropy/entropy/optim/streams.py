@@ -37,7 +37,7 @@ class NoiseStreams:
         """Trainable group ``index``'s chunked state at ``params`` (anchor, average, force ``buffers``), made once
         and reset (momenta zeroed) unless ``keep`` (a warm start)."""
         cached = self.groups.get(index)
-        if cached is not None and cached.matches(sampler, params):
+        if cached is not None and cached.matches(sampler, params, buffers):
             if not keep:
                 cached.reset()
             return cached

@@ -207,3 +207,19 @@ def test_an_exception_in_a_chunk_propagates() -> None:
     x, y = torch.randn(8, 400), torch.randint(0, 4, (8,))
     with pytest.raises(RuntimeError, match="chunk failed"):
         opt.step(_closure(model, opt, x, y))
+
+
+def test_a_dtype_change_of_the_model_rebuilds_the_chunk_views() -> None:
+    """``module.double()`` swaps each parameter's data in place: the chunked state must follow the new storage."""
+    x, y = torch.randn(32, 400, generator=gen(1)), torch.randint(0, 4, (32,), generator=gen(2))
+    model = _big_model()
+    opt = EntropySGD(model.parameters(), lr=0.1, gamma=0.3, sampler=SGLD(step_size=0.01, temperature=1e-4))
+    opt.step(_closure(model, opt, x, y))
+    model.double()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step(_closure(model, opt, x.double(), y))
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+    group = opt._streams.groups[0]
+    assert group.flat.dtype == torch.float64
+    assert all(v.data_ptr() == p.data_ptr() for v, p in zip(group.param_views[0], model.parameters(), strict=False))
