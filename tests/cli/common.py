@@ -67,13 +67,9 @@ TRIED: Counter[str] = Counter()  # malformed inputs tried per command, reported 
 
 
 @pytest.fixture(autouse=True)
-def shared_one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def shared_one_thread(single_thread):
+    """Every test of the modules that import this one runs on one intra-op thread (tests/conftest.py)."""
+    yield
 
 
 @pytest.fixture(scope="module", autouse=True)

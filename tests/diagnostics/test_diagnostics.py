@@ -25,16 +25,7 @@ from localentropy.diagnostics import (
     to_datatree,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (see tests/conftest.py), the previous setting restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # small tensors: one intra-op thread
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -49,15 +49,7 @@ KEYS = {("sgld", 16), ("sgld", 32), ("smooth", 16), ("smooth", 32)}
 SGLD_32 = "sgld__p0__g1__T0.1__b32"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (see tests/conftest.py), the previous setting restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # small tensors: one intra-op thread
 
 
 def write_config(directory: Path, text: str = TINY, name: str = "tiny.toml") -> Path:

@@ -105,14 +105,7 @@ sampler_options = { step_size = 0.05, temperature = 1e-8 }
 """
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # small tensors: one intra-op thread
 
 
 def without_timing(value: Any) -> Any:
