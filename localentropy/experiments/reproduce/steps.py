@@ -16,7 +16,7 @@ from typing import Any
 from localentropy.experiments.core.config import ConfigError
 
 KINDS = ("run", "sweep", "targets", "accuracy", "speed")
-SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead")  # the findings document's sections
+SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent")  # the findings document's sections
 
 
 @dataclass(frozen=True)
@@ -102,3 +102,9 @@ register_step("overhead_accuracy", kind="accuracy", question="S4", section="over
               quick_minutes=0.2, quick={"replicates": 3, "outer_steps": 30, "inner_steps": (1, 5, 20)})
 register_step("overhead_speed", kind="speed", question="S4", section="overhead", full_minutes=4.5,
               quick_minutes=0.5, quick={"args": ["--quick"]})
+# the recurrent steps' minutes were measured on 2026-12-03 with the 2 cores shared by other work (load ~9): alone,
+# about a third of that
+register_step("recurrent_char", kind="sweep", config="sweep_recurrent_char.toml", question="R1", section="recurrent",
+              full_minutes=16, quick_minutes=3, quick={"seeds": 3, "set": {"effective_epochs": 3}})
+register_step("recurrent_row", kind="sweep", config="sweep_recurrent_row.toml", question="R1", section="recurrent",
+              full_minutes=14, quick_minutes=3, quick={"seeds": 3, "set": {"effective_epochs": 3}})

@@ -38,8 +38,9 @@ from localentropy.experiments.sweeps.paths import STAR, format_path, parse_path
 
 
 def _curve(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("epoch", "effective_epochs", "seconds", "grad_evals", "test_error", "val_error",
-                                     "train_loss")}  # fmt: skip
+    keys = ("epoch", "effective_epochs", "seconds", "grad_evals", "test_error", "val_error", "train_loss")
+    text = ("val_bits_per_char", "test_bits_per_char")  # language models' rows only
+    return {k: row.get(k) for k in keys} | {k: row[k] for k in text if k in row}
 
 
 def summarise_results(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -11,11 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from localentropy.data.sources import FILE_SOURCES, FIXED_TEST, SOURCES
+from localentropy.data.text import TEXT_SOURCES, check_text_options
 from localentropy.entropy.presets import OPTIMIZER_PRESETS, optimizer_preset
 from localentropy.experiments.core.config import ConfigError, FieldReader, key_text, read_toml
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.core.labels import default_labels, lying_label, optimizer_label_base
-from localentropy.experiments.training.models import available_models, build_model, check_input_shape, model_options
+from localentropy.experiments.training.models import (
+    TEXT_MODELS,
+    available_models,
+    build_model,
+    check_input_shape,
+    model_options,
+)
 from localentropy.experiments.training.optim import (
     ENTROPY_KINDS,
     OPTIMIZER_KINDS,
@@ -28,7 +35,8 @@ from localentropy.experiments.training.optim import (
 from localentropy.samplers import available_samplers
 
 INPUT_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist1d": (40,), "mnist": (1, 28, 28),
-                "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # fmt: skip
+                "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "text": (), "markov-text": ()}  # fmt: skip
+EPOCH_UNITS = ("optimizer", "effective")
 MEASURES = ("top_eigenvalue", "trace", "density", "sharpness", "local_entropy")
 PRESETS = OPTIMIZER_PRESETS
 LOCAL_ENTROPY_DEFAULTS = {"gamma": 1.0, "temperature": 1e-8, "step_size": 0.01, "steps": 20, "chains": 2,
@@ -43,6 +51,7 @@ class DataConfig:
     test_fraction: float = 0.2
     train_limit: int | None = None
     test_limit: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # text sources: localentropy.data.text.OPTIONS
 
 
 @dataclass
@@ -81,6 +90,9 @@ class TrainConfig:
     threads: int = 1
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     flatness: FlatnessConfig = field(default_factory=FlatnessConfig)
+    bptt: int = 32  # text: tokens per truncated-backpropagation segment
+    clip_grad_norm: float | None = None  # clip each closure's gradient to this L2 norm (every inner step too)
+    epoch_unit: str = "optimizer"  # "effective": an epoch (evaluation, checkpoint, schedule) is one data pass
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +103,8 @@ class TrainConfig:
 
 def _data(r: FieldReader, raw: Any) -> DataConfig:
     t = r.table(raw, "data")
-    r.unknown(t, {"source", "path", "validation_fraction", "test_fraction", "train_limit", "test_limit"}, "data")
+    r.unknown(t, {"source", "path", "validation_fraction", "test_fraction", "train_limit", "test_limit", "options"},
+              "data")  # fmt: skip
     source = r.choice(r.get(t, "source", "data.source"), "data.source", SOURCES) or "digits"
     config = DataConfig(source=source)
     if source in FILE_SOURCES:
@@ -106,6 +119,11 @@ def _data(r: FieldReader, raw: Any) -> DataConfig:
     for key in ("train_limit", "test_limit"):
         if key in t:
             setattr(config, key, r.integer(t[key], f"data.{key}", 1))
+    config.options = dict(r.table(t.get("options", {}), "data.options"))
+    if source in TEXT_SOURCES:
+        r.problems.extend(check_text_options(source, config.options))
+    elif config.options:
+        r.problem("data.options", config.options, f"no options: the {source!r} source takes none")
     return config
 
 
@@ -122,7 +140,9 @@ def _model(r: FieldReader, raw: Any, source: str) -> ModelConfig:
                           f"{', '.join(sorted(model_options(name))) or 'none'}")  # fmt: skip
     shape = INPUT_SHAPES[source]
     need = check_input_shape(name, shape)
-    if need is not None:
+    if source in TEXT_SOURCES and name not in TEXT_MODELS:
+        r.problem("model.name", name, f"a model of token streams for {source!r} ({', '.join(TEXT_MODELS)})")
+    elif need is not None:
         r.problem("model.name", name, f"a model for {source!r} inputs of shape {shape} ({name!r} needs {need})")
     elif set(options) <= set(model_options(name)):
         try:
@@ -267,7 +287,7 @@ def parse_train_config(data: dict[str, Any], *, name: str = "train", source: str
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a table of fields, got {type(data).__name__}"], source)
     top = {"name", "seed", "threads", "batch_size", "eval_batch_size", "epochs", "effective_epochs", "data",
-           "model", "schedule", "flatness", "optimizers"}  # fmt: skip
+           "model", "schedule", "flatness", "optimizers", "bptt", "clip_grad_norm", "epoch_unit"}  # fmt: skip
     r.unknown(data, top, "")
     # the name is the default run directory's name: the rule of `localentropy run` (a sweep names its runs by it)
     run_name = r.name(data.get("name", name), "name" if "name" in data else "name (the config file's stem)", "train")
@@ -289,6 +309,17 @@ def parse_train_config(data: dict[str, Any], *, name: str = "train", source: str
     model = _model(r, r.get(data, "model", "model", {}), data_config.source)
     schedule = _schedule(r, data.get("schedule", {}), "schedule")
     flatness = _flatness(r, data.get("flatness", {}))
+    text = data_config.source in TEXT_SOURCES
+    if text and flatness.measures:
+        if "measures" in (data.get("flatness") or {}):
+            r.problem("flatness.measures", flatness.measures, "[] for a text source (the measures read labelled "
+                      "examples)")  # fmt: skip
+        flatness.measures = []
+    bptt = r.integer(data.get("bptt", 32), "bptt", 1, 100_000) or 1
+    if "bptt" in data and not text:
+        r.problem("bptt", data["bptt"], "no bptt: it is for text sources (truncated backpropagation through time)")
+    clip = r.number(data["clip_grad_norm"], "clip_grad_norm", 0.0, low_open=True) if "clip_grad_norm" in data else None
+    epoch_unit = r.choice(data.get("epoch_unit", "optimizer"), "epoch_unit", EPOCH_UNITS) or "optimizer"
     raw_optimizers = r.get(data, "optimizers", "optimizers")
     if not isinstance(raw_optimizers, list) or not raw_optimizers:
         r.problem("optimizers", raw_optimizers, "a non-empty array of [[optimizers]] tables")
@@ -301,7 +332,7 @@ def parse_train_config(data: dict[str, Any], *, name: str = "train", source: str
     return TrainConfig(
         name=run_name, seed=seed, data=data_config, model=model, optimizers=optimizers, batch_size=batch_size,
         epochs=epochs, effective_epochs=effective, eval_batch_size=eval_batch_size, threads=threads,
-        schedule=schedule, flatness=flatness,
+        schedule=schedule, flatness=flatness, bptt=bptt, clip_grad_norm=clip, epoch_unit=epoch_unit,
     )  # fmt: skip
 
 

@@ -12,6 +12,10 @@ networks (Chaudhari et al. 2017, section 5):
 
 Small versions: ``small-mnistfc`` (784-128-128-10), ``small-lenet`` (4 and 8 channels, fc 32),
 ``small-allcnn`` (8 and 16 channels), and ``mlp`` (any input, flattened; ``hidden`` a list of widths).
+
+Recurrent (:mod:`localentropy.experiments.training.recurrent`): ``char-lstm``, a language model on a token stream
+(input shape (); ``num_classes`` is the vocabulary size; it returns (logits, state), see ``TEXT_MODELS``), and
+``row-lstm``, which reads an image (1, H, W) one row per time step.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
+
+from localentropy.experiments.training.recurrent import CharLSTM, RowLSTM
 
 ModelFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, tuple[ModelFactory, Callable[[tuple[int, ...]], str | None]]] = {}
@@ -203,6 +209,33 @@ def small_allcnn(input_shape: tuple[int, ...], num_classes: int, dropout: float 
                  input_dropout: float = 0.2) -> nn.Module:  # fmt: skip
     """All-CNN-C with batch norm and 8 / 16 channels."""
     return _allcnn(8, 16, num_classes, dropout, input_dropout)
+
+
+TEXT_MODELS = ("char-lstm",)  # the models of token streams: forward(tokens, state) -> (logits, state)
+
+
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+@register_model("char-lstm", lambda shape: None if tuple(shape) == () else
+                "a token stream (data.source = 'text' or 'markov-text')")  # fmt: skip
+def char_lstm(input_shape: tuple[int, ...], num_classes: int, embedding: int = 32, hidden: int = 128, layers: int = 2,
+              dropout: float = 0.0) -> nn.Module:  # fmt: skip
+    """A character (or word) LSTM language model; ``num_classes`` is the vocabulary size."""
+    return CharLSTM(num_classes, _positive(embedding, "embedding"), _positive(hidden, "hidden"),
+                    _positive(layers, "layers"), _dropout(dropout))  # fmt: skip
+
+
+@register_model("row-lstm", lambda shape: None if len(shape) == 3 and shape[0] == 1 else
+                "one-channel images (1, H, W), read one row per time step")  # fmt: skip
+def row_lstm(input_shape: tuple[int, ...], num_classes: int, hidden: int = 64, layers: int = 1,
+             dropout: float = 0.0) -> nn.Module:  # fmt: skip
+    """An LSTM reading an image one row per time step (28 steps of 28 on MNIST, 8 of 8 on digits)."""
+    return RowLSTM(input_shape[1], input_shape[2], num_classes, _positive(hidden, "hidden"),
+                   _positive(layers, "layers"), _dropout(dropout))  # fmt: skip
 
 
 def count_parameters(model: nn.Module) -> int:

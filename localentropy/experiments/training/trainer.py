@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from localentropy.data import ArrayData, DataSplits, load_data
+from localentropy.data.text import TokenStream
 from localentropy.entropy.optim import DivergenceError
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import slug
@@ -42,6 +43,7 @@ from localentropy.experiments.training.optim import (
     set_learning_rate,
     spec_passes,
 )
+from localentropy.experiments.training.text import TextStream, clip_gradients, evaluate_text, text_columns, text_final
 
 SCHEMA = 1
 CHECKPOINT_FORMAT = 1
@@ -57,8 +59,10 @@ class BatchStream:
     counts forward-backward passes, ``examples`` the examples they read.
     """
 
-    def __init__(self, model: nn.Module, data: ArrayData, batch_size: int, seed: int) -> None:
+    def __init__(self, model: nn.Module, data: ArrayData, batch_size: int, seed: int,
+                 clip_grad_norm: float | None = None) -> None:  # fmt: skip
         self.model, self.data, self.batch_size, self.seed = model, data, batch_size, seed
+        self.clip_grad_norm = clip_grad_norm
         self.data_epoch = 0
         self.position = 0
         self.calls = 0
@@ -91,6 +95,7 @@ class BatchStream:
         with torch.enable_grad():
             loss = nn.functional.cross_entropy(self.model(inputs), targets)
             loss.backward()
+        clip_gradients(self.model, self.clip_grad_norm)
         self.calls += 1
         self.examples += int(targets.shape[0])
         return loss.detach()
@@ -125,13 +130,20 @@ def evaluate(model: nn.Module, data: ArrayData | None, batch_size: int) -> tuple
     return (loss if math.isfinite(loss) else None), wrong / len(data)
 
 
-def plan_steps(config: TrainConfig, steps_per_epoch: int, passes: int) -> tuple[int, int]:
-    """(optimizer steps, epochs) of one optimizer: the epochs budget, or as many steps as the effective epochs buy."""
+def plan_steps(
+    config: TrainConfig, steps_per_epoch: int, passes: int, epoch_steps: int | None = None
+) -> tuple[int, int]:
+    """(optimizer steps, epochs) of one optimizer: the epochs budget, or as many steps as the effective epochs buy.
+
+    ``steps_per_epoch`` optimizer steps read the data once per pass of the closure; an epoch (evaluation,
+    checkpoint, schedule) is ``epoch_steps`` optimizer steps (default ``steps_per_epoch``).
+    """
+    epoch_steps = epoch_steps or steps_per_epoch
     if config.epochs is not None:
-        return config.epochs * steps_per_epoch, config.epochs
+        return config.epochs * epoch_steps, config.epochs
     assert config.effective_epochs is not None
     total = max(1, math.floor(config.effective_epochs * steps_per_epoch / passes + 1e-9))
-    return total, math.ceil(total / steps_per_epoch)
+    return total, math.ceil(total / epoch_steps)
 
 
 def _weights_only_bytes(obj: dict[str, Any]) -> bytes:
@@ -162,27 +174,40 @@ class OptimizerRun:
         torch.manual_seed(stable_seed(config.seed, "model init"))  # the same initial weights for every optimizer
         self.model = build_model(config.model.name, splits.input_shape, splits.num_classes, **config.model.options)
         torch.manual_seed(stable_seed(config.seed, "training", spec.label))  # dropout and optimizer noise
-        self.stream = BatchStream(self.model, splits.train, config.batch_size, stable_seed(config.seed, "data"))
+        data_seed, clip = stable_seed(config.seed, "data"), config.clip_grad_norm
+        self.text = isinstance(splits.train, TokenStream)
+        self.stream: BatchStream | TextStream = (
+            TextStream(self.model, splits.train, config.batch_size, config.bptt, data_seed, clip)  # type: ignore[arg-type]
+            if self.text else BatchStream(self.model, splits.train, config.batch_size, data_seed, clip)  # type: ignore[arg-type]
+        )  # fmt: skip
         spe = self.stream.batches_per_pass
         self.passes = spec_passes(spec)
-        self.total_steps, self.epochs = plan_steps(config, spe, self.passes)
-        self.steps_per_epoch = spe
+        if config.epoch_unit == "effective":  # an epoch reads the data once, whatever the passes per step
+            self.steps_per_epoch = max(1, math.ceil(spe / self.passes))
+        else:
+            self.steps_per_epoch = spe
+        self.total_steps, self.epochs = plan_steps(config, spe, self.passes, self.steps_per_epoch)
         self.optimizer = build_optimizer(spec, self.model.parameters(), total_steps=self.total_steps)
         assert passes_per_step(self.optimizer) == self.passes
         self.steps, self.epoch, self.seconds = 0, 0, 0.0
         self.rows: list[dict[str, Any]] = []
 
+    def _evaluate(self, data: ArrayData | TokenStream | None) -> tuple[float | None, float | None]:
+        if self.text:
+            return evaluate_text(self.model, data)  # type: ignore[arg-type]
+        return evaluate(self.model, data, self.config.eval_batch_size)  # type: ignore[arg-type]
+
     def row(self, lr: float | None) -> dict[str, Any]:
-        ev = self.config.eval_batch_size
-        train_loss, train_error = evaluate(self.model, self.splits.train, ev)
-        val_loss, val_error = evaluate(self.model, self.splits.validation, ev)
-        test_loss, test_error = evaluate(self.model, self.splits.test, ev)
-        return {
+        train_loss, train_error = self._evaluate(self.splits.train)
+        val_loss, val_error = self._evaluate(self.splits.validation)
+        test_loss, test_error = self._evaluate(self.splits.test)
+        row = {
             "epoch": self.epoch, "lr": lr, "steps": self.steps, "grad_evals": self.stream.calls,
             "examples": self.stream.examples, "effective_epochs": self.stream.examples / len(self.splits.train),
             "seconds": self.seconds, "train_loss": train_loss, "train_error": train_error, "val_loss": val_loss,
             "val_error": val_error, "test_loss": test_loss, "test_error": test_error,
         }  # fmt: skip
+        return {**row, **text_columns(row)} if self.text else row
 
     def save(self) -> None:
         state = {
@@ -289,7 +314,7 @@ class OptimizerRun:
             "passes_per_step": self.passes, "optimizer_grad_evals": counter, "rows": self.rows,
             "final": None if status != "ok" else {k: last[k] for k in (
                 "test_error", "test_loss", "val_error", "val_loss", "train_error", "train_loss", "effective_epochs",
-                "seconds", "grad_evals", "steps")},
+                "seconds", "grad_evals", "steps")} | (text_final(last, self.splits.info) if self.text else {}),
             "flatness": None,
         }  # fmt: skip
 
@@ -302,7 +327,8 @@ def load_splits(config: TrainConfig, source: str | None = None) -> DataSplits:
     d = config.data
     try:
         return load_data(d.source, path=d.path, seed=config.seed, validation_fraction=d.validation_fraction,
-                         test_fraction=d.test_fraction, train_limit=d.train_limit, test_limit=d.test_limit)  # fmt: skip
+                         test_fraction=d.test_fraction, train_limit=d.train_limit, test_limit=d.test_limit,
+                         options=d.options)  # fmt: skip
     except ValueError as exc:  # a missing directory, a bad file: the user's input
         raise ConfigError([f"data: {exc}"], source) from None
 
@@ -344,7 +370,7 @@ def run_training(
                 print(f"{spec.label} ({spec.kind})", file=progress, flush=True)
                 run = OptimizerRun(config, spec, splits, out_dir, progress, after_epoch)
                 record = run.train()
-                if record["status"] == "ok":
+                if record["status"] == "ok" and not run.text:  # the flatness measures read labelled examples
                     record["flatness"] = measure_flatness(run.model, splits, config)
                 record = finite_or_none(record)
                 out_dir.save_record(slug(spec.label), record)

@@ -40,6 +40,8 @@ TINY = {
     "scoping": {"seeds": 2, "set": {"effective_epochs": 1}},
     "overhead_training": {"seeds": 2, "set": {"effective_epochs": 1}},
     "overhead_accuracy": {"replicates": 2, "outer_steps": 8, "inner_steps": (1, 2), "dim": 5},
+    "recurrent_char": {"seeds": 2, "set": {"effective_epochs": 1, "data.options.length": 20000}},
+    "recurrent_row": {"seeds": 2, "set": {"effective_epochs": 1, "data.train_limit": 500}},
     "overhead_speed": {
         "args": [
             "--quick",
@@ -169,18 +171,19 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
     root, doc = tiny_run
     text = doc.read_text()
     for heading in ("## Q1. Cost", "## Q2. Exponentiated versus direct smoothing", "## Q3. Other MCMC",
-                    "## Sensitivity", "## Cutting the overhead", "## Summary"):  # fmt: skip
+                    "## Sensitivity", "## Cutting the overhead", "## Recurrent networks", "## Summary"):  # fmt: skip
         assert heading in text
     assert "QUICK run" in text
-    assert text.count("**What the evidence supports.**") == 5
-    assert text.count("**What it does not support.**") == 5
+    assert text.count("**What the evidence supports.**") == 6
+    assert text.count("**What it does not support.**") == 6
     figures = doc.parent / "findings"
-    for name in ("targets.png", "cost_curves.png", "sensitivity.png", "findings.json"):
+    for name in ("targets.png", "cost_curves.png", "sensitivity.png", "recurrent_char.png", "recurrent_row.png",
+                 "findings.json"):
         assert (figures / name).is_file(), name
     for link in [part.split(")")[0] for part in text.split("](")[1:]]:
         assert (doc.parent / link).is_file(), link
     numbers = json.loads((figures / "findings.json").read_text())
-    assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead"}
+    assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent"}
     assert numbers["meta"]["mode"] == "quick"
     assert (root / "runs" / "COMPLETE").is_file()
 

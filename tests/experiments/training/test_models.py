@@ -21,11 +21,23 @@ SHAPES = {
     "small-lenet": (1, 28, 28),
     "allcnn": (3, 32, 32),
     "small-allcnn": (3, 32, 32),
+    "row-lstm": (1, 28, 28),
 }
 
 
 def test_registry_lists_every_model():
-    assert set(available_models()) == set(SHAPES)
+    assert set(available_models()) == set(SHAPES) | {"char-lstm"}
+
+
+def test_char_lstm_returns_logits_and_state():
+    torch.manual_seed(0)
+    model = build_model("char-lstm", (), 7, embedding=4, hidden=6, layers=2, dropout=0.1)
+    logits, (h, c) = model(torch.randint(7, (3, 5)))
+    assert logits.shape == (3, 5, 7) and h.shape == c.shape == (2, 3, 6)
+    with pytest.raises(ValueError, match="token stream"):
+        build_model("char-lstm", (1, 8, 8), 7)
+    with pytest.raises(ValueError, match="hidden must be a positive integer"):
+        build_model("char-lstm", (), 7, hidden=0)
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

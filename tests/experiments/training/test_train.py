@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from localentropy.experiments.core.rundir import RunDirectoryError
 from localentropy.experiments.training.config import load_train_config, parse_train_config
 from localentropy.experiments.training.optim import SAMStep, ScheduleConfig, learning_rate
 from localentropy.experiments.training.trainer import run_training
+from tests.experiments.training.helpers import toml_text as _toml
 
 pytest.importorskip("sklearn")
 ROOT = Path(__file__).resolve().parents[3]
@@ -222,26 +222,6 @@ def _load_quiet(path: Path):
         return torch.load(path, weights_only=True) if path.is_file() else None
     except Exception:
         return None
-
-
-def _toml(cfg: dict) -> str:
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        return repr(v)
-
-    lines = [f"{k} = {value(v)}" for k, v in cfg.items() if k != "optimizers"]
-    for spec in cfg["optimizers"]:
-        lines += ["[[optimizers]]"] + [f"{json.dumps(k)} = {value(v)}" for k, v in spec.items()]
-    text = "\n".join(lines) + "\n"
-    assert tomllib.loads(text) == cfg
-    return text
 
 
 def test_divergence_stops_only_that_optimizer_and_never_reports_nan(tmp_path, single_thread):

@@ -15,6 +15,7 @@ from localentropy.experiments.core.files import atomic_write_bytes, atomic_write
 from localentropy.experiments.reproduce.findings.common import mean_sd, paired, paired_text, pm, read_json, table
 from localentropy.experiments.reproduce.findings.cost import first_reach, section_cost
 from localentropy.experiments.reproduce.findings.overhead import section_overhead
+from localentropy.experiments.reproduce.findings.recurrent import section_recurrent, write_recurrent
 from localentropy.experiments.reproduce.findings.samplers import section_samplers
 from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
@@ -34,6 +35,7 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         section_samplers(out, figures, numbers),
         section_sensitivity(out, figures, numbers),
         section_overhead(out, figures, speed, numbers),
+        section_recurrent(out, figures, numbers),
     ]
     quick = meta.get("mode") == "quick"
     step_rows = [[s["name"], s["question"], s["kind"], f"`{s['file']}`" if s["file"] else "—",
@@ -121,4 +123,4 @@ def _minutes(timing: dict[str, Any] | None) -> str:
     return f"{timing['seconds'] / 60:.1f}" + (" (skipped: done before)" if timing.get("state") == "skip" else "")
 
 
-__all__ = ["first_reach", "mean_sd", "paired", "paired_text", "pm", "write_findings"]
+__all__ = ["first_reach", "mean_sd", "paired", "paired_text", "pm", "write_findings", "write_recurrent"]

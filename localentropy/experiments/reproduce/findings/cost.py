@@ -24,9 +24,10 @@ from localentropy.experiments.reproduce.findings.common import (
 )
 
 
-def first_reach(curve: list[dict[str, Any]], level: float, key: str) -> float | None:
+def first_reach(curve: list[dict[str, Any]], level: float, key: str, metric: str = "test_error") -> float | None:
+    """``key`` (effective epochs, seconds) of the first row whose ``metric`` is at or below ``level``."""
     for row in curve:
-        if row.get("test_error") is not None and row["test_error"] <= level + 1e-12 and row.get(key) is not None:
+        if row.get(metric) is not None and row[metric] <= level + 1e-12 and row.get(key) is not None:
             return float(row[key])
     return None
 
