@@ -219,8 +219,16 @@ def reproduce(
 
 def _validate(entry: dict[str, Any], repo: Path) -> None:
     source = str(repo / "experiments" / "configs" / str(entry["file"]))
-    if entry["kind"] == "run":
-        parse_config(copy.deepcopy(entry["config"]), source=source)
+    if entry["kind"] == "run":  # built as the run builds it: the problem, the points, every estimator
+        from localentropy.experiments.comparison.plan import build_points, build_problem
+        from localentropy.experiments.comparison.plan import plan as plan_records
+
+        run_config = parse_config(copy.deepcopy(entry["config"]), source=source)
+        try:
+            problem = build_problem(run_config)
+            plan_records(run_config, problem, build_points(run_config, problem.dim))
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, source) from None
     elif entry["kind"] == "sweep":
         from localentropy.experiments.sweeps.runner import parse_sweep_config
 
