@@ -42,6 +42,7 @@ from localentropy.experiments.speed.timing import (
     busy_cpu_seconds,
     other_cores_since,
     own_cpu_seconds,
+    section_record,
     summarise,
     synchroniser,
 )
@@ -237,15 +238,10 @@ def entropy_section(args: argparse.Namespace, device: torch.device) -> dict[str,
     for entry, row in zip(results[1:], rows, strict=True):
         entry["inner_steps"] = row.inner_steps
         entry["outer_ms"] = None if entry["median_ms"] is None else entry["median_ms"] * entry["inner_steps"]
+    benchmark = "EntropySGD outer step / (L x G): G per inner step, gradient included"
     return {
-        "benchmark": "EntropySGD outer step / (L x G): G per inner step, gradient included",
-        "repeats": measured,
+        **section_record(benchmark, measured, load, dropped, "(G, outer step) pairs", args.max_other_cores),
         "G_median_ms": results[0]["median_ms"],
-        "measure_wall_s": load.wall,
-        "other_processes_cores": load.other_cores,
-        "dropped": dropped,
-        "dropped_unit": "(G, outer step) pairs during which other processes used more than max_other_cores",
-        "max_other_cores": args.max_other_cores,
         "settings": {
             "gamma": ENTROPY_GAMMA,
             "lr": ENTROPY_LR,

@@ -32,7 +32,6 @@ for a quiet machine. Nothing asserts a timing. On CUDA, every clock read is prec
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from localentropy.experiments.speed.entropy import entropy_section
 from localentropy.experiments.speed.report import SECTIONS, floor_section, print_report, targets
 from localentropy.experiments.speed.samplers import make_mlp
 from localentropy.experiments.speed.sections import estimator_section, peers_section, samplers_section
-from localentropy.experiments.speed.timing import load_average, machine_info, wait_for_quiet
+from localentropy.experiments.speed.timing import finish_report, load_average, machine_info, wait_for_quiet
 
 DEFAULT_JSON = Path("benchmarks") / "results" / "run_all.json"  # the script passes the path beside it
 COMMAND = "python -m localentropy.experiments.speed"
@@ -167,13 +166,7 @@ def run(argv: list[str] | None = None, *, command: str = COMMAND, default_json: 
         report["floor"] = floor_section(report["entropy"])
     report["targets"] = targets(report)
     print_report(report, args)
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
-    sys.stdout.flush()
-    return report
+    return finish_report(report, args.json)
 
 
 def versions() -> dict[str, str]:

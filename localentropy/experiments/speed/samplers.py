@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from torch.nn.functional import cross_entropy
 from localentropy.experiments.speed.timing import (
     LoadMeter,
     Row,
+    finish_report,
     format_table,
     load_average,
     machine_info,
@@ -312,13 +311,7 @@ def main(argv: list[str] | None = None, default_json: Path = DEFAULT_JSON, prog:
             f"warning: other processes competed with the {args.threads} threads on {cores} CPUs; ratios can be "
             "distorted (a descheduled thread stalls every parallel kernel). Rerun on a quiet machine."
         )
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
-    sys.stdout.flush()
-    return report
+    return finish_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from localentropy.experiments.speed.timing import (
     other_cores_since,
     own_cpu_seconds,
     quantile,
+    section_record,
     summarise,
     synchroniser,
 )
@@ -36,15 +37,10 @@ def samplers_section(args: argparse.Namespace, device: torch.device) -> dict[str
             unit, rows, args.sampler_repeats, args.warmup, device, args.max_seconds, args.max_other_cores, dropped
         )
     results = summarise(unit, rows)
+    benchmark = "sampler step cost in units of G (bench_samplers.py)"
     return {
-        "benchmark": "sampler step cost in units of G (bench_samplers.py)",
-        "repeats": measured,
+        **section_record(benchmark, measured, load, dropped[0], "repeats", args.max_other_cores),
         "G_median_ms": results[0]["median_ms"],
-        "measure_wall_s": load.wall,
-        "other_processes_cores": load.other_cores,
-        "dropped": dropped[0],
-        "dropped_unit": "repeats during which other processes used more than max_other_cores",
-        "max_other_cores": args.max_other_cores,
         "temperature": TEMPERATURE,
         "rows": results,
     }
@@ -136,15 +132,10 @@ def estimator_section(args: argparse.Namespace, device: torch.device) -> dict[st
                 time_over_one_chain=None if base is None else per_step / base,
             )
         rows.append(row)
+    benchmark = "LocalEntropyEstimator (SGLD) throughput on a quadratic"
     return {
-        "benchmark": "LocalEntropyEstimator (SGLD) throughput on a quadratic",
+        **section_record(benchmark, measured, load, dropped, "repeats", args.max_other_cores),
         "problem": f"Quadratic.random({dim}, condition=10), float32, grad = x A - b (addmm)",
         "settings": {"gamma": gamma, "step_size": step_size, "temperature": 0.1, "n_steps": n_steps},
-        "repeats": measured,
-        "measure_wall_s": load.wall,
-        "other_processes_cores": load.other_cores,
-        "dropped": dropped,
-        "dropped_unit": "repeats during which other processes used more than max_other_cores",
-        "max_other_cores": args.max_other_cores,
         "rows": rows,
     }

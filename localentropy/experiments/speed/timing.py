@@ -8,13 +8,16 @@ On a shared machine a repeat during which other processes used more than ``max_o
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -233,3 +236,24 @@ def format_table(results: list[dict[str, Any]]) -> str:
             iqr = f"{r['ratio_iqr']:.3f} ({r['ratio_q25']:.2f}-{r['ratio_q75']:.2f})"
             lines.append(f"| {r['row']} | {r['median_ms']:.2f} | {r['ratio']:.2f} | {iqr} |")
     return "\n".join(lines)
+
+
+def section_record(
+    benchmark: str, repeats: int, load: LoadMeter, dropped: int, dropped_unit: str, max_other_cores: float | None
+) -> dict[str, Any]:
+    """The fields every measured section records: what it measured, how many repeats, the contention."""
+    return {"benchmark": benchmark, "repeats": repeats, "measure_wall_s": load.wall,
+            "other_processes_cores": load.other_cores, "dropped": dropped,
+            "dropped_unit": f"{dropped_unit} during which other processes used more than max_other_cores",
+            "max_other_cores": max_other_cores}  # fmt: skip
+
+
+def finish_report(report: dict[str, Any], json_path: str | None) -> dict[str, Any]:
+    """Write the report as JSON where ``--json`` says (if it does), say so, flush stdout; returns the report."""
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}")
+    sys.stdout.flush()
+    return report
