@@ -24,6 +24,7 @@ LAYERS = [
         "localentropy.experiments.digits",
         "localentropy.experiments.targets",
         "localentropy.experiments.overhead",
+        "localentropy.experiments.speed",
     ),
     ("localentropy.experiments.sweeps",),
     ("localentropy.experiments.reproduce",),

@@ -4,18 +4,19 @@ budget) record, with each estimator built once up front so that a config that va
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from localentropy.entropy import LocalEntropyEstimator
+from localentropy.entropy import GaussianSmoothingEstimator, LocalEntropyEstimator
 from localentropy.entropy.presets import inner_loop_settings
 from localentropy.entropy.problems import Problem, Quadratic
 from localentropy.entropy.problems.lowdim import DoubleWell, SharpWide
 from localentropy.experiments.comparison.config import EstimatorConfig, RunConfig
-from localentropy.experiments.core.config import ConfigError, shown
+from localentropy.experiments.core.config import ConfigError, constructor_problem, key_text, shown
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.core.rundir import stable_seed
 from localentropy.samplers import make_sampler, sampler_class, sampler_hyperparameters
@@ -118,8 +119,55 @@ def local_entropy_estimator(task: Task, problem: Problem, chains: int) -> LocalE
     )  # fmt: skip
 
 
+def smoothing_estimator(task: Task, problem: Problem) -> GaussianSmoothingEstimator:
+    """The Gaussian smoothing estimator of a record; sigma = sqrt(T / gamma) when the config says "matched"."""
+    spec = task.spec
+    sigma = math.sqrt(task.temperature / task.gamma) if spec.sigma == "matched" else float(spec.sigma)
+    return GaussianSmoothingEstimator(
+        sigma, task.key["budget"], grad_fn=problem.grad, loss_fn=problem.loss, order=spec.order
+    )  # fmt: skip
+
+
+def _estimator_fields(spec: EstimatorConfig, path: str) -> dict[str, str]:
+    """The config fields that set each argument of the estimator (and its sampler) built from ``spec``."""
+    fields = {key: f"{path}.hyperparameters.{key_text(key)}" for key in spec.hyperparameters}
+    fields |= {"averaging": f"{path}.averaging", "burn_in": f"{path}.burn_in_fraction", "n_steps": f"{path}.budgets",
+               "n_samples": f"{path}.budgets", "sigma": f"{path}.sigma", "order": f"{path}.order",
+               "noise_scale": f"{path}.noise_scale", "gamma": "gamma", "temperature": "temperature"}  # fmt: skip
+    if spec.step_size_fraction is not None:
+        fields["step_size"] = f"{path}.step_size_fraction"
+    return fields
+
+
+def _check_estimators(config: RunConfig, problem: Problem, points: Tensor, tasks: list[Task]) -> list[str]:
+    """Build every estimator the run will build (each estimator at each gamma, temperature and budget; the
+    samplers included) so that a config that validates runs; the constructors' errors come back under the
+    config field they name, once per field."""
+    problems: list[str] = []
+    built: set[tuple[Any, ...]] = set()
+    for task in tasks:
+        ei = next(i for i, spec in enumerate(config.estimators) if spec is task.spec)
+        path, spec = f"estimators[{ei}]", task.spec
+        which = (ei, task.gamma, task.temperature, task.key["budget"])
+        if which in built or any(p.startswith(path) for p in problems):
+            continue
+        built.add(which)
+        probe = Task(task.key, spec, points[0], task.gamma, task.temperature)
+        try:
+            if spec.kind == "smoothing":
+                smoothing_estimator(probe, problem)
+            else:
+                local_entropy_estimator(probe, problem, config.chains)
+        except ArithmeticError as exc:  # an integer beyond the float range: say where it was
+            problems.append(f"{path}.hyperparameters: {exc} (in {shown(spec.hyperparameters)})")
+        except (TypeError, ValueError) as exc:
+            problems.append(constructor_problem(f"{path}.hyperparameters", exc, _estimator_fields(spec, path)))
+    return problems
+
+
 def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
-    """Every (estimator, point, gamma, temperature, budget) to run, with problems checked up front."""
+    """Every (estimator, point, gamma, temperature, budget) to run, with problems checked up front: every
+    estimator is built once before anything runs."""
     problems, tasks = [], []
     for gi, gamma in enumerate(config.gammas):
         try:
@@ -131,15 +179,6 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
             problems.append(
                 f"estimators[{ei}].step_size_fraction: needs a quadratic problem; give hyperparameters.step_size"
             )
-        elif spec.kind == "local-entropy" and not problems:  # hyperparameter values: refused now, not mid-run
-            key = {"estimator": spec.label, "point": 0, "gamma": config.gammas[0],
-                   "temperature": config.temperatures[0], "budget": spec.budgets[0]}  # fmt: skip
-            try:
-                local_entropy_estimator(Task(key, spec, points[0], key["gamma"], key["temperature"]), problem,
-                                         config.chains)  # fmt: skip
-            except (TypeError, ValueError, ArithmeticError) as exc:
-                which = f" (in {shown(spec.hyperparameters)})" if isinstance(exc, ArithmeticError) else ""
-                problems.append(f"estimators[{ei}].hyperparameters: {exc}{which}")
     if problems:
         raise ConfigError(problems)
     for spec in config.estimators:
@@ -154,6 +193,9 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
                         key = {"estimator": spec.label, "point": pi, "gamma": gamma, "temperature": temperature,
                                "budget": budget}  # fmt: skip
                         tasks.append(Task(key, spec, x, gamma, temperature))
+    problems = _check_estimators(config, problem, points, tasks)  # hyperparameter values: refused now, not mid-run
+    if problems:
+        raise ConfigError(problems)
     seen: dict[str, dict[str, Any]] = {}
     for task in tasks:  # a record's file name must identify it: 1.0 and 1.0000001 both print as "1" with :g
         if task.id in seen and seen[task.id] != task.key:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from localentropy.diagnostics import chain_summary, estimator_quality, imq_ksd, to_datatree
-from localentropy.entropy import GaussianSmoothingEstimator, LocalEntropyEstimator
+from localentropy.entropy import LocalEntropyEstimator
 from localentropy.entropy.problems import Problem
 from localentropy.experiments.comparison.config import RunConfig, load_config
 from localentropy.experiments.comparison.plan import (
@@ -24,6 +24,7 @@ from localentropy.experiments.comparison.plan import (
     build_problem,
     local_entropy_estimator,
     plan,
+    smoothing_estimator,
     step_size_for,
 )
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
@@ -59,10 +60,8 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
         "estimator": {"kind": spec.kind, "sampler": spec.sampler, "settings": {}},
     }  # fmt: skip
     if spec.kind == "smoothing":
-        sigma = math.sqrt(temperature / gamma) if spec.sigma == "matched" else float(spec.sigma)
-        estimator: Any = GaussianSmoothingEstimator(
-            sigma, task.key["budget"], grad_fn=problem.grad, loss_fn=problem.loss, order=spec.order
-        )
+        estimator: Any = smoothing_estimator(task, problem)
+        sigma = estimator.sigma
         truth = problem.smoothed_grad(x, sigma)
         record["estimator"]["settings"] = {"sigma": sigma, "order": spec.order}
         gibbs_cov = None

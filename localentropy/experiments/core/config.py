@@ -45,6 +45,17 @@ def shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def constructor_problem(path: str, exc: Exception, fields: dict[str, str]) -> str:
+    """A constructor's error as a config problem, under the config field it names.
+
+    The package's constructors say which argument is wrong first (``"step_size must be > 0, got -1"``); ``fields``
+    maps argument names to the config fields that set them (``{"step_size": "estimators[2].hyperparameters
+    .step_size"}``). An error naming no mapped argument stays under ``path``.
+    """
+    first = re.match(r"[A-Za-z_][A-Za-z0-9_]*", str(exc))
+    return f"{fields.get(first.group(0), path) if first else path}: {exc}"
+
+
 class FieldReader:
     """Reads fields from TOML tables, collecting every problem instead of stopping at the first."""
 

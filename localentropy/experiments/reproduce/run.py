@@ -41,7 +41,7 @@ SPEED_ARGS = ["--sections", "entropy,samplers"]
 
 
 def find_repository(configs: str | Path | None = None) -> Path:
-    """The checkout holding ``experiments/configs`` and ``benchmarks``: the current directory or the package's."""
+    """The checkout holding ``experiments/configs``: the current directory or the package's."""
     if configs is not None:
         path = Path(configs).expanduser()
         if not path.is_dir():
@@ -139,20 +139,24 @@ def _run_step(step: Step, config: dict[str, Any], repo: Path, out: Path, workers
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
         atomic_write_json(out / "accuracy.json", trajectory_accuracy(**kwargs))
     else:
-        _run_speed(repo, out, config["args"], progress)
+        _run_speed(out, config["args"], progress)
     run_dir.mark_complete()
     return "rerun" if force else state
 
 
-def _run_speed(repo: Path, out: Path, args: list[str], progress: TextIO) -> None:
-    script = repo / "benchmarks" / "run_all.py"
-    if not script.is_file():
-        raise ConfigError([f"{script}: the speed benchmark is missing; run from a full checkout of localentropy"])
+SPEED_MODULE = "localentropy.experiments.speed"  # the package's benchmark, so an installed wheel runs it too
+
+
+def _run_speed(out: Path, args: list[str], progress: TextIO) -> None:
+    # Its own process: the benchmark sets torch's thread count, and its output goes to speed.log. It imports this
+    # very package (first on its path; the working directory is the step's, which holds no other copy).
+    package_root = str(Path(__file__).resolve().parents[3])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     with atomic_path(out / "speed.json") as tmp:  # the benchmark writes its JSON, moved into place if it succeeds
-        command = [sys.executable, str(script), *args, "--json", str(tmp)]
+        command = [sys.executable, "-m", SPEED_MODULE, *args, "--json", str(tmp)]
         print("  " + " ".join(command[1:]), file=progress, flush=True)
         with open(out / "speed.log", "w") as log:
-            done = subprocess.run(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT, check=False)
+            done = subprocess.run(command, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"the speed benchmark failed with status {done.returncode}; see {out / 'speed.log'}")
 
@@ -215,8 +219,16 @@ def reproduce(
 
 def _validate(entry: dict[str, Any], repo: Path) -> None:
     source = str(repo / "experiments" / "configs" / str(entry["file"]))
-    if entry["kind"] == "run":
-        parse_config(copy.deepcopy(entry["config"]), source=source)
+    if entry["kind"] == "run":  # built as the run builds it: the problem, the points, every estimator
+        from localentropy.experiments.comparison.plan import build_points, build_problem
+        from localentropy.experiments.comparison.plan import plan as plan_records
+
+        run_config = parse_config(copy.deepcopy(entry["config"]), source=source)
+        try:
+            problem = build_problem(run_config)
+            plan_records(run_config, problem, build_points(run_config, problem.dim))
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, source) from None
     elif entry["kind"] == "sweep":
         from localentropy.experiments.sweeps.runner import parse_sweep_config
 

@@ -219,9 +219,9 @@ def _optimizer(r: FieldReader, raw: Any, i: int, labels: dict[str, str]) -> Opti
         if reason is not None:
             r.problems.append(f"{path}.label: {reason}")
     if lr is not None and not _has_problem(r, path):
-        reason = check_optimizer(spec)
-        if reason is not None:
-            r.problems.append(f"{path}: {reason}")
+        problem = check_optimizer(spec, path)  # the real optimizer, built: a config that validates runs
+        if problem is not None:
+            r.problems.append(problem)
     return spec
 
 

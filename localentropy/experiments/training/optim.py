@@ -18,6 +18,7 @@ from torch.optim import SGD, Adam, Optimizer
 
 from localentropy._checks import check_int, check_range
 from localentropy.entropy.optim import LPFSGD, DivergenceError, EntropyAdam, EntropySGD
+from localentropy.experiments.core.config import constructor_problem
 
 OPTIMIZER_KINDS = ("sgd", "adam", "entropy-sgd", "entropy-adam", "lpf-sgd", "sam")
 ENTROPY_KINDS = ("entropy-sgd", "entropy-adam")
@@ -237,15 +238,25 @@ def build_optimizer(spec: OptimizerConfig, params: Iterable[Tensor], total_steps
     raise ValueError(f"unknown optimizer kind {spec.kind!r}; available: {', '.join(OPTIMIZER_KINDS)}")
 
 
-def check_optimizer(spec: OptimizerConfig) -> str | None:
-    """Build ``spec`` on a dummy parameter: None if it works, else the reason (for the config's problem list)."""
+def check_optimizer(spec: OptimizerConfig, path: str | None = None) -> str | None:
+    """Build ``spec`` on a dummy parameter: None if it works, else the reason (for the config's problem list).
+
+    With ``path`` (``"optimizers[2]"``), the reason comes under the config field that the constructor's error
+    names: ``optimizers[2].sampler_options.step_size: step_size must be > 0, got -0.1``.
+    """
     probe = torch.nn.Parameter(torch.zeros(2))
     try:
         build_optimizer(spec, [probe], total_steps=1)
     except (ValueError, TypeError, ArithmeticError, ImportError) as exc:
         if isinstance(exc, ArithmeticError):  # an integer beyond the float range: say where it was
-            return f"{exc} (options {spec.options!r:.80}, sampler_options {spec.sampler_options!r:.80})"
-        return str(exc)
+            reason = f"{exc} (options {spec.options!r:.80}, sampler_options {spec.sampler_options!r:.80})"
+            return reason if path is None else f"{path}: {reason}"
+        if path is None:
+            return str(exc)
+        # a name given in both tables: the sampler's own errors are the likelier (EntropySGD checks its options first)
+        fields = {"lr": f"{path}.lr"} | {k: f"{path}.options.{k}" for k in spec.options}
+        fields |= {k: f"{path}.sampler_options.{k}" for k in spec.sampler_options if k not in spec.options}
+        return constructor_problem(path, exc, fields)
     return None
 
 

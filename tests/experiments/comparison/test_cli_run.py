@@ -291,7 +291,7 @@ def test_two_fresh_runs_are_identical(fresh, tmp_path, capsys):
         (('sampler = "sgld"', 'sampler = "nuts"'), "estimators[0].sampler: got 'nuts' (str)"),
         (
             ("step_size_fraction = 0.5", "hyperparameters = { step_size = -0.1 }"),
-            "estimators[0].hyperparameters: step_size must be in (0, inf), got -0.1",
+            "estimators[0].hyperparameters.step_size: step_size must be in (0, inf), got -0.1",
         ),
         (("dim = 3", "dim = 3\ncolour = 1"), "problem.colour: unknown field"),
         (("[problem]", "[problem"), "not valid TOML"),

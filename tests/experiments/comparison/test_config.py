@@ -487,7 +487,7 @@ def test_plan_refuses_bad_hyperparameter_values():
     data = config_with()
     data["estimators"][0] = {"sampler": "sgld", "hyperparameters": {"step_size": -0.1}, "budgets": [16]}
     (message,) = plan_problems(data)
-    assert message.startswith("estimators[0].hyperparameters: ") and "step_size" in message and "-0.1" in message
+    assert message.startswith("estimators[0].hyperparameters.step_size: ") and "-0.1" in message
 
 
 def test_plan_refuses_gamma_below_the_negative_curvature():

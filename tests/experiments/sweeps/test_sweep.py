@@ -162,7 +162,7 @@ def test_every_problem_is_listed_at_once():
     assert len(found) == len(expected)  # path problems first: the runs are parsed only when every path is good
     found = problems(sweep({"optimizers[0].options.gama": [0.1, 0.2], "gamma": [-1.0, 1.0], "seed": [0, 1]}))
     assert any("optimizers[0].options.gama: unknown for 'sgd'" in p and "and 7 more of 8" in p for p in found)
-    assert any("optimizers[1]: gamma must be" in p and "-1.0" in p and "3 more of 8" in p for p in found)
+    assert any("optimizers[1].options.gamma: gamma must be" in p and "-1.0" in p and "3 more of 8" in p for p in found)
 
 
 def test_base_file_problems_and_runs_conflicts(tmp_path):

@@ -303,7 +303,8 @@ def test_config_errors_are_listed_together(tmp_path, capsys):
                      "model.name: got 'lenet'", "schedule.milestones", "optimizers[0].lr",
                      "optimizers[0].options.momentun",
                      "optimizers[1].sampler: got 'nuts'", "optimizers[1].options.gamma: missing",
-                     "optimizers[2]: step_size must be in (0, inf)", "optimizers[3].kind: got 'adagrad'",
+                     "optimizers[2].sampler_options.step_size: step_size must be in (0, inf)",
+                     "optimizers[3].kind: got 'adagrad'",
                      "optimizers[5].label: got 's_1' (str), expected a label whose file name (s_1) differs from that "
                      "of 's/1'"):  # fmt: skip
         assert expected in text, expected
