@@ -81,26 +81,25 @@ def _out_is_free(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    _out_is_free(args)
     from localentropy.experiments.comparison.runner import run_comparison
 
-    _out_is_free(args)
     return _report_outcome(*run_comparison(resolve_config(args.config), args.out, force=args.force))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    _out_is_free(args)
     from localentropy.experiments.training.trainer import run_training
 
-    _out_is_free(args)
     return _report_outcome(*run_training(resolve_config(args.config), args.out, force=args.force))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from localentropy.experiments.sweeps.runner import run_sweep
-
     if args.address and args.executor != "ray":
         print("localentropy sweep: error: --address is for --executor ray", file=sys.stderr)
         return 2
     _out_is_free(args)
+    from localentropy.experiments.sweeps.runner import run_sweep
     path, state, results = run_sweep(resolve_config(args.config), args.out, executor=args.executor,
                                      workers=args.workers, address=args.address, force=args.force)  # fmt: skip
     if state == "skip":
@@ -220,33 +219,31 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=summary, description=description,
                               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
 
-    run = command("run", "compare estimators of the local-entropy gradient (a comparison config)",
+    def config_command(name: str, summary: str, description: str, func: object,
+                       what: str = "run") -> argparse.ArgumentParser:
+        """A command that runs one config into a run directory: CONFIG, --out, --force, --quiet."""
+        parser = command(name, summary, description)
+        parser.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
+        _add_run_options(parser, what)
+        parser.set_defaults(func=func)
+        return parser
+
+    config_command("run", "compare estimators of the local-entropy gradient (a comparison config)",
                   "Estimate the local-entropy gradient on a problem whose answer is known, with every estimator of "
                   "the config,\nat every budget, scope gamma and temperature, and write the errors (bias, variance, "
-                  "MSE), chain\ndiagnostics and a report. Example: localentropy run shootout")  # fmt: skip
-    run.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
-    _add_run_options(run, "run")
-    run.set_defaults(func=_cmd_run)
-
-    train = command("train", "train a model with several optimizers (a training config)",
+                  "MSE), chain\ndiagnostics and a report. Example: localentropy run shootout", _cmd_run)  # fmt: skip
+    config_command("train", "train a model with several optimizers (a training config)",
                     "Train one model with each optimizer of the config on the same data, initial weights and "
                     "batch order;\nrecord test error per epoch, time, gradient evaluations and the flatness of "
-                    "the final weights.\nExample: localentropy train train_digits_small")  # fmt: skip
-    train.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
-    _add_run_options(train, "run")
-    train.set_defaults(func=_cmd_train)
-
-    sweep = command("sweep", "run a grid of training runs, on local processes or on Ray (a sweep config)",
+                    "the final weights.\nExample: localentropy train train_digits_small", _cmd_train)  # fmt: skip
+    sweep = config_command("sweep", "run a grid of training runs, on local processes or on Ray (a sweep config)",
                     "Expand a sweep config (a base training config and the values to try) into training runs and "
                     "run them,\nseveral at a time; completed runs are kept, failed ones retried on the next call.\n"
-                    "Example: localentropy sweep sweep_overhead --workers 2")  # fmt: skip
-    sweep.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
-    _add_run_options(sweep, "sweep")
+                    "Example: localentropy sweep sweep_overhead --workers 2", _cmd_sweep, "sweep")  # fmt: skip
     sweep.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="local processes (default) or Ray tasks")  # fmt: skip
     sweep.add_argument("--address", help="Ray cluster address (e.g. auto or ray://host:10001; default: a local Ray)")
     sweep.add_argument("--workers", type=_positive_int, help="runs at a time (local default 1; Ray: all CPUs)")
-    sweep.set_defaults(func=_cmd_sweep)
 
     from localentropy.experiments.reproduce.steps import expected_minutes, registered_steps
 

@@ -225,3 +225,17 @@ def test_quiet_is_accepted_by_the_long_commands(tmp_path: Path, capsys: pytest.C
     assert "[1/2]" in capsys.readouterr().err
     for command in ("train", "sweep", "reproduce"):
         assert main([command, "--help"]) == 0 and "--quiet" in capsys.readouterr().out
+
+
+def test_reproduce_shows_a_bar_over_its_steps_weighted_by_their_expected_minutes(tmp_path: Path) -> None:
+    from localentropy.experiments.reproduce import run as reproduce
+
+    def runner(step, config, configs, out, workers, progress):
+        out.mkdir(parents=True, exist_ok=True)
+        return "fresh"
+
+    terminal = Terminal()
+    reproduce.reproduce(quick=True, out=tmp_path / "r", doc=tmp_path / "d.md", steps=reproduce.STEPS[:3],
+                        runner=runner, progress=terminal)  # fmt: skip
+    text = terminal.getvalue()
+    assert "reproduce (quick):" in text and "100%|" in text and "[3/3]" in text

@@ -135,7 +135,10 @@ class RunDirectory:
 
     def check_free(self) -> None:
         """Refuse at once (before any slow preparation) a directory that another command holds now."""
-        if self._lock is not None or not (self.path / LOCK).is_file():
+        try:
+            if self._lock is not None or not (self.path / LOCK).is_file():
+                return
+        except OSError:  # a name too long, a parent that is a file...: prepare() reports it
             return
         probe = FileLock(str(self.path / LOCK), timeout=0)
         try:
