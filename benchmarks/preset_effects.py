@@ -8,7 +8,7 @@ loops of L = ``--steps`` steps (the L of the paper) with inner step size eta' = 
 eta' = 0.1 would be unstable here: SGLD needs eta' < 2 / (lambda_max(A) + gamma) = 0.0198), and reports, from
 the chains as replicates (``localentropy.diagnostics.estimator_quality``):
 
-* bias: ||mean over chains - g||, corrected for the variance / R it carries (MATH.md), with its MCSE;
+* bias: ||mean over chains - g||, corrected for the variance / R it carries (docs/background.md), with its MCSE;
 * var/chain: the variance of one chain's estimate, sum_r ||g_r - mean||^2 / (R - 1);
 * var / exact: that variance over the variance of the mean of L exact Gibbs draws at the row's temperature,
   gamma^2 tr(T (A + gamma I)^-1) / L;

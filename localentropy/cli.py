@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import signal
 import sys
 import traceback
@@ -16,6 +17,8 @@ from pathlib import Path
 from types import FrameType
 
 from localentropy import __version__
+from localentropy.experiments.core.progress import bars_allowed
+from localentropy.experiments.core.shipped import resolve_config
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -69,26 +72,36 @@ def _report_outcome(path: Path, state: str) -> int:
     return 0
 
 
+def _out_is_free(args: argparse.Namespace) -> None:
+    """A directory in use is refused before the config is read and checked (which can take seconds)."""
+    if args.out:
+        from localentropy.experiments.core.rundir import RunDirectory
+
+        RunDirectory(args.out).check_free()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    _out_is_free(args)
     from localentropy.experiments.comparison.runner import run_comparison
 
-    return _report_outcome(*run_comparison(args.config, args.out, force=args.force))
+    return _report_outcome(*run_comparison(resolve_config(args.config), args.out, force=args.force))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    _out_is_free(args)
     from localentropy.experiments.training.trainer import run_training
 
-    return _report_outcome(*run_training(args.config, args.out, force=args.force))
+    return _report_outcome(*run_training(resolve_config(args.config), args.out, force=args.force))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from localentropy.experiments.sweeps.runner import run_sweep
-
     if args.address and args.executor != "ray":
         print("localentropy sweep: error: --address is for --executor ray", file=sys.stderr)
         return 2
-    path, state, results = run_sweep(args.config, args.out, executor=args.executor, workers=args.workers,
-                                     address=args.address, force=args.force)  # fmt: skip
+    _out_is_free(args)
+    from localentropy.experiments.sweeps.runner import run_sweep
+    path, state, results = run_sweep(resolve_config(args.config), args.out, executor=args.executor,
+                                     workers=args.workers, address=args.address, force=args.force)  # fmt: skip
     if state == "skip":
         print(f"{path} is complete: skipped (use --force to run again)")
     else:
@@ -108,19 +121,49 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from localentropy.experiments.comparison.report import load_run, write_report
-    from localentropy.experiments.core.rundir import RunDirectoryError
+    from localentropy.experiments.core.files import slug
+    from localentropy.experiments.core.rundir import RunDirectory, RunDirectoryError
 
     for run in args.runs:  # a missing or unreadable results.json is bad input (exit 2), not a failure
         try:
             load_run(run)
         except ValueError as exc:
             raise RunDirectoryError(str(exc)) from None
-    out = Path(args.out) if args.out else Path(args.runs[0])
+    runs = [Path(r).parent if Path(r).name == "results.json" else Path(r) for r in args.runs]
+    if args.out:
+        out = Path(args.out)
+    elif len(runs) == 1:
+        out = runs[0]  # one run: its own report, rebuilt in place
+    else:  # several runs: a new directory, never one of theirs
+        out = Path("runs") / ("report-" + "-".join(slug(r.resolve().name) for r in runs))[:120]
+    if len(runs) > 1 and any(out.resolve() == r.resolve() for r in runs):
+        raise RunDirectoryError(f"--out {out}: a merged report goes into a directory of its own, not into one of "
+                                "the runs it merges")  # fmt: skip
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirectoryError(f"--out {out}: cannot create the report directory: {exc.strerror or exc}") from None
-    print(f"report: {write_report([Path(r) for r in args.runs], out)}")
+    with RunDirectory(out).locked():
+        print(f"report: {write_report(runs, out)}")
+    return 0
+
+
+def _cmd_configs(args: argparse.Namespace) -> int:
+    from localentropy.experiments.core.shipped import copy_config, shipped_config, shipped_configs
+
+    if args.action in (None, "list"):
+        for config in shipped_configs():
+            print(f"{config.name:<22} {config.kind:<6} {config.summary}")
+        return 0
+    if args.action == "schema":
+        sys.stdout.write(reference_markdown())
+        return 0
+    config = shipped_config(args.name)
+    if args.action == "show":
+        sys.stdout.write(config.path.read_text(encoding="utf-8"))
+        return 0
+    target = copy_config(config, args.path, force=args.force)
+    print(f"copied {config.name} to {target}; run it with: localentropy {config.kind} {target}")
     return 0
 
 
@@ -142,43 +185,74 @@ def _positive_int(text: str) -> int:
     return value
 
 
+DESCRIPTION = """Study Entropy-SGD: compare estimators of the local-entropy gradient against known truths,
+train models with Entropy-SGD and its rivals, sweep their settings, and reproduce the project's findings.
+
+Every command that takes CONFIG accepts a TOML file or the name of a shipped config
+(`localentropy configs` lists them; `localentropy configs copy NAME` writes an editable copy)."""
+
+EPILOG = """exit status: 0 done (or skipped: already complete), 2 bad input (usage, config, run directory in use
+or not usable), 1 a failure while running, 130 interrupted (run the same command again to resume).
+
+A run directory holds config.json, the results, report.md and a COMPLETE marker written last; one command at a
+time may use it. Progress bars show on a terminal; elsewhere, or with --quiet, plain lines."""
+
+CONFIG_HELP = "a TOML config file, or the name of a shipped config (see `localentropy configs`)"
+FORCE_HELP = ("delete the run directory and start again (only a run of the same config name; an interrupted "
+              "run resumes without it)")
+
+
+def _add_run_options(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument("--out", type=_out_dir, help=f"{what} directory (default: runs/<config name>)")
+    command.add_argument("--force", action="store_true", help=FORCE_HELP)
+    command.add_argument("--quiet", action="store_true", help="no progress bars: plain lines only")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="localentropy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="localentropy", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"localentropy {__version__}")
     parser.add_argument("--debug", action="store_true", help="print the full traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="compare estimators of the local-entropy gradient from a TOML config")
-    run.add_argument("config", help="the TOML config (see docs/configuration.md)")
-    run.add_argument("--out", type=_out_dir, help="run directory (default runs/<config name>)")
-    run.add_argument("--force", action="store_true", help="run again even if the directory is complete")
-    run.set_defaults(func=_cmd_run)
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
 
-    train = sub.add_parser("train", help="train a model with several optimizers from a TOML config")
-    train.add_argument("config", help="the TOML training config (see docs/training.md)")
-    train.add_argument("--out", type=_out_dir, help="run directory (default runs/<config name>)")
-    train.add_argument("--force", action="store_true", help="run again even if the directory is complete")
-    train.set_defaults(func=_cmd_train)
+    def config_command(name: str, summary: str, description: str, func: object,
+                       what: str = "run") -> argparse.ArgumentParser:
+        """A command that runs one config into a run directory: CONFIG, --out, --force, --quiet."""
+        parser = command(name, summary, description)
+        parser.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
+        _add_run_options(parser, what)
+        parser.set_defaults(func=func)
+        return parser
 
-    sweep = sub.add_parser("sweep", help="run a grid of training runs, locally or on Ray (see docs/sweeps.md)")
-    sweep.add_argument("config", help="the TOML sweep config (see docs/sweeps.md)")
-    sweep.add_argument("--out", type=_out_dir, help="sweep directory (default runs/<config name>)")
+    config_command("run", "compare estimators of the local-entropy gradient (a comparison config)",
+                  "Estimate the local-entropy gradient on a problem whose answer is known, with every estimator of "
+                  "the config,\nat every budget, scope gamma and temperature, and write the errors (bias, variance, "
+                  "MSE), chain\ndiagnostics and a report. Example: localentropy run shootout", _cmd_run)  # fmt: skip
+    config_command("train", "train a model with several optimizers (a training config)",
+                    "Train one model with each optimizer of the config on the same data, initial weights and "
+                    "batch order;\nrecord test error per epoch, time, gradient evaluations and the flatness of "
+                    "the final weights.\nExample: localentropy train train_digits_small", _cmd_train)  # fmt: skip
+    sweep = config_command("sweep", "run a grid of training runs, on local processes or on Ray (a sweep config)",
+                    "Expand a sweep config (a base training config and the values to try) into training runs and "
+                    "run them,\nseveral at a time; completed runs are kept, failed ones retried on the next call.\n"
+                    "Example: localentropy sweep sweep_overhead --workers 2", _cmd_sweep, "sweep")  # fmt: skip
     sweep.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="local processes (default) or Ray tasks")  # fmt: skip
     sweep.add_argument("--address", help="Ray cluster address (e.g. auto or ray://host:10001; default: a local Ray)")
     sweep.add_argument("--workers", type=_positive_int, help="runs at a time (local default 1; Ray: all CPUs)")
-    sweep.add_argument("--force", action="store_true", help="delete the sweep directory and run everything again")
-    sweep.set_defaults(func=_cmd_sweep)
 
     from localentropy.experiments.reproduce.steps import expected_minutes, registered_steps
 
-    reproduce = sub.add_parser(
-        "reproduce",
-        help="rerun every experiment behind docs/findings.md and regenerate it",
-        description=f"Rerun every experiment behind docs/findings.md (about {expected_minutes(False):.0f} minutes on "
-        f"2 cores; --quick about {expected_minutes(True):.0f}) and write the findings document. Complete steps are "
+    reproduce = command(
+        "reproduce", "rerun every experiment behind the findings and write the findings document",
+        f"Rerun every experiment behind the findings (about {expected_minutes(False):.0f} minutes on 2 cores; "
+        f"--quick about {expected_minutes(True):.0f})\nand write the findings document. Complete steps are "
         "skipped, so an interrupted run resumes.",
-    )
+    )  # fmt: skip
     reproduce.add_argument(
         "--quick", action="store_true", help="fewer seeds, replicates and epochs: checks the pipeline, not the findings"
     )
@@ -187,46 +261,92 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--doc", type=_out_dir, help="the document to write (default <out>/findings.md)")
     reproduce.add_argument("--workers", type=_positive_int, help="sweep runs at a time (default 2, at most the CPUs)")
-    reproduce.add_argument("--configs", type=_out_dir, help="the experiments/configs directory (default: found)")
+    reproduce.add_argument("--configs", type=_out_dir,
+                           help="a folder of edited step configs to use instead of the shipped ones")  # fmt: skip
     reproduce.add_argument("--force", action="store_true", help="delete the step runs and run everything again")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars: plain lines only")
     reproduce.add_argument(
         "--steps", help="comma-separated steps to run (default all): " + ", ".join(s.name for s in registered_steps())
     )
     reproduce.set_defaults(func=_cmd_reproduce)
 
-    report = sub.add_parser("report", help="rebuild a run's report, or merge several runs into one")
-    report.add_argument("runs", nargs="+", help="run directories")
-    report.add_argument("--out", type=_out_dir,
-                        help="where to write the merged report (default: the first run directory)")  # fmt: skip
+    report = command("report", "rebuild a run's report, or merge several comparison runs into one report",
+                     "Rebuild the report of one `localentropy run` directory in place, or merge several into a new "
+                     "directory\n(default runs/report-<name>-<name>; the merged runs are never changed).")  # fmt: skip
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of `localentropy run`")
+    report.add_argument("--out", type=_out_dir, help="where to write the report")
     report.set_defaults(func=_cmd_report)
 
-    samplers = sub.add_parser("samplers", help="list the registered samplers and their hyperparameters")
-    samplers.add_argument("--accuracy", action="store_true",
-                          help="measure the accuracy atlas of every registered sampler (docs/samplers.md)")  # fmt: skip
+    configs = command("configs", "list, show or copy the shipped configs; print the config reference",
+                      "The configs that ship with localentropy: `configs` lists them, `configs show NAME` prints "
+                      "one,\n`configs copy NAME [PATH]` writes an editable copy (a sweep's base config is found "
+                      "beside it or\namong the shipped ones), `configs schema` prints every field of every config "
+                      "kind.")  # fmt: skip
+    configs.set_defaults(func=_cmd_configs)
+    actions = configs.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("list", help="one line per shipped config: name, command, what it does")
+    show = actions.add_parser("show", help="print a shipped config")
+    show.add_argument("name", metavar="NAME")
+    copy = actions.add_parser("copy", help="write an editable copy of a shipped config")
+    copy.add_argument("name", metavar="NAME")
+    copy.add_argument("path", metavar="PATH", nargs="?", help="file or folder to write (default ./NAME.toml)")
+    copy.add_argument("--force", action="store_true", help="overwrite an existing file")
+    actions.add_parser("schema", help="every field of every config kind: type, default, allowed values (Markdown)")
+
+    samplers = command("samplers", "list the registered samplers and their hyperparameters",
+                       "List the registered samplers, their hyperparameters and defaults; with --accuracy, measure "
+                       "how\naccurately each samples known targets as the step size grows (the accuracy atlas).")
+    samplers.add_argument("--accuracy", action="store_true", help="measure the accuracy atlas of every sampler")
     samplers.add_argument("--out", type=_out_dir, help="atlas output directory (default runs/atlas)")
     samplers.add_argument("--quick", action="store_true", help="a small atlas (under a minute)")
     samplers.add_argument("--doc", type=_out_dir, help="a Markdown file whose atlas section to rewrite")
     samplers.add_argument("--sampler", action="append", help="only this registered sampler (repeatable)")
-    samplers.add_argument("--seed", type=int, default=0)
+    samplers.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     samplers.set_defaults(func=_cmd_samplers)
 
-    demo = sub.add_parser("demo", help="sample a correlated 2-D Gaussian with every registered sampler")
+    demo = command("demo", "sample a correlated 2-D Gaussian with every registered sampler",
+                   "Sample a correlated 2-D Gaussian with every registered sampler and print the error of the mean "
+                   "and\ncovariance with its Monte Carlo standard error: a quick check that the samplers work.")
     demo.add_argument("--chains", type=_positive_int, default=32, help="independent chains (default 32)")
     demo.add_argument("--steps", type=_positive_int, default=10000, help="steps per chain, burn-in included")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
 
-    digits = sub.add_parser(
-        "digits", help="train a small MLP on scikit-learn digits with SGD, Entropy-SGD (each preset) and LPF-SGD"
-    )
+    digits = command("digits", "train a small MLP on scikit-learn digits with SGD, Entropy-SGD and LPF-SGD",
+                     "Train a small MLP on scikit-learn's digits with SGD, Entropy-SGD (each published preset) and "
+                     "LPF-SGD\nat the same gradient budget and print their test errors (needs scikit-learn).")
     digits.add_argument("--epochs", type=_positive_int, default=10, help="gradient budget in epochs (default 10)")
-    digits.add_argument("--seed", type=int, default=0)
+    digits.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     digits.set_defaults(func=_cmd_digits)
     return parser
 
 
+def reference_markdown() -> str:
+    """docs/configuration.md: every config field (from the config classes), then every command (from this parser)."""
+    from localentropy.experiments.schema import commands_markdown, configuration_markdown
+
+    return configuration_markdown() + commands_markdown(build_parser(), EPILOG)
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured in a test): nothing to flush
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,7 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:  # not the main thread: leave signals alone
         previous = None
     try:
-        return args.func(args)
+        with bars_allowed(not getattr(args, "quiet", False) and _is_terminal(sys.stdout)):
+            return args.func(args)
+    except BrokenPipeError:  # the reader went away (`localentropy ... | head`): nothing more to say
+        _silence_stdout()
+        return 0
     except (ConfigError, RunDirectoryError) as exc:
         if args.debug:
             traceback.print_exc()

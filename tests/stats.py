@@ -89,7 +89,7 @@ def _lyapunov(A: np.ndarray, Q: np.ndarray) -> np.ndarray:
 
 
 def sgld_covariance_formula(M: np.ndarray, step_size: float, temperature: float = 1.0) -> np.ndarray:
-    """SGLD's stationary covariance in closed form (MATH.md): T M^{-1} (I - h M / 2)^{-1}."""
+    """SGLD's stationary covariance in closed form (docs/background.md): T M^{-1} (I - h M / 2)^{-1}."""
     eye = np.eye(M.shape[0])
     return temperature * np.linalg.inv(M) @ np.linalg.inv(eye - step_size * M / 2)
 

@@ -27,7 +27,7 @@ LAYERS = [
         "localentropy.experiments.speed",
     ),
     ("localentropy.experiments.sweeps",),
-    ("localentropy.experiments.reproduce",),
+    ("localentropy.experiments.reproduce", "localentropy.experiments.schema"),
     ("localentropy.cli", "localentropy.__main__", "localentropy"),
 ]
 # rooms of one layer that must not import each other

@@ -33,7 +33,7 @@ at equal gradient cost (e.g. L = 5 warm against L = 20 cold) is left to the read
 replicate comes from ``torch.Generator().manual_seed(seed + replicate)`` in every combination (common random
 numbers), so differences between combinations are not blurred by different draws.
 
-Step sizes follow experiments/configs/shootout.toml: ``step_size_fraction`` 0.5 of the SGLD stability limit
+Step sizes follow the shipped config shootout.toml: ``step_size_fraction`` 0.5 of the SGLD stability limit
 2 / (lambda_max(A) + gamma) (as runner ``_step_size`` turns a fraction into a step size), SGHMC with friction 0.2.
 The outer lr is 0.02 (gamma = 1): the outer iteration x <- x - lr g(x) contracts by 1 - lr gamma lambda / (lambda +
 gamma) per step along an eigenvector of A, so it is stable for any lr < 2 / gamma, and in 60 steps the loss falls

@@ -1,4 +1,4 @@
-"""LocalEntropyEstimator and GaussianSmoothingEstimator against the closed forms of a Quadratic (MATH.md).
+"""LocalEntropyEstimator and GaussianSmoothingEstimator against the closed forms of a Quadratic (docs/background.md).
 
 Statistical checks and where their tolerances come from:
 
@@ -287,7 +287,7 @@ def test_draws_spread_scales_with_sqrt_temperature(quad3: Quadratic, x3: torch.T
 
 def test_draws_follow_the_stationary_law_at_each_temperature(quad3: Quadratic, x3: torch.Tensor) -> None:
     """Long SGLD runs: draw means and covariances match N(m, T M^-1 (I - h M / 2)^-1) (SGLD's exact stationary
-    law, MATH.md) within Bonferroni z * MCSE at T = 0.25 and T = 4: the spread scales with T. That law differs
+    law, background.md) within Bonferroni z * MCSE at T = 0.25 and T = 4: the spread scales with T. That law differs
     from gibbs_cov = T M^-1 by the factor (I - h M / 2)^-1, at most (h lambda_max / 2) / (1 - h lambda_max / 2)
     relative. The estimate itself is within t * SE of the truth at both temperatures."""
     gamma, n_steps, burn_in, n_chains = 2.0, 3000, 300, 16

@@ -1,4 +1,4 @@
-"""The Quadratic test problem: its closed forms (MATH.md) against independent computations and Monte Carlo.
+"""The Quadratic test problem: its closed forms (docs/background.md) against independent computations and Monte Carlo.
 
 Monte Carlo checks use exact draws (the Gibbs measure and the smoothing noise are Gaussian), so their standard
 errors are known in closed form, not estimated: each check is a z-test, Bonferroni-corrected over the

@@ -129,7 +129,7 @@ def test_exact_laws_agree_with_closed_forms(target: GaussianTarget, temperature:
     M = target.precision
     lam = target.lambda_max
     for h in (0.05 / lam, 0.5 / lam, 1.5 / lam):
-        # SGLD: the Lyapunov solution is MATH.md's T M^-1 (I - h M / 2)^-1.
+        # SGLD: the Lyapunov solution is docs/background.md's T M^-1 (I - h M / 2)^-1.
         np.testing.assert_allclose(
             sgld_covariance(M, h, temperature), sgld_covariance_formula(M, h, temperature), rtol=1e-9, atol=1e-12
         )

@@ -1,7 +1,7 @@
 """Comparison configs (``localentropy run``): TOML files read with the standard library, validated whole.
 
-Every field is documented in docs/configuration.md. A bad config raises :class:`ConfigError` listing every
-problem at once, each with its field path, the value found and what is expected.
+Every field is listed in docs/configuration.md (``localentropy configs schema``). A bad config raises
+:class:`ConfigError` listing every problem at once, each with its field path, the value found and what is expected.
 """
 
 from __future__ import annotations

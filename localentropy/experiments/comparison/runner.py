@@ -30,6 +30,7 @@ from localentropy.experiments.comparison.plan import (
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import atomic_path, atomic_write_bytes, atomic_write_json
+from localentropy.experiments.core.progress import Progress
 from localentropy.experiments.core.rundir import RunDirectory, environment, finite_or_none, stable_seed
 from localentropy.samplers import SamplerDivergenceError, sampler_class
 
@@ -166,7 +167,7 @@ def divergence_message(task: Task, problem: Problem, estimator: Any, replicate: 
             f"of sampler {estimator.sampler!r}; likely cause: {cause}")  # fmt: skip
 
 
-def _progress(out: TextIO, index: int, total: int, task: Task, record: dict[str, Any], resumed: bool) -> None:
+def _progress_line(index: int, total: int, task: Task, record: dict[str, Any], resumed: bool) -> str:
     k = task.key
     status = "resumed" if resumed else f"{record['timing']['seconds_total']:.2f}s"
     metrics = record.get("metrics") or {}
@@ -176,12 +177,8 @@ def _progress(out: TextIO, index: int, total: int, task: Task, record: dict[str,
         detail = f"MSE {mse:.3g} ± {mcse:.2g}" if mcse is not None else f"MSE {mse:.3g}"
         if not metrics.get("truth_near_zero") and metrics.get("relative_mse") is not None:
             detail += f" (rel. {metrics['relative_mse']:.3g})"
-    print(
-        f"[{index}/{total}] {k['estimator']} x{k['point']} gamma={k['gamma']:g} T={k['temperature']:g} "
-        f"budget={k['budget']}: {detail} ({status})",
-        file=out,
-        flush=True,
-    )
+    return (f"[{index}/{total}] {k['estimator']} x{k['point']} gamma={k['gamma']:g} T={k['temperature']:g} "
+            f"budget={k['budget']}: {detail} ({status})")  # fmt: skip
 
 
 def default_out(config: RunConfig) -> Path:
@@ -199,6 +196,7 @@ def run_comparison(
     source = None if isinstance(config, RunConfig) else str(config)
     config = config if isinstance(config, RunConfig) else load_config(config)
     out_dir = RunDirectory(out if out is not None else default_out(config))
+    out_dir.check_free()
     try:
         problem = build_problem(config)
         points = build_points(config, problem.dim)
@@ -207,17 +205,18 @@ def run_comparison(
         raise ConfigError(exc.problems, exc.source or source) from None
     resolved = config.as_dict()
     state = out_dir.prepare(resolved, force=force)
-    if state == "skip":
-        return out_dir.path, state
-    progress = progress if progress is not None else sys.stderr
-    torch.manual_seed(config.seed)
     threads = torch.get_num_threads()
-    # Test problems are small: extra threads only add synchronisation (100x slower on a loaded machine).
-    torch.set_num_threads(config.threads)
     try:
+        if state == "skip":
+            return out_dir.path, state
+        progress = progress if progress is not None else sys.stderr
+        torch.manual_seed(config.seed)
+        # Test problems are small: extra threads only add synchronisation (100x slower on a loaded machine).
+        torch.set_num_threads(config.threads)
         _run_tasks(config, problem, tasks, out_dir, resolved, progress)
     finally:
         torch.set_num_threads(threads)
+        out_dir.release()
     return out_dir.path, state
 
 
@@ -226,19 +225,31 @@ def _run_tasks(
     progress: TextIO,
 ) -> None:  # fmt: skip
     records = []
-    for i, task in enumerate(tasks, 1):
-        record = out_dir.load_record(task.id)
-        if record is not None and (record.get("key") != task.key or record.get("status") not in ("ok", "diverged")):
-            record = None  # not this record's (a foreign or hand-edited file under its name): redo it
-        resumed = record is not None
-        if record is None:
-            record, draws = run_task(task, problem, config)
-            if draws is not None and config.keep_draws:
-                atomic_write_bytes(out_dir.records / f"{task.id}.npy", _draws_bytes(draws))
-            record = finite_or_none(record)
-            out_dir.save_record(task.id, record)
-        records.append(record)
-        _progress(progress, i, len(tasks), task, record, resumed)
+    with Progress(progress, len(tasks), desc=f"run {config.name}", unit="record") as bar:
+        for i, task in enumerate(tasks, 1):
+            records.append(_run_task_once(config, problem, task, out_dir))
+            bar.advance()
+            bar.line(_progress_line(i, len(tasks), task, records[-1], records[-1].pop("_resumed")))
+    _finish_run(config, tasks, out_dir, resolved, records)
+
+
+def _run_task_once(config: RunConfig, problem: Problem, task: Task, out_dir: RunDirectory) -> dict[str, Any]:
+    """The task's record: the saved one (resumed), or computed and saved now; ``_resumed`` says which."""
+    record = out_dir.load_record(task.id)
+    if record is not None and (record.get("key") != task.key or record.get("status") not in ("ok", "diverged")):
+        record = None  # not this record's (a foreign or hand-edited file under its name): redo it
+    resumed = record is not None
+    if record is None:
+        record, draws = run_task(task, problem, config)
+        if draws is not None and config.keep_draws:
+            atomic_write_bytes(out_dir.records / f"{task.id}.npy", _draws_bytes(draws))
+        record = finite_or_none(record)
+        out_dir.save_record(task.id, record)
+    return {**record, "_resumed": resumed}
+
+
+def _finish_run(config: RunConfig, tasks: list[Task], out_dir: RunDirectory, resolved: dict[str, Any],
+                records: list[dict[str, Any]]) -> None:  # fmt: skip
     meta = {"seed": config.seed, **environment("cpu")}
     results = {"schema": SCHEMA, "name": config.name, "config": resolved, "meta": meta, "records": records,
                "verdicts": comparison_verdicts(records)}  # fmt: skip

@@ -161,7 +161,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"config file not found: {path}"], str(path)) from None
+        raise ConfigError([f"config file not found: {path} (a shipped config's name works too: `localentropy configs` "
+                           "lists them)"], str(path)) from None  # fmt: skip
     except IsADirectoryError:
         raise ConfigError([f"config path is a directory, not a TOML file: {path}"], str(path)) from None
     except UnicodeDecodeError as exc:

@@ -8,28 +8,41 @@
 * A re-run into a complete directory is skipped (and says so) unless ``force``; a re-run into an incomplete one
   resumes: pieces of work saved under ``records/`` are not redone. A directory holding a run of a different
   config (complete or not) is refused, as is a non-empty directory without ``config.json`` (with or without
-  ``force``: its files would be overwritten or deleted). A directory that cannot be created or written is
-  refused as bad input too (:class:`RunDirectoryError`, exit status 2).
+  ``force``: its files would be overwritten or deleted). ``force`` deletes only a run of the same config name.
+  A directory that cannot be created or written is refused as bad input too (:class:`RunDirectoryError`, exit
+  status 2).
+* One command at a time: :meth:`RunDirectory.prepare` locks the directory (``.lock``, a ``filelock`` lock that the
+  operating system releases if the process dies) and records the holder (pid, host, command) in
+  ``.lock.holder.json``; a second command on it stops at once with a :class:`RunDirectoryError` naming the
+  holder. The process that launches worker processes holds the lock of the directory they write into.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import platform
 import shutil
+import socket
 import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from localentropy.entropy.optim.chunks import DEFAULT_NOISE_STREAM
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json, json_default
 
 MARKER = "COMPLETE"
+LOCK = ".lock"
+HOLDER = ".lock.holder.json"  # who holds the lock: read by the command that finds the directory in use
 
 
 class RunDirectoryError(ValueError):
@@ -75,8 +88,18 @@ def is_temporary(path: Path) -> bool:
 
 
 def _user_files(directory: Path) -> list[Path]:
-    """What a directory holds besides the temporary files of a run killed before it wrote config.json."""
-    return [p for p in directory.iterdir() if not is_temporary(p)]
+    """What a directory holds besides its lock and the temporary files of a run killed before config.json."""
+    return [p for p in directory.iterdir() if not is_temporary(p) and p.name not in (LOCK, HOLDER)]
+
+
+def _in_use(path: Path) -> str:
+    """The refusal of a directory another command holds, naming the holder from the lock's sidecar file."""
+    try:
+        holder = json.loads((path / HOLDER).read_text())
+        who = f"pid {holder['pid']} on {holder['host']} since {holder['since']}, running `{holder['command']}`"
+    except (OSError, ValueError, KeyError, TypeError):
+        who = "another process (its details are not recorded yet)"
+    return f"{path} is in use by {who}; wait for it to finish or choose another --out"
 
 
 def remove_temporary_files(directory: Path) -> list[Path]:
@@ -93,6 +116,56 @@ def remove_temporary_files(directory: Path) -> list[Path]:
 class RunDirectory:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock: FileLock | None = None
+
+    def acquire(self) -> None:
+        """Lock the directory (creating it) for this process; in use by another: RunDirectoryError at once."""
+        if self._lock is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / LOCK), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RunDirectoryError(_in_use(self.path)) from None
+        self._lock = lock
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+                  "since": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        atomic_write_json(self.path / HOLDER, holder)
+
+    def check_free(self) -> None:
+        """Refuse at once (before any slow preparation) a directory that another command holds now."""
+        try:
+            if self._lock is not None or not (self.path / LOCK).is_file():
+                return
+        except OSError:  # a name too long, a parent that is a file...: prepare() reports it
+            return
+        probe = FileLock(str(self.path / LOCK), timeout=0)
+        try:
+            probe.acquire()
+        except Timeout:
+            raise RunDirectoryError(_in_use(self.path)) from None
+        except OSError:  # unreadable: prepare() reports it
+            return
+        probe.release()
+
+    def release(self) -> None:
+        if self._lock is None:
+            return
+        (self.path / HOLDER).unlink(missing_ok=True)
+        self._lock.release()
+        self._lock = None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[RunDirectory]:
+        """Hold the directory's lock for the block (a lock this object already holds is kept after it)."""
+        held = self._lock is not None
+        self.acquire()
+        try:
+            yield self
+        finally:
+            if not held:
+                self.release()
 
     @property
     def complete(self) -> bool:
@@ -105,29 +178,49 @@ class RunDirectory:
     def prepare(self, resolved_config: dict[str, Any], *, force: bool = False) -> str:
         """Make the directory ready; returns "skip" (complete, not forced), "resume" or "fresh".
 
-        Raises :class:`RunDirectoryError` (bad input, exit status 2) when the directory cannot be used: not a
-        directory, not creatable or writable, another config's run, or a non-empty directory that is not a run
-        directory (its files could be overwritten).
+        Raises :class:`RunDirectoryError` (bad input, exit status 2) when the directory cannot be used: in use by
+        another command, not a directory, not creatable or writable, another config's run, ``force`` on a run of
+        another config name, or a non-empty directory that is not a run directory (its files could be
+        overwritten). The directory stays locked until :meth:`release` (or the end of :meth:`locked`).
         """
+        held = self._lock is not None
         try:
+            self._check(force)  # before the lock: refused directories get no lock file
+            self.acquire()
             return self._prepare(resolved_config, force)
-        except OSError as exc:  # a parent that is a file, no permission, a name too long, a read-only disk...
+        except BaseException as exc:
+            if not held:  # refused: the lock goes with the refusal
+                self.release()
+            if not isinstance(exc, OSError):
+                raise
+            # a parent that is a file, no permission, a name too long, a read-only disk...
             reason = exc.strerror or str(exc)
             where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(self.path) else ""
             raise RunDirectoryError(f"--out {self.path}: cannot use it as the run directory: {reason}{where}") from None
 
-    def _prepare(self, resolved_config: dict[str, Any], force: bool) -> str:
+    def _check(self, force: bool) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"--out {self.path} exists and is not a directory")
-        config_file = self.path / "config.json"
-        if self.path.is_dir() and not config_file.is_file() and _user_files(self.path):
+        if self.path.is_dir() and not (self.path / "config.json").is_file() and _user_files(self.path):
             action = "--force would delete" if force else "a run would write into"
             raise RunDirectoryError(
                 f"{action} {self.path}, which is not empty and is not a run directory (no config.json); "
                 "choose another --out"
             )
-        if force and self.path.exists():
-            shutil.rmtree(self.path)
+
+    def _prepare(self, resolved_config: dict[str, Any], force: bool) -> str:
+        self._check(force)
+        config_file = self.path / "config.json"
+        if force and config_file.is_file():
+            previous = _config_name(config_file)
+            if previous != resolved_config.get("name"):
+                raise RunDirectoryError(
+                    f"--force would delete {self.path}, a run of config {previous or '(unnamed)'!r}, not of "
+                    f"{resolved_config.get('name') or '(unnamed)'!r}: choose another --out, or delete it yourself"
+                )
+        if force:
+            for child in [p for p in self.path.iterdir() if p.name not in (LOCK, HOLDER)]:  # all but the lock
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         state = "fresh"
         if config_file.is_file():
             if self.holds_other_config(resolved_config):
@@ -171,6 +264,15 @@ class RunDirectory:
     def mark_complete(self) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         atomic_write_bytes(self.path / MARKER, f"completed {stamp}\n".encode())
+
+
+def _config_name(config_file: Path) -> str | None:
+    """The name recorded in a run's config.json (None when it has none or cannot be read)."""
+    try:
+        previous = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return previous.get("name") if isinstance(previous, dict) else None
 
 
 def finite_or_none(value: Any) -> Any:

@@ -1,8 +1,8 @@
 """``localentropy reproduce [--quick]``: rerun every experiment behind docs/findings.md, then regenerate it.
 
-The findings answer the review's questions of Entropy-SGD from twelve steps, each an ordinary
-``localentropy run`` / ``sweep`` of a config in ``experiments/configs`` or a computation of this package, each in
-its own directory under ``--out`` (default ``runs/reproduce``; ``runs/reproduce-quick`` with ``--quick``).
+The findings answer the review's questions of Entropy-SGD from twelve steps, each an ordinary ``localentropy run``
+/ ``sweep`` of a shipped config (``localentropy configs``) or a computation of this package, each in its own
+directory under ``--out`` (default ``runs/reproduce``; ``runs/reproduce-quick`` with ``--quick``).
 A step whose directory is complete is not run again, so an interrupted reproduction resumes where it stopped;
 ``--force`` reruns everything. The document (``--doc``, default ``<out>/findings.md``) and its figures and
 numbers (``<doc stem>/``) are written only when every step has finished, each file atomically.
@@ -30,7 +30,9 @@ from typing import Any, TextIO
 from localentropy.experiments.comparison.config import parse_config
 from localentropy.experiments.core.config import ConfigError, read_toml
 from localentropy.experiments.core.files import atomic_path, atomic_write_json
+from localentropy.experiments.core.progress import Progress
 from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment
+from localentropy.experiments.core.shipped import shipped_dir
 from localentropy.experiments.reproduce.steps import Step, expected_minutes, registered_steps, select_steps
 
 SCHEMA = 1
@@ -39,21 +41,14 @@ STEPS: tuple[Step, ...] = registered_steps()
 QUICK: dict[str, dict[str, Any]] = {s.name: s.quick for s in STEPS}
 SPEED_ARGS = ["--sections", "entropy,samplers"]
 
-
-def find_repository(configs: str | Path | None = None) -> Path:
-    """The checkout holding ``experiments/configs``: the current directory or the package's."""
-    if configs is not None:
-        path = Path(configs).expanduser()
-        if not path.is_dir():
-            raise ConfigError([f"--configs {path}: not a directory"])
-        return path.resolve().parents[1]
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (root / "experiments" / "configs").is_dir():
-            return root
-    raise ConfigError([
-        "experiments/configs: not found in the current directory or beside the package; run from a checkout of "
-        "localentropy or pass --configs DIR"
-    ])  # fmt: skip
+def find_configs(configs: str | Path | None = None) -> Path:
+    """The folder of the steps' configs: ``--configs DIR`` when given, else the configs shipped with the package."""
+    if configs is None:
+        return shipped_dir()
+    path = Path(configs).expanduser()
+    if not path.is_dir():
+        raise ConfigError([f"--configs {path}: not a directory"])
+    return path.resolve()
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -74,10 +69,10 @@ def _quick_sweep(data: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def step_config(step: Step, repo: Path, quick: bool) -> dict[str, Any]:
+def step_config(step: Step, configs: Path, quick: bool) -> dict[str, Any]:
     """The step's config as run: the file's table (with --quick, reduced) or the computation's arguments."""
     if step.kind in ("run", "sweep"):
-        data = read_toml(repo / "experiments" / "configs" / str(step.config))
+        data = read_toml(configs / str(step.config))
         if quick:
             data = (_quick_run if step.kind == "run" else _quick_sweep)(copy.deepcopy(data), QUICK[step.name])
         return data
@@ -85,15 +80,16 @@ def step_config(step: Step, repo: Path, quick: bool) -> dict[str, Any]:
         return {"n_grid": QUICK[step.name]["n_grid"] if quick else 601}
     if step.kind == "accuracy":
         return dict(QUICK[step.name]) if quick else {}
-    return {"args": SPEED_ARGS + (QUICK[step.name]["args"] if quick else [])}
+    speed: dict[str, Any] = {"args": SPEED_ARGS + (QUICK[step.name]["args"] if quick else [])}
+    return speed
 
 
-def plan(repo: Path, quick: bool) -> dict[str, Any]:
+def plan(configs: Path, quick: bool) -> dict[str, Any]:
     """Every step's resolved config: what the run directory records, and what a rerun must match."""
     return {
         "schema": SCHEMA, "mode": "quick" if quick else "full",
         "steps": [{"name": s.name, "kind": s.kind, "question": s.question, "file": s.config,
-                   "config": step_config(s, repo, quick)} for s in STEPS],
+                   "config": step_config(s, configs, quick)} for s in STEPS],
     }  # fmt: skip
 
 
@@ -105,9 +101,9 @@ def _changed(out: Path, resolved: dict[str, Any]) -> bool:
     return RunDirectory(out).holds_other_config(resolved)
 
 
-def _run_step(step: Step, config: dict[str, Any], repo: Path, out: Path, workers: int, progress: TextIO) -> str:
+def _run_step(step: Step, config: dict[str, Any], configs: Path, out: Path, workers: int, progress: TextIO) -> str:
     """Run one step into ``out``; returns "fresh", "resume", "skip" or "rerun" (its config changed)."""
-    source = str(repo / "experiments" / "configs" / str(step.config))
+    source = str(configs / str(step.config))
     if step.kind == "run":
         from localentropy.experiments.comparison.runner import run_comparison
 
@@ -122,7 +118,12 @@ def _run_step(step: Step, config: dict[str, Any], repo: Path, out: Path, workers
         force = _changed(out, sweep.resolved())
         state = run_sweep(sweep, out, workers=workers, force=force, progress=progress)[1]
         return "rerun" if force else state
-    run_dir = RunDirectory(out)
+    with RunDirectory(out).locked() as run_dir:
+        return _run_computation(step, config, run_dir, progress)
+
+
+def _run_computation(step: Step, config: dict[str, Any], run_dir: RunDirectory, progress: TextIO) -> str:
+    out = run_dir.path
     force = _changed(out, config)
     state = run_dir.prepare(config, force=force)
     if state == "skip":
@@ -173,52 +174,58 @@ def reproduce(
     steps = tuple(steps) if isinstance(steps, tuple) and all(isinstance(s, Step) for s in steps) else (
         select_steps(steps))  # fmt: skip
     progress = progress if progress is not None else sys.stderr
-    repo = find_repository(configs)
+    configs_dir = find_configs(configs)
     mode = "quick" if quick else "full"
     out_dir = RunDirectory(out if out is not None else Path("runs") / ("reproduce-quick" if quick else "reproduce"))
+    out_dir.check_free()
     doc_path = Path(doc) if doc is not None else out_dir.path / "findings.md"
     workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
-    resolved = plan(repo, quick)
+    resolved = plan(configs_dir, quick)
     resolved["steps"] = [s for s in resolved["steps"] if s["name"] in {step.name for step in steps}]
     for entry in resolved["steps"]:  # every config is checked before anything runs
-        _validate(entry, repo)
+        _validate(entry, configs_dir)
     state = out_dir.prepare({"schema": SCHEMA, "mode": mode}, force=force)
-    total = expected_minutes(quick, steps)
-    print(f"reproduce ({mode}): {len(steps)} steps, about {total:.0f} minutes on 2 cores -> {out_dir.path}",
-          file=progress, flush=True)  # fmt: skip
-    timings: dict[str, Any] = {}
-    saved = out_dir.load_record("timings") or {}
-    for i, (step, entry) in enumerate(zip(steps, resolved["steps"], strict=True), 1):
-        where = out_dir.path / step.name
-        print(f"[{i}/{len(steps)}] {step.name} ({step.question}, {step.kind}"
-              f"{', ' + str(step.config) if step.config else ''})", file=progress, flush=True)  # fmt: skip
-        start = time.perf_counter()
-        step_state = runner(step, entry["config"], repo, where, workers, progress)
-        seconds = time.perf_counter() - start
-        timings[step.name] = saved.get(step.name) if step_state == "skip" and step.name in saved else {
-            "seconds": seconds, "state": step_state}  # fmt: skip
-        out_dir.save_record("timings", {**saved, **timings})
-        print(f"[{i}/{len(steps)}] {step.name}: {step_state} in {seconds:.0f} s", file=progress, flush=True)
-    meta = {"mode": mode, "workers": workers, "timings": timings, "expected_minutes": total,
-            "cpu_count": os.cpu_count(), "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            **environment("cpu")}  # fmt: skip
-    remaining = [s.name for s in STEPS if s not in steps and not (out_dir.path / s.name / MARKER).is_file()]
-    if remaining:  # a subset ran: the document needs every step's results
-        print(f"findings not written: step(s) {', '.join(remaining)} not complete in {out_dir.path} (run them with "
-              f"--steps {','.join(remaining)}, or run every step)", file=progress, flush=True)  # fmt: skip
-        return None, mode
-    if len(steps) < len(STEPS):  # the plan and timings of the whole reproduction, as a full call records them
-        resolved = plan(repo, quick)
-        meta["timings"] = {s.name: saved.get(s.name) for s in STEPS} | timings
-    atomic_write_json(out_dir.path / "reproduce.json", {"plan": resolved, "meta": meta})
-    if state != "skip":
-        out_dir.mark_complete()
-    write_findings(out_dir.path, doc_path, resolved, meta)
-    return doc_path, mode
+    try:  # the reproduction directory stays locked while its steps run
+        total = expected_minutes(quick, steps)
+        print(f"reproduce ({mode}): {len(steps)} steps, about {total:.0f} minutes on 2 cores -> {out_dir.path}",
+              file=progress, flush=True)  # fmt: skip
+        timings: dict[str, Any] = {}
+        saved = out_dir.load_record("timings") or {}
+        with Progress(progress, total, desc=f"reproduce ({mode})", weighted=True) as bar:
+            for i, (step, entry) in enumerate(zip(steps, resolved["steps"], strict=True), 1):
+                where = out_dir.path / step.name
+                bar.line(f"[{i}/{len(steps)}] {step.name} ({step.question}, {step.kind}"
+                         f"{', ' + str(step.config) if step.config else ''})")  # fmt: skip
+                start = time.perf_counter()
+                step_state = runner(step, entry["config"], configs_dir, where, workers, progress)
+                seconds = time.perf_counter() - start
+                timings[step.name] = saved.get(step.name) if step_state == "skip" and step.name in saved else {
+                    "seconds": seconds, "state": step_state}  # fmt: skip
+                out_dir.save_record("timings", {**saved, **timings})
+                bar.advance(step.quick_minutes if quick else step.full_minutes)
+                bar.line(f"[{i}/{len(steps)}] {step.name}: {step_state} in {seconds:.0f} s ({bar.times()})")
+        meta = {"mode": mode, "workers": workers, "timings": timings, "expected_minutes": total,
+                "cpu_count": os.cpu_count(), "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                **environment("cpu")}  # fmt: skip
+        remaining = [s.name for s in STEPS if s not in steps and not (out_dir.path / s.name / MARKER).is_file()]
+        if remaining:  # a subset ran: the document needs every step's results
+            print(f"findings not written: step(s) {', '.join(remaining)} not complete in {out_dir.path} (run them with "
+                  f"--steps {','.join(remaining)}, or run every step)", file=progress, flush=True)  # fmt: skip
+            return None, mode
+        if len(steps) < len(STEPS):  # the plan and timings of the whole reproduction, as a full call records them
+            resolved = plan(configs_dir, quick)
+            meta["timings"] = {s.name: saved.get(s.name) for s in STEPS} | timings
+        atomic_write_json(out_dir.path / "reproduce.json", {"plan": resolved, "meta": meta})
+        if state != "skip":
+            out_dir.mark_complete()
+        write_findings(out_dir.path, doc_path, resolved, meta)
+        return doc_path, mode
+    finally:
+        out_dir.release()
 
 
-def _validate(entry: dict[str, Any], repo: Path) -> None:
-    source = str(repo / "experiments" / "configs" / str(entry["file"]))
+def _validate(entry: dict[str, Any], configs: Path) -> None:
+    source = str(configs / str(entry["file"]))
     if entry["kind"] == "run":  # built as the run builds it: the problem, the points, every estimator
         from localentropy.experiments.comparison.plan import build_points, build_problem
         from localentropy.experiments.comparison.plan import plan as plan_records

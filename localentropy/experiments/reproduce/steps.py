@@ -1,8 +1,8 @@
 """The registered steps of ``localentropy reproduce``: each declares its question, its config and the findings
 section it feeds; adding a step is one :func:`register_step` call.
 
-A step is an ordinary ``localentropy run`` (``kind="run"``) or ``sweep`` (``"sweep"``) of a config file in
-``experiments/configs``, or a computation of this package (``"targets"``, ``"accuracy"``, ``"speed"``). ``quick``
+A step is an ordinary ``localentropy run`` (``kind="run"``) or ``sweep`` (``"sweep"``) of a shipped config
+(``localentropy/configs``), or a computation of this package (``"targets"``, ``"accuracy"``, ``"speed"``). ``quick``
 holds what ``--quick`` changes (fewer seeds, replicates, budgets, epochs); ``full_minutes`` and ``quick_minutes``
 are measured on this project's 2-core machine (2026-11-28), rounded up.
 """

@@ -22,6 +22,7 @@ from typing import Any
 
 from localentropy.experiments.core.config import ConfigError, FieldReader, read_toml
 from localentropy.experiments.core.files import slug
+from localentropy.experiments.core.shipped import find_base
 from localentropy.experiments.sweeps.paths import (
     KEY_PATTERN,
     OPTIMIZER_AXIS,
@@ -174,15 +175,14 @@ def _load_base(r: FieldReader, raw: Any, source: str | None) -> dict[str, Any]:
     if isinstance(raw, dict):
         return copy.deepcopy(raw)
     if not isinstance(raw, str) or not raw.strip():
-        r.problem("base", raw, "a path to a training config (relative to this file) or an inline [base] table")
+        r.problem("base", raw, "a path to a training config (relative to this file), a shipped training config's name "
+                  "or an inline [base] table")
         return {}
-    path = Path(raw).expanduser()
-    if not path.is_absolute() and source is not None:
-        path = Path(source).parent / path
+    path = find_base(raw, Path(source).parent if source is not None else None)
     try:
         return tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        r.problems.append(f"base: training config not found: {path}")
+        r.problems.append(f"base: training config not found: {path}, and no shipped config has that name")
     except IsADirectoryError:
         r.problems.append(f"base: {path} is a directory, not a TOML file")
     except UnicodeDecodeError as exc:

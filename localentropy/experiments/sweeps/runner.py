@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
+from localentropy.experiments.core.progress import Progress
 from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment
 from localentropy.experiments.sweeps.config import (
     EXECUTORS,
@@ -196,8 +197,6 @@ def run_sweep(
     run after another: for debugging). Runs whose directory is complete are not redone; runs that failed before
     are retried (also when the sweep itself is complete).
     """
-    from localentropy.experiments.sweeps.report import write_sweep_report
-
     if executor not in (*EXECUTORS, "inline"):
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers is not None and workers < 1:
@@ -205,8 +204,19 @@ def run_sweep(
     config = config if isinstance(config, SweepConfig) else load_sweep_config(config)
     progress = progress if progress is not None else sys.stderr
     out_dir = RunDirectory(out if out is not None else default_out(config))
+    out_dir.check_free()
     resolved = config.resolved()
     state = out_dir.prepare(resolved, force=force)
+    try:  # this process holds the sweep directory's lock while its workers run
+        return _run_prepared(config, out_dir, state, executor, workers, address, progress)
+    finally:
+        out_dir.release()
+
+
+def _run_prepared(config: SweepConfig, out_dir: RunDirectory, state: str, executor: str, workers: int | None,
+                  address: str | None, progress: TextIO) -> tuple[Path, str, dict[str, Any]]:  # fmt: skip
+    from localentropy.experiments.sweeps.report import write_sweep_report
+
     runs_dir = out_dir.path / "runs"
     todo = [run for run in config.runs if not (runs_dir / run.id / MARKER).is_file()]
     if state == "skip":
@@ -221,6 +231,8 @@ def run_sweep(
           file=progress, flush=True)  # fmt: skip
     outcomes: dict[str, dict[str, Any]] = {}
     counter = itertools.count(total - len(todo) + 1)
+    # the bar lives in this process: it moves as each run's result arrives, from a worker process or from Ray
+    bar = Progress(progress, total, desc=f"sweep {config.name}", unit="run", done=total - len(todo))
 
     def done(run: str, outcome: dict[str, Any]) -> None:
         log = outcome.pop("log", "") or ""
@@ -230,15 +242,16 @@ def run_sweep(
             atomic_write_bytes(out_dir.path / "logs" / f"{run}.log", log.encode())
         out_dir.save_record(run, outcome)
         outcomes[run] = outcome
-        print(f"[{next(counter)}/{total}] {_one_line(run, outcome)}", file=progress, flush=True)
+        bar.advance()
+        bar.line(f"[{next(counter)}/{total}] {_one_line(run, outcome)} ({bar.times()})")
 
     jobs = [(run.id, run.config, str(runs_dir / run.id)) for run in todo]
-    if jobs:
-        if executor == "inline":
+    with bar:
+        if jobs and executor == "inline":
             _execute_inline(jobs, done)
-        elif executor == "local":
+        elif jobs and executor == "local":
             _execute_local(jobs, workers or 1, done)
-        else:
+        elif jobs:
             _execute_ray(jobs, workers, address, done)
     results = collect_results(config, out_dir, outcomes)
     atomic_write_json(out_dir.path / "results.json", results)

@@ -25,6 +25,7 @@ from localentropy.data.text import TokenStream
 from localentropy.entropy.optim import DivergenceError
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import slug
+from localentropy.experiments.core.progress import Progress
 from localentropy.experiments.core.rundir import (
     RunDirectory,
     atomic_write_bytes,
@@ -37,6 +38,7 @@ from localentropy.experiments.training.config import TrainConfig, load_train_con
 from localentropy.experiments.training.models import build_model, count_parameters
 from localentropy.experiments.training.optim import (
     OptimizerConfig,
+    ScheduleConfig,
     build_optimizer,
     learning_rate,
     passes_per_step,
@@ -245,6 +247,11 @@ class OptimizerRun:
             self.rows = [self.row(None)]
             self.save()
         schedule = self.config.schedule_for(self.spec)
+        with Progress(self.progress, self.epochs, desc=self.spec.label, unit="epoch", done=self.epoch) as bar:
+            status, message = self._epochs(schedule, bar)
+        return self.record(status, message)
+
+    def _epochs(self, schedule: ScheduleConfig, bar: Progress) -> tuple[str, str | None]:
         status, message = "ok", None
         while self.epoch < self.epochs:
             lr = learning_rate(schedule, self.spec.lr, self.epoch, self.epochs)
@@ -275,12 +282,12 @@ class OptimizerRun:
                 break
             self.rows.append(row)
             self.save()
-            print(f"  {self.spec.label}: epoch {self.epoch}/{self.epochs} test error {row['test_error']:.4f} "
-                  f"effective epochs {row['effective_epochs']:.2f} ({self.seconds:.1f}s)", file=self.progress,
-                  flush=True)  # fmt: skip
+            bar.advance()
+            bar.line(f"  {self.spec.label}: epoch {self.epoch}/{self.epochs} test error {row['test_error']:.4f} "
+                     f"effective epochs {row['effective_epochs']:.2f} ({self.seconds:.1f}s)")  # fmt: skip
             if self.after_epoch is not None:
                 self.after_epoch(self.spec.label, self.epoch)
-        return self.record(status, message)
+        return status, message
 
     def _sampler_text(self) -> str:
         if self.spec.kind not in ("entropy-sgd", "entropy-adam"):
@@ -348,17 +355,18 @@ def run_training(
     source = None if isinstance(config, TrainConfig) else str(config)
     config = config if isinstance(config, TrainConfig) else load_train_config(config)
     out_dir = RunDirectory(out if out is not None else default_out(config))
+    out_dir.check_free()
     resolved = config.as_dict()
     # the data first: a bad data path is refused before the run directory is created (not when it would be skipped)
     splits = None if out_dir.complete and not force else load_splits(config, source)
     state = out_dir.prepare(resolved, force=force)
-    if state == "skip":
-        return out_dir.path, state
-    splits = splits if splits is not None else load_splits(config, source)
-    progress = progress if progress is not None else sys.stderr
     threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
     try:
+        if state == "skip":
+            return out_dir.path, state
+        splits = splits if splits is not None else load_splits(config, source)
+        progress = progress if progress is not None else sys.stderr
+        torch.set_num_threads(config.threads)
         records = []
         for spec in config.optimizers:
             record = out_dir.load_record(slug(spec.label))
@@ -384,7 +392,8 @@ def run_training(
         }  # fmt: skip
         atomic_write_json(out_dir.path / "results.json", results)
         write_train_outputs(out_dir.path, results)
+        out_dir.mark_complete()
     finally:
         torch.set_num_threads(threads)
-    out_dir.mark_complete()
+        out_dir.release()
     return out_dir.path, state

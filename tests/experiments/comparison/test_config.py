@@ -21,9 +21,10 @@ from localentropy.experiments.comparison.config import (
     parse_config,
 )
 from localentropy.experiments.comparison.runner import build_points, build_problem, plan
+from localentropy.experiments.core.shipped import shipped_dir
 from localentropy.samplers import available_samplers
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "experiments" / "configs"
+CONFIG_DIR = shipped_dir()
 # train_*: localentropy train; sweep_*, mnist_paper*: localentropy sweep (tests/experiments/sweeps/test_sweep.py)
 SHIPPED = sorted(p for p in CONFIG_DIR.glob("*.toml") if not p.stem.startswith(("train_", "sweep_", "mnist_paper")))
 

@@ -28,6 +28,7 @@ import torch
 
 from localentropy.cli import build_parser, main
 from localentropy.experiments.comparison.plan import record_id
+from localentropy.experiments.core.rundir import HOLDER, LOCK
 
 ROOT = Path(__file__).resolve().parents[3]
 SUBCOMMANDS = set(build_parser()._subparsers._group_actions[0].choices)
@@ -201,7 +202,7 @@ def check_incomplete_run(out: Path) -> list[Path]:
     files = [p for p in out.rglob("*") if p.is_file()]
     named = {str(p.relative_to(out)) for p in files if not temporary(p)}
     # a record's draws (.npy) are saved just before the record; results.json only once every record exists
-    allowed = {"config.json"} | {f"records/{p.name}" for p in records} | {
+    allowed = {"config.json", LOCK, HOLDER} | {f"records/{p.name}" for p in records} | {
         f"records/{p.name}" for p in (out / "records").glob("*.npy")
     }  # fmt: skip
     if len(records) < RUN_RECORDS:
@@ -283,7 +284,8 @@ def test_train_killed_resumes_from_its_checkpoints(train_reference, tmp_path, ca
     epoch = _epoch(checkpoint)
     assert 2 <= epoch < 8, "Entropy-SGD finished before the signal: make the test config slower"
     named = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not temporary(p)}
-    assert named == {"config.json", "records/sgd.json", "checkpoints/sgd.pt", "checkpoints/entropy-sgd.pt"}, named
+    assert named - {LOCK, HOLDER} == {"config.json", "records/sgd.json", "checkpoints/sgd.pt",
+                                      "checkpoints/entropy-sgd.pt"}, named  # fmt: skip
     finished = [out / "records" / "sgd.json", out / "checkpoints" / "sgd.pt"]
     before = snapshot(finished)
 

@@ -178,8 +178,9 @@ def test_default_labels_from_the_sampler_and_what_sets_them_apart():
 
 def test_shipped_configs_swap_a_sampler_in_one_line():
     from localentropy.experiments.comparison.config import load_config
+    from localentropy.experiments.core.shipped import shipped_dir
 
-    root = Path(__file__).resolve().parents[3] / "experiments" / "configs"
+    root = shipped_dir()
     text = (root / "shootout.toml").read_text()
     assert 'label = "sgld"' not in text  # a label equal to its default is left out
     swapped = text.replace('sampler = "sgld"\n', 'sampler = "sghmc"\nhyperparameters = { friction = 0.2 }\n', 1)

@@ -10,10 +10,11 @@ import pytest
 
 from localentropy.cli import main
 from localentropy.experiments.core.config import ConfigError
+from localentropy.experiments.core.shipped import shipped_dir
 from localentropy.experiments.reproduce import findings
 from localentropy.experiments.reproduce import run as reproduce
 
-REPO = Path(__file__).resolve().parents[3]
+CONFIGS = shipped_dir()
 
 # Smaller than --quick: every step still runs for real, on one seed, a couple of epochs and a few replicates.
 TINY = {
@@ -100,14 +101,14 @@ def test_first_reach() -> None:
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_every_step_config_is_valid(quick: bool) -> None:
-    plan = reproduce.plan(REPO, quick)
+    plan = reproduce.plan(CONFIGS, quick)
     assert [s["name"] for s in plan["steps"]] == [s.name for s in reproduce.STEPS]
     for entry in plan["steps"]:
-        reproduce._validate(entry, REPO)  # raises ConfigError on a bad config
+        reproduce._validate(entry, CONFIGS)  # raises ConfigError on a bad config
 
 
 def test_quick_changes_only_the_sizes() -> None:
-    full, quick = reproduce.plan(REPO, False), reproduce.plan(REPO, True)
+    full, quick = reproduce.plan(CONFIGS, False), reproduce.plan(CONFIGS, True)
     for f, q in zip(full["steps"], quick["steps"], strict=True):
         if f["kind"] == "sweep":
             assert len(q["config"]["grid"]["seed"]) <= min(3, len(f["config"]["grid"]["seed"]))
@@ -131,7 +132,7 @@ def test_missing_configs_directory_is_bad_input(tmp_path: Path, capsys: pytest.C
 def test_a_failed_step_writes_no_document_and_the_rerun_resumes(tmp_path: Path) -> None:
     calls: list[str] = []
 
-    def runner(step, config, repo, out, workers, progress):
+    def runner(step, config, configs, out, workers, progress):
         calls.append(step.name)
         if step.name == "smoothing_quadratic" and calls.count(step.name) == 1:
             raise KeyboardInterrupt
@@ -206,7 +207,7 @@ def test_rerun_skips_every_step_and_rewrites_the_same_numbers(tiny_run: tuple[Pa
 
 
 def test_the_quick_and_full_runs_refuse_each_others_directory(tmp_path: Path) -> None:
-    def runner(step, config, repo, out, workers, progress):
+    def runner(step, config, configs, out, workers, progress):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -217,20 +218,21 @@ def test_the_quick_and_full_runs_refuse_each_others_directory(tmp_path: Path) ->
         reproduce.reproduce(quick=False, out=tmp_path / "r", doc=tmp_path / "d.md", runner=runner)
 
 
-def test_find_repository_errors_name_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_configs_errors_name_the_option(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--configs"):
-        reproduce.find_repository(tmp_path / "missing")
-    assert reproduce.find_repository() == REPO
+        reproduce.find_configs(tmp_path / "missing")
+    assert reproduce.find_configs() == CONFIGS
+    assert reproduce.find_configs(tmp_path) == tmp_path.resolve()
 
 
 def test_a_step_runs_once_and_again_only_when_its_config_changes(tmp_path: Path) -> None:
     step = next(s for s in reproduce.STEPS if s.kind == "targets")
     out = tmp_path / "targets"
     with open(tmp_path / "log", "w") as log:
-        assert reproduce._run_step(step, {"n_grid": 41}, REPO, out, 1, log) == "fresh"
+        assert reproduce._run_step(step, {"n_grid": 41}, CONFIGS, out, 1, log) == "fresh"
         first = (out / "targets.json").read_bytes()
-        assert reproduce._run_step(step, {"n_grid": 41}, REPO, out, 1, log) == "skip"
-        assert reproduce._run_step(step, {"n_grid": 61}, REPO, out, 1, log) == "rerun"
+        assert reproduce._run_step(step, {"n_grid": 41}, CONFIGS, out, 1, log) == "skip"
+        assert reproduce._run_step(step, {"n_grid": 61}, CONFIGS, out, 1, log) == "rerun"
     assert (out / "targets.json").read_bytes() != first
     assert len(json.loads((out / "targets.json").read_text())["x"]) == 61
 
@@ -256,7 +258,7 @@ def test_steps_are_registered_with_their_section_and_a_subset_runs(tmp_path: Pat
                                full_minutes=1, quick_minutes=1)  # fmt: skip
     calls: list[str] = []
 
-    def runner(step, config, repo, out, workers, progress):
+    def runner(step, config, configs, out, workers, progress):
         calls.append(step.name)
         out.mkdir(parents=True, exist_ok=True)
         return "fresh"

@@ -13,6 +13,7 @@ import pytest
 from localentropy.cli import main
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.rundir import RunDirectoryError
+from localentropy.experiments.core.shipped import shipped_dir
 from localentropy.experiments.sweeps import runner as sweep_module
 from localentropy.experiments.sweeps.runner import (
     STAR,
@@ -24,7 +25,6 @@ from localentropy.experiments.sweeps.runner import (
 )
 
 pytest.importorskip("sklearn")
-ROOT = Path(__file__).resolve().parents[3]
 
 BASE = {
     "seed": 0, "threads": 1, "batch_size": 128, "effective_epochs": 2, "eval_batch_size": 2000,
@@ -185,17 +185,17 @@ def test_base_file_problems_and_runs_conflicts(tmp_path):
 
 
 def test_shipped_sweep_configs_are_valid():
-    for path in sorted((ROOT / "experiments" / "configs").glob("*.toml")):
+    for path in sorted(shipped_dir().glob("*.toml")):
         if path.stem.startswith("sweep_") or path.stem in ("mnist_paper", "mnist_paper_full"):
             config = load_sweep_config(path)
             assert config.runs
     from localentropy.experiments.training.config import load_train_config
 
-    train = load_train_config(ROOT / "experiments/configs/mnist_paper_train.toml")
+    train = load_train_config(shipped_dir() / "mnist_paper_train.toml")
     assert train.effective_epochs == 100 and [o.label for o in train.optimizers] == ["entropy-sgd", "adam", "sgd",
                                                                                      "lpf-sgd"]  # fmt: skip
-    assert len(load_sweep_config(ROOT / "experiments/configs/mnist_paper.toml").runs) == 12
-    assert len(load_sweep_config(ROOT / "experiments/configs/sweep_sensitivity.toml").runs) == 27 * 3 + 3
+    assert len(load_sweep_config(shipped_dir() / "mnist_paper.toml").runs) == 12
+    assert len(load_sweep_config(shipped_dir() / "sweep_sensitivity.toml").runs) == 27 * 3 + 3
 
 
 # ------------------------------------------------------------------------------------------------- running

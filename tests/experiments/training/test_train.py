@@ -21,6 +21,7 @@ from torch import nn
 from localentropy.cli import main
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.rundir import RunDirectoryError
+from localentropy.experiments.core.shipped import shipped_dir
 from localentropy.experiments.training.config import load_train_config, parse_train_config
 from localentropy.experiments.training.optim import SAMStep, ScheduleConfig, learning_rate
 from localentropy.experiments.training.trainer import run_training
@@ -316,7 +317,7 @@ def test_config_errors_are_listed_together(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["train_digits", "train_mnist5k", "train_mnist1d"])
 def test_shipped_configs_are_valid(name):
-    cfg = load_train_config(ROOT / "experiments" / "configs" / f"{name}.toml")
+    cfg = load_train_config(shipped_dir() / f"{name}.toml")
     assert cfg.name == name and cfg.optimizers
     if name == "train_digits":
         kinds = [(o.kind, o.sampler, o.preset) for o in cfg.optimizers]

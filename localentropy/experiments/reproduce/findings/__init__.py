@@ -21,6 +21,22 @@ from localentropy.experiments.reproduce.findings.sensitivity import section_sens
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
 from localentropy.experiments.reproduce.steps import expected_minutes
 
+QUESTIONS = [
+    "A review of Entropy-SGD (Chaudhari et al., ICLR 2017) asked the questions this document answers:",
+    "",
+    "* **Q1. Cost.** What does Entropy-SGD cost against SGD in wall-clock time, and when does the inner loop's "
+    "overhead outweigh its faster convergence? (The review also asked whether the reported epochs count the inner "
+    "loop's passes: every comparison here is at equal effective epochs, i.e. equal gradient evaluations.)",
+    "* **Q2. Direct smoothing.** Is smoothing the exponentiated loss (local entropy) better than smoothing the loss "
+    "itself, as an approximation and in the minima training finds?",
+    "* **Q3. Other samplers.** Would other MCMC samplers in the inner loop (SGHMC and others) estimate the gradient "
+    "more accurately per gradient evaluation, or train better?",
+    "* **S3. Sensitivity.** How much do the results depend on the hyperparameters: the scope gamma, the inner "
+    "step size eta' and the number of inner steps L (and growing gamma during training)?",
+    "* **S4. Overhead.** Can the inner loop's overhead be cut (fewer inner steps, warm-started chains, cheaper "
+    "noise) without losing accuracy?",
+]
+
 
 def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Write ``doc`` (and its figures and numbers in ``<doc stem>/``) from a finished reproduction in ``out``."""
@@ -63,8 +79,9 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         ]
     lines += [
         "",
-        "The questions are those of the review in `../shared/seed-review.txt` of Entropy-SGD (Chaudhari et al., "
-        "ICLR 2017). Each section names the config that produced it, gives the numbers with their uncertainty over "
+        *QUESTIONS,
+        "",
+        "Each section names the config that produced it, gives the numbers with their uncertainty over "
         "seeds or replicates, and says what the evidence supports and what it does not. Comparisons between "
         "optimizers are paired: the runs of one seed share the data split, the initial weights and the minibatch "
         "order.",
