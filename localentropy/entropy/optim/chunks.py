@@ -8,7 +8,8 @@ threads draws each chunk's noise and applies the whole inner update to it (coupl
 torch releases the GIL inside its kernels, so the chunks run in parallel.
 
 Determinism: the chunking depends only on the parameters' sizes and each chunk's noise only on its own generator,
-so the numbers do not depend on the number of threads or on which thread ran a chunk. A group smaller than
+so the numbers do not depend on the number of threads or on which thread ran a chunk. Only Gaussian noise is
+chunked (Rademacher bits are cheap enough serially). A group smaller than
 ``SERIAL_BELOW`` entries is not chunked at all: threads do not pay there, and it draws from the optimizer's own
 generator exactly as the serial stream does (so small models give the numbers of earlier versions).
 
