@@ -22,6 +22,7 @@ from torch import nn
 from localentropy.entropy import EntropySGD, LocalEntropyEstimator
 from localentropy.samplers import SGLD, available_samplers, draw_noise, make_sampler
 from localentropy.samplers.base import NoiseBuffers, Sampler, noise_buffers
+from tests.entropy.optim.helpers import cross_entropy_closure as _closure
 from tests.stats import bonferroni_z
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -209,14 +210,6 @@ def test_the_default_reset_of_a_user_sampler_calls_init() -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _closure(model, opt, x, y):
-    def closure():
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        return loss
-
-    return closure
 
 
 @pytest.mark.parametrize("noise", ["gaussian", "rademacher"])

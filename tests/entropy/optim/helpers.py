@@ -107,3 +107,15 @@ class HandSGD:
         self.buf = direction.clone() if self.buf is None else self.momentum * self.buf + direction
         update = direction + self.momentum * self.buf if self.nesterov else self.buf
         return x - self.lr * update
+
+
+def cross_entropy_closure(model, opt, x, y):
+    """A closure of the usual shape: zero the gradients, cross-entropy of ``model(x)`` against ``y``, backward."""
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    return closure

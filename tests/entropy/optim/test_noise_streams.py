@@ -17,6 +17,7 @@ from localentropy.entropy import EntropySGD
 from localentropy.entropy.optim import chunks
 from localentropy.entropy.optim.chunks import chunk_generators, chunk_plan, chunk_seeds
 from localentropy.samplers import SGLD, make_sampler
+from tests.entropy.optim.helpers import cross_entropy_closure as _closure
 
 SETTINGS = {
     "sgld": {"step_size": 0.01},
@@ -140,14 +141,6 @@ def test_at_temperature_zero_the_chunked_path_equals_the_serial_one(name: str) -
         assert torch.equal(a, b)
 
 
-def _closure(model, opt, x, y):
-    def closure():
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        return loss
-
-    return closure
 
 
 @pytest.mark.parametrize("name", ["sgld", "sghmc", "psgld", "sgnht"])
