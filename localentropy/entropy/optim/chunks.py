@@ -37,7 +37,6 @@ import torch
 from torch import Tensor
 
 from localentropy.samplers import Sampler
-from localentropy.samplers.base import BITS_PER_WORD, RademacherScratch
 
 CHUNK_SIZE = 2**18
 SERIAL_BELOW = 2**17
@@ -194,33 +193,21 @@ class ChunkedGroup:
         self.anchor_views = [slice_views(anchor, s) for s in plan]
         self.average_views = [slice_views(average, s) for s in plan]
         self.force_views = None if force is None else [slice_views(force, s) for s in plan]
-        total = sum(p.numel() for p in params)
-        # padded to whole 64-bit words for the Rademacher bits (chunk sizes are multiples of 64)
-        self.flat = torch.empty(max(1, -(-total // BITS_PER_WORD)) * BITS_PER_WORD, dtype=params[0].dtype)
-        offsets = [0]
-        for p in params:
-            offsets.append(offsets[-1] + p.numel())
-        self.noise = [self.flat[offsets[i] : offsets[i + 1]].view(p.shape) for i, p in enumerate(params)]
+        # Gaussian noise only (the optimizer keeps Rademacher bits on the serial stream): one flat buffer, chunk k's
+        # noise a contiguous slice of it, seen per parameter and per chunk slice
+        self.flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype)
+        pieces = self.flat.split([p.numel() for p in params])
+        self.noise = [n.view(p.shape) for n, p in zip(pieces, params, strict=True)]
         self.noise_views = [slice_views(self.noise, s) for s in plan]
-        bounds = [0]
-        for chunk in plan:
-            bounds.append(bounds[-1] + sum(stop - start for _, start, stop in chunk))
-        self.chunk_noise = [self.flat[bounds[k] : bounds[k + 1]] for k in range(len(plan))]
-        self.rademacher = None
-        if sampler.noise == "rademacher":
-            padded = [self.flat[bounds[k] : bounds[k + 1] if k + 1 < len(plan) else None] for k in range(len(plan))]
-            self.rademacher = [RademacherScratch([n], flat) for n, flat in zip(self.chunk_noise, padded, strict=True)]
+        self.chunk_noise = self.flat.split([sum(stop - start for _, start, stop in chunk) for chunk in plan])
         if self.elementwise:
             self.states: list[Any] = [sampler.init(views) for views in self.param_views]
         else:
             self.states = [sampler.init(params)]
 
     def draw(self, k: int) -> None:
-        """Chunk k's noise: one ``normal_`` (or one Rademacher fill) of its slice with its own generator."""
-        if self.rademacher is None:
-            self.chunk_noise[k].normal_(generator=self.generators[k])
-        else:
-            self.rademacher[k].fill(self.generators[k])
+        """Chunk k's noise: one ``normal_`` of its slice with its own generator."""
+        self.chunk_noise[k].normal_(generator=self.generators[k])
 
     def matches(
         self,
