@@ -23,20 +23,12 @@ from localentropy.entropy import EntropySGD, LocalEntropyEstimator
 from localentropy.samplers import SGLD, available_samplers, draw_noise, make_sampler
 from localentropy.samplers.base import NoiseBuffers, Sampler, noise_buffers
 from tests.entropy.optim.helpers import cross_entropy_closure as _closure
+from tests.samplers.settings import SETTINGS
 from tests.stats import bonferroni_z
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-# Hyperparameters every built-in sampler accepts here (MALA also needs a potential, cyclical a base sampler).
-SETTINGS = {
-    "sgld": {"step_size": 0.01},
-    "sghmc": {"step_size": 0.01, "friction": 0.3},
-    "psgld": {"step_size": 0.01},
-    "msgld": {"step_size": 0.01, "momentum": 0.5, "nesterov": True},
-    "sgnht": {"step_size": 0.05},
-    "baoab": {"step_size": 0.05},
-}
 
 
 def _potential(position):

@@ -18,15 +18,7 @@ from localentropy.entropy.optim import chunks
 from localentropy.entropy.optim.chunks import chunk_generators, chunk_plan, chunk_seeds
 from localentropy.samplers import SGLD, make_sampler
 from tests.entropy.optim.helpers import cross_entropy_closure as _closure
-
-SETTINGS = {
-    "sgld": {"step_size": 0.01},
-    "sghmc": {"step_size": 0.01, "friction": 0.3},
-    "psgld": {"step_size": 0.01},
-    "msgld": {"step_size": 0.01, "momentum": 0.5, "nesterov": True},
-    "sgnht": {"step_size": 0.05},
-    "baoab": {"step_size": 0.05},
-}
+from tests.samplers.settings import SETTINGS
 
 
 def gen(seed: int) -> torch.Generator:
