@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import warnings
 from abc import abstractmethod
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,34 +32,16 @@ from torch import Tensor
 
 from localentropy._checks import check_choice, check_nonnegative
 from localentropy.entropy.problems.base import Problem, check_gamma_temperature
+from localentropy.entropy.problems.rules import Minimum, gauss_legendre, weighted_moments
+
+__all__ = ["METHODS", "SMOOTHING_METHODS", "Minimum", "QuadratureProblem"]
 
 METHODS = ("grid", "adaptive", "hermite")
 LEVEL = 40.0  # the grid covers U <= U_min + LEVEL * T
 _DU = 0.75  # spacing of the levels sqrt((U - U(m)) / T) that place the panels around a minimiser
-_GL_ORDER = 6
 _HERMITE_NODES = 100
 _SMOOTHING_NODES = 60
 SMOOTHING_METHODS = ("closed", "grid", "hermite")
-
-
-@dataclass(frozen=True)
-class Minimum:
-    """A local minimum of f: where it is, its loss and the eigenvalues of the Hessian there (ascending)."""
-
-    point: Tensor
-    loss: float
-    hessian_eigenvalues: Tensor
-
-    @property
-    def sharpness(self) -> float:
-        """The largest Hessian eigenvalue."""
-        return float(self.hessian_eigenvalues[-1])
-
-
-def _gauss_legendre(breaks: np.ndarray, order: int = _GL_ORDER) -> tuple[np.ndarray, np.ndarray]:
-    z, w = np.polynomial.legendre.leggauss(order)
-    a, b = breaks[:-1, None], breaks[1:, None]
-    return ((a + b) / 2 + (b - a) / 2 * z).ravel(), ((b - a) / 2 * w).ravel()
 
 
 class QuadratureProblem(Problem):
@@ -203,7 +184,7 @@ class QuadratureProblem(Problem):
         minima, values = self._minimisers(x, gamma, LEVEL * temperature)
         lo, hi = self._box(x, gamma, values[0] + LEVEL * temperature)
         nodes, weights = zip(
-            *(_gauss_legendre(self._axis_breaks(k, lo, hi, minima, x, gamma, temperature)) for k in range(self.dim)),
+            *(gauss_legendre(self._axis_breaks(k, lo, hi, minima, x, gamma, temperature)) for k in range(self.dim)),
             strict=True,
         )
         y = np.stack(np.meshgrid(*nodes, indexing="ij"), -1)
@@ -211,7 +192,7 @@ class QuadratureProblem(Problem):
         u = self._u(y, x, gamma)
         u_min = min(float(values[0]), float(u.min()))
         e = w * np.exp(-(u - u_min) / temperature)
-        return _moments(y.reshape(-1, self.dim), e.ravel(), minima[0], u_min, temperature)
+        return weighted_moments(y.reshape(-1, self.dim), e.ravel(), minima[0], u_min, temperature)
 
     def _moments_adaptive(self, x, gamma, temperature):
         minima, values = self._minimisers(x, gamma, LEVEL * temperature)
@@ -281,7 +262,7 @@ class QuadratureProblem(Problem):
         logits = logw - self._f(y) / temperature
         top = logits.max()
         e = np.exp(logits - top)
-        log_z, mean, cov = _moments(y, e, y[np.argmax(logits)], 0.0, 1.0)
+        log_z, mean, cov = weighted_moments(y, e, y[np.argmax(logits)], 0.0, 1.0)
         return log_z + top + self.dim * math.log(h), mean, cov
 
     def _gibbs(self, x: Tensor, gamma: float, temperature: float, method: str):
@@ -378,7 +359,7 @@ class QuadratureProblem(Problem):
                 breaks = [np.linspace(lo, hi, 41)] + [
                     c + 0.5 * s * np.arange(-12, 13) for c, s in zip(centres[:, k], scales[:, k], strict=True)
                 ]
-                t, w = _gauss_legendre(np.unique(np.clip(np.concatenate(breaks), lo, hi)))
+                t, w = gauss_legendre(np.unique(np.clip(np.concatenate(breaks), lo, hi)))
                 nodes.append(t)
                 weights.append(w * np.exp(-0.5 * ((t - p[k]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi)))
             grid = np.stack(np.meshgrid(*nodes, indexing="ij"), -1).reshape(-1, self.dim)
@@ -405,12 +386,3 @@ class QuadratureProblem(Problem):
     def _minima_box(self) -> tuple[np.ndarray, np.ndarray]:
         centres, scales = self._features()
         return centres.min(0) - 8 * scales.max(0), centres.max(0) + 8 * scales.max(0)
-
-
-def _moments(y: np.ndarray, e: np.ndarray, m0: np.ndarray, u_min: float, temperature: float):
-    """log Z, mean and covariance from nodes y (n, d) and weights e = w exp(-(U - u_min) / T) (n,)."""
-    s0 = e.sum()
-    mean = m0 + e @ (y - m0) / s0
-    c = y - mean
-    cov = (c.T * e) @ c / s0
-    return math.log(s0) - u_min / temperature, mean, cov
