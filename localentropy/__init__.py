@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from localentropy.entropy import LPFSGD, EntropyAdam, EntropyOptimizer, EntropySGD, make_closure
+from localentropy.entropy import LPFSGD, EntropyAdam, EntropyOptimizer, EntropySGD, Parle, make_closure
 from localentropy.samplers import available_samplers, make_sampler, register_sampler, sample
 
 try:
@@ -15,6 +15,7 @@ __all__ = [
     "EntropyAdam",
     "EntropyOptimizer",
     "EntropySGD",
+    "Parle",
     "__version__",
     "available_samplers",
     "make_closure",

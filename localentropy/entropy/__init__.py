@@ -2,13 +2,20 @@
 
 from localentropy.entropy import problems
 from localentropy.entropy.estimators import EstimateResult, GaussianSmoothingEstimator, LocalEntropyEstimator
-from localentropy.entropy.optim import LPFSGD, EntropyAdam, EntropyOptimizer, EntropySGD
-from localentropy.entropy.presets import INNER_LOOP_PRESETS, InnerLoopConvention, inner_loop_settings
+from localentropy.entropy.optim import LPFSGD, EntropyAdam, EntropyOptimizer, EntropySGD, Parle
+from localentropy.entropy.presets import (
+    INNER_LOOP_PRESETS,
+    PARLE_PRESETS,
+    InnerLoopConvention,
+    ParleConvention,
+    inner_loop_settings,
+)
 from localentropy.entropy.training import LoaderClosure, SplitBatchClosure, make_closure, split_batch
 
 __all__ = [
     "INNER_LOOP_PRESETS",
     "LPFSGD",
+    "PARLE_PRESETS",
     "EntropyAdam",
     "EntropyOptimizer",
     "EntropySGD",
@@ -17,6 +24,8 @@ __all__ = [
     "InnerLoopConvention",
     "LoaderClosure",
     "LocalEntropyEstimator",
+    "Parle",
+    "ParleConvention",
     "SplitBatchClosure",
     "inner_loop_settings",
     "make_closure",

@@ -120,3 +120,42 @@ def inner_loop_settings(preset: str, noise_scale: float) -> dict[str, float]:
     """The temperature and averaging weight that an estimator preset gives to the noise scale eps."""
     convention = estimator_preset(preset)
     return {"temperature": convention.temperature(noise_scale), "averaging": convention.averaging}
+
+
+@dataclass(frozen=True)
+class ParleConvention:
+    """Parle's outer-loop choices where the authors' code departs from the paper's text (docs/optimizers.md).
+
+    The inner sampler stays the caller's (``sampler``, ``sampler_options``): a Parle preset fixes only these.
+    """
+
+    name: str
+    inner_noise: bool  # Langevin noise in the replicas' inner loop (False: temperature 0)
+    rho_scale: str  # "none": rho as given; "steps_replicas": rho x L x n
+    gamma_max: float | None  # cap on the scoped gamma_t (None: no cap)
+    rho_max: float | None  # cap on the scoped (and scaled) rho_t
+    reduction: str  # "weights": x_ref = mean of x^a; "averages_then_weights": first the mean of mu^a, then of x^a
+    outer_scale: str  # the replica's step on (x^a - mu^a): "gamma" (gamma_t (x^a - mu^a)) or "unit"
+    averaging: float  # weight of the newest inner iterate in mu <- (1 - alpha) mu + alpha y
+    needs_batches_per_epoch: bool  # the scoping factor is 1 + 0.5 / nb: the caller must give nb
+    description: str
+
+
+PARLE_PRESETS: dict[str, ParleConvention] = {
+    "paper": ParleConvention(
+        "paper", True, "none", None, None, "weights", "gamma", 0.75, False,
+        "the paper's equations: Langevin inner loop, rho as given, no caps, one reduction of the weights per outer "
+        "step, outer step gamma (x^a - mu^a) + rho (x^a - x_ref)",
+    ),
+    "authors": ParleConvention(
+        "authors", False, "steps_replicas", 1.0, 10.0, "averages_then_weights", "unit", 0.25, True,
+        "the authors' code: no noise in the inner loop, rho x L x n, gamma and rho scoped by (1 + 0.5 / nb) per "
+        "outer step and capped at 1 and 10, the reference first the mean of the inner averages then of the weights, "
+        "outer step (x^a - mu^a) + rho (x^a - x_ref), weight 0.25 on the newest inner iterate",
+    ),
+}  # fmt: skip
+
+
+def parle_preset(name: str, field: str = "preset") -> ParleConvention:
+    """Parle's preset ``name``."""
+    return PARLE_PRESETS[check_choice(field, name, tuple(PARLE_PRESETS))]

@@ -325,6 +325,8 @@ class EntropyOptimizer(DirectionOptimizer):
         for p in trainable:  # the base optimizer steps every parameter with a gradient: not the skipped ones
             if id(p) not in reached_ids:
                 p.grad = None
+        # the inner averages mu, for a subclass that communicates them (Parle); buffers kept anyway, no copy
+        self.__dict__["_last_averages"] = [(params, average) for _, params, _, _, average, _, _ in inner]
         return first_loss, self.inner_steps, stepped
 
 
