@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import localentropy
 from localentropy.entropy import PARLE_PRESETS, EntropySGD, Parle
 from localentropy.entropy.optim.parle import replica_seed, scoped
+from tests.entropy.optim.docs import doc_example
 from tests.entropy.optim.replicas import AUTHORS, PAPER, Batches, flat, free_port, make_model, shard
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -201,3 +202,8 @@ def test_without_noise_the_inner_sampler_runs_at_temperature_zero():
     opt = Parle(make_model().parameters(), **{**PAPER, "inner_noise": False})
     assert opt.sampler.temperature == 0.0
     assert Parle(make_model().parameters(), **PAPER).sampler.temperature == PAPER["sampler_options"]["temperature"]
+
+
+def test_the_documented_example_runs_as_one_replica(capsys):
+    exec(compile(doc_example("## Parle"), "docs/optimizers.md", "exec"), {})
+    assert "'collective_calls': 0" in capsys.readouterr().out
