@@ -66,6 +66,21 @@ def test_one_replica_is_entropy_sgd_with_the_same_outer_step(nesterov):
     torch.testing.assert_close(torch.cat([r.reshape(-1) for r in parle.reference()]), parle_traj[-1], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    ("sampler", "sampler_options"),
+    [
+        ("msgld", {"step_size": 0.05, "momentum": 0.9, "nesterov": True, "temperature": 1e-3}),
+        ("sghmc", {"step_size": 0.05, "friction": 0.2, "temperature": 1e-3}),
+    ],
+)
+def test_any_registered_sampler_runs_the_replicas_inner_loop(sampler, sampler_options):
+    options = {**PAPER, "sampler": sampler, "sampler_options": sampler_options}
+    parle_traj, parle = run(lambda ps: Parle(ps, generator=torch.Generator().manual_seed(7), **options), steps=2)
+    sgd_traj, _ = run(entropy_sgd_like(parle, sampler=sampler, sampler_options=sampler_options), steps=2)
+    for a, b in zip(parle_traj, sgd_traj, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
 def test_one_replica_in_a_process_group_of_one_is_entropy_sgd_and_communicates_nothing():
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(free_port())
     dist.init_process_group("gloo", rank=0, world_size=1, timeout=timedelta(seconds=15))
