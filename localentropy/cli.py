@@ -88,7 +88,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from localentropy.experiments.training.parallel import PREPARED_ENV, under_launcher
+
+    options = {"force": args.force, "drift_every": args.drift_check, "timeout": args.dist_timeout}
+    if under_launcher():  # one rank of a data-parallel run (started by --nproc or by torchrun)
+        from localentropy.experiments.training.launch import run_rank
+
+        path, state, writer = run_rank(resolve_config(args.config), args.out, **options)
+        return _report_outcome(path, state) if writer and PREPARED_ENV not in os.environ else 0
     _out_is_free(args)
+    if args.nproc > 1:
+        from localentropy.experiments.training.launch import launch_training
+
+        return _report_outcome(*launch_training(resolve_config(args.config), args.out, args.nproc, **options))
     from localentropy.experiments.training.trainer import run_training
 
     return _report_outcome(*run_training(resolve_config(args.config), args.out, force=args.force))
@@ -175,13 +187,15 @@ def _out_dir(text: str) -> str:
     return text
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, kind: type = int, low: float = 1) -> int:
+    """A number >= ``low`` (``kind`` int or float), or a usage error (exit 2) saying what was expected."""
+    what = {(int, 1): "a positive integer", (int, 0): "a non-negative integer"}.get((kind, low), "a positive number")
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not low <= value < float("inf") or (kind is float and value == 0):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
 
 
@@ -232,10 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
                   "Estimate the local-entropy gradient on a problem whose answer is known, with every estimator of "
                   "the config,\nat every budget, scope gamma and temperature, and write the errors (bias, variance, "
                   "MSE), chain\ndiagnostics and a report. Example: localentropy run shootout", _cmd_run)  # fmt: skip
-    config_command("train", "train a model with several optimizers (a training config)",
+    train = config_command("train", "train a model with several optimizers (a training config)",
                     "Train one model with each optimizer of the config on the same data, initial weights and "
                     "batch order;\nrecord test error per epoch, time, gradient evaluations and the flatness of "
-                    "the final weights.\nExample: localentropy train train_digits_small", _cmd_train)  # fmt: skip
+                    "the final weights.\nWith --nproc N, data-parallel on N local processes (torch.distributed, "
+                    "gloo); under torchrun,\none rank of its run (docs/distributed.md).\n"
+                    "Example: localentropy train train_digits_small --nproc 2", _cmd_train)  # fmt: skip
+    train.add_argument("--nproc", type=_positive_int, default=1, help="data-parallel processes here (default 1)")
+    train.add_argument("--drift-check", type=lambda t: _positive_int(t, int, 0), default=100, metavar="K",
+                       help="data-parallel: check the replicas are equal every K steps (0: never; default 100)")
+    train.add_argument("--dist-timeout", type=lambda t: _positive_int(t, float, 0), default=60.0, metavar="SECONDS",
+                       help="data-parallel: how long a rank waits for the others at a collective (default 60)")
     sweep = config_command("sweep", "run a grid of training runs, on local processes or on Ray (a sweep config)",
                     "Expand a sweep config (a base training config and the values to try) into training runs and "
                     "run them,\nseveral at a time; completed runs are kept, failed ones retried on the next call.\n"

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from localentropy.entropy.optim.distributed import CommunicationCounter, process_group_active, sync_noise_generators
 from localentropy.entropy.optim.frameworks import check_framework_use
 
 Closure = Callable[[], Any]
@@ -75,6 +76,9 @@ class DirectionOptimizer(Optimizer):
         # Drawn now from torch's global RNG, so ``torch.manual_seed`` before construction fixes the noise; the
         # generator itself is made at first use, on the device the parameters are on by then.
         self._seed = int(torch.randint(0, 2**62, (), dtype=torch.int64)) if generator is None else None
+        # Under torch.distributed every rank takes rank 0's noise (distributed.py), synchronised at the first step.
+        self._noise_synced = False
+        self._communication = CommunicationCounter()
 
     def _link(self) -> None:
         # One set of group dicts and one state for both optimizers: schedulers, state_dict and the base step
@@ -197,6 +201,19 @@ class DirectionOptimizer(Optimizer):
             "parameters were restored to their values before the step"
         )
 
+    def _noise_generators(self) -> list[torch.Generator]:
+        """Every generator the noise comes from (subclasses add theirs), in an order the same on every rank."""
+        return [self.generator]
+
+    def _sync_noise(self) -> None:
+        if not self._noise_synced and process_group_active():
+            sync_noise_generators(self._noise_generators(), self._communication)
+        self._noise_synced = True
+
+    def communication(self) -> dict[str, int]:
+        """Payload bytes and calls of the collectives this optimizer made itself (the noise synchronisation)."""
+        return self._communication.communication()
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         generator = self.generator
@@ -210,6 +227,7 @@ class DirectionOptimizer(Optimizer):
         saved_device = state_dict.pop("generator_device", None)
         super().load_state_dict(state_dict)
         self._link()
+        self._noise_synced = False  # a checkpoint read on each rank: rank 0's state wins again at the next step
         if generator_state is not None:
             self._load_generator(torch.as_tensor(generator_state).detach().to("cpu", torch.uint8), saved_device)
 
@@ -244,6 +262,7 @@ class DirectionOptimizer(Optimizer):
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
         closure = self._require_closure(closure)
         check_framework_use(self, closure)
+        self._sync_noise()
         loss, closure_calls, stepped = self._direction(closure)
         self.base.step()
         # Count only after the base step: optimizers such as Adam initialise a parameter's state lazily when

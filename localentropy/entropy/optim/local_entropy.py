@@ -190,6 +190,11 @@ class EntropyOptimizer(DirectionOptimizer):
             and sum(p.numel() for p in params) >= SERIAL_BELOW
         )
 
+    def _noise_generators(self) -> list[torch.Generator]:
+        # the chunk generators restored from a checkpoint; at a fresh start they are drawn from the synced generator
+        chunks = [g for index in sorted(self._streams.generators) for g in self._streams.generators[index]]
+        return [*super()._noise_generators(), *chunks]
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "noise_stream": self._streams.state_dict()}
 

@@ -67,10 +67,15 @@ def _colors(labels: list[str]) -> dict[str, Any]:
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
-    """Test error against effective epochs and against seconds, one line per optimizer."""
-    fig = Figure(figsize=(13, 4.8))
+    """Test error against effective epochs and against seconds (and, data-parallel, against the bytes each rank
+    communicated), one line per optimizer."""
+    xs = [("effective_epochs", "effective epochs (examples forward-backwarded / training-set size)"),
+          ("seconds", "training wall-clock seconds")]  # fmt: skip
+    if any("bytes_communicated" in row for rec in records for row in rec["rows"]):
+        xs.append(("bytes_communicated", "payload bytes communicated per rank"))
+    fig = Figure(figsize=(6.5 * len(xs), 4.8))
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.26, top=0.9, wspace=0.18)
-    axes = fig.subplots(1, 2)
+    axes = fig.subplots(1, len(xs))
     colors = _colors([r["label"] for r in records])
     for rec in records:
         rows = [r for r in rec["rows"] if r.get("test_error") is not None]
@@ -79,10 +84,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
         name = rec["label"] + ("" if rec["status"] == "ok" else " (diverged)")
         rows = [r for r in rows if r["test_error"] > 0]  # a log axis
         err = [100 * r["test_error"] for r in rows]
-        axes[0].plot([r["effective_epochs"] for r in rows], err, label=name, **style)
-        axes[1].plot([r["seconds"] for r in rows], err, label=name, **style)
-    for ax, xlabel in zip(axes, ("effective epochs (examples forward-backwarded / training-set size)",
-                                 "training wall-clock seconds"), strict=True):  # fmt: skip
+        for ax, (key, _) in zip(axes, xs, strict=True):
+            ax.plot([r.get(key) for r in rows], err, label=name, **style)
+    for ax, (_, xlabel) in zip(axes, xs, strict=True):
         ax.set(xlabel=xlabel, ylabel="test error (%, log scale)", yscale="log")
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -136,6 +140,26 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _communication(results: dict[str, Any]) -> list[str]:
+    """The data-parallel section: world size and each optimizer's traffic (nothing for one process)."""
+    world = results.get("world_size", 1)
+    if world <= 1:
+        return []
+    lines = ["## Communication", "",
+             f"Data-parallel on {world} processes (torch.distributed, gloo): every rank reads its share of each "
+             f"global batch of {results['config']['batch_size']} examples and DDP all-reduces the gradients. Bytes: "
+             "the payload each rank handed to collectives (gradient all-reduces, the noise broadcast, drift checks, "
+             "BatchNorm buffer broadcasts); a ring all-reduce sends 2 (n - 1) / n of it (docs/distributed.md).", "",
+             "| optimizer | bytes per rank | collective calls | bytes per optimizer step | seconds |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for rec in results["records"]:
+        per_step = rec.get("bytes_communicated", 0) / max(rec.get("steps") or 1, 1)
+        seconds = (rec.get("final") or {}).get("seconds")
+        lines.append(f"| {rec['label']} | {rec.get('bytes_communicated', 0):,} | {rec.get('collective_calls', 0):,} | "
+                     f"{per_step:,.0f} | {fmt(seconds)} |")  # fmt: skip
+    return [*lines, ""]
+
+
 def report_markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     config, data, model = results["config"], results.get("data", {}), results.get("model", {})
     budget = (f"{config['epochs']} epochs per optimizer" if config.get("epochs") is not None
@@ -158,6 +182,7 @@ def report_markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"(eps = {fl['sharpness_epsilon']:g}, in %), local-entropy gradient norm (full training loss, gamma = "
         f"{fl['local_entropy']['gamma']:g}, T = {fl['local_entropy']['temperature']:g}) beside the gradient norm.", "",
     ]  # fmt: skip
+    lines += _communication(results)
     failed = [r for r in results["records"] if r["status"] != "ok"]
     if failed:
         lines += ["## Diverged", ""] + [f"- {r['message']}" for r in failed] + [""]
@@ -183,7 +208,8 @@ def write_train_outputs(run_dir: Path, results: dict[str, Any]) -> Path:
     records = results["records"]
     epoch_rows = [{"optimizer": rec["label"], "kind": rec["kind"], "status": rec["status"], **row}
                   for rec in records for row in rec["rows"]]  # fmt: skip
-    atomic_write_bytes(run_dir / "epochs.csv", csv_bytes(epoch_rows, EPOCH_COLUMNS))
+    columns = EPOCH_COLUMNS + (("bytes_communicated",) if results.get("world_size", 1) > 1 else ())
+    atomic_write_bytes(run_dir / "epochs.csv", csv_bytes(epoch_rows, columns))
     rows = final_rows(records)
     atomic_write_bytes(run_dir / "final.csv", csv_bytes(rows, FINAL_COLUMNS))
     plot_curves(records, run_dir / "curves.png")

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from localentropy.data import ArrayData, DataSplits, load_data
 from localentropy.data.text import TokenStream
 from localentropy.entropy.optim import DivergenceError
+from localentropy.entropy.optim.distributed import CommunicationCounter, DriftCheck, total_communication
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.core.progress import Progress
@@ -34,6 +35,7 @@ from localentropy.experiments.core.rundir import (
     finite_or_none,
     stable_seed,
 )
+from localentropy.experiments.training.batches import BatchStream, evaluate
 from localentropy.experiments.training.config import TrainConfig, load_train_config
 from localentropy.experiments.training.models import build_model, count_parameters
 from localentropy.experiments.training.optim import (
@@ -45,91 +47,12 @@ from localentropy.experiments.training.optim import (
     set_learning_rate,
     spec_passes,
 )
-from localentropy.experiments.training.text import TextStream, clip_gradients, evaluate_text, text_columns, text_final
+from localentropy.experiments.training.parallel import Ranks
+from localentropy.experiments.training.text import TextStream, evaluate_text, text_columns, text_final
 
 SCHEMA = 1
 CHECKPOINT_FORMAT = 1
 AfterEpoch = Callable[[str, int], None]
-
-
-class BatchStream:
-    """The training minibatches in a seeded order, resumable from (data epoch, position), and counted.
-
-    ``closure()`` zeroes the gradients, runs the model forward and backward on the next minibatch and returns
-    the detached loss; ``closure(reuse=True)`` does so on the previous minibatch again (SAM's second pass).
-    Pass ``e`` over the data uses the permutation seeded by (seed, e): the same for every optimizer. ``calls``
-    counts forward-backward passes, ``examples`` the examples they read.
-    """
-
-    def __init__(self, model: nn.Module, data: ArrayData, batch_size: int, seed: int,
-                 clip_grad_norm: float | None = None) -> None:  # fmt: skip
-        self.model, self.data, self.batch_size, self.seed = model, data, batch_size, seed
-        self.clip_grad_norm = clip_grad_norm
-        self.data_epoch = 0
-        self.position = 0
-        self.calls = 0
-        self.examples = 0
-        self._order: Tensor | None = None
-        self._batch: tuple[Tensor, Tensor] | None = None
-
-    @property
-    def batches_per_pass(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
-
-    def _permutation(self) -> Tensor:
-        if self._order is None:
-            generator = torch.Generator().manual_seed(stable_seed(self.seed, "minibatch order", self.data_epoch))
-            self._order = torch.randperm(len(self.data), generator=generator)
-        return self._order
-
-    def _next(self) -> tuple[Tensor, Tensor]:
-        if self.position >= self.batches_per_pass:
-            self.data_epoch, self.position, self._order = self.data_epoch + 1, 0, None
-        index = self._permutation()[self.position * self.batch_size : (self.position + 1) * self.batch_size]
-        self.position += 1
-        return self.data.x[index], self.data.y[index]
-
-    def __call__(self, reuse: bool = False) -> Tensor:
-        if not reuse or self._batch is None:
-            self._batch = self._next()
-        inputs, targets = self._batch
-        self.model.zero_grad(set_to_none=False)
-        with torch.enable_grad():
-            loss = nn.functional.cross_entropy(self.model(inputs), targets)
-            loss.backward()
-        clip_gradients(self.model, self.clip_grad_norm)
-        self.calls += 1
-        self.examples += int(targets.shape[0])
-        return loss.detach()
-
-    def state_dict(self) -> dict[str, int]:
-        return {"data_epoch": self.data_epoch, "position": self.position, "calls": self.calls,
-                "examples": self.examples}  # fmt: skip
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.data_epoch, self.position = int(state["data_epoch"]), int(state["position"])
-        self.calls, self.examples = int(state["calls"]), int(state["examples"])
-        self._order, self._batch = None, None
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: ArrayData | None, batch_size: int) -> tuple[float | None, float | None]:
-    """(mean cross-entropy, error rate) in eval mode; (None, None) without data or when not finite."""
-    if data is None or len(data) == 0:
-        return None, None
-    was_training = model.training
-    model.eval()
-    total_loss, wrong = 0.0, 0
-    try:
-        for start in range(0, len(data), batch_size):
-            x, y = data.x[start : start + batch_size], data.y[start : start + batch_size]
-            logits = model(x)
-            total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-            wrong += int((logits.argmax(1) != y).sum())
-    finally:
-        model.train(was_training)
-    loss = total_loss / len(data)
-    return (loss if math.isfinite(loss) else None), wrong / len(data)
 
 
 def plan_steps(
@@ -169,8 +92,10 @@ class OptimizerRun:
     """One optimizer's training, resumable from its last epoch checkpoint."""
 
     def __init__(self, config: TrainConfig, spec: OptimizerConfig, splits: DataSplits, run_dir: RunDirectory,
-                 progress: TextIO, after_epoch: AfterEpoch | None = None) -> None:  # fmt: skip
+                 progress: TextIO, after_epoch: AfterEpoch | None = None,
+                 ranks: Ranks | None = None) -> None:  # fmt: skip
         self.config, self.spec, self.splits, self.progress = config, spec, splits, progress
+        self.ranks = ranks = ranks if ranks is not None else Ranks()
         self.after_epoch = after_epoch
         self.checkpoint = run_dir.path / "checkpoints" / f"{slug(spec.label)}.pt"
         torch.manual_seed(stable_seed(config.seed, "model init"))  # the same initial weights for every optimizer
@@ -178,9 +103,12 @@ class OptimizerRun:
         torch.manual_seed(stable_seed(config.seed, "training", spec.label))  # dropout and optimizer noise
         data_seed, clip = stable_seed(config.seed, "data"), config.clip_grad_norm
         self.text = isinstance(splits.train, TokenStream)
+        self.traffic = CommunicationCounter()  # DDP's gradient all-reduces and buffer broadcasts
+        forward = ranks.wrap(self.model, self.traffic)  # the model itself in one process
         self.stream: BatchStream | TextStream = (
             TextStream(self.model, splits.train, config.batch_size, config.bptt, data_seed, clip)  # type: ignore[arg-type]
-            if self.text else BatchStream(self.model, splits.train, config.batch_size, data_seed, clip)  # type: ignore[arg-type]
+            if self.text else BatchStream(forward, splits.train, config.batch_size, data_seed, clip,  # type: ignore[arg-type]
+                                          (ranks.rank, ranks.world_size))
         )  # fmt: skip
         spe = self.stream.batches_per_pass
         self.passes = spec_passes(spec)
@@ -191,7 +119,9 @@ class OptimizerRun:
         self.total_steps, self.epochs = plan_steps(config, spe, self.passes, self.steps_per_epoch)
         self.optimizer = build_optimizer(spec, self.model.parameters(), total_steps=self.total_steps)
         assert passes_per_step(self.optimizer) == self.passes
+        self.drift = DriftCheck(self.model.parameters(), ranks.drift_every)
         self.steps, self.epoch, self.seconds = 0, 0, 0.0
+        self.communicated = {"bytes_communicated": 0, "collective_calls": 0}  # before a resume
         self.rows: list[dict[str, Any]] = []
 
     def _evaluate(self, data: ArrayData | TokenStream | None) -> tuple[float | None, float | None]:
@@ -209,18 +139,28 @@ class OptimizerRun:
             "seconds": self.seconds, "train_loss": train_loss, "train_error": train_error, "val_loss": val_loss,
             "val_error": val_error, "test_loss": test_loss, "test_error": test_error,
         }  # fmt: skip
+        if self.ranks.distributed:
+            row["bytes_communicated"] = self.communication()["bytes_communicated"]
         return {**row, **text_columns(row)} if self.text else row
 
+    def communication(self) -> dict[str, int]:
+        """This rank's payload bytes and collective calls so far (DDP's, the optimizer's, the drift check's)."""
+        now = total_communication(self.traffic, self.optimizer, self.drift)
+        return {key: value + self.communicated[key] for key, value in now.items()}
+
     def save(self) -> None:
+        if not self.ranks.writer:
+            return
         state = {
             "format": CHECKPOINT_FORMAT, "label": self.spec.label, "epoch": self.epoch, "steps": self.steps,
             "seconds": self.seconds, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(), "stream": self.stream.state_dict(), "rows": self.rows,
+            "communication": self.communication(),
         }  # fmt: skip
         atomic_write_bytes(self.checkpoint, _weights_only_bytes(state))
 
     def restore(self) -> bool:
-        state = load_checkpoint(self.checkpoint)
+        state = self.ranks.share(load_checkpoint(self.checkpoint) if self.ranks.writer else None)
         if state is None or state.get("label") != self.spec.label:
             return False
         self.model.load_state_dict(state["model"])
@@ -228,17 +168,26 @@ class OptimizerRun:
         self.stream.load_state_dict(state["stream"])
         self.epoch, self.steps, self.seconds = int(state["epoch"]), int(state["steps"]), float(state["seconds"])
         self.rows = list(state["rows"])
+        self.communicated = dict(state.get("communication", self.communicated))
         torch.set_rng_state(state["torch_rng"])  # last: building the optimizer drew from the global generator
         return True
 
     def _step(self) -> Tensor:
         if self.spec.kind in ("sgd", "adam"):
             loss = self.stream()
-            if not bool(torch.isfinite(loss)):
+            if not self._finite(loss):
                 raise DivergenceError(f"a non-finite training loss ({float(loss)})")
             self.optimizer.step()
-            return loss
-        return self.optimizer.step(self.stream)
+        else:
+            loss = self.optimizer.step(self.stream)
+        self.drift.step()
+        return loss
+
+    def _finite(self, loss: Tensor) -> bool:
+        if not self.ranks.distributed:
+            return bool(torch.isfinite(loss))
+        # data-parallel: the all-reduced gradients, the same on every rank, so that all ranks stop together
+        return all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters() if p.grad is not None)
 
     def train(self) -> dict[str, Any]:
         """Train (or finish training) and return the record without flatness."""
@@ -257,12 +206,16 @@ class OptimizerRun:
             lr = learning_rate(schedule, self.spec.lr, self.epoch, self.epochs)
             set_learning_rate(self.optimizer, lr)
             self.model.train()
+            if self.ranks.distributed:  # each rank its own dropout masks, reproducible on a resume
+                seed = stable_seed(self.config.seed, "training", self.spec.label, self.ranks.rank, self.epoch)
+                torch.manual_seed(seed)
             end = min((self.epoch + 1) * self.steps_per_epoch, self.total_steps)
             start = time.perf_counter()
             try:
                 while self.steps < end:
                     self._step()
                     self.steps += 1
+                    self.ranks.fault_point(self.steps)
             except DivergenceError as exc:
                 status = "diverged"
                 message = (f"{self.spec.label}: diverged at optimizer step {self.steps + 1} (epoch {self.epoch + 1}, "
@@ -319,6 +272,7 @@ class OptimizerRun:
             "epochs_planned": self.epochs, "epochs_run": self.epoch, "steps": self.steps,
             "steps_planned": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
             "passes_per_step": self.passes, "optimizer_grad_evals": counter, "rows": self.rows,
+            "world_size": self.ranks.world_size, **self.communication(),
             "final": None if status != "ok" else {k: last[k] for k in (
                 "test_error", "test_loss", "val_error", "val_loss", "train_error", "train_loss", "effective_epochs",
                 "seconds", "grad_evals", "steps")} | (text_final(last, self.splits.info) if self.text else {}),
@@ -346,47 +300,60 @@ def default_out(config: TrainConfig) -> Path:
 
 def run_training(
     config: TrainConfig | str | Path, out: str | Path | None = None, *, force: bool = False,
-    progress: TextIO | None = None, after_epoch: AfterEpoch | None = None,
+    progress: TextIO | None = None, after_epoch: AfterEpoch | None = None, ranks: Ranks | None = None,
 ) -> tuple[Path, str]:  # fmt: skip
-    """Run a training config into a run directory; returns (directory, "fresh" | "resume" | "skip")."""
+    """Run a training config into a run directory; returns (directory, "fresh" | "resume" | "skip").
+
+    With ``ranks`` (data-parallel, parallel.py) every rank runs this; only rank 0 reads and writes the directory.
+    """
     from localentropy.experiments.training.flatness import measure_flatness
     from localentropy.experiments.training.report import write_train_outputs
 
+    ranks = ranks if ranks is not None else Ranks()
     source = None if isinstance(config, TrainConfig) else str(config)
     config = config if isinstance(config, TrainConfig) else load_train_config(config)
     out_dir = RunDirectory(out if out is not None else default_out(config))
-    out_dir.check_free()
+    if not ranks.distributed:
+        out_dir.check_free()
     resolved = config.as_dict()
     # the data first: a bad data path is refused before the run directory is created (not when it would be skipped)
     splits = None if out_dir.complete and not force else load_splits(config, source)
-    state = out_dir.prepare(resolved, force=force)
+    state = ranks.prepare(out_dir, resolved, force)
     threads = torch.get_num_threads()
     try:
         if state == "skip":
             return out_dir.path, state
         splits = splits if splits is not None else load_splits(config, source)
         progress = progress if progress is not None else sys.stderr
-        torch.set_num_threads(config.threads)
+        torch.set_num_threads(ranks.threads(config.threads))
         records = []
         for spec in config.optimizers:
-            record = out_dir.load_record(slug(spec.label))
+            record = out_dir.load_record(slug(spec.label)) if ranks.writer else None
             if record is not None and (
                 record.get("label") != spec.label or record.get("status") not in ("ok", "diverged")
             ):
                 record = None  # not this optimizer's finished record (a foreign or hand-edited file): redo it
+            record = ranks.share(record)
             if record is None:
                 print(f"{spec.label} ({spec.kind})", file=progress, flush=True)
-                run = OptimizerRun(config, spec, splits, out_dir, progress, after_epoch)
+                run = OptimizerRun(config, spec, splits, out_dir, progress, after_epoch if ranks.writer else None,
+                                   ranks)  # fmt: skip
                 record = run.train()
                 if record["status"] == "ok" and not run.text:  # the flatness measures read labelled examples
+                    # on every rank (the same numbers): no rank waits at the next collective for rank 0 alone
                     record["flatness"] = measure_flatness(run.model, splits, config)
                 record = finite_or_none(record)
-                out_dir.save_record(slug(spec.label), record)
+                if ranks.writer:
+                    out_dir.save_record(slug(spec.label), record)
             records.append(record)
+        ranks.barrier()  # every rank finished: only now may the run be marked complete
+        if not ranks.writer:
+            return out_dir.path, state
         torch.manual_seed(stable_seed(config.seed, "model init"))
         model = build_model(config.model.name, splits.input_shape, splits.num_classes, **config.model.options)
         results = {
             "schema": SCHEMA, "name": config.name, "config": resolved, "meta": environment("cpu"),
+            "world_size": ranks.world_size,
             "data": splits.info, "model": {"name": config.model.name, "parameters": count_parameters(model)},
             "records": records,
         }  # fmt: skip

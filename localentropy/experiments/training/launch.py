@@ -1,0 +1,73 @@
+"""``localentropy train --nproc N``: the launching process, and the entry of each rank (docs/distributed.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from localentropy.data.text import TEXT_SOURCES
+from localentropy.experiments.core.config import ConfigError
+from localentropy.experiments.core.rundir import RunDirectory
+from localentropy.experiments.training.config import TrainConfig, load_train_config
+from localentropy.experiments.training.parallel import (
+    DEFAULT_DRIFT_CHECK,
+    DEFAULT_TIMEOUT,
+    PREPARED_ENV,
+    Ranks,
+    launch_command,
+    run_ranks,
+)
+from localentropy.experiments.training.trainer import default_out, load_splits, run_training
+
+
+def check_data_parallel(config: TrainConfig, source: str | None) -> None:
+    """Refuse what the data-parallel trainer does not support: token streams (truncated BPTT keeps hidden state)."""
+    if config.data.source in TEXT_SOURCES:
+        raise ConfigError([f"data.source: {config.data.source!r} is a token stream; data-parallel training "
+                           "(--nproc > 1 or torchrun) takes labelled-example sources only"], source)  # fmt: skip
+
+
+def launch_training(
+    config_path: str | Path, out: str | Path | None, nproc: int, *, force: bool = False,
+    drift_every: int = DEFAULT_DRIFT_CHECK, timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[Path, str]:  # fmt: skip
+    """Validate, prepare and lock the run directory here, run ``nproc`` ranks through torch's launcher, wait.
+
+    Returns (directory, "fresh" | "resume" | "skip"); a failed rank raises
+    :class:`~localentropy.experiments.training.parallel.RankFailedError` (the directory is then not complete).
+    """
+    config = load_train_config(config_path)
+    check_data_parallel(config, str(config_path))
+    out_dir = RunDirectory(out if out is not None else default_out(config))
+    out_dir.check_free()
+    if not out_dir.complete or force:
+        load_splits(config, str(config_path))  # a bad data path is refused before anything starts
+    state = out_dir.prepare(config.as_dict(), force=force)
+    try:
+        if state == "skip":
+            return out_dir.path, state
+        run_ranks(launch_command(Path(config_path), out_dir.path, nproc, drift_every, timeout), state, out_dir.path)
+        if not out_dir.complete:
+            raise RuntimeError(f"the ranks exited without error but {out_dir.path} is not marked complete")
+    finally:
+        out_dir.release()
+    return out_dir.path, state
+
+
+def run_rank(
+    config_path: str | Path, out: str | Path | None, *, force: bool = False,
+    drift_every: int = DEFAULT_DRIFT_CHECK, timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[Path, str, bool]:  # fmt: skip
+    """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer)."""
+    config = load_train_config(config_path)
+    check_data_parallel(config, str(config_path))
+    prepared = PREPARED_ENV in os.environ  # the launching process prepared the directory: --force was done there
+    ranks = Ranks.start(timeout, drift_every)
+    try:
+        with contextlib.ExitStack() as stack:
+            progress = None if ranks.writer else stack.enter_context(open(os.devnull, "w"))
+            path, state = run_training(config, out, force=force and not prepared, progress=progress, ranks=ranks)
+        return path, state, ranks.writer
+    finally:
+        ranks.stop()
