@@ -205,8 +205,12 @@ class DirectionOptimizer(Optimizer):
         """Every generator the noise comes from (subclasses add theirs), in an order the same on every rank."""
         return [self.generator]
 
+    #: Whether every rank of a process group draws rank 0's noise (data-parallel replicas of one model). An optimizer
+    #: whose ranks are distinct replicas with their own noise (Parle) declares False.
+    shares_noise_across_ranks: bool = True
+
     def _sync_noise(self) -> None:
-        if not self._noise_synced and process_group_active():
+        if self.shares_noise_across_ranks and not self._noise_synced and process_group_active():
             sync_noise_generators(self._noise_generators(), self._communication)
         self._noise_synced = True
 

@@ -107,6 +107,8 @@ class Parle(EntropySGD):
     :class:`ReplicaSyncError` naming the outer step.
     """
 
+    shares_noise_across_ranks = False  # each replica draws its own noise: no broadcast of rank 0's generator
+
     def __init__(
         self,
         params: Any,
