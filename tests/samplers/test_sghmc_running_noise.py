@@ -18,10 +18,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-from localentropy.entropy import EntropySGD
 from localentropy.samplers import SGHMC, make_sampler
+from tests.samplers.entropy_sgd_states import kept_sampler_states
 from tests.stats import bonferroni_z, sghmc_joint_covariance
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -155,26 +154,9 @@ def test_the_state_holds_everything_a_resumed_chain_needs() -> None:
 
 
 def test_inside_entropy_sgd_the_estimate_survives_the_restart_between_outer_steps() -> None:
-    torch.manual_seed(0)
-    param = nn.Parameter(torch.randn(4, dtype=F64))
-    target = torch.randn(4, dtype=F64)
-    opt = EntropySGD([param], lr=0.1, gamma=1.0, sampler="sghmc", inner_steps=5,
-                     sampler_options={"step_size": 0.01, "temperature": 1e-4, "noise_estimate": "running"},
-                     generator=torch.Generator().manual_seed(0))  # fmt: skip
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = 0.5 * ((param - target) ** 2).sum()
-        loss.backward()
-        return loss
-
-    def kept_state():
-        ((_, state),) = opt.__dict__["_sampler_states"].values()
-        return state
-
-    for outer in range(1, 4):
-        opt.step(closure)
-        assert kept_state().variance_updates == 4 * outer  # 4 differences per run of 5, none across a restart
+    options = {"step_size": 0.01, "temperature": 1e-4, "noise_estimate": "running"}
+    for outer, state in enumerate(kept_sampler_states("sghmc", options, 3), 1):
+        assert state.variance_updates == 4 * outer  # 4 differences per run of 5, none across a restart
 
 
 @pytest.mark.parametrize("bad", ["Running", "ema", ""])

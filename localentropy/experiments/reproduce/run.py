@@ -80,6 +80,8 @@ def step_config(step: Step, configs: Path, quick: bool) -> dict[str, Any]:
         return {"n_grid": QUICK[step.name]["n_grid"] if quick else 601}
     if step.kind == "accuracy":
         return dict(QUICK[step.name]) if quick else {}
+    if step.kind == "atlas":
+        return {"quick": False, **(QUICK[step.name] if quick else {})}
     speed: dict[str, Any] = {"args": SPEED_ARGS + (QUICK[step.name]["args"] if quick else [])}
     return speed
 
@@ -139,6 +141,11 @@ def _run_computation(step: Step, config: dict[str, Any], run_dir: RunDirectory, 
 
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
         atomic_write_json(out / "accuracy.json", trajectory_accuracy(**kwargs))
+    elif step.kind == "atlas":
+        from localentropy.experiments.atlas.run import run_atlas
+
+        run_atlas(out, quick=config["quick"], samplers=config.get("samplers"), targets=config.get("targets"),
+                  progress=lambda line: print(f"  {line}", file=progress, flush=True))  # fmt: skip
     else:
         _run_speed(out, config["args"], progress)
     run_dir.mark_complete()
