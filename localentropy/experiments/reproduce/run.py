@@ -1,7 +1,8 @@
 """``localentropy reproduce [--quick]``: rerun every experiment behind docs/findings.md, then regenerate it.
 
-The findings answer the review's questions of Entropy-SGD from twelve steps, each an ordinary ``localentropy run``
-/ ``sweep`` of a shipped config (``localentropy configs``) or a computation of this package, each in its own
+The findings answer the review's questions of Entropy-SGD from the registered steps, each an ordinary ``localentropy
+run`` / ``sweep`` of a shipped config (``localentropy configs``) or a computation of this package (the ``atlas``
+step is the samplers' accuracy atlas of docs/samplers.md, which the findings do not use), each in its own
 directory under ``--out`` (default ``runs/reproduce``; ``runs/reproduce-quick`` with ``--quick``).
 A step whose directory is complete is not run again, so an interrupted reproduction resumes where it stopped;
 ``--force`` reruns everything. The document (``--doc``, default ``<out>/findings.md``) and its figures and
@@ -10,8 +11,9 @@ numbers (``<doc stem>/``) are written only when every step has finished, each fi
 The steps are registered in :mod:`localentropy.experiments.reproduce.steps`; ``--steps a,b`` runs a subset (the
 document is written once every step is complete). ``--quick`` runs the same steps smaller (fewer seeds,
 replicates, budgets and epochs: each step's ``quick`` overrides, collected in :data:`QUICK`) into its own
-directory, in about 7 minutes on 2 cores (5.4 measured); the full run takes about 30 (25 measured on a quiet
-machine; :func:`expected_minutes` adds up the steps). The two never share a directory: each refuses the other's.
+directory, in about 7 minutes on 2 cores (5.4 measured before the atlas step, which adds about 1); the full run
+takes about 30 (25 measured on a quiet machine, before the atlas step's 9; :func:`expected_minutes` adds up the
+steps). The two never share a directory: each refuses the other's.
 """
 
 from __future__ import annotations
