@@ -109,7 +109,8 @@ register_step("recurrent_char", kind="sweep", config="sweep_recurrent_char.toml"
               full_minutes=16, quick_minutes=3, quick={"seeds": 3, "set": {"effective_epochs": 3}})
 register_step("recurrent_row", kind="sweep", config="sweep_recurrent_row.toml", question="R1", section="recurrent",
               full_minutes=14, quick_minutes=3, quick={"seeds": 3, "set": {"effective_epochs": 3}})
-# the samplers' accuracy atlas (docs/samplers.md; ``localentropy samplers --accuracy``), measured alone: its own
-# section of docs/samplers.md, not of the findings
+# the samplers' accuracy atlas (docs/samplers.md; ``localentropy samplers --accuracy``), for docs/samplers.md, not the
+# findings. Measured with the 2 cores shared (load ~11): 22.3 minutes full, 3.5 quick (43 s of CPU); alone
+# about 9 (6.5 measured for 11 of its 14 rows) and 1
 register_step("atlas", kind="atlas", question="Q3", section="samplers", full_minutes=9, quick_minutes=1,
               quick={"quick": True})
