@@ -25,6 +25,7 @@ LAYERS = [
         "localentropy.experiments.targets",
         "localentropy.experiments.overhead",
         "localentropy.experiments.speed",
+        "localentropy.experiments.atlas",
     ),
     ("localentropy.experiments.sweeps",),
     ("localentropy.experiments.reproduce", "localentropy.experiments.schema"),

@@ -7,10 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from localentropy.entropy import EntropySGD
 from localentropy.samplers import PSGLD, make_sampler, sample
+from tests.samplers.entropy_sgd_states import kept_sampler_states
 from tests.stats import assert_moments, gaussian_target, psgld_frozen_covariance, to_numpy
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -76,30 +75,14 @@ def test_reset_keeps_a_frozen_or_still_adapting_preconditioner_and_zeroes_an_unf
 
 
 def test_inside_entropy_sgd_the_preconditioner_adapts_over_the_first_inner_steps_then_is_kept() -> None:
-    torch.manual_seed(0)
-    param = nn.Parameter(torch.randn(4, dtype=F64))
-    target = torch.randn(4, dtype=F64)
-    opt = EntropySGD([param], lr=0.1, gamma=1.0, sampler="psgld", inner_steps=5,
-                     sampler_options={"step_size": 0.01, "temperature": 1e-4, "freeze_after": 7, "debias": True},
-                     generator=torch.Generator().manual_seed(0))  # fmt: skip
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = 0.5 * ((param - target) ** 2).sum()
-        loss.backward()
-        return loss
-
-    def kept_state():
-        (_, state), = opt.__dict__["_sampler_states"].values()
-        return state
-
-    opt.step(closure)
-    assert kept_state().adapted == 5  # 5 inner steps so far, still adapting
-    opt.step(closure)
-    frozen = kept_state().square_avg[0].clone()
-    assert kept_state().adapted == 7  # frozen during the second outer step
-    opt.step(closure)
-    assert torch.equal(kept_state().square_avg[0], frozen) and kept_state().adapted == 7
+    options = {"step_size": 0.01, "temperature": 1e-4, "freeze_after": 7, "debias": True}
+    states = kept_sampler_states("psgld", options, 3)
+    assert next(states).adapted == 5  # 5 inner steps so far, still adapting
+    state = next(states)
+    frozen = state.square_avg[0].clone()
+    assert state.adapted == 7  # frozen during the second outer step
+    state = next(states)
+    assert torch.equal(state.square_avg[0], frozen) and state.adapted == 7
 
 
 def test_frozen_psgld_samples_the_exact_law_of_its_preconditioner() -> None:

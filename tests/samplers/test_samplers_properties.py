@@ -44,7 +44,7 @@ def samplers(draw, names=NAMES, temperature=temperatures, noise=noise_kinds) -> 
         return SGLD(step_size=step_size, **common)
     if name == "sghmc":
         friction = draw(st.floats(0.01, 1.0))
-        noise_estimate = draw(st.sampled_from((0.0, 0.5))) * friction
+        noise_estimate = draw(st.sampled_from((0.0, 0.5 * friction, "running")))
         return SGHMC(step_size=step_size, friction=friction, noise_estimate=noise_estimate, **common)
     return PSGLD(
         step_size=step_size,
@@ -278,7 +278,8 @@ def test_step_follows_the_documented_update(sampler: Sampler, seed: int) -> None
     if isinstance(sampler, SGLD):
         expected = x - sampler.step_size * g + math.sqrt(2 * sampler.step_size * T) * z
     elif isinstance(sampler, SGHMC):
-        c = math.sqrt(2 * (sampler.friction - sampler.noise_estimate) * sampler.step_size * T)
+        beta_hat = 0.0 if sampler.running else sampler.noise_estimate  # a running estimate starts at 0
+        c = math.sqrt(2 * (sampler.friction - beta_hat) * sampler.step_size * T)
         expected = x + (-sampler.step_size * g + c * z)  # the velocity starts at zero
     else:
         V = (1 - sampler.beta) * g * g

@@ -5,7 +5,7 @@ with ``step_size`` and ``temperature`` = 1 and the atlas's fill-ins for hyperpar
 ``grad_fn`` (from the target), ``sampler`` (a wrapper such as ``cyclical`` wraps SGLD at the step size),
 ``total_steps`` (the run's length) and ``n_cycles``. A sampler with another required hyperparameter is listed as
 skipped, with the reason. A few variants of the built-in samplers are added (pSGLD frozen or at beta = 0.999,
-MomentumSGLD with Nesterov momentum).
+MomentumSGLD with Nesterov momentum, SGHMC with its running gradient-noise estimate).
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("psgld beta=0.999", "psgld", {"beta": 0.999}),
     ("psgld frozen", "psgld", {"freeze_after": FREEZE_AFTER, "debias": True, "damping": 0.03}),
     ("msgld nesterov", "msgld", {"nesterov": True}),
+    # SGHMC's gradient-noise estimate, at the default friction (where the atlas's gradient noise exceeds the whole
+    # noise budget, so beta_hat is clipped) and at friction 0.5 (where it fits), with its no-estimate baseline
+    ("sghmc running", "sghmc", {"noise_estimate": "running"}),
+    ("sghmc friction=0.5", "sghmc", {"friction": 0.5}),
+    ("sghmc friction=0.5 running", "sghmc", {"friction": 0.5, "noise_estimate": "running"}),
 )
 
 

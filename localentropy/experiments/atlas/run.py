@@ -118,8 +118,8 @@ def run_atlas(
     """Measure the atlas and write ``atlas.json``, ``atlas.md`` and ``atlas.png`` into ``out_dir``; return the results.
 
     ``samplers`` (registered names) and ``targets`` (names in the bank) restrict it; ``progress`` is a callable
-    given one line per finished (sampler, target). The full atlas takes about 6 minutes on 2 CPU cores, ``quick``
-    under a minute. One seed gives the same numbers.
+    given one line per finished (sampler, target). The full atlas takes about 9 minutes alone on this project's 2-core
+    machine (22 with the cores shared), ``quick`` about one. One seed gives the same numbers.
     """
     config = AtlasConfig.quick() if quick else AtlasConfig()
     config = AtlasConfig(**{**asdict(config), "seed": seed})

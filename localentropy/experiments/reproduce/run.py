@@ -1,7 +1,8 @@
 """``localentropy reproduce [--quick]``: rerun every experiment behind docs/findings.md, then regenerate it.
 
-The findings answer the review's questions of Entropy-SGD from twelve steps, each an ordinary ``localentropy run``
-/ ``sweep`` of a shipped config (``localentropy configs``) or a computation of this package, each in its own
+The findings answer the review's questions of Entropy-SGD from the registered steps, each an ordinary ``localentropy
+run`` / ``sweep`` of a shipped config (``localentropy configs``) or a computation of this package (the ``atlas``
+step is the samplers' accuracy atlas of docs/samplers.md, which the findings do not use), each in its own
 directory under ``--out`` (default ``runs/reproduce``; ``runs/reproduce-quick`` with ``--quick``).
 A step whose directory is complete is not run again, so an interrupted reproduction resumes where it stopped;
 ``--force`` reruns everything. The document (``--doc``, default ``<out>/findings.md``) and its figures and
@@ -10,8 +11,9 @@ numbers (``<doc stem>/``) are written only when every step has finished, each fi
 The steps are registered in :mod:`localentropy.experiments.reproduce.steps`; ``--steps a,b`` runs a subset (the
 document is written once every step is complete). ``--quick`` runs the same steps smaller (fewer seeds,
 replicates, budgets and epochs: each step's ``quick`` overrides, collected in :data:`QUICK`) into its own
-directory, in about 7 minutes on 2 cores (5.4 measured); the full run takes about 30 (25 measured on a quiet
-machine; :func:`expected_minutes` adds up the steps). The two never share a directory: each refuses the other's.
+directory, in about 7 minutes on 2 cores (5.4 measured before the atlas step, which adds about 1); the full run
+takes about 30 (25 measured on a quiet machine, before the atlas step's 9; :func:`expected_minutes` adds up the
+steps). The two never share a directory: each refuses the other's.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def step_config(step: Step, configs: Path, quick: bool) -> dict[str, Any]:
         return {"n_grid": QUICK[step.name]["n_grid"] if quick else 601}
     if step.kind == "accuracy":
         return dict(QUICK[step.name]) if quick else {}
+    if step.kind == "atlas":
+        return {"quick": False, **(QUICK[step.name] if quick else {})}
     speed: dict[str, Any] = {"args": SPEED_ARGS + (QUICK[step.name]["args"] if quick else [])}
     return speed
 
@@ -139,6 +143,11 @@ def _run_computation(step: Step, config: dict[str, Any], run_dir: RunDirectory, 
 
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
         atomic_write_json(out / "accuracy.json", trajectory_accuracy(**kwargs))
+    elif step.kind == "atlas":
+        from localentropy.experiments.atlas.run import run_atlas
+
+        run_atlas(out, quick=config["quick"], samplers=config.get("samplers"), targets=config.get("targets"),
+                  progress=lambda line: print(f"  {line}", file=progress, flush=True))  # fmt: skip
     else:
         _run_speed(out, config["args"], progress)
     run_dir.mark_complete()

@@ -2,7 +2,8 @@
 section it feeds; adding a step is one :func:`register_step` call.
 
 A step is an ordinary ``localentropy run`` (``kind="run"``) or ``sweep`` (``"sweep"``) of a shipped config
-(``localentropy/configs``), or a computation of this package (``"targets"``, ``"accuracy"``, ``"speed"``). ``quick``
+(``localentropy/configs``), or a computation of this package (``"targets"``, ``"accuracy"``, ``"speed"``,
+``"atlas"``: the samplers' accuracy atlas of docs/samplers.md). ``quick``
 holds what ``--quick`` changes (fewer seeds, replicates, budgets, epochs); ``full_minutes`` and ``quick_minutes``
 are measured on this project's 2-core machine (2026-11-28), rounded up.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 from localentropy.experiments.core.config import ConfigError
 
-KINDS = ("run", "sweep", "targets", "accuracy", "speed")
+KINDS = ("run", "sweep", "targets", "accuracy", "speed", "atlas")
 SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent")  # the findings document's sections
 
 
@@ -108,3 +109,8 @@ register_step("recurrent_char", kind="sweep", config="sweep_recurrent_char.toml"
               full_minutes=16, quick_minutes=3, quick={"seeds": 3, "set": {"effective_epochs": 3}})
 register_step("recurrent_row", kind="sweep", config="sweep_recurrent_row.toml", question="R1", section="recurrent",
               full_minutes=14, quick_minutes=3, quick={"seeds": 3, "set": {"effective_epochs": 3}})
+# the samplers' accuracy atlas (docs/samplers.md; ``localentropy samplers --accuracy``), for docs/samplers.md, not the
+# findings. Measured with the 2 cores shared (load ~11): 22.3 minutes full, 3.5 quick (43 s of CPU); alone
+# about 9 (6.5 measured for 11 of its 14 rows) and 1
+register_step("atlas", kind="atlas", question="Q3", section="samplers", full_minutes=9, quick_minutes=1,
+              quick={"quick": True})

@@ -23,6 +23,7 @@ from localentropy.experiments.atlas.measure import (
 from localentropy.experiments.atlas.targets import banana, ill_conditioned_gaussian, target_bank
 from localentropy.samplers import SGLD, available_samplers, register_sampler
 from localentropy.samplers import registry as sampler_registry
+from tests.stats import sghmc_covariance
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -77,6 +78,27 @@ def test_gradient_noise_raises_sgld_temperature_by_h_v_over_two() -> None:
     eig = np.linalg.eigvalsh(target.hessian)
     expected = (1 + h * noise / 2) * np.sum(eig / (1 - h * eig / 2)) / np.sum(eig)  # SGLD's exact law, with noise
     assert measured["temperature"] == pytest.approx(expected, abs=4 * measured["temperature_mcse"])
+
+
+def test_sghmc_running_noise_estimate_brings_the_noisy_temperature_back_to_its_noise_free_law() -> None:
+    """Without the estimate SGHMC samples its exact law with velocity noise eta^2 V + 2 alpha eta T (T_conf about
+    1 + eta V / (2 alpha) = 1.25 here); with it, that of beta_hat = eta V / (2 T) known (the noise-free law)."""
+    target = ill_conditioned_gaussian(dim=4, condition=10.0, seed=2)
+    eta, friction, noise = 0.05, 0.5, 5.0
+    kwargs = {"n_chains": 128, "n_steps": 1500, "burn_in": 300, "seed": 3, "grad_noise": noise}
+    plain = moment_errors(run_chains(Entry("sghmc", "sghmc", {"friction": friction}), target, eta, **kwargs))
+    running = moment_errors(run_chains(Entry("sghmc running", "sghmc", {"friction": friction,
+                                                                        "noise_estimate": "running"}),
+                                       target, eta, **kwargs))  # fmt: skip
+    M = target.hessian
+
+    def t_conf(temperature: float) -> float:  # tr(M^2 Sigma) / tr(M), Sigma SGHMC's exact law at this temperature
+        return float(np.trace(M @ M @ sghmc_covariance(M, eta, friction, temperature)) / np.trace(M))
+
+    assert plain["temperature"] == pytest.approx(t_conf(1 + eta * noise / (2 * friction)),
+                                                 abs=4 * plain["temperature_mcse"])  # fmt: skip
+    assert running["temperature"] == pytest.approx(t_conf(1.0), abs=4 * running["temperature_mcse"] + 0.02)
+    assert plain["temperature"] - running["temperature"] > 0.2
 
 
 def test_frozen_psgld_has_no_measurable_covariance_bias_on_the_banana_unlike_unfrozen() -> None:

@@ -43,6 +43,7 @@ TINY = {
     "overhead_accuracy": {"replicates": 2, "outer_steps": 8, "inner_steps": (1, 2), "dim": 5},
     "recurrent_char": {"seeds": 2, "set": {"effective_epochs": 1, "data.options.length": 20000}},
     "recurrent_row": {"seeds": 2, "set": {"effective_epochs": 1, "data.train_limit": 500}},
+    "atlas": {"quick": True, "samplers": ["sgld"], "targets": ["banana"]},
     "overhead_speed": {
         "args": [
             "--quick",
@@ -274,3 +275,16 @@ def test_cli_steps_names_unknown_steps_with_exit_2(capsys: pytest.CaptureFixture
     assert main(["reproduce", "--quick", "--steps", "nope", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "unknown step(s) 'nope'" in err and "allowed: shootout" in err and "Traceback" not in err
+
+
+def test_the_atlas_step_writes_the_samplers_atlas_once(tmp_path: Path) -> None:
+    step = next(s for s in reproduce.STEPS if s.kind == "atlas")
+    assert step.section == "samplers" and reproduce.step_config(step, CONFIGS, True) == {"quick": True}
+    config = {"quick": True, "samplers": ["sgld"], "targets": ["banana"]}
+    out = tmp_path / "atlas"
+    with open(tmp_path / "log", "w") as log:
+        assert reproduce._run_step(step, config, CONFIGS, out, 1, log) == "fresh"
+        assert reproduce._run_step(step, config, CONFIGS, out, 1, log) == "skip"
+    atlas = json.loads((out / "atlas.json").read_text())
+    assert [row["sampler"] for row in atlas["rows"]] == ["sgld"] and (out / "atlas.png").is_file()
+    assert "sgld on banana" in (tmp_path / "log").read_text()
