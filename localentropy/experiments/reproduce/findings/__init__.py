@@ -16,6 +16,11 @@ from localentropy.experiments.reproduce.findings.common import mean_sd, paired, 
 from localentropy.experiments.reproduce.findings.cost import first_reach, section_cost
 from localentropy.experiments.reproduce.findings.overhead import section_overhead
 from localentropy.experiments.reproduce.findings.recurrent import section_recurrent, write_recurrent
+from localentropy.experiments.reproduce.findings.replication import (
+    replicated_claims,
+    step_claims,
+    with_replication,
+)
 from localentropy.experiments.reproduce.findings.samplers import section_samplers
 from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
@@ -53,6 +58,10 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         section_overhead(out, figures, speed, numbers),
         section_recurrent(out, figures, numbers),
     ]
+    numbers["claims"] = step_claims(out)
+    numbers["replication"] = replicated = replicated_claims(out)
+    sections = [with_replication(body, summary, name, replicated) for (body, summary), name in
+                zip(sections, ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent"), strict=True)]
     quick = meta.get("mode") == "quick"
     step_rows = [[s["name"], s["question"], s["kind"], f"`{s['file']}`" if s["file"] else "—",
                   _minutes(meta.get("timings", {}).get(s["name"]))] for s in resolved["steps"]]  # fmt: skip
