@@ -40,17 +40,20 @@ def excludes_zero(claim: Claim) -> bool:
     return claim["mean"] is not None and claim["ci95"] is not None and abs(claim["mean"]) > claim["ci95"]
 
 
+def _verdict_words(claim: Claim) -> str:
+    if not claim["best"]:
+        return "no verdict"
+    return f"lowest: {claim['best'][0]}" if len(claim["best"]) == 1 else "tied: " + ", ".join(claim["best"])
+
+
 def claim_text(claim: Claim) -> str:
-    """The claim's numbers in a few words: "+1.23 ± 0.72 points (5 seeds)" or "lowest: a (10 replicates)"."""
+    """The claim's numbers in a few words: "+1.23 ± 0.72 points over 5 seeds", "lowest: a over 10 replicates"."""
     if claim["kind"] == "verdict":
-        if not claim["best"]:
-            return "no verdict"
-        what = f"lowest: {claim['best'][0]}" if len(claim["best"]) == 1 else "tied: " + ", ".join(claim["best"])
-        return f"{what} ({claim['n']} {claim['unit']})"
+        return _verdict_words(claim) + (f" over {claim['n']} {claim['unit']}" if claim["best"] else "")
     if claim["mean"] is None:
         return "not measured"
     ci = f" ± {claim['ci95']:.2f}" if claim["ci95"] is not None else ""
-    return f"{claim['mean']:+.2f}{ci} {claim['unit']} ({claim['n']} {claim.get('over', 'seeds')})"
+    return f"{claim['mean']:+.2f}{ci} {claim['unit']} over {claim['n']} {claim.get('over', 'seeds')}"
 
 
 def _overlap(a: Claim, b: Claim) -> bool:
@@ -69,8 +72,7 @@ def compare_claim(original: Claim, fresh: Claim | None) -> dict[str, Any]:
             return {"held": None, "changes": ["no verdict to compare"]}
         if set(original["best"]) == set(fresh["best"]):
             return {"held": True, "changes": []}
-        return {"held": False, "changes": [f"verdict changed: {claim_text(original).split(' (')[0]} -> "
-                                           f"{claim_text(fresh).split(' (')[0]}"]}  # fmt: skip
+        return {"held": False, "changes": [f"verdict changed: {_verdict_words(original)} -> {_verdict_words(fresh)}"]}
     if None in (original["mean"], original["ci95"], fresh["mean"], fresh["ci95"]):
         return {"held": None, "changes": ["no interval to compare (fewer than 2 seeds)"]}
     changes = []

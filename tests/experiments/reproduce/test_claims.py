@@ -87,9 +87,9 @@ def test_missing_or_interval_free_claims_are_not_comparable_and_the_words_say_so
     entries = compare_claims([diff(1, 0.5), verdict_claim("s/v", "v", ["a"], 3)], [diff(1.1, 0.4, n=20)])
     assert [e["held"] for e in entries] == [True, None]
     assert entries[1]["changes"] == ["not measured in the fresh run"]
-    assert outcome_text(entries[0], 20) == "held on 20 fresh seeds (+1.10 ± 0.40 points (20 seeds))"
+    assert outcome_text(entries[0], 20) == "held on 20 fresh seeds (+1.10 ± 0.40 points over 20 seeds)"
     assert outcome_text(entries[1], 20) == "not comparable on 20 fresh seeds: not measured in the fresh run"
     single = difference_claim("s/x", "x", {"mean": 0.01, "ci95": None, "n": 1})
-    assert compare_claim(single, diff(1, 1))["held"] is None and claim_text(single) == "+1.00 points (1 seeds)"
+    assert compare_claim(single, diff(1, 1))["held"] is None and claim_text(single) == "+1.00 points over 1 seeds"
     flipped = compare_claims([diff(1.2, 0.7)], [diff(-0.9, 0.3, n=20)])[0]
     assert outcome_text(flipped, 20).startswith("did not hold on 20 fresh seeds: sign flipped; intervals do not")

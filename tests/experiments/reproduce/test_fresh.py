@@ -129,3 +129,19 @@ def test_cli_refuses_a_bad_count_or_colliding_seeds_with_exit_2(tmp_path: Path, 
     err = capsys.readouterr().err
     assert "grid.seed): the fresh seeds 2000000..2000019 include the evaluation seed(s) 2000001" in err
     assert "Traceback" not in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow  # about 3 minutes on a loaded 2-core machine (the shootout's diagnostics, twice)
+def test_the_shootout_runs_for_real_on_fresh_replicates(tmp_path: Path, monkeypatch) -> None:
+    """The comparison-run path end to end, at the smallest size: 2 replicates, one budget, then 2 fresh ones."""
+    monkeypatch.setattr(reproduce, "QUICK", {**reproduce.QUICK, "shootout": {"replicates": 2, "budgets": 1}})
+    with open(tmp_path / "log", "w") as log:
+        reproduce.reproduce(quick=True, out=tmp_path / "r", steps="shootout", fresh_seeds=2, workers=1, progress=log)
+    fresh = json.loads((tmp_path / "r" / "fresh" / "shootout" / "results.json").read_text())
+    assert fresh["config"]["first_replicate"] == FRESH_SEED_OFFSET and fresh["config"]["replicates"] == 2
+    assert fresh["fresh_seeds"]["unit"] == "replicate" and fresh["fresh_seeds"]["evaluation_seeds"] == [0, 1]
+    original = json.loads((tmp_path / "r" / "shootout" / "results.json").read_text())
+    assert "first_replicate" not in original["config"]
+    record = json.loads((tmp_path / "r" / "fresh" / "replication.json").read_text())["shootout"]
+    assert record["total"] == 1 and record["claims"][0]["id"] == "shootout/budget 400"
+    assert "2 fresh replicates" in (tmp_path / "r" / "fresh" / "replication.md").read_text()

@@ -184,7 +184,10 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
     for link in [part.split(")")[0] for part in text.split("](")[1:]]:
         assert (doc.parent / link).is_file(), link
     numbers = json.loads((figures / "findings.json").read_text())
-    assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent"}
+    assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent",
+                                       "claims", "replication"}  # fmt: skip
+    assert set(numbers["numbers"]["claims"]) == {"shootout", "samplers_training", "overhead_training"}
+    assert numbers["numbers"]["replication"] == {} and "### Replication on fresh seeds" in text
     assert numbers["meta"]["mode"] == "quick"
     assert (root / "runs" / "COMPLETE").is_file()
 
@@ -274,3 +277,22 @@ def test_cli_steps_names_unknown_steps_with_exit_2(capsys: pytest.CaptureFixture
     assert main(["reproduce", "--quick", "--steps", "nope", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "unknown step(s) 'nope'" in err and "allowed: shootout" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_fresh_replicates_are_compared_beside_the_claims(tiny_run: tuple[Path, Path]) -> None:
+    """After the rerun test (it compares the numbers before and after): the shootout again on 2 fresh replicates."""
+    root, doc = tiny_run
+    patch = pytest.MonkeyPatch()
+    patch.setattr(reproduce, "QUICK", TINY)
+    try:
+        with open(root / "log3.txt", "w") as log:
+            reproduce.reproduce(quick=True, out=root / "runs", doc=doc, workers=1, progress=log, steps="shootout",
+                                fresh_seeds=2)  # fmt: skip
+    finally:
+        patch.undo()
+    results = json.loads((root / "runs" / "fresh" / "shootout" / "results.json").read_text())
+    assert results["config"]["first_replicate"] == 2_000_000 and results["fresh_seeds"]["k"] == 2
+    numbers = json.loads((doc.parent / "findings" / "findings.json").read_text())["numbers"]
+    assert numbers["replication"]["shootout"]["total"] == len(numbers["claims"]["shootout"]) > 0
+    assert "**Replicated on 2 fresh replicates**" in doc.read_text()
