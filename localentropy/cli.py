@@ -126,7 +126,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from localentropy.experiments.reproduce.run import reproduce
 
     doc, mode = reproduce(quick=args.quick, out=args.out, doc=args.doc, workers=args.workers, force=args.force,
-                          configs=args.configs, steps=args.steps)  # fmt: skip
+                          configs=args.configs, steps=args.steps, fresh_seeds=args.fresh_seeds)  # fmt: skip
     print(f"findings ({mode} run): {doc}" if doc is not None else f"steps done ({mode} run); findings not written yet")
     return 0
 
@@ -289,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--steps", help="comma-separated steps to run (default all): " + ", ".join(s.name for s in registered_steps())
     )
+    reproduce.add_argument(
+        "--fresh-seeds", type=_positive_int, metavar="K",
+        help="then rerun the steps (default: those with claims) on K seeds never used before, into <out>/fresh, and "
+             "say beside each claim whether it held (with --quick at most 3)",
+    )  # fmt: skip
     reproduce.set_defaults(func=_cmd_reproduce)
 
     report = command("report", "rebuild a run's report, or merge several comparison runs into one report",

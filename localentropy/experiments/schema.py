@@ -45,6 +45,9 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "RunConfig.keep_draws": ("save the first replicate's inner draws and plot their traces", "true, false"),
     "RunConfig.ksd": ("compute the kernel Stein discrepancy of the first replicate's draws", "true, false"),
     "RunConfig.threads": ("torch threads during the run (restored afterwards)", "[1, 1024]"),
+    "RunConfig.first_replicate": ("the index of the first replicate (replicate seeds are hashed from the index): "
+                                  "`reproduce --fresh-seeds` sets it to draw replicates never used before",
+                                  "[0, 2^62]"),
     "ProblemConfig.kind": ("quadratic: closed-form truth; double-well, sharp-wide: truth by quadrature; python: "
                            "your own Problem", _one_of(comparison.PROBLEM_KINDS)),
     "ProblemConfig.dim": ("the dimension (required for a quadratic)",

@@ -80,9 +80,13 @@ class RunConfig:
     keep_draws: bool = True
     ksd: bool = True
     threads: int = 1
+    first_replicate: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.first_replicate:  # left out at its default, so the runs recorded before it existed still match
+            del data["first_replicate"]
+        return data
 
 
 def _problem(r: FieldReader, raw: Any) -> ProblemConfig:
@@ -278,11 +282,12 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a table of fields, got {type_name(data)}"], source)
     top = {"name", "seed", "replicates", "chains", "gamma", "temperature", "problem", "points", "estimators",
-           "keep_draws", "ksd", "threads"}  # fmt: skip
+           "keep_draws", "ksd", "threads", "first_replicate"}  # fmt: skip
     r.unknown(data, top, "")
     run_name = r.name(data.get("name", name), "name" if "name" in data else "name (the config file's stem)", "run")
     seed = r.integer(data.get("seed", 0), "seed", 0, 2**63 - 1) or 0
     replicates = r.integer(data.get("replicates", 10), "replicates", 2, 100_000) or 2
+    first_replicate = r.integer(data.get("first_replicate", 0), "first_replicate", 0, 2**62) or 0
     chains = r.integer(data.get("chains", 4), "chains", 1, 100_000) or 1
     gammas = r.grid(r.get(data, "gamma", "gamma", 1.0), "gamma", 0.0, True)
     temperatures = r.grid(r.get(data, "temperature", "temperature", 1.0), "temperature", 0.0, True)
@@ -313,7 +318,7 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     return RunConfig(
         name=run_name, seed=seed, replicates=replicates, chains=chains, gammas=gammas, temperatures=temperatures,
         problem=problem, points=points, estimators=estimators, keep_draws=bool(flags["keep_draws"]),
-        ksd=bool(flags["ksd"]), threads=threads,
+        ksd=bool(flags["ksd"]), threads=threads, first_replicate=first_replicate,
     )  # fmt: skip
 
 

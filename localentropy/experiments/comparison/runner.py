@@ -79,7 +79,7 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
     estimates, seconds, evals, first_draws = [], 0.0, 0, None
     start = time.perf_counter()
     for r in range(config.replicates):
-        seed = replicate_seed(config.seed, task.key["point"], r)
+        seed = replicate_seed(config.seed, task.key["point"], config.first_replicate + r)
         try:
             result = estimator.estimate(x, chains, torch.Generator().manual_seed(seed))
             finite = bool(torch.isfinite(result.grad).all())
@@ -87,7 +87,8 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
             finite = False
         if not finite:
             record["status"] = "diverged"
-            record["error"] = divergence_message(task, problem, estimator, r, config.chains, seed)
+            replicate = config.first_replicate + r
+            record["error"] = divergence_message(task, problem, estimator, replicate, config.chains, seed)
             break
         estimates.append(result.grad)
         seconds += result.seconds

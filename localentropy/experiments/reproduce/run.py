@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,7 +36,9 @@ from localentropy.experiments.core.files import atomic_path, atomic_write_json
 from localentropy.experiments.core.progress import Progress
 from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment
 from localentropy.experiments.core.shipped import shipped_dir
-from localentropy.experiments.reproduce.steps import Step, expected_minutes, registered_steps, select_steps
+from localentropy.experiments.reproduce.fresh import fresh_config, fresh_dir, record_fresh
+from localentropy.experiments.reproduce.steps import Step, registered_steps, select_steps
+from localentropy.experiments.reproduce.steps import expected_minutes as expected_minutes  # the module's public name
 
 SCHEMA = 1
 STEPS: tuple[Step, ...] = registered_steps()
@@ -175,11 +178,21 @@ def reproduce(
     *, quick: bool = False, out: str | Path | None = None, doc: str | Path | None = None, workers: int | None = None,
     force: bool = False, configs: str | Path | None = None, progress: TextIO | None = None,
     steps: tuple[Step, ...] | str | None = None, runner: Callable[..., str] = _run_step,
+    fresh_seeds: int | None = None, fresh_round: int = 0,
 ) -> tuple[Path | None, str]:  # fmt: skip
     """Run the steps (all, or a subset: Step objects or names ``"a,b"``), skipping complete ones, then write the
-    findings once every registered step is complete; returns (document path, or None when steps remain, mode)."""
-    from localentropy.experiments.reproduce.findings import write_findings
+    findings once every registered step is complete; returns (document path, or None when steps remain, mode).
 
+    With ``fresh_seeds`` K (:mod:`localentropy.experiments.reproduce.fresh`): the steps (default: those with
+    claims) run as usual, then again on K fresh seeds (at most ``QUICK_FRESH_CAP`` with ``quick``) into
+    ``<out>/fresh/<step>``, and every claim is compared (``<out>/fresh/replication.md``)."""
+    from localentropy.experiments.reproduce.findings import write_findings
+    from localentropy.experiments.reproduce.findings.replication import write_replication
+    from localentropy.experiments.reproduce.fresh import QUICK_FRESH_CAP
+
+    if fresh_seeds is not None:
+        steps = _claim_steps(steps)
+        fresh_seeds = min(fresh_seeds, QUICK_FRESH_CAP) if quick else fresh_seeds
     steps = tuple(steps) if isinstance(steps, tuple) and all(isinstance(s, Step) for s in steps) else (
         select_steps(steps))  # fmt: skip
     progress = progress if progress is not None else sys.stderr
@@ -193,29 +206,43 @@ def reproduce(
     resolved["steps"] = [s for s in resolved["steps"] if s["name"] in {step.name for step in steps}]
     for entry in resolved["steps"]:  # every config is checked before anything runs
         _validate(entry, configs_dir)
+    jobs = [_Job(step.name, step, entry["config"], out_dir.path / step.name, step.quick_minutes if quick else
+                 step.full_minutes, "timings") for step, entry in zip(steps, resolved["steps"], strict=True)]
+    if fresh_seeds is not None:
+        jobs += _fresh_jobs(jobs, fresh_seeds, fresh_round, configs_dir, out_dir.path)
     state = out_dir.prepare({"schema": SCHEMA, "mode": mode}, force=force)
     try:  # the reproduction directory stays locked while its steps run
-        total = expected_minutes(quick, steps)
-        print(f"reproduce ({mode}): {len(steps)} steps, about {total:.0f} minutes on 2 cores -> {out_dir.path}",
+        total = sum(job.minutes for job in jobs)
+        print(f"reproduce ({mode}): {len(jobs)} steps, about {total:.0f} minutes on 2 cores -> {out_dir.path}",
               file=progress, flush=True)  # fmt: skip
-        timings: dict[str, Any] = {}
-        saved = out_dir.load_record("timings") or {}
+        records = {"timings": {}, "fresh_timings": {}}
         with Progress(progress, total, desc=f"reproduce ({mode})", weighted=True) as bar:
-            for i, (step, entry) in enumerate(zip(steps, resolved["steps"], strict=True), 1):
-                where = out_dir.path / step.name
-                bar.line(f"[{i}/{len(steps)}] {step.name} ({step.question}, {step.kind}"
+            for i, job in enumerate(jobs, 1):
+                saved = out_dir.load_record(job.record) or {}
+                step = job.step
+                bar.line(f"[{i}/{len(jobs)}] {job.name} ({step.question}, {step.kind}"
                          f"{', ' + str(step.config) if step.config else ''})")  # fmt: skip
                 start = time.perf_counter()
-                step_state = runner(step, entry["config"], configs_dir, where, workers, progress)
+                step_state = runner(step, job.config, configs_dir, job.where, workers, progress)
                 seconds = time.perf_counter() - start
-                timings[step.name] = saved.get(step.name) if step_state == "skip" and step.name in saved else {
-                    "seconds": seconds, "state": step_state}  # fmt: skip
-                out_dir.save_record("timings", {**saved, **timings})
-                bar.advance(step.quick_minutes if quick else step.full_minutes)
-                bar.line(f"[{i}/{len(steps)}] {step.name}: {step_state} in {seconds:.0f} s ({bar.times()})")
+                if job.fresh is not None:
+                    record_fresh(job.where, job.fresh)
+                records[job.record][step.name] = saved.get(step.name) if step_state == "skip" and (
+                    step.name in saved) else {"seconds": seconds, "state": step_state}  # fmt: skip
+                out_dir.save_record(job.record, {**saved, **records[job.record]})
+                bar.advance(job.minutes)
+                bar.line(f"[{i}/{len(jobs)}] {job.name}: {step_state} in {seconds:.0f} s ({bar.times()})")
+        timings = records["timings"]
         meta = {"mode": mode, "workers": workers, "timings": timings, "expected_minutes": total,
                 "cpu_count": os.cpu_count(), "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                 **environment("cpu")}  # fmt: skip
+        if fresh_seeds is not None:
+            replicated = write_replication(out_dir.path)
+            print(f"replication on {fresh_seeds} fresh seeds: " + "; ".join(
+                f"{name}: {r['held']} of {r['total']} claims held" for name, r in replicated.items()) + (
+                f" ({out_dir.path / 'fresh' / 'replication.md'})"), file=progress, flush=True)  # fmt: skip
+            meta["fresh"] = {"k": fresh_seeds, "round": fresh_round, "timings": records["fresh_timings"]}
+        saved = out_dir.load_record("timings") or {}
         remaining = [s.name for s in STEPS if s not in steps and not (out_dir.path / s.name / MARKER).is_file()]
         if remaining:  # a subset ran: the document needs every step's results
             print(f"findings not written: step(s) {', '.join(remaining)} not complete in {out_dir.path} (run them with "
@@ -231,6 +258,44 @@ def reproduce(
         return doc_path, mode
     finally:
         out_dir.release()
+
+
+@dataclass
+class _Job:
+    """One step to run: an original (timings in the ``timings`` record) or a fresh-seed rerun."""
+
+    name: str
+    step: Step
+    config: dict[str, Any]
+    where: Path
+    minutes: float
+    record: str
+    fresh: dict[str, Any] | None = None
+
+
+def _claim_steps(steps: tuple[Step, ...] | str | None) -> tuple[Step, ...]:
+    """The steps --fresh-seeds reruns: those asked for (each must carry claims), else every step with claims."""
+    from localentropy.experiments.reproduce.findings.replication import claim_steps
+
+    with_claims = claim_steps()
+    chosen = select_steps(with_claims if steps is None else steps) if not isinstance(steps, tuple) else steps
+    without = [s.name for s in chosen if s.name not in with_claims]
+    if without:
+        raise ConfigError([f"--fresh-seeds: step(s) {', '.join(without)} state no claims to replicate; steps with "
+                           f"claims: {', '.join(with_claims)}"])  # fmt: skip
+    return chosen
+
+
+def _fresh_jobs(jobs: list[_Job], k: int, round_: int, configs: Path, out: Path) -> list[_Job]:
+    """The fresh-seed rerun of each job, checked (seeds disjoint, config valid) before anything runs."""
+    fresh = []
+    for job in jobs:
+        config, record = fresh_config(job.step, job.config, k, round_)
+        _validate({"kind": job.step.kind, "file": job.step.config, "config": config}, configs)
+        minutes = job.minutes * k / max(len(record["evaluation_seeds"]), 1)
+        fresh.append(_Job(f"fresh/{job.name}", job.step, config, fresh_dir(out, job.step), minutes, "fresh_timings",
+                          record))  # fmt: skip
+    return fresh
 
 
 def _validate(entry: dict[str, Any], configs: Path) -> None:

@@ -185,7 +185,10 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
     for link in [part.split(")")[0] for part in text.split("](")[1:]]:
         assert (doc.parent / link).is_file(), link
     numbers = json.loads((figures / "findings.json").read_text())
-    assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent"}
+    assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent",
+                                       "claims", "replication"}  # fmt: skip
+    assert set(numbers["numbers"]["claims"]) == {"shootout", "samplers_training", "overhead_training"}
+    assert numbers["numbers"]["replication"] == {} and "### Replication on fresh seeds" in text
     assert numbers["meta"]["mode"] == "quick"
     assert (root / "runs" / "COMPLETE").is_file()
 
@@ -288,3 +291,22 @@ def test_the_atlas_step_writes_the_samplers_atlas_once(tmp_path: Path) -> None:
     atlas = json.loads((out / "atlas.json").read_text())
     assert [row["sampler"] for row in atlas["rows"]] == ["sgld"] and (out / "atlas.png").is_file()
     assert "sgld on banana" in (tmp_path / "log").read_text()
+
+
+@pytest.mark.slow
+def test_fresh_replicates_are_compared_beside_the_claims(tiny_run: tuple[Path, Path]) -> None:
+    """After the rerun test (it compares the numbers before and after): the shootout again on 2 fresh replicates."""
+    root, doc = tiny_run
+    patch = pytest.MonkeyPatch()
+    patch.setattr(reproduce, "QUICK", TINY)
+    try:
+        with open(root / "log3.txt", "w") as log:
+            reproduce.reproduce(quick=True, out=root / "runs", doc=doc, workers=1, progress=log, steps="shootout",
+                                fresh_seeds=2)  # fmt: skip
+    finally:
+        patch.undo()
+    results = json.loads((root / "runs" / "fresh" / "shootout" / "results.json").read_text())
+    assert results["config"]["first_replicate"] == 2_000_000 and results["fresh_seeds"]["k"] == 2
+    numbers = json.loads((doc.parent / "findings" / "findings.json").read_text())["numbers"]
+    assert numbers["replication"]["shootout"]["total"] == len(numbers["claims"]["shootout"]) > 0
+    assert "**Replicated on 2 fresh replicates**" in doc.read_text()

@@ -12,10 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
+from localentropy.experiments.core.seeds import FRESH_SEED_OFFSET, TUNING_SEED_OFFSET
 from localentropy.experiments.reproduce.findings.common import mean_sd, paired, paired_text, pm, read_json, table
 from localentropy.experiments.reproduce.findings.cost import first_reach, section_cost
 from localentropy.experiments.reproduce.findings.overhead import section_overhead
 from localentropy.experiments.reproduce.findings.recurrent import section_recurrent, write_recurrent
+from localentropy.experiments.reproduce.findings.replication import (
+    claim_steps,
+    replicated_claims,
+    step_claims,
+    with_replication,
+)
 from localentropy.experiments.reproduce.findings.samplers import section_samplers
 from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
@@ -38,6 +45,31 @@ QUESTIONS = [
 ]
 
 
+REPLICATION = [
+    "### Replication on fresh seeds",
+    "",
+    "```bash",
+    "localentropy reproduce --fresh-seeds 20               # the steps with claims, again on 20 new seeds",
+    "localentropy reproduce --fresh-seeds 20 --steps overhead_training",
+    "```",
+    "",
+    "`--fresh-seeds K` runs the steps as above, then reruns each step with claims (by default "
+    f"{', '.join(f'`{s}`' for s in claim_steps())}) on K seeds never used before, into `<out>/fresh/<step>/`: a "
+    "sweep's `grid.seed` becomes the fresh seeds, a comparison run's replicates start at the fresh offset. Fresh "
+    f"seeds start at {FRESH_SEED_OFFSET} (tuning seeds are the evaluation seeds + {TUNING_SEED_OFFSET}; "
+    "`localentropy/experiments/core/seeds.py` reserves the ranges) and a config whose seeds meet them is refused; "
+    "each fresh `results.json` records `fresh_seeds` (offset, K, the seeds, the evaluation seeds avoided). With "
+    "`--quick`, K is at most 3. Every claim has an id and a record in findings.json (`claims`); the fresh run's "
+    "claim of the same id is compared with it (`replication`, and `<out>/fresh/replication.md`) and the "
+    "section shows beside each claim whether it **held**: a difference whose 95 % interval excluded 0 held when "
+    "the fresh one has the same sign, still excludes 0 and the two intervals overlap; a 'no detectable "
+    "difference' held when the fresh interval also holds 0; a verdict (the lowest, or the tied set) held when it "
+    "is the same. Otherwise it says what changed: the sign flipped, the interval no longer (or now) excludes 0, "
+    "the intervals do not overlap, the verdict changed. A fresh run costs its step's minutes times K over the "
+    "step's own seed count (`overhead_training` at K = 20: about 4 x its minutes).",
+]
+
+
 def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Write ``doc`` (and its figures and numbers in ``<doc stem>/``) from a finished reproduction in ``out``."""
     figures = doc.parent / doc.stem
@@ -53,6 +85,10 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         section_overhead(out, figures, speed, numbers),
         section_recurrent(out, figures, numbers),
     ]
+    numbers["claims"] = step_claims(out)
+    numbers["replication"] = replicated = replicated_claims(out)
+    sections = [with_replication(body, summary, name, replicated) for (body, summary), name in
+                zip(sections, ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent"), strict=True)]
     quick = meta.get("mode") == "quick"
     step_rows = [[s["name"], s["question"], s["kind"], f"`{s['file']}`" if s["file"] else "—",
                   _minutes(meta.get("timings", {}).get(s["name"]))] for s in resolved["steps"]]  # fmt: skip
@@ -103,6 +139,8 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         "file changed is rerun. The steps, each an ordinary run, sweep or computation of this package:",
         "",
         *table(["step", "question", "what", "config", "minutes"], step_rows),
+        "",
+        *REPLICATION,
         "",
     ]
     for body, _ in sections:

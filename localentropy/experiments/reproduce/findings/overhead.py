@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from localentropy.experiments.reproduce.claims import Claim, difference_claim
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
@@ -29,9 +30,7 @@ def section_overhead(
 ) -> tuple[Lines, str]:
     from localentropy.experiments.overhead import accuracy_table
 
-    results, items = sweep_entries(out / "overhead_training")
-    axes = [a["key"] for a in results["axes"] if a["key"] not in ("optimizer", "seed")]
-    cells = group_rows(items, "entropy-sgd", axes)
+    _, items, axes, cells = training_cells(out / "overhead_training")
     default = next((c for c in cells if c["setting"].get("inner_steps") == "5"
                     and c["setting"].get("warm_start") == "false"
                     and c["setting"].get("noise") == "gaussian"
@@ -125,6 +124,20 @@ def section_overhead(
                f"Rademacher noise (an SGD step {fmt(sgd_step, 3)} G). {_accuracy_short(accuracy)} Rademacher minus "
                f"Gaussian test error: {noise}.")  # fmt: skip
     return lines, summary
+
+
+def training_cells(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+    """The training sweep's results, entries, swept axes (besides optimizer and seed) and Entropy-SGD's cells."""
+    results, items = sweep_entries(step_dir)
+    axes = [a["key"] for a in results["axes"] if a["key"] not in ("optimizer", "seed")]
+    return results, items, axes, group_rows(items, "entropy-sgd", axes)
+
+
+def training_claims(step_dir: Path) -> list[Claim]:
+    """The claims of table (c): each factor's effect on the test error, paired by seed (the factor table's rows)."""
+    _, _, axes, cells = training_cells(step_dir)
+    return [difference_claim(f"overhead_training/{key}", f"test error, {key}", d)
+            for key, d in factor_table(cells, axes)[1].items()]  # fmt: skip
 
 
 def _effects_text(effects: dict[str, dict[str, Any]]) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from localentropy.diagnostics.compare import METHOD, paired_difference, verdict_text
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
+from localentropy.experiments.reproduce.claims import Claim, difference_claim, verdict_claim
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
@@ -18,6 +19,7 @@ from localentropy.experiments.reproduce.findings.common import (
     mean_sd,
     paired,
     pm,
+    read_json,
     run_records,
     short,
     sort_key,
@@ -100,6 +102,38 @@ def _verdicts(results: dict[str, Any], budgets: list[int]) -> list[tuple[int, st
     return out
 
 
+def training_choices(step_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]],
+                                              dict[str, Any], dict[str, dict[Any, float]]]:  # fmt: skip
+    """The training sweep's entries, labels, groups, each label's best group (the step size with the lowest mean
+    validation error) and its test errors by seed."""
+    _, items = sweep_entries(step_dir)
+    labels = list(dict.fromkeys(e["label"] for e in items))
+    all_groups = groups(items)
+    best = best_groups(all_groups)
+    return items, labels, all_groups, best, {lab: by_seed(best[lab]["ok"]) if lab in best else {} for lab in labels}
+
+
+def training_claims(step_dir: Path) -> list[Claim]:
+    """Each inner sampler's test error minus SGLD's and minus SGD's (each at its chosen step size), by seed."""
+    _, labels, _, _, chosen = training_choices(step_dir)
+    claims = []
+    for reference in ("sgld", "sgd"):
+        for lab in labels:
+            if lab not in ("sgld", "sgd") and reference in chosen:
+                claims.append(difference_claim(f"samplers_training/{lab} - {reference}",
+                                               f"test error, `{lab}` minus `{reference}`",
+                                               paired(chosen[lab], chosen[reference])))  # fmt: skip
+    return claims
+
+
+def shootout_claims(step_dir: Path) -> list[Claim]:
+    """The verdict at each budget: which samplers have the lowest MSE of the local-entropy gradient."""
+    results = read_json(step_dir / "results.json")
+    verdicts = results.get("verdicts") or comparison_verdicts(results["records"])
+    return [verdict_claim(f"shootout/budget {v['budget']}", f"lowest MSE at budget {v['budget']}", v["best"],
+                          v.get("n", 0)) for v in sorted(verdicts, key=lambda v: v["budget"])]  # fmt: skip
+
+
 def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
     so_results, records = run_records(out / "shootout")
     budgets = sorted({r["key"]["budget"] for r in records})
@@ -129,11 +163,7 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
     for path in sorted((out / "shootout").glob("errors_*.png")):
         fig = copy_figure(path, figures, "shootout_errors.png")
         break
-    _, items = sweep_entries(out / "samplers_training")
-    labels = list(dict.fromkeys(e["label"] for e in items))
-    all_groups = groups(items)
-    best = best_groups(all_groups)  # per sampler, the step size with the lowest mean validation error
-    chosen = {lab: by_seed(best[lab]["ok"]) if lab in best else {} for lab in labels}
+    items, labels, all_groups, best, chosen = training_choices(out / "samplers_training")
     reference = chosen.get("sgld", {})
     tr_rows, tr_info = [], {}
     for lab in sorted(labels, key=lambda lab: mean_sd(list(chosen[lab].values()))[0] or math.inf):

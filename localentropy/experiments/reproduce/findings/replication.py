@@ -1,0 +1,126 @@
+"""The claims of each step, and the replication of each on fresh seeds, in records and in the document's words.
+
+``STEP_CLAIMS`` maps a step to the function reading its claims from a step directory; the same function reads the
+original (``<out>/<step>``) and the fresh run (``<out>/fresh/<step>``), so the two are compared by claim id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
+from localentropy.experiments.core.rundir import MARKER
+from localentropy.experiments.reproduce.claims import Claim, claim_text, compare_claims, outcome_text
+from localentropy.experiments.reproduce.findings.common import Lines, read_json, table
+from localentropy.experiments.reproduce.findings.overhead import training_claims as overhead_claims
+from localentropy.experiments.reproduce.findings.samplers import shootout_claims, training_claims
+from localentropy.experiments.reproduce.fresh import FRESH_DIR, fresh_dir
+from localentropy.experiments.reproduce.steps import registered_steps, select_steps
+
+STEP_CLAIMS: dict[str, Callable[[Path], list[Claim]]] = {
+    "shootout": shootout_claims,
+    "samplers_training": training_claims,
+    "overhead_training": overhead_claims,
+}
+
+
+def claim_steps() -> tuple[str, ...]:
+    """The registered steps with claims to replicate, in the order they run (the default of --fresh-seeds)."""
+    return tuple(s.name for s in registered_steps() if s.name in STEP_CLAIMS)
+
+
+def step_claims(out: Path) -> dict[str, list[Claim]]:
+    """Every claim of the complete steps in ``out`` (a reproduction directory), by step."""
+    return {name: read(out / name) for name, read in STEP_CLAIMS.items() if (out / name / MARKER).is_file()}
+
+
+def replicated_claims(out: Path) -> dict[str, Any]:
+    """Per step with both an original and a complete fresh run in ``out``: the fresh seeds and every claim
+    compared (``held``: True / False / None, ``changes``)."""
+    record = {}
+    for name, read in STEP_CLAIMS.items():
+        original, fresh = out / name, fresh_dir(out, name)
+        if not ((original / MARKER).is_file() and (fresh / MARKER).is_file()):
+            continue
+        seeds = read_json(fresh / "results.json").get("fresh_seeds", {})
+        claims = compare_claims(read(original), read(fresh))
+        record[name] = {"fresh_seeds": seeds, "claims": claims,
+                        "held": sum(c["held"] is True for c in claims), "total": len(claims)}  # fmt: skip
+    return record
+
+
+def _fresh_words(step_record: dict[str, Any]) -> str:
+    seeds = step_record["fresh_seeds"]
+    return f"{seeds.get('k', '?')} fresh {seeds.get('unit', 'seed')}s"
+
+
+def outcome(step_record: dict[str, Any], entry: dict[str, Any]) -> str:
+    seeds = step_record["fresh_seeds"]
+    return outcome_text(entry, seeds.get("k", 0), seeds.get("unit", "seed") + "s")
+
+
+def replication_lines(record: dict[str, Any], steps: tuple[str, ...]) -> Lines:
+    """A table per step in ``steps`` with a fresh run: each claim, the original and fresh numbers, and whether it
+    held (or what changed)."""
+    lines: Lines = []
+    for name in steps:
+        step_record = record.get(name)
+        if not step_record:
+            continue
+        seeds = step_record["fresh_seeds"]
+        rows = [[c["original"]["text"], claim_text(c["original"]), outcome(step_record, c)]
+                for c in step_record["claims"]]  # fmt: skip
+        lines += [
+            f"**Replicated on {_fresh_words(step_record)}** (`localentropy reproduce --fresh-seeds "
+            f"{seeds.get('k', '?')}`: `{name}` rerun on {seeds.get('unit', 'seed')}s {seeds['seeds'][0]}.."
+            f"{seeds['seeds'][-1]}, disjoint from the ones above): {step_record['held']} of "
+            f"{step_record['total']} claims held (same sign, or the same verdict, and overlapping 95 % intervals).",
+            "",
+            *table(["claim", "original", "on fresh seeds"], rows),
+            "",
+        ]
+    return lines
+
+
+def replication_markdown(record: dict[str, Any]) -> str:
+    """``fresh/replication.md``: the tables of :func:`replication_lines` for every replicated step."""
+    lines = ["# Replication on fresh seeds", "",
+             "A claim **held** when the fresh run gives the same sign (a 'no detectable difference' again holds 0) "
+             "or the same verdict, with overlapping 95 % intervals; otherwise the table says what changed.", ""]
+    for name in record:
+        lines += [f"## {name}", "", *replication_lines(record, (name,))]
+    return "\n".join(lines)
+
+
+def write_replication(out: Path) -> dict[str, Any]:
+    """Compare every claim of the steps with a fresh run in ``out``; write ``fresh/replication.json`` and
+    ``fresh/replication.md``; returns the record (step -> its fresh seeds and the claims compared)."""
+    record = replicated_claims(out)
+    if record:
+        atomic_write_json(out / FRESH_DIR / "replication.json", record)
+        atomic_write_bytes(out / FRESH_DIR / "replication.md", replication_markdown(record).encode())
+    return record
+
+
+# claims the summary of a section repeats: their replication goes beside them there too
+SUMMARY_CLAIMS = {"overhead": "overhead_training/noise:"}
+
+
+def with_replication(body: Lines, summary: str, section: str, record: dict[str, Any]) -> tuple[Lines, str]:
+    """A section with the replication tables of its steps appended, and its summary told how its claims fared."""
+    names = tuple(s.name for s in select_steps(None) if s.section == section and s.name in record)
+    if not names:
+        return body, summary
+    body = [*body, *replication_lines(record, names)]
+    notes = []
+    for name in names:
+        r = record[name]
+        notes.append(f"{r['held']} of {r['total']} claims of `{name}` held on {_fresh_words(r)}")
+    prefix = SUMMARY_CLAIMS.get(section)
+    if prefix:
+        for name in names:
+            notes += [f"{c['original']['text'].removeprefix('test error, ')}: {outcome(record[name], c)}"
+                      for c in record[name]["claims"] if c["id"].startswith(prefix)]  # fmt: skip
+    return body, f"{summary} Replication: {'; '.join(notes)}."
