@@ -21,6 +21,13 @@ from localentropy.experiments.core.config import (
     type_name,
 )
 from localentropy.experiments.core.labels import default_labels, lying_label
+from localentropy.experiments.tuning.space import (
+    TuningConfig,
+    check_names,
+    parse_tuning,
+    tunable_names,
+    wrapped_sampler,
+)
 from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
 PROBLEM_KINDS = ("quadratic", "double-well", "sharp-wide", "python")
@@ -80,9 +87,12 @@ class RunConfig:
     keep_draws: bool = True
     ksd: bool = True
     threads: int = 1
+    tuning: TuningConfig | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["tuning"] = None if self.tuning is None else self.tuning.as_dict()
+        return data
 
 
 def _problem(r: FieldReader, raw: Any) -> ProblemConfig:
@@ -272,13 +282,49 @@ def fill_default_labels(estimators: list[EstimatorConfig]) -> None:
         estimator.label = name
 
 
+def tuning_targets(estimators: list[EstimatorConfig], labels: list[str]) -> tuple[dict[str, list[str]],
+                                                                                 dict[str, str | None]]:  # fmt: skip
+    """The names each tuned estimator's space may search, and the sampler each runs."""
+    specs = {e.label: e for e in estimators}
+    names = {label: tunable_names(specs[label].sampler, wrapped_sampler(specs[label].sampler,
+                                                                        specs[label].hyperparameters),
+                                  preset=specs[label].preset is not None) for label in labels}  # fmt: skip
+    return names, {label: specs[label].sampler for label in labels}
+
+
+def _check_tuning(r: FieldReader, tuning: TuningConfig, estimators: list[EstimatorConfig], gammas: list[float],
+                  temperatures: list[float]) -> None:  # fmt: skip
+    """Which estimators are tuned (all local-entropy ones by default), at which budget, over which names."""
+    if len(gammas) != 1 or len(temperatures) != 1:
+        r.problems.append(f"tuning: tunes at one gamma and one temperature; got {len(gammas)} gamma(s) and "
+                          f"{len(temperatures)} temperature(s) (tune each in its own config)")  # fmt: skip
+    tunable = [e.label for e in estimators if e.kind == "local-entropy" and e.sampler is not None]
+    labels = tuning.estimators if tuning.estimators is not None else tunable
+    for label in labels:
+        if label not in tunable:
+            r.problems.append(f"tuning.estimators: {label!r} is not a local-entropy estimator of this config (a "
+                              f"smoothing estimator has nothing to tune); allowed: {', '.join(tunable)}")  # fmt: skip
+    labels = [label for label in labels if label in tunable]
+    tuning.estimators = labels
+    names, samplers = tuning_targets(estimators, labels)
+    check_names(r, tuning, names, samplers, "estimator")
+    budgets = [set(e.budgets) for e in estimators if e.label in labels]
+    if tuning.budget is None and budgets:
+        shared = sorted(set.intersection(*budgets))
+        if not shared:
+            r.problems.append("tuning.budget: missing, and the tuned estimators share no budget; give the gradient "
+                              "evaluations of one trial's estimate")  # fmt: skip
+        else:
+            tuning.budget = shared[(len(shared) - 1) // 2]  # the middle one: the chosen values serve every budget
+
+
 def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None = None) -> RunConfig:
     """Validate a config given as a dict (as read from TOML); raise ConfigError listing every problem."""
     r = FieldReader()
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a table of fields, got {type_name(data)}"], source)
     top = {"name", "seed", "replicates", "chains", "gamma", "temperature", "problem", "points", "estimators",
-           "keep_draws", "ksd", "threads"}  # fmt: skip
+           "keep_draws", "ksd", "threads", "tuning"}  # fmt: skip
     r.unknown(data, top, "")
     run_name = r.name(data.get("name", name), "name" if "name" in data else "name (the config file's stem)", "run")
     seed = r.integer(data.get("seed", 0), "seed", 0, 2**63 - 1) or 0
@@ -303,6 +349,9 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
                 if n_steps < 2 or int(est.burn_in_fraction * n_steps) >= n_steps:
                     r.problem(f"estimators[{e_index}].budgets", b,
                               f"a budget of at least 2 steps per chain after burn-in (>= {2 * chains})")  # fmt: skip
+    tuning = parse_tuning(r, data.get("tuning"), "comparison")
+    if tuning is not None:
+        _check_tuning(r, tuning, estimators, gammas, temperatures)
     threads = r.integer(data.get("threads", 1), "threads", 1, 1024) or 1
     flags = {key: data.get(key, True) for key in ("keep_draws", "ksd")}
     for key, value in flags.items():
@@ -313,7 +362,7 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     return RunConfig(
         name=run_name, seed=seed, replicates=replicates, chains=chains, gammas=gammas, temperatures=temperatures,
         problem=problem, points=points, estimators=estimators, keep_draws=bool(flags["keep_draws"]),
-        ksd=bool(flags["ksd"]), threads=threads,
+        ksd=bool(flags["ksd"]), threads=threads, tuning=tuning,
     )  # fmt: skip
 
 

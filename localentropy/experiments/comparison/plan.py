@@ -57,6 +57,13 @@ def build_points(config: RunConfig, dim: int) -> Tensor:
     return pts.scale * torch.randn(pts.count, dim, generator=generator, dtype=torch.float64)
 
 
+def replicate_seed(config_seed: int, point: int, replicate: int) -> int:
+    """Replicate r of every estimator at a point draws from one seed (common random numbers): never from the
+    estimator's label or place, so that identical estimators give identical numbers and paired comparisons
+    cancel the noise the estimators share."""
+    return stable_seed(config_seed, "replicate", point, replicate)
+
+
 @dataclass
 class Task:
     key: dict[str, Any]
