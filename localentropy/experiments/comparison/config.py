@@ -234,6 +234,14 @@ def _estimator(r: FieldReader, raw: Any, i: int, labels: set[str]) -> EstimatorC
     return config
 
 
+def gradients_per_step(config: EstimatorConfig) -> int:
+    """Gradient evaluations per inner step of the estimator's sampler (MALA: 2), so that a budget of gradient
+    evaluations buys every sampler the same cost: budget // (chains * this) steps per chain."""
+    names = [config.sampler, wrapped_sampler(config.sampler, config.hyperparameters)]
+    counts = [getattr(sampler_class(n), "gradients_per_step", 1) for n in names if n in available_samplers()]
+    return max([c for c in counts if isinstance(c, int)], default=1)  # a wrapper's count is its sampler's
+
+
 def samplers_used(config: EstimatorConfig) -> set[str]:
     """The samplers an estimator runs: its own and, for a wrapper (cyclical), the one it wraps."""
     used = {config.sampler} if config.sampler else set()
@@ -293,7 +301,7 @@ def tuning_targets(estimators: list[EstimatorConfig], labels: list[str]) -> tupl
 
 
 def _check_tuning(r: FieldReader, tuning: TuningConfig, estimators: list[EstimatorConfig], gammas: list[float],
-                  temperatures: list[float]) -> None:  # fmt: skip
+                  temperatures: list[float], chains: int) -> None:  # fmt: skip
     """Which estimators are tuned (all local-entropy ones by default), at which budget, over which names."""
     if len(gammas) != 1 or len(temperatures) != 1:
         r.problems.append(f"tuning: tunes at one gamma and one temperature; got {len(gammas)} gamma(s) and "
@@ -316,6 +324,9 @@ def _check_tuning(r: FieldReader, tuning: TuningConfig, estimators: list[Estimat
                               "evaluations of one trial's estimate")  # fmt: skip
         else:
             tuning.budget = shared[(len(shared) - 1) // 2]  # the middle one: the chosen values serve every budget
+    per_step = max((gradients_per_step(e) for e in estimators if e.label in labels), default=1)
+    if tuning.budget is not None and tuning.budget // (chains * per_step) < 2:
+        r.problem("tuning.budget", tuning.budget, f"at least 2 steps per chain (>= {2 * chains * per_step})")
 
 
 def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None = None) -> RunConfig:
@@ -344,14 +355,15 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     fill_default_labels(estimators)
     for e_index, est in indexed:
         if est.kind == "local-entropy":
+            per_step = gradients_per_step(est)
             for b in est.budgets:
-                n_steps = b // chains
+                n_steps = b // (chains * per_step)
                 if n_steps < 2 or int(est.burn_in_fraction * n_steps) >= n_steps:
-                    r.problem(f"estimators[{e_index}].budgets", b,
-                              f"a budget of at least 2 steps per chain after burn-in (>= {2 * chains})")  # fmt: skip
+                    r.problem(f"estimators[{e_index}].budgets", b, "a budget of at least 2 steps per chain after "
+                              f"burn-in (>= {2 * chains * per_step})")  # fmt: skip
     tuning = parse_tuning(r, data.get("tuning"), "comparison")
     if tuning is not None:
-        _check_tuning(r, tuning, estimators, gammas, temperatures)
+        _check_tuning(r, tuning, estimators, gammas, temperatures, chains)
     threads = r.integer(data.get("threads", 1), "threads", 1, 1024) or 1
     flags = {key: data.get(key, True) for key in ("keep_draws", "ksd")}
     for key, value in flags.items():

@@ -24,6 +24,7 @@ from localentropy.experiments.comparison.config import EstimatorConfig, RunConfi
 from localentropy.experiments.comparison.plan import Task, local_entropy_estimator, replicate_seed, step_size_for
 from localentropy.experiments.core.config import ConfigError, FieldReader, constructor_problem, key_text
 from localentropy.experiments.core.rundir import stable_seed
+from localentropy.experiments.tuning.record import tuned_line
 from localentropy.experiments.tuning.search import search
 from localentropy.experiments.tuning.space import Space, check_names, default_space, hard_limits, wrapped_sampler
 from localentropy.samplers import SamplerDivergenceError, sampler_class, sampler_hyperparameters
@@ -79,14 +80,11 @@ def _corners(space: Space) -> list[dict[str, Any]]:
 
 
 def check(config: RunConfig, problem: Problem, points: Tensor) -> None:
-    """Refuse, before anything runs, a space whose ends do not build an estimator or a budget too small."""
+    """Refuse, before anything runs, a space whose ends do not build the estimator."""
     tuning = config.tuning
     assert tuning is not None and tuning.budget is not None
     problems = []
-    if tuning.budget // config.chains < 2:
-        problems.append(f"tuning.budget: got {tuning.budget}, expected at least 2 steps per chain (>= "
-                        f"{2 * config.chains})")  # fmt: skip
-    for label, space in spaces(config, problem).items() if not problems else []:
+    for label, space in spaces(config, problem).items():
         spec = next(e for e in config.estimators if e.label == label)
         key = label if label in tuning.space else (spec.sampler if spec.sampler in tuning.space else None)
         path = f"tuning.space.{key_text(key)}" if key else f"tuning (the default space of {label!r})"
@@ -147,13 +145,7 @@ def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) 
         limits = {name: hard_limits(name, samplers) for name in space}
         record = search(space, evaluate, tuning, tuning.replicates, limits)
         estimators[spec.label] = record
-        chosen = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in
-                           (record["chosen"] or {}).items())  # fmt: skip
-        edge = "; at edge: " + ", ".join(f"{e['name']} ({e['side']})" for e in record["at_edge"]) \
-            if record["at_edge"] else ""  # fmt: skip
-        objective = "no trial finished" if record["objective"] is None else f"MSE {record['objective']:.4g}"
-        print(f"tuned {spec.label}: {chosen or 'configured values kept'} ({objective}, {record['trials']} trials, "
-              f"{record['grad_evals']} gradient evaluations{edge})", file=progress, flush=True)  # fmt: skip
+        print(tuned_line(spec.label, record, f"MSE {record['objective'] or 0:.4g}"), file=progress, flush=True)
     return {
         "objective": "mse", "method": tuning.method, "trials": tuning.trials, "seed": tuning.seed,
         "pruner": tuning.pruner, "max_extensions": tuning.max_extensions, "budget": tuning.budget,

@@ -44,9 +44,8 @@ def _value(dim: Dimension, u: float) -> Any:
     if dim.choices is not None:
         return dim.choices[min(int(u * len(dim.choices)), len(dim.choices) - 1)]
     low, high = float(dim.low), float(dim.high)  # type: ignore[arg-type]
-    if dim.log:
-        return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
-    return float(low + u * (high - low))
+    value = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if dim.log else low + u * (high - low)
+    return float(min(max(value, low), high))  # exp(log(high)) may round above high
 
 
 def _grid(space: Space, size: int, seed: int) -> list[dict[str, Any]]:

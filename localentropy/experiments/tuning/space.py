@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from localentropy.experiments.core.config import FieldReader, key_text
-from localentropy.samplers import sampler_class, sampler_hyperparameters
+from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
 METHODS = ("tpe", "sobol", "grid")
 PRUNERS = ("none", "successive-halving")
@@ -179,7 +179,7 @@ def tunable_names(sampler: str | None, wrapped: str | None = None, *, preset: bo
 
 def check_names(r: FieldReader, config: TuningConfig, targets: dict[str, list[str]], samplers: dict[str, str | None],
                 what: str) -> dict[str, Space]:  # fmt: skip
-    """Check each given space's key (a tuned label, or a sampler run by some) and names; return spaces by label.
+    """Check each given space's key (a tuned label, or a registered sampler) and names; return spaces by label.
 
     ``targets`` maps each tuned label to its tunable names, ``samplers`` each label to its sampler. A label's
     own space wins over its sampler's.
@@ -188,9 +188,10 @@ def check_names(r: FieldReader, config: TuningConfig, targets: dict[str, list[st
     used = {s for s in samplers.values() if s}
     for key, space in config.space.items():
         path = f"tuning.space.{key_text(key)}"
-        if key not in targets and key not in used:
-            r.problems.append(f"{path}: not a tuned {what} label nor a sampler they run; allowed: "
-                              f"{', '.join(sorted(set(targets) | used))}")  # fmt: skip
+        if key not in targets and key not in used:  # a registered sampler no one runs: its space applies to none
+            if key not in available_samplers():
+                r.problems.append(f"{path}: not a tuned {what} label nor a registered sampler; allowed: "
+                                  f"{', '.join(sorted(set(targets) | set(available_samplers())))}")  # fmt: skip
             continue
         for label in [key] if key in targets else [lab for lab, s in samplers.items() if s == key]:
             allowed = targets[label]

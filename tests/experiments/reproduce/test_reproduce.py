@@ -110,14 +110,19 @@ def test_every_step_config_is_valid(quick: bool) -> None:
 def test_quick_changes_only_the_sizes() -> None:
     full, quick = reproduce.plan(CONFIGS, False), reproduce.plan(CONFIGS, True)
     for f, q in zip(full["steps"], quick["steps"], strict=True):
+        if "tuning" in f.get("config", {}):  # a smaller search: fewer trials, replicates or seeds per trial
+            sizes = ("trials", "replicates", "seeds")
+            assert all(q["config"]["tuning"].get(k, 0) <= f["config"]["tuning"].get(k, 0) for k in sizes)
+            assert {k: v for k, v in f["config"]["tuning"].items() if k not in sizes} == {
+                k: v for k, v in q["config"]["tuning"].items() if k not in sizes}  # fmt: skip
         if f["kind"] == "sweep":
             assert len(q["config"]["grid"]["seed"]) <= min(3, len(f["config"]["grid"]["seed"]))
-            rest_f = {k: v for k, v in f["config"].items() if k not in ("grid", "set")}
-            rest_q = {k: v for k, v in q["config"].items() if k not in ("grid", "set")}
+            rest_f = {k: v for k, v in f["config"].items() if k not in ("grid", "set", "tuning")}
+            rest_q = {k: v for k, v in q["config"].items() if k not in ("grid", "set", "tuning")}
             assert rest_f == rest_q
             assert {k: v for k, v in f["config"]["grid"].items() if k != "seed"} == {
                 k: v for k, v in q["config"]["grid"].items() if k != "seed"}  # fmt: skip
-        if f["kind"] == "run":
+        if f["kind"] == "run":  # the tuning's sizes aside (above)
             assert q["config"]["replicates"] <= f["config"]["replicates"]
             assert q["config"]["problem"] == f["config"]["problem"]
     assert reproduce.expected_minutes(True) < 15 < reproduce.expected_minutes(False)
