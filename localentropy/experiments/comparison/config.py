@@ -26,6 +26,7 @@ from localentropy.experiments.tuning.space import (
     check_names,
     parse_tuning,
     tunable_names,
+    tuned_labels,
     wrapped_sampler,
 )
 from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
@@ -307,12 +308,8 @@ def _check_tuning(r: FieldReader, tuning: TuningConfig, estimators: list[Estimat
         r.problems.append(f"tuning: tunes at one gamma and one temperature; got {len(gammas)} gamma(s) and "
                           f"{len(temperatures)} temperature(s) (tune each in its own config)")  # fmt: skip
     tunable = [e.label for e in estimators if e.kind == "local-entropy" and e.sampler is not None]
-    labels = tuning.estimators if tuning.estimators is not None else tunable
-    for label in labels:
-        if label not in tunable:
-            r.problems.append(f"tuning.estimators: {label!r} is not a local-entropy estimator of this config (a "
-                              f"smoothing estimator has nothing to tune); allowed: {', '.join(tunable)}")  # fmt: skip
-    labels = [label for label in labels if label in tunable]
+    labels = tuned_labels(r, tuning.estimators, tunable, "tuning.estimators", "a local-entropy estimator of this "
+                          "config (a smoothing estimator has nothing to tune)")  # fmt: skip
     tuning.estimators = labels
     names, samplers = tuning_targets(estimators, labels)
     check_names(r, tuning, names, samplers, "estimator")

@@ -123,9 +123,9 @@ def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) 
     truths = [trial_problem.local_entropy_grad(x, gamma, temperature) for x in trial_points]
     seeds = [[replicate_seed(config.seed + tuning.seed_offset, p, r) for r in range(tuning.replicates)]
              for p in range(len(trial_points))]  # fmt: skip
-    estimators = {}
+    estimators, searched = {}, spaces(config, problem)
     for spec in tuned_specs(config):
-        space = spaces(config, problem)[spec.label]
+        space = searched[spec.label]
 
         def evaluate(values: dict[str, Any], unit: int, spec: EstimatorConfig = spec) -> tuple[float, int]:
             """The squared error of replicate ``unit``'s estimate, averaged over the tuning points."""

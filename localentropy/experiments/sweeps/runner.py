@@ -302,7 +302,7 @@ def _tune(config: SweepConfig, out_dir: RunDirectory, executor: str, workers: in
     _execute(todo, executor, workers, address, done, tune_one)
     seeds = list(range(config.tuning.seed_offset, config.tuning.seed_offset + config.tuning.seeds))
     return {**config.tuning_dict(), "objective": "validation error", "tuning_seeds": seeds,
-            "evaluation_seeds": sorted({run.config.get("seed", 0) for run in config.runs}, key=str),
+            "evaluation_seeds": sorted({int(run.config.get("seed", 0)) for run in config.runs}),
             "optimizers": {label: records[label] for label, _, _ in jobs}}  # fmt: skip
 
 

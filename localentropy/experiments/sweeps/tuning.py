@@ -30,6 +30,7 @@ from localentropy.experiments.tuning.space import (
     hard_limits,
     parse_tuning,
     tunable_names,
+    tuned_labels,
     wrapped_sampler,
 )
 from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
@@ -63,12 +64,7 @@ def parse_sweep_tuning(r: FieldReader, raw: Any, base: dict[str, Any], selected:
     optimizers = base.get("optimizers") if isinstance(base.get("optimizers"), list) else []
     by_label = {optimizer_label(o, i): o for i, o in enumerate(optimizers) if isinstance(o, dict)}
     allowed = selected if selected is not None else list(by_label)
-    labels = tuning.optimizers if tuning.optimizers is not None else allowed
-    for label in labels:
-        if label not in allowed:
-            r.problems.append(f"tuning.optimizers: {label!r} is not an optimizer this sweep runs; allowed: "
-                              f"{', '.join(allowed)}")  # fmt: skip
-    labels = [label for label in labels if label in allowed]
+    labels = tuned_labels(r, tuning.optimizers, allowed, "tuning.optimizers", "an optimizer this sweep runs")
     tuning.optimizers = labels
     names = {label: _names(by_label[label]) for label in labels}
     given = check_names(r, tuning, names, {label: _sampler_of(by_label[label]) for label in labels}, "optimizer")

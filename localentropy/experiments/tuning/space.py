@@ -165,6 +165,17 @@ def parse_tuning(r: FieldReader, raw: Any, kind: str) -> TuningConfig | None:
     return config
 
 
+def tuned_labels(r: FieldReader, given: list[str] | None, allowed: list[str], path: str,
+                 allowed_text: str) -> list[str]:  # fmt: skip
+    """The labels ``path`` (``tuning.estimators`` / ``optimizers``) lists, all ``allowed`` ones by default; a label
+    not allowed is a problem naming what is (``allowed_text``: what an allowed label is)."""
+    labels = given if given is not None else allowed
+    for label in labels:
+        if label not in allowed:
+            r.problems.append(f"{path}: {label!r} is not {allowed_text}; allowed: {', '.join(allowed)}")
+    return [label for label in labels if label in allowed]
+
+
 def tunable_names(sampler: str | None, wrapped: str | None = None, *, preset: bool = False,
                   lr: bool = False) -> list[str]:  # fmt: skip
     """The names a space may search: the sampler's hyperparameters (and a wrapper's sampler's), ``lr`` in sweeps."""

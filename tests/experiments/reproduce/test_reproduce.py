@@ -18,7 +18,7 @@ CONFIGS = shipped_dir()
 
 # Smaller than --quick: every step still runs for real, on one seed, a couple of epochs and a few replicates.
 TINY = {
-    "shootout": {"replicates": 2, "budgets": 1},
+    "shootout": {"replicates": 2, "budgets": 1, "tuning": {"trials": 3, "replicates": 2, "budget": 400}},
     "smoothing_sharp_wide": {"replicates": 2, "budgets": 1},
     "smoothing_quadratic": {"replicates": 2, "budgets": 1},
     "smoothing_targets": {"n_grid": 61},
@@ -36,7 +36,7 @@ TINY = {
         "seeds": 2,
         "set": {"effective_epochs": 2, "model.name": "small-mnistfc", "optimizers[0].options.inner_steps": 2},
     },
-    "samplers_training": {"seeds": 2, "set": {"effective_epochs": 2}},
+    "samplers_training": {"seeds": 2, "set": {"effective_epochs": 2}, "tuning": {"trials": 2, "seeds": 1}},
     "sensitivity": {"seeds": 2, "set": {"effective_epochs": 1}},
     "scoping": {"seeds": 2, "set": {"effective_epochs": 1}},
     "overhead_training": {"seeds": 2, "set": {"effective_epochs": 1}},
