@@ -17,6 +17,7 @@ LAYERS = [
     ("localentropy.entropy",),
     ("localentropy.diagnostics", "localentropy.data"),
     ("localentropy.experiments.core",),
+    ("localentropy.experiments.tuning",),
     (
         "localentropy.experiments.comparison",
         "localentropy.experiments.training",

@@ -22,6 +22,7 @@ from localentropy.experiments.sweeps.paths import SHORTHANDS
 from localentropy.experiments.training import config as training
 from localentropy.experiments.training import optim
 from localentropy.experiments.training.models import available_models, model_options
+from localentropy.experiments.tuning import space as tuning_space
 from localentropy.samplers import available_samplers
 
 
@@ -48,6 +49,7 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "RunConfig.first_replicate": ("the index of the first replicate (replicate seeds are hashed from the index): "
                                   "`reproduce --fresh-seeds` sets it to draw replicates never used before",
                                   "[0, 2^62]"),
+    "RunConfig.tuning": ("search each estimator's hyperparameters alike before the run: `[tuning]` below", ""),
     "ProblemConfig.kind": ("quadratic: closed-form truth; double-well, sharp-wide: truth by quadrature; python: "
                            "your own Problem", _one_of(comparison.PROBLEM_KINDS)),
     "ProblemConfig.dim": ("the dimension (required for a quadratic)",
@@ -158,6 +160,33 @@ MEANINGS: dict[str, tuple[str, str]] = {
                                      "(gamma, temperature, step_size > 0; steps, chains >= 1; burn_in < steps)",
                                      "keys: " + ", ".join(training.LOCAL_ENTROPY_DEFAULTS)),
 }
+MEANINGS |= {
+    "TuningConfig.method": ("tpe: Optuna's TPE sampler, seeded, trials run one after another; sobol: a scrambled "
+                            "Sobol design (scipy.stats.qmc); grid: evenly spaced levels in a seeded order",
+                            _one_of(tuning_space.METHODS)),
+    "TuningConfig.trials": ("trials per tuned method, the same for every one", "[1, 10000], >= max_extensions + 1"),
+    "TuningConfig.seed": ("the seed of the search (the same for every method)", "[0, 2^62]"),
+    "TuningConfig.pruner": ("successive-halving: Optuna's SuccessiveHalvingPruner stops trials that trail after "
+                            "some of their replicates (comparison) or seeds (sweep)", _one_of(tuning_space.PRUNERS)),
+    "TuningConfig.max_extensions": ("rounds after the first: a log range whose best value lies in its outer tenth "
+                                    "is widened before the next; still there at the end: reported at edge",
+                                    "[0, 10]"),
+    "TuningConfig.extension_factor": ("how much an extension widens a range on its side", "> 1"),
+    "TuningConfig.budget": ("comparison: the gradient evaluations of each estimate in a trial", ">= 2 steps per "
+                            "chain"),
+    "TuningConfig.replicates": ("comparison: estimates per trial; the objective is their mean squared error "
+                                "against the truth", "[1, 10000]"),
+    "TuningConfig.estimators": ("comparison: the labels of the estimators tuned", "local-entropy estimators"),
+    "TuningConfig.seeds": ("sweep: training runs per trial (seeds seed_offset, seed_offset + 1, ...); the "
+                           "objective is their mean final validation error", "[1, 100]"),
+    "TuningConfig.seed_offset": ("the tuning data lie this far from the evaluation's: a sweep's tuning seeds start "
+                                 "here; a comparison's replicates draw from config seed + seed_offset",
+                                 "[1, 2^62 - 100]; a sweep's apart from its seeds"),
+    "TuningConfig.optimizers": ("sweep: the labels of the optimizers tuned", "optimizers the sweep runs"),
+    "TuningConfig.space": ("per label or sampler name, hyperparameter -> `{low, high, log}` or `{choices}`; a "
+                           "method without one searches its default space (comparison.md)",
+                           "the sampler's hyperparameters; `lr` in sweeps"),
+}
 TOML_KEYS = {"RunConfig.gammas": "gamma", "RunConfig.temperatures": "temperature"}
 NOT_DEFAULTS = {  # defaults that depend on another field or on the file
     "RunConfig.name": "the file's stem", "TrainConfig.name": "the file's stem",
@@ -165,6 +194,9 @@ NOT_DEFAULTS = {  # defaults that depend on another field or on the file
     "ProblemConfig.dim": "required for a quadratic, else 1", "EstimatorConfig.label": "the sampler, else the kind",
     "EstimatorConfig.sampler": "required unless preset", "EstimatorConfig.hyperparameters": "{}",
     "OptimizerConfig.label": "the kind", "TrainConfig.epochs": "one of the two is required",
+    "TuningConfig.budget": "the middle budget the tuned estimators share",
+    "TuningConfig.estimators": "every local-entropy estimator", "TuningConfig.optimizers": "every optimizer run",
+    "TuningConfig.space": "the default space", "RunConfig.tuning": "none (no tuning)",
     "TrainConfig.effective_epochs": "one of the two is required",
 }  # fmt: skip
 
@@ -177,6 +209,8 @@ SWEEP_FIELDS = [
     ("grid", "table of lists", "{}", "dotted paths, `optimizer`, or a shorthand", "values to try; every "
      "combination is a run"),
     ("runs", "array of tables", "[]", "tables of dotted paths", "listed runs (each crossed with the grid)"),
+    ("tuning", "table", "none (no tuning)", "`[tuning]` above, the sweep's fields", "search each optimizer's "
+     "hyperparameters alike before the runs, which then train at the chosen values (sweeps.md)"),
 ]
 
 # minimal configs: what the parsers fill in for every field left out is its default
@@ -237,6 +271,7 @@ def configuration_markdown() -> str:
     run = comparison.parse_config(_RUN_MINIMAL, name="NAME")
     train = training.parse_train_config(_TRAIN_MINIMAL, name="NAME")
     local, smooth = run.estimators
+    tuned = comparison.parse_config({**_RUN_MINIMAL, "tuning": {}}, name="NAME")
     lines = [
         "# Configuration reference",
         "",
@@ -269,6 +304,10 @@ def configuration_markdown() -> str:
         "### `[[estimators]]`",
         "",
         *_table(comparison.EstimatorConfig, local, {"budgets"}, {"sigma": smooth, "order": smooth}),
+        "",
+        "### `[tuning]` (comparison and sweep configs)",
+        "",
+        *_table(tuning_space.TuningConfig, tuned.tuning, set()),
         "",
         "## Training configs (`localentropy train`)",
         "",

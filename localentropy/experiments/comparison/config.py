@@ -21,6 +21,14 @@ from localentropy.experiments.core.config import (
     type_name,
 )
 from localentropy.experiments.core.labels import default_labels, lying_label
+from localentropy.experiments.tuning.space import (
+    TuningConfig,
+    check_names,
+    parse_tuning,
+    tunable_names,
+    tuned_labels,
+    wrapped_sampler,
+)
 from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
 PROBLEM_KINDS = ("quadratic", "double-well", "sharp-wide", "python")
@@ -81,11 +89,17 @@ class RunConfig:
     ksd: bool = True
     threads: int = 1
     first_replicate: int = 0
+    tuning: TuningConfig | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if not self.first_replicate:  # left out at its default, so the runs recorded before it existed still match
+        # left out at their defaults, so the runs recorded before these fields existed still match
+        if not self.first_replicate:
             del data["first_replicate"]
+        if self.tuning is None:
+            del data["tuning"]
+        else:
+            data["tuning"] = self.tuning.as_dict()
         return data
 
 
@@ -228,6 +242,14 @@ def _estimator(r: FieldReader, raw: Any, i: int, labels: set[str]) -> EstimatorC
     return config
 
 
+def gradients_per_step(config: EstimatorConfig) -> int:
+    """Gradient evaluations per inner step of the estimator's sampler (MALA: 2), so that a budget of gradient
+    evaluations buys every sampler the same cost: budget // (chains * this) steps per chain."""
+    names = [config.sampler, wrapped_sampler(config.sampler, config.hyperparameters)]
+    counts = [getattr(sampler_class(n), "gradients_per_step", 1) for n in names if n in available_samplers()]
+    return max([c for c in counts if isinstance(c, int)], default=1)  # a wrapper's count is its sampler's
+
+
 def samplers_used(config: EstimatorConfig) -> set[str]:
     """The samplers an estimator runs: its own and, for a wrapper (cyclical), the one it wraps."""
     used = {config.sampler} if config.sampler else set()
@@ -276,13 +298,48 @@ def fill_default_labels(estimators: list[EstimatorConfig]) -> None:
         estimator.label = name
 
 
+def tuning_targets(estimators: list[EstimatorConfig], labels: list[str]) -> tuple[dict[str, list[str]],
+                                                                                 dict[str, str | None]]:  # fmt: skip
+    """The names each tuned estimator's space may search, and the sampler each runs."""
+    specs = {e.label: e for e in estimators}
+    names = {label: tunable_names(specs[label].sampler, wrapped_sampler(specs[label].sampler,
+                                                                        specs[label].hyperparameters),
+                                  preset=specs[label].preset is not None) for label in labels}  # fmt: skip
+    return names, {label: specs[label].sampler for label in labels}
+
+
+def _check_tuning(r: FieldReader, tuning: TuningConfig, estimators: list[EstimatorConfig], gammas: list[float],
+                  temperatures: list[float], chains: int) -> None:  # fmt: skip
+    """Which estimators are tuned (all local-entropy ones by default), at which budget, over which names."""
+    if len(gammas) != 1 or len(temperatures) != 1:
+        r.problems.append(f"tuning: tunes at one gamma and one temperature; got {len(gammas)} gamma(s) and "
+                          f"{len(temperatures)} temperature(s) (tune each in its own config)")  # fmt: skip
+    tunable = [e.label for e in estimators if e.kind == "local-entropy" and e.sampler is not None]
+    labels = tuned_labels(r, tuning.estimators, tunable, "tuning.estimators", "a local-entropy estimator of this "
+                          "config (a smoothing estimator has nothing to tune)")  # fmt: skip
+    tuning.estimators = labels
+    names, samplers = tuning_targets(estimators, labels)
+    check_names(r, tuning, names, samplers, "estimator")
+    budgets = [set(e.budgets) for e in estimators if e.label in labels]
+    if tuning.budget is None and budgets:
+        shared = sorted(set.intersection(*budgets))
+        if not shared:
+            r.problems.append("tuning.budget: missing, and the tuned estimators share no budget; give the gradient "
+                              "evaluations of one trial's estimate")  # fmt: skip
+        else:
+            tuning.budget = shared[(len(shared) - 1) // 2]  # the middle one: the chosen values serve every budget
+    per_step = max((gradients_per_step(e) for e in estimators if e.label in labels), default=1)
+    if tuning.budget is not None and tuning.budget // (chains * per_step) < 2:
+        r.problem("tuning.budget", tuning.budget, f"at least 2 steps per chain (>= {2 * chains * per_step})")
+
+
 def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None = None) -> RunConfig:
     """Validate a config given as a dict (as read from TOML); raise ConfigError listing every problem."""
     r = FieldReader()
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a table of fields, got {type_name(data)}"], source)
     top = {"name", "seed", "replicates", "chains", "gamma", "temperature", "problem", "points", "estimators",
-           "keep_draws", "ksd", "threads", "first_replicate"}  # fmt: skip
+           "keep_draws", "ksd", "threads", "first_replicate", "tuning"}  # fmt: skip
     r.unknown(data, top, "")
     run_name = r.name(data.get("name", name), "name" if "name" in data else "name (the config file's stem)", "run")
     seed = r.integer(data.get("seed", 0), "seed", 0, 2**63 - 1) or 0
@@ -303,11 +360,15 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     fill_default_labels(estimators)
     for e_index, est in indexed:
         if est.kind == "local-entropy":
+            per_step = gradients_per_step(est)
             for b in est.budgets:
-                n_steps = b // chains
+                n_steps = b // (chains * per_step)
                 if n_steps < 2 or int(est.burn_in_fraction * n_steps) >= n_steps:
-                    r.problem(f"estimators[{e_index}].budgets", b,
-                              f"a budget of at least 2 steps per chain after burn-in (>= {2 * chains})")  # fmt: skip
+                    r.problem(f"estimators[{e_index}].budgets", b, "a budget of at least 2 steps per chain after "
+                              f"burn-in (>= {2 * chains * per_step})")  # fmt: skip
+    tuning = parse_tuning(r, data.get("tuning"), "comparison")
+    if tuning is not None:
+        _check_tuning(r, tuning, estimators, gammas, temperatures, chains)
     threads = r.integer(data.get("threads", 1), "threads", 1, 1024) or 1
     flags = {key: data.get(key, True) for key in ("keep_draws", "ksd")}
     for key, value in flags.items():
@@ -318,7 +379,7 @@ def parse_config(data: dict[str, Any], *, name: str = "run", source: str | None 
     return RunConfig(
         name=run_name, seed=seed, replicates=replicates, chains=chains, gammas=gammas, temperatures=temperatures,
         problem=problem, points=points, estimators=estimators, keep_draws=bool(flags["keep_draws"]),
-        ksd=bool(flags["ksd"]), threads=threads, first_replicate=first_replicate,
+        ksd=bool(flags["ksd"]), threads=threads, first_replicate=first_replicate, tuning=tuning,
     )  # fmt: skip
 
 

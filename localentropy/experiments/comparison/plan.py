@@ -15,7 +15,7 @@ from localentropy.entropy import GaussianSmoothingEstimator, LocalEntropyEstimat
 from localentropy.entropy.presets import inner_loop_settings
 from localentropy.entropy.problems import Problem, Quadratic
 from localentropy.entropy.problems.lowdim import DoubleWell, SharpWide
-from localentropy.experiments.comparison.config import EstimatorConfig, RunConfig
+from localentropy.experiments.comparison.config import EstimatorConfig, RunConfig, gradients_per_step
 from localentropy.experiments.core.config import ConfigError, constructor_problem, key_text, shown
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.core.rundir import stable_seed
@@ -57,6 +57,13 @@ def build_points(config: RunConfig, dim: int) -> Tensor:
     return pts.scale * torch.randn(pts.count, dim, generator=generator, dtype=torch.float64)
 
 
+def replicate_seed(config_seed: int, point: int, replicate: int) -> int:
+    """Replicate r of every estimator at a point draws from one seed (common random numbers): never from the
+    estimator's label or place, so that identical estimators give identical numbers and paired comparisons
+    cancel the noise the estimators share."""
+    return stable_seed(config_seed, "replicate", point, replicate)
+
+
 @dataclass
 class Task:
     key: dict[str, Any]
@@ -92,7 +99,7 @@ class InnerPotential:
 
 def local_entropy_estimator(task: Task, problem: Problem, chains: int) -> LocalEntropyEstimator:
     spec, gamma = task.spec, task.gamma
-    n_steps = task.key["budget"] // chains
+    n_steps = task.key["budget"] // (chains * gradients_per_step(spec))  # MALA's two evaluations per step counted
     burn_in = int(spec.burn_in_fraction * n_steps)
     step_size = step_size_for(spec, problem, gamma)
     if spec.preset is not None:

@@ -31,6 +31,7 @@ from localentropy.experiments.comparison.formatting import md as _md
 from localentropy.experiments.comparison.results import load_run
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core import plots
+from localentropy.experiments.tuning.record import tuning_summary, tuning_table
 
 __all__ = ["load_run", "record_ids", "write_report"]
 
@@ -208,6 +209,22 @@ def _meta(run_label: str, run_dir: Path, data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _tuning(run_label: str, data: dict[str, Any]) -> list[str]:
+    """The run's tuning section: the search, the equal budget, where the trials ran, and a row per estimator."""
+    tuning = data.get("tuning")
+    if not isinstance(tuning, dict) or not isinstance(tuning.get("estimators"), dict):
+        return []
+    units = (f"{tuning['replicates']} replicate estimates of {tuning['budget']:,} gradient evaluations each "
+             f"(gamma {tuning['gamma']:g}, T {tuning['temperature']:g}, {tuning['chains']} chains)")  # fmt: skip
+    return [
+        f"## Tuning (run `{_md(run_label)}`)", "", tuning_summary(tuning, units) + " "
+        f"Objective: the mean squared error against the truth. Trials ran on {tuning['points']}, with replicate "
+        f"seeds derived from config seed + {tuning['seed_offset']:,} (apart from the reported replicates'); both "
+        "are in results.json under `tuning`.", "",
+        *tuning_table(tuning["estimators"], "MSE reached"), "",
+    ]  # fmt: skip
+
+
 def _series(ok_rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, ...]]]:
     out = defaultdict(list)
     for row in sorted(ok_rows, key=lambda r: _metric(r, "grad_evals")):
@@ -239,6 +256,8 @@ def write_report(run_dirs: Sequence[Path | str], out_dir: Path | str) -> Path:
     lines = [f"# Local-entropy gradient report: {' + '.join(f'`{_md(r[0])}`' for r in runs)}", ""]
     for run in runs:
         lines += _meta(*run)
+    for run in runs:
+        lines += _tuning(run[0], run[2])
     lines += ["## How to read this", "", HOW_TO_READ.format(dash=DASH, method=METHOD), ""]
     plotted = groups[:MAX_GROUPS_PLOTTED]
     if len(groups) > MAX_GROUPS_PLOTTED:

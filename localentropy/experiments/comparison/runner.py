@@ -17,6 +17,7 @@ from torch import Tensor
 from localentropy.diagnostics import chain_summary, estimator_quality, imq_ksd, to_datatree
 from localentropy.entropy import LocalEntropyEstimator
 from localentropy.entropy.problems import Problem
+from localentropy.experiments.comparison import tuned
 from localentropy.experiments.comparison.config import RunConfig, load_config
 from localentropy.experiments.comparison.plan import (
     Task,
@@ -24,6 +25,7 @@ from localentropy.experiments.comparison.plan import (
     build_problem,
     local_entropy_estimator,
     plan,
+    replicate_seed,
     smoothing_estimator,
     step_size_for,
 )
@@ -31,7 +33,7 @@ from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import atomic_path, atomic_write_bytes, atomic_write_json
 from localentropy.experiments.core.progress import Progress
-from localentropy.experiments.core.rundir import RunDirectory, environment, finite_or_none, stable_seed
+from localentropy.experiments.core.rundir import RunDirectory, environment, finite_or_none
 from localentropy.samplers import SamplerDivergenceError, sampler_class
 
 SCHEMA = 1
@@ -44,13 +46,6 @@ def _draws_bytes(draws: Tensor) -> bytes:
     stride = max(1, math.ceil(draws.shape[1] / MAX_KEPT_DRAWS))
     np.save(buffer, draws[:, ::stride].reshape(draws.shape[0], -1, draws.shape[-1]).cpu().numpy())
     return buffer.getvalue()
-
-
-def replicate_seed(config_seed: int, point: int, replicate: int) -> int:
-    """Replicate r of every estimator at a point draws from one seed (common random numbers): never from the
-    estimator's label or place, so that identical estimators give identical numbers and paired comparisons
-    cancel the noise the estimators share."""
-    return stable_seed(config_seed, "replicate", point, replicate)
 
 
 def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str, Any], Tensor | None]:
@@ -202,6 +197,8 @@ def run_comparison(
         problem = build_problem(config)
         points = build_points(config, problem.dim)
         tasks = plan(config, problem, points)
+        if config.tuning is not None:
+            tuned.check(config, problem, points)
     except ConfigError as exc:
         raise ConfigError(exc.problems, exc.source or source) from None
     resolved = config.as_dict()
@@ -214,7 +211,13 @@ def run_comparison(
         torch.manual_seed(config.seed)
         # Test problems are small: extra threads only add synchronisation (100x slower on a loaded machine).
         torch.set_num_threads(config.threads)
-        _run_tasks(config, problem, tasks, out_dir, resolved, progress)
+        tuning = None
+        if config.tuning is not None:  # the search first (saved: a resumed run reuses it), then the tuned plan
+            tuning = out_dir.load_record("tuning") or tuned.tune(config, problem, points, progress)
+            out_dir.save_record("tuning", finite_or_none(tuning))
+            config = tuned.tuned_config(config, tuning)
+            tasks = plan(config, problem, points)
+        _run_tasks(config, problem, tasks, out_dir, resolved, progress, tuning)
     finally:
         torch.set_num_threads(threads)
         out_dir.release()
@@ -223,7 +226,7 @@ def run_comparison(
 
 def _run_tasks(
     config: RunConfig, problem: Problem, tasks: list[Task], out_dir: RunDirectory, resolved: dict[str, Any],
-    progress: TextIO,
+    progress: TextIO, tuning: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     records = []
     with Progress(progress, len(tasks), desc=f"run {config.name}", unit="record") as bar:
@@ -231,7 +234,7 @@ def _run_tasks(
             records.append(_run_task_once(config, problem, task, out_dir))
             bar.advance()
             bar.line(_progress_line(i, len(tasks), task, records[-1], records[-1].pop("_resumed")))
-    _finish_run(config, tasks, out_dir, resolved, records)
+    _finish_run(config, tasks, out_dir, resolved, records, tuning)
 
 
 def _run_task_once(config: RunConfig, problem: Problem, task: Task, out_dir: RunDirectory) -> dict[str, Any]:
@@ -250,10 +253,12 @@ def _run_task_once(config: RunConfig, problem: Problem, task: Task, out_dir: Run
 
 
 def _finish_run(config: RunConfig, tasks: list[Task], out_dir: RunDirectory, resolved: dict[str, Any],
-                records: list[dict[str, Any]]) -> None:  # fmt: skip
+                records: list[dict[str, Any]], tuning: dict[str, Any] | None = None) -> None:  # fmt: skip
     meta = {"seed": config.seed, **environment("cpu")}
     results = {"schema": SCHEMA, "name": config.name, "config": resolved, "meta": meta, "records": records,
                "verdicts": comparison_verdicts(records)}  # fmt: skip
+    if tuning is not None:
+        results["tuning"] = tuning
     atomic_write_json(out_dir.path / "results.json", results)
     if config.keep_draws:
         write_draws(out_dir, tasks)

@@ -59,11 +59,18 @@ def find_configs(configs: str | Path | None = None) -> Path:
 # ------------------------------------------------------------------------------------------------ the plan
 
 
+def _quick_tuning(data: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
+    """A smaller search (fewer trials, replicates or seeds per trial) for a config that tunes."""
+    if "tuning" in data and "tuning" in quick:
+        data["tuning"] = {**data["tuning"], **quick["tuning"]}
+    return data
+
+
 def _quick_run(data: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
     data["replicates"] = min(int(data.get("replicates", 10)), quick["replicates"])
     for est in data.get("estimators", []):
         est["budgets"] = list(est["budgets"])[: quick["budgets"]]
-    return data
+    return _quick_tuning(data, quick)
 
 
 def _quick_sweep(data: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +78,7 @@ def _quick_sweep(data: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
     if "seed" in grid:
         grid["seed"] = list(grid["seed"])[: quick["seeds"]]
     data["set"] = {**data.get("set", {}), **quick.get("set", {})}
-    return data
+    return _quick_tuning(data, quick)
 
 
 def step_config(step: Step, configs: Path, quick: bool) -> dict[str, Any]:

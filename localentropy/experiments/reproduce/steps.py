@@ -79,8 +79,12 @@ def expected_minutes(quick: bool, steps: Iterable[Step] | None = None) -> float:
 
 
 # The steps behind docs/findings.md, in the order they run. Question labels are the review's.
+# shootout and samplers_training tune every method first ([tuning]); measured on 2026-12-03 with the 2 cores shared
+# (load 5 to 11), their minutes here are the CPU time measured (on 1 thread; the sweep on 2 workers), i.e. a quiet
+# machine's: under that load the full steps took 3.3 and 14.5 minutes of wall time, the quick ones 1.0 and 2.1
 register_step("shootout", kind="run", config="shootout.toml", question="Q3", section="samplers",
-              full_minutes=0.6, quick_minutes=0.3, quick={"replicates": 4, "budgets": 2})
+              full_minutes=1.5, quick_minutes=0.5,
+              quick={"replicates": 4, "budgets": 2, "tuning": {"trials": 9, "replicates": 2}})
 register_step("smoothing_sharp_wide", kind="run", config="smoothing.toml", question="Q2", section="smoothing",
               full_minutes=0.4, quick_minutes=0.2, quick={"replicates": 6, "budgets": 2})
 register_step("smoothing_quadratic", kind="run", config="smoothing_quadratic.toml", question="Q2",
@@ -92,7 +96,7 @@ register_step("flatness", kind="sweep", config="sweep_flatness.toml", question="
 register_step("cost", kind="sweep", config="sweep_cost.toml", question="Q1", section="cost", full_minutes=20,
               quick_minutes=3, quick={"seeds": 3, "set": {"effective_epochs": 20}})
 register_step("samplers_training", kind="sweep", config="sweep_samplers.toml", question="Q3", section="samplers",
-              full_minutes=0.5, quick_minutes=0.3, quick={"seeds": 3})
+              full_minutes=3, quick_minutes=1, quick={"seeds": 3, "tuning": {"trials": 8, "seeds": 1}})
 register_step("sensitivity", kind="sweep", config="sweep_sensitivity.toml", question="S3", section="sensitivity",
               full_minutes=0.7, quick_minutes=0.6, quick={"seeds": 3})
 register_step("scoping", kind="sweep", config="sweep_scoping.toml", question="S3", section="sensitivity",

@@ -34,6 +34,8 @@ from localentropy.experiments.sweeps.paths import (
     optimizer_label,
     parse_path,
 )
+from localentropy.experiments.sweeps.tuning import check_sweep_tuning, parse_sweep_tuning
+from localentropy.experiments.tuning.space import Space, TuningConfig
 
 SCHEMA = 1
 EXECUTORS = ("local", "ray")
@@ -71,6 +73,8 @@ class SweepConfig:
     runs_given: list[dict[str, Any]]
     axes: list[Axis]
     runs: list[SweepRun] = field(default_factory=list)
+    tuning: TuningConfig | None = None
+    spaces: dict[str, Space] = field(default_factory=dict)  # per tuned optimizer, the space it searches
 
     def resolved(self) -> dict[str, Any]:
         """What the sweep directory's config.json holds: a changed sweep is refused (the run-directory rules)."""
@@ -78,7 +82,13 @@ class SweepConfig:
             "schema": SCHEMA, "name": self.name, "base": self.base, "set": self.fixed, "grid": self.grid,
             "runs": self.runs_given,
             "run_ids": [r.id for r in self.runs],
-        }  # fmt: skip
+        } | ({} if self.tuning is None else {"tuning": self.tuning_dict()})  # fmt: skip
+
+    def tuning_dict(self) -> dict[str, Any]:
+        """The ``[tuning]`` as run: its fields and the space of every tuned optimizer (defaults filled in)."""
+        assert self.tuning is not None
+        spaces = {label: {n: d.as_dict() for n, d in space.items()} for label, space in self.spaces.items()}
+        return {**self.tuning.as_dict(), "spaces": spaces}
 
 
 # --------------------------------------------------------------------------------------------------- config
@@ -199,7 +209,7 @@ def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = N
     r = FieldReader()
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a table of fields, got {type(data).__name__}"], source)
-    r.unknown(data, {"name", "base", "set", "grid", "runs"}, "")
+    r.unknown(data, {"name", "base", "set", "grid", "runs", "tuning"}, "")
     sweep_name = r.string(data.get("name", name), "name") or name
     if not NAME.fullmatch(sweep_name) or len(sweep_name) > MAX_NAME:
         r.problem("name", sweep_name, f"at most {MAX_NAME} letters, digits, '_', '.' and '-', not starting with '.' or "
@@ -293,6 +303,14 @@ def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = N
                 for p in exc.problems:
                     problems.setdefault(p, []).append(run.id)
             config.runs.append(run)
+    if "tuning" in data:
+        selected = next((a.values for a in axes if a.path is None), None)
+        parsed = parse_sweep_tuning(r, data["tuning"], base, selected)
+        if parsed is not None:
+            config.tuning, config.spaces = parsed
+            check_sweep_tuning(r, config.tuning, config.spaces, config.runs)
+        if r.problems:
+            raise ConfigError(r.problems, source)
     if problems:
         total = len(config.runs)
         raise ConfigError([f"{p} (run {ids[0]}" + (f" and {len(ids) - 1} more of {total})" if len(ids) > 1 else ")")

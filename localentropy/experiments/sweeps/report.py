@@ -29,6 +29,7 @@ from localentropy.experiments.sweeps.figures import (
     setting_text,
     value_text,
 )
+from localentropy.experiments.tuning.record import tuning_summary, tuning_table
 
 DASH = "—"
 
@@ -191,6 +192,18 @@ def _first_line(message: str | None, limit: int = 240) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
+def _tuning_lines(tuning: dict[str, Any] | None, budget: str) -> list[str]:
+    """The sweep's tuning section: the search, its equal budget, the tuning seeds and a row per optimizer."""
+    if not isinstance(tuning, dict) or not isinstance(tuning.get("optimizers"), dict):
+        return []
+    seeds = ", ".join(map(str, tuning["tuning_seeds"]))
+    units = f"{len(tuning['tuning_seeds'])} training run(s) of {budget} (tuning seeds {seeds})"
+    return ["## Tuning", "", tuning_summary(tuning, units) + " Objective: the final validation error; the tuning "
+            f"seeds are apart from the reported seeds ({', '.join(map(str, tuning['evaluation_seeds']))}), so the "
+            "reported test errors come from data splits, initial weights and minibatch orders the search never saw.",
+            "", *tuning_table(tuning["optimizers"], "validation error reached", lambda v: f"{100 * v:.2f} %"), ""]
+
+
 def report_markdown(results: dict[str, Any], all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]],
                     only_best: bool, sensitivity: bool) -> str:  # fmt: skip
     counts = results.get("counts", {})
@@ -213,6 +226,7 @@ def report_markdown(results: dict[str, Any], all_groups: list[dict[str, Any]], b
         "(forward-backward passes) and training seconds: means.", "",
         *summary_table(all_groups, best, varied), "",
     ]  # fmt: skip
+    lines += _tuning_lines(results.get("tuning"), budget)
     per_seed = seed_table(all_groups, best)
     if per_seed:
         lines += ["## Per seed", "", "Final test error" + (" at each optimizer's best setting" if varied else "")

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
 from localentropy.experiments.core.progress import Progress
-from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment
+from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment, finite_or_none
 from localentropy.experiments.sweeps.config import (
     EXECUTORS,
     RAY_EXTRA,
@@ -34,6 +34,8 @@ from localentropy.experiments.sweeps.config import (
     parse_sweep_config,
 )
 from localentropy.experiments.sweeps.paths import STAR, format_path, parse_path
+from localentropy.experiments.sweeps.tuning import tune_one, tuning_jobs, with_chosen
+from localentropy.experiments.tuning.record import tuned_line
 
 # ------------------------------------------------------------------------------------------------ execution
 
@@ -91,15 +93,18 @@ Job = tuple[str, dict[str, Any], str]  # run id, training config, run directory
 Done = Callable[[str, dict[str, Any]], None]
 
 
-def _execute_inline(jobs: list[Job], done: Done) -> None:
+Work = Callable[[dict[str, Any], str], dict[str, Any]]  # run_one, or tune_one for a tuning job
+
+
+def _execute_inline(jobs: list[Job], done: Done, work: Work = run_one) -> None:
     for run, config, directory in jobs:
-        done(run, run_one(config, directory))
+        done(run, work(config, directory))
 
 
-def _execute_local(jobs: list[Job], workers: int, done: Done) -> None:
+def _execute_local(jobs: list[Job], workers: int, done: Done, work: Work = run_one) -> None:
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context)
-    futures = {pool.submit(run_one, config, directory): run for run, config, directory in jobs}
+    futures = {pool.submit(work, config, directory): run for run, config, directory in jobs}
     try:
         pending = set(futures)
         while pending:
@@ -118,7 +123,8 @@ def _execute_local(jobs: list[Job], workers: int, done: Done) -> None:
     pool.shutdown(wait=True)
 
 
-def _execute_ray(jobs: list[Job], workers: int | None, address: str | None, done: Done) -> None:
+def _execute_ray(jobs: list[Job], workers: int | None, address: str | None, done: Done,
+                 work: Work = run_one) -> None:  # fmt: skip
     try:
         import ray
     except ImportError as exc:
@@ -135,7 +141,7 @@ def _execute_ray(jobs: list[Job], workers: int | None, address: str | None, done
         started = True
     pending: dict[Any, str] = {}
     try:
-        task = ray.remote(run_one)
+        task = ray.remote(work)
         cap = workers if workers else len(jobs)
         queue = list(jobs)
         while queue or pending:
@@ -245,19 +251,59 @@ def _run_prepared(config: SweepConfig, out_dir: RunDirectory, state: str, execut
         bar.advance()
         bar.line(f"[{next(counter)}/{total}] {_one_line(run, outcome)} ({bar.times()})")
 
-    jobs = [(run.id, run.config, str(runs_dir / run.id)) for run in todo]
+    tuning = _tune(config, out_dir, executor, workers, address, progress) if config.tuning is not None else None
+    chosen = {label: r["chosen"] for label, r in (tuning or {}).get("optimizers", {}).items() if r["chosen"]}
+    jobs = [(run.id, with_chosen(run.config, chosen), str(runs_dir / run.id)) for run in todo]
     with bar:
-        if jobs and executor == "inline":
-            _execute_inline(jobs, done)
-        elif jobs and executor == "local":
-            _execute_local(jobs, workers or 1, done)
-        elif jobs:
-            _execute_ray(jobs, workers, address, done)
+        _execute(jobs, executor, workers, address, done)
     results = collect_results(config, out_dir, outcomes)
+    if tuning is not None:
+        results["tuning"] = tuning
     atomic_write_json(out_dir.path / "results.json", results)
     write_sweep_report(out_dir.path, results)
     out_dir.mark_complete()
     return out_dir.path, state, results
+
+
+def _execute(jobs: list[Job], executor: str, workers: int | None, address: str | None, done: Done,
+             work: Work = run_one) -> None:  # fmt: skip
+    if jobs and executor == "inline":
+        _execute_inline(jobs, done, work)
+    elif jobs and executor == "local":
+        _execute_local(jobs, workers or 1, done, work)
+    elif jobs:
+        _execute_ray(jobs, workers, address, done, work)
+
+
+def _tune(config: SweepConfig, out_dir: RunDirectory, executor: str, workers: int | None, address: str | None,
+          progress: TextIO) -> dict[str, Any]:  # fmt: skip
+    """Each tuned optimizer's search, one job each (saved records are reused); results.json's ``tuning``."""
+    assert config.tuning is not None
+    folder = out_dir.path / "tuning"
+    jobs = tuning_jobs(config.base, config.tuning, config.spaces)
+    records: dict[str, dict[str, Any]] = {}
+    for label, _, name in jobs:
+        if (folder / name).is_file():
+            records[label] = json.loads((folder / name).read_text())
+    names = {label: name for label, _, name in jobs}
+
+    def done(label: str, record: dict[str, Any]) -> None:
+        if "history" not in record:  # the job failed (a worker died): the sweep cannot go on without its values
+            raise RuntimeError(f"tuning {label!r} failed: {record.get('message')}")
+        atomic_write_json(folder / names[label], finite_or_none(record))
+        records[label] = record
+        value = record["objective"]
+        print(tuned_line(label, record, f"validation error {100 * (value or 0):.2f} %"), file=progress, flush=True)
+
+    todo = [(label, payload, str(folder)) for label, payload, _ in jobs if label not in records]
+    if todo:
+        print(f"tuning {len(todo)} optimizer(s) alike: {config.tuning.trials} trials each, "
+              f"{config.tuning.seeds} tuning seed(s) per trial", file=progress, flush=True)  # fmt: skip
+    _execute(todo, executor, workers, address, done, tune_one)
+    seeds = list(range(config.tuning.seed_offset, config.tuning.seed_offset + config.tuning.seeds))
+    return {**config.tuning_dict(), "objective": "validation error", "tuning_seeds": seeds,
+            "evaluation_seeds": sorted({int(run.config.get("seed", 0)) for run in config.runs}),
+            "optimizers": {label: records[label] for label, _, _ in jobs}}  # fmt: skip
 
 
 def collect_results(config: SweepConfig, out_dir: RunDirectory, outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ CONFIGS = shipped_dir()
 
 # Smaller than --quick: every step still runs for real, on one seed, a couple of epochs and a few replicates.
 TINY = {
-    "shootout": {"replicates": 2, "budgets": 1},
+    "shootout": {"replicates": 2, "budgets": 1, "tuning": {"trials": 3, "replicates": 2, "budget": 400}},
     "smoothing_sharp_wide": {"replicates": 2, "budgets": 1},
     "smoothing_quadratic": {"replicates": 2, "budgets": 1},
     "smoothing_targets": {"n_grid": 61},
@@ -36,7 +36,7 @@ TINY = {
         "seeds": 2,
         "set": {"effective_epochs": 2, "model.name": "small-mnistfc", "optimizers[0].options.inner_steps": 2},
     },
-    "samplers_training": {"seeds": 2, "set": {"effective_epochs": 2}},
+    "samplers_training": {"seeds": 2, "set": {"effective_epochs": 2}, "tuning": {"trials": 2, "seeds": 1}},
     "sensitivity": {"seeds": 2, "set": {"effective_epochs": 1}},
     "scoping": {"seeds": 2, "set": {"effective_epochs": 1}},
     "overhead_training": {"seeds": 2, "set": {"effective_epochs": 1}},
@@ -111,14 +111,19 @@ def test_every_step_config_is_valid(quick: bool) -> None:
 def test_quick_changes_only_the_sizes() -> None:
     full, quick = reproduce.plan(CONFIGS, False), reproduce.plan(CONFIGS, True)
     for f, q in zip(full["steps"], quick["steps"], strict=True):
+        if "tuning" in f.get("config", {}):  # a smaller search: fewer trials, replicates or seeds per trial
+            sizes = ("trials", "replicates", "seeds")
+            assert all(q["config"]["tuning"].get(k, 0) <= f["config"]["tuning"].get(k, 0) for k in sizes)
+            assert {k: v for k, v in f["config"]["tuning"].items() if k not in sizes} == {
+                k: v for k, v in q["config"]["tuning"].items() if k not in sizes}  # fmt: skip
         if f["kind"] == "sweep":
             assert len(q["config"]["grid"]["seed"]) <= min(3, len(f["config"]["grid"]["seed"]))
-            rest_f = {k: v for k, v in f["config"].items() if k not in ("grid", "set")}
-            rest_q = {k: v for k, v in q["config"].items() if k not in ("grid", "set")}
+            rest_f = {k: v for k, v in f["config"].items() if k not in ("grid", "set", "tuning")}
+            rest_q = {k: v for k, v in q["config"].items() if k not in ("grid", "set", "tuning")}
             assert rest_f == rest_q
             assert {k: v for k, v in f["config"]["grid"].items() if k != "seed"} == {
                 k: v for k, v in q["config"]["grid"].items() if k != "seed"}  # fmt: skip
-        if f["kind"] == "run":
+        if f["kind"] == "run":  # the tuning's sizes aside (above)
             assert q["config"]["replicates"] <= f["config"]["replicates"]
             assert q["config"]["problem"] == f["config"]["problem"]
     assert reproduce.expected_minutes(True) < 15 < reproduce.expected_minutes(False)

@@ -27,10 +27,18 @@ from localentropy.experiments.reproduce.findings.common import (
     table,
 )
 from localentropy.experiments.sweeps.report import best_groups, groups
+from localentropy.experiments.tuning.record import value_text
 
 
-def _edge_text(info: dict[str, Any]) -> str:
-    """Which samplers chose the largest or smallest step size tried: their optimum may lie outside the grid."""
+def _edge_text(info: dict[str, Any], tuned: dict[str, Any]) -> str:
+    """Which samplers chose the largest or smallest step size tried (or tuned to a value at the edge of the range
+    searched): their optimum may lie outside it."""
+    if tuned:
+        edge = [f"`{lab}` ({', '.join(e['name'] for e in r['at_edge'])})" for lab, r in tuned.items() if r["at_edge"]]
+        if not edge:
+            return "every method's tuned values lie inside the ranges searched."
+        return (f"{len(edge)} of the methods ({', '.join(edge)}) chose a value at the edge of the range searched "
+                "after its extensions, so their optimum may lie outside it.")
     edge = []
     for lab, entry in info.items():
         tried = sorted(entry.get("tried", {}), key=sort_key)
@@ -77,6 +85,23 @@ def _beats_sgld(ranking: list[tuple[int, list[str]]], cell: dict[tuple, dict[str
 
 TRAINING_HEADER = ["inner sampler", "chosen step size", "test error", "train loss", "minus SGLD (paired)",
                    "mean test error per step size tried", "failed/diverged runs"]  # fmt: skip
+TUNED_HEADER = ["inner sampler", "chosen values (tuned)", "test error", "train loss", "minus SGLD (paired)",
+                "validation error reached in tuning", "failed/diverged runs"]  # fmt: skip
+
+
+def _tuned_values(record: dict[str, Any] | None) -> str:
+    if not record or not record.get("chosen"):
+        return "—"
+    return ", ".join(f"{k} {value_text(v)}" for k, v in record["chosen"].items())
+
+
+def _tuning_text(tuning: dict[str, Any] | None, units: str) -> str:
+    """How the methods were tuned before the reported runs, in a sentence (empty without tuning)."""
+    if not tuning:
+        return ""
+    pruned = ", successive halving" if tuning.get("pruner") == "successive-halving" else ""
+    return (f" Every method was first tuned alike ({tuning['method']}{pruned}, {tuning['trials']} trials each, "
+            f"each trial {units}, apart from the reported data; tuning tables in the step's report.md).")
 
 
 def _error_cell(m: dict[str, Any]) -> str:
@@ -163,6 +188,8 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
     for path in sorted((out / "shootout").glob("errors_*.png")):
         fig = copy_figure(path, figures, "shootout_errors.png")
         break
+    sweep_results, _ = sweep_entries(out / "samplers_training")
+    tuned = (sweep_results.get("tuning") or {}).get("optimizers") or {}
     items, labels, all_groups, best, chosen = training_choices(out / "samplers_training")
     reference = chosen.get("sgld", {})
     tr_rows, tr_info = [], {}
@@ -172,6 +199,8 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         tried = sorted((g for g in all_groups if g["label"] == lab and g["test_mean"] is not None),
                        key=lambda g: sort_key(next(iter(dict(g["settings"]).values()), "")))  # fmt: skip
         step = next(iter(dict(best[lab]["settings"]).values()), "—") if lab in best else "—"
+        if lab in tuned:
+            step = _tuned_values(tuned[lab])
         tried_text = "; ".join(f"{next(iter(dict(g['settings']).values()), '—')}: {100 * g['test_mean']:.2f} %"
                                for g in tried)  # fmt: skip
         tr_info[lab] = {
@@ -189,7 +218,8 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
                 f"{pm(list(chosen[lab].values()), 100)} %",
                 pm(finals(mine, "train_loss"), 1, 4),
                 "—" if d is None else short(d),
-                tried_text or "—",
+                (f"{100 * tuned[lab]['objective']:.2f} %" if tuned.get(lab, {}).get("objective") is not None
+                 else "—") if tuned else tried_text or "—",
                 str(failed),
             ]
         )
@@ -209,7 +239,9 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         f"*Config:* `shootout.toml`: a 50-D quadratic with eigenvalues 1..100, gamma = 1, T = 0.1, 4 chains, "
         f"{so_results['config']['replicates']} replicates, uniform averaging, the same gradient budgets for every "
         "sampler (MALA's two evaluations per step counted). Cells: relative MSE ± its MCSE against the closed form "
-        "(rank at that budget by MSE; gradient evaluations).",
+        "(rank at that budget by MSE; gradient evaluations)." + _tuning_text(so_results.get("tuning"), (
+            f"{(so_results.get('tuning') or {}).get('replicates')} estimates of "
+            f"{(so_results.get('tuning') or {}).get('budget')} gradient evaluations scored by their MSE")),
         "",
         *table(["sampler", *(f"budget {b}" for b in budgets), f"seconds per estimate at {largest}"], rows),
         "",
@@ -223,12 +255,16 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         "",
         f"*Config:* `sweep_samplers.toml`: Entropy-SGD (gamma = 1, L = 5, outer Nesterov SGD) with each sampler that "
         f"runs on minibatches, on digits (MLP 64-64-10), 30 effective epochs, {n_seeds} seeds; SGD on the same "
-        "budget as a reference. Each sampler ran at four step sizes (its effective step x 0.3, 1, 3 and 10) and "
-        "SGD at four learning rates (0.03 to 1); the table reports, for each, the one with the lowest mean "
-        "validation error, so the test error is not the selection criterion (the SGD row's step size is its lr). "
-        "MALA is left out: its accept step needs the full-batch loss.",
+        "budget as a reference. "
+        + (_tuning_text(sweep_results.get("tuning"), "a training run on each tuning seed scored by its validation "
+                        "error").strip() + " The reported seeds trained each method at its chosen values (the SGD "
+           "row's: its lr)." if tuned else
+           "Each sampler ran at four step sizes (its effective step x 0.3, 1, 3 and 10) and SGD at four learning "
+           "rates (0.03 to 1); the table reports, for each, the one with the lowest mean validation error, so the "
+           "test error is not the selection criterion (the SGD row's step size is its lr).")
+        + " MALA is left out: its accept step needs the full-batch loss.",
         "",
-        *table(TRAINING_HEADER, tr_rows),
+        *table(TUNED_HEADER if tuned else TRAINING_HEADER, tr_rows),
         "",
         f"**What the evidence supports.** On the exact-gradient problem, {_beats_sgld(ranking, cell)} In training, the "
         f"lowest mean test error among the inner samplers came from `{best_train}`; samplers distinguishable from "
@@ -238,8 +274,9 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         "**What it does not support.** At the temperature used in training (T = 1e-8, the paper's practice) the "
         "inner loop is an optimiser, not a sampler: its noise is far below the minibatch noise, so a better mixing "
         "sampler has nothing to mix, and the training differences reflect each scheme's step dynamics over "
-        "L = 5 steps (momentum schemes barely build momentum in 5 steps), tuned over four step sizes only: "
-        f"{_edge_text(tr_info)} The estimator ranking is for one quadratic; on rough landscapes pSGLD's "
+        "L = 5 steps (momentum schemes barely build momentum in 5 steps)"
+        + (", tuned alike: " if tuned else ", tuned over four step sizes only: ")
+        + f"{_edge_text(tr_info, tuned)} The estimator ranking is for one quadratic; on rough landscapes pSGLD's "
         "preconditioning may pay.",
         "",
     ]

@@ -1,0 +1,165 @@
+"""``[tuning]`` in a comparison: each estimator's step size and own hyperparameters searched alike before the run.
+
+Every tuned estimator gets the same search (:mod:`localentropy.experiments.tuning.search`): the same number of
+trials, each trial ``replicates`` estimates at the same gradient budget (``tuning.budget``, one of the config's
+budgets: the chosen values then serve at every budget). The objective is the mean squared error against the
+truth, which every comparison problem has (a Problem must give its Gibbs mean). The trials run on points other
+than the reported ones (random points: fresh draws; fixed points of a quadratic: the same spectrum under another
+rotation, problem seed + ``seed_offset``) and draw their replicates from the seeds of config seed +
+``seed_offset``, apart from the evaluation's; both are recorded in results.json under ``tuning``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any, TextIO
+
+import torch
+from torch import Tensor
+
+from localentropy.entropy.problems import Problem, Quadratic
+from localentropy.experiments.comparison.config import EstimatorConfig, RunConfig, tuning_targets
+from localentropy.experiments.comparison.plan import Task, local_entropy_estimator, replicate_seed, step_size_for
+from localentropy.experiments.core.config import ConfigError, FieldReader, constructor_problem, key_text
+from localentropy.experiments.core.rundir import stable_seed
+from localentropy.experiments.tuning.record import tuned_line
+from localentropy.experiments.tuning.search import search
+from localentropy.experiments.tuning.space import Space, check_names, default_space, hard_limits, wrapped_sampler
+from localentropy.samplers import SamplerDivergenceError, sampler_class, sampler_hyperparameters
+
+
+def tuned_specs(config: RunConfig) -> list[EstimatorConfig]:
+    labels = config.tuning.estimators or [] if config.tuning else []
+    return [e for e in config.estimators if e.label in labels]
+
+
+def _center(spec: EstimatorConfig, problem: Problem, gamma: float) -> float | None:
+    """The configured step size: the default space is a log range around it."""
+    step = step_size_for(spec, problem, gamma)
+    if step is None and spec.sampler and sampler_class(spec.sampler).wraps_sampler:
+        inner = spec.hyperparameters.get("sampler")
+        step = inner.get("step_size") if isinstance(inner, dict) else None
+    return float(step) if isinstance(step, int | float) else None
+
+
+def spaces(config: RunConfig, problem: Problem) -> dict[str, Space]:
+    """The space each tuned estimator searches: its own (or its sampler's) from the config, else the default."""
+    assert config.tuning is not None
+    specs = tuned_specs(config)
+    names, samplers = tuning_targets(config.estimators, [e.label for e in specs])
+    given = check_names(FieldReader(), config.tuning, names, samplers, "estimator")
+    out = {}
+    for spec in specs:
+        wrapped = wrapped_sampler(spec.sampler, spec.hyperparameters)
+        out[spec.label] = given.get(spec.label) or default_space(
+            names[spec.label], wrapped or spec.sampler, _center(spec, problem, config.gammas[0]))  # fmt: skip
+    return out
+
+
+def with_values(spec: EstimatorConfig, values: dict[str, Any]) -> EstimatorConfig:
+    """The estimator with the searched hyperparameters set (a wrapper's sampler's ones in its sampler table)."""
+    new = copy.deepcopy(spec)
+    own = set(sampler_hyperparameters(spec.sampler)) if spec.sampler else set()
+    wraps = spec.sampler is not None and sampler_class(spec.sampler).wraps_sampler
+    for name, value in values.items():
+        if name == "step_size":
+            new.step_size_fraction = None
+        if wraps and name not in own:
+            new.hyperparameters["sampler"] = {**new.hyperparameters["sampler"], name: value}
+        else:
+            new.hyperparameters[name] = value
+    return new
+
+
+def _corners(space: Space) -> list[dict[str, Any]]:
+    low = {n: d.choices[0] if d.choices is not None else d.low for n, d in space.items()}
+    high = {n: d.choices[-1] if d.choices is not None else d.high for n, d in space.items()}
+    return [low, high]
+
+
+def check(config: RunConfig, problem: Problem, points: Tensor) -> None:
+    """Refuse, before anything runs, a space whose ends do not build the estimator."""
+    tuning = config.tuning
+    assert tuning is not None and tuning.budget is not None
+    problems = []
+    for label, space in spaces(config, problem).items():
+        spec = next(e for e in config.estimators if e.label == label)
+        key = label if label in tuning.space else (spec.sampler if spec.sampler in tuning.space else None)
+        path = f"tuning.space.{key_text(key)}" if key else f"tuning (the default space of {label!r})"
+        for values in _corners(space):
+            task = Task({"budget": tuning.budget}, with_values(spec, values), points[0], config.gammas[0],
+                        config.temperatures[0])  # fmt: skip
+            try:
+                local_entropy_estimator(task, problem, config.chains)
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                problems.append(constructor_problem(path, exc, {n: f"{path}.{key_text(n)}" for n in space}))
+                break
+    if problems:
+        raise ConfigError(problems)
+
+
+def tuning_problem(config: RunConfig, problem: Problem, points: Tensor) -> tuple[Problem, Tensor, str]:
+    """The problem and points the trials run on, apart from the reported ones, and how they differ."""
+    assert config.tuning is not None
+    if config.points.kind == "random":
+        generator = torch.Generator().manual_seed(stable_seed(config.seed, "tuning points"))
+        fresh = config.points.scale * torch.randn(points.shape, generator=generator, dtype=torch.float64)
+        return problem, fresh, "fresh random points (the same count and scale as the reported ones)"
+    if isinstance(problem, Quadratic) and config.problem.kind == "quadratic":
+        p, seed = config.problem, config.problem.seed + config.tuning.seed_offset
+        other = Quadratic.random(p.dim, p.condition, p.n_negative, seed)
+        return other, points, f"the reported points on the quadratic of problem seed {seed} (another rotation)"
+    return problem, points, "the reported points (fixed points of a problem without a seed): only the seeds differ"
+
+
+def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) -> dict[str, Any]:
+    """Search every tuned estimator's space; returns results.json's ``tuning``."""
+    tuning = config.tuning
+    assert tuning is not None and tuning.budget is not None
+    gamma, temperature = config.gammas[0], config.temperatures[0]
+    trial_problem, trial_points, where = tuning_problem(config, problem, points)
+    truths = [trial_problem.local_entropy_grad(x, gamma, temperature) for x in trial_points]
+    seeds = [[replicate_seed(config.seed + tuning.seed_offset, p, r) for r in range(tuning.replicates)]
+             for p in range(len(trial_points))]  # fmt: skip
+    estimators, searched = {}, spaces(config, problem)
+    for spec in tuned_specs(config):
+        space = searched[spec.label]
+
+        def evaluate(values: dict[str, Any], unit: int, spec: EstimatorConfig = spec) -> tuple[float, int]:
+            """The squared error of replicate ``unit``'s estimate, averaged over the tuning points."""
+            total, evals = 0.0, 0
+            for p, x in enumerate(trial_points):
+                task = Task({"budget": tuning.budget}, with_values(spec, values), x, gamma, temperature)
+                try:
+                    estimator = local_entropy_estimator(task, trial_problem, config.chains)
+                    result = estimator.estimate(x, config.chains, torch.Generator().manual_seed(seeds[p][unit]))
+                except (SamplerDivergenceError, ValueError, ArithmeticError):
+                    return math.inf, evals
+                evals += int(result.grad_evals)
+                total += float(((result.grad - truths[p]) ** 2).sum())
+            return total / len(trial_points), evals
+
+        samplers = (spec.sampler, wrapped_sampler(spec.sampler, spec.hyperparameters))
+        limits = {name: hard_limits(name, samplers) for name in space}
+        record = search(space, evaluate, tuning, tuning.replicates, limits)
+        estimators[spec.label] = record
+        print(tuned_line(spec.label, record, f"MSE {record['objective'] or 0:.4g}"), file=progress, flush=True)
+    return {
+        "objective": "mse", "method": tuning.method, "trials": tuning.trials, "seed": tuning.seed,
+        "pruner": tuning.pruner, "max_extensions": tuning.max_extensions, "budget": tuning.budget,
+        "replicates": tuning.replicates, "chains": config.chains, "gamma": gamma, "temperature": temperature,
+        "seed_offset": tuning.seed_offset, "points": where, "point_values": trial_points.tolist(),
+        "replicate_seeds": seeds,
+        "evaluation_seeds": [[replicate_seed(config.seed, p, r) for r in range(config.replicates)]
+                             for p in range(len(points))],
+        "estimators": estimators,
+    }  # fmt: skip
+
+
+def tuned_config(config: RunConfig, tuning: dict[str, Any]) -> RunConfig:
+    """The config the evaluation runs: each tuned estimator at its chosen values (configured ones if none finished)."""
+    chosen = {label: record["chosen"] for label, record in tuning["estimators"].items() if record["chosen"]}
+    estimators = [with_values(e, chosen[e.label]) if e.label in chosen else e for e in config.estimators]
+    return dataclasses.replace(config, estimators=estimators)

@@ -1,0 +1,198 @@
+"""``[tuning]`` in a sweep: each optimizer's sampler step size and own hyperparameters (SGD's lr) searched alike
+before the sweep's runs, which then train at the chosen values.
+
+Every tuned optimizer gets the same search (:mod:`localentropy.experiments.tuning.search`): the same number of
+trials, each trial a training run per tuning seed at the base config's budget (its epochs or effective epochs:
+the same gradient evaluations for every method). The objective is the final validation error, the mean over the
+tuning seeds ``seed_offset, seed_offset + 1, ...``, which must differ from every seed the sweep reports (a seed
+sets the data split, the initial weights and the minibatch order). Each optimizer's search is one job of the
+sweep's executor (local processes or Ray); its record is saved in ``<sweep>/tuning/<label>.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import tempfile
+from typing import Any
+
+from localentropy.experiments.core.config import FieldReader, key_text
+from localentropy.experiments.core.files import slug
+from localentropy.experiments.sweeps.paths import optimizer_label
+from localentropy.experiments.tuning.search import search
+from localentropy.experiments.tuning.space import (
+    Dimension,
+    Space,
+    TuningConfig,
+    check_names,
+    default_space,
+    hard_limits,
+    parse_tuning,
+    tunable_names,
+    tuned_labels,
+    wrapped_sampler,
+)
+from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
+
+
+def _sampler_of(opt: dict[str, Any]) -> str | None:
+    sampler = opt.get("sampler")
+    return sampler if isinstance(sampler, str) and sampler in available_samplers() else None
+
+
+def _names(opt: dict[str, Any]) -> list[str]:
+    sampler = _sampler_of(opt)
+    options = opt.get("sampler_options") if isinstance(opt.get("sampler_options"), dict) else {}
+    return tunable_names(sampler, wrapped_sampler(sampler, options), preset="preset" in opt, lr=True)
+
+
+def _center(opt: dict[str, Any]) -> float | None:
+    """The configured step size (a wrapper's: its sampler's), around which the default space lies."""
+    options = opt.get("sampler_options") if isinstance(opt.get("sampler_options"), dict) else {}
+    inner = options.get("sampler") if isinstance(options.get("sampler"), dict) else {}
+    step = options.get("step_size", inner.get("step_size"))
+    return float(step) if isinstance(step, int | float) and not isinstance(step, bool) and step > 0 else None
+
+
+def parse_sweep_tuning(r: FieldReader, raw: Any, base: dict[str, Any], selected: list[str] | None
+                       ) -> tuple[TuningConfig, dict[str, Space]] | None:  # fmt: skip
+    """The sweep's ``[tuning]`` and the space of each tuned optimizer (all the sweep runs by default)."""
+    tuning = parse_tuning(r, raw, "sweep")
+    if tuning is None:
+        return None
+    optimizers = base.get("optimizers") if isinstance(base.get("optimizers"), list) else []
+    by_label = {optimizer_label(o, i): o for i, o in enumerate(optimizers) if isinstance(o, dict)}
+    allowed = selected if selected is not None else list(by_label)
+    labels = tuned_labels(r, tuning.optimizers, allowed, "tuning.optimizers", "an optimizer this sweep runs")
+    tuning.optimizers = labels
+    names = {label: _names(by_label[label]) for label in labels}
+    given = check_names(r, tuning, names, {label: _sampler_of(by_label[label]) for label in labels}, "optimizer")
+    spaces = {}
+    for label in labels:
+        opt = by_label[label]
+        sampler = _sampler_of(opt)
+        options = opt.get("sampler_options") if isinstance(opt.get("sampler_options"), dict) else {}
+        lr = opt.get("lr") if isinstance(opt.get("lr"), int | float) and not isinstance(opt.get("lr"), bool) else None
+        space = given.get(label) or default_space(names[label], wrapped_sampler(sampler, options) or sampler,
+                                                  _center(opt), lr)  # fmt: skip
+        if not space:
+            r.problems.append(f"tuning.space.{key_text(label)}: missing: optimizer {label!r} has no default space "
+                              f"(no step size or lr to centre it on); allowed names: {', '.join(names[label])}")
+        spaces[label] = space
+    data = base.get("data") if isinstance(base.get("data"), dict) else {}
+    if data.get("validation_fraction", 0.1) == 0:
+        r.problems.append("tuning: the objective is the validation error; give data.validation_fraction > 0")
+    return tuning, spaces
+
+
+def check_sweep_tuning(r: FieldReader, tuning: TuningConfig, spaces: dict[str, Space], runs: list[Any]) -> None:
+    """Tuning seeds apart from the reported ones; no swept field that the tuning chooses."""
+    tuning_seeds = set(range(tuning.seed_offset, tuning.seed_offset + tuning.seeds))
+    reported = {run.config.get("seed", 0) for run in runs}
+    if tuning_seeds & reported:
+        r.problem("tuning.seed_offset", tuning.seed_offset, f"tuning seeds apart from the sweep's seeds "
+                  f"{sorted(reported)[:10]} (the tuning seeds are {tuning.seed_offset} to "
+                  f"{tuning.seed_offset + tuning.seeds - 1})")  # fmt: skip
+    for run in runs:
+        for key, labels in run.touched.items():
+            name = key.rsplit(".", 1)[-1]
+            for label in labels or []:
+                if label in spaces and name in spaces[label]:
+                    r.problems.append(f"grid / runs: {key!r} sets {name} of {label!r}, which [tuning] chooses; "
+                                      "remove one of the two")  # fmt: skip
+                    return
+
+
+def apply_values(opt: dict[str, Any], values: dict[str, Any]) -> None:
+    """Set the searched values in one optimizer's table (in place): lr, or the sampler's (a wrapper's sampler's)."""
+    sampler = _sampler_of(opt)
+    own = set(sampler_hyperparameters(sampler)) if sampler else set()
+    wraps = sampler is not None and sampler_class(sampler).wraps_sampler
+    for name, value in values.items():
+        if name == "lr":
+            opt["lr"] = value
+            continue
+        options = opt.setdefault("sampler_options", {})
+        if wraps and name not in own:
+            options["sampler"] = {**options["sampler"], name: value}
+        else:
+            options[name] = value
+
+
+def with_chosen(run_config: dict[str, Any], chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A run's training config with each tuned optimizer at its chosen values."""
+    config = copy.deepcopy(run_config)
+    for i, opt in enumerate(config.get("optimizers", [])):
+        values = chosen.get(optimizer_label(opt, i))
+        if values:
+            apply_values(opt, values)
+    return config
+
+
+def tuning_jobs(base: dict[str, Any], tuning: TuningConfig, spaces: dict[str, Space]) -> list[tuple[str, dict, str]]:
+    """One job per tuned optimizer: (label, payload for :func:`tune_one`, file name of its record)."""
+    jobs = []
+    for i, opt in enumerate(base.get("optimizers", [])):
+        label = optimizer_label(opt, i)
+        if label not in spaces:
+            continue
+        config = {**copy.deepcopy(base), "optimizers": [copy.deepcopy(opt)], "name": f"tuning-{slug(label)}"}
+        payload = {"label": label, "config": config, "tuning": tuning.as_dict(), "threads": base.get("threads", 1),
+                   "space": {n: d.as_dict() for n, d in spaces[label].items()}}  # fmt: skip
+        jobs.append((label, payload, f"{slug(label)}.json"))
+    return jobs
+
+
+_SPLITS: dict[str, Any] = {}  # a worker's loaded data, by data config and seed: the trials share the tuning seeds
+
+
+def validation_error(config_dict: dict[str, Any]) -> tuple[float, int]:
+    """Train the config's one optimizer (no files kept) and return (final validation error, gradient evaluations);
+    +inf when it diverged."""
+    import json
+
+    from localentropy.experiments.training.config import parse_train_config
+    from localentropy.experiments.training.trainer import OptimizerRun, load_splits
+
+    config = parse_train_config(copy.deepcopy(config_dict), name=str(config_dict.get("name", "tuning")))
+    key = json.dumps([config_dict.get("data"), config.seed], sort_keys=True, default=str)
+    splits = _SPLITS.get(key) or _SPLITS.setdefault(key, load_splits(config))
+
+    class Trial(OptimizerRun):  # a trial keeps no checkpoint: it is rerun whole if interrupted
+        def save(self) -> None:
+            return None
+
+        def restore(self) -> bool:
+            return False
+
+    with tempfile.TemporaryDirectory() as tmp:
+        from localentropy.experiments.core.rundir import RunDirectory
+
+        record = Trial(config, config.optimizers[0], splits, RunDirectory(tmp), io.StringIO()).train()
+    evals = int(record["rows"][-1]["grad_evals"]) if record["rows"] else 0
+    final = record.get("final") or {}
+    value = final.get("val_error") if record["status"] == "ok" else None
+    return (float(value) if value is not None and math.isfinite(value) else math.inf), evals
+
+
+def tune_one(payload: dict[str, Any], directory: str) -> dict[str, Any]:
+    """Search one optimizer's space (what a worker process or Ray task runs); returns its tuning record."""
+    import torch
+
+    torch.set_num_threads(int(payload.get("threads", 1)))
+    tuning = TuningConfig(**{k: v for k, v in payload["tuning"].items() if k != "space"})
+    space = {n: Dimension(**d) for n, d in payload["space"].items()}
+    opt = payload["config"]["optimizers"][0]
+    sampler = _sampler_of(opt)
+    options = opt.get("sampler_options") if isinstance(opt.get("sampler_options"), dict) else {}
+    samplers = (wrapped_sampler(sampler, options), sampler)
+
+    def evaluate(values: dict[str, Any], unit: int) -> tuple[float, int]:
+        config = copy.deepcopy(payload["config"])
+        apply_values(config["optimizers"][0], values)
+        config["seed"] = tuning.seed_offset + unit
+        return validation_error(config)
+
+    limits = {name: hard_limits(name, samplers) for name in space}
+    return search(space, evaluate, tuning, tuning.seeds, limits)

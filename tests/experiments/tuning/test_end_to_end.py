@@ -1,0 +1,95 @@
+"""A comparison and a sweep with [tuning], end to end: the record in results.json and the report, equal budgets,
+tuning points and seeds apart from the reported ones, and the evaluation run at the chosen values."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from localentropy.experiments.comparison import tuned
+from localentropy.experiments.comparison.config import parse_config
+from localentropy.experiments.comparison.plan import build_points, build_problem
+from localentropy.experiments.comparison.runner import run_comparison
+from localentropy.experiments.sweeps.config import parse_sweep_config
+from localentropy.experiments.sweeps.runner import run_sweep
+from tests.experiments.tuning.test_space import RUN, SWEEP
+
+
+def _flat(seeds):
+    return {s for row in seeds for s in row}
+
+
+def test_a_tuned_comparison_records_equal_budgets_apart_from_the_reported_data(tmp_path, capsys):
+    config = parse_config(copy.deepcopy(RUN))
+    out, _ = run_comparison(config, tmp_path / "run")
+    results = json.loads((out / "results.json").read_text())
+    tuning = results["tuning"]
+    assert tuning["objective"] == "mse" and tuning["budget"] == 8 and tuning["replicates"] == 2
+    records = tuning["estimators"]
+    assert list(records) == ["a", "b"]
+    assert {r["trials"] for r in records.values()} == {4}
+    assert {r["grad_evals_per_trial"] for r in records.values()} == {16}  # 2 replicates of 8 evaluations
+    assert set(records["b"]["chosen"]) == {"step_size", "friction"}
+    # the tuning points and replicate seeds are not the reported ones
+    assert not _flat(tuning["replicate_seeds"]) & _flat(tuning["evaluation_seeds"])
+    reported = build_points(config, build_problem(config).dim).tolist()
+    assert tuning["point_values"] != reported and "fresh random points" in tuning["points"]
+    # the evaluation ran at the chosen values
+    for label, record in records.items():
+        row = next(r for r in results["records"] if r["key"]["estimator"] == label)
+        assert f"step_size={record['chosen']['step_size']!r}" in row["estimator"]["settings"]["sampler"]
+    report = (out / "report.md").read_text()
+    assert "## Tuning" in report and "| b | 4 (4 / 0 / 0) | 16 |" in report
+    assert "tuned b: step_size" in capsys.readouterr().err
+
+
+def test_the_same_config_tunes_to_the_same_values_and_fixed_points_use_another_rotation():
+    data = copy.deepcopy(RUN)
+    data["points"] = {"kind": "origin"}
+    config = parse_config(data)
+    problem = build_problem(config)
+    points = build_points(config, problem.dim)
+    first, second = (tuned.tune(config, problem, points, progress=None) for _ in range(2))  # type: ignore[arg-type]
+    assert first == second
+    assert "problem seed 1000000" in first["points"] and first["point_values"] == points.tolist()
+
+
+def test_a_tuned_sweep_trains_every_method_at_its_chosen_values_on_other_seeds(tmp_path, capsys):
+    data = copy.deepcopy(SWEEP)
+    data["tuning"] = {"trials": 3, "max_extensions": 0, "seeds": 2}
+    sweep = parse_sweep_config(data)
+    out, _, results = run_sweep(sweep, tmp_path / "sweep", executor="inline")
+    tuning = results["tuning"]
+    assert tuning["tuning_seeds"] == [1_000_000, 1_000_001] and tuning["evaluation_seeds"] == [1, 2]
+    records = tuning["optimizers"]
+    assert {r["trials"] for r in records.values()} == {3} and {r["units_per_trial"] for r in records.values()} == {2}
+    assert set(records["sgd"]["chosen"]) == {"lr"} and set(records["esgd"]["chosen"]) == {"step_size", "friction"}
+    for run in results["runs"]:
+        config = json.loads((out / run["dir"] / "results.json").read_text())["config"]
+        optimizer = config["optimizers"][0]
+        chosen = records[optimizer["label"]]["chosen"]
+        if "lr" in chosen:
+            assert optimizer["lr"] == pytest.approx(chosen["lr"])
+        else:
+            assert optimizer["sampler_options"]["step_size"] == pytest.approx(chosen["step_size"])
+    assert (out / "tuning" / "sgd.json").is_file() and "## Tuning" in (out / "report.md").read_text()
+    # a rerun reuses the saved searches: the same chosen values, nothing retuned
+    again = run_sweep(parse_sweep_config(copy.deepcopy(data)), tmp_path / "sweep", executor="inline")[2]
+    assert again["tuning"]["optimizers"] == json.loads(json.dumps(records))
+
+
+def test_a_budget_buys_every_sampler_the_same_gradient_evaluations():
+    """MALA evaluates two gradients per step: at a budget it runs half the steps, so a trial (and a record) costs
+    it what it costs the others."""
+    from localentropy.experiments.comparison.plan import Task, local_entropy_estimator
+
+    data = copy.deepcopy(RUN)
+    data["estimators"][1] = {"label": "m", "sampler": "mala", "step_size_fraction": 0.5, "budgets": [8, 16]}
+    config = parse_config(data)
+    problem = build_problem(config)
+    x = build_points(config, problem.dim)[0]
+    for spec in config.estimators[:2]:
+        estimator = local_entropy_estimator(Task({"budget": 16}, spec, x, 1.0, 0.1), problem, config.chains)
+        assert estimator.estimate(x, config.chains).grad_evals == 16, spec.label
