@@ -17,6 +17,7 @@ from localentropy.experiments.reproduce.findings.cost import first_reach, sectio
 from localentropy.experiments.reproduce.findings.overhead import section_overhead
 from localentropy.experiments.reproduce.findings.recurrent import section_recurrent, write_recurrent
 from localentropy.experiments.reproduce.findings.samplers import section_samplers
+from localentropy.experiments.reproduce.findings.scale import section_scale
 from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
 from localentropy.experiments.reproduce.steps import expected_minutes
@@ -35,6 +36,12 @@ QUESTIONS = [
     "step size eta' and the number of inner steps L (and growing gamma during training)?",
     "* **S4. Overhead.** Can the inner loop's overhead be cut (fewer inner steps, warm-started chains, cheaper "
     "noise) without losing accuracy?",
+    "",
+    "And one question of the Parle paper (Chaudhari et al. 2017), which parallelises Entropy-SGD:",
+    "",
+    "* **P1. Scale.** Do replicas that communicate once per outer step (Parle) match data-parallel SGD and "
+    "Entropy-SGD at equal effective epochs, for how many bytes, and where would their communication win at 2..64 "
+    "workers?",
 ]
 
 
@@ -52,6 +59,7 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         section_sensitivity(out, figures, numbers),
         section_overhead(out, figures, speed, numbers),
         section_recurrent(out, figures, numbers),
+        section_scale(out, figures, numbers),
     ]
     quick = meta.get("mode") == "quick"
     step_rows = [[s["name"], s["question"], s["kind"], f"`{s['file']}`" if s["file"] else "—",
