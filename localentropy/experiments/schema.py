@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from localentropy.data.text import OPTIONS as TEXT_OPTIONS
-from localentropy.entropy.presets import ESTIMATOR_PRESETS, OPTIMIZER_PRESETS
+from localentropy.entropy.presets import ESTIMATOR_PRESETS, OPTIMIZER_PRESETS, PARLE_PRESETS
 from localentropy.experiments.comparison import config as comparison
 from localentropy.experiments.core.shipped import shipped_configs
 from localentropy.experiments.sweeps.paths import SHORTHANDS
@@ -130,12 +130,13 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "OptimizerConfig.kind": ("the optimizer", _one_of(optim.OPTIMIZER_KINDS)),
     "OptimizerConfig.lr": ("the (outer) learning rate", "> 0, required"),
     "OptimizerConfig.options": ("the optimizer's arguments: " + "; ".join(
-        f"{k}: {', '.join(sorted(v))}" for k, v in optim.OPTIONS.items()) + " (Entropy-SGD needs gamma)",
+        f"{k}: {', '.join(sorted(v))}" for k, v in optim.OPTIONS.items()) + " (Entropy-SGD and Parle need gamma)",
         "a table"),
-    "OptimizerConfig.sampler": ("entropy-sgd, entropy-adam: the inner sampler (required unless `preset`)",
-                                _one_of(available_samplers())),
-    "OptimizerConfig.sampler_options": ("entropy-sgd, entropy-adam: the sampler's arguments", "a table"),
-    "OptimizerConfig.preset": ("entropy-sgd, entropy-adam: an inner loop as published; not with sampler",
+    "OptimizerConfig.sampler": ("entropy-sgd, entropy-adam: the inner sampler (required unless `preset`); parle: "
+                                "the replicas' inner sampler (default sgld)", _one_of(available_samplers())),
+    "OptimizerConfig.sampler_options": ("entropy-sgd, entropy-adam, parle: the sampler's arguments", "a table"),
+    "OptimizerConfig.preset": ("entropy-sgd, entropy-adam: an inner loop as published, not with sampler; parle: "
+                               f"the outer loop of the paper or the authors' code ({_one_of(PARLE_PRESETS)})",
                                _one_of(OPTIMIZER_PRESETS)),
     "OptimizerConfig.schedule": ("this optimizer's own learning-rate schedule (a `[schedule]` table)", ""),
     "ScheduleConfig.kind": ("constant; step: x gamma every step_size epochs; multistep: x gamma at each milestone; "

@@ -6,6 +6,7 @@ found and what is expected. :class:`FieldReader` is what the comparison, trainin
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -177,3 +178,28 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError, an integer of > 4300 digits, deep nesting
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ConfigError([f"not valid TOML: {reason}"], str(path)) from None
+
+
+def toml_text(data: dict[str, Any]) -> str:
+    """``data`` (a config as read from TOML: tables, arrays, strings, numbers, booleans) as TOML text, every
+    value inline; checked to read back equal (a value TOML cannot hold, such as None, raises ValueError)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)  # a JSON string is a TOML basic string
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(str(k))} = {value(x)}" for k, x in v.items()) + " }"
+        raise ValueError(f"TOML cannot hold {v!r} ({type(v).__name__})")
+
+    text = "".join(f"{json.dumps(str(k))} = {value(v)}\n" for k, v in data.items())
+    if tomllib.loads(text) != data:  # nan != nan: a config with nan is refused by its parser anyway
+        raise ValueError("the config does not read back equal from TOML")
+    return text

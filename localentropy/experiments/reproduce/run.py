@@ -94,6 +94,8 @@ def step_config(step: Step, configs: Path, quick: bool) -> dict[str, Any]:
         return dict(QUICK[step.name]) if quick else {}
     if step.kind == "atlas":
         return {"quick": False, **(QUICK[step.name] if quick else {})}
+    if step.kind == "compute":  # the sweep config whose model is timed (a changed file reruns the measurement)
+        return {"sweep": read_toml(configs / str(step.config))} | (dict(QUICK[step.name]) if quick else {})
     speed: dict[str, Any] = {"args": SPEED_ARGS + (QUICK[step.name]["args"] if quick else [])}
     return speed
 
@@ -158,6 +160,10 @@ def _run_computation(step: Step, config: dict[str, Any], run_dir: RunDirectory, 
 
         run_atlas(out, quick=config["quick"], samplers=config.get("samplers"), targets=config.get("targets"),
                   progress=lambda line: print(f"  {line}", file=progress, flush=True))  # fmt: skip
+    elif step.kind == "compute":
+        from localentropy.experiments.reproduce.scale import measure_sweep_compute
+
+        atomic_write_json(out / "compute.json", measure_sweep_compute(**config))
     else:
         _run_speed(out, config["args"], progress)
     run_dir.mark_complete()
@@ -317,10 +323,11 @@ def _validate(entry: dict[str, Any], configs: Path) -> None:
             plan_records(run_config, problem, build_points(run_config, problem.dim))
         except ConfigError as exc:
             raise ConfigError(exc.problems, source) from None
-    elif entry["kind"] == "sweep":
+    elif entry["kind"] in ("sweep", "compute"):
         from localentropy.experiments.sweeps.runner import parse_sweep_config
 
-        parse_sweep_config(copy.deepcopy(entry["config"]), name=Path(source).stem, source=source)
+        sweep = entry["config"]["sweep"] if entry["kind"] == "compute" else entry["config"]
+        parse_sweep_config(copy.deepcopy(sweep), name=Path(source).stem, source=source)
 
 
 def load_plan(out: str | Path) -> dict[str, Any]:

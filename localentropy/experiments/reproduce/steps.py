@@ -3,7 +3,8 @@ section it feeds; adding a step is one :func:`register_step` call.
 
 A step is an ordinary ``localentropy run`` (``kind="run"``) or ``sweep`` (``"sweep"``) of a shipped config
 (``localentropy/configs``), or a computation of this package (``"targets"``, ``"accuracy"``, ``"speed"``,
-``"atlas"``: the samplers' accuracy atlas of docs/samplers.md). ``quick``
+``"atlas"``: the samplers' accuracy atlas of docs/samplers.md, and ``"compute"``: the seconds per pass of a shipped
+sweep config's model). ``quick``
 holds what ``--quick`` changes (fewer seeds, replicates, budgets, epochs); ``full_minutes`` and ``quick_minutes``
 are measured on this project's 2-core machine (2026-11-28), rounded up.
 """
@@ -16,8 +17,10 @@ from typing import Any
 
 from localentropy.experiments.core.config import ConfigError
 
-KINDS = ("run", "sweep", "targets", "accuracy", "speed", "atlas")
-SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent")  # the findings document's sections
+KINDS = ("run", "sweep", "targets", "accuracy", "speed", "atlas", "compute")
+CONFIG_KINDS = ("run", "sweep", "compute")  # the kinds that read a shipped config file
+# the findings document's sections
+SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent", "scale")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def register_step(
         raise ValueError(f"step {name!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if section not in SECTIONS:
         raise ValueError(f"step {name!r}: section must be one of {', '.join(SECTIONS)}, got {section!r}")
-    if (config is None) != (kind not in ("run", "sweep")):
+    if (config is None) != (kind not in CONFIG_KINDS):
         raise ValueError(f"step {name!r}: a {kind} step {'needs' if config is None else 'takes no'} config file")
     step = Step(name, kind, config, question, full_minutes, quick_minutes, section, dict(quick or {}))
     _STEPS[name] = step
@@ -118,3 +121,9 @@ register_step("recurrent_row", kind="sweep", config="sweep_recurrent_row.toml", 
 # about 9 (6.5 measured for 11 of its 14 rows) and 1
 register_step("atlas", kind="atlas", question="Q3", section="samplers", full_minutes=9, quick_minutes=1,
               quick={"quick": True})
+# the scale steps' minutes were measured with the 2 cores shared by other work (`uptime` load average 4.2 to 5.4):
+# 2.7 full (5 runs of 2 processes, 27-40 s each, most of it starting processes and loading the data) and 1.0 quick
+register_step("scale", kind="sweep", config="sweep_scale.toml", question="P1", section="scale", full_minutes=3,
+              quick_minutes=1, quick={"seeds": 2, "set": {"effective_epochs": 3}})
+register_step("scale_compute", kind="compute", config="sweep_scale.toml", question="P1", section="scale",
+              full_minutes=0.2, quick_minutes=0.2, quick={"repeats": 10})

@@ -75,6 +75,7 @@ class SweepConfig:
     runs: list[SweepRun] = field(default_factory=list)
     tuning: TuningConfig | None = None
     spaces: dict[str, Space] = field(default_factory=dict)  # per tuned optimizer, the space it searches
+    nproc: int = 1  # > 1: each run is `localentropy train --nproc N` (data-parallel, or Parle's replicas)
 
     def resolved(self) -> dict[str, Any]:
         """What the sweep directory's config.json holds: a changed sweep is refused (the run-directory rules)."""
@@ -82,7 +83,8 @@ class SweepConfig:
             "schema": SCHEMA, "name": self.name, "base": self.base, "set": self.fixed, "grid": self.grid,
             "runs": self.runs_given,
             "run_ids": [r.id for r in self.runs],
-        } | ({} if self.tuning is None else {"tuning": self.tuning_dict()})  # fmt: skip
+        } | ({} if self.tuning is None else {"tuning": self.tuning_dict()}) | (
+            {"nproc": self.nproc} if self.nproc != 1 else {})  # fmt: skip
 
     def tuning_dict(self) -> dict[str, Any]:
         """The ``[tuning]`` as run: its fields and the space of every tuned optimizer (defaults filled in)."""
@@ -205,11 +207,13 @@ def _load_base(r: FieldReader, raw: Any, source: str | None) -> dict[str, Any]:
 def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = None) -> SweepConfig:
     """Validate a sweep config (as read from TOML) and expand its runs; raise ConfigError listing every problem."""
     from localentropy.experiments.training.config import parse_train_config
+    from localentropy.experiments.training.launch import check_data_parallel
 
     r = FieldReader()
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a table of fields, got {type(data).__name__}"], source)
-    r.unknown(data, {"name", "base", "set", "grid", "runs", "tuning"}, "")
+    r.unknown(data, {"name", "base", "set", "grid", "runs", "tuning", "nproc"}, "")
+    nproc = r.integer(data.get("nproc", 1), "nproc", 1, 1024) or 1
     sweep_name = r.string(data.get("name", name), "name") or name
     if not NAME.fullmatch(sweep_name) or len(sweep_name) > MAX_NAME:
         r.problem("name", sweep_name, f"at most {MAX_NAME} letters, digits, '_', '.' and '-', not starting with '.' or "
@@ -279,7 +283,8 @@ def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = N
         raise ConfigError(r.problems, source)
 
     grid = {a.key: a.values for a in axes if a.key in grid_raw}
-    config = SweepConfig(name=sweep_name, base=base, fixed=fixed, grid=grid, runs_given=runs_given, axes=axes)
+    config = SweepConfig(name=sweep_name, base=base, fixed=fixed, grid=grid, runs_given=runs_given, axes=axes,
+                         nproc=nproc)  # fmt: skip
     short = _short_names([a.key for a in axes])
     grid_axes = [a for a in axes if a.key in grid_raw]
     seen: dict[str, str] = {}
@@ -298,7 +303,9 @@ def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = N
             seen[fingerprint] = run.id
             run.config["name"] = run.id
             try:
-                parse_train_config(copy.deepcopy(run.config), name=run.id)
+                parsed = parse_train_config(copy.deepcopy(run.config), name=run.id)
+                if nproc > 1:  # what `localentropy train --nproc` refuses (token streams)
+                    check_data_parallel(parsed, None)
             except ConfigError as exc:
                 for p in exc.problems:
                     problems.setdefault(p, []).append(run.id)

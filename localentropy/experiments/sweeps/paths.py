@@ -90,7 +90,7 @@ def optimizer_label(opt: Any, i: int) -> str:
 def _applies(opt: dict[str, Any], rest: tuple[Segment, ...]) -> bool:
     """Whether an ``optimizers[*]`` path's remainder is a field that this optimizer takes."""
     from localentropy.entropy.presets import INNER_LOOP_PRESETS
-    from localentropy.experiments.training.optim import ENTROPY_KINDS, OPTIONS
+    from localentropy.experiments.training.optim import OPTIONS, SAMPLER_KINDS
     from localentropy.samplers import available_samplers, sampler_hyperparameters
 
     kind = opt.get("kind")
@@ -98,14 +98,14 @@ def _applies(opt: dict[str, Any], rest: tuple[Segment, ...]) -> bool:
     if head == "options" and len(rest) >= 2:
         return kind in OPTIONS and rest[1] in OPTIONS[kind]
     if head in ("sampler_options", "sampler", "preset"):
-        if kind not in ENTROPY_KINDS:
+        if kind not in SAMPLER_KINDS:
             return False
         if head != "sampler_options" or len(rest) < 2:
             return True
-        if "preset" in opt:
+        if "preset" in opt and kind != "parle":  # a Parle preset leaves the sampler (default SGLD) to the config
             preset = INNER_LOOP_PRESETS.get(opt["preset"]) if isinstance(opt["preset"], str) else None
             return rest[1] in (preset.sampler_options if preset is not None else ("step_size", "noise_scale"))
-        sampler = opt.get("sampler")
+        sampler = opt.get("sampler", "sgld" if kind == "parle" else None)
         return sampler in available_samplers() and rest[1] in sampler_hyperparameters(sampler)
     return True
 

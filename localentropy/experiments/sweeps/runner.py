@@ -15,6 +15,7 @@ import itertools
 import json
 import multiprocessing
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -54,12 +55,13 @@ def summarise_results(results: dict[str, Any]) -> list[dict[str, Any]]:
     } for rec in results["records"]]  # fmt: skip
 
 
-def run_one(run_config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+def run_one(run_config: dict[str, Any], run_dir: str, nproc: int = 1) -> dict[str, Any]:
     """Train one expanded config into ``run_dir``: what the process pool and the Ray task both execute.
 
     Never raises for a failure of the run itself: returns {"status": "ok" | "diverged" | "failed", "message",
     "state", "wall_seconds", "records", "log", "traceback"}. The torch thread count is the config's ``threads``
-    (1 unless configured).
+    (1 unless configured). ``nproc`` > 1: the run is ``localentropy train --nproc nproc`` (torch's launcher, one
+    process per rank; their output goes to the log).
     """
     import torch
 
@@ -72,7 +74,8 @@ def run_one(run_config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     try:
         config = parse_train_config(copy.deepcopy(run_config), name=str(run_config.get("name", "run")))
         torch.set_num_threads(config.threads)
-        path, state = run_training(config, run_dir, progress=log)
+        path, state = run_training(config, run_dir, progress=log) if nproc == 1 else _launch(run_config, run_dir,
+                                                                                               nproc, log)
         records = summarise_results(json.loads((path / "results.json").read_text()))
         bad = [r for r in records if r["status"] != "ok"]
         outcome.update(status="diverged" if bad else "ok", state=state, records=records,
@@ -84,6 +87,20 @@ def run_one(run_config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     return outcome
 
 
+def _launch(run_config: dict[str, Any], run_dir: str, nproc: int, log: io.StringIO) -> tuple[Path, str]:
+    """The run through ``localentropy train --nproc``: its config written as TOML for the ranks to read."""
+    from localentropy.experiments.core.config import toml_text
+    from localentropy.experiments.training.launch import launch_training
+
+    with tempfile.TemporaryDirectory(prefix="sweep-run-") as tmp:
+        path, output = Path(tmp) / f"{run_config['name']}.toml", Path(tmp) / "ranks.log"
+        path.write_text(toml_text(run_config))
+        try:
+            return launch_training(path, run_dir, nproc, output=output)
+        finally:
+            log.write(output.read_text() if output.is_file() else "")
+
+
 def _failed(message: str) -> dict[str, Any]:
     return {"status": "failed", "message": message, "state": None, "records": [], "traceback": None,
             "wall_seconds": None, "log": ""}  # fmt: skip
@@ -93,18 +110,23 @@ Job = tuple[str, dict[str, Any], str]  # run id, training config, run directory
 Done = Callable[[str, dict[str, Any]], None]
 
 
-Work = Callable[[dict[str, Any], str], dict[str, Any]]  # run_one, or tune_one for a tuning job
+Work = Callable[..., dict[str, Any]]  # run_one (config, directory[, nproc]), or tune_one for a tuning job
 
 
-def _execute_inline(jobs: list[Job], done: Done, work: Work = run_one) -> None:
+def _extra(nproc: int) -> tuple[int, ...]:
+    """run_one's ``nproc`` argument when runs go through the launcher (tune_one is never given one)."""
+    return (nproc,) if nproc > 1 else ()
+
+
+def _execute_inline(jobs: list[Job], done: Done, work: Work = run_one, nproc: int = 1) -> None:
     for run, config, directory in jobs:
-        done(run, work(config, directory))
+        done(run, work(config, directory, *_extra(nproc)))
 
 
-def _execute_local(jobs: list[Job], workers: int, done: Done, work: Work = run_one) -> None:
+def _execute_local(jobs: list[Job], workers: int, done: Done, work: Work = run_one, nproc: int = 1) -> None:
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context)
-    futures = {pool.submit(work, config, directory): run for run, config, directory in jobs}
+    futures = {pool.submit(work, config, directory, *_extra(nproc)): run for run, config, directory in jobs}
     try:
         pending = set(futures)
         while pending:
@@ -124,7 +146,7 @@ def _execute_local(jobs: list[Job], workers: int, done: Done, work: Work = run_o
 
 
 def _execute_ray(jobs: list[Job], workers: int | None, address: str | None, done: Done,
-                 work: Work = run_one) -> None:  # fmt: skip
+                 work: Work = run_one, nproc: int = 1) -> None:  # fmt: skip
     try:
         import ray
     except ImportError as exc:
@@ -147,8 +169,8 @@ def _execute_ray(jobs: list[Job], workers: int | None, address: str | None, done
         while queue or pending:
             while queue and len(pending) < cap:
                 run, config, directory = queue.pop(0)
-                threads = int(config.get("threads", 1))
-                pending[task.options(num_cpus=threads, max_retries=0).remote(config, directory)] = run
+                cpus = int(config.get("threads", 1)) * nproc
+                pending[task.options(num_cpus=cpus, max_retries=0).remote(config, directory, *_extra(nproc))] = run
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 run = pending.pop(ref)
@@ -232,6 +254,9 @@ def _run_prepared(config: SweepConfig, out_dir: RunDirectory, state: str, execut
         state = "retry"
     total = len(config.runs)
     where = f"Ray at {address}" if executor == "ray" and address else executor
+    if executor == "local" and config.nproc > 1:  # workers count processes: a run of nproc ranks takes nproc
+        workers = max(1, (workers or 1) // config.nproc)
+        where += f", {config.nproc} processes per run"
     print(f"sweep {config.name}: {total} runs, {total - len(todo)} already complete, {len(todo)} to run "
           f"({where}, {workers or ('all' if executor == 'ray' else 1)} worker(s)) -> {out_dir.path}",
           file=progress, flush=True)  # fmt: skip
@@ -255,7 +280,7 @@ def _run_prepared(config: SweepConfig, out_dir: RunDirectory, state: str, execut
     chosen = {label: r["chosen"] for label, r in (tuning or {}).get("optimizers", {}).items() if r["chosen"]}
     jobs = [(run.id, with_chosen(run.config, chosen), str(runs_dir / run.id)) for run in todo]
     with bar:
-        _execute(jobs, executor, workers, address, done)
+        _execute(jobs, executor, workers, address, done, nproc=config.nproc)
     results = collect_results(config, out_dir, outcomes)
     if tuning is not None:
         results["tuning"] = tuning
@@ -266,13 +291,13 @@ def _run_prepared(config: SweepConfig, out_dir: RunDirectory, state: str, execut
 
 
 def _execute(jobs: list[Job], executor: str, workers: int | None, address: str | None, done: Done,
-             work: Work = run_one) -> None:  # fmt: skip
+             work: Work = run_one, nproc: int = 1) -> None:  # fmt: skip
     if jobs and executor == "inline":
-        _execute_inline(jobs, done, work)
+        _execute_inline(jobs, done, work, nproc)
     elif jobs and executor == "local":
-        _execute_local(jobs, workers or 1, done, work)
+        _execute_local(jobs, workers or 1, done, work, nproc)
     elif jobs:
-        _execute_ray(jobs, workers, address, done, work)
+        _execute_ray(jobs, workers, address, done, work, nproc)
 
 
 def _tune(config: SweepConfig, out_dir: RunDirectory, executor: str, workers: int | None, address: str | None,

@@ -25,12 +25,18 @@ class BatchStream:
     loss is the mean over its share times share / (global batch / world size), so that DDP's average of the ranks'
     gradients is the gradient of the mean over the global batch (a rank with an empty share contributes zero).
     ``examples`` counts the global batch: the examples all ranks read together.
+
+    Replicas (``averaged=False``: Parle, one replica per rank, no gradient all-reduce): the same shares, each rank's
+    loss the plain mean over its own share (its gradient is its replica's alone). The ranks' shares of one global
+    batch are disjoint and each pass over the data re-partitions them (as ``DistributedSampler`` with a new epoch).
     """
 
     def __init__(self, model: nn.Module, data: ArrayData, batch_size: int, seed: int,
-                 clip_grad_norm: float | None = None, shard: tuple[int, int] = (0, 1)) -> None:  # fmt: skip
+                 clip_grad_norm: float | None = None, shard: tuple[int, int] = (0, 1),
+                 averaged: bool = True) -> None:  # fmt: skip
         self.model, self.data, self.batch_size, self.seed = model, data, batch_size, seed
         self.rank, self.world_size = shard
+        self.averaged = averaged
         self.clip_grad_norm = clip_grad_norm
         self.data_epoch = 0
         self.position = 0
@@ -64,6 +70,8 @@ class BatchStream:
             return nn.functional.cross_entropy(logits, targets)
         if targets.numel() == 0:  # zero gradients, but every parameter in the graph (DDP waits for all of them)
             return logits.sum() * 0.0
+        if not self.averaged:
+            return nn.functional.cross_entropy(logits, targets)
         share = targets.numel() * self.world_size / size  # exactly 1.0 when the batch splits evenly
         return nn.functional.cross_entropy(logits, targets) * share
 

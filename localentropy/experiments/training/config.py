@@ -12,7 +12,7 @@ from typing import Any
 
 from localentropy.data.sources import FILE_SOURCES, FIXED_TEST, SOURCES
 from localentropy.data.text import TEXT_SOURCES, check_text_options
-from localentropy.entropy.presets import OPTIMIZER_PRESETS, optimizer_preset
+from localentropy.entropy.presets import OPTIMIZER_PRESETS, PARLE_PRESETS, optimizer_preset
 from localentropy.experiments.core.config import ConfigError, FieldReader, key_text, read_toml
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.core.labels import default_labels, lying_label, optimizer_label_base
@@ -27,6 +27,7 @@ from localentropy.experiments.training.optim import (
     ENTROPY_KINDS,
     OPTIMIZER_KINDS,
     OPTIONS,
+    SAMPLER_KINDS,
     SCHEDULE_KINDS,
     OptimizerConfig,
     ScheduleConfig,
@@ -183,7 +184,7 @@ def _optimizer(r: FieldReader, raw: Any, i: int, labels: dict[str, str]) -> Opti
     t = r.table(raw, path)
     kind = r.choice(r.get(t, "kind", f"{path}.kind"), f"{path}.kind", OPTIMIZER_KINDS)
     sampler_fields = {"sampler", "sampler_options", "preset"}
-    r.unknown(t, {"label", "kind", "lr", "options", "schedule"} | (sampler_fields if kind in ENTROPY_KINDS or kind
+    r.unknown(t, {"label", "kind", "lr", "options", "schedule"} | (sampler_fields if kind in SAMPLER_KINDS or kind
                                                                    is None else set()), path)  # fmt: skip
     label = ""  # left out: a default built from what runs, given in parse_train_config
     if "label" in t:
@@ -209,8 +210,16 @@ def _optimizer(r: FieldReader, raw: Any, i: int, labels: dict[str, str]) -> Opti
         spec.sampler_options = dict(r.table(t.get("sampler_options", {}), f"{path}.sampler_options"))
         if "gamma" not in options:
             r.problems.append(f"{path}.options.gamma: missing (required: the scope of Entropy-SGD)")
+    if kind == "parle":  # a Parle preset fixes the outer loop only: the sampler stays the config's (default SGLD)
+        spec.preset = r.choice(t["preset"], f"{path}.preset", tuple(PARLE_PRESETS)) if "preset" in t else None
+        if "sampler" in t:
+            spec.sampler = r.choice(t["sampler"], f"{path}.sampler", tuple(available_samplers()))
+        spec.sampler_options = dict(r.table(t.get("sampler_options", {}), f"{path}.sampler_options"))
+        if "gamma" not in options:
+            r.problems.append(f"{path}.options.gamma: missing (required: the scope of each replica's inner loop)")
     if spec.label:  # a label may not name an optimizer kind or sampler this optimizer does not run
-        used = {spec.kind, spec.sampler} | ({optimizer_preset(spec.preset).sampler} if spec.preset else set())
+        used = {spec.kind, spec.sampler} | ({optimizer_preset(spec.preset).sampler} if spec.preset and kind in
+                                             ENTROPY_KINDS else set())  # fmt: skip
         wrapped = spec.sampler_options.get("sampler")
         if isinstance(wrapped, dict) and isinstance(wrapped.get("name"), str):
             used.add(wrapped["name"])

@@ -30,9 +30,11 @@ def check_data_parallel(config: TrainConfig, source: str | None) -> None:
 
 def launch_training(
     config_path: str | Path, out: str | Path | None, nproc: int, *, force: bool = False,
-    drift_every: int = DEFAULT_DRIFT_CHECK, timeout: float = DEFAULT_TIMEOUT,
+    drift_every: int = DEFAULT_DRIFT_CHECK, timeout: float = DEFAULT_TIMEOUT, output: Path | None = None,
 ) -> tuple[Path, str]:  # fmt: skip
     """Validate, prepare and lock the run directory here, run ``nproc`` ranks through torch's launcher, wait.
+
+    ``output``: a file for the launcher's and the ranks' output (default: this process's stdout and stderr).
 
     Returns (directory, "fresh" | "resume" | "skip"); a failed rank raises
     :class:`~localentropy.experiments.training.parallel.RankFailedError` (the directory is then not complete).
@@ -47,7 +49,8 @@ def launch_training(
     try:
         if state == "skip":
             return out_dir.path, state
-        run_ranks(launch_command(Path(config_path), out_dir.path, nproc, drift_every, timeout), state, out_dir.path)
+        command = launch_command(Path(config_path), out_dir.path, nproc, drift_every, timeout)
+        run_ranks(command, state, out_dir.path, output)
         if not out_dir.complete:
             raise RuntimeError(f"the ranks exited without error but {out_dir.path} is not marked complete")
     finally:

@@ -17,11 +17,14 @@ from torch import Tensor
 from torch.optim import SGD, Adam, Optimizer
 
 from localentropy._checks import check_int, check_range
-from localentropy.entropy.optim import LPFSGD, DivergenceError, EntropyAdam, EntropySGD
+from localentropy.entropy.optim import LPFSGD, DivergenceError, EntropyAdam, EntropySGD, Parle
+from localentropy.entropy.presets import parle_preset
 from localentropy.experiments.core.config import constructor_problem
 
-OPTIMIZER_KINDS = ("sgd", "adam", "entropy-sgd", "entropy-adam", "lpf-sgd", "sam")
+OPTIMIZER_KINDS = ("sgd", "adam", "entropy-sgd", "entropy-adam", "lpf-sgd", "sam", "parle")
 ENTROPY_KINDS = ("entropy-sgd", "entropy-adam")
+SAMPLER_KINDS = (*ENTROPY_KINDS, "parle")  # the kinds whose inner loop is a sampler (sampler, sampler_options)
+PARLE_RHO = 0.01  # rho when a parle optimizer's options leave it out: the default of the authors' code
 SCHEDULE_KINDS = ("constant", "step", "multistep", "cosine")
 SAM_EXTRA = "train"
 _SGD = {"momentum", "dampening", "weight_decay", "nesterov"}
@@ -36,6 +39,8 @@ OPTIONS: dict[str, set[str]] = {
     "lpf-sgd": {"sigma", "n_samples", "momentum", "nesterov", "weight_decay", "sigma_schedule", "sigma_growth"}
     | {"total_steps"},
     "sam": {"rho", "adaptive", "base"} | _SGD | _ADAM,
+    "parle": (_ENTROPY - {"temperature"}) | {"momentum", "nesterov", "rho", "gamma_max", "rho_max", "inner_noise",
+                                             "rho_scale", "reduction"},
 }
 SAM_BASES = {"sgd": (SGD, _SGD), "adam": (Adam, _ADAM)}
 
@@ -210,13 +215,20 @@ def spec_passes(spec: OptimizerConfig) -> int:
         return 2
     if spec.kind in ENTROPY_KINDS:
         return int(spec.options.get("inner_steps", 20))
+    if spec.kind == "parle":
+        return int(spec.options.get("inner_steps", 25))
     if spec.kind == "lpf-sgd":
         return int(spec.options.get("n_samples", 1))
     return 1
 
 
-def build_optimizer(spec: OptimizerConfig, params: Iterable[Tensor], total_steps: int | None = None) -> Any:
-    """The optimizer that ``spec`` names, on ``params``; LPF-SGD's cosine sigma schedule gets ``total_steps``."""
+def build_optimizer(spec: OptimizerConfig, params: Iterable[Tensor], total_steps: int | None = None,
+                    batches_per_epoch: int | None = None) -> Any:  # fmt: skip
+    """The optimizer that ``spec`` names, on ``params``; LPF-SGD's cosine sigma schedule gets ``total_steps``.
+
+    Parle's ``preset="authors"`` scopes by 1 + 0.5 / nb per outer step: it gets ``batches_per_epoch`` (nb, one
+    replica's minibatches per pass over the data; 1 when not given). Parle runs in the process group torch.distributed
+    has initialised, if any (one replica per rank)."""
     check_options(spec.options)
     options = _tuple_betas(dict(spec.options))
     params = list(params)
@@ -235,6 +247,12 @@ def build_optimizer(spec: OptimizerConfig, params: Iterable[Tensor], total_steps
         sampler_options = dict(spec.sampler_options)
         return cls(params, lr=spec.lr, sampler=spec.sampler, sampler_options=sampler_options, preset=spec.preset,
                    **options)  # fmt: skip
+    if spec.kind == "parle":
+        if spec.preset is not None and parle_preset(spec.preset).needs_batches_per_epoch:
+            options["batches_per_epoch"] = max(int(batches_per_epoch or 1), 1)
+        options.setdefault("rho", PARLE_RHO)
+        return Parle(params, lr=spec.lr, sampler=spec.sampler, sampler_options=dict(spec.sampler_options),
+                     preset=spec.preset, **options)  # fmt: skip
     raise ValueError(f"unknown optimizer kind {spec.kind!r}; available: {', '.join(OPTIMIZER_KINDS)}")
 
 

@@ -16,6 +16,7 @@ The trainer keeps its tensors on the CPU, so it always uses the gloo backend; th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -149,10 +150,18 @@ def launch_command(config_path: Path, out: Path, nproc: int, drift_every: int, t
     ]  # fmt: skip
 
 
-def run_ranks(command: list[str], state: str, out: Path) -> None:
-    """Run the launcher and wait; a failed rank (or an interrupt) stops all of them and raises RankFailedError."""
+def run_ranks(command: list[str], state: str, out: Path, output: Path | None = None) -> None:
+    """Run the launcher and wait; a failed rank (or an interrupt) stops all of them and raises RankFailedError.
+
+    With ``output``, the launcher's and the ranks' stdout and stderr go to that file instead of this process's."""
     env = {**os.environ, PREPARED_ENV: state}
-    process = subprocess.Popen(command, env=env)
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open(output, "w")) if output is not None else None
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT if sink else None)
+        _wait(process, out, "above" if output is None else f"in {output}")
+
+
+def _wait(process: subprocess.Popen, out: Path, where: str) -> None:
     try:
         status = process.wait()
     except BaseException:  # ^C or SIGTERM here: the launcher forwards SIGTERM to its ranks and stops them
@@ -165,6 +174,6 @@ def run_ranks(command: list[str], state: str, out: Path) -> None:
     if status != 0:
         raise RankFailedError(
             f"a rank of the data-parallel run failed (the launcher exited with status {status}; the failing rank's "
-            f"message is above) and every rank was stopped; {out} is not marked complete: fix the cause and run the "
+            f"message is {where}) and every rank was stopped; {out} is not marked complete: fix the cause and run the "
             "same command again to resume from the last epoch checkpoints"
         )

@@ -10,9 +10,11 @@ optimizer step) + the all-reduce of the gradients. docs/distributed.md prints :f
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,10 +38,12 @@ def ring_allreduce_seconds(payload_bytes: float, n: int, alpha: float, bandwidth
 
 
 def epoch_seconds(passes: int, gradient_seconds: float, replicated_seconds: float, payload_bytes: float, n: int,
-                  alpha: float, bandwidth: float) -> float:  # fmt: skip
-    """``passes`` passes per epoch, each: the split gradient, the replicated work and one gradient all-reduce."""
+                  alpha: float, bandwidth: float, sync_every: int = 1) -> float:  # fmt: skip
+    """``passes`` passes per epoch, each: the split gradient and the replicated work; and an all-reduce of
+    ``payload_bytes`` every ``sync_every`` passes (1: data-parallel, after each gradient; L: Parle, once per
+    outer step of L inner steps)."""
     ring = ring_allreduce_seconds(payload_bytes, n, alpha, bandwidth) if n > 1 else 0.0
-    return passes * (gradient_seconds / n + replicated_seconds + ring)
+    return passes * (gradient_seconds / n + replicated_seconds) + math.ceil(passes / sync_every) * ring
 
 
 @dataclass
@@ -58,8 +62,25 @@ def measure(hidden: int = 1024, batch_size: int = 128, repeats: int = 20, thread
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     layers = [nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10)]
-    model = nn.Sequential(*layers)
-    x, y = torch.randn(batch_size, 784), torch.randint(0, 10, (batch_size,))
+    return measure_module(nn.Sequential(*layers), (784,), batch_size, repeats)
+
+
+def measure_model(name: str, input_shape: Sequence[int], options: dict[str, Any] | None = None,
+                  batch_size: int = 128, repeats: int = 20, threads: int = 1) -> Measured:  # fmt: skip
+    """:func:`measure` for a model of ``localentropy train`` by name (models.py), 10 classes."""
+    from localentropy.experiments.training.models import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(name, tuple(input_shape), 10, **(options or {}))
+    return measure_module(model, tuple(input_shape), batch_size, repeats)
+
+
+def measure_module(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, repeats: int) -> Measured:
+    """Medians of ``repeats`` timings: a forward-backward on ``batch_size`` random inputs, an SGD (momentum) step,
+    an Entropy-SGD inner update (the gradient given, not computed)."""
+    x, y = torch.randn(batch_size, *input_shape), torch.randint(0, 10, (batch_size,))
+    model.train()
 
     def backward() -> torch.Tensor:
         model.zero_grad()

@@ -9,6 +9,7 @@ interrupted run resume bit-identically on CPU. Output layout and fields: docs/tr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import sys
@@ -48,6 +49,12 @@ from localentropy.experiments.training.optim import (
     spec_passes,
 )
 from localentropy.experiments.training.parallel import Ranks
+from localentropy.experiments.training.replicas import (
+    gather_replica_states,
+    own_replica_state,
+    put_reference,
+    reference_in_place,
+)
 from localentropy.experiments.training.text import TextStream, evaluate_text, text_columns, text_final
 
 SCHEMA = 1
@@ -104,11 +111,13 @@ class OptimizerRun:
         data_seed, clip = stable_seed(config.seed, "data"), config.clip_grad_norm
         self.text = isinstance(splits.train, TokenStream)
         self.traffic = CommunicationCounter()  # DDP's gradient all-reduces and buffer broadcasts
-        forward = ranks.wrap(self.model, self.traffic)  # the model itself in one process
+        # Parle: one replica per rank, each stepping on its own share with its own noise; it communicates itself
+        self.replicas = spec.kind == "parle"
+        forward = self.model if self.replicas else ranks.wrap(self.model, self.traffic)  # the model in one process
         self.stream: BatchStream | TextStream = (
             TextStream(self.model, splits.train, config.batch_size, config.bptt, data_seed, clip)  # type: ignore[arg-type]
             if self.text else BatchStream(forward, splits.train, config.batch_size, data_seed, clip,  # type: ignore[arg-type]
-                                          (ranks.rank, ranks.world_size))
+                                          (ranks.rank, ranks.world_size), averaged=not self.replicas)
         )  # fmt: skip
         spe = self.stream.batches_per_pass
         self.passes = spec_passes(spec)
@@ -117,12 +126,15 @@ class OptimizerRun:
         else:
             self.steps_per_epoch = spe
         self.total_steps, self.epochs = plan_steps(config, spe, self.passes, self.steps_per_epoch)
-        self.optimizer = build_optimizer(spec, self.model.parameters(), total_steps=self.total_steps)
+        self.optimizer = build_optimizer(spec, self.model.parameters(), total_steps=self.total_steps,
+                                         batches_per_epoch=spe)  # fmt: skip
         assert passes_per_step(self.optimizer) == self.passes
-        self.drift = DriftCheck(self.model.parameters(), ranks.drift_every)
+        # Parle's replicas differ by design: no drift check
+        self.drift = DriftCheck(self.model.parameters(), 0 if self.replicas else ranks.drift_every)
         self.steps, self.epoch, self.seconds = 0, 0, 0.0
         self.communicated = {"bytes_communicated": 0, "collective_calls": 0}  # before a resume
         self.rows: list[dict[str, Any]] = []
+        self._finite_weights = True  # of the weights evaluated by the last row()
 
     def _evaluate(self, data: ArrayData | TokenStream | None) -> tuple[float | None, float | None]:
         if self.text:
@@ -130,9 +142,11 @@ class OptimizerRun:
         return evaluate(self.model, data, self.config.eval_batch_size)  # type: ignore[arg-type]
 
     def row(self, lr: float | None) -> dict[str, Any]:
-        train_loss, train_error = self._evaluate(self.splits.train)
-        val_loss, val_error = self._evaluate(self.splits.validation)
-        test_loss, test_error = self._evaluate(self.splits.test)
+        with reference_in_place(self.model, self.optimizer) if self.replicas else contextlib.nullcontext():
+            train_loss, train_error = self._evaluate(self.splits.train)
+            val_loss, val_error = self._evaluate(self.splits.validation)
+            test_loss, test_error = self._evaluate(self.splits.test)
+            finite = _finite_model(self.model)
         row = {
             "epoch": self.epoch, "lr": lr, "steps": self.steps, "grad_evals": self.stream.calls,
             "examples": self.stream.examples, "effective_epochs": self.stream.examples / len(self.splits.train),
@@ -141,7 +155,11 @@ class OptimizerRun:
         }  # fmt: skip
         if self.ranks.distributed:
             row["bytes_communicated"] = self.communication()["bytes_communicated"]
-        return {**row, **text_columns(row)} if self.text else row
+        row = {**row, **text_columns(row)} if self.text else row
+        self._finite_weights = finite
+        if self.replicas:  # rank 0's row (its seconds) on every rank: all take the same decision on divergence
+            row, self._finite_weights = self.ranks.share((row, finite))
+        return row
 
     def communication(self) -> dict[str, int]:
         """This rank's payload bytes and collective calls so far (DDP's, the optimizer's, the drift check's)."""
@@ -149,6 +167,9 @@ class OptimizerRun:
         return {key: value + self.communicated[key] for key, value in now.items()}
 
     def save(self) -> None:
+        replicas = None
+        if self.replicas and self.ranks.distributed:
+            replicas = gather_replica_states(self.model, self.optimizer, self.ranks)
         if not self.ranks.writer:
             return
         state = {
@@ -157,18 +178,24 @@ class OptimizerRun:
             "torch_rng": torch.get_rng_state(), "stream": self.stream.state_dict(), "rows": self.rows,
             "communication": self.communication(),
         }  # fmt: skip
+        if replicas is not None:
+            state["replicas"] = replicas
         atomic_write_bytes(self.checkpoint, _weights_only_bytes(state))
 
     def restore(self) -> bool:
         state = self.ranks.share(load_checkpoint(self.checkpoint) if self.ranks.writer else None)
         if state is None or state.get("label") != self.spec.label:
             return False
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        own = own_replica_state(state, self.ranks, self.checkpoint) if self.replicas else state
+        self.model.load_state_dict(own["model"])
+        self.optimizer.load_state_dict(own["optimizer"])
         self.stream.load_state_dict(state["stream"])
         self.epoch, self.steps, self.seconds = int(state["epoch"]), int(state["steps"]), float(state["seconds"])
         self.rows = list(state["rows"])
-        self.communicated = dict(state.get("communication", self.communicated))
+        # the counts saved, less what the restored optimizer counts itself already (Parle keeps its own)
+        saved = state.get("communication", self.communicated)
+        now = total_communication(self.traffic, self.optimizer, self.drift)
+        self.communicated = {key: int(saved[key]) - now[key] for key in now}
         torch.set_rng_state(state["torch_rng"])  # last: building the optimizer drew from the global generator
         return True
 
@@ -198,6 +225,8 @@ class OptimizerRun:
         schedule = self.config.schedule_for(self.spec)
         with Progress(self.progress, self.epochs, desc=self.spec.label, unit="epoch", done=self.epoch) as bar:
             status, message = self._epochs(schedule, bar)
+        if self.replicas:  # training is over: the flatness measures read the reference
+            put_reference(self.model, self.optimizer)
         return self.record(status, message)
 
     def _epochs(self, schedule: ScheduleConfig, bar: Progress) -> tuple[str, str | None]:
@@ -217,6 +246,10 @@ class OptimizerRun:
                     self.steps += 1
                     self.ranks.fault_point(self.steps)
             except DivergenceError as exc:
+                if self.replicas and self.ranks.world_size > 1:  # the other replicas wait for it at the all-reduce
+                    raise RuntimeError(f"{self.spec.label}: the Parle replica of rank {self.ranks.rank} diverged at "
+                                       f"optimizer step {self.steps + 1} (epoch {self.epoch + 1}, lr {lr:g}): {exc}; "
+                                       "the other replicas cannot go on without it") from exc  # fmt: skip
                 status = "diverged"
                 message = (f"{self.spec.label}: diverged at optimizer step {self.steps + 1} (epoch {self.epoch + 1}, "
                            f"lr {lr:g}{self._sampler_text()}): {exc}{self._cause(str(exc), lr)}")  # fmt: skip
@@ -226,7 +259,7 @@ class OptimizerRun:
             self.epoch += 1
             row = self.row(lr)
             losses = [row["train_loss"], row["test_loss"]] + ([row["val_loss"]] if self.splits.validation else [])
-            if any(loss is None for loss in losses) or not _finite_model(self.model):
+            if any(loss is None for loss in losses) or not self._finite_weights:
                 status = "diverged"
                 first = (self.epoch - 1) * self.steps_per_epoch + 1
                 message = (f"{self.spec.label}: diverged in epoch {self.epoch} (optimizer steps {first} to "

@@ -24,6 +24,7 @@ from localentropy.experiments.reproduce.findings.replication import (
     with_replication,
 )
 from localentropy.experiments.reproduce.findings.samplers import section_samplers
+from localentropy.experiments.reproduce.findings.scale import section_scale
 from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
 from localentropy.experiments.reproduce.steps import expected_minutes
@@ -42,6 +43,12 @@ QUESTIONS = [
     "step size eta' and the number of inner steps L (and growing gamma during training)?",
     "* **S4. Overhead.** Can the inner loop's overhead be cut (fewer inner steps, warm-started chains, cheaper "
     "noise) without losing accuracy?",
+    "",
+    "And one question of the Parle paper (Chaudhari et al. 2017), which parallelises Entropy-SGD:",
+    "",
+    "* **P1. Scale.** Do replicas that communicate once per outer step (Parle) match data-parallel SGD and "
+    "Entropy-SGD at equal effective epochs, for how many bytes, and where would their communication win at 2..64 "
+    "workers?",
 ]
 
 
@@ -84,6 +91,7 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         section_sensitivity(out, figures, numbers),
         section_overhead(out, figures, speed, numbers),
         section_recurrent(out, figures, numbers),
+        section_scale(out, figures, numbers),
     ]
     numbers["claims"] = step_claims(out)
     numbers["replication"] = replicated = replicated_claims(out)

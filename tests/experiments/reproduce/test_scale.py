@@ -1,0 +1,108 @@
+"""The scale section of the findings (Parle against data-parallel training) from a small fake step directory, its
+projection against the alpha-beta model, and the steps that feed it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from localentropy.experiments.core.config import read_toml
+from localentropy.experiments.core.shipped import shipped_dir
+from localentropy.experiments.reproduce.findings.scale import LABELS, PARLE, SGD, projection, section_scale
+from localentropy.experiments.reproduce.run import step_config
+from localentropy.experiments.reproduce.scale import measure_sweep_compute
+from localentropy.experiments.reproduce.steps import SECTIONS, registered_steps
+from localentropy.experiments.training.scaling import LINKS, ring_allreduce_seconds
+
+PARAMETERS = 1000
+COMPUTE = {"model": "small-mnistfc", "input_shape": [1, 28, 28], "repeats": 3, "threads": 1, "nproc": 2,
+           "parameters": PARAMETERS, "batch_size": 100, "gradient": 0.01, "sgd_update": 0.001,
+           "entropy_update": 0.002}  # fmt: skip
+ERRORS = {"sgd-ddp": [0.10, 0.12, 0.11], "entropy-sgd-ddp": [0.13, 0.15, 0.14], "parle": [0.12, 0.13, 0.125]}
+INNER = 5
+
+
+def _record(label: str, seed: int) -> dict:
+    error = ERRORS[label][seed]
+    passes = 50
+    calls = passes if label != PARLE else passes // INNER + 1
+    rows = [{"epoch": e, "seconds": 0.1 * e, "test_error": error + 0.1 * (2 - e), "effective_epochs": e,
+             "grad_evals": 25 * e, "bytes_communicated": calls * 4 * PARAMETERS * e // 2}
+            for e in range(3)]  # fmt: skip
+    final = {"test_error": error, "effective_epochs": 2.0, "seconds": 0.2 + 0.01 * seed, "grad_evals": passes}
+    return {"label": label, "kind": label, "status": "ok", "world_size": 2, "rows": rows, "final": final,
+            "bytes_communicated": calls * 4 * PARAMETERS, "collective_calls": calls}  # fmt: skip
+
+
+def fake_step(out: Path) -> Path:
+    """A finished `scale` sweep of 3 seeds and a `scale_compute` measurement, as the steps write them."""
+    base = {"batch_size": 100, "optimizers": [{"label": "sgd-ddp", "kind": "sgd"},
+                                              {"label": "entropy-sgd-ddp", "kind": "entropy-sgd"},
+                                              {"label": "parle", "kind": "parle",
+                                               "options": {"inner_steps": INNER}}]}  # fmt: skip
+    runs = []
+    for seed in range(3):
+        records = [_record(label, seed) for label in LABELS]
+        run_dir = out / "scale" / "runs" / f"seed-{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps({"data": {"sizes": {"train": 1000}}, "records": records}))
+        summary = [{k: r[k] for k in ("label", "kind", "status", "final")} | {"curve": r["rows"]} for r in records]
+        runs.append({"id": f"seed-{seed}", "dir": f"runs/seed-{seed}", "overrides": {"seed": seed},
+                     "touched": {"seed": None}, "status": "ok", "records": summary})  # fmt: skip
+    results = {"config": {"base": base, "nproc": 2}, "axes": [{"key": "seed", "values": [0, 1, 2]}], "runs": runs}
+    (out / "scale" / "results.json").write_text(json.dumps(results))
+    (out / "scale_compute").mkdir()
+    (out / "scale_compute" / "compute.json").write_text(json.dumps(COMPUTE))
+    return out
+
+
+def test_the_scale_section_renders_from_a_step_directory(tmp_path: Path) -> None:
+    out = fake_step(tmp_path / "reproduce")
+    figures = tmp_path / "findings"
+    figures.mkdir()
+    numbers: dict = {}
+    lines, summary = section_scale(out, figures, numbers)
+    text = "\n".join(lines)
+    assert text.startswith("## P1. Parle at scale") and (figures / "scale.png").is_file()
+    scale = numbers["scale"]
+    # 3 paired seeds: parle - sgd-ddp = +0.02, +0.01, +0.015 -> mean 0.015, a t-interval on 2 df
+    d = scale["paired"]["parle - sgd-ddp"]
+    assert d["n"] == 3 and d["mean"] == pytest.approx(0.015) and d["ci95"] > 0
+    assert scale["best_set"]["lowest"] == "sgd-ddp" and scale["world_size"] == [2]
+    # Parle's bytes: (50 / 5 + 1) all-reduces of the weights against SGD-DDP's 50 of the gradient
+    assert scale["bytes_ratio_parle_sgd"] == pytest.approx(11 / 50)
+    assert "22.0 % of SGD-DDP's payload" in text and "1 / L = 20 %" in text
+    assert "not Parle's convergence at large n" in text and "not Parle's convergence at large n" in summary
+    assert "| 64 |" in text and "Projected wall-clock per epoch" in text
+
+
+def test_the_projection_follows_the_alpha_beta_model() -> None:
+    rows = projection(COMPUTE, examples=1000, inner_steps=INNER, workers=(2, 64))
+    assert len(rows) == 2 * len(LINKS)
+    name, bandwidth, alpha = LINKS[0]
+    row = next(r for r in rows if r["link"] == name and r["n"] == 64)
+    ring = ring_allreduce_seconds(4 * PARAMETERS, 64, alpha, bandwidth)
+    passes = 10  # 1000 examples / batch 100
+    assert row[SGD] == pytest.approx(passes * (0.01 / 64 + 0.001 + ring))
+    assert row[PARLE] == pytest.approx(passes * (0.01 / 64 + 0.002) + math.ceil(passes / INNER) * ring)
+    assert row["speedup"] == pytest.approx(row[SGD] / row[PARLE])
+    # Parle wins where an all-reduce costs more than L / (L - 1) x the extra update
+    assert (row["speedup"] > 1) == (ring * (1 - 1 / INNER) > 0.002 - 0.001)
+
+
+def test_the_scale_steps_are_registered_and_their_compute_is_measured() -> None:
+    steps = {s.name: s for s in registered_steps()}
+    assert "scale" in SECTIONS
+    assert steps["scale"].kind == "sweep" and steps["scale"].config == "sweep_scale.toml"
+    assert steps["scale_compute"].kind == "compute" and steps["scale_compute"].section == "scale"
+    sweep = read_toml(shipped_dir() / "sweep_scale.toml")
+    assert sweep["nproc"] == 2 and len(sweep["grid"]["seed"]) >= 3
+    config = step_config(steps["scale_compute"], shipped_dir(), quick=True)
+    assert config["sweep"] == sweep and config["repeats"] == steps["scale_compute"].quick["repeats"]
+    measured = measure_sweep_compute(sweep, repeats=2)
+    assert measured["model"] == "small-mnistfc" and measured["batch_size"] == 128 and measured["nproc"] == 2
+    assert measured["parameters"] == 784 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
+    assert measured["gradient"] > 0 and measured["entropy_update"] > 0
