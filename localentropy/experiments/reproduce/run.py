@@ -11,9 +11,8 @@ numbers (``<doc stem>/``) are written only when every step has finished, each fi
 The steps are registered in :mod:`localentropy.experiments.reproduce.steps`; ``--steps a,b`` runs a subset (the
 document is written once every step is complete). ``--quick`` runs the same steps smaller (fewer seeds,
 replicates, budgets and epochs: each step's ``quick`` overrides, collected in :data:`QUICK`) into its own
-directory, in about 7 minutes on 2 cores (5.4 measured before the atlas step, which adds about 1); the full run
-takes about 30 (25 measured on a quiet machine, before the atlas step's 9; :func:`expected_minutes` adds up the
-steps). The two never share a directory: each refuses the other's.
+directory, in under 10 minutes on 2 cores; the full run takes about 50 (:func:`expected_minutes` adds up the
+steps' measured minutes, registered with each step). The two never share a directory: each refuses the other's.
 """
 
 from __future__ import annotations

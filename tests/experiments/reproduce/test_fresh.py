@@ -109,7 +109,8 @@ def test_quick_caps_the_fresh_seeds_and_steps_without_claims_are_refused(tmp_pat
     with open(tmp_path / "log", "w") as log:
         reproduce.reproduce(quick=True, out=tmp_path / "q", fresh_seeds=50, runner=_fake_runner(calls, 0.0),
                             progress=log)  # fmt: skip
-    assert calls[0][1] == [0, 1, 2] and len(calls[1][1]) == QUICK_FRESH_CAP
+    assert calls[0][1] == list(range(reproduce.QUICK["overhead_training"]["seeds"]))
+    assert len(calls[1][1]) == QUICK_FRESH_CAP
     with pytest.raises(ConfigError, match="step\\(s\\) cost state no claims to replicate; steps with claims: "
                                           "overhead_training"):  # fmt: skip
         reproduce.reproduce(out=tmp_path / "c", fresh_seeds=3, steps="cost", runner=_fake_runner(calls, 0.0))

@@ -27,7 +27,7 @@ from localentropy.experiments.reproduce.findings.samplers import section_sampler
 from localentropy.experiments.reproduce.findings.scale import section_scale
 from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
-from localentropy.experiments.reproduce.steps import expected_minutes
+from localentropy.experiments.reproduce.steps import SECTIONS, expected_minutes
 
 QUESTIONS = [
     "A review of Entropy-SGD (Chaudhari et al., ICLR 2017) asked the questions this document answers:",
@@ -96,7 +96,7 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
     numbers["claims"] = step_claims(out)
     numbers["replication"] = replicated = replicated_claims(out)
     sections = [with_replication(body, summary, name, replicated) for (body, summary), name in
-                zip(sections, ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent"), strict=True)]
+                zip(sections, SECTIONS, strict=True)]
     quick = meta.get("mode") == "quick"
     step_rows = [[s["name"], s["question"], s["kind"], f"`{s['file']}`" if s["file"] else "—",
                   _minutes(meta.get("timings", {}).get(s["name"]))] for s in resolved["steps"]]  # fmt: skip
