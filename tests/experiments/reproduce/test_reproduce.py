@@ -44,6 +44,8 @@ TINY = {
     "recurrent_char": {"seeds": 2, "set": {"effective_epochs": 1, "data.options.length": 20000}},
     "recurrent_row": {"seeds": 2, "set": {"effective_epochs": 1, "data.train_limit": 500}},
     "atlas": {"quick": True, "samplers": ["sgld"], "targets": ["banana"]},
+    "scale": {"seeds": 2, "set": {"effective_epochs": 1}},
+    "scale_compute": {"repeats": 3},
     "overhead_speed": {
         "args": [
             "--quick",
@@ -178,20 +180,21 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
     root, doc = tiny_run
     text = doc.read_text()
     for heading in ("## Q1. Cost", "## Q2. Exponentiated versus direct smoothing", "## Q3. Other MCMC",
-                    "## Sensitivity", "## Cutting the overhead", "## Recurrent networks", "## Summary"):  # fmt: skip
+                    "## Sensitivity", "## Cutting the overhead", "## Recurrent networks",
+                    "## P1. Parle at scale", "## Summary"):  # fmt: skip
         assert heading in text
     assert "QUICK run" in text
     assert text.count("**What the evidence supports.**") == 6
     assert text.count("**What it does not support.**") == 6
     figures = doc.parent / "findings"
     for name in ("targets.png", "cost_curves.png", "sensitivity.png", "recurrent_char.png", "recurrent_row.png",
-                 "findings.json"):
+                 "scale.png", "findings.json"):
         assert (figures / name).is_file(), name
     for link in [part.split(")")[0] for part in text.split("](")[1:]]:
         assert (doc.parent / link).is_file(), link
     numbers = json.loads((figures / "findings.json").read_text())
     assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent",
-                                       "claims", "replication"}  # fmt: skip
+                                       "scale", "claims", "replication"}  # fmt: skip
     assert set(numbers["numbers"]["claims"]) == {"shootout", "samplers_training", "overhead_training"}
     assert numbers["numbers"]["replication"] == {} and "### Replication on fresh seeds" in text
     assert numbers["meta"]["mode"] == "quick"
