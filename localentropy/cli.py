@@ -17,6 +17,8 @@ from pathlib import Path
 from types import FrameType
 
 from localentropy import __version__
+from localentropy.cli_values import out_dir as _out_dir
+from localentropy.cli_values import positive_int as _positive_int
 from localentropy.experiments.core.progress import bars_allowed
 from localentropy.experiments.core.shipped import resolve_config
 
@@ -177,26 +179,6 @@ def _cmd_configs(args: argparse.Namespace) -> int:
     target = copy_config(config, args.path, force=args.force)
     print(f"copied {config.name} to {target}; run it with: localentropy {config.kind} {target}")
     return 0
-
-
-def _out_dir(text: str) -> str:
-    if not text.strip():  # an unset shell variable (--out "$OUT") would write into the current directory
-        raise argparse.ArgumentTypeError("expected a directory, got an empty string")
-    if "\0" in text:
-        raise argparse.ArgumentTypeError(f"a path cannot contain a NUL character, got {text!r}")
-    return text
-
-
-def _positive_int(text: str, kind: type = int, low: float = 1) -> int:
-    """A number >= ``low`` (``kind`` int or float), or a usage error (exit 2) saying what was expected."""
-    what = {(int, 1): "a positive integer", (int, 0): "a non-negative integer"}.get((kind, low), "a positive number")
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not low <= value < float("inf") or (kind is float and value == 0):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
-    return value
 
 
 DESCRIPTION = """Study Entropy-SGD: compare estimators of the local-entropy gradient against known truths,
