@@ -22,13 +22,14 @@ Claim = dict[str, Any]
 
 
 def difference_claim(claim_id: str, text: str, d: dict[str, Any], scale: float = 100.0,
-                     unit: str = "points") -> Claim:  # fmt: skip
+                     unit: str = "points", digits: int = 2) -> Claim:  # fmt: skip
     """A claim from a paired difference (``mean``, ``ci95`` or ``half_width``, ``n``), in units of ``unit``
-    after multiplying by ``scale``."""
+    after multiplying by ``scale``; ``digits`` after the point when shown."""
     half = d.get("ci95", d.get("half_width"))
-    return {"id": claim_id, "kind": "difference", "text": text, "n": int(d.get("n") or 0), "unit": unit,
-            "mean": None if d.get("mean") is None else float(d["mean"]) * scale,
-            "ci95": None if half is None else float(half) * scale}  # fmt: skip
+    claim = {"id": claim_id, "kind": "difference", "text": text, "n": int(d.get("n") or 0), "unit": unit,
+             "mean": None if d.get("mean") is None else float(d["mean"]) * scale,
+             "ci95": None if half is None else float(half) * scale}  # fmt: skip
+    return claim if digits == 2 else {**claim, "digits": digits}
 
 
 def verdict_claim(claim_id: str, text: str, best: Sequence[str], n: int, unit: str = "replicates") -> Claim:
@@ -52,8 +53,9 @@ def claim_text(claim: Claim) -> str:
         return _verdict_words(claim) + (f" over {claim['n']} {claim['unit']}" if claim["best"] else "")
     if claim["mean"] is None:
         return "not measured"
-    ci = f" ± {claim['ci95']:.2f}" if claim["ci95"] is not None else ""
-    return f"{claim['mean']:+.2f}{ci} {claim['unit']} over {claim['n']} {claim.get('over', 'seeds')}"
+    ci = f" ± {claim['ci95']:.{claim.get('digits', 2)}f}" if claim["ci95"] is not None else ""
+    unit = f" {claim['unit']}" if claim["unit"] else ""
+    return f"{claim['mean']:+.{claim.get('digits', 2)}f}{ci}{unit} over {claim['n']} {claim.get('over', 'seeds')}"
 
 
 def _overlap(a: Claim, b: Claim) -> bool:

@@ -93,3 +93,26 @@ def test_missing_or_interval_free_claims_are_not_comparable_and_the_words_say_so
     assert compare_claim(single, diff(1, 1))["held"] is None and claim_text(single) == "+1.00 points over 1 seeds"
     flipped = compare_claims([diff(1.2, 0.7)], [diff(-0.9, 0.3, n=20)])[0]
     assert outcome_text(flipped, 20).startswith("did not hold on 20 fresh seeds: sign flipped; intervals do not")
+
+
+@given(st.floats(-1e3, 1e3), st.floats(1e-6, 1e3), st.integers(2, 100))
+def test_a_difference_always_holds_against_itself(mean, half, n) -> None:
+    claim = difference_claim("s/x", "x", {"mean": mean, "ci95": half, "n": n}, scale=1.0)
+    assert compare_claim(claim, claim) == {"held": True, "changes": []}
+
+
+def test_a_claim_in_other_units_shows_its_own_digits_and_no_blank_unit() -> None:
+    eigen = difference_claim("flatness/x", "top eigenvalue", {"mean": 1.034, "ci95": 0.14, "n": 5}, 1.0, "")
+    assert claim_text(eigen) == "+1.03 ± 0.14 over 5 seeds"
+    bits = difference_claim("r/x", "bits", {"mean": -0.0301, "ci95": 0.012, "n": 4}, 1.0, "bits per character", 3)
+    assert claim_text(bits) == "-0.030 ± 0.012 bits per character over 4 seeds"
+    assert "digits" not in eigen and bits["digits"] == 3  # records of the default precision are unchanged
+
+
+def test_every_run_and_sweep_step_states_claims_and_the_others_say_why_not() -> None:
+    from localentropy.experiments.reproduce.findings.replication import NOT_REPLICATED, STEP_CLAIMS
+    from localentropy.experiments.reproduce.steps import registered_steps
+
+    steps = {s.name: s.kind for s in registered_steps()}
+    assert set(STEP_CLAIMS) == {name for name, kind in steps.items() if kind in ("run", "sweep")}
+    assert set(NOT_REPLICATED) == set(steps) - set(STEP_CLAIMS)

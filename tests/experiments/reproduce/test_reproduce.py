@@ -13,6 +13,7 @@ from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.shipped import shipped_dir
 from localentropy.experiments.reproduce import findings
 from localentropy.experiments.reproduce import run as reproduce
+from localentropy.experiments.reproduce.findings.replication import STEP_CLAIMS
 
 CONFIGS = shipped_dir()
 
@@ -195,7 +196,12 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
     numbers = json.loads((figures / "findings.json").read_text())
     assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent",
                                        "scale", "claims", "replication"}  # fmt: skip
-    assert set(numbers["numbers"]["claims"]) == {"shootout", "samplers_training", "overhead_training"}
+    claims = numbers["numbers"]["claims"]
+    assert set(claims) == set(STEP_CLAIMS)  # every run and sweep step
+    # the paired differences exist on any 2 seeds (verdicts may be empty: a near-zero truth, no best set)
+    for step in ("cost", "flatness", "samplers_training", "sensitivity", "scoping", "overhead_training",
+                 "recurrent_char", "recurrent_row", "scale"):  # fmt: skip
+        assert claims[step] and all(c["kind"] == "difference" for c in claims[step][-1:]), step
     assert numbers["numbers"]["replication"] == {} and "### Replication on fresh seeds" in text
     assert numbers["meta"]["mode"] == "quick"
     assert (root / "runs" / "COMPLETE").is_file()
@@ -303,18 +309,23 @@ def test_the_atlas_step_writes_the_samplers_atlas_once(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fresh_replicates_are_compared_beside_the_claims(tiny_run: tuple[Path, Path]) -> None:
-    """After the rerun test (it compares the numbers before and after): the shootout again on 2 fresh replicates."""
+    """After the rerun test (it compares the numbers before and after): the shootout again on 2 fresh replicates,
+    a comparison run and a sweep on 2 fresh seeds."""
     root, doc = tiny_run
     patch = pytest.MonkeyPatch()
     patch.setattr(reproduce, "QUICK", TINY)
     try:
         with open(root / "log3.txt", "w") as log:
-            reproduce.reproduce(quick=True, out=root / "runs", doc=doc, workers=1, progress=log, steps="shootout",
-                                fresh_seeds=2)  # fmt: skip
+            reproduce.reproduce(quick=True, out=root / "runs", doc=doc, workers=1, progress=log, fresh_seeds=2,
+                                steps="shootout,smoothing_quadratic,scoping")  # fmt: skip
     finally:
         patch.undo()
     results = json.loads((root / "runs" / "fresh" / "shootout" / "results.json").read_text())
     assert results["config"]["first_replicate"] == 2_000_000 and results["fresh_seeds"]["k"] == 2
     numbers = json.loads((doc.parent / "findings" / "findings.json").read_text())["numbers"]
     assert numbers["replication"]["shootout"]["total"] == len(numbers["claims"]["shootout"]) > 0
+    assert numbers["replication"]["scoping"]["total"] == len(numbers["claims"]["scoping"]) > 0
+    assert set(numbers["replication"]) == {"shootout", "smoothing_quadratic", "scoping"}
+    scoping = json.loads((root / "runs" / "fresh" / "scoping" / "results.json").read_text())
+    assert scoping["fresh_seeds"]["seeds"] == [2_000_000, 2_000_001]
     assert "**Replicated on 2 fresh replicates**" in doc.read_text()

@@ -13,13 +13,22 @@ from typing import Any
 
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
 from localentropy.experiments.core.seeds import FRESH_SEED_OFFSET, TUNING_SEED_OFFSET
-from localentropy.experiments.reproduce.findings.common import mean_sd, paired, paired_text, pm, read_json, table
+from localentropy.experiments.reproduce.findings.common import (
+    Lines,
+    mean_sd,
+    paired,
+    paired_text,
+    pm,
+    read_json,
+    table,
+)
 from localentropy.experiments.reproduce.findings.cost import first_reach, section_cost
 from localentropy.experiments.reproduce.findings.overhead import section_overhead
 from localentropy.experiments.reproduce.findings.recurrent import section_recurrent, write_recurrent
 from localentropy.experiments.reproduce.findings.replication import (
     claim_steps,
     replicated_claims,
+    replication_overview,
     step_claims,
     with_replication,
 )
@@ -52,15 +61,20 @@ QUESTIONS = [
 ]
 
 
+def replication_text(record: dict[str, Any]) -> Lines:
+    """The section on --fresh-seeds: how to run it, what "held" means, and every step's outcome at a glance."""
+    return [*REPLICATION, "", *replication_overview(record)]
+
+
 REPLICATION = [
     "### Replication on fresh seeds",
     "",
     "```bash",
-    "localentropy reproduce --fresh-seeds 20               # the steps with claims, again on 20 new seeds",
+    "localentropy reproduce --fresh-seeds 20               # every step with claims, again on 20 new seeds",
     "localentropy reproduce --fresh-seeds 20 --steps overhead_training",
     "```",
     "",
-    "`--fresh-seeds K` runs the steps as above, then reruns each step with claims (by default "
+    "`--fresh-seeds K` runs the steps as above, then reruns each step with claims (by default all of them: "
     f"{', '.join(f'`{s}`' for s in claim_steps())}) on K seeds never used before, into `<out>/fresh/<step>/`: a "
     "sweep's `grid.seed` becomes the fresh seeds, a comparison run's replicates start at the fresh offset. Fresh "
     f"seeds start at {FRESH_SEED_OFFSET} (tuning seeds are the evaluation seeds + {TUNING_SEED_OFFSET}; "
@@ -73,7 +87,9 @@ REPLICATION = [
     "difference' held when the fresh interval also holds 0; a verdict (the lowest, or the tied set) held when it "
     "is the same. Otherwise it says what changed: the sign flipped, the interval no longer (or now) excludes 0, "
     "the intervals do not overlap, the verdict changed. A fresh run costs its step's minutes times K over the "
-    "step's own seed count (`overhead_training` at K = 20: about 4 x its minutes).",
+    "step's own seed count (`overhead_training` at K = 20: about 4 x its minutes), so a costly step can be "
+    "rerun on fewer (`--fresh-seeds 5 --steps cost`, a second call into the same directory); the table says each "
+    "step's K.",
 ]
 
 
@@ -148,7 +164,7 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         "",
         *table(["step", "question", "what", "config", "minutes"], step_rows),
         "",
-        *REPLICATION,
+        *replication_text(replicated),
         "",
     ]
     for body, _ in sections:

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from localentropy.experiments.reproduce.claims import Claim, difference_claim
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
@@ -32,6 +33,21 @@ def first_reach(curve: list[dict[str, Any]], level: float, key: str, metric: str
     return None
 
 
+def _entropy_label(labels: list[str]) -> str:
+    return next((lab for lab in labels if lab.startswith("entropy")), labels[0])
+
+
+def cost_claims(step_dir: Path) -> list[Claim]:
+    """Entropy-SGD's final test error minus each other optimizer's at the same effective epochs, paired by seed.
+    (The seconds are measurements of the machine under its load, not a quantity the seeds sample: not claims.)"""
+    _, items = sweep_entries(step_dir)
+    labels = list(dict.fromkeys(e["label"] for e in items))
+    entropy = _entropy_label(labels)
+    return [difference_claim(f"cost/{entropy} - {lab}", f"final test error, `{entropy}` minus `{lab}`",
+                             paired(by_seed(select(items, entropy)), by_seed(select(items, lab))))
+            for lab in labels if lab != entropy]  # fmt: skip
+
+
 def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers: dict[str, Any]) -> tuple[Lines, str]:
     results, items = sweep_entries(out / "cost")
     base = results["config"]["base"]
@@ -56,7 +72,7 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
                      pm([r for r in reach_ep if r is not None], 1, 0) + _missing(reach_ep),
                      pm([r for r in reach_s if r is not None], 1, 0) + _missing(reach_s)])  # fmt: skip
     n_seeds = len({e["seed"] for e in items})
-    entropy = next((lab for lab in labels if lab.startswith("entropy")), labels[0])
+    entropy = _entropy_label(labels)
     d_sgd = paired(by_seed(select(items, entropy)), by_seed(select(items, "sgd")))
     d_adam = paired(by_seed(select(items, entropy)), by_seed(select(items, "adam")))
     numbers["cost"] = {"optimizers": info, "level": level, "entropy_minus_sgd": d_sgd, "entropy_minus_adam": d_adam}

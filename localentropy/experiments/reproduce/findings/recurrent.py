@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
 from localentropy.experiments.core.plots import save_figure
+from localentropy.experiments.reproduce.claims import Claim, difference_claim
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
     distinct,
@@ -109,8 +110,9 @@ def _plot(chosen: dict[str, dict[str, Any]], metric: str, floor: float | None, y
     return save_figure(fig, path)
 
 
-def _task(out: Path, step: str, figures: Path, text: bool) -> dict[str, Any]:
-    """The chosen settings, the reach level and the paired comparisons of one sweep step."""
+def _task(out: Path, step: str, figures: Path | None, text: bool) -> dict[str, Any]:
+    """The chosen settings, the reach level and the paired comparisons of one sweep step (its figure drawn into
+    ``figures`` unless None)."""
     results, items = sweep_entries(out / step)
     metric, score = ("test_bits_per_char", "val_bits_per_char") if text else ("test_error", "val_error")
     final_key = "bits_per_char" if text else "test_error"
@@ -130,11 +132,13 @@ def _task(out: Path, step: str, figures: Path, text: bool) -> dict[str, Any]:
                 "final": paired(finals[a], finals[b]),
             }
     name = f"{step}.png"
-    _plot(chosen, metric, floor, "bits per character" if text else "test error", figures / name)
+    if figures is not None:
+        _plot(chosen, metric, floor, "bits per character" if text else "test error", figures / name)
     tried = {lab: sorted({_setting(g["settings"]) for g in groups(items) if g["label"] == lab}, key=_value)
              for lab in chosen}  # fmt: skip
     return {"results": results, "chosen": chosen, "floor": floor, "finals": finals, "level": level, "reach": reach,
-            "pairs": pairs, "figure": f"{figures.name}/{name}", "seeds": len({e["seed"] for e in items}),
+            "pairs": pairs, "figure": None if figures is None else f"{figures.name}/{name}",
+            "seeds": len({e["seed"] for e in items}),
             "tried": tried, "budget": results["config"]["base"].get("effective_epochs")}  # fmt: skip
 
 
@@ -177,6 +181,18 @@ def _verdict(task: dict[str, Any]) -> str:
              f"{_direction(d['reach_seconds'], 'fewer', 'more')}, final held-out "
              f"{_direction(d['final'], 'lower', 'higher')}" for name, d in task["pairs"].items()]  # fmt: skip
     return "; ".join(parts) or "no pair of optimizers finished"
+
+
+def recurrent_claims(step_dir: Path) -> list[Claim]:
+    """Per pair (Entropy-SGD - SGD, Entropy-Adam - Adam), each at its value chosen on validation: the paired
+    differences in effective epochs and seconds to the level and in the final held-out value."""
+    text = step_dir.name.endswith("char")
+    task = _task(step_dir.parent, step_dir.name, None, text)
+    final = ((1.0, "bits per character", 3) if text else (100.0, "points", 2))
+    kinds = (("reach_epochs", "effective epochs to the level", 1.0, "effective epochs", 1),
+             ("reach_seconds", "seconds to the level", 1.0, "s", 1), ("final", "final held-out", *final))
+    return [difference_claim(f"{step_dir.name}/{name}: {key}", f"{words}, `{name}`", d[key], scale, unit, digits)
+            for name, d in task["pairs"].items() for key, words, scale, unit, digits in kinds]  # fmt: skip
 
 
 def section_recurrent(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:

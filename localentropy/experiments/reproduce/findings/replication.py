@@ -14,15 +14,32 @@ from localentropy.experiments.core.files import atomic_write_bytes, atomic_write
 from localentropy.experiments.core.rundir import MARKER
 from localentropy.experiments.reproduce.claims import Claim, claim_text, compare_claims, outcome_text
 from localentropy.experiments.reproduce.findings.common import Lines, read_json, table
+from localentropy.experiments.reproduce.findings.cost import cost_claims
 from localentropy.experiments.reproduce.findings.overhead import training_claims as overhead_claims
+from localentropy.experiments.reproduce.findings.recurrent import recurrent_claims
 from localentropy.experiments.reproduce.findings.samplers import shootout_claims, training_claims
+from localentropy.experiments.reproduce.findings.scale import scale_claims
+from localentropy.experiments.reproduce.findings.sensitivity import scoping_claims, sensitivity_claims
+from localentropy.experiments.reproduce.findings.smoothing import estimator_claims, flatness_claims
 from localentropy.experiments.reproduce.fresh import FRESH_DIR, fresh_dir
 from localentropy.experiments.reproduce.steps import registered_steps, select_steps
 
+# Every run and sweep step has claims. The other steps are computations a seed does not sample: exact targets
+# (smoothing_targets), timings (overhead_speed, scale_compute: their spread is over repeats), the atlas (it reports
+# its own replicate statistics) and overhead_accuracy (replicates of a deterministic trajectory study).
 STEP_CLAIMS: dict[str, Callable[[Path], list[Claim]]] = {
     "shootout": shootout_claims,
+    "smoothing_sharp_wide": estimator_claims,
+    "smoothing_quadratic": estimator_claims,
+    "flatness": flatness_claims,
+    "cost": cost_claims,
     "samplers_training": training_claims,
+    "sensitivity": sensitivity_claims,
+    "scoping": scoping_claims,
     "overhead_training": overhead_claims,
+    "recurrent_char": recurrent_claims,
+    "recurrent_row": recurrent_claims,
+    "scale": scale_claims,
 }
 
 
@@ -84,6 +101,36 @@ def replication_lines(record: dict[str, Any], steps: tuple[str, ...]) -> Lines:
     return lines
 
 
+# The steps without claims, and why a fresh seed has nothing to replicate in them.
+NOT_REPLICATED = {
+    "smoothing_targets": "exact quadrature and closed forms: no seed",
+    "overhead_accuracy": "each relative error is a mean ± sd over its replicates; `--fresh-seeds` reruns run and "
+    "sweep steps, not this computation",
+    "overhead_speed": "timings: the spread is over interleaved repeats of one process, not over seeds",
+    "atlas": "the samplers' accuracy atlas of docs/samplers.md, judged there with its own replicates",
+    "scale_compute": "timings of one pass (repeats), input to a projection",
+}
+
+
+def replication_overview(record: dict[str, Any]) -> Lines:
+    """One row per step: its claims, the fresh seeds it was rerun on, and how many claims held, did not hold or
+    could not be compared; then the steps without claims and why."""
+    rows = []
+    for step in registered_steps():
+        if step.name in STEP_CLAIMS:
+            r = record.get(step.name)
+            if r is None:
+                rows.append([f"`{step.name}`", step.section, "not rerun", "—", "—", "—"])
+                continue
+            claims = r["claims"]
+            rows.append([f"`{step.name}`", step.section, _fresh_words(r), f"{r['held']} of {r['total']}",
+                         str(sum(c["held"] is False for c in claims)), str(sum(c["held"] is None for c in claims))])
+    lines = table(["step", "section", "rerun on", "claims held", "did not hold", "not comparable"], rows)
+    skipped = [f"`{name}` ({why})" for name, why in NOT_REPLICATED.items() if name in {s.name for s in
+               registered_steps()}]  # fmt: skip
+    return [*lines, "", "Steps without claims to replicate: " + "; ".join(skipped) + "."]
+
+
 def replication_markdown(record: dict[str, Any]) -> str:
     """``fresh/replication.md``: the tables of :func:`replication_lines` for every replicated step."""
     lines = ["# Replication on fresh seeds", "",
@@ -104,8 +151,8 @@ def write_replication(out: Path) -> dict[str, Any]:
     return record
 
 
-# claims the summary of a section repeats: their replication goes beside them there too
-SUMMARY_CLAIMS = {"overhead": "overhead_training/noise:"}
+# claims the summary of a section repeats (id prefixes): their replication goes beside them there too
+SUMMARY_CLAIMS = {"cost": ("cost/",), "overhead": ("overhead_training/noise:",), "scale": ("scale/parle - sgd-ddp",)}
 
 
 def with_replication(body: Lines, summary: str, section: str, record: dict[str, Any]) -> tuple[Lines, str]:
@@ -118,9 +165,8 @@ def with_replication(body: Lines, summary: str, section: str, record: dict[str, 
     for name in names:
         r = record[name]
         notes.append(f"{r['held']} of {r['total']} claims of `{name}` held on {_fresh_words(r)}")
-    prefix = SUMMARY_CLAIMS.get(section)
-    if prefix:
-        for name in names:
-            notes += [f"{c['original']['text'].removeprefix('test error, ')}: {outcome(record[name], c)}"
-                      for c in record[name]["claims"] if c["id"].startswith(prefix)]  # fmt: skip
+    prefixes = SUMMARY_CLAIMS.get(section, ())
+    for name in names:
+        notes += [f"{c['original']['text'].removeprefix('test error, ')}: {outcome(record[name], c)}"
+                  for c in record[name]["claims"] if c["id"].startswith(prefixes)]  # fmt: skip
     return body, f"{summary} Replication: {'; '.join(notes)}."

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from localentropy.diagnostics.compare import best_set, verdict_text
+from localentropy.experiments.reproduce.claims import Claim, difference_claim, verdict_claim
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
@@ -63,15 +64,30 @@ def projection(compute: dict[str, Any], examples: int, inner_steps: int,
     return rows
 
 
-def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
-    step = out / "scale"
+def measured(step: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[Any, float]], list[Any],
+                                   Any, dict[str, dict[str, Any]]]:  # fmt: skip
+    """The scale sweep's results, entries, test errors by label and seed, the seeds all labels share, the best set
+    over them, and the paired differences in test error."""
     results, items = sweep_entries(step)
-    compute = read_json(out / "scale_compute" / "compute.json")
-    records = _run_records(step, results)
     errors = {label: by_seed(select(items, label)) for label in LABELS}
     seeds = sorted(set.intersection(*(set(e) for e in errors.values())), key=str)
     verdict = best_set({label: [errors[label][s] for s in seeds] for label in LABELS}, unit="seed")
     pairs = {f"{a} - {b}": paired(errors[a], errors[b]) for a, b in ((PARLE, SGD), (PARLE, ENTROPY), (ENTROPY, SGD))}
+    return results, items, errors, seeds, verdict, pairs
+
+
+def scale_claims(step_dir: Path) -> list[Claim]:
+    """The lowest test error of the three (Holm's best set over the seeds) and the paired differences."""
+    _, _, _, seeds, verdict, pairs = measured(step_dir)
+    return [verdict_claim("scale/lowest test error", "lowest test error", verdict.best, len(seeds), "seeds"),
+            *(difference_claim(f"scale/{name}", f"test error, `{name}`", d) for name, d in pairs.items())]
+
+
+def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
+    step = out / "scale"
+    results, _, errors, seeds, verdict, pairs = measured(step)
+    compute = read_json(out / "scale_compute" / "compute.json")
+    records = _run_records(step, results)
     seconds = {label: {s: r["final"]["seconds"] for s, r in records[label].items()} for label in LABELS}
     time_pairs = {f"{a} - {b}": paired(seconds[a], seconds[b]) for a, b in ((PARLE, SGD), (ENTROPY, SGD))}
     base = results["config"]["base"]

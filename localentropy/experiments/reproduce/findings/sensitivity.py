@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from localentropy.experiments.reproduce.claims import Claim, difference_claim
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
@@ -26,10 +27,49 @@ from localentropy.experiments.reproduce.findings.common import (
 from localentropy.experiments.sweeps.figures import value_text as _text
 
 
-def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
-    results, items = sweep_entries(out / "sensitivity")
+def _grid(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+    """The sweep's results, entries, Entropy-SGD's swept axes and its cells (one per setting, errors by seed)."""
+    results, items = sweep_entries(step_dir)
     axes = [a["key"] for a in results["axes"] if a["key"] not in ("optimizer", "seed")]
-    cells = group_rows(items, "entropy-sgd", axes)
+    return results, items, axes, group_rows(items, "entropy-sgd", axes)
+
+
+def sensitivity_claims(step_dir: Path) -> list[Claim]:
+    """Every setting of gamma x eta' x L that finished a run, minus SGD on the same seeds (the count of settings
+    better or worse than SGD rests on these)."""
+    _, items, _, cells = _grid(step_dir)
+    sgd = by_seed(select(items, "sgd"))
+    return [difference_claim(f"sensitivity/{setting_text(c['setting'])} - sgd",
+                             f"test error, {setting_text(c['setting'])} minus SGD", paired(c["by_seed"], sgd))
+            for c in cells if c["by_seed"]]  # fmt: skip
+
+
+def _scoping_effect(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[str],
+                                             list[str], dict[str, Any]]:  # fmt: skip
+    """The scoping sweep's results, entries, cells, gammas, scopings, and per gamma the largest scoping minus none
+    (paired by seed)."""
+    results, items = sweep_entries(step_dir)
+    cells = group_rows(items, "entropy-sgd", ["gamma", "scoping"])
+    gammas = [_text(v) for v in next(a for a in results["axes"] if a["key"] == "gamma")["values"]]
+    scopings = [_text(v) for v in next(a for a in results["axes"] if a["key"] == "scoping")["values"]]
+    lookup = {(c["setting"]["gamma"], c["setting"]["scoping"]): c for c in cells}
+    effect = {}
+    for g in gammas:
+        lo, hi = lookup.get((g, scopings[0])), lookup.get((g, scopings[-1]))
+        if lo and hi:
+            effect[g] = paired(hi["by_seed"], lo["by_seed"])
+    return results, items, cells, gammas, scopings, effect
+
+
+def scoping_claims(step_dir: Path) -> list[Claim]:
+    """Per gamma, the largest scoping's test error minus no scoping's."""
+    *_, scopings, effect = _scoping_effect(step_dir)
+    return [difference_claim(f"scoping/gamma = {g}", f"test error at gamma = {g}, scoping {scopings[-1]} minus none",
+                             d) for g, d in effect.items()]  # fmt: skip
+
+
+def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
+    results, items, axes, cells = _grid(out / "sensitivity")
     sgd = by_seed(select(items, "sgd"))
     sgd_m, _ = mean_sd(list(sgd.values()))
     ranked = sorted((c for c in cells if c["mean"] is not None), key=lambda c: c["mean"])
@@ -52,10 +92,7 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
     better = [c for c in ranked if distinct(d := paired(c["by_seed"], sgd)) and d["mean"] < 0]
     worse = [c for c in ranked if distinct(d := paired(c["by_seed"], sgd)) and d["mean"] > 0]
     fig = copy_figure(out / "sensitivity" / "sensitivity.png", figures, "sensitivity.png")
-    sc_results, sc_items = sweep_entries(out / "scoping")
-    sc_cells = group_rows(sc_items, "entropy-sgd", ["gamma", "scoping"])
-    gammas = [_text(v) for v in next(a for a in sc_results["axes"] if a["key"] == "gamma")["values"]]
-    scopings = [_text(v) for v in next(a for a in sc_results["axes"] if a["key"] == "scoping")["values"]]
+    _, sc_items, sc_cells, gammas, scopings, scoping_effect = _scoping_effect(out / "scoping")
     lookup = {(c["setting"]["gamma"], c["setting"]["scoping"]): c for c in sc_cells}
     sc_rows = []
     for g in gammas:
@@ -66,11 +103,6 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
                 f" ({c['bad']} bad)" if c["bad"] else ""))  # fmt: skip
         sc_rows.append(row)
     sc_sgd = by_seed(select(sc_items, "sgd"))
-    scoping_effect = {}
-    for g in gammas:
-        lo, hi = lookup.get((g, scopings[0])), lookup.get((g, scopings[-1]))
-        if lo and hi:
-            scoping_effect[g] = paired(hi["by_seed"], lo["by_seed"])
     n_seeds = len({e["seed"] for e in items})
     numbers["sensitivity"] = {"cells": [{k: v for k, v in c.items() if k != "by_seed"} | {"by_seed": c["by_seed"]}
                                         for c in cells], "sgd": sgd, "scoping": [c for c in sc_cells],

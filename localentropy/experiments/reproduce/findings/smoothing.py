@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from localentropy.diagnostics.compare import best_set
+from localentropy.experiments.reproduce.claims import Claim, difference_claim, verdict_claim
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
     copy_figure,
@@ -73,26 +74,53 @@ def _relative_cell(m: dict[str, Any], estimator: str) -> str:
     return f"{fmt(m['relative_mse'])}{mcse}"
 
 
-def _winner_counts(flat: list[dict[str, Any]]) -> dict[str, int]:
-    """Per (T, point, budget) cell, which estimator has the lowest relative MSE: a win only when the statistics
-    module's best set (paired over replicates, 95 %) has one member, else the cell is ``tied``; cells whose truth is
-    near zero are counted apart (a relative error there divides by nearly nothing). A run without per-replicate
-    errors falls back to the point estimates."""
+def _cell_best(flat: list[dict[str, Any]]) -> dict[tuple, list[str] | None]:
+    """Per (T, point, budget) cell, the estimators with the lowest relative MSE: the statistics module's best set
+    (paired over replicates, 95 %; one member: a win, several: tied), or None for a cell whose truth is near zero
+    (a relative error there divides by nearly nothing). A run without per-replicate errors falls back to the point
+    estimates."""
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for f in flat:
         cells.setdefault((f["temperature"], f["point"], f["budget"]), []).append(f)
-    wins: dict[str, int] = {}
-    for members in cells.values():
+    best: dict[tuple, list[str] | None] = {}
+    for cell, members in cells.items():
         if any(_near_zero(f) for f in members):
-            winner = NEAR_ZERO
+            best[cell] = None
         elif all(f.get("squared_errors") for f in members):
             relative = {f["estimator"]: np.asarray(f["squared_errors"]) / f["truth_norm"] ** 2 for f in members}
-            best = best_set(relative, unit="replicate").best
-            winner = best[0] if len(best) == 1 else TIED
+            best[cell] = list(best_set(relative, unit="replicate").best)
         else:
-            winner = min(members, key=lambda f: f["relative_mse"])["estimator"]
+            best[cell] = [min(members, key=lambda f: f["relative_mse"])["estimator"]]
+    return best
+
+
+def _winner_counts(flat: list[dict[str, Any]]) -> dict[str, int]:
+    """How many cells each estimator won (:func:`_cell_best`), with ``tied`` and ``truth near zero`` apart."""
+    wins: dict[str, int] = {}
+    for best in _cell_best(flat).values():
+        winner = NEAR_ZERO if best is None else best[0] if len(best) == 1 else TIED
         wins[winner] = wins.get(winner, 0) + 1
     return dict(sorted(wins.items(), key=lambda kv: -kv[1]))
+
+
+def _explicit_points(results: dict[str, Any]) -> list[list[float]] | None:
+    """The points of a run that named them (the sharp/wide problem's minima and barrier), else None (x0)."""
+    points = results["config"].get("points", {})
+    return points.get("values") if points.get("kind") == "explicit" else None
+
+
+def estimator_claims(step_dir: Path) -> list[Claim]:
+    """The lowest relative MSE in each (T, point, budget) cell of an estimator comparison (``smoothing_sharp_wide``,
+    ``smoothing_quadratic``), cells with a truth near zero left out."""
+    results, records = run_records(step_dir)
+    _, flat = _estimator_rows(records, _explicit_points(results))
+    n = int(results["config"].get("replicates", 0))
+    claims = []
+    for (temperature, point, budget), best in _cell_best(flat).items():
+        if best is not None:
+            where = f"T = {fmt(temperature)}, {point}, budget {budget}"
+            claims.append(verdict_claim(f"{step_dir.name}/{where}", f"lowest relative MSE at {where}", best, n))
+    return claims
 
 
 FLATNESS = (("top_eigenvalue", "value", "top Hessian eigenvalue"), ("trace", "value", "Hessian trace"),
@@ -120,14 +148,38 @@ def flatness_by_label(step_dir: Path) -> tuple[dict[str, Any], dict[str, dict[st
     return results, out
 
 
+FLATNESS_CLAIMS = (("test_error", 100.0, "points", 2), ("top_eigenvalue", 1.0, "", 2), ("trace", 1.0, "", 2))
+ENTROPY_PREFIX = "entropy-sgd (sgld"
+
+
+def flatness_comparisons(flat: dict[str, dict[str, dict[Any, float]]]) -> tuple[str | None, dict[str, dict]]:
+    """Entropy-SGD (SGLD) minus LPF-SGD, SGD and SAM in test error, top eigenvalue and trace, paired by seed."""
+    entropy = next((lab for lab in flat if lab.startswith(ENTROPY_PREFIX)), None)
+    comparisons = {}
+    for other in ("lpf-sgd", "sgd", "sam"):
+        if entropy and other in flat:
+            comparisons[other] = {m: paired(flat[entropy].get(m, {}), flat[other].get(m, {}))
+                                  for m, _, _, _ in FLATNESS_CLAIMS}  # fmt: skip
+    return entropy, comparisons
+
+
+def flatness_claims(step_dir: Path) -> list[Claim]:
+    """The paired differences of the flatness table: Entropy-SGD (SGLD) minus each flat-minima rival."""
+    entropy, comparisons = flatness_comparisons(flatness_by_label(step_dir)[1])
+    names = {name: words for name, _, words in FLATNESS} | {"test_error": "test error"}
+    return [difference_claim(f"flatness/{measure}: {entropy} - {other}",
+                             f"{names[measure]}, `{entropy}` minus `{other}`", d[measure], scale, unit, digits)
+            for other, d in comparisons.items()
+            for measure, scale, unit, digits in FLATNESS_CLAIMS]  # fmt: skip
+
+
 def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
     from localentropy.experiments.targets import targets_table
 
     sw_results, sw = run_records(out / "smoothing_sharp_wide")
     q_results, quad = run_records(out / "smoothing_quadratic")
-    points = sw_results["config"].get("points", {}).get("values")
-    sw_table, sw_flat = _estimator_rows(sw, points)
-    q_table, q_flat = _estimator_rows(quad, None)
+    sw_table, sw_flat = _estimator_rows(sw, _explicit_points(sw_results))
+    q_table, q_flat = _estimator_rows(quad, _explicit_points(q_results))
     sw_wins, q_wins = _winner_counts(sw_flat), _winner_counts(q_flat)
     targets = read_json(out / "smoothing_targets" / "targets.json")
     fig_targets = copy_figure(out / "smoothing_targets" / "targets.png", figures, "targets.png")
@@ -138,14 +190,9 @@ def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
         fl_rows.append([label, f"{pm(list(measures.get('test_error', {}).values()), 100)} %",
                         *(pm(list(measures.get(name, {}).values()), 1, 3 if name != "local_entropy" else 5)
                           for name, _, _ in FLATNESS)])  # fmt: skip
-    entropy = next((lab for lab in flat if lab.startswith("entropy-sgd (sgld")), None)
+    entropy, comparisons = flatness_comparisons(flat)
     means = [m for m in (mean_sd(list(v.get("test_error", {}).values()))[0] for v in flat.values()) if m is not None]
     err_lo, err_hi = 100 * min(means, default=0.0), 100 * max(means, default=0.0)
-    comparisons = {}
-    for other in ("lpf-sgd", "sgd", "sam"):
-        if entropy and other in flat:
-            comparisons[other] = {m: paired(flat[entropy].get(m, {}), flat[other].get(m, {}))
-                                  for m in ("test_error", "top_eigenvalue", "trace")}  # fmt: skip
     numbers["smoothing"] = {"sharp_wide": sw_flat, "quadratic": q_flat, "wins_sharp_wide": sw_wins,
                             "wins_quadratic": q_wins, "flatness": flat,
                             "targets": [{"gamma": s["gamma"], "temperature": s["temperature"], "sigma": s["sigma"],
