@@ -79,6 +79,13 @@ def _aligned(a: Units, b: Units) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
+def sample_sd(d: np.ndarray) -> float:
+    """The sample sd (ddof 1) of ``d`` computed on d / max|d|, so that values near the float range (a runaway
+    estimate) give their finite sd instead of overflowing the squares to inf."""
+    peak = float(np.max(np.abs(d)))
+    return peak * float((d / peak).std(ddof=1)) if peak > 0 else 0.0
+
+
 def t_half_width(sd: float, n: int, level: float = LEVEL) -> float | None:
     """Half-width of the two-sided t-interval of a mean over n units with sample sd (None below 2 units)."""
     if n < 2:
@@ -93,7 +100,7 @@ def paired_difference(a: Units, b: Units, *, level: float = LEVEL, unit: str = "
     n = int(d.size)
     if n == 0:
         return PairedDifference(None, None, 0, None, level, unit, 0, 0)
-    sd = float(d.std(ddof=1)) if n > 1 else None
+    sd = sample_sd(d) if n > 1 else None
     half = t_half_width(sd, n, level) if sd is not None else None
     return PairedDifference(float(d.mean()), sd, n, half, level, unit, int((d > 0).sum()), int((d < 0).sum()))
 
@@ -141,14 +148,19 @@ class BestSet:
 def _paired_p(d: np.ndarray) -> float:
     """Two-sided paired-t p-value of H0: mean(d) = 0 (n - 1 df); a difference of exactly 0 on every unit gives 1.
 
-    Two-sided, so that a candidate Holm leaves in the best set also has a Bonferroni interval that holds 0."""
+    Two-sided, so that a candidate Holm leaves in the best set also has a Bonferroni interval that holds 0. The
+    statistic is computed on d / max|d| (it is scale-free): a runaway unit of 1e190 would otherwise overflow the
+    variance to inf and read as "separated", while the same sample at a smaller scale reads as "tied"."""
     n = d.size
-    mean = float(d.mean())
-    sd = float(d.std(ddof=1)) if n > 1 else math.nan
     if n < 2:
         return 1.0
-    if sd == 0.0 or not math.isfinite(sd):
-        return 0.0 if mean != 0 else 1.0  # a constant nonzero difference on every unit: as separated as it gets
+    peak = float(np.max(np.abs(d)))
+    if peak == 0.0:
+        return 1.0  # identical on every unit
+    scaled = d / peak
+    mean, sd = float(scaled.mean()), float(scaled.std(ddof=1))
+    if sd == 0.0:
+        return 0.0  # a constant nonzero difference on every unit: as separated as it gets
     return float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
 
 
@@ -189,7 +201,7 @@ def best_set(samples: Mapping[str, Sequence[float] | np.ndarray], *, level: floa
     comparisons = []
     for k, p in zip(others, adjusted, strict=True):
         d = diffs[k]
-        half = t_half_width(float(d.std(ddof=1)), n, simultaneous) if n > 1 else None
+        half = t_half_width(sample_sd(d), n, simultaneous) if n > 1 else None
         comparisons.append(Comparison(k, means[k], float(d.mean()), half, p, bool(p < alpha)))
     best = [lowest, *sorted((c.name for c in comparisons if not c.distinguishable), key=lambda k: (means[k], k))]
     widths = [c.half_width for c in comparisons if not c.distinguishable and c.half_width is not None]

@@ -15,7 +15,7 @@ longer (or now) excludes 0, the intervals do not overlap, the verdict changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 Claim = dict[str, Any]
@@ -32,25 +32,44 @@ def difference_claim(claim_id: str, text: str, d: dict[str, Any], scale: float =
     return claim if digits == 2 else {**claim, "digits": digits}
 
 
-def verdict_claim(claim_id: str, text: str, best: Sequence[str], n: int, unit: str = "replicates") -> Claim:
-    """A claim that ``best`` (one name: the lowest; several: tied) are the best candidates over ``n`` units."""
-    return {"id": claim_id, "kind": "verdict", "text": text, "best": list(best), "n": int(n), "unit": unit}
+def verdict_claim(claim_id: str, text: str, best: Sequence[str], n: int, unit: str = "replicates",
+                  verdict: Mapping[str, Any] | None = None) -> Claim:  # fmt: skip
+    """A claim that ``best`` (one name: the lowest; several: tied) are the best candidates over ``n`` units; with
+    the statistics module's ``verdict`` (a best set as a dict) it also records the tied members' means, so that a
+    tie with a candidate whose mean is far off (one runaway unit) can be seen for what it is."""
+    claim = {"id": claim_id, "kind": "verdict", "text": text, "best": list(best), "n": int(n), "unit": unit}
+    means = best_means(verdict) if verdict is not None and len(best) > 1 else {}
+    return {**claim, "means": {name: means[name] for name in best}} if set(best) <= set(means) else claim
+
+
+def best_means(verdict: Mapping[str, Any]) -> dict[str, float]:
+    """Each candidate's mean from a best set's dict (the lowest's is any comparison's mean minus its difference)."""
+    comparisons = verdict.get("comparisons") or []
+    means = {c["name"]: float(c["mean"]) for c in comparisons if c.get("mean") is not None}
+    first = next((c for c in comparisons if c.get("mean") is not None and c.get("difference") is not None), None)
+    if first is not None and verdict.get("lowest") is not None:
+        means[verdict["lowest"]] = float(first["mean"]) - float(first["difference"])
+    return means
 
 
 def excludes_zero(claim: Claim) -> bool:
     return claim["mean"] is not None and claim["ci95"] is not None and abs(claim["mean"]) > claim["ci95"]
 
 
-def _verdict_words(claim: Claim) -> str:
+def _verdict_words(claim: Claim, means: bool = False) -> str:
     if not claim["best"]:
         return "no verdict"
-    return f"lowest: {claim['best'][0]}" if len(claim["best"]) == 1 else "tied: " + ", ".join(claim["best"])
+    if len(claim["best"]) == 1:
+        return f"lowest: {claim['best'][0]}"
+    shown = claim.get("means") if means else None
+    return "tied: " + ", ".join(claim["best"]) + (
+        " (means " + ", ".join(f"{shown[name]:.3g}" for name in claim["best"]) + ")" if shown else "")
 
 
 def claim_text(claim: Claim) -> str:
     """The claim's numbers in a few words: "+1.23 ± 0.72 points over 5 seeds", "lowest: a over 10 replicates"."""
     if claim["kind"] == "verdict":
-        return _verdict_words(claim) + (f" over {claim['n']} {claim['unit']}" if claim["best"] else "")
+        return _verdict_words(claim, means=True) + (f" over {claim['n']} {claim['unit']}" if claim["best"] else "")
     if claim["mean"] is None:
         return "not measured"
     ci = f" ± {claim['ci95']:.{claim.get('digits', 2)}f}" if claim["ci95"] is not None else ""

@@ -93,6 +93,29 @@ def test_a_copy_is_always_in_the_best_set_with_the_original(values, shift):
     assert ("original" in verdict.best) == ("copy" in verdict.best)
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0.01, 10), min_size=3, max_size=12), st.integers(-150, 150))
+def test_the_verdict_does_not_depend_on_the_scale_of_the_numbers(values, exponent):
+    """The same samples in other units (down to 1e-150, up to 1e150: a variance of those overflows) give the same
+    best set; an overflowing variance once read as "separated"."""
+    base = {"a": np.asarray(values), "b": np.asarray(values) * 1.5 + 0.1, "c": np.asarray(values)[::-1] + 0.05}
+    scaled = {k: v * 10.0**exponent for k, v in base.items()}
+    assert best_set(scaled).best == best_set(base).best
+
+
+def test_one_runaway_unit_reads_the_same_at_any_size():
+    """A candidate far worse on one unit only: the paired t-test's verdict is the same whether the runaway is 1e20
+    or 1e196 (its variance overflows); Holm's p-values match."""
+    low = np.linspace(1e-4, 2e-4, 20)
+    verdicts = []
+    for runaway in (1e20, 1e40, 1e196):
+        other = np.full(20, 0.2)
+        other[7] = runaway
+        verdicts.append(best_set({"low": low, "runaway": other}))
+    assert {tuple(v.best) for v in verdicts} == {("low", "runaway")}
+    assert np.allclose([v.comparisons[0].p_adjusted for v in verdicts], verdicts[0].comparisons[0].p_adjusted)
+
+
 def test_default_labels_are_unique_and_say_what_differs():
     labels = default_labels(["sgld", "sgld", "sghmc", "sgld"],
                             [{"step": 0.5}, {"step": 0.1}, {"step": 0.1}, {"step": 0.5}], taken={"sghmc"})

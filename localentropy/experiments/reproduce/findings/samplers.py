@@ -156,7 +156,7 @@ def shootout_claims(step_dir: Path) -> list[Claim]:
     results = read_json(step_dir / "results.json")
     verdicts = results.get("verdicts") or comparison_verdicts(results["records"])
     return [verdict_claim(f"shootout/budget {v['budget']}", f"lowest MSE at budget {v['budget']}", v["best"],
-                          v.get("n", 0)) for v in sorted(verdicts, key=lambda v: v["budget"])]  # fmt: skip
+                          v.get("n", 0), verdict=v) for v in sorted(verdicts, key=lambda v: v["budget"])]  # fmt: skip
 
 
 def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:

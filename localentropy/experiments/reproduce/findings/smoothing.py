@@ -74,7 +74,7 @@ def _relative_cell(m: dict[str, Any], estimator: str) -> str:
     return f"{fmt(m['relative_mse'])}{mcse}"
 
 
-def _cell_best(flat: list[dict[str, Any]]) -> dict[tuple, list[str] | None]:
+def _cell_best(flat: list[dict[str, Any]]) -> dict[tuple, dict[str, Any] | None]:
     """Per (T, point, budget) cell, the estimators with the lowest relative MSE: the statistics module's best set
     (paired over replicates, 95 %; one member: a win, several: tied), or None for a cell whose truth is near zero
     (a relative error there divides by nearly nothing). A run without per-replicate errors falls back to the point
@@ -82,22 +82,23 @@ def _cell_best(flat: list[dict[str, Any]]) -> dict[tuple, list[str] | None]:
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for f in flat:
         cells.setdefault((f["temperature"], f["point"], f["budget"]), []).append(f)
-    best: dict[tuple, list[str] | None] = {}
+    best: dict[tuple, dict[str, Any] | None] = {}
     for cell, members in cells.items():
         if any(_near_zero(f) for f in members):
             best[cell] = None
         elif all(f.get("squared_errors") for f in members):
             relative = {f["estimator"]: np.asarray(f["squared_errors"]) / f["truth_norm"] ** 2 for f in members}
-            best[cell] = list(best_set(relative, unit="replicate").best)
+            best[cell] = best_set(relative, unit="replicate").as_dict()
         else:
-            best[cell] = [min(members, key=lambda f: f["relative_mse"])["estimator"]]
+            best[cell] = {"best": [min(members, key=lambda f: f["relative_mse"])["estimator"]]}
     return best
 
 
 def _winner_counts(flat: list[dict[str, Any]]) -> dict[str, int]:
     """How many cells each estimator won (:func:`_cell_best`), with ``tied`` and ``truth near zero`` apart."""
     wins: dict[str, int] = {}
-    for best in _cell_best(flat).values():
+    for verdict in _cell_best(flat).values():
+        best = None if verdict is None else verdict["best"]
         winner = NEAR_ZERO if best is None else best[0] if len(best) == 1 else TIED
         wins[winner] = wins.get(winner, 0) + 1
     return dict(sorted(wins.items(), key=lambda kv: -kv[1]))
@@ -116,10 +117,11 @@ def estimator_claims(step_dir: Path) -> list[Claim]:
     _, flat = _estimator_rows(records, _explicit_points(results))
     n = int(results["config"].get("replicates", 0))
     claims = []
-    for (temperature, point, budget), best in _cell_best(flat).items():
-        if best is not None:
+    for (temperature, point, budget), verdict in _cell_best(flat).items():
+        if verdict is not None:
             where = f"T = {fmt(temperature)}, {point}, budget {budget}"
-            claims.append(verdict_claim(f"{step_dir.name}/{where}", f"lowest relative MSE at {where}", best, n))
+            claims.append(verdict_claim(f"{step_dir.name}/{where}", f"lowest relative MSE at {where}", verdict["best"],
+                                        n, verdict=verdict))  # fmt: skip
     return claims
 
 
