@@ -264,8 +264,10 @@ RUN_FIELDS: list[tuple[Path_, st.SearchStrategy]] = [
     (("seed",), bad_int(0, 2**63 - 1)),
     (("replicates",), bad_int(2, 100_000)),
     (("chains",), bad_int(1, 100_000)),
-    (("gamma",), bad_number(0.0, low_open=True) | st.just([])),
-    (("temperature",), bad_number(0.0, low_open=True) | st.lists(bad_number(0.0, low_open=True), min_size=1)),
+    # gamma and temperature take a number or a list of them: [1.0] (in NOT_A_NUMBER) is a valid list
+    (("gamma",), bad_number(0.0, low_open=True).filter(lambda v: v != [1.0]) | st.just([])),
+    (("temperature",), bad_number(0.0, low_open=True).filter(lambda v: v != [1.0])
+     | st.lists(bad_number(0.0, low_open=True), min_size=1)),
     (("threads",), bad_int(1, 1024)),
     (("keep_draws",), NOT_A_BOOL),
     (("ksd",), NOT_A_BOOL),

@@ -271,6 +271,9 @@ def write_recurrent(out: str | Path, doc: str | Path) -> Path:
     figures.mkdir(parents=True, exist_ok=True)
     numbers: dict[str, Any] = {}
     lines, summary = section_recurrent(out, figures, numbers)
+    from localentropy.experiments.reproduce.findings.replication import replicated_claims, with_replication
+
+    lines, summary = with_replication(lines, summary, "recurrent", replicated_claims(out))
     commits = sorted({str(sweep_entries(out / s)[0].get("meta", {}).get("git_commit") or "")[:12]
                       for s in ("recurrent_char", "recurrent_row")} - {""})  # fmt: skip
     head = ["# Findings: recurrent networks", "",
