@@ -24,7 +24,7 @@ from localentropy.experiments.reproduce.findings.common import (
 )
 from localentropy.experiments.reproduce.findings.cost import first_reach, section_cost
 from localentropy.experiments.reproduce.findings.overhead import section_overhead
-from localentropy.experiments.reproduce.findings.recurrent import section_recurrent, write_recurrent
+from localentropy.experiments.reproduce.findings.recurrent import section_recurrent, write_section
 from localentropy.experiments.reproduce.findings.replication import (
     claim_steps,
     replicated_claims,
@@ -179,6 +179,12 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
     atomic_write_json(figures / "findings.json", {"meta": meta, "plan": resolved, "numbers": numbers})
     atomic_write_bytes(doc, "\n".join(lines).encode())
     return doc
+
+
+def write_recurrent(out: str | Path, doc: str | Path) -> Path:
+    """The recurrent section alone, as ``doc``, with the replication of its claims when ``out`` has fresh runs."""
+    record = replicated_claims(Path(out))
+    return write_section(out, doc, lambda body, summary: with_replication(body, summary, "recurrent", record))
 
 
 def _step_commits(out: Path) -> list[str]:

@@ -3,12 +3,13 @@
 Two sweeps (``recurrent_char``: a char-LSTM on the Markov source, whose entropy rate is the floor; ``recurrent_row``:
 a row-LSTM on MNIST-5k). For each optimizer the main step's value with the lowest mean final validation loss
 (bits per character, or the validation error for images) is kept; every comparison is paired over the seeds.
-:func:`write_recurrent` renders this section alone into a document of its own.
+:func:`write_section` renders this section alone into a document of its own (``findings.write_recurrent``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,16 +265,17 @@ def section_recurrent(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
     return lines, summary
 
 
-def write_recurrent(out: str | Path, doc: str | Path) -> Path:
-    """This section alone, as ``doc`` (figures and numbers in ``<doc stem>/``), from a reproduction's ``out``."""
+def write_section(out: str | Path, doc: str | Path,
+                  replication: Callable[[Lines, str], tuple[Lines, str]] | None = None) -> Path:  # fmt: skip
+    """This section alone, as ``doc`` (figures and numbers in ``<doc stem>/``), from a reproduction's ``out``;
+    ``replication`` adds the replication of its claims (the findings package's :func:`write_recurrent` passes it)."""
     out, doc = Path(out), Path(doc)
     figures = doc.parent / doc.stem
     figures.mkdir(parents=True, exist_ok=True)
     numbers: dict[str, Any] = {}
     lines, summary = section_recurrent(out, figures, numbers)
-    from localentropy.experiments.reproduce.findings.replication import replicated_claims, with_replication
-
-    lines, summary = with_replication(lines, summary, "recurrent", replicated_claims(out))
+    if replication is not None:
+        lines, summary = replication(lines, summary)
     commits = sorted({str(sweep_entries(out / s)[0].get("meta", {}).get("git_commit") or "")[:12]
                       for s in ("recurrent_char", "recurrent_row")} - {""})  # fmt: skip
     head = ["# Findings: recurrent networks", "",
