@@ -116,3 +116,16 @@ def test_every_run_and_sweep_step_states_claims_and_the_others_say_why_not() -> 
     steps = {s.name: s.kind for s in registered_steps()}
     assert set(STEP_CLAIMS) == {name for name, kind in steps.items() if kind in ("run", "sweep")}
     assert set(NOT_REPLICATED) == set(steps) - set(STEP_CLAIMS)
+
+
+def test_the_fresh_differences_are_tallied_by_direction() -> None:
+    from localentropy.experiments.reproduce.findings.replication import fresh_directions
+
+    original = [diff(1.0, 0.5), diff(0.1, 0.5), diff(-1.0, 0.5), verdict_claim("s/v", "v", ["a"], 3)]
+    fresh = [diff(1.0, 0.2, 20), diff(0.1, 0.2, 20), diff(-1.0, 0.2, 20), verdict_claim("s/v", "v", ["a"], 20)]
+    for i, c in enumerate(original[:3]):
+        c["id"] = fresh[i]["id"] = f"s/{i}"
+    record = {"claims": compare_claims(original, fresh)}
+    assert fresh_directions(record) == ("on the fresh seeds 1 of the 3 differences lie above 0 beyond their 95 % "
+                                        "interval, 1 below, 1 hold 0")  # fmt: skip
+    assert fresh_directions({"claims": compare_claims(original[3:], fresh[3:])}) == ""

@@ -12,7 +12,7 @@ from typing import Any
 
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
 from localentropy.experiments.core.rundir import MARKER
-from localentropy.experiments.reproduce.claims import Claim, claim_text, compare_claims, outcome_text
+from localentropy.experiments.reproduce.claims import Claim, claim_text, compare_claims, excludes_zero, outcome_text
 from localentropy.experiments.reproduce.findings.common import Lines, read_json, table
 from localentropy.experiments.reproduce.findings.cost import cost_claims
 from localentropy.experiments.reproduce.findings.overhead import training_claims as overhead_claims
@@ -68,6 +68,19 @@ def replicated_claims(out: Path) -> dict[str, Any]:
     return record
 
 
+def fresh_directions(step_record: dict[str, Any]) -> str:
+    """What the fresh run's differences say on their own: how many lie above 0 and below 0 beyond their 95 %
+    interval, and how many hold 0 (empty when the step has no difference claims)."""
+    fresh = [c["fresh"] for c in step_record["claims"] if c["fresh"] is not None and c["fresh"]["kind"] == "difference"
+             and c["fresh"]["mean"] is not None and c["fresh"]["ci95"] is not None]  # fmt: skip
+    if not fresh:
+        return ""
+    above = sum(excludes_zero(c) and c["mean"] > 0 for c in fresh)
+    below = sum(excludes_zero(c) and c["mean"] < 0 for c in fresh)
+    return (f"on the fresh seeds {above} of the {len(fresh)} differences lie above 0 beyond their 95 % interval, "
+            f"{below} below, {len(fresh) - above - below} hold 0")  # fmt: skip
+
+
 def _fresh_words(step_record: dict[str, Any]) -> str:
     seeds = step_record["fresh_seeds"]
     return f"{seeds.get('k', '?')} fresh {seeds.get('unit', 'seed')}s"
@@ -93,7 +106,8 @@ def replication_lines(record: dict[str, Any], steps: tuple[str, ...]) -> Lines:
             f"**Replicated on {_fresh_words(step_record)}** (`localentropy reproduce --fresh-seeds "
             f"{seeds.get('k', '?')}`: `{name}` rerun on {seeds.get('unit', 'seed')}s {seeds['seeds'][0]}.."
             f"{seeds['seeds'][-1]}, disjoint from the ones above): {step_record['held']} of "
-            f"{step_record['total']} claims held (same sign, or the same verdict, and overlapping 95 % intervals).",
+            f"{step_record['total']} claims held (same sign, or the same verdict, and overlapping 95 % intervals)"
+            + (f"; {directions}." if (directions := fresh_directions(step_record)) else "."),
             "",
             *table(["claim", "original", "on fresh seeds"], rows),
             "",
@@ -164,7 +178,9 @@ def with_replication(body: Lines, summary: str, section: str, record: dict[str, 
     notes = []
     for name in names:
         r = record[name]
-        notes.append(f"{r['held']} of {r['total']} claims of `{name}` held on {_fresh_words(r)}")
+        directions = fresh_directions(r)
+        notes.append(f"{r['held']} of {r['total']} claims of `{name}` held on {_fresh_words(r)}"
+                     + (f" ({directions})" if directions else ""))  # fmt: skip
     prefixes = SUMMARY_CLAIMS.get(section, ())
     for name in names:
         notes += [f"{c['original']['text'].removeprefix('test error, ')}: {outcome(record[name], c)}"
