@@ -27,6 +27,7 @@ from localentropy.experiments.reproduce.findings.overhead import section_overhea
 from localentropy.experiments.reproduce.findings.recurrent import section_recurrent, write_section
 from localentropy.experiments.reproduce.findings.replication import (
     claim_steps,
+    fresh_minutes,
     replicated_claims,
     replication_overview,
     step_claims,
@@ -61,9 +62,10 @@ QUESTIONS = [
 ]
 
 
-def replication_text(record: dict[str, Any]) -> Lines:
-    """The section on --fresh-seeds: how to run it, what "held" means, and every step's outcome at a glance."""
-    return [*REPLICATION, "", *replication_overview(record)]
+def replication_text(record: dict[str, Any], minutes: dict[str, float]) -> Lines:
+    """The section on --fresh-seeds: how to run it, what "held" means, and every step's outcome at a glance (the
+    minutes: each rerun's wall time when it ran, on this project's 2-core machine)."""
+    return [*REPLICATION, "", *replication_overview(record, minutes)]
 
 
 REPLICATION = [
@@ -164,7 +166,7 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         "",
         *table(["step", "question", "what", "config", "minutes"], step_rows),
         "",
-        *replication_text(replicated),
+        *replication_text(replicated, fresh_minutes(out)),
         "",
     ]
     for body, _ in sections:

@@ -126,20 +126,29 @@ NOT_REPLICATED = {
 }
 
 
-def replication_overview(record: dict[str, Any]) -> Lines:
-    """One row per step: its claims, the fresh seeds it was rerun on, and how many claims held, did not hold or
-    could not be compared; then the steps without claims and why."""
-    rows = []
+def fresh_minutes(out: Path) -> dict[str, float]:
+    """The minutes each fresh rerun took when it ran (``records/fresh_timings.json`` of the reproduction)."""
+    path = out / "records" / "fresh_timings.json"
+    timings = read_json(path) if path.is_file() else {}
+    return {name: t["seconds"] / 60 for name, t in timings.items() if t and t.get("state") != "skip"}
+
+
+def replication_overview(record: dict[str, Any], minutes: dict[str, float] | None = None) -> Lines:
+    """One row per step: its claims, the fresh seeds it was rerun on, how many claims held, did not hold or
+    could not be compared, and the minutes the rerun took; then the steps without claims and why."""
+    rows, minutes = [], minutes or {}
     for step in registered_steps():
         if step.name in STEP_CLAIMS:
             r = record.get(step.name)
             if r is None:
-                rows.append([f"`{step.name}`", step.section, "not rerun", "—", "—", "—"])
+                rows.append([f"`{step.name}`", step.section, "not rerun", "—", "—", "—", "—"])
                 continue
             claims = r["claims"]
+            took = f"{minutes[step.name]:.1f}" if step.name in minutes else "—"
             rows.append([f"`{step.name}`", step.section, _fresh_words(r), f"{r['held']} of {r['total']}",
-                         str(sum(c["held"] is False for c in claims)), str(sum(c["held"] is None for c in claims))])
-    lines = table(["step", "section", "rerun on", "claims held", "did not hold", "not comparable"], rows)
+                         str(sum(c["held"] is False for c in claims)), str(sum(c["held"] is None for c in claims)),
+                         took])  # fmt: skip
+    lines = table(["step", "section", "rerun on", "claims held", "did not hold", "not comparable", "minutes"], rows)
     skipped = [f"`{name}` ({why})" for name, why in NOT_REPLICATED.items() if name in {s.name for s in
                registered_steps()}]  # fmt: skip
     return [*lines, "", "Steps without claims to replicate: " + "; ".join(skipped) + "."]
@@ -166,7 +175,15 @@ def write_replication(out: Path) -> dict[str, Any]:
 
 
 # claims the summary of a section repeats (id prefixes): their replication goes beside them there too
-SUMMARY_CLAIMS = {"cost": ("cost/",), "overhead": ("overhead_training/noise:",), "scale": ("scale/parle - sgd-ddp",)}
+SUMMARY_CLAIMS = {
+    "cost": ("cost/",),
+    "smoothing": ("flatness/test_error: entropy-sgd (sgld) - lpf-sgd",
+                  "flatness/top_eigenvalue: entropy-sgd (sgld) - lpf-sgd"),
+    "samplers": ("shootout/",),
+    "overhead": ("overhead_training/noise:",),
+    "recurrent": ("recurrent_char/entropy-sgd - sgd: final", "recurrent_row/entropy-sgd - sgd: final"),
+    "scale": ("scale/parle - sgd-ddp",),
+}
 
 
 def with_replication(body: Lines, summary: str, section: str, record: dict[str, Any]) -> tuple[Lines, str]:
@@ -183,6 +200,6 @@ def with_replication(body: Lines, summary: str, section: str, record: dict[str, 
                      + (f" ({directions})" if directions else ""))  # fmt: skip
     prefixes = SUMMARY_CLAIMS.get(section, ())
     for name in names:
-        notes += [f"{c['original']['text'].removeprefix('test error, ')}: {outcome(record[name], c)}"
+        notes += [f"{c['original']['text']}: {outcome(record[name], c)}"
                   for c in record[name]["claims"] if c["id"].startswith(prefixes)]  # fmt: skip
     return body, f"{summary} Replication: {'; '.join(notes)}."
