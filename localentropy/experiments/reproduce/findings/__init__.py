@@ -175,7 +175,8 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         "---",
         "",
         f"Numbers behind every table: [{figures.name}/findings.json]({figures.name}/findings.json). "
-        f"Raw runs: `{out}` (each step's `results.json`, `report.md` and `config.json`).",
+        "Raw runs: the reproduction's output directory (`--out`, by default `runs/reproduce`; not shipped with the "
+        "repository), where each step's `results.json`, `report.md` and `config.json` lie.",
         "",
     ]
     atomic_write_json(figures / "findings.json", {"meta": meta, "plan": resolved, "numbers": numbers})
