@@ -148,19 +148,15 @@ class BestSet:
 def _paired_p(d: np.ndarray) -> float:
     """Two-sided paired-t p-value of H0: mean(d) = 0 (n - 1 df); a difference of exactly 0 on every unit gives 1.
 
-    Two-sided, so that a candidate Holm leaves in the best set also has a Bonferroni interval that holds 0. The
-    statistic is computed on d / max|d| (it is scale-free): a runaway unit of 1e190 would otherwise overflow the
-    variance to inf and read as "separated", while the same sample at a smaller scale reads as "tied"."""
+    Two-sided, so that a candidate Holm leaves in the best set also has a Bonferroni interval that holds 0. The sd
+    is :func:`sample_sd` (scale-free): a runaway unit of 1e190 would otherwise overflow the variance to inf and read
+    as "separated", while the same sample at a smaller scale reads as "tied"."""
     n = d.size
     if n < 2:
         return 1.0
-    peak = float(np.max(np.abs(d)))
-    if peak == 0.0:
-        return 1.0  # identical on every unit
-    scaled = d / peak
-    mean, sd = float(scaled.mean()), float(scaled.std(ddof=1))
+    mean, sd = float(d.mean()), sample_sd(d)
     if sd == 0.0:
-        return 0.0  # a constant nonzero difference on every unit: as separated as it gets
+        return 0.0 if mean != 0 else 1.0  # a constant nonzero difference on every unit: as separated as it gets
     return float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
 
 

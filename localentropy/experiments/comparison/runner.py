@@ -259,7 +259,7 @@ def _finish_run(config: RunConfig, tasks: list[Task], out_dir: RunDirectory, res
                "verdicts": comparison_verdicts(records)}  # fmt: skip
     if tuning is not None:
         results["tuning"] = tuning
-    # a runaway estimate (finite, ~1e190) can overflow the verdicts' variances: stored as null, never as inf
+    # a runaway estimate (finite, near the float range) can overflow a derived number: stored as null, never as inf
     atomic_write_json(out_dir.path / "results.json", finite_or_none(results))
     if config.keep_draws:
         write_draws(out_dir, tasks)

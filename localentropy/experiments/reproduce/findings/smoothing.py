@@ -150,7 +150,7 @@ def flatness_by_label(step_dir: Path) -> tuple[dict[str, Any], dict[str, dict[st
     return results, out
 
 
-FLATNESS_CLAIMS = (("test_error", 100.0, "points", 2), ("top_eigenvalue", 1.0, "", 2), ("trace", 1.0, "", 2))
+FLATNESS_CLAIMS = (("test_error", 100.0, "points"), ("top_eigenvalue", 1.0, ""), ("trace", 1.0, ""))  # scale, unit
 ENTROPY_PREFIX = "entropy-sgd (sgld"
 
 
@@ -161,7 +161,7 @@ def flatness_comparisons(flat: dict[str, dict[str, dict[Any, float]]]) -> tuple[
     for other in ("lpf-sgd", "sgd", "sam"):
         if entropy and other in flat:
             comparisons[other] = {m: paired(flat[entropy].get(m, {}), flat[other].get(m, {}))
-                                  for m, _, _, _ in FLATNESS_CLAIMS}  # fmt: skip
+                                  for m, _, _ in FLATNESS_CLAIMS}  # fmt: skip
     return entropy, comparisons
 
 
@@ -170,9 +170,9 @@ def flatness_claims(step_dir: Path) -> list[Claim]:
     entropy, comparisons = flatness_comparisons(flatness_by_label(step_dir)[1])
     names = {name: words for name, _, words in FLATNESS} | {"test_error": "test error"}
     return [difference_claim(f"flatness/{measure}: {entropy} - {other}",
-                             f"{names[measure]}, `{entropy}` minus `{other}`", d[measure], scale, unit, digits)
+                             f"{names[measure]}, `{entropy}` minus `{other}`", d[measure], scale, unit)
             for other, d in comparisons.items()
-            for measure, scale, unit, digits in FLATNESS_CLAIMS]  # fmt: skip
+            for measure, scale, unit in FLATNESS_CLAIMS]  # fmt: skip
 
 
 def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
