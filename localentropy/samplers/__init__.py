@@ -1,7 +1,15 @@
 """Inner-loop samplers behind one contract (see :mod:`localentropy.samplers.base`)."""
 
 from localentropy.samplers.baoab import BAOAB, BAOABState
-from localentropy.samplers.base import NOISE_KINDS, Position, Sampler, as_tensor_list, draw_noise
+from localentropy.samplers.base import (
+    NOISE_KINDS,
+    Position,
+    Sampler,
+    SamplerContractError,
+    as_tensor_list,
+    draw_noise,
+    noise_buffers,
+)
 from localentropy.samplers.cyclical import Cyclical, CyclicalSchedule
 from localentropy.samplers.divergence import SamplerDivergenceError, SampleResult
 from localentropy.samplers.mala import MALA, MALAState
@@ -43,11 +51,13 @@ __all__ = [
     "SGNHTState",
     "SampleResult",
     "Sampler",
+    "SamplerContractError",
     "SamplerDivergenceError",
     "as_tensor_list",
     "available_samplers",
     "draw_noise",
     "make_sampler",
+    "noise_buffers",
     "register_sampler",
     "sample",
     "sampler_class",

@@ -6,7 +6,9 @@ It is a small object in the optax / blackjax style:
 * constructed from keyword hyperparameters, validated once, there;
 * ``init(position)`` returns a state, a plain ``NamedTuple`` whose ``position`` field is the current point;
 * ``step(state, grad, generator=None, *, noise=None)`` advances the state given ``grad``, the gradient of U
-  at ``state.position``, and returns the new state.
+  at ``state.position``, and returns the new state;
+* ``reset(state)`` returns the state that ``init(state.position)`` would, reusing the state's buffers (momenta
+  zeroed in place): the Entropy-SGD optimizers restart their sampler this way every outer step.
 
 Built-in samplers update ``state.position`` (and their other buffers) **in place** and return a state that
 shares those tensors: ``init`` does not copy, so a network's parameters can be the position. Clone first
@@ -18,26 +20,39 @@ A position is either one tensor whose leading dimension indexes independent chai
 
 ``noise`` selects the distribution of the injected noise: ``"gaussian"`` (N(0, 1)) or ``"rademacher"``
 (+-1 with equal probability: same mean and variance, enough for Langevin schemes of weak order one).
-The noise is drawn into buffers allocated once by ``init`` (:func:`noise_buffers`) from the caller's
-``generator``; ``step`` accepts ``noise=`` (same structure as the position) to use given noise instead, which
-tests use to compare code paths. At T = 0 no noise is drawn and each sampler is its matching optimiser.
+
+**Where the noise comes from.** ``step`` draws its noise from the caller's ``generator`` into the state's noise
+buffers, made by :func:`noise_buffers` in ``init`` and allocated at their first draw. When the caller passes
+``noise=`` (tensors shaped like the position, mean 0 and variance 1), ``step`` uses exactly that noise and draws
+nothing: no call on ``generator``, none on torch's global generator. The Entropy-SGD optimizers rely on this: on
+their chunked path (noise stream "chunked-v1", Gaussian noise, large groups on a CPU) each chunk of the parameters
+has its own generator, the optimizer draws every chunk's noise itself and passes it with ``noise=``, and
+``generator`` is None. A sampler that draws anyway there is refused with :class:`SamplerContractError`. At T = 0
+no noise is drawn and each sampler is its matching optimiser.
+
+**What ``init`` may allocate.** Its own buffers (momenta, preconditioners, thermostats), shaped like the position.
+Noise buffers come from :func:`noise_buffers`, which allocates nothing until the first draw, so a state whose
+``step`` is always given ``noise=`` (every chunk's state on the chunked path) never holds them.
+
+**Opting in to the chunked path: ``elementwise = True``.** A sampler declares it when each coordinate's update
+reads only that coordinate's position, gradient, noise and buffers (no sum over coordinates, no accept/reject of
+the whole chain). The optimizers then cut the position into chunks, call ``init`` once per chunk (the position a
+list of views of the parameters, some of them flat slices of a tensor) and step the chunks on several threads at
+once, so ``step`` must not touch shared mutable state other than its own chunk's. A sampler that does not declare
+it still gets its noise with ``noise=`` on that path, drawn in parallel, and steps on the whole group.
 
 Rademacher noise is drawn as packed random bits: one ``random_`` call fills ceil(n / 64) int64 words with 64
 random bits each, and a 256 x 8 table maps each byte to eight +-1 values (one ``index_select``): about a tenth
 of the cost of ``normal_`` on a CPU (docs/performance.md). Parameter j of the concatenated buffers gets bit j
 of the stream, so the draw is the same however the buffers are laid out. :func:`noise_buffers` keeps the
-words, the byte indices and the table with the buffers, so ``step`` allocates nothing; a plain list of
-buffers (a user-written sampler's) gets the same numbers through temporary scratch.
-
-``reset(state)`` returns the state that ``init(state.position)`` would, reusing the state's buffers (momenta
-zeroed in place): the Entropy-SGD optimizers restart their sampler this way every outer step.
+words, the byte indices and the table with the buffers, so ``step`` allocates nothing after its first draw; a
+plain list of buffers (a user-written sampler's) gets the same numbers through temporary scratch.
 """
 
 from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from typing import Any, ClassVar, Self
 
 import torch
@@ -147,39 +162,78 @@ class RademacherScratch:
 
 
 class NoiseBuffers(list):
-    """A sampler state's noise buffers: a list of tensors shaped like the position (views of one flat tensor),
-    with ``rademacher``, the scratch that Rademacher noise needs (None for Gaussian noise), and ``tensors``, the
-    same tensors as a plain list (what :func:`draw_noise` returns, for the ``torch._foreach_*`` calls)."""
+    """A sampler state's noise buffers: a list of tensors shaped like the position (views of one flat tensor when
+    they share a dtype and device), allocated at the first use (a draw, indexing, iteration), never before.
 
-    rademacher: RademacherScratch | None = None
+    ``rademacher`` is the scratch that Rademacher noise needs (None for Gaussian noise), and ``tensors`` the same
+    tensors as a plain list (what :func:`draw_noise` returns, for the ``torch._foreach_*`` calls: they parse a list
+    subclass ~2 us slower). A state whose ``step`` is always given ``noise=`` never allocates them.
+    """
 
-    def __init__(self, tensors: Iterable[Tensor] = ()) -> None:
-        super().__init__(tensors)
-        self.tensors: list[Tensor] = list(self)
+    def __init__(self, positions: list[Tensor], kind: str) -> None:
+        super().__init__()
+        self._shapes_of = positions
+        self.kind = kind
+        self._tensors: list[Tensor] | None = None
+        self._rademacher: RademacherScratch | None = None
+
+    @property
+    def allocated(self) -> bool:
+        return self._tensors is not None
+
+    @property
+    def tensors(self) -> list[Tensor]:
+        if self._tensors is None:
+            self._allocate()
+        return self._tensors  # type: ignore[return-value]
+
+    @property
+    def rademacher(self) -> RademacherScratch | None:
+        if self._tensors is None:
+            self._allocate()
+        return self._rademacher
+
+    def _allocate(self) -> None:
+        positions, kind = self._shapes_of, self.kind
+        first = positions[0]
+        uniform = all(p.dtype == first.dtype and p.device == first.device for p in positions)
+        if kind != "rademacher" or not uniform:
+            tensors = [torch.empty_like(p) for p in positions]
+            scratch = RademacherScratch(tensors) if kind == "rademacher" else None
+        else:
+            n = sum(p.numel() for p in positions)
+            words = max(1, -(-n // BITS_PER_WORD))
+            flat = torch.empty(words * BITS_PER_WORD, dtype=first.dtype, device=first.device)
+            tensors, offset = [], 0
+            for p in positions:
+                tensors.append(flat[offset : offset + p.numel()].view(p.shape))
+                offset += p.numel()
+            scratch = RademacherScratch(tensors, flat)
+        self._tensors, self._rademacher = tensors, scratch
+        self.extend(tensors)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.tensors[index]
+
+    def __iter__(self) -> Any:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
 
 
 def noise_buffers(positions: list[Tensor], kind: str = "gaussian") -> NoiseBuffers:
-    """Noise buffers shaped like ``positions``, with the scratch that noise of ``kind`` needs, allocated once.
+    """Noise buffers shaped like ``positions``, with the scratch that noise of ``kind`` needs, allocated at their
+    first use and kept from then on.
 
-    With one dtype and device throughout, the buffers are consecutive views of one flat tensor (padded to a
-    multiple of 64 entries), which Rademacher noise fills in one pass; otherwise they are separate tensors.
+    With one dtype and device throughout, Rademacher buffers are consecutive views of one flat tensor (padded to a
+    multiple of 64 entries), which the packed bits fill in one pass; otherwise they are separate tensors.
     """
-    first = positions[0]
-    uniform = all(p.dtype == first.dtype and p.device == first.device for p in positions)
-    if kind != "rademacher" or not uniform:
-        buffers = NoiseBuffers(torch.empty_like(p) for p in positions)
-        if kind == "rademacher":
-            buffers.rademacher = RademacherScratch(buffers)
-        return buffers
-    n = sum(p.numel() for p in positions)
-    flat = torch.empty(max(1, -(-n // BITS_PER_WORD)) * BITS_PER_WORD, dtype=first.dtype, device=first.device)
-    views, offset = [], 0
-    for p in positions:
-        views.append(flat[offset : offset + p.numel()].view(p.shape))
-        offset += p.numel()
-    buffers = NoiseBuffers(views)
-    buffers.rademacher = RademacherScratch(buffers, flat)
-    return buffers
+    return NoiseBuffers(list(positions), kind)
+
+
+class SamplerContractError(RuntimeError):
+    """A sampler broke the contract of :mod:`localentropy.samplers.base` (e.g. drew noise when given ``noise=``)."""
 
 
 class Sampler(ABC):
@@ -195,7 +249,8 @@ class Sampler(ABC):
     * ``noises``: the noise kinds the ``noise`` hyperparameter accepts;
     * ``elementwise``: each coordinate's update reads only that coordinate's position, gradient, noise and buffers
       (no sum over coordinates, no accept/reject of the whole chain), so the sampler can be stepped on any split of
-      the position into pieces with the same result: the Entropy-SGD optimizers use this to run it on all cores.
+      the position into pieces with the same result: the Entropy-SGD optimizers use this to run it on all cores,
+      one state per chunk, with the noise given (``noise=``; the module docstring states the rules).
     """
 
     name: ClassVar[str] = ""

@@ -28,5 +28,5 @@ def kept_sampler_states(sampler: str, sampler_options: dict[str, Any], outer_ste
 
     for _ in range(outer_steps):
         opt.step(closure)
-        ((_, state),) = opt.__dict__["_sampler_states"].values()
-        yield state
+        (loop,) = opt._loops.loops.values()
+        yield loop.state

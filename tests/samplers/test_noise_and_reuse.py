@@ -220,10 +220,10 @@ def test_entropy_sgd_reuses_the_sampler_state_and_matches_a_fresh_init(name: str
     pointers = None
     for _ in range(3):
         opts[0].step(_closure(model, opts[0], x, y))
-        opts[1]._sampler_states = {}  # the twin starts every outer step from sampler.init, as before the reuse
+        opts[1]._loops.forget()  # the twin starts every outer step from sampler.init, as before the reuse
         opts[1].step(_closure(twin, opts[1], x, y))
-        (cached,) = opts[0]._sampler_states.values()
-        now = [t.data_ptr() for t in cached[1].noise]
+        (cached,) = opts[0]._loops.loops.values()
+        now = [t.data_ptr() for t in cached.state.noise]
         assert pointers is None or now == pointers
         pointers = now
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
@@ -239,8 +239,9 @@ def test_entropy_sgd_makes_a_new_state_when_the_trainable_parameters_change() ->
     opt.step(_closure(model, opt, x, y))
     model[0].weight.requires_grad_(False)
     opt.step(_closure(model, opt, x, y))
-    (cached,) = {k: v for k, v in opt._sampler_states.items() if len(v[1].position) == 3}.values()
-    assert all(p is not model[0].weight for p in cached[1].position)
+    (cached,) = opt._loops.loops.values()
+    assert len(cached.state.position) == 3
+    assert all(p is not model[0].weight for p in cached.state.position)
 
 
 # ----------------------------------------------------------------------------------------------------------

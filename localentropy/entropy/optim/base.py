@@ -79,6 +79,8 @@ class DirectionOptimizer(Optimizer):
         # Under torch.distributed every rank takes rank 0's noise (distributed.py), synchronised at the first step.
         self._noise_synced = False
         self._communication = CommunicationCounter()
+        # scratch tensors by (purpose, first parameter): see _buffers
+        self._scratch: dict[tuple[str, int], list[Tensor]] = {}
 
     def _link(self) -> None:
         # One set of group dicts and one state for both optimizers: schedulers, state_dict and the base step
@@ -141,7 +143,7 @@ class DirectionOptimizer(Optimizer):
 
     def _buffers(self, params: list[Tensor], key: str) -> list[Tensor]:
         """Scratch tensors like ``params`` (shape, dtype, device), allocated once (not in state_dict)."""
-        store = self.__dict__.setdefault("_scratch", {})
+        store = self._scratch
         buffers = store.get((key, id(params[0])))
         if buffers is None or [(b.shape, b.dtype, b.device) for b in buffers] != [
             (p.shape, p.dtype, p.device) for p in params

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -161,74 +161,6 @@ def run_chunks(work: Callable[[int], Any], count: int) -> list[Any]:
     return list(pool.map(run, range(count)))
 
 
-def _layout(*lists: list[Tensor] | None) -> list[tuple[int, torch.dtype, torch.Size]]:
-    """Where each tensor's data lives, its dtype and shape: what the chunk views were cut from."""
-    return [(t.data_ptr(), t.dtype, t.shape) for tensors in lists if tensors is not None for t in tensors]
-
-
-class ChunkedGroup:
-    """One parameter group's inner-loop buffers, noise and sampler states, cut into chunks.
-
-    ``params``, ``anchor``, ``average`` (and ``force`` when given) are the group's tensors; the chunk views of each
-    are made once. The noise lives in one flat tensor (chunk k's noise is one contiguous slice of it, filled by one
-    draw of generator k) seen through views shaped like the parameters (``noise``) and like each chunk's slices
-    (``noise_views``). ``states`` holds one sampler state per chunk (``elementwise`` samplers) or one for the group.
-    """
-
-    def __init__(
-        self,
-        sampler: Sampler,
-        params: list[Tensor],
-        anchor: list[Tensor],
-        average: list[Tensor],
-        force: list[Tensor] | None,
-        generators: list[torch.Generator],
-        plan: list[list[Slice]],
-    ) -> None:
-        self.sampler, self.params, self.plan, self.generators = sampler, params, plan, generators
-        self.layout = _layout(params, anchor, average, force)
-        self.anchor, self.average, self.force = anchor, average, force
-        self.elementwise = sampler.elementwise and all(p.is_contiguous() for p in params)
-        self.param_views = [slice_views(params, s) for s in plan]
-        self.anchor_views = [slice_views(anchor, s) for s in plan]
-        self.average_views = [slice_views(average, s) for s in plan]
-        self.force_views = None if force is None else [slice_views(force, s) for s in plan]
-        # Gaussian noise only (the optimizer keeps Rademacher bits on the serial stream): one flat buffer, chunk k's
-        # noise a contiguous slice of it, seen per parameter and per chunk slice
-        self.flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype)
-        pieces = self.flat.split([p.numel() for p in params])
-        self.noise = [n.view(p.shape) for n, p in zip(pieces, params, strict=True)]
-        self.noise_views = [slice_views(self.noise, s) for s in plan]
-        self.chunk_noise = self.flat.split([sum(stop - start for _, start, stop in chunk) for chunk in plan])
-        if self.elementwise:
-            self.states: list[Any] = [sampler.init(views) for views in self.param_views]
-        else:
-            self.states = [sampler.init(params)]
-
-    def draw(self, k: int) -> None:
-        """Chunk k's noise: one ``normal_`` of its slice with its own generator."""
-        self.chunk_noise[k].normal_(generator=self.generators[k])
-
-    def matches(
-        self,
-        sampler: Sampler,
-        params: list[Tensor],
-        buffers: tuple[list[Tensor], list[Tensor], list[Tensor] | None],
-    ) -> bool:
-        """Whether this was made for exactly these tensors, in the same storage (``module.double()`` or ``.to()``
-        swap a parameter's data in place, which would leave the chunk views on the old storage), and this sampler."""
-        return (
-            sampler is self.sampler
-            and len(params) == len(self.params)
-            and all(a is b for a, b in zip(params, self.params, strict=True))
-            and _layout(params, *buffers) == self.layout
-        )
-
-    def reset(self) -> None:
-        """The sampler's ``reset`` on every chunk's state (momenta zeroed in place)."""
-        self.states = [self.sampler.reset(state) for state in self.states]
-
-
 def inner_update(
     sampler: Sampler,
     state: Any,
@@ -263,80 +195,3 @@ def inner_update(
     else:
         torch._foreach_lerp_(average, params, averaging)
     return state
-
-
-def start_draws(group: ChunkedGroup) -> list[Future] | None:
-    """Start drawing every chunk's noise for the next inner step on the pool and return the futures.
-
-    The noise does not depend on the gradient, so the draw can run while the closure computes it: what the
-    forward and backward passes leave of the cores goes to the draw. None when there is nothing to draw or no pool
-    (then :func:`chunked_inner_update` draws itself). Each chunk's generator is advanced by exactly the same draw
-    either way, so the numbers are the same.
-    """
-    pool = _pool() if group.sampler.temperature > 0 and len(group.plan) > 1 else None
-    if pool is None:
-        return None
-    draw = torch.no_grad()(group.draw)
-    return [pool.submit(draw, k) for k in range(len(group.plan))]
-
-
-def finish_draws(pending: list[Future] | None) -> None:
-    """Wait for draws started by :func:`start_draws` (all of them, even when one failed), then raise its error."""
-    if pending is None:
-        return
-    wait(pending)
-    for future in pending:
-        future.result()
-
-
-def chunked_inner_update(
-    group: ChunkedGroup,
-    grads: list[Tensor],
-    *,
-    gamma: float,
-    weight_decay: float,
-    averaging: str | float,
-    drawn: bool = False,
-) -> None:
-    """:func:`inner_update` with the chunk noise of ``group``: chunk by chunk in parallel for an ``elementwise``
-    sampler; otherwise the noise is drawn in parallel and the update runs on the whole group. ``drawn``: the noise
-    of this step is already in the buffers (:func:`start_draws`)."""
-    plan, sampler = group.plan, group.sampler
-    options = {"gamma": gamma, "weight_decay": weight_decay, "averaging": averaging}
-    noisy = sampler.temperature > 0
-    draw = noisy and not drawn
-    if group.elementwise:
-        force_views = group.force_views
-
-        def work(k: int) -> None:
-            if draw:
-                group.draw(k)
-            group.states[k] = inner_update(
-                sampler,
-                group.states[k],
-                group.param_views[k],
-                slice_views(grads, plan[k]),
-                group.anchor_views[k],
-                group.average_views[k],
-                None if force_views is None else force_views[k],
-                generator=None,
-                noise=group.noise_views[k] if noisy else None,
-                **options,
-            )
-
-        run_chunks(work, len(plan))
-        return
-    if draw:
-        run_chunks(group.draw, len(plan))
-    group.states[0] = inner_update(
-        sampler,
-        group.states[0],
-        group.params,
-        grads,
-        group.anchor,
-        group.average,
-        group.force,
-        generator=None,
-        noise=group.noise if noisy else None,
-        **options,
-    )

@@ -14,16 +14,8 @@ from torch.optim import Optimizer
 
 from localentropy._checks import check_choice, check_int, check_nonnegative, check_positive, check_range
 from localentropy.entropy.optim.base import Closure, DirectionOptimizer, DivergenceError, check_finite_loss
-from localentropy.entropy.optim.chunks import (
-    NOISE_STREAMS,
-    SERIAL_BELOW,
-    ChunkedGroup,
-    chunked_inner_update,
-    finish_draws,
-    inner_update,
-    start_draws,
-)
-from localentropy.entropy.optim.streams import NoiseStreams
+from localentropy.entropy.optim.chunks import NOISE_STREAMS
+from localentropy.entropy.optim.inner import GroupLoop, GroupLoops
 from localentropy.entropy.presets import OPTIMIZER_PRESETS, optimizer_preset
 from localentropy.samplers import Sampler, make_sampler
 
@@ -98,7 +90,9 @@ class EntropyOptimizer(DirectionOptimizer):
         **base_options: Any,
     ) -> None:
         self.noise_stream = check_choice("noise_stream", noise_stream, NOISE_STREAMS)
-        self._streams = NoiseStreams(self.noise_stream)
+        # each trainable group's inner loop (serial or chunked, built at its first step), the chunk generators
+        # and the warm chains to store after the base step (inner.py)
+        self._loops = GroupLoops(self.noise_stream)
         lr = check_nonnegative("lr", lr)
         if not isinstance(warm_start, bool):
             raise ValueError(f"warm_start must be true or false, got {warm_start!r}")
@@ -128,8 +122,8 @@ class EntropyOptimizer(DirectionOptimizer):
             raise ValueError(f"sampler must be a Sampler or a registered name, got {sampler!r}")
         self.sampler = sampler if temperature is None else sampler.replace(temperature=temperature)
 
-        preset_averaging, preset_scale = (0.75, "gamma") if convention is None else (
-            convention.averaging, convention.outer_scale
+        preset_averaging, preset_scale = (
+            (0.75, "gamma") if convention is None else (convention.averaging, convention.outer_scale)
         )
         averaging = preset_averaging if averaging is _UNSET else averaging
         if isinstance(averaging, str):
@@ -151,8 +145,11 @@ class EntropyOptimizer(DirectionOptimizer):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
         loss = super().step(closure)
-        for p, chain in self.__dict__.pop("_new_chains", []):
+        # a parameter's first warm chain goes into its state only now: Adam initialises a parameter's state
+        # lazily when it is empty, so nothing may be there before its first base step
+        for p, chain in self._loops.new_chains:
             self.state[p]["warm_chain"] = chain
+        self._loops.new_chains.clear()
         return loss
 
     def current_gammas(self) -> list[float]:
@@ -160,49 +157,18 @@ class EntropyOptimizer(DirectionOptimizer):
         t = self.outer_steps
         return [group["gamma"] * (1.0 + group["scoping"]) ** t for group in self.param_groups]
 
-    def _sampler_state(self, params: list[Tensor], keep: bool = False) -> Any:
-        """The sampler's state at ``params``, as ``init`` makes it, reusing the buffers of the previous outer step.
-
-        ``sampler.reset`` zeroes the momenta of the kept state in place: no buffer is allocated after the first
-        step. With ``keep`` (a warm start) the kept state is returned as it is, momenta included. A new state is
-        made when the group's trainable parameters, their shapes or the sampler changed.
-        """
-        store = self.__dict__.setdefault("_sampler_states", {})
-        cached = store.get(id(params[0]))
-        if cached is not None:
-            sampler, state = cached
-            if sampler is self.sampler and _same_tensors(state, params):
-                return state if keep else sampler.reset(state)
-        state = self.sampler.init(params)
-        store[id(params[0])] = (self.sampler, state)
-        return state
-
-    def _chunked(self, params: list[Tensor]) -> bool:
-        """Whether this group's inner update runs chunk by chunk: stream "chunked-v1", Gaussian noise, on a CPU, with
-        at least SERIAL_BELOW entries. Otherwise the group draws from the optimizer's generator exactly as the serial
-        stream does: CUDA's Philox draw is parallel already, below SERIAL_BELOW threads do not pay, and Rademacher
-        bits cost a tenth of a Gaussian draw, so chunking them measured slower (1.49 G against 1.40 G per inner
-        step on mnistfc, docs/performance.md)."""
-        return (
-            self.noise_stream == "chunked-v1"
-            and self.sampler.noise == "gaussian"
-            and params[0].device.type == "cpu"
-            and sum(p.numel() for p in params) >= SERIAL_BELOW
-        )
-
     def _noise_generators(self) -> list[torch.Generator]:
         # the chunk generators restored from a checkpoint; at a fresh start they are drawn from the synced generator
-        chunks = [g for index in sorted(self._streams.generators) for g in self._streams.generators[index]]
-        return [*super()._noise_generators(), *chunks]
+        return [*super()._noise_generators(), *self._loops.chunk_generators()]
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "noise_stream": self._streams.state_dict()}
+        return {**super().state_dict(), "noise_stream": self._loops.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         streams = state_dict.pop("noise_stream", None)
         super().load_state_dict(state_dict)
-        self._streams.load_state_dict(streams)
+        self._loops.load_state_dict(streams)
 
     def _direction(self, closure: Closure) -> tuple[Any, int, list[Tensor]]:
         # gamma_t is paired with its group before groups without trainable parameters are dropped
@@ -213,141 +179,111 @@ class EntropyOptimizer(DirectionOptimizer):
             anchors.append(self._buffers(params, "anchor"))
             torch._foreach_copy_(anchors[-1], params)
         try:
-            return self._inner_loop(closure, groups, anchors)
+            first_loss, loops = self._inner_loop(closure, groups, anchors)
         except BaseException:
             # an interrupted inner loop leaves no half-advanced sampler state (momenta) behind
-            self.__dict__.pop("_sampler_states", None)
-            self._streams.forget_groups()
-            self.__dict__.pop("_new_chains", None)
+            self._loops.forget()
             raise
         finally:  # x again, whether the loop completed, diverged or was interrupted (Ctrl-C, OOM, StopIteration)
             for (_, params, _), anchor in zip(groups, anchors, strict=True):
                 torch._foreach_copy_(params, anchor)
+        self._extend_direction(loops)
+        return first_loss, self.inner_steps, [p for loop in loops for p in loop.params]
 
-    def _inner_loop(self, closure: Closure, groups: list, anchors: list[list[Tensor]]) -> tuple[Any, int, list]:
-        step_index = self.outer_steps
+    def _extend_direction(self, loops: list[GroupLoop]) -> None:
+        """A hook for subclasses, called once per step after the inner loop with the parameters back at x.
+
+        Each loop holds its group's stepped parameters (``loop.params``), their gradients set to the direction
+        scale (x - mu), and the inner average mu (``loop.average``). Parle adds its elastic term here. Raising
+        leaves the parameters at x; the base optimizer does not step.
+        """
+
+    def _inner_loop(
+        self, closure: Closure, groups: list[tuple[dict[str, Any], list[Tensor], float]], anchors: list[list[Tensor]]
+    ) -> tuple[Any, list[GroupLoop]]:
+        """The L closure calls and inner updates of every group; returns the first loss and the groups' loops,
+        each with the direction in its parameters' gradients."""
         trainable = [p for _, params, _ in groups for p in params]
+        warm = [self._start_chains(params) for _, params, _ in groups]
         nonfinite = torch.zeros((), dtype=torch.bool, device=trainable[0].device)
-        warm = []
-        for _, params, _ in groups:
-            chains = [self.state[p].get("warm_chain") for p in params] if self.warm_start else []
-            warm.append(any(c is not None for c in chains))
-            for p, chain in zip(params, chains, strict=False):
-                if chain is not None:  # the chains go on from where the previous outer step left them
-                    p.copy_(chain)
-
         first_loss, reached = self._call_closure(closure, trainable, track=True)
         check_finite_loss(nonfinite, first_loss)
         reached_ids = {id(p) for p, hit in zip(trainable, reached, strict=True) if hit}
-        inner = []
+        generator = self.generator
+        loops: list[tuple[GroupLoop, dict[str, Any], float]] = []
         for index, ((group, params, gamma), anchor, keep) in enumerate(zip(groups, anchors, warm, strict=True)):
             # torch's rule: a parameter the backward does not reach (the loss does not use it) is skipped
             used = [i for i, p in enumerate(params) if id(p) in reached_ids]
-            if len(used) < len(params):
-                params, anchor = [params[i] for i in used], [anchor[i] for i in used]
-            if not params:
+            if not used:
                 continue
-            average = self._buffers(params, "average")
-            if self.averaging == "uniform":
-                torch._foreach_zero_(average)
-            else:
-                torch._foreach_copy_(average, params)
-            force = self._buffers(params, "force") if self.coupling == "after_momentum" else None
-            if self._chunked(params):
-                buffers = (anchor, average, force)
-                state = self._streams.group(index, self.sampler, params, buffers, self.generator, keep=keep)
-            else:
-                state = self._sampler_state(params, keep=keep)
-            inner.append((group, params, gamma, anchor, average, force, state))
-        if not inner:
+            loop = self._loops.loop(
+                index,
+                self.sampler,
+                [params[i] for i in used],
+                [anchor[i] for i in used],
+                after_momentum=self.coupling == "after_momentum",
+                parent=generator,
+            )
+            loop.begin(self.averaging, keep)
+            loops.append((loop, group, gamma))
+        if not loops:
             raise self._no_gradient_error()
 
         for k in range(self.inner_steps):
-            pending: list = [None] * len(inner)
             if k > 0:
-                # the chunked groups' noise for this step is drawn while the closure runs
-                pending = [start_draws(state) if isinstance(state, ChunkedGroup) else None for *_, state in inner]
-                try:
-                    loss = self._call_closure(closure, trainable)[0]
-                finally:
-                    for futures in pending:
-                        finish_draws(futures)
-                check_finite_loss(nonfinite, loss)
-            for j, (group, params, gamma, anchor, average, force, state) in enumerate(inner):
-                options = {"gamma": gamma, "weight_decay": group["inner_weight_decay"], "averaging": self.averaging}
-                if isinstance(state, ChunkedGroup):
-                    chunked_inner_update(state, self._grads(params), drawn=pending[j] is not None, **options)
-                    continue
-                # the extra terms of grad U go into the gradient, or after the momentum buffer (the authors' code)
-                state = inner_update(
-                    self.sampler,
-                    state,
-                    params,
-                    self._grads(params),
-                    anchor,
-                    average,
-                    force,
-                    generator=self.generator,
-                    **options,
+                check_finite_loss(nonfinite, self._call_closure(closure, trainable)[0])
+            for loop, group, gamma in loops:
+                loop.update(
+                    self._grads(loop.params),
+                    generator,
+                    gamma=gamma,
+                    weight_decay=group["inner_weight_decay"],
+                    averaging=self.averaging,
                 )
-                inner[j] = (group, params, gamma, anchor, average, force, state)
 
-        kept = self.__dict__.setdefault("_sampler_states", {})
-        for _, params, _, _, _, _, state in inner:
-            if not isinstance(state, ChunkedGroup):
-                kept[id(params[0])] = (self.sampler, state)
-        for _, _, _, _, average, _, _ in inner:
-            norms = torch._foreach_norm(average)
+        for loop, _, _ in loops:
+            norms = torch._foreach_norm(loop.average)
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
         if bool(nonfinite):  # the one host synchronisation of the step
-            step_size = getattr(self.sampler, "step_size", None)  # for the message only: not every sampler has one
-            raise DivergenceError(
-                f"{type(self).__name__}: a non-finite loss or gradient in the inner loop of outer step {step_index} "
-                f"(sampler {type(self.sampler).__name__} at step_size={step_size}: {self.sampler!r}); the parameters "
-                "were restored to their values before the step. Try a smaller sampler step size (stability needs "
-                "step_size < 2 / (curvature + gamma); docs/samplers.md gives each sampler's measured stable range) "
-                "or a smaller lr."
-            )
-        stepped = []
-        for _, params, gamma, anchor, average, _, _ in inner:
-            stepped += params
+            raise self._divergence_error()
+        for loop, _, gamma in loops:
             if self.warm_start:
-                for p in params:
-                    chain = self.state[p].get("warm_chain")
-                    if chain is None:  # into the state after the base step, which may initialise it lazily
-                        self.__dict__.setdefault("_new_chains", []).append((p, p.detach().clone()))
-                    else:
-                        chain.copy_(p)
-            if self.averaging == "uniform":
-                torch._foreach_mul_(average, 1.0 / self.inner_steps)
+                self._keep_chains(loop.params)
             # direction = scale * (x - mu), written into the gradients the base optimizer reads (the parameters
             # are put back to x by _direction)
-            grads = self._grads(params)
-            torch._foreach_copy_(grads, anchor)
-            torch._foreach_sub_(grads, average)
-            if self.outer_scale == "gamma":
-                torch._foreach_mul_(grads, gamma)
+            loop.finish(
+                inner_steps=self.inner_steps,
+                averaging=self.averaging,
+                scale=gamma if self.outer_scale == "gamma" else None,
+            )
         for p in trainable:  # the base optimizer steps every parameter with a gradient: not the skipped ones
             if id(p) not in reached_ids:
                 p.grad = None
-        # the inner averages mu, for a subclass that communicates them (Parle); buffers kept anyway, no copy
-        self.__dict__["_last_averages"] = [(params, average) for _, params, _, _, average, _, _ in inner]
-        return first_loss, self.inner_steps, stepped
+        return first_loss, [loop for loop, _, _ in loops]
 
+    def _start_chains(self, params: list[Tensor]) -> bool:
+        """With a warm start, put each parameter's chain where the previous outer step left it; whether any was."""
+        chains = [self.state[p].get("warm_chain") for p in params] if self.warm_start else []
+        for p, chain in zip(params, chains, strict=False):
+            if chain is not None:
+                p.copy_(chain)
+        return any(c is not None for c in chains)
 
-def _same_tensors(state: Any, params: list[Tensor]) -> bool:
-    """Whether ``state`` was made at exactly these tensors, and its noise buffers still fit them."""
-    position = getattr(state, "position", None)
-    if not isinstance(position, list) or len(position) != len(params):
-        return False
-    if any(a is not b for a, b in zip(position, params, strict=True)):
-        return False
-    noise = getattr(state, "noise", None)
-    if isinstance(noise, list):
-        if len(noise) != len(params):
-            return False
-        return all(
-            n.shape == p.shape and n.dtype == p.dtype and n.device == p.device
-            for n, p in zip(noise, params, strict=True)
+    def _keep_chains(self, params: list[Tensor]) -> None:
+        """Keep x'_L as each parameter's warm chain (a new one goes into the state after the base step)."""
+        for p in params:
+            chain = self.state[p].get("warm_chain")
+            if chain is None:
+                self._loops.new_chains.append((p, p.detach().clone()))
+            else:
+                chain.copy_(p)
+
+    def _divergence_error(self) -> DivergenceError:
+        step_size = getattr(self.sampler, "step_size", None)  # for the message only: not every sampler has one
+        return DivergenceError(
+            f"{type(self).__name__}: a non-finite loss or gradient in the inner loop of outer step {self.outer_steps} "
+            f"(sampler {type(self.sampler).__name__} at step_size={step_size}: {self.sampler!r}); the parameters "
+            "were restored to their values before the step. Try a smaller sampler step size (stability needs "
+            "step_size < 2 / (curvature + gamma); docs/samplers.md gives each sampler's measured stable range) "
+            "or a smaller lr."
         )
-    return True

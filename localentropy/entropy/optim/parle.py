@@ -17,6 +17,7 @@ from torch import Tensor
 from localentropy._checks import check_choice, check_int, check_nonnegative, check_positive
 from localentropy.entropy.optim.base import Closure, _seed_from
 from localentropy.entropy.optim.entropy_sgd import EntropySGD
+from localentropy.entropy.optim.inner import GroupLoop
 from localentropy.entropy.optim.local_entropy import _UNSET
 from localentropy.entropy.presets import parle_preset
 from localentropy.samplers import Sampler
@@ -227,26 +228,25 @@ class Parle(EntropySGD):
     def _trainable_params(self) -> list[Tensor]:
         return [p for _, params in self._trainable() for p in params]
 
-    def _direction(self, closure: Closure) -> tuple[Any, int, list[Tensor]]:
-        loss, calls, stepped = super()._direction(closure)  # p.grad = s_t (x - mu); the parameters are x
-        averages = self.__dict__.pop("_last_averages")
+    def _extend_direction(self, loops: list[GroupLoop]) -> None:
+        """Add rho_t (x - x_ref) to the direction gamma_t (x - mu) that the inner loop left in the gradients, after
+        updating x_ref from the replicas' inner averages (or weights; ``reduction``)."""
         trainable = self._trainable_params()
         if self.reduction == "averages_then_weights":
             # a parameter without an inner chain this step (unused by the loss) contributes its weights
-            mu = {id(p): a for params, average in averages for p, a in zip(params, average, strict=True)}
+            mu = {id(p): a for loop in loops for p, a in zip(loop.params, loop.average, strict=True)}
             averages_or_weights = [mu.get(id(p), p) for p in trainable]
             self._set_reference(trainable, self._mean_over_replicas(averages_or_weights, self.outer_steps))
         elif any("reference" not in self.state[p] for p in trainable):  # the first step: x_ref = mean of the x^a
             self._set_reference(trainable, self._mean_over_replicas(trainable, self.outer_steps))
-        stepped_ids = {id(p) for p in stepped}
         rhos = dict(zip(map(id, self.param_groups), self.current_rhos(), strict=True))
+        stepped_ids = {id(p) for loop in loops for p in loop.params}
         for group, params in self._trainable():
             params = [p for p in params if id(p) in stepped_ids]
             if not params or rhos[id(group)] == 0:
                 continue
             elastic = torch._foreach_sub(params, [self.state[p]["reference"] for p in params])
             torch._foreach_add_([p.grad for p in params], elastic, alpha=rhos[id(group)])
-        return loss, calls, stepped
 
     def _set_reference(self, params: list[Tensor], values: list[Tensor]) -> None:
         for p, value in zip(params, values, strict=True):

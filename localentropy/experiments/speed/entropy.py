@@ -26,7 +26,8 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from localentropy.entropy import EntropySGD
-from localentropy.entropy.optim.chunks import CHUNK_SIZE, ChunkedGroup, chunk_generators, chunk_plan, run_chunks
+from localentropy.entropy.optim.chunks import CHUNK_SIZE, chunk_generators, chunk_plan, run_chunks
+from localentropy.entropy.optim.inner import ChunkedLoop
 from localentropy.experiments.speed.samplers import (
     CYCLICAL_BASE,
     DEFAULT_SETTINGS,
@@ -112,22 +113,25 @@ def floor_rows(base: nn.Module, x, y, device: torch.device, seed: int) -> list[R
     params = list(model.parameters())
     plan = chunk_plan(numels)
     with torch.no_grad():  # the optimizer builds its chunk views of the parameters outside autograd too
-        group = ChunkedGroup(
+        loop = ChunkedLoop(
             SGLD(step_size=SAMPLER_SETTINGS["sgld"]["step_size"], temperature=TEMPERATURE),
             params,
             [p.detach().clone() for p in params],
-            [torch.zeros_like(p) for p in params],
-            None,
+            False,
             chunk_generators(torch.Generator().manual_seed(seed), len(plan)),
             plan,
         )
 
     def parallel() -> None:
         gradient_step(model, x, y)
-        run_chunks(group.draw, len(plan))
+        run_chunks(loop.draw, len(plan))
 
-    settings = {"draw": "chunked-v1: one normal_ per chunk, one generator per chunk, on the pool's threads",
-                "chunks": len(plan), "chunk_size": CHUNK_SIZE, "threads": torch.get_num_threads()}  # fmt: skip
+    settings = {
+        "draw": "chunked-v1: one normal_ per chunk, one generator per chunk, on the pool's threads",
+        "chunks": len(plan),
+        "chunk_size": CHUNK_SIZE,
+        "threads": torch.get_num_threads(),
+    }
     return [*rows, Row(PARALLEL_FLOOR, "floor", settings, parallel, noise="gaussian")]
 
 

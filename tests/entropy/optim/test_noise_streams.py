@@ -205,6 +205,6 @@ def test_a_dtype_change_of_the_model_rebuilds_the_chunk_views() -> None:
     opt.step(_closure(model, opt, x.double(), y))
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
-    group = opt._streams.groups[0]
-    assert group.flat.dtype == torch.float64
-    assert all(v.data_ptr() == p.data_ptr() for v, p in zip(group.param_views[0], model.parameters(), strict=False))
+    loop = opt._loops.loops[0]
+    assert all(a.dtype == torch.float64 for a in loop.average)
+    assert all(v.data_ptr() == p.data_ptr() for v, p in zip(loop.param_views[0], model.parameters(), strict=False))
