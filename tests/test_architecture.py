@@ -1,15 +1,15 @@
 """The package's layout rules, checked on the source: no import cycle, lower layers never import higher ones,
-no module over ~400 lines (docs/architecture.md)."""
+experiments/ in rooms; modules over about 400 lines are listed as a warning to review, not refused
+(docs/architecture.md)."""
 
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "localentropy"
-MAX_MODULE_LINES = 420  # "about 400": the longest module (a quadrature with three methods) is 416
+REVIEW_MODULE_LINES = 400  # a module past this is listed for a look at whether it holds two jobs
 # Each layer may import itself and the layers listed before it. Rooms of experiments/ are layers of their own.
 LAYERS = [
     ("localentropy._checks", "localentropy._threads"),
@@ -108,9 +108,13 @@ def test_lower_layers_never_import_higher_ones() -> None:
     assert not problems, problems
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_module_size(path: Path) -> None:
-    assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES
+def test_long_modules_are_listed_for_review() -> None:
+    """Size follows design: a long module is a warning to read it for two jobs, never a failure."""
+    sizes = {str(p.relative_to(PACKAGE.parent)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    long = sorted((n, name) for name, n in sizes.items() if n > REVIEW_MODULE_LINES)
+    if long:
+        listed = ", ".join(f"{name} ({n} lines)" for n, name in reversed(long))
+        warnings.warn(f"modules over {REVIEW_MODULE_LINES} lines, to review for two jobs: {listed}", stacklevel=1)
 
 
 def test_experiments_is_in_rooms() -> None:

@@ -51,8 +51,7 @@ class SGHMC(Sampler):
     momentum=1 - alpha)``).
 
     Gradient noise of variance V per coordinate adds eta^2 V to the velocity's noise each step, on top of the
-    2 alpha eta T the sampler injects, so the chain samples at about T + eta V / (2 alpha) (the accuracy atlas,
-    docs/samplers.md: 3.6-4.0 at T = 1, alpha = 0.1, eta V = 1/2, where SGLD's law gives 1.25). beta_hat = eta V /
+    2 alpha eta T the sampler injects, so the chain samples at about T + eta V / (2 alpha). beta_hat = eta V /
     (2 T) takes it out again: the injected variance falls to 2 (alpha - beta_hat) eta T and the total is 2 alpha
     eta T, the noise-free chain's (Chen et al.'s B_hat = eta V_hat / 2, at temperature T).
 
@@ -61,22 +60,14 @@ class SGHMC(Sampler):
     of successive gradients, which minibatch noise, independent between steps, enters twice (2 V) while the
     exact gradient's change between steps is only grad^2 U times the small move v: on U = lambda x^2 / 2 its mean
     is V (1 + eta lambda) + lambda^2 E[v^2] / 2 (tested), so the estimate cools stiff directions by about
-    eta^2 lambda^2 / (4 alpha) relative (E[v^2] ~ eta T). The plain variance of the gradients would count the
-    exact gradient's whole spread along the chain, about T lambda, as noise: beta_hat ~ eta lambda / 2, cooling
-    at first order in eta. beta_hat = eta V_hat / (2 T) per coordinate, clipped to [0, alpha] so that the
-    injected variance never goes negative; where the gradient noise exceeds the chain's whole budget (eta V > 2
-    alpha T, e.g. at Entropy-SGD's training temperatures) no noise is injected and the chain runs at about
-    eta V / (2 alpha) > T. Per coordinate, not one scalar: minibatch noise differs widely between parameters,
-    and the sampler stays elementwise. Costs two more buffers the size of the position. ``reset`` keeps V_hat
-    (a property of the gradients, not of the chain), so inside Entropy-SGD, which resets its sampler every outer
-    step, it averages over all inner steps of training; the first step of each run has no predecessor to
-    difference with. On a quadratic with gradient noise (eta = 0.01, alpha = 0.5, eta V / 2 = 0.25 and 0.05) the
-    sampled lambda Var(x) / T is 1.00 and 1.01 with the estimate, 1.5 and 1.1 without, each the exact law of
-    its update within MCSE (tested). In the atlas (eta V / 2 = 1/4) it brings T_eff to 0.89-1.21 at alpha = 0.5
-    (1.57-1.82 without) and to 2.7-2.8 at alpha = 0.1 (3.6-4.0; the clipped floor eta V / (2 alpha) is 2.5). On
-    exact gradients at large steps it counts the gradient's change as noise and cools the chain (T_conf at h*/2
-    0.16-0.82 at alpha = 0.1, 1.08-2.24 without); at h*/32 its errors are no larger. Use it where minibatch noise
-    dominates, with alpha >= eta V / (2 T) and small steps.
+    eta^2 lambda^2 / (4 alpha) relative (E[v^2] ~ eta T). beta_hat = eta V_hat / (2 T) per coordinate, clipped to
+    [0, alpha] so that the injected variance never goes negative; where eta V > 2 alpha T no noise is injected
+    and the chain runs at about eta V / (2 alpha) > T. Per coordinate, so the sampler stays elementwise; two more
+    buffers the size of the position. ``reset`` keeps V_hat (a property of the gradients, not of the chain), so
+    inside Entropy-SGD, which resets its sampler every outer step, it averages over all inner steps of training.
+    On a quadratic with gradient noise the sampled variance is the exact law of the update with the estimate's
+    mean, within MCSE (tested); docs/samplers.md gives the temperatures measured in the accuracy atlas with and
+    without the estimate, and its cost on exact gradients at large steps.
 
     Small friction gives long, weakly damped trajectories: draws can be negatively correlated (an
     efficiency above that of independent draws), but the chain is harder to tune; on a quadratic U with

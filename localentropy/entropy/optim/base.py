@@ -11,8 +11,8 @@ takes the identical next step; made on the parameters' device at first use, so a
 torch's conventions hold for the parameters a step touches: a parameter with ``requires_grad=False`` or that
 the closure's backward does not reach (its ``grad`` stays None or untouched: the loss does not use it) is
 skipped, neither moved nor given optimizer state. Before every closure call the gradients of the trainable
-parameters are zeroed in place, so a closure (or a framework's) that does not zero them cannot leak one inner
-call's gradient into the next.
+parameters are set to None (as ``zero_grad()`` does), so a closure (or a framework's) that does not zero them
+cannot leak one inner call's gradient into the next.
 """
 
 from __future__ import annotations
@@ -170,17 +170,15 @@ class DirectionOptimizer(Optimizer):
         return groups
 
     def _call_closure(self, closure: Closure, params: list[Tensor], track: bool = False) -> tuple[Any, list[bool]]:
-        """One closure call on zeroed gradients; with ``track``, which of ``params`` the call gave a gradient.
+        """One closure call on fresh gradients; with ``track``, which of ``params`` the call gave a gradient.
 
-        The gradients are zeroed in place (no allocation; a None gradient stays None), so a closure that does not
-        zero them, or a framework's that skips it while accumulating, cannot leak one call's gradient into the
-        next. A parameter counts as reached when its gradient went from None to a tensor, or its gradient tensor
-        was replaced or written after the zeroing (backward accumulates in place).
+        The gradients are set to None first, as ``zero_grad()`` does, so a closure that does not zero them, or a
+        framework's that skips it while accumulating, cannot leak one call's gradient into the next, and a closure
+        that does zero them costs no pass over memory (zeroing in place cost one per call: ~0.04 G on mnistfc). A
+        parameter counts as reached when the call gave it a gradient.
         """
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            torch._foreach_zero_(grads)
-        before = [(p.grad, p.grad._version) if p.grad is not None else (None, 0) for p in params] if track else []
+        for p in params:
+            p.grad = None
         with torch.enable_grad():
             loss = closure()
         if not (loss is None or isinstance(loss, Tensor | Real)):
@@ -190,11 +188,7 @@ class DirectionOptimizer(Optimizer):
             )
         if not track:
             return loss, []
-        reached = [
-            p.grad is not None and (p.grad is not g or p.grad._version != v)
-            for p, (g, v) in zip(params, before, strict=True)
-        ]
-        return loss, reached
+        return loss, [p.grad is not None for p in params]
 
     def _no_gradient_error(self) -> RuntimeError:
         return RuntimeError(

@@ -107,8 +107,8 @@ class GroupLoop(ABC):
         if averaging == "uniform":
             torch._foreach_mul_(self.average, 1.0 / inner_steps)
         grads = [p.grad for p in self.params]
-        torch._foreach_copy_(grads, self.anchor)
-        torch._foreach_sub_(grads, self.average)
+        for grad, anchor, average in zip(grads, self.anchor, self.average, strict=True):
+            torch.sub(anchor, average, out=grad)  # one pass, the numbers of a copy then a subtraction
         if scale is not None:
             torch._foreach_mul_(grads, scale)
 

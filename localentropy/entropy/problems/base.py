@@ -10,6 +10,7 @@ f_sigma(x) = E f(x + sigma xi), xi ~ N(0, I).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -57,3 +58,17 @@ class Problem(ABC):
 
 def check_gamma_temperature(gamma: float, temperature: float) -> tuple[float, float]:
     return check_positive("gamma", gamma), check_nonnegative("temperature", temperature)
+
+
+@dataclass(frozen=True)
+class Minimum:
+    """A local minimum of f: where it is, its loss and the eigenvalues of the Hessian there (ascending)."""
+
+    point: Tensor
+    loss: float
+    hessian_eigenvalues: Tensor
+
+    @property
+    def sharpness(self) -> float:
+        """The largest Hessian eigenvalue."""
+        return float(self.hessian_eigenvalues[-1])

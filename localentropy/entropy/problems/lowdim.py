@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from localentropy._checks import check_int, check_positive, check_real
-from localentropy.entropy.problems.quadrature import Minimum, QuadratureProblem
+from localentropy.entropy.problems.base import Minimum
+from localentropy.entropy.problems.quadrature import QuadratureProblem
 
 __all__ = ["DoubleWell", "Minimum", "SharpWide"]
 

@@ -31,10 +31,9 @@ from scipy.ndimage import minimum_filter
 from torch import Tensor
 
 from localentropy._checks import check_choice, check_nonnegative
-from localentropy.entropy.problems.base import Problem, check_gamma_temperature
-from localentropy.entropy.problems.rules import Minimum, gauss_legendre, weighted_moments
+from localentropy.entropy.problems.base import Minimum, Problem, check_gamma_temperature
 
-__all__ = ["METHODS", "SMOOTHING_METHODS", "Minimum", "QuadratureProblem"]
+__all__ = ["METHODS", "SMOOTHING_METHODS", "QuadratureProblem", "gauss_legendre", "weighted_moments"]
 
 METHODS = ("grid", "adaptive", "hermite")
 LEVEL = 40.0  # the grid covers U <= U_min + LEVEL * T
@@ -42,6 +41,24 @@ _DU = 0.75  # spacing of the levels sqrt((U - U(m)) / T) that place the panels a
 _HERMITE_NODES = 100
 _SMOOTHING_NODES = 60
 SMOOTHING_METHODS = ("closed", "grid", "hermite")
+
+_GL_ORDER = 6  # Gauss-Legendre nodes per panel
+
+
+def gauss_legendre(breaks: np.ndarray, order: int = _GL_ORDER) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of composite Gauss-Legendre quadrature, ``order`` nodes on each panel between breaks."""
+    z, w = np.polynomial.legendre.leggauss(order)
+    a, b = breaks[:-1, None], breaks[1:, None]
+    return ((a + b) / 2 + (b - a) / 2 * z).ravel(), ((b - a) / 2 * w).ravel()
+
+
+def weighted_moments(y: np.ndarray, e: np.ndarray, m0: np.ndarray, u_min: float, temperature: float):
+    """log Z, mean and covariance from nodes y (n, d) and weights e = w exp(-(U - u_min) / T) (n,)."""
+    s0 = e.sum()
+    mean = m0 + e @ (y - m0) / s0
+    c = y - mean
+    cov = (c.T * e) @ c / s0
+    return math.log(s0) - u_min / temperature, mean, cov
 
 
 class QuadratureProblem(Problem):
