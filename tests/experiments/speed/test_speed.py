@@ -88,8 +88,10 @@ def test_run_all_runs_every_section_on_tiny_sizes(tmp_path: Path, capsys: pytest
         "entropy_rademacher",
         "step_sgld",
         "chains_64_over_1",
-        "entropy_gaussian_over_floor",
+        "entropy_gaussian_over_parallel_floor",
+        "entropy_gaussian_over_parallel_floor_goal",
         "entropy_rademacher_sgld",
+        "entropy_before",
         "step_sgld_before",
         "step_sgld_rademacher_before",
     }
@@ -113,11 +115,15 @@ def test_the_floor_rows_are_measured_interleaved_and_give_the_distance_to_the_fl
         inner = rows[f"L={L} sgld"]["ratio"]
         assert entry["over_serial_floor"] == pytest.approx(inner / rows[SERIAL_FLOOR]["ratio"])
         assert entry["above_parallel_floor_G"] == pytest.approx(inner - rows[PARALLEL_FLOOR]["ratio"])
-        target = [t for t in report["targets"]
-                  if t["target"] == "entropy_gaussian_over_floor" and f"L={L}" in t["what"]]  # fmt: skip
-        assert len(target) == 1 and target[0]["value"] == pytest.approx(entry["over_serial_floor"])
-        assert target[0]["limit"] == 0.85
-    assert [t["limit"] for t in report["targets"] if t["target"] == "entropy_rademacher_sgld"] == [1.40, 1.40]
+        assert entry["over_parallel_floor"] == pytest.approx(inner / rows[PARALLEL_FLOOR]["ratio"])
+        for name, limit in (
+            ("entropy_gaussian_over_parallel_floor", 1.15),
+            ("entropy_gaussian_over_parallel_floor_goal", 1.05),
+        ):
+            target = [t for t in report["targets"] if t["target"] == name and f"L={L}" in t["what"]]
+            assert len(target) == 1 and target[0]["value"] == pytest.approx(entry["over_parallel_floor"])
+            assert target[0]["limit"] == limit
+    assert [t["limit"] for t in report["targets"] if t["target"] == "entropy_rademacher_sgld"] == [1.35, 1.35]
 
 
 def test_a_row_whose_every_repeat_was_dropped_prints_not_measured() -> None:
