@@ -143,8 +143,8 @@ class EntropyOptimizer(DirectionOptimizer):
         super().__init__(params, defaults, base_optimizer, {"lr": lr, **base_options}, generator)
 
     @torch.no_grad()
-    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
-        loss = super().step(closure)
+    def step(self, closure: Closure | None = None, grad_scaler: torch.amp.GradScaler | None = None) -> Any:  # type: ignore[override]
+        loss = super().step(closure, grad_scaler)
         # a parameter's first warm chain goes into its state only now: Adam initialises a parameter's state
         # lazily when it is empty, so nothing may be there before its first base step
         for p, chain in self._loops.new_chains:
@@ -244,7 +244,7 @@ class EntropyOptimizer(DirectionOptimizer):
         for loop, _, _ in loops:
             norms = torch._foreach_norm(loop.average)
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
-        if bool(nonfinite):  # the one host synchronisation of the step
+        if self._check_step(nonfinite, first_loss):  # the one host synchronisation of the step
             raise self._divergence_error()
         for loop, _, gamma in loops:
             if self.warm_start:
@@ -285,5 +285,6 @@ class EntropyOptimizer(DirectionOptimizer):
             f"(sampler {type(self.sampler).__name__} at step_size={step_size}: {self.sampler!r}); the parameters "
             "were restored to their values before the step. Try a smaller sampler step size (stability needs "
             "step_size < 2 / (curvature + gamma); docs/samplers.md gives each sampler's measured stable range) "
-            "or a smaller lr."
+            "or a smaller lr. If the closure scales its loss for a torch.amp.GradScaler, step with "
+            "scaler.step(optimizer, closure): optimizer.step(closure) leaves the gradients multiplied by the scale."
         )
