@@ -285,10 +285,16 @@ class DirectionOptimizer(Optimizer):
                 self._scaling.record(self)
             self._scaling = None
         self.base.step()
+        closure_calls += self._after_base_step(closure)
         # Count only after the base step: optimizers such as Adam initialise a parameter's state lazily when
         # it is empty, so the counters must not be there before the first base step.
         self._count(stepped, closure_calls)
         return loss
+
+    def _after_base_step(self, closure: Closure) -> int:
+        """A hook run after the base optimizer stepped (the parameters at the new x); returns the closure calls it
+        made, counted with the step's."""
+        return 0
 
     def _check_step(self, nonfinite: Tensor, loss: Any) -> bool:
         """The step's one host synchronisation: raises :class:`StepSkippedError` (with ``loss``) when a scaler found an

@@ -137,6 +137,8 @@ class Parle(EntropySGD):
         warm_start: bool = False,
         generator: torch.Generator | None = None,
         noise_stream: str = "chunked-v1",
+        batchnorm: str = "inner",
+        modules: torch.nn.Module | None = None,
         process_group: Any = None,
     ) -> None:
         convention = parle_preset("paper" if preset is None else preset)
@@ -185,6 +187,8 @@ class Parle(EntropySGD):
             warm_start=warm_start,
             generator=None,
             noise_stream=noise_stream,
+            batchnorm=batchnorm,
+            modules=modules,
         )
         self.preset = preset
         rho = check_nonnegative("rho", rho)
