@@ -162,3 +162,33 @@ def test_bf16_autocast_needs_no_scaler() -> None:
 
     losses = [float(opt.step(closure)) for _ in range(10)]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_float16_on_cuda_trains_and_skips_an_overflow(name: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4)).cuda()
+    opt = OPTIMIZERS[name](model.parameters(), torch.Generator(device="cuda").manual_seed(1))
+    scaler = torch.amp.GradScaler("cuda")
+    x, y = torch.randn(64, 20, device="cuda"), torch.randint(0, 4, (64,), device="cuda")
+    overflow = [False]
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        scaled = scaler.scale(loss)
+        (scaled * float("inf") if overflow[0] else scaled).backward()
+        return loss
+
+    scaler.scale(torch.zeros((), device="cuda"))
+    for _ in range(3):
+        scaler.step(opt, closure)
+        scaler.update()
+    before = snapshot(model)
+    overflow[0] = True
+    scaler.step(opt, closure)
+    scaler.update()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert scaler.get_scale() == 2.0**15
