@@ -170,7 +170,14 @@ def _cmd_configs(args: argparse.Namespace) -> int:
             print(f"{config.name:<22} {config.kind:<6} {config.summary}")
         return 0
     if args.action == "schema":
-        sys.stdout.write(reference_markdown())
+        if args.json:
+            import json
+
+            from localentropy.experiments.schema import config_schemas
+
+            print(json.dumps(config_schemas(), indent=2))
+        else:
+            sys.stdout.write(reference_markdown())
         return 0
     config = shipped_config(args.name)
     if args.action == "show":
@@ -289,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "The configs that ship with localentropy: `configs` lists them, `configs show NAME` prints "
                       "one,\n`configs copy NAME [PATH]` writes an editable copy (a sweep's base config is found "
                       "beside it or\namong the shipped ones), `configs schema` prints every field of every config "
-                      "kind.")  # fmt: skip
+                      "kind\n(`--json`: their JSON Schemas, which editors use to check a config as it is "
+                      "typed).")  # fmt: skip
     configs.set_defaults(func=_cmd_configs)
     actions = configs.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("list", help="one line per shipped config: name, command, what it does")
@@ -299,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("name", metavar="NAME")
     copy.add_argument("path", metavar="PATH", nargs="?", help="file or folder to write (default ./NAME.toml)")
     copy.add_argument("--force", action="store_true", help="overwrite an existing file")
-    actions.add_parser("schema", help="every field of every config kind: type, default, allowed values (Markdown)")
+    schema = actions.add_parser("schema", help="every field of every config kind: type, default, allowed values "
+                                "(Markdown; --json: the JSON Schema of each kind, for editors)")
+    schema.add_argument("--json", action="store_true", help="print one JSON object: config kind -> its JSON Schema")
 
     samplers = command("samplers", "list the registered samplers and their hyperparameters",
                        "List the registered samplers, their hyperparameters and defaults; with --accuracy, measure "

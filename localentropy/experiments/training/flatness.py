@@ -73,7 +73,7 @@ def _measure(measure: str, model: nn.Module, loss_fn: Any, batches: list[tuple[T
         return asdict(epsilon_sharpness(model, loss_fn, batches, epsilon=fl.sharpness_epsilon,
                                         iterations=fl.sharpness_iterations, generator=generator))  # fmt: skip
     if measure == "local_entropy":
-        le = fl.local_entropy
+        le = fl.local_entropy.model_dump()
         full = _chunks(train.x, train.y, fl.batch_size)
         return asdict(local_entropy_gradient(
             model, loss_fn, full, gamma=le["gamma"], temperature=le["temperature"], step_size=le["step_size"],
