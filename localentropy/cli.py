@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from localentropy import __version__
+from localentropy.cli_values import non_negative_int, positive_seconds
 from localentropy.cli_values import out_dir as _out_dir
 from localentropy.cli_values import positive_int as _positive_int
 from localentropy.experiments.core.progress import bars_allowed
@@ -242,9 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "gloo); under torchrun,\none rank of its run (docs/distributed.md).\n"
                     "Example: localentropy train train_digits_small --nproc 2", _cmd_train)  # fmt: skip
     train.add_argument("--nproc", type=_positive_int, default=1, help="data-parallel processes here (default 1)")
-    train.add_argument("--drift-check", type=lambda t: _positive_int(t, int, 0), default=100, metavar="K",
+    train.add_argument("--drift-check", type=non_negative_int, default=100, metavar="K",
                        help="data-parallel: check the replicas are equal every K steps (0: never; default 100)")
-    train.add_argument("--dist-timeout", type=lambda t: _positive_int(t, float, 0), default=60.0, metavar="SECONDS",
+    train.add_argument("--dist-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
                        help="data-parallel: how long a rank waits for the others at a collective (default 60)")
     sweep = config_command("sweep", "run a grid of training runs, on local processes or on Ray (a sweep config)",
                     "Expand a sweep config (a base training config and the values to try) into training runs and "

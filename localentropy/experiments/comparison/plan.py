@@ -19,7 +19,7 @@ from localentropy.experiments.comparison.config import RunConfig
 from localentropy.experiments.comparison.estimator import EstimatorConfig, gradients_per_step, steps_per_chain
 from localentropy.experiments.core.config import ConfigError, constructor_problem, key_text, shown
 from localentropy.experiments.core.files import slug
-from localentropy.experiments.core.rundir import stable_seed
+from localentropy.experiments.core.seeds import stable_seed
 from localentropy.samplers import make_sampler, sampler_class, sampler_hyperparameters
 
 

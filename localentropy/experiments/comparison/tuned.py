@@ -23,7 +23,7 @@ from localentropy.experiments.comparison.config import RunConfig
 from localentropy.experiments.comparison.estimator import EstimatorConfig, tuning_targets
 from localentropy.experiments.comparison.plan import Task, local_entropy_estimator, replicate_seed, step_size_for
 from localentropy.experiments.core.config import ConfigError, constructor_problem, key_text
-from localentropy.experiments.core.rundir import stable_seed
+from localentropy.experiments.core.seeds import stable_seed
 from localentropy.experiments.tuning.record import tuned_line
 from localentropy.experiments.tuning.search import search
 from localentropy.experiments.tuning.space import Space, check_names, default_space, hard_limits, wrapped_sampler

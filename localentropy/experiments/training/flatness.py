@@ -32,7 +32,7 @@ def _chunks(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
 
 def measure_flatness(model: nn.Module, splits: DataSplits, config: TrainConfig) -> dict[str, Any]:
     """Every measure in ``config.flatness.measures`` at the model's current weights, with its seconds."""
-    from localentropy.experiments.core.rundir import stable_seed
+    from localentropy.experiments.core.seeds import stable_seed
 
     fl = config.flatness
     train = splits.train
