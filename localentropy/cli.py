@@ -135,31 +135,20 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from localentropy.experiments.comparison.report import load_run, write_report
-    from localentropy.experiments.core.files import slug
-    from localentropy.experiments.core.rundir import RunDirectory, RunDirectoryError
+    from localentropy.experiments.reports import rebuild_report
 
-    for run in args.runs:  # a missing or unreadable results.json is bad input (exit 2), not a failure
-        try:
-            load_run(run)
-        except ValueError as exc:
-            raise RunDirectoryError(str(exc)) from None
-    runs = [Path(r).parent if Path(r).name == "results.json" else Path(r) for r in args.runs]
-    if args.out:
-        out = Path(args.out)
-    elif len(runs) == 1:
-        out = runs[0]  # one run: its own report, rebuilt in place
-    else:  # several runs: a new directory, never one of theirs
-        out = Path("runs") / ("report-" + "-".join(slug(r.resolve().name) for r in runs))[:120]
-    if len(runs) > 1 and any(out.resolve() == r.resolve() for r in runs):
-        raise RunDirectoryError(f"--out {out}: a merged report goes into a directory of its own, not into one of "
-                                "the runs it merges")  # fmt: skip
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirectoryError(f"--out {out}: cannot create the report directory: {exc.strerror or exc}") from None
-    with RunDirectory(out).locked():
-        print(f"report: {write_report(runs, out)}")
+    print(f"report: {rebuild_report(args.runs, args.out)}")
+    return 0
+
+
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from localentropy.experiments.core.shipped import shipped_doc, shipped_docs
+
+    if args.name is None:
+        for name, title in shipped_docs().items():
+            print(f"{name:<22} {title}")
+    else:
+        sys.stdout.write(shipped_doc(args.name).read_text(encoding="utf-8"))
     return 0
 
 
@@ -240,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Train one model with each optimizer of the config on the same data, initial weights and "
                     "batch order;\nrecord test error per epoch, time, gradient evaluations and the flatness of "
                     "the final weights.\nWith --nproc N, data-parallel on N local processes (torch.distributed, "
-                    "gloo); under torchrun,\none rank of its run (docs/distributed.md).\n"
+                    "gloo); under torchrun,\none rank of its run (`localentropy docs distributed`).\n"
                     "Example: localentropy train train_digits_small --nproc 2", _cmd_train)  # fmt: skip
     train.add_argument("--nproc", type=_positive_int, default=1, help="data-parallel processes here (default 1)")
     train.add_argument("--drift-check", type=non_negative_int, default=100, metavar="K",
@@ -287,11 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(func=_cmd_reproduce)
 
     report = command("report", "rebuild a run's report, or merge several comparison runs into one report",
-                     "Rebuild the report of one `localentropy run` directory in place, or merge several into a new "
-                     "directory\n(default runs/report-<name>-<name>; the merged runs are never changed).")  # fmt: skip
-    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of `localentropy run`")
+                     "Rebuild the report of one run directory (`localentropy run` or `localentropy train`) in place, "
+                     "or merge several\ncomparison runs into a new directory (default runs/report-<name>-<name>; the "
+                     "merged runs are never changed).")
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of `localentropy run` (or one of "
+                        "`localentropy train`)")
     report.add_argument("--out", type=_out_dir, help="where to write the report")
     report.set_defaults(func=_cmd_report)
+
+    docs = command("docs", "list the documentation, or print one document",
+                   "The documentation installed with localentropy: `docs` lists it, `docs NAME` prints one document\n"
+                   "(NAME as listed; `samplers`, `samplers.md` and `docs/samplers.md` name the same one).")
+    docs.add_argument("name", metavar="NAME", nargs="?", help="the document to print")
+    docs.set_defaults(func=_cmd_docs)
 
     configs = command("configs", "list, show or copy the shipped configs; print the config reference",
                       "The configs that ship with localentropy: `configs` lists them, `configs show NAME` prints "

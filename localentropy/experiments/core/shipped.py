@@ -108,6 +108,32 @@ def _with_installed_schema(config: ShippedConfig) -> str:
                    for line in lines)
 
 
+def docs_dir() -> Path:
+    """The folder of the documentation installed with the package (the repository's docs/)."""
+    return Path(str(files("localentropy").joinpath("docs")))
+
+
+def shipped_docs() -> dict[str, str]:
+    """Every installed document by name (``samplers``, ``findings/recurrent``) with its title."""
+    root = docs_dir()
+    out = {}
+    for path in sorted(root.rglob("*.md")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        out[path.relative_to(root).with_suffix("").as_posix()] = next(
+            (line.lstrip("# ").strip() for line in lines if line.startswith("#")), ""
+        )
+    return out
+
+
+def shipped_doc(name: str) -> Path:
+    """An installed document by name; ``samplers``, ``samplers.md`` and ``docs/samplers.md`` name the same one (the
+    paths the README, messages and configs give work as they are). An unknown name is bad input naming them all."""
+    stem = name.removeprefix("./").removeprefix("docs/").removesuffix(".md")
+    if stem in shipped_docs():
+        return docs_dir() / f"{stem}.md"
+    raise ConfigError([f"no document named {name!r}; installed: {', '.join(shipped_docs())}"])
+
+
 def copy_config(config: ShippedConfig, path: str | Path | None, *, force: bool = False) -> Path:
     """Write an editable copy of a shipped config to ``path`` (a file, or a folder for ``<name>.toml``; default
     ``./<name>.toml``); an existing file is kept unless ``force``. Returns the file written."""
