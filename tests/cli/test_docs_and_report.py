@@ -14,7 +14,7 @@ from localentropy.experiments.core.shipped import docs_dir, shipped_configs, shi
 from tests.cli.common import TRAIN_BASE, to_toml
 
 ROOT = Path(__file__).resolve().parents[2]
-POINTER = re.compile(r"docs/([A-Za-z0-9_/]+)\.md|`localentropy docs ([A-Za-z0-9_/]+)`")
+POINTER = re.compile(r"docs/([a-z0-9_/]+)\.md|`localentropy docs ([a-z0-9_/]+)`")  # NAME: a placeholder
 
 
 def test_the_docs_are_package_data_and_the_command_prints_them(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,3 +54,17 @@ def test_report_rebuilds_a_training_run(tmp_path: Path, capsys: pytest.CaptureFi
     shutil.copytree(run, tmp_path / "run2")
     assert main(["report", str(run), str(tmp_path / "run2"), "--out", str(tmp_path / "merged")]) == 2
     assert "rebuilt alone" in capsys.readouterr().err
+
+
+def test_a_runs_report_from_memory_is_the_report_rebuilt_from_disk(tmp_path: Path) -> None:
+    """The run renders its report from the results it holds; `report DIR` reads them back: the same report."""
+    from tests.cli.common import RUN_BASE
+
+    config = tmp_path / "run.toml"
+    config.write_text(to_toml(RUN_BASE))
+    run = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(run)]) == 0
+    written = (run / "report.md").read_text()
+    (run / "report.md").unlink()
+    assert main(["report", str(run)]) == 0
+    assert (run / "report.md").read_text() == written
