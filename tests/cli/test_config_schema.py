@@ -52,6 +52,8 @@ def test_every_shipped_config_names_and_satisfies_its_schema(config) -> None:
         ("train_digits_small", lambda d: d["optimizers"][0].update(samplr="sgld")),
         ("train_digits_small", lambda d: d["schedule"].update(kind="cosin")),
         ("sweep_scoping", lambda d: d.update(gird={})),
+        ("quadratic20", lambda d: d.update(tuning={"seeds": 2})),  # a sweep's [tuning] field in a comparison
+        ("sweep_scoping", lambda d: d.update(tuning={"replicates": 2})),  # and a comparison's in a sweep
     ],
 )
 def test_a_typo_fails_the_schema(name: str, change) -> None:

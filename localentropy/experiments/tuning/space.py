@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from localentropy.experiments.core.config import Problem, Table, array, choice, flag, got, integer, number
 from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
@@ -153,6 +153,7 @@ class TuningConfig(Table):
     )
 
     kind: ClassVar[str] = ""
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _narrow(schema, cls))
 
     @classmethod
     def allowed(cls, data: dict[str, Any]) -> set[str]:
@@ -193,6 +194,12 @@ class TuningConfig(Table):
         data = self.model_dump()
         data["space"] = {k: {n: d.as_dict() for n, d in s.items()} for k, s in self.space.items()}
         return data
+
+
+def _narrow(schema: dict[str, Any], cls: Any) -> None:
+    """A kind's JSON Schema lists only the fields that kind takes (a sweep's seeds are a typo in a comparison)."""
+    for key in set(schema.get("properties", {})) - cls.allowed({}):
+        del schema["properties"][key]
 
 
 class ComparisonTuning(TuningConfig):
