@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "one,\n`configs copy NAME [PATH]` writes an editable copy (a sweep's base config is found "
                       "beside it or\namong the shipped ones), `configs schema` prints every field of every config "
                       "kind\n(`--json`: their JSON Schemas, which editors use to check a config as it is "
-                      "typed).")  # fmt: skip
+                      "typed).")
     configs.set_defaults(func=_cmd_configs)
     actions = configs.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("list", help="one line per shipped config: name, command, what it does")
