@@ -90,6 +90,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _report_outcome(*run_comparison(resolve_config(args.config), args.out, force=args.force))
 
 
+def _device_name(text: str) -> str:
+    from localentropy.experiments.training.precision import DEVICE_PATTERN, DEVICE_RULE
+
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected {DEVICE_RULE}, got {text!r}")
+    return text
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from localentropy.experiments.training.parallel import PREPARED_ENV, under_launcher
 
@@ -100,13 +108,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         path, state, writer = run_rank(resolve_config(args.config), args.out, **options)
         return _report_outcome(path, state) if writer and PREPARED_ENV not in os.environ else 0
     _out_is_free(args)
+    overrides = {key: value for key in ("device", "precision") if (value := getattr(args, key)) is not None}
     if args.nproc > 1:
+        if overrides:
+            names = " and ".join(f"--{key}" for key in overrides)
+            print(f"localentropy train: error: {names}: not with --nproc; set them in the config", file=sys.stderr)
+            return 2
         from localentropy.experiments.training.launch import launch_training
 
         return _report_outcome(*launch_training(resolve_config(args.config), args.out, args.nproc, **options))
+    from localentropy.experiments.training.config import load_train_config
     from localentropy.experiments.training.trainer import run_training
 
-    return _report_outcome(*run_training(resolve_config(args.config), args.out, force=args.force))
+    config = resolve_config(args.config)
+    if overrides:  # the values were checked by their option types
+        config = load_train_config(config).model_copy(update=overrides)
+    return _report_outcome(*run_training(config, args.out, force=args.force))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -232,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "gloo); under torchrun,\none rank of its run (`localentropy docs distributed`).\n"
                     "Example: localentropy train train_digits_small --nproc 2", _cmd_train)  # fmt: skip
     train.add_argument("--nproc", type=_positive_int, default=1, help="data-parallel processes here (default 1)")
+    train.add_argument("--device", type=_device_name, help="override the config's device: auto, cpu, cuda, cuda:N, mps")
+    train.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"),
+                       help="override the config's precision")  # fmt: skip
     train.add_argument("--drift-check", type=non_negative_int, default=100, metavar="K",
                        help="data-parallel: check the replicas are equal every K steps (0: never; default 100)")
     train.add_argument("--dist-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",

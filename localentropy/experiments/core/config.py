@@ -221,6 +221,12 @@ def run_name(pattern: re.Pattern[str] = NAME_PATTERN, rule: str = NAME_RULE) -> 
     return Annotated[str, Field(max_length=MAX_NAME, pattern=pattern.pattern), BeforeValidator(check)]
 
 
+def patterned_text(pattern: re.Pattern[str], rule: str) -> Any:
+    """A string that matches ``pattern`` (``rule`` says which in words)."""
+    check = Check(rule, lambda v: _text(v, None, pattern, rule))
+    return Annotated[str, Field(pattern=f"^(?:{pattern.pattern})$"), BeforeValidator(check)]
+
+
 def table() -> Any:
     """A table whose keys the model does not check itself (a sampler's or a model's options)."""
 

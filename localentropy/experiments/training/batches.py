@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from localentropy.data import ArrayData
 from localentropy.experiments.core.seeds import stable_seed
+from localentropy.experiments.training.precision import Precision
 from localentropy.experiments.training.text import clip_gradients
 
 
@@ -33,8 +34,10 @@ class BatchStream:
 
     def __init__(self, model: nn.Module, data: ArrayData, batch_size: int, seed: int,
                  clip_grad_norm: float | None = None, shard: tuple[int, int] = (0, 1),
-                 averaged: bool = True) -> None:  # fmt: skip
+                 averaged: bool = True, precision: Precision | None = None) -> None:  # fmt: skip
         self.model, self.data, self.batch_size, self.seed = model, data, batch_size, seed
+        # autocast and, for float16, the loss scaling (precision.py); None: float32
+        self.precision = precision
         self.rank, self.world_size = shard
         self.averaged = averaged
         self.clip_grad_norm = clip_grad_norm
@@ -59,6 +62,7 @@ class BatchStream:
         if self.position >= self.batches_per_pass:
             self.data_epoch, self.position, self._order = self.data_epoch + 1, 0, None
         index = self._permutation()[self.position * self.batch_size : (self.position + 1) * self.batch_size]
+        index = index.to(self.data.x.device)
         self.position += 1
         size = int(index.numel())
         if self.world_size > 1:
@@ -81,8 +85,13 @@ class BatchStream:
         inputs, targets, size = self._batch
         self.model.zero_grad(set_to_none=False)
         with torch.enable_grad():
-            loss = self._loss(self.model(inputs), targets, size)
-            loss.backward()
+            if self.precision is None:
+                loss = self._loss(self.model(inputs), targets, size)
+                loss.backward()
+            else:
+                with self.precision.autocast():
+                    loss = self._loss(self.model(inputs), targets, size)
+                self.precision.backward(loss)
         clip_gradients(self.model, self.clip_grad_norm)
         self.calls += 1
         self.examples += size

@@ -26,6 +26,7 @@ from localentropy.experiments.core.config import (
     integer,
     nonempty_text,
     number,
+    patterned_text,
     read_toml,
     run_name,
     table,
@@ -41,6 +42,7 @@ from localentropy.experiments.training.models import (
     model_options,
 )
 from localentropy.experiments.training.optim import OptimizerConfig, ScheduleConfig
+from localentropy.experiments.training.precision import DEVICE_PATTERN, DEVICE_RULE, PRECISIONS
 
 INPUT_SHAPES = {
     "digits": (1, 8, 8),
@@ -229,6 +231,16 @@ class TrainConfig(Table):
     )
     eval_batch_size: integer(1) = Field(1000, description="The batch size of the evaluations.")
     threads: integer(1, 1024) = Field(1, description="Torch threads during the run.")
+    device: patterned_text(DEVICE_PATTERN, DEVICE_RULE) = Field(
+        "auto",
+        description="Where the data, model, optimizer state and evaluations live: auto (CUDA if present, then MPS, "
+        "else the CPU), cpu, cuda, cuda:N or mps; a device this machine lacks is refused when the run starts.",
+    )
+    precision: choice(PRECISIONS) = Field(
+        "32-true",
+        description="32-true, bf16-mixed (bfloat16 autocast in training) or 16-mixed (float16 autocast with a "
+        "gradient scaler; inner steps with an overflow are skipped). Evaluations run in float32.",
+    )
     schedule: ScheduleConfig = Field(
         default_factory=dict,
         description="The learning-rate schedule of every optimizer without its own: `[schedule]` below.",
@@ -256,6 +268,14 @@ class TrainConfig(Table):
                     (),
                     "epochs / effective_epochs: give exactly one budget (epochs: optimizer epochs for "
                     "every optimizer; effective_epochs: the same number of forward-backward passes for all)",
+                )
+            )
+        if data.get("precision") == "16-mixed" and data.get("clip_grad_norm") is not None:
+            problems.append(
+                (
+                    ("clip_grad_norm",),
+                    "not with precision = '16-mixed': the closure would clip gradients still multiplied by the "
+                    "scale (use 'bf16-mixed', or no clipping)",
                 )
             )
         optimizers = data.get("optimizers") if isinstance(data.get("optimizers"), list) else []

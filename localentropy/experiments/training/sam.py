@@ -12,6 +12,7 @@ from torch.optim import SGD, Adam
 
 from localentropy._checks import check_int, check_range
 from localentropy.entropy.optim import DivergenceError
+from localentropy.entropy.optim.scaling import GradientScaling
 
 SAM_EXTRA = "train"
 _SGD = {"momentum", "dampening", "weight_decay", "nesterov"}
@@ -112,7 +113,13 @@ class SAMStep:
         if not finite:
             raise DivergenceError(f"SAM: a non-finite loss or gradient at {which} of step {self.steps}")
 
-    def step(self, closure: Callable[..., Tensor]) -> Tensor:
+    #: torch.amp.GradScaler.step(sam, closure) hands itself over (grad_scaler=): each pass's gradients are unscaled
+    #: here, and a pass with an inf or NaN gradient skips the step with the weights put back (precision "16-mixed")
+    _step_supports_amp_scaling = True
+
+    def step(self, closure: Callable[..., Tensor], grad_scaler: torch.amp.GradScaler | None = None) -> Tensor:
+        if grad_scaler is not None and grad_scaler.is_enabled():
+            return self._scaled_step(closure, grad_scaler)
         loss = closure()
         self.grad_evals += 1
         self._check(loss, "w")
@@ -135,6 +142,38 @@ class SAMStep:
             )
         self.steps += 1
         return loss
+
+    def _scaled_step(self, closure: Callable[..., Tensor], grad_scaler: torch.amp.GradScaler) -> Tensor:
+        """SAM's two passes (pytorch-optimizer's first_step, closure, second_step) on unscaled gradients."""
+        params = self._params()
+        scaling = GradientScaling(grad_scaler, params[0].device)
+        try:
+            loss = closure()
+            self.grad_evals += 1
+            scaling.unscale(params)
+            if bool(scaling.found_inf):  # skipped: nothing moved
+                return loss
+            self._check(loss, "w")
+            saved = [p.detach().clone() for p in params]
+            self.sam.first_step(zero_grad=True)
+            with torch.enable_grad():
+                second = closure(reuse=True)
+            self.grad_evals += 1
+            scaling.unscale(params)
+            if bool(scaling.found_inf) or not bool(torch.isfinite(second).all()):
+                with torch.no_grad():
+                    for p, s in zip(params, saved, strict=True):
+                        p.copy_(s)
+                if bool(scaling.found_inf):
+                    return loss
+                raise DivergenceError(
+                    f"SAM: a non-finite loss at w + eps of step {self.steps}; the parameters were restored"
+                )
+            self.sam.second_step()
+            self.steps += 1
+            return loss
+        finally:
+            scaling.record(self)
 
     def state_dict(self) -> dict[str, Any]:
         return {"sam": self.sam.state_dict(), "steps": self.steps, "grad_evals": self.grad_evals}

@@ -20,6 +20,7 @@ row have less context, which costs a few bits per row (about 1e-3 bits per token
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from localentropy.data.text import TokenStream
 from localentropy.experiments.core.seeds import stable_seed
+from localentropy.experiments.training.precision import Precision
 
 EVAL_ROWS = 16
 EVAL_SEGMENT = 1000
@@ -44,8 +46,9 @@ class TextStream:
     """The closure of a language model: the next ``bptt`` tokens of each of ``batch_size`` text rows, resumable."""
 
     def __init__(self, model: nn.Module, data: TokenStream, batch_size: int, bptt: int, seed: int,
-                 clip_grad_norm: float | None = None) -> None:  # fmt: skip
+                 clip_grad_norm: float | None = None, precision: Precision | None = None) -> None:  # fmt: skip
         self.model, self.data, self.batch_size, self.bptt, self.seed = model, data, batch_size, bptt, seed
+        self.precision = precision  # autocast and, for float16, the loss scaling (precision.py); None: float32
         self.clip_grad_norm = clip_grad_norm
         self.row_length = (len(data) - bptt) // batch_size  # room for an offset below bptt
         if self.row_length < 1:
@@ -87,9 +90,13 @@ class TextStream:
         inputs, targets, state = self._segment
         self.model.zero_grad(set_to_none=False)
         with torch.enable_grad():
-            logits, new_state = self.model(inputs, state)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-            loss.backward()
+            with contextlib.nullcontext() if self.precision is None else self.precision.autocast():
+                logits, new_state = self.model(inputs, state)
+                loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            if self.precision is None:
+                loss.backward()
+            else:
+                self.precision.backward(loss)
         clip_gradients(self.model, self.clip_grad_norm)
         self.hidden = (new_state[0].detach(), new_state[1].detach())  # truncation: no gradient into the past
         self.calls += 1

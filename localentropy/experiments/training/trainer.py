@@ -49,6 +49,7 @@ from localentropy.experiments.training.optim import (
     spec_passes,
 )
 from localentropy.experiments.training.parallel import Ranks
+from localentropy.experiments.training.precision import Precision, resolve_device
 from localentropy.experiments.training.replicas import (
     gather_replica_states,
     own_replica_state,
@@ -107,6 +108,9 @@ class OptimizerRun:
         self.checkpoint = run_dir.path / "checkpoints" / f"{slug(spec.label)}.pt"
         torch.manual_seed(stable_seed(config.seed, "model init"))  # the same initial weights for every optimizer
         self.model = build_model(config.model.name, splits.input_shape, splits.num_classes, **config.model.options)
+        self.device = splits_device(splits)
+        self.model.to(self.device)  # before the optimizer is built: its state and generator follow the parameters
+        self.precision = Precision(config.precision, self.device)
         torch.manual_seed(stable_seed(config.seed, "training", spec.label))  # dropout and optimizer noise
         data_seed, clip = stable_seed(config.seed, "data"), config.clip_grad_norm
         self.text = isinstance(splits.train, TokenStream)
@@ -115,9 +119,11 @@ class OptimizerRun:
         self.replicas = spec.kind == "parle"
         forward = self.model if self.replicas else ranks.wrap(self.model, self.traffic)  # the model in one process
         self.stream: BatchStream | TextStream = (
-            TextStream(self.model, splits.train, config.batch_size, config.bptt, data_seed, clip)  # type: ignore[arg-type]
+            TextStream(self.model, splits.train, config.batch_size, config.bptt, data_seed, clip,  # type: ignore[arg-type]
+                       precision=self.precision)
             if self.text else BatchStream(forward, splits.train, config.batch_size, data_seed, clip,  # type: ignore[arg-type]
-                                          (ranks.rank, ranks.world_size), averaged=not self.replicas)
+                                          (ranks.rank, ranks.world_size), averaged=not self.replicas,
+                                          precision=self.precision)
         )  # fmt: skip
         spe = self.stream.batches_per_pass
         self.passes = spec_passes(spec)
@@ -176,6 +182,7 @@ class OptimizerRun:
             "format": CHECKPOINT_FORMAT, "label": self.spec.label, "epoch": self.epoch, "steps": self.steps,
             "seconds": self.seconds, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(), "stream": self.stream.state_dict(), "rows": self.rows,
+            "scaler": self.precision.state_dict(),
             "communication": self.communication(),
         }  # fmt: skip
         if replicas is not None:
@@ -190,6 +197,7 @@ class OptimizerRun:
         self.model.load_state_dict(own["model"])
         self.optimizer.load_state_dict(own["optimizer"])
         self.stream.load_state_dict(state["stream"])
+        self.precision.load_state_dict(state.get("scaler"))
         self.epoch, self.steps, self.seconds = int(state["epoch"]), int(state["steps"]), float(state["seconds"])
         self.rows = list(state["rows"])
         # the counts saved, less what the restored optimizer counts itself already (Parle keeps its own)
@@ -204,9 +212,9 @@ class OptimizerRun:
             loss = self.stream()
             if not self._finite(loss):
                 raise DivergenceError(f"a non-finite training loss ({float(loss)})")
-            self.optimizer.step()
+            self.precision.step(self.optimizer)
         else:
-            loss = self.optimizer.step(self.stream)
+            loss = self.precision.step(self.optimizer, self.stream)
         self.drift.step()
         return loss
 
@@ -327,6 +335,24 @@ def load_splits(config: TrainConfig, source: str | None = None) -> DataSplits:
         raise ConfigError([f"data: {exc}"], source) from None
 
 
+def splits_to(splits: DataSplits, device: torch.device) -> DataSplits:
+    """The splits with every tensor on ``device`` (the data of these sources fits a device whole)."""
+    if device.type == "cpu":
+        return splits
+    for name in ("train", "validation", "test"):
+        part = getattr(splits, name)
+        if isinstance(part, ArrayData):
+            setattr(splits, name, ArrayData(part.x.to(device), part.y.to(device)))
+        elif isinstance(part, TokenStream):
+            setattr(splits, name, TokenStream(part.tokens.to(device)))
+    return splits
+
+
+def splits_device(splits: DataSplits) -> torch.device:
+    train = splits.train
+    return train.tokens.device if isinstance(train, TokenStream) else train.x.device
+
+
 def default_out(config: TrainConfig) -> Path:
     return Path("runs") / config.name
 
@@ -345,18 +371,19 @@ def run_training(
     ranks = ranks if ranks is not None else Ranks()
     source = None if isinstance(config, TrainConfig) else str(config)
     config = config if isinstance(config, TrainConfig) else load_train_config(config)
+    device = resolve_device(config.device)  # a device this machine lacks is refused before anything is written
     out_dir = RunDirectory(out if out is not None else default_out(config))
     if not ranks.distributed:
         out_dir.check_free()
     resolved = config.as_dict()
     # the data first: a bad data path is refused before the run directory is created (not when it would be skipped)
-    splits = None if out_dir.complete and not force else load_splits(config, source)
+    splits = None if out_dir.complete and not force else splits_to(load_splits(config, source), device)
     state = ranks.prepare(out_dir, resolved, force)
     threads = torch.get_num_threads()
     try:
         if state == "skip":
             return out_dir.path, state
-        splits = splits if splits is not None else load_splits(config, source)
+        splits = splits if splits is not None else splits_to(load_splits(config, source), device)
         progress = progress if progress is not None else sys.stderr
         torch.set_num_threads(ranks.threads(config.threads))
         records = []
@@ -385,7 +412,8 @@ def run_training(
         torch.manual_seed(stable_seed(config.seed, "model init"))
         model = build_model(config.model.name, splits.input_shape, splits.num_classes, **config.model.options)
         results = {
-            "schema": SCHEMA, "name": config.name, "config": resolved, "meta": environment("cpu"),
+            "schema": SCHEMA, "name": config.name, "config": resolved, "meta": environment(device.type),
+            "device": str(device), "precision": config.precision,
             "world_size": ranks.world_size,
             "data": splits.info, "model": {"name": config.model.name, "parameters": count_parameters(model)},
             "records": records,
