@@ -152,11 +152,32 @@ def training_claims(step_dir: Path) -> list[Claim]:
 
 
 def shootout_claims(step_dir: Path) -> list[Claim]:
-    """The verdict at each budget: which samplers have the lowest MSE of the local-entropy gradient."""
+    """The verdict at each budget: which samplers have the lowest MSE of the local-entropy gradient, judged again
+    with the statistics module's current rule from the per-replicate squared errors (kept in the claim, so that a
+    replication can pool them); a run without them keeps its recorded verdicts."""
     results = read_json(step_dir / "results.json")
-    verdicts = results.get("verdicts") or comparison_verdicts(results["records"])
-    return [verdict_claim(f"shootout/budget {v['budget']}", f"lowest MSE at budget {v['budget']}", v["best"],
-                          v.get("n", 0), verdict=v) for v in sorted(verdicts, key=lambda v: v["budget"])]  # fmt: skip
+    verdicts = comparison_verdicts(results["records"])
+    if not any(v["best"] for v in verdicts):
+        verdicts = results.get("verdicts") or verdicts
+    errors: dict[Any, dict[str, list[float]]] = {}
+    for r in results["records"]:
+        squared = (r.get("metrics") or {}).get("squared_errors") if r.get("status") == "ok" else None
+        if isinstance(squared, list):
+            errors.setdefault(r["key"]["budget"], {})[str(r["key"]["estimator"])] = squared
+    claims = []
+    for v in sorted(verdicts, key=lambda v: v["budget"]):
+        budget = v["budget"]
+        claims.append(
+            verdict_claim(
+                f"shootout/budget {budget}",
+                f"lowest MSE at budget {budget}",
+                v["best"],
+                v.get("n", 0),
+                verdict=v,
+                values=errors.get(budget),
+            )
+        )
+    return claims
 
 
 def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:

@@ -78,9 +78,10 @@ def measured(step: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str
 
 def scale_claims(step_dir: Path) -> list[Claim]:
     """The lowest test error of the three (Holm's best set over the seeds) and the paired differences."""
-    _, _, _, seeds, verdict, pairs = measured(step_dir)
+    _, _, errors, seeds, verdict, pairs = measured(step_dir)
+    values = {label: [errors[label][s] for s in seeds] for label in LABELS}
     return [verdict_claim("scale/lowest test error", "lowest test error", verdict.best, len(seeds), "seeds",
-                          verdict.as_dict()),
+                          verdict.as_dict(), values),
             *(difference_claim(f"scale/{name}", f"test error, `{name}`", d) for name, d in pairs.items())]
 
 
