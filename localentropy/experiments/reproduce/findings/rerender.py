@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,7 @@ def rerender(doc: Path, runs: Path | None = None, readme: Path | None = None) ->
         if prov["fresh"].get(name) is None:
             prov["fresh"][name] = {"seconds": minutes * 60, "state": "fresh", "commit": None, "finished": None}
     numbers["provenance"] = summarise_provenance(prov)
+    stored["meta"]["rendered"] = datetime.now(UTC).isoformat(timespec="seconds")
     atomic_write_json(figures / "findings.json", stored)
     render_findings(doc)
     if readme is not None:

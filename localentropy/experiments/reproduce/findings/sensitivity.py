@@ -153,7 +153,7 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         "",
         f"**What it does not support.** One small dataset and model, {n_seeds} seeds, and a 3-value grid per axis "
         "at a fixed lr and schedule: the optimum of each field depends on the others and on lr, which is not "
-        "swept. Digits is easy (good settings are at 2-4 % test error), so a flat region here need not be flat "
+        "swept. Digits is an easy task, so a flat region here need not be flat "
         "on a harder task.",
         "",
     ]
