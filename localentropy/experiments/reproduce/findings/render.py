@@ -4,7 +4,8 @@ rendered document states no number its record lacks.
 A template receives the records of findings.json (claims, their replication, the steps' provenance) and the
 filters below; a sentence that states a fact sits inside a condition on the datum it states, so a run without
 it prints no such sentence. :func:`unsupported_numbers` lists the numbers of a markdown text that appear
-nowhere in a record (up to the rounding of the digits shown), which a test holds at none.
+nowhere in a record (up to the rounding of the digits shown; a mean or sd of a stored list of per-unit values
+counts), which a test holds at none.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from localentropy.diagnostics.compare import sample_sd
 from localentropy.experiments.reproduce.claims import claim_text, consistency_text, outcome_text, pooled_claim
 
 NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?")
@@ -59,8 +61,15 @@ def render(template: str, **data: Any) -> str:
 
 
 def record_numbers(record: Any) -> np.ndarray:
-    """Every finite number in a JSON record: values, numeric keys and numbers inside strings."""
+    """Every finite number in a JSON record: values, numeric keys, numbers inside strings, and the mean and sample
+    sd of every list of numbers (a table's "mean ± sd" over the stored per-unit values)."""
     out: list[float] = []
+
+    def summarise(values: list[Any]) -> None:
+        """The mean and sd of a list (or map) of plain numbers: a table's "mean ± sd" over stored units."""
+        units = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(units) >= 2 and len(units) == len(values) and all(math.isfinite(v) for v in units):
+            out.extend((float(np.mean(units)), sample_sd(np.asarray(units))))
 
     def walk(x: Any) -> None:
         if isinstance(x, bool) or x is None:
@@ -72,9 +81,11 @@ def record_numbers(record: Any) -> np.ndarray:
             for k, v in x.items():
                 walk(str(k))
                 walk(v)
+            summarise(list(x.values()))  # a map unit -> value (seed -> test error)
         elif isinstance(x, list | tuple):
             for v in x:
                 walk(v)
+            summarise(list(x))
         elif isinstance(x, str):
             out.extend(_value(m) for m in NUMBER.findall(x))
 
