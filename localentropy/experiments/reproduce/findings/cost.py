@@ -65,6 +65,7 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         spacing = min((r["effective_epochs"] for e in mine for r in e["curve"] if r.get("effective_epochs")),
                       default=None)  # fmt: skip
         info[lab] = {"test_error": finals(mine, "test_error"), "seconds": secs, "reach_epochs": reach_ep,
+                     "grad_evals": finals(mine, "grad_evals"), "effective_epochs": finals(mine, "effective_epochs"),
                      "eval_spacing": spacing,
                      "reach_seconds": reach_s, "seconds_over_sgd": ratio}  # fmt: skip
         rows.append([lab, f"{pm(finals(mine, 'test_error'), 100)} %", fmt(mean_sd(finals(mine, 'effective_epochs'))[0]),

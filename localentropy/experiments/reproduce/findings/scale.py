@@ -109,12 +109,21 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
             f"{np.mean([r['collective_calls'] for r in recs]):.0f}" if recs else "—",
             f"{1e3 * np.mean([r['final']['seconds'] / r['final']['grad_evals'] for r in recs]):.2f}" if recs else "—",
         ])  # fmt: skip
+    per_run = {
+        label: {
+            "megabytes": [r["bytes_communicated"] / 1e6 for r in records[label].values()],
+            "collective_calls": [r["collective_calls"] for r in records[label].values()],
+            "ms_per_pass": [1e3 * r["final"]["seconds"] / r["final"]["grad_evals"] for r in records[label].values()],
+        }
+        for label in LABELS
+    }
     bytes_ratio = _ratio(records, "bytes_communicated")
     projected = projection(compute, examples, inner)
     figure = _plot(records, figures)
     numbers["scale"] = {"test_error": errors, "best_set": verdict.as_dict(), "paired": pairs, "seconds": time_pairs,
                         "bytes_ratio_parle_sgd": bytes_ratio, "compute": compute, "projection": projected,
                         "examples": examples, "inner_steps": inner, "world_size": world}  # fmt: skip
+    numbers["scale"]["per_run"] = per_run  # the values behind the table's means
     lines = [
         "## P1. Parle at scale: replicas that communicate once per outer step",
         "",
