@@ -276,4 +276,6 @@ def readme_paragraph(doc: Path) -> str:
         fresh_words=fresh_words,
         minutes=prov["minutes"],
         fresh_minutes=prov["fresh_minutes"],
+        replicated=len(replicated),
+        claim_steps=len(claim_steps()),
     )
