@@ -180,3 +180,25 @@ def test_provenance_totals() -> None:
         }
     )
     assert (p["minutes"], p["fresh_minutes"], p["commits"], p["unrecorded"]) == (1.0, 2.0, ["abc"], 1)
+
+
+def test_the_header_renders_from_a_fresh_runs_meta_and_states_the_provenance() -> None:
+    """A meta as run.py writes it (no re-render stamp, no commit outside git): the header says what it has."""
+    from localentropy.experiments.reproduce.findings.render import render
+
+    meta = {
+        "mode": "quick",
+        "workers": 1,
+        "cpu_count": 2,
+        "finished": "2026-12-07T10:00:00+00:00",
+        "versions": {"torch": "2.13.0"},
+        "git_commit": None,
+        "timings": {},
+    }
+    steps = {"shootout": {"seconds": 90.0, "state": "fresh", "commit": "094d0f724b70aa", "finished": "2026-12-07"}}
+    p = summarise_provenance({"steps": steps, "fresh": {}})
+    text = render("header.md.j2", meta=meta, quick=True, command="localentropy reproduce --quick", p=p)
+    assert "**QUICK run.** Written by `localentropy reproduce --quick` on 2026-12-07 at commit unrecorded" in text
+    assert "1 step that took 1.5 minutes of wall time when they ran, at commit 094d0f724b70:" in text
+    assert "re-rendered" not in text
+    assert unsupported_numbers(text, {"meta": meta, "provenance": p}) == []
