@@ -6,12 +6,24 @@ seed is shared by every estimator at a point: common random numbers, so that pai
 
 * :func:`paired_difference`: mean of a - b over the units both have, with a t-interval on n - 1 degrees of
   freedom (the standard error is sd / sqrt(n) of the per-unit differences);
-* :func:`best_set`: the set of candidates not distinguishable from the one with the lowest mean. The method is
-  Holm-adjusted two-sided paired t-tests of each candidate against the observed lowest (H0: same mean), with
+* :func:`best_set`: the set of candidates not distinguishable from the one with the lowest mean, ranked among
+  the *stable* candidates only. A unit whose value is not finite, or exceeds :data:`RUNAWAY` times the reference
+  (the median of the absolute values of every candidate on the same units), has **diverged**; a candidate with a
+  diverged unit is listed with its divergence rate and never joins the best set, however its t statistic reads.
+  The reference is the other candidates on the same point, not the scale of the truth: the statistics module
+  sees plain numbers (the truth is the caller's), a relative error is undefined where the truth is near zero,
+  and a median moves with no runaway as long as fewer than half of all values run away. The factor 1e6 on a
+  squared error is an error norm 1000x the typical estimator's on that point: no sampling noise of a working
+  estimator comes near it (a chi-square tail that far has probability below 1e-100), while every runaway seen
+  in this project's runs (1e4 to 1e195 against a typical 1e-3) passes it. Among the stable candidates the method
+  is Holm-adjusted two-sided paired t-tests of each against the observed lowest (H0: same mean), with
   Bonferroni-adjusted simultaneous t-intervals for the differences (a candidate left in the set has an interval
-  that holds 0). When several are tied, the largest
-  simultaneous half-width among them is the ``detectable`` difference: a difference smaller than it could not
-  have been told apart from zero by these data, so "tied" says how close is close.
+  that holds 0). **The t-test governs** (the verdict is about the mean, i.e. the MSE of an estimator); beside it,
+  each comparison carries the Holm-adjusted Wilcoxon signed-rank p-value of the same differences (scipy), a
+  rank test that one heavy unit cannot swamp, and ``agree`` says whether the two tests reach the same decision.
+  When several are tied, the largest simultaneous half-width among them is the ``detectable`` difference: a
+  difference smaller than it could not have been told apart from zero by these data, so "tied" says how close
+  is close.
 
 Pure numpy / scipy on plain numbers: no knowledge of configs or runs, so every layer above can use it.
 """
@@ -27,8 +39,13 @@ import numpy as np
 from scipy import stats
 
 LEVEL = 0.95
-METHOD = ("Holm-adjusted paired t-tests against the lowest mean (n - 1 degrees of freedom), "
-          "Bonferroni simultaneous intervals")  # fmt: skip
+RUNAWAY = 1e6
+METHOD = (
+    "Holm-adjusted paired t-tests against the lowest mean among the stable candidates (n - 1 degrees of freedom; "
+    "Bonferroni simultaneous intervals; a Wilcoxon signed-rank test beside it, the t-test governs); a unit above "
+    f"{RUNAWAY:.0e} x the median of all candidates' values, or not finite, has diverged and its candidate is "
+    "ranked out"
+)
 Units = Mapping[Any, float] | Sequence[float] | np.ndarray
 
 
@@ -56,7 +73,7 @@ class PairedDifference:
         return {**asdict(self), "distinguishable": self.distinguishable}
 
     def text(self, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
-        """"+1.23 ± 0.45 points (95 % t-interval over 5 seeds)"; "no paired seeds" when there is nothing."""
+        """ "+1.23 ± 0.45 points (95 % t-interval over 5 seeds)"; "no paired seeds" when there is nothing."""
         if self.mean is None:
             return f"no paired {self.unit}s"
         ci = f" ± {self.half_width * scale:.{digits}f}" if self.half_width is not None else ""
@@ -113,7 +130,9 @@ def mean_interval(values: Units, *, level: float = LEVEL, unit: str = "seed") ->
 
 @dataclass
 class Comparison:
-    """One candidate against the lowest: difference of means, simultaneous half-width, Holm-adjusted p-value."""
+    """One stable candidate against the lowest: difference of means, simultaneous half-width, Holm-adjusted
+    p-values of the paired t-test (``p_adjusted``, which decides) and of the Wilcoxon signed-rank test
+    (``p_rank``), and whether the two reach the same decision at the level."""
 
     name: str
     mean: float
@@ -121,11 +140,17 @@ class Comparison:
     half_width: float | None
     p_adjusted: float
     distinguishable: bool
+    p_rank: float = 1.0
+    agree: bool = True
 
 
 @dataclass
 class BestSet:
-    """The candidates not distinguishable from the lowest mean, with how the verdict was reached."""
+    """The stable candidates not distinguishable from the lowest mean, with how the verdict was reached.
+
+    ``divergence`` is every compared candidate's count of diverged units (out of ``n``); ``diverged`` names
+    those with at least one, which are ranked out. ``runaway_threshold`` is the value above which a unit
+    diverged (None when the reference is 0: then only a non-finite value does)."""
 
     lowest: str | None
     best: list[str]
@@ -136,13 +161,20 @@ class BestSet:
     detectable: float | None = None
     comparisons: list[Comparison] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
+    divergence: dict[str, int] = field(default_factory=dict)
+    runaway_threshold: float | None = None
+    governs: str = "paired t-test"
 
     @property
     def tied(self) -> bool:
         return len(self.best) > 1
 
+    @property
+    def diverged(self) -> list[str]:
+        return [name for name, count in self.divergence.items() if count > 0]
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "diverged": self.diverged}
 
 
 def _paired_p(d: np.ndarray) -> float:
@@ -170,57 +202,128 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def best_set(samples: Mapping[str, Sequence[float] | np.ndarray], *, level: float = LEVEL,
-             unit: str = "replicate") -> BestSet:  # fmt: skip
+def _rank_p(d: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of H0: the differences are symmetric about 0 (zero differences
+    dropped, Wilcox's rule; exact below 50 units); 1 when no difference is nonzero."""
+    if d.size < 2 or not np.any(d != 0):
+        return 1.0
+    return float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def runaway_threshold(arrays: Sequence[np.ndarray], factor: float = RUNAWAY) -> float | None:
+    """``factor`` x the median of the absolute finite values of every candidate (None when that median is 0)."""
+    values = np.concatenate([np.abs(a[np.isfinite(a)]) for a in arrays]) if arrays else np.array([])
+    reference = float(np.median(values)) if values.size else 0.0
+    return factor * reference if reference > 0 else None
+
+
+def diverged_units(values: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Which units diverged: not finite, or above ``threshold`` in absolute value."""
+    bad = ~np.isfinite(values)
+    if threshold is not None:
+        bad |= np.abs(np.where(bad, 0.0, values)) > threshold
+    return bad
+
+
+def best_set(
+    samples: Mapping[str, Sequence[float] | np.ndarray],
+    *,
+    level: float = LEVEL,
+    unit: str = "replicate",
+    runaway: float = RUNAWAY,
+) -> BestSet:
     """Which of several candidates, each measured on the same units (position r = unit r), has the lowest mean.
 
-    Candidates with a non-finite value or another number of units than the most common (the largest on a tie)
-    are left out
-    (listed in ``excluded``). The lowest mean is the observed best; every other candidate is tested against it
-    with a paired t-test, the k - 1 p-values Holm-adjusted; those not rejected at ``1 - level`` join
+    Candidates with another number of units than the most common (the largest on a tie) are left out (listed in
+    ``excluded``). Among the rest, a unit that is not finite or above ``runaway`` x the median of all values
+    (:func:`runaway_threshold`) has diverged: its candidate's count is in ``divergence`` and it is ranked out.
+    The lowest mean of the stable candidates is the observed best; every other stable candidate is tested
+    against it with a paired t-test, the k - 1 p-values Holm-adjusted; those not rejected at ``1 - level`` join
     the best set. Identical samples give a difference of exactly 0 and are never separated.
     """
     arrays = {name: np.asarray(values, float).ravel() for name, values in samples.items()}
-    sizes = [a.size for a in arrays.values() if a.size and np.isfinite(a).all()]
+    sizes = [a.size for a in arrays.values() if a.size]
     n = max(set(sizes), key=lambda size: (sizes.count(size), size)) if sizes else 0  # most common, then largest
-    usable = {k: a for k, a in arrays.items() if a.size == n and n > 0 and np.isfinite(a).all()}
-    excluded = [k for k in arrays if k not in usable]
+    compared = {k: a for k, a in arrays.items() if a.size == n and n > 0}
+    excluded = [k for k in arrays if k not in compared]
+    threshold = runaway_threshold(list(compared.values()), runaway)
+    divergence = {k: int(diverged_units(a, threshold).sum()) for k, a in compared.items()}
+    usable = {k: a for k, a in compared.items() if divergence[k] == 0}
     if not usable:
-        return BestSet(None, [], 0, unit, level, excluded=excluded)
+        return BestSet(None, [], n, unit, level, excluded=excluded, divergence=divergence, runaway_threshold=threshold)
     means = {k: float(a.mean()) for k, a in usable.items()}
     lowest = min(means, key=lambda k: (means[k], str(k)))
     others = [k for k in usable if k != lowest]
     diffs = {k: usable[k] - usable[lowest] for k in others}
     adjusted = holm([_paired_p(diffs[k]) for k in others]) if others else []
+    ranked = holm([_rank_p(diffs[k]) for k in others]) if others else []
     simultaneous = 1 - (1 - level) / max(len(others), 1)  # Bonferroni: each interval at 1 - alpha / (k - 1)
     alpha = 1 - level
     comparisons = []
-    for k, p in zip(others, adjusted, strict=True):
+    for k, p, p_rank in zip(others, adjusted, ranked, strict=True):
         d = diffs[k]
         half = t_half_width(sample_sd(d), n, simultaneous) if n > 1 else None
-        comparisons.append(Comparison(k, means[k], float(d.mean()), half, p, bool(p < alpha)))
+        separated = bool(p < alpha)
+        agree = separated == bool(p_rank < alpha)
+        comparisons.append(Comparison(k, means[k], float(d.mean()), half, p, separated, p_rank, agree))
     best = [lowest, *sorted((c.name for c in comparisons if not c.distinguishable), key=lambda k: (means[k], k))]
     widths = [c.half_width for c in comparisons if not c.distinguishable and c.half_width is not None]
-    return BestSet(lowest, best, n, unit, level, detectable=max(widths) if widths else None,
-                   comparisons=comparisons, excluded=excluded)  # fmt: skip
+    return BestSet(
+        lowest,
+        best,
+        n,
+        unit,
+        level,
+        detectable=max(widths) if widths else None,
+        comparisons=comparisons,
+        excluded=excluded,
+        divergence=divergence,
+        runaway_threshold=threshold,
+    )
+
+
+def divergence_text(verdict: BestSet | Mapping[str, Any], name: Any = str) -> str:
+    """ "ranked out as diverged: `psgld` (1 of 20 replicates)" for the candidates with a diverged unit, else ""."""
+    v = verdict if isinstance(verdict, Mapping) else verdict.as_dict()
+    counts = {k: c for k, c in (v.get("divergence") or {}).items() if c}
+    if not counts:
+        return ""
+    units = f"{v['unit']}{'s' if v['n'] != 1 else ''}"
+    return "ranked out as diverged: " + ", ".join(f"{name(k)} ({c} of {v['n']} {units})" for k, c in counts.items())
 
 
 def verdict_text(verdict: BestSet | Mapping[str, Any], fmt: Any = "{:.3g}".format, name: Any = str) -> str:
-    """One line: "tied: a, b (differences to a within ± w, 95 % simultaneous, 10 replicates)" or "lowest: a".
+    """One line: "tied: a, b (differences to a within ± w, 95 % simultaneous, 10 replicates)" or "lowest: a",
+    then the candidates ranked out as diverged and a note where the rank test decides otherwise.
 
     ``fmt`` formats numbers and ``name`` the candidates' names (a report quotes them in backticks).
     """
     v = verdict if isinstance(verdict, Mapping) else verdict.as_dict()
+    out = divergence_text(v, name)
     if not v["best"]:
-        return "no verdict (no candidate with finite values on common units)"
+        why = "every candidate diverged on some unit" if out else "no candidate with values on common units"
+        return f"no verdict ({why}){'; ' + out if out else ''}"
     count = f"{v['n']} {v['unit']}{'s' if v['n'] != 1 else ''}"
+    among = " stable" if out else ""
     if v["n"] < 2:
-        return f"tied: {', '.join(map(name, v['best']))} (one {v['unit']}: nothing can be told apart)"
-    if len(v["best"]) > 1:
+        text = f"tied: {', '.join(map(name, v['best']))} (one {v['unit']}: nothing can be told apart)"
+    elif len(v["best"]) > 1:
         width = f"differences to {name(v['lowest'])} within ± {fmt(v['detectable'])}" if v.get("detectable") else ""
-        return (f"tied: {', '.join(map(name, v['best']))} ({width + ', ' if width else ''}{100 * v['level']:g} % "
-                f"simultaneous, {count})")  # fmt: skip
-    runner = min(v["comparisons"], key=lambda c: c["difference"], default=None)
-    margin = (f"; next {name(runner['name'])} higher by {fmt(runner['difference'])}, Holm-adjusted p = "
-              f"{runner['p_adjusted']:.2g}" if runner else "")  # fmt: skip
-    return f"lowest: {name(v['lowest'])}, distinguishable from every other ({100 * v['level']:g} %, {count}{margin})"
+        text = (
+            f"tied: {', '.join(map(name, v['best']))} ({width + ', ' if width else ''}{100 * v['level']:g} % "
+            f"simultaneous, {count})"
+        )
+    else:
+        runner = min(v["comparisons"], key=lambda c: c["difference"], default=None)
+        margin = (
+            f"; next {name(runner['name'])} higher by {fmt(runner['difference'])}, Holm-adjusted p = "
+            f"{runner['p_adjusted']:.2g}"
+            if runner
+            else ""
+        )
+        text = f"lowest: {name(v['lowest'])}, distinguishable from every other{among} ({100 * v['level']:g} %, "
+        text += f"{count}{margin})"
+    disagree = [c["name"] for c in v.get("comparisons", []) if not c.get("agree", True)]
+    if disagree:
+        text += f"; the Wilcoxon signed-rank test decides otherwise for {', '.join(map(name, disagree))}"
+    return text + (f"; {out}" if out else "")

@@ -7,6 +7,16 @@ truth, which every comparison problem has (a Problem must give its Gibbs mean). 
 than the reported ones (random points: fresh draws; fixed points of a quadratic: the same spectrum under another
 rotation, problem seed + ``seed_offset``) and draw their replicates from the seeds of config seed +
 ``seed_offset``, apart from the evaluation's; both are recorded in results.json under ``tuning``.
+
+Stability is scored where it matters: each replicate of a trial also runs at the estimator's largest budget
+(when larger than ``tuning.budget``; its gradient evaluations are counted in the trial's), and the trial has
+**diverged** (+inf, :mod:`localentropy.experiments.tuning.search`) when any replicate at either budget raises,
+is not finite or runs away: a squared error above :data:`TUNING_RUNAWAY` x ||truth||^2. The reference is the
+truth's scale, because a trial has no other estimator on its point to compare with: an estimator that barely
+moves returns about 0, a relative squared error of about 1, so one of 100 (an error 10x the truth's norm) is
+reached only by moving away from the truth, never by sampling noise of a chain that stays put. A pSGLD trial
+whose mean squared error was 2.4e258 once counted as complete, and values tuned at budget 1600 alone ran away
+at 6400.
 """
 
 from __future__ import annotations
@@ -28,6 +38,15 @@ from localentropy.experiments.tuning.record import tuned_line
 from localentropy.experiments.tuning.search import search
 from localentropy.experiments.tuning.space import Space, check_names, default_space, hard_limits, wrapped_sampler
 from localentropy.samplers import SamplerDivergenceError, sampler_class, sampler_hyperparameters
+
+TUNING_RUNAWAY = 100.0  # a squared error above 100 x ||truth||^2 ran away
+
+
+def ran_away(squared_error: float, truth_squared_norm: float, factor: float = TUNING_RUNAWAY) -> bool:
+    """Not finite, or above ``factor`` x the truth's squared norm (where that is positive)."""
+    if not math.isfinite(squared_error):
+        return True
+    return truth_squared_norm > 0 and squared_error > factor * truth_squared_norm
 
 
 def tuned_specs(config: RunConfig) -> list[EstimatorConfig]:
@@ -127,18 +146,27 @@ def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) 
     for spec in tuned_specs(config):
         space = searched[spec.label]
 
-        def evaluate(values: dict[str, Any], unit: int, spec: EstimatorConfig = spec) -> tuple[float, int]:
-            """The squared error of replicate ``unit``'s estimate, averaged over the tuning points."""
+        budgets = tuple(dict.fromkeys((tuning.budget, max([tuning.budget, *spec.budgets]))))
+
+        def evaluate(
+            values: dict[str, Any], unit: int, spec: EstimatorConfig = spec, budgets: tuple[int, ...] = budgets
+        ) -> tuple[float, int]:
+            """The squared error of replicate ``unit``'s estimate at the tuning budget, averaged over the tuning
+            points; +inf when the replicate diverged or ran away there or at the largest budget."""
             total, evals = 0.0, 0
             for p, x in enumerate(trial_points):
-                task = Task({"budget": tuning.budget}, with_values(spec, values), x, gamma, temperature)
-                try:
-                    estimator = local_entropy_estimator(task, trial_problem, config.chains)
-                    result = estimator.estimate(x, config.chains, torch.Generator().manual_seed(seeds[p][unit]))
-                except (SamplerDivergenceError, ValueError, ArithmeticError):
-                    return math.inf, evals
-                evals += int(result.grad_evals)
-                total += float(((result.grad - truths[p]) ** 2).sum())
+                for budget in budgets:
+                    task = Task({"budget": budget}, with_values(spec, values), x, gamma, temperature)
+                    try:
+                        estimator = local_entropy_estimator(task, trial_problem, config.chains)
+                        result = estimator.estimate(x, config.chains, torch.Generator().manual_seed(seeds[p][unit]))
+                    except (SamplerDivergenceError, ValueError, ArithmeticError):
+                        return math.inf, evals
+                    evals += int(result.grad_evals)
+                    error = float(((result.grad - truths[p]) ** 2).sum())
+                    if ran_away(error, float((truths[p] ** 2).sum())):
+                        return math.inf, evals
+                    total += error if budget == tuning.budget else 0.0
             return total / len(trial_points), evals
 
         samplers = (spec.sampler, wrapped_sampler(spec.sampler, spec.hyperparameters))
@@ -150,7 +178,9 @@ def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) 
         "objective": "mse", "method": tuning.method, "trials": tuning.trials, "seed": tuning.seed,
         "pruner": tuning.pruner, "max_extensions": tuning.max_extensions, "budget": tuning.budget,
         "replicates": tuning.replicates, "chains": config.chains, "gamma": gamma, "temperature": temperature,
-        "seed_offset": tuning.seed_offset, "points": where, "point_values": trial_points.tolist(),
+        "seed_offset": tuning.seed_offset, "points": where,
+        "runaway": f"squared error above {TUNING_RUNAWAY:g} x ||truth||^2, or not finite, at the tuning budget or "
+                   "the estimator's largest (every replicate runs at both)", "point_values": trial_points.tolist(),
         "replicate_seeds": seeds,
         "evaluation_seeds": [[replicate_seed(config.seed, p, r) for r in range(config.replicates)]
                              for p in range(len(points))],

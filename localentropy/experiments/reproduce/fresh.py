@@ -1,5 +1,5 @@
 """``localentropy reproduce --fresh-seeds K``: rerun the steps behind the findings' claims on K seeds never used
-before, and say claim by claim whether each held.
+before, and say claim by claim whether the two batches are consistent and what the union of their units gives.
 
 A sweep step runs with ``grid.seed`` replaced by the fresh seeds; a comparison run step (``kind = "run"``) with
 its replicates ``first_replicate = offset .. offset + K - 1`` (the replicate index its seeds are hashed from).

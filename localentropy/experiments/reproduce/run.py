@@ -33,7 +33,7 @@ from localentropy.experiments.comparison.config import parse_config
 from localentropy.experiments.core.config import ConfigError, read_toml
 from localentropy.experiments.core.files import atomic_path, atomic_write_json
 from localentropy.experiments.core.progress import Progress
-from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment
+from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment, git_commit
 from localentropy.experiments.core.shipped import shipped_dir
 from localentropy.experiments.reproduce.fresh import fresh_config, fresh_dir, record_fresh
 from localentropy.experiments.reproduce.steps import Step, registered_steps, select_steps
@@ -239,8 +239,14 @@ def reproduce(
                 seconds = time.perf_counter() - start
                 if job.fresh is not None:
                     record_fresh(job.where, job.fresh)
+                ran = {  # the provenance of the step's numbers: how long, at which commit, when
+                    "seconds": seconds,
+                    "state": step_state,
+                    "commit": git_commit(),
+                    "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
                 records[job.record][step.name] = saved.get(step.name) if step_state == "skip" and (
-                    step.name in saved) else {"seconds": seconds, "state": step_state}  # fmt: skip
+                    step.name in saved) else ran
                 out_dir.save_record(job.record, {**saved, **records[job.record]})
                 bar.advance(job.minutes)
                 bar.line(f"[{i}/{len(jobs)}] {job.name}: {step_state} in {seconds:.0f} s ({bar.times()})")
@@ -251,7 +257,7 @@ def reproduce(
         if fresh_seeds is not None:
             replicated = write_replication(out_dir.path)
             print(f"replication on {fresh_seeds} fresh seeds: " + "; ".join(
-                f"{name}: {r['held']} of {r['total']} claims held" for name, r in replicated.items()) + (
+                f"{name}: {r['consistent']} of {r['total']} claims consistent" for name, r in replicated.items()) + (
                 f" ({out_dir.path / 'fresh' / 'replication.md'})"), file=progress, flush=True)  # fmt: skip
             meta["fresh"] = {"k": fresh_seeds, "round": fresh_round, "timings": records["fresh_timings"]}
         saved = out_dir.load_record("timings") or {}

@@ -3,7 +3,8 @@
 Each trial evaluates the objective on ``units`` independent units (replicates of an estimate, or training seeds)
 and its value is their mean; with ``pruner = "successive-halving"`` the running mean is reported after each unit
 to Optuna's SuccessiveHalvingPruner, which stops trials that trail the others at the same number of units. A
-trial whose objective is not finite (a diverged sampler) scores +inf.
+trial whose objective is not finite (a diverged sampler, or a replicate the evaluation judged to have run away:
+see :mod:`localentropy.experiments.comparison.tuned`) has diverged: it stops at that unit and scores +inf.
 
 The ``trials`` are split into ``max_extensions + 1`` rounds. After each round but the last, a log-scaled range
 whose best value so far lies in its outer tenth (:data:`EDGE`) is widened by ``extension_factor`` on that side

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from localentropy.diagnostics.compare import best_set, holm, mean_interval, paired_difference, verdict_text
+from localentropy.diagnostics.compare import (
+    RUNAWAY,
+    best_set,
+    holm,
+    mean_interval,
+    paired_difference,
+    runaway_threshold,
+    verdict_text,
+)
 from localentropy.experiments.core.labels import default_labels, lying_label, named_kinds
 
 
@@ -79,9 +87,11 @@ def test_tie_reports_the_detectable_difference():
         assert f"within ± {verdict.detectable:.3g}" in verdict_text(verdict)
 
 
-def test_unusable_candidates_are_excluded():
+def test_unusable_candidates_are_excluded_and_non_finite_ones_diverged():
     verdict = best_set({"a": [1.0, 2.0, 3.0], "b": [1.0, math.nan, 2.0], "c": [1.0, 2.0]})
-    assert verdict.best == ["a"] and sorted(verdict.excluded) == ["b", "c"]
+    assert verdict.best == ["a"] and verdict.excluded == ["c"]
+    assert verdict.divergence == {"a": 0, "b": 1} and verdict.diverged == ["b"]
+    assert verdict_text(verdict).endswith("ranked out as diverged: b (1 of 3 replicates)")
     assert best_set({}).best == [] and "no verdict" in verdict_text(best_set({}))
 
 
@@ -103,22 +113,82 @@ def test_the_verdict_does_not_depend_on_the_scale_of_the_numbers(values, exponen
     assert best_set(scaled).best == best_set(base).best
 
 
-def test_one_runaway_unit_reads_the_same_at_any_size():
-    """A candidate far worse on one unit only: the paired t-test's verdict is the same whether the runaway is 1e20
-    or 1e196 (its variance overflows); Holm's p-values match."""
+def test_one_runaway_unit_ranks_its_candidate_out_at_any_size():
+    """A candidate far worse on one unit only (1e20 .. 1e196, finite or not): it diverged there, whatever its t
+    statistic; the verdict is the same at every size, and the diverged candidate is never tied with the best.
+    Before the runaway rule, the t statistic of such a sample fell to about 1 and the candidate read as tied."""
     low = np.linspace(1e-4, 2e-4, 20)
     verdicts = []
-    for runaway in (1e20, 1e40, 1e196):
+    for runaway in (1e20, 1e40, 1e196, math.inf):
         other = np.full(20, 0.2)
         other[7] = runaway
-        verdicts.append(best_set({"low": low, "runaway": other}))
-    assert {tuple(v.best) for v in verdicts} == {("low", "runaway")}
-    assert np.allclose([v.comparisons[0].p_adjusted for v in verdicts], verdicts[0].comparisons[0].p_adjusted)
+        verdicts.append(best_set({"low": low, "runaway": other, "middle": low + 0.05}))
+    for v in verdicts:
+        assert v.best == ["low"] and v.divergence == {"low": 0, "runaway": 1, "middle": 0}
+        assert "ranked out as diverged: runaway (1 of 20 replicates)" in verdict_text(v)
+        assert "distinguishable from every other stable" in verdict_text(v)
+
+
+def test_the_runaway_threshold_is_relative_to_the_median_of_all_candidates():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    assert runaway_threshold([x, x + 1]) == pytest.approx(RUNAWAY * 3.0)
+    # just below the threshold is a (very bad) stable value, just above it diverged
+    median = 3.0  # of 1, 2, 3, 4 and 2, 3, 4 with the one changed value above them
+    below, above = x.copy(), x.copy()
+    below[0], above[0] = 0.99 * RUNAWAY * median, 1.01 * RUNAWAY * median
+    assert best_set({"a": x, "b": below}).divergence == {"a": 0, "b": 0}
+    assert best_set({"a": x, "b": above}).divergence == {"a": 0, "b": 1}
+    # a median of 0 gives no threshold: only a non-finite value diverges
+    zeros = np.zeros(4)
+    assert runaway_threshold([zeros]) is None and best_set({"z": zeros, "y": zeros + 1e300}).divergence["y"] == 0
+    every = best_set({"a": [1.0, math.inf], "b": [math.nan, 1.0]})
+    assert every.best == [] and verdict_text(every).startswith("no verdict (every candidate diverged")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(1e-6, 1e2), min_size=3, max_size=15),
+    st.integers(0, 14),
+    st.floats(1e9, 1e300),
+    st.floats(0.0, 2.0),
+)
+def test_a_diverging_candidate_is_never_tied_with_the_best(values, where, size, shift):
+    """Property: whatever the other values, a candidate with one unit at ``size`` (at least 1e9: over RUNAWAY x
+    the median of values <= 1e2) is ranked out, and the verdict among the rest is the verdict without it."""
+    x = np.asarray(values)
+    runaway = x + shift
+    runaway[where % x.size] = size
+    samples = {"a": x, "b": x * 1.1 + 0.01, "runaway": runaway}
+    verdict = best_set(samples)
+    assert "runaway" not in verdict.best and verdict.divergence["runaway"] == 1
+    alone = best_set({"a": samples["a"], "b": samples["b"]})
+    assert verdict.best == alone.best
+
+
+def test_the_rank_test_sits_beside_the_t_test():
+    """Wilcoxon's p-values are Holm-adjusted like the t-test's; a lower median on most units with a large
+    excursion on a few: the t-test (which governs) and the rank test disagree, and the text says so."""
+    rng = np.random.default_rng(3)
+    base = rng.exponential(size=12)
+    worse = base + 1.0
+    verdict = best_set({"base": base, "worse": worse})
+    c = verdict.comparisons[0]
+    assert c.p_rank == pytest.approx(stats.wilcoxon(worse - base).pvalue) and c.agree
+    # b is lower on 18 of 20 units by a little and higher on 2 by a lot: mean difference ~0, ranks say "lower"
+    base = rng.exponential(size=20)
+    b = base - 0.1
+    b[:2] += 2.1
+    verdict = best_set({"base": base, "b": b})
+    c = verdict.comparisons[0]
+    assert not c.distinguishable and c.p_rank < 0.05 and not c.agree
+    assert "the Wilcoxon signed-rank test decides otherwise for" in verdict_text(verdict)
+    assert verdict.governs == "paired t-test"
 
 
 def test_default_labels_are_unique_and_say_what_differs():
-    labels = default_labels(["sgld", "sgld", "sghmc", "sgld"],
-                            [{"step": 0.5}, {"step": 0.1}, {"step": 0.1}, {"step": 0.5}], taken={"sghmc"})
+    labels = default_labels(
+        ["sgld", "sgld", "sghmc", "sgld"], [{"step": 0.5}, {"step": 0.1}, {"step": 0.1}, {"step": 0.5}], taken={"sghmc"}
+    )
     assert labels == ["sgld (step=0.5)", "sgld (step=0.1)", "sghmc #2", "sgld (step=0.5) #2"]
     assert default_labels(["mala"], [{}], taken=set()) == ["mala"]
 

@@ -79,9 +79,9 @@ def _read_claims(step_dir: Path) -> list[dict]:
     return [difference_claim("overhead_training/effect", "test error, effect", mean_interval(values).as_dict())]
 
 
-@pytest.mark.parametrize(("shift", "held"), [(0.0, True), (-2.0, False)])
+@pytest.mark.parametrize(("shift", "consistent"), [(0.0, True), (-2.0, False)])
 def test_fresh_seeds_run_beside_the_original_and_each_claim_is_judged(tmp_path: Path, monkeypatch, shift: float,
-                                                                      held: bool) -> None:  # fmt: skip
+                                                                      consistent: bool) -> None:  # fmt: skip
     monkeypatch.setattr(replication, "STEP_CLAIMS", {"overhead_training": _read_claims})
     calls: list[tuple[str, list[int]]] = []
     out = tmp_path / "r"
@@ -94,13 +94,15 @@ def test_fresh_seeds_run_beside_the_original_and_each_claim_is_judged(tmp_path: 
     recorded = json.loads((out / "fresh" / "overhead_training" / "results.json").read_text())["fresh_seeds"]
     assert (recorded["k"], recorded["offset"], recorded["evaluation_seeds"]) == (6, FRESH_SEED_OFFSET, [0, 1, 2, 3, 4])
     record = json.loads((out / "fresh" / "replication.json").read_text())["overhead_training"]
-    assert record["claims"][0]["held"] is held and record["total"] == 1
+    entry = record["claims"][0]
+    assert entry["consistent"] is consistent and record["total"] == 1 and entry["pooled"]["n"] == 11
     text = (out / "fresh" / "replication.md").read_text()
-    assert ("held on 6 fresh seeds" if held else "did not hold on 6 fresh seeds: sign flipped") in text
+    assert ("| consistent (Welch t = " if consistent else "| inconsistent (Welch t = ") in text
     assert "replication on 6 fresh seeds: overhead_training: " in (tmp_path / "log").read_text()
     body, summary = replication.with_replication(["## Overhead"], "**Overhead.** ...", "overhead", {
         "overhead_training": record})  # fmt: skip
     assert any("Replicated on 6 fresh seeds" in line for line in body) and "Replication: " in summary
+    assert f"`overhead_training` on 6 fresh seeds: {int(consistent)} of 1 claims consistent between" in summary
 
 
 def test_quick_caps_the_fresh_seeds_and_steps_without_claims_are_refused(tmp_path: Path, monkeypatch) -> None:

@@ -194,8 +194,14 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
     for link in [part.split(")")[0] for part in text.split("](")[1:]]:
         assert (doc.parent / link).is_file(), link
     numbers = json.loads((figures / "findings.json").read_text())
-    assert set(numbers["numbers"]) == {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent",
-                                       "scale", "claims", "replication"}  # fmt: skip
+    sections = {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent", "scale"}
+    assert set(numbers["numbers"]) == sections | {"claims", "replication", "provenance"}
+    steps = numbers["numbers"]["provenance"]["steps"]
+    assert set(steps) == {s.name for s in reproduce.STEPS} and all(s["seconds"] > 0 for s in steps.values())
+    assert (figures / "sections.json").is_file()  # the document re-renders from its records alone
+    before = text
+    findings.render_findings(doc)
+    assert doc.read_text() == before
     claims = numbers["numbers"]["claims"]
     assert set(claims) == set(STEP_CLAIMS)  # every run and sweep step
     # the paired differences exist on any 2 seeds (verdicts may be empty: a near-zero truth, no best set)

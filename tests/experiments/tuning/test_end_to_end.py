@@ -30,7 +30,7 @@ def test_a_tuned_comparison_records_equal_budgets_apart_from_the_reported_data(t
     records = tuning["estimators"]
     assert list(records) == ["a", "b"]
     assert {r["trials"] for r in records.values()} == {4}
-    assert {r["grad_evals_per_trial"] for r in records.values()} == {16}  # 2 replicates of 8 evaluations
+    assert {r["grad_evals_per_trial"] for r in records.values()} == {48}  # 2 replicates of 8 + 16 (stability)
     assert set(records["b"]["chosen"]) == {"step_size", "friction"}
     # the tuning points and replicate seeds are not the reported ones
     assert not _flat(tuning["replicate_seeds"]) & _flat(tuning["evaluation_seeds"])
@@ -41,7 +41,7 @@ def test_a_tuned_comparison_records_equal_budgets_apart_from_the_reported_data(t
         row = next(r for r in results["records"] if r["key"]["estimator"] == label)
         assert f"step_size={record['chosen']['step_size']!r}" in row["estimator"]["settings"]["sampler"]
     report = (out / "report.md").read_text()
-    assert "## Tuning" in report and "| b | 4 (4 / 0 / 0) | 16 |" in report
+    assert "## Tuning" in report and "| b | 4 (3 / 0 / 1) | 48 |" in report
     assert "tuned b: step_size" in capsys.readouterr().err
 
 
@@ -93,3 +93,17 @@ def test_a_budget_buys_every_sampler_the_same_gradient_evaluations():
     for spec in config.estimators[:2]:
         estimator = local_entropy_estimator(Task({"budget": 16}, spec, x, 1.0, 0.1), problem, config.chains)
         assert estimator.estimate(x, config.chains).grad_evals == 16, spec.label
+
+
+def test_a_replicate_that_runs_away_makes_the_trial_diverged():
+    """The runaway rule of tuning: relative to the truth's squared norm (a chain that stays put scores about 1)."""
+    assert tuned.ran_away(float("inf"), 1.0) and tuned.ran_away(float("nan"), 1.0)
+    assert tuned.ran_away(1.01 * tuned.TUNING_RUNAWAY, 1.0) and not tuned.ran_away(0.99 * tuned.TUNING_RUNAWAY, 1.0)
+    assert not tuned.ran_away(1e300, 0.0)  # no scale: only a non-finite value runs away
+    from localentropy.experiments.tuning.search import search
+    from localentropy.experiments.tuning.space import Dimension, TuningConfig
+
+    space = {"step_size": Dimension(low=1e-3, high=1.0, log=True)}
+    record = search(space, lambda values, unit: (1.0 if unit < 2 else float("inf"), 1), TuningConfig(trials=3), 4)
+    assert record["diverged"] == 3 and record["chosen"] is None
+    assert {t["units"] for t in record["history"]} == {3}  # it stops at the replicate that ran away

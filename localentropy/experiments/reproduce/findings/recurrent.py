@@ -246,7 +246,7 @@ def section_recurrent(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
         "the inner loop's overhead (the training wall-clock, evaluation excluded); an effective epoch counts every "
         "forward-backward pass, inner steps included.",
         "",
-        "**What it does not support.** Small models (22-25 k parameters) on 2 CPU threads, synthetic text from an "
+        "**What it does not support.** Small models on 2 CPU threads, synthetic text from an "
         "order-2 chain over 12 symbols and 5,000 MNIST images, a few seeds and a budget of a few effective epochs: "
         "the shape of the paper's curves can be compared, not its values (its LSTMs, corpora, perplexities and "
         "schedules differ). The level is one distance above the floor; another level can order the methods "

@@ -12,11 +12,13 @@ from typing import Any
 
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
 from localentropy.experiments.core.rundir import MARKER
-from localentropy.experiments.reproduce.claims import Claim, claim_text, compare_claims, excludes_zero, outcome_text
-from localentropy.experiments.reproduce.findings.common import Lines, read_json, table
+from localentropy.experiments.reproduce.claims import Claim, compare_claims, excludes_zero, pooled_claim
+from localentropy.experiments.reproduce.findings.common import Lines, read_json
 from localentropy.experiments.reproduce.findings.cost import cost_claims
+from localentropy.experiments.reproduce.findings.forest import forest_plot
 from localentropy.experiments.reproduce.findings.overhead import training_claims as overhead_claims
 from localentropy.experiments.reproduce.findings.recurrent import recurrent_claims
+from localentropy.experiments.reproduce.findings.render import render
 from localentropy.experiments.reproduce.findings.samplers import shootout_claims, training_claims
 from localentropy.experiments.reproduce.findings.scale import scale_claims
 from localentropy.experiments.reproduce.findings.sensitivity import scoping_claims, sensitivity_claims
@@ -51,66 +53,48 @@ def step_claims(out: Path) -> dict[str, list[Claim]]:
     return {name: read(out / name) for name, read in STEP_CLAIMS.items() if (out / name / MARKER).is_file()}
 
 
+def step_counts(claims: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a step's replication record counts: claims consistent / inconsistent / not comparable between the
+    batches, and where the pooled differences lie (above or below 0 beyond their 95 % CI, or holding 0)."""
+    pooled = [p for c in claims if c["original"]["kind"] == "difference" and (p := pooled_claim(c)) is not None]
+    above = sum(excludes_zero(p) and p["mean"] > 0 for p in pooled)
+    below = sum(excludes_zero(p) and p["mean"] < 0 for p in pooled)
+    return {
+        "total": len(claims),
+        "consistent": sum(c["consistent"] is True for c in claims),
+        "inconsistent": sum(c["consistent"] is False for c in claims),
+        "not_comparable": sum(c["consistent"] is None for c in claims),
+        "directions": {"differences": len(pooled), "above": above, "below": below, "hold": len(pooled) - above - below},
+    }
+
+
+def step_record(fresh_seeds: dict[str, Any], original: list[Claim], fresh: list[Claim]) -> dict[str, Any]:
+    """One replicated step: its fresh seeds, every claim compared (consistency, pooled estimate) and the counts."""
+    claims = compare_claims(original, fresh)
+    return {"fresh_seeds": fresh_seeds, "claims": claims, **step_counts(claims)}
+
+
 def replicated_claims(out: Path) -> dict[str, Any]:
-    """Per step with both an original and a complete fresh run in ``out``: the fresh seeds and every claim
-    compared (``held``: True / False / None, ``changes``)."""
+    """Per step with both an original and a complete fresh run in ``out``: :func:`step_record`."""
     record = {}
     for name, read in STEP_CLAIMS.items():
         original, fresh = out / name, fresh_dir(out, name)
         if not ((original / MARKER).is_file() and (fresh / MARKER).is_file()):
             continue
         seeds = read_json(fresh / "results.json").get("fresh_seeds", {})
-        claims = compare_claims(read(original), read(fresh))
-        record[name] = {"fresh_seeds": seeds, "claims": claims,
-                        "held": sum(c["held"] is True for c in claims), "total": len(claims)}  # fmt: skip
+        record[name] = step_record(seeds, read(original), read(fresh))
     return record
 
 
-def fresh_directions(step_record: dict[str, Any]) -> str:
-    """What the fresh run's differences say on their own: how many lie above 0 and below 0 beyond their 95 %
-    interval, and how many hold 0 (empty when the step has no difference claims)."""
-    fresh = [c["fresh"] for c in step_record["claims"] if c["fresh"] is not None and c["fresh"]["kind"] == "difference"
-             and c["fresh"]["mean"] is not None and c["fresh"]["ci95"] is not None]  # fmt: skip
-    if not fresh:
-        return ""
-    above = sum(excludes_zero(c) and c["mean"] > 0 for c in fresh)
-    below = sum(excludes_zero(c) and c["mean"] < 0 for c in fresh)
-    return (f"on the fresh seeds {above} of the {len(fresh)} differences lie above 0 beyond their 95 % interval, "
-            f"{below} below, {len(fresh) - above - below} hold 0")  # fmt: skip
-
-
-def _fresh_words(step_record: dict[str, Any]) -> str:
-    seeds = step_record["fresh_seeds"]
-    return f"{seeds.get('k', '?')} fresh {seeds.get('unit', 'seed')}s"
-
-
-def outcome(step_record: dict[str, Any], entry: dict[str, Any]) -> str:
-    seeds = step_record["fresh_seeds"]
-    return outcome_text(entry, seeds.get("k", 0), seeds.get("unit", "seed") + "s")
-
-
 def replication_lines(record: dict[str, Any], steps: tuple[str, ...]) -> Lines:
-    """A table per step in ``steps`` with a fresh run: each claim, the original and fresh numbers, and whether it
-    held (or what changed)."""
-    lines: Lines = []
-    for name in steps:
-        step_record = record.get(name)
-        if not step_record:
-            continue
-        seeds = step_record["fresh_seeds"]
-        rows = [[c["original"]["text"], claim_text(c["original"]), outcome(step_record, c)]
-                for c in step_record["claims"]]  # fmt: skip
-        lines += [
-            f"**Replicated on {_fresh_words(step_record)}** (`localentropy reproduce --fresh-seeds "
-            f"{seeds.get('k', '?')}`: `{name}` rerun on {seeds.get('unit', 'seed')}s {seeds['seeds'][0]}.."
-            f"{seeds['seeds'][-1]}, disjoint from the ones above): {step_record['held']} of "
-            f"{step_record['total']} claims held (same sign, or the same verdict, and overlapping 95 % intervals)"
-            + (f"; {directions}." if (directions := fresh_directions(step_record)) else "."),
-            "",
-            *table(["claim", "original", "on fresh seeds"], rows),
-            "",
-        ]
-    return lines
+    """Per step in ``steps`` with a fresh run: the counts and a table of each claim's original, fresh and pooled
+    estimates and the batches' consistency."""
+    return [
+        line
+        for name in steps
+        if record.get(name)
+        for line in (render("replication_step.md.j2", name=name, r=record[name]), "")
+    ]
 
 
 # The steps without claims, and why a fresh seed has nothing to replicate in them.
@@ -124,41 +108,40 @@ NOT_REPLICATED = {
 }
 
 
-def fresh_minutes(out: Path) -> dict[str, float]:
-    """The minutes each fresh rerun took when it ran (``records/fresh_timings.json`` of the reproduction)."""
-    path = out / "records" / "fresh_timings.json"
-    timings = read_json(path) if path.is_file() else {}
-    return {name: t["seconds"] / 60 for name, t in timings.items() if t and t.get("state") != "skip"}
-
-
 def replication_overview(record: dict[str, Any], minutes: dict[str, float] | None = None) -> Lines:
-    """One row per step: its claims, the fresh seeds it was rerun on, how many claims held, did not hold or
-    could not be compared, and the minutes the rerun took; then the steps without claims and why."""
-    rows, minutes = [], minutes or {}
-    for step in registered_steps():
-        if step.name in STEP_CLAIMS:
-            r = record.get(step.name)
-            if r is None:
-                rows.append([f"`{step.name}`", step.section, "not rerun", "—", "—", "—", "—"])
-                continue
-            claims = r["claims"]
-            took = f"{minutes[step.name]:.1f}" if step.name in minutes else "—"
-            rows.append([f"`{step.name}`", step.section, _fresh_words(r), f"{r['held']} of {r['total']}",
-                         str(sum(c["held"] is False for c in claims)), str(sum(c["held"] is None for c in claims)),
-                         took])  # fmt: skip
-    lines = table(["step", "section", "rerun on", "claims held", "did not hold", "not comparable", "minutes"], rows)
-    skipped = [f"`{name}` ({why})" for name, why in NOT_REPLICATED.items()]
-    return [*lines, "", "Steps without claims to replicate: " + "; ".join(skipped) + "."]
+    """One row per step with claims: the fresh units it was rerun on, the claims consistent, inconsistent or not
+    comparable between the batches, where the pooled differences lie, and the rerun's minutes; then the steps
+    without claims and why."""
+    minutes = minutes or {}
+    rows = [
+        {
+            "name": step.name,
+            "section": step.section,
+            "record": record.get(step.name),
+            "minutes": f"{minutes[step.name]:.1f}" if step.name in minutes else None,
+        }
+        for step in registered_steps()
+        if step.name in STEP_CLAIMS
+    ]
+    return render("replication_overview.md.j2", rows=rows, skipped=NOT_REPLICATED).split("\n")
 
 
 def replication_markdown(record: dict[str, Any]) -> str:
     """``fresh/replication.md``: the tables of :func:`replication_lines` for every replicated step."""
-    lines = ["# Replication on fresh seeds", "",
-             "A claim **held** when the fresh run gives the same sign (a 'no detectable difference' again holds 0) "
-             "or the same verdict, with overlapping 95 % intervals; otherwise the table says what changed.", ""]
+    lines = ["# Replication on fresh seeds", "", CONSISTENCY, ""]
     for name in record:
         lines += [f"## {name}", "", *replication_lines(record, (name,))]
     return "\n".join(lines)
+
+
+CONSISTENCY = (
+    "Each claim is judged twice. **Consistency** between the two batches: for a difference, Welch's t-test of "
+    "the original and fresh means (unequal variances) at 5 %; for a verdict, whether the two best sets are the "
+    "same. The **pooled** estimate is the claim's own statistic over the union of both batches' units: for a "
+    "difference, the paired t-interval over all seeds (or replicates), derived exactly from each batch's n, mean "
+    "and sd; for a verdict, the best set over every replicate (where the per-replicate values are stored). Each "
+    "claim is tested on its own at 5 %: about 1 in 20 consistent claims reads inconsistent by chance."
+)
 
 
 def write_replication(out: Path) -> dict[str, Any]:
@@ -171,11 +154,13 @@ def write_replication(out: Path) -> dict[str, Any]:
     return record
 
 
-# claims the summary of a section repeats (id prefixes): their replication goes beside them there too
+# claims the summary of a section repeats (id prefixes): their pooled estimate goes beside them there too
 SUMMARY_CLAIMS = {
     "cost": ("cost/",),
-    "smoothing": ("flatness/test_error: entropy-sgd (sgld) - lpf-sgd",
-                  "flatness/top_eigenvalue: entropy-sgd (sgld) - lpf-sgd"),
+    "smoothing": (
+        "flatness/test_error: entropy-sgd (sgld) - lpf-sgd",
+        "flatness/top_eigenvalue: entropy-sgd (sgld) - lpf-sgd",
+    ),
     "samplers": ("shootout/",),
     "overhead": ("overhead_training/noise:",),
     "recurrent": ("recurrent_char/entropy-sgd - sgd: final", "recurrent_row/entropy-sgd - sgd: final"),
@@ -183,20 +168,50 @@ SUMMARY_CLAIMS = {
 }
 
 
-def with_replication(body: Lines, summary: str, section: str, record: dict[str, Any]) -> tuple[Lines, str]:
-    """A section with the replication tables of its steps appended, and its summary told how its claims fared."""
-    names = tuple(s.name for s in select_steps(None) if s.section == section and s.name in record)
+def section_steps(section: str, record: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(s.name for s in select_steps(None) if s.section == section and s.name in record)
+
+
+def headline_claims(section: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The replicated claims a section's summary repeats (:data:`SUMMARY_CLAIMS`), in step order."""
+    prefixes = SUMMARY_CLAIMS.get(section, ())
+    return [
+        c for name in section_steps(section, record) for c in record[name]["claims"] if c["id"].startswith(prefixes)
+    ]
+
+
+def section_forest(section: str, record: dict[str, Any], figures: Path | None) -> str | None:
+    """``<figures>/forest_<section>.png`` of every replicated claim of the section; its path relative to the
+    document, or None (no figures folder, or no difference claim)."""
+    entries = [c for name in section_steps(section, record) for c in record[name]["claims"]]
+    if figures is None or not entries:
+        return None
+    path = forest_plot(entries, figures / f"forest_{section}.png", f"{section}: original, fresh and pooled estimates")
+    return f"{figures.name}/{path.name}" if path else None
+
+
+def summary_forest(record: dict[str, Any], figures: Path, sections: tuple[str, ...]) -> str | None:
+    """``<figures>/forest_summary.png``: every headline claim of the summary (its path, or None)."""
+    entries = [c for section in sections for c in headline_claims(section, record)]
+    path = forest_plot(entries, figures / "forest_summary.png", "Headline claims: original, fresh and pooled")
+    return f"{figures.name}/{path.name}" if path else None
+
+
+def with_replication(
+    body: Lines, summary: str, section: str, record: dict[str, Any], figures: Path | None = None
+) -> tuple[Lines, str]:
+    """A section with its steps' replication blocks (and forest plot) appended, and its summary told the
+    consistency and pooled estimate of its headline claims."""
+    names = section_steps(section, record)
     if not names:
         return body, summary
+    forest = section_forest(section, record, figures)
     body = [*body, *replication_lines(record, names)]
-    notes = []
-    for name in names:
-        r = record[name]
-        directions = fresh_directions(r)
-        notes.append(f"{r['held']} of {r['total']} claims of `{name}` held on {_fresh_words(r)}"
-                     + (f" ({directions})" if directions else ""))  # fmt: skip
-    prefixes = SUMMARY_CLAIMS.get(section, ())
-    for name in names:
-        notes += [f"{c['original']['text']}: {outcome(record[name], c)}"
-                  for c in record[name]["claims"] if c["id"].startswith(prefixes)]  # fmt: skip
-    return body, f"{summary} Replication: {'; '.join(notes)}."
+    if forest:
+        body += [
+            f"![{section}: original, fresh and pooled estimate of every replicated difference, 95 % CIs]({forest})",
+            "",
+        ]
+    steps = {n: record[n] for n in names}
+    note = render("replication_summary.md.j2", steps=steps, headline=headline_claims(section, record))
+    return body, f"{summary} Replication: {note}"

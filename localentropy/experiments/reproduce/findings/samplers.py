@@ -111,6 +111,14 @@ def _error_cell(m: dict[str, Any]) -> str:
     return ("MSE " if scale == 1.0 and m.get("truth_near_zero") else "") + f"{fmt(m['mse'] / scale)}{mcse}"
 
 
+def _error_values(m: dict[str, Any]) -> list[float | None]:
+    """The numbers of :func:`_error_cell`: the relative MSE (or the plain MSE where the truth is near zero) and its
+    MCSE on the same scale."""
+    scale = 1.0 if m.get("truth_near_zero") else m["truth_norm"] ** 2
+    mcse = m["mse_mcse"] / scale if m.get("mse_mcse") is not None and scale > 0 else None
+    return [m["mse"] / scale, mcse]
+
+
 def _verdicts(results: dict[str, Any], budgets: list[int]) -> list[tuple[int, str]]:
     """The run's verdict per budget from the statistics module ("tied: ..." or the one lowest), in words."""
     verdicts = results.get("verdicts") or comparison_verdicts(results["records"])
@@ -152,11 +160,32 @@ def training_claims(step_dir: Path) -> list[Claim]:
 
 
 def shootout_claims(step_dir: Path) -> list[Claim]:
-    """The verdict at each budget: which samplers have the lowest MSE of the local-entropy gradient."""
+    """The verdict at each budget: which samplers have the lowest MSE of the local-entropy gradient, judged again
+    with the statistics module's current rule from the per-replicate squared errors (kept in the claim, so that a
+    replication can pool them); a run without them keeps its recorded verdicts."""
     results = read_json(step_dir / "results.json")
-    verdicts = results.get("verdicts") or comparison_verdicts(results["records"])
-    return [verdict_claim(f"shootout/budget {v['budget']}", f"lowest MSE at budget {v['budget']}", v["best"],
-                          v.get("n", 0), verdict=v) for v in sorted(verdicts, key=lambda v: v["budget"])]  # fmt: skip
+    verdicts = comparison_verdicts(results["records"])
+    if not any(v["best"] for v in verdicts):
+        verdicts = results.get("verdicts") or verdicts
+    errors: dict[Any, dict[str, list[float]]] = {}
+    for r in results["records"]:
+        squared = (r.get("metrics") or {}).get("squared_errors") if r.get("status") == "ok" else None
+        if isinstance(squared, list):
+            errors.setdefault(r["key"]["budget"], {})[str(r["key"]["estimator"])] = squared
+    claims = []
+    for v in sorted(verdicts, key=lambda v: v["budget"]):
+        budget = v["budget"]
+        claims.append(
+            verdict_claim(
+                f"shootout/budget {budget}",
+                f"lowest MSE at budget {budget}",
+                v["best"],
+                v.get("n", 0),
+                verdict=v,
+                values=errors.get(budget),
+            )
+        )
+    return claims
 
 
 def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
@@ -225,6 +254,16 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         )
     n_seeds = len({e["seed"] for e in items})
     numbers["samplers"] = {"ranking": {str(b): r for b, r in ranking}, "training": tr_info}
+    numbers["samplers"]["shootout"] = {  # the values behind the estimator table's cells
+        f"{e} @ {b}": {
+            "relative_mse": _error_values(r["metrics"]),
+            "grad_evals": r["metrics"]["grad_evals"],
+            "seconds_per_replicate": r["timing"]["seconds_per_replicate"],
+        }
+        for (e, b), r in cell.items()
+    }
+    for lab, entry in tr_info.items():
+        entry["tuning_objective"] = (tuned.get(lab) or {}).get("objective")
     best_by_budget = "; ".join(f"{b}: {text}" for b, text in _verdicts(so_results, budgets))
     entropy_labels = [lab for lab in labels if lab != "sgd"]
     best_train = min(entropy_labels, key=lambda lab: mean_sd(tr_info[lab]["test_error"])[0] or math.inf)

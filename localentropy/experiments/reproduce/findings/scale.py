@@ -78,9 +78,10 @@ def measured(step: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str
 
 def scale_claims(step_dir: Path) -> list[Claim]:
     """The lowest test error of the three (Holm's best set over the seeds) and the paired differences."""
-    _, _, _, seeds, verdict, pairs = measured(step_dir)
+    _, _, errors, seeds, verdict, pairs = measured(step_dir)
+    values = {label: [errors[label][s] for s in seeds] for label in LABELS}
     return [verdict_claim("scale/lowest test error", "lowest test error", verdict.best, len(seeds), "seeds",
-                          verdict.as_dict()),
+                          verdict.as_dict(), values),
             *(difference_claim(f"scale/{name}", f"test error, `{name}`", d) for name, d in pairs.items())]
 
 
@@ -108,12 +109,21 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
             f"{np.mean([r['collective_calls'] for r in recs]):.0f}" if recs else "—",
             f"{1e3 * np.mean([r['final']['seconds'] / r['final']['grad_evals'] for r in recs]):.2f}" if recs else "—",
         ])  # fmt: skip
+    per_run = {
+        label: {
+            "megabytes": [r["bytes_communicated"] / 1e6 for r in records[label].values()],
+            "collective_calls": [r["collective_calls"] for r in records[label].values()],
+            "ms_per_pass": [1e3 * r["final"]["seconds"] / r["final"]["grad_evals"] for r in records[label].values()],
+        }
+        for label in LABELS
+    }
     bytes_ratio = _ratio(records, "bytes_communicated")
     projected = projection(compute, examples, inner)
     figure = _plot(records, figures)
     numbers["scale"] = {"test_error": errors, "best_set": verdict.as_dict(), "paired": pairs, "seconds": time_pairs,
                         "bytes_ratio_parle_sgd": bytes_ratio, "compute": compute, "projection": projected,
                         "examples": examples, "inner_steps": inner, "world_size": world}  # fmt: skip
+    numbers["scale"]["per_run"] = per_run  # the values behind the table's means
     lines = [
         "## P1. Parle at scale: replicas that communicate once per outer step",
         "",

@@ -74,7 +74,7 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
     sgd_m, _ = mean_sd(list(sgd.values()))
     ranked = sorted((c for c in cells if c["mean"] is not None), key=lambda c: c["mean"])
     all_bad = [c for c in cells if c["mean"] is None]
-    marg_rows = []
+    marg_rows, marginals = [], []
     for a in axes:
         values = next(v for v in results["axes"] if v["key"] == a)["values"]
         for v in values:
@@ -84,6 +84,7 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
                        default=None)  # fmt: skip
             marg_rows.append([a, _text(v), f"{pm(errs, 100)} %", "—" if best is None else f"{100 * best:.2f} %",
                               str(bad)])  # fmt: skip
+            marginals.append({"axis": a, "value": _text(v), "test_errors": errs, "best_mean": best, "bad": bad})
     top = [[setting_text(c["setting"]), f"{pm(list(c['by_seed'].values()), 100)} %",
             short(paired(c["by_seed"], sgd))] for c in ranked[:5]]  # fmt: skip
     bottom = [[setting_text(c["setting"]), f"{pm(list(c['by_seed'].values()), 100)} %", str(c["bad"])]
@@ -107,6 +108,7 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
     numbers["sensitivity"] = {"cells": [{k: v for k, v in c.items() if k != "by_seed"} | {"by_seed": c["by_seed"]}
                                         for c in cells], "sgd": sgd, "scoping": [c for c in sc_cells],
                               "scoping_effect": scoping_effect}  # fmt: skip
+    numbers["sensitivity"]["marginals"] = marginals  # the runs behind each row of the axis table
     best_by_axis = {a: [(r[1], r[3]) for r in marg_rows if r[0] == a] for a in axes}
     chance = [c for c in ranked if c["mean"] > 0.5]  # 10 classes: no better than guessing, or diverged
     learned = [c for c in ranked if c["mean"] <= 0.5]
@@ -121,7 +123,8 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         "",
         "Each value of one axis, averaged over the other axes and the seeds (and the best setting with it):",
         "",
-        *table(["axis", "value", "mean test error", "best setting's mean", "diverged/failed runs"], marg_rows),
+        *table(["axis", "value", "mean ± sd over its runs (settings x seeds)", "best setting's mean",
+                "diverged/failed runs"], marg_rows),
         "",
         "The five best settings, with the paired difference to SGD (same seeds):",
         "",
@@ -153,7 +156,7 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         "",
         f"**What it does not support.** One small dataset and model, {n_seeds} seeds, and a 3-value grid per axis "
         "at a fixed lr and schedule: the optimum of each field depends on the others and on lr, which is not "
-        "swept. Digits is easy (good settings are at 2-4 % test error), so a flat region here need not be flat "
+        "swept. Digits is an easy task, so a flat region here need not be flat "
         "on a harder task.",
         "",
     ]

@@ -88,7 +88,8 @@ def _cell_best(flat: list[dict[str, Any]]) -> dict[tuple, dict[str, Any] | None]
             best[cell] = None
         elif all(f.get("squared_errors") for f in members):
             relative = {f["estimator"]: np.asarray(f["squared_errors"]) / f["truth_norm"] ** 2 for f in members}
-            best[cell] = best_set(relative, unit="replicate").as_dict()
+            values = {name: errors.tolist() for name, errors in relative.items()}
+            best[cell] = {**best_set(relative, unit="replicate").as_dict(), "values": values}
         else:
             best[cell] = {"best": [min(members, key=lambda f: f["relative_mse"])["estimator"]]}
     return best
@@ -120,8 +121,9 @@ def estimator_claims(step_dir: Path) -> list[Claim]:
     for (temperature, point, budget), verdict in _cell_best(flat).items():
         if verdict is not None:
             where = f"T = {fmt(temperature)}, {point}, budget {budget}"
-            claims.append(verdict_claim(f"{step_dir.name}/{where}", f"lowest relative MSE at {where}", verdict["best"],
-                                        n, verdict=verdict))  # fmt: skip
+            claim_id, text = f"{step_dir.name}/{where}", f"lowest relative MSE at {where}"
+            values = verdict.get("values")
+            claims.append(verdict_claim(claim_id, text, verdict["best"], n, verdict=verdict, values=values))
     return claims
 
 

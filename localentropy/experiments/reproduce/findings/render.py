@@ -1,0 +1,122 @@
+"""Prose rendered from data: the Jinja2 templates of the findings (``templates/``) and the check that a
+rendered document states no number its record lacks.
+
+A template receives the records of findings.json (claims, their replication, the steps' provenance) and the
+filters below; a sentence that states a fact sits inside a condition on the datum it states, so a run without
+it prints no such sentence. :func:`unsupported_numbers` lists the numbers of a markdown text that appear
+nowhere in a record (up to the rounding of the digits shown; a mean or sd of a stored list of per-unit values
+counts), which a test holds at none.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from localentropy.diagnostics.compare import sample_sd
+from localentropy.experiments.reproduce.claims import claim_text, consistency_text, outcome_text, pooled_claim
+
+NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?")
+# a number shown as a percentage (x 100), as minutes of stored seconds (/ 60), or as stored
+SCALES = (1.0, 100.0, 1 / 60)
+
+
+@cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("localentropy.experiments.reproduce.findings", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        autoescape=False,  # markdown, not HTML
+    )
+    env.filters.update(
+        claim=claim_text,
+        outcome=outcome_text,
+        consistency=consistency_text,
+        pooled=pooled_claim,
+        label=claim_label,
+        plural=lambda n, word: f"{n} {word}{'' if n == 1 else 's'}",
+        minutes=lambda seconds: f"{seconds / 60:.1f}",
+    )
+    return env
+
+
+def claim_label(entry: dict[str, Any]) -> str:
+    """A claim's label unique across the document: its step (the id's prefix) and its text."""
+    claim = entry.get("original", entry)
+    return f"`{claim['id'].split('/')[0]}`: {claim['text']}"
+
+
+def render(template: str, **data: Any) -> str:
+    """The template ``templates/<template>`` rendered with ``data``."""
+    return environment().get_template(template).render(**data).strip("\n")
+
+
+def record_numbers(record: Any) -> np.ndarray:
+    """Every finite number in a JSON record: values, numeric keys, numbers inside strings, and the mean and sample
+    sd of every list of numbers (a table's "mean ± sd" over the stored per-unit values)."""
+    out: list[float] = []
+
+    def summarise(values: list[Any]) -> None:
+        """The mean and sd of a list (or map) of plain numbers: a table's "mean ± sd" over stored units."""
+        units = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(units) >= 2 and len(units) == len(values) and all(math.isfinite(v) for v in units):
+            out.extend((float(np.mean(units)), sample_sd(np.asarray(units))))
+
+    def walk(x: Any) -> None:
+        if isinstance(x, bool) or x is None:
+            return
+        if isinstance(x, int | float):
+            if math.isfinite(x):
+                out.append(float(x))
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(str(k))
+                walk(v)
+            summarise(list(x.values()))  # a map unit -> value (seed -> test error)
+        elif isinstance(x, list | tuple):
+            for v in x:
+                walk(v)
+            summarise(list(x))
+        elif isinstance(x, str):
+            out.extend(_value(m) for m in NUMBER.findall(x))
+
+    walk(record)
+    return np.unique(np.asarray(out, float))
+
+
+def _value(token: str) -> float:
+    return float(token.replace(",", ""))
+
+
+def _tolerance(token: str) -> float:
+    """Half a unit of the last digit shown (a relative half unit for "1.2e-05"; 3 significant digits at least)."""
+    mantissa = token.split("e")[0]
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    if "e" in token:
+        return abs(_value(token)) * 0.5 * 10.0 ** (-decimals)
+    return 0.5 * 10.0**-decimals
+
+
+def unsupported_numbers(markdown: str, record: Any, ignore: Iterable[str] = ()) -> list[str]:
+    """The numbers of ``markdown`` (outside code spans and link targets) that match no number of ``record`` up to
+    the rounding of their shown digits, at any of :data:`SCALES`; ``ignore``: tokens that are names, not data."""
+    values = record_numbers(record)
+    text = re.sub(r"`[^`]*`", "", markdown)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    missing = []
+    for token in NUMBER.findall(text):
+        if token in ignore:
+            continue
+        v, tol = abs(_value(token)), _tolerance(token) * (1 + 1e-9)
+        if not any(np.any(np.abs(np.abs(values) * s - v) <= tol) for s in SCALES):
+            missing.append(token)
+    return missing

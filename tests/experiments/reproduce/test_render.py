@@ -1,0 +1,204 @@
+"""The findings' prose is rendered from their records: every number the rendered text states is in the record
+(up to the rounding shown), claim labels are unique, every section with replicated claims shows a forest plot,
+and the committed document is what its stored records render to."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from localentropy.experiments.reproduce.claims import difference_claim, verdict_claim
+from localentropy.experiments.reproduce.findings import readme_paragraph, render_findings
+from localentropy.experiments.reproduce.findings.document import summarise_provenance
+from localentropy.experiments.reproduce.findings.forest import forest_plot
+from localentropy.experiments.reproduce.findings.render import claim_label, unsupported_numbers
+from localentropy.experiments.reproduce.findings.replication import (
+    replication_lines,
+    replication_overview,
+    section_steps,
+    step_record,
+    with_replication,
+)
+from localentropy.experiments.reproduce.findings.rerender import README_END, README_START, split_document
+from localentropy.experiments.reproduce.steps import SECTIONS
+
+ROOT = Path(__file__).resolve().parents[3]
+DOC = ROOT / "docs" / "findings.md"
+FIGURES = ROOT / "docs" / "findings"
+
+
+# Numbers the sections print from their raw runs that findings.json (written by the run of 2026-12-03) does not
+# carry: the grad evals per optimizer (cost), the targets' minima (smoothing), seconds per estimate and the tuning
+# objective (samplers), each gamma/eta'/L value's mean over all its runs (sensitivity), one paired effect
+# (overhead), bytes and megabytes (scale), and one count (smoothing). They stay until the sections store the
+# values behind their tables and a full reproduction rewrites the record; every other number of the document,
+# and every number of the text rendered from templates, is in the record.
+SECTION_NUMBERS_NOT_STORED = [
+    "2900",
+    "-1.485",
+    "-1.461",
+    "-0.2899",
+    "-0.2050",
+    "-0.4063",
+    "-1.451",
+    "-1.243",
+    "951",
+    "0.000734",
+    "0.712",
+    "0.000297",
+    "2.08",
+    "0.0871",
+    "37.57",
+    "31.85",
+    "5.67",
+    "16.30",
+    "30.91",
+    "33.04",
+    "33.70",
+    "11.69",
+    "12.58",
+    "26.29",
+    "33.54",
+    "25.31",
+    "18.07",
+    "24.19",
+    "4.68",
+    "137.2",
+    "292",
+]
+
+
+def _record() -> dict:
+    """Two replicated steps: three differences over 5 + 5 seeds and a verdict over 10 + 20 replicates."""
+    rng = np.random.default_rng(0)
+    seeds = {"k": 5, "unit": "seed", "seeds": [2000000, 2000004]}
+    diffs = [
+        ({"mean": 0.0054, "ci95": 0.0036, "n": 5}, {"mean": 0.0032, "ci95": 0.0051, "n": 5}),
+        ({"mean": 0.0050, "ci95": 0.0074, "n": 5}, {"mean": 0.0024, "ci95": 0.0049, "n": 5}),
+        ({"mean": -0.0123, "ci95": 0.0072, "n": 5}, {"mean": 0.0021, "ci95": 0.0051, "n": 5}),
+    ]
+    original = [difference_claim(f"cost/x{i}", f"test error {i}", a) for i, (a, _) in enumerate(diffs)]
+    fresh = [difference_claim(f"cost/x{i}", f"test error {i}", b) for i, (_, b) in enumerate(diffs)]
+
+    def values(n: int) -> dict[str, list[float]]:
+        base = rng.exponential(size=n)
+        return {"a": list(base), "b": list(base + 1.0)}
+
+    verdicts = (
+        [verdict_claim("shootout/budget 400", "lowest MSE at budget 400", ["a"], 10, values=values(10))],
+        [verdict_claim("shootout/budget 400", "lowest MSE at budget 400", ["a"], 20, values=values(20))],
+    )
+    return {
+        "cost": step_record(seeds, original, fresh),
+        "shootout": step_record({"k": 20, "unit": "replicate", "seeds": [2000000, 2000019]}, *verdicts),
+    }
+
+
+def test_every_number_of_the_rendered_replication_is_in_its_record(tmp_path: Path) -> None:
+    record = _record()
+    text = "\n".join(
+        [
+            *replication_lines(record, ("cost", "shootout")),
+            *replication_overview(record, {"cost": 23.9}),
+            with_replication(["## Cost"], "**Cost.**", "cost", record, tmp_path)[1],
+        ]
+    )
+    assert "+0.43 ± 0.25 points (95 % CI over 10 seeds)" in text  # the pooled estimate, stated with what ± is
+    assert unsupported_numbers(text, {"replication": record, "minutes": [23.9]}) == []
+    assert unsupported_numbers(text + " and 7.77 points", {"replication": record, "minutes": [23.9]}) == ["7.77"]
+    assert (tmp_path / "forest_cost.png").is_file()
+
+
+def test_a_forest_plot_draws_original_fresh_and_pooled(tmp_path: Path) -> None:
+    record = _record()
+    path = forest_plot(record["cost"]["claims"], tmp_path / "forest_x.png", "cost")
+    assert path is not None and path.stat().st_size > 5000
+    assert forest_plot(record["shootout"]["claims"], tmp_path / "forest_y.png", "verdicts only") is None
+
+
+@pytest.mark.skipif(not (FIGURES / "sections.json").is_file(), reason="the committed findings have no sections.json")
+def test_the_committed_findings_are_what_their_records_render_to(tmp_path: Path) -> None:
+    """Re-rendering docs/findings.md from docs/findings/{findings,sections}.json gives the committed text, and the
+    document states no number the record lacks but the listed ones of the sections' raw-run tables."""
+    copy = tmp_path / "findings"
+    shutil.copytree(FIGURES, copy)
+    render_findings(tmp_path / "findings.md")
+    assert (tmp_path / "findings.md").read_text() == DOC.read_text()
+    record = json.loads((FIGURES / "findings.json").read_text())
+    ignore = {"2017", "2..64"}  # the papers' year and the question's range of workers: fixed text, not data
+    missing = unsupported_numbers(DOC.read_text(), record, ignore)
+    assert sorted(set(missing)) == sorted(set(SECTION_NUMBERS_NOT_STORED)), sorted(set(missing))
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme[readme.index(README_START) + len(README_START) : readme.index(README_END)]
+    assert paragraph.strip() == readme_paragraph(tmp_path / "findings.md").strip()
+    assert unsupported_numbers(paragraph, record) == []
+
+
+@pytest.mark.skipif(not (FIGURES / "findings.json").is_file(), reason="no committed findings")
+def test_claim_labels_are_unique_and_every_replicated_section_shows_a_forest_plot() -> None:
+    numbers = json.loads((FIGURES / "findings.json").read_text())["numbers"]
+    labels = [claim_label(c) for claims in numbers["claims"].values() for c in claims]
+    assert len(labels) == len(set(labels)), sorted({x for x in labels if labels.count(x) > 1})
+    text = DOC.read_text()
+    for section in SECTIONS:
+        if section_steps(section, numbers["replication"]):
+            assert f"findings/forest_{section}.png" in text, section
+            assert (FIGURES / f"forest_{section}.png").is_file()
+    assert "findings/forest_summary.png" in text
+
+
+def test_an_old_document_splits_into_its_sections() -> None:
+    text = "\n".join(
+        [
+            "# F",
+            "",
+            "## Summary",
+            "",
+            *(f"* s{i} Replication: old" for i in range(len(SECTIONS))),
+            "",
+            "## How to rerun",
+            "",
+            *(f"## Q{i + 1}. x\nbody {i}\n**Replicated on 3** ...\n| t |" for i in range(len(SECTIONS))),
+            "---",
+            "",
+        ]
+    )
+    parts = split_document(text)
+    assert list(parts["summaries"].values()) == [f"s{i}" for i in range(len(SECTIONS))]
+    assert parts["bodies"]["cost"] == "## Q1. x\nbody 0"
+
+
+def test_provenance_totals() -> None:
+    p = summarise_provenance(
+        {
+            "steps": {"a": {"seconds": 60, "commit": "abc", "state": "fresh"}, "b": None},
+            "fresh": {"a": {"seconds": 120, "commit": None, "state": "fresh"}},
+        }
+    )
+    assert (p["minutes"], p["fresh_minutes"], p["commits"], p["unrecorded"]) == (1.0, 2.0, ["abc"], 1)
+
+
+def test_the_header_renders_from_a_fresh_runs_meta_and_states_the_provenance() -> None:
+    """A meta as run.py writes it (no re-render stamp, no commit outside git): the header says what it has."""
+    from localentropy.experiments.reproduce.findings.render import render
+
+    meta = {
+        "mode": "quick",
+        "workers": 1,
+        "cpu_count": 2,
+        "finished": "2026-12-07T10:00:00+00:00",
+        "versions": {"torch": "2.13.0"},
+        "git_commit": None,
+        "timings": {},
+    }
+    steps = {"shootout": {"seconds": 90.0, "state": "fresh", "commit": "094d0f724b70aa", "finished": "2026-12-07"}}
+    p = summarise_provenance({"steps": steps, "fresh": {}})
+    text = render("header.md.j2", meta=meta, quick=True, command="localentropy reproduce --quick", p=p)
+    assert "**QUICK run.** Written by `localentropy reproduce --quick` on 2026-12-07 at commit unrecorded" in text
+    assert "1 step that took 1.5 minutes of wall time when they ran, at commit 094d0f724b70:" in text
+    assert "re-rendered" not in text
+    assert unsupported_numbers(text, {"meta": meta, "provenance": p}) == []
