@@ -22,10 +22,16 @@ from localentropy.experiments.training.trainer import default_out, load_splits, 
 
 
 def check_data_parallel(config: TrainConfig, source: str | None) -> None:
-    """Refuse what the data-parallel trainer does not support: token streams (truncated BPTT keeps hidden state)."""
+    """Refuse what the data-parallel trainer does not support: token streams (truncated BPTT keeps hidden state),
+    and any device but the CPU (its backend is gloo; nccl with one GPU per rank is not wired yet)."""
     if config.data.source in TEXT_SOURCES:
         raise ConfigError([f"data.source: {config.data.source!r} is a token stream; data-parallel training "
                            "(--nproc > 1 or torchrun) takes labelled-example sources only"], source)  # fmt: skip
+    if config.device not in ("cpu", "auto"):
+        raise ConfigError(
+            [f"device: {config.device!r}: data-parallel training (--nproc > 1 or torchrun) runs on the CPU (gloo)"],
+            source,
+        )
 
 
 def launch_training(
@@ -65,6 +71,7 @@ def run_rank(
     """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer)."""
     config = load_train_config(config_path)
     check_data_parallel(config, str(config_path))
+    config = config.model_copy(update={"device": "cpu"})  # "auto" too: the ranks' backend is gloo
     prepared = PREPARED_ENV in os.environ  # the launching process prepared the directory: --force was done there
     ranks = Ranks.start(timeout, drift_every)
     try:
