@@ -164,7 +164,9 @@ class SplitBatchClosure:
     slices (one backward each, weighted by their sizes): gradient accumulation inside an inner step, for
     minibatches that do not fit in memory at once. With ``model``, its gradients are set to None at the start
     of every call (for use with other optimizers: this library's zero them before every call). A call beyond
-    the last minibatch raises ``RuntimeError``.
+    the last minibatch raises ``RuntimeError``. ``losses`` holds every call's loss (detached): ``losses[0]`` is
+    the loss at x that ``opt.step`` returns, for wrappers that drop the return value (accelerate's
+    ``AcceleratedOptimizer.step`` returns None).
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class SplitBatchClosure:
         self.micro_batches = micro_batches
         self.model = model
         self.calls = 0
+        self.losses: list[Tensor] = []
 
     def __call__(self) -> Tensor:
         if self.calls >= len(self.minibatches):
@@ -203,4 +206,5 @@ class SplitBatchClosure:
                 self.backward(loss)
                 total = loss.detach() if total is None else total + loss.detach()
         assert total is not None
+        self.losses.append(total)
         return total
