@@ -123,4 +123,6 @@ def test_the_documented_example_runs(tmp_path, monkeypatch) -> None:
     exec(compile(doc_example("### Hugging Face accelerate"), "docs/optimizers.md", "exec"), namespace)
     opt = namespace["opt"].optimizer
     assert opt.outer_steps == 2 * len(namespace["loader"]) and opt.grad_evals == opt.outer_steps * 5
+    loss, closure = namespace["loss"], namespace["closure"]
+    assert len(closure.losses) == 5 and loss is closure.losses[0] and torch.isfinite(loss)  # step returned None
     assert (tmp_path / "checkpoint").is_dir()

@@ -162,3 +162,23 @@ def test_an_optimizer_that_is_not_this_librarys_is_refused_clearly(tmp_path) -> 
     run = EntropyTrainer(model=model, args=arguments(tmp_path), train_dataset=dataset())  # the Trainer's AdamW
     with pytest.raises(TypeError, match="needs an optimizer of localentropy"):
         run.train()
+
+
+def test_bf16_mixed_precision_trains(tmp_path) -> None:
+    run = trainer(tmp_path, bf16=True, num_train_epochs=1)
+    run.train()
+    losses = [entry["loss"] for entry in run.state.log_history if "loss" in entry]
+    assert len(losses) == STEPS_PER_EPOCH and all(0 < loss < 2 for loss in losses)
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())  # autocast: the weights stay fp32
+
+
+def test_the_documented_example_runs(tmp_path, monkeypatch) -> None:
+    from tests.entropy.optim.docs import doc_example
+
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(doc_example("### Hugging Face Trainer"), "docs/optimizers.md", "exec"), namespace)
+    opt = namespace["trainer"].entropy_optimizer
+    assert opt is namespace["opt"] and opt.outer_steps == 8 and opt.grad_evals == 40
+    assert namespace["trainer"].state.log_history[-1]["grad_evals"] == 40
+    assert (tmp_path / "entropy-bert" / "checkpoint-8" / "optimizer.pt").is_file()
