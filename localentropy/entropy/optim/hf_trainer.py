@@ -10,7 +10,9 @@ and the Trainer's own closure-less ``optimizer.step()`` that follows is a no-op.
 Why split the batch rather than draw further batches from the loader: the Trainer's bookkeeping (optimizer steps
 per epoch, the batches it skips when it resumes from a checkpoint, the scheduler's horizon, the examples and
 floating-point operations it counts) stays that of one loader batch per optimizer step, so an epoch is one pass
-over the data and a resumed run reads exactly the batches the uninterrupted one reads.
+over the data and a resumed run reads exactly the batches the uninterrupted one reads. Under the Trainer's
+gradient accumulation (``gradient_accumulation_steps=k``) the step waits for the k-th batch of the window and
+closure call j takes the j-th minibatch of each of the k batches (``SplitBatchClosure.over_batches``).
 
 Needs ``pip install "localentropy[hf]"`` (transformers and accelerate); nothing here is imported by the package.
 """
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from transformers import Trainer
@@ -111,11 +114,11 @@ class EntropyTrainer(Trainer):
     Pass the optimizer as ``optimizers=(EntropySGD(model.parameters(), ...), scheduler_or_None)`` (with None the
     Trainer builds its ``lr_scheduler_type`` schedule on it) and set ``per_device_train_batch_size`` to
     ``inner_steps`` x the minibatch size (``dataloader_drop_last=True`` keeps every minibatch full).
-    ``micro_batches=m`` accumulates each minibatch's gradient over m slices (for minibatches that do not fit in
-    memory at once): the Trainer's ``gradient_accumulation_steps`` would make one optimizer step of several
-    loader batches, which the closure cannot see at once, so anything but 1 is refused. ``max_grad_norm`` (the
-    Trainer's clipping, 1.0 by default; 0 turns it off) clips the gradient of every closure call, before the
-    inner loop uses it. The loss logged is the loss at x (the first minibatch's, what ``step`` returns); the logs
+    Gradient accumulation: with ``gradient_accumulation_steps=k`` the step is taken at the last batch of each
+    window of k, closure call j reading the j-th minibatch of every batch of the window (one backward each, the
+    k slices weighted by their sizes); ``micro_batches=m`` also cuts each of those slices in m. ``max_grad_norm``
+    (the Trainer's clipping, 1.0 by default; 0 turns it off) clips the gradient of every closure call, before
+    the inner loop uses it. The loss logged is the loss at x (the first minibatch's, what ``step`` returns); the logs
     add ``grad_evals`` (closure calls, i.e. forward-backward passes, so far) and ``outer_steps``, both kept in
     the optimizer's state dict and so in every checkpoint.
     """
@@ -124,13 +127,6 @@ class EntropyTrainer(Trainer):
         if not (isinstance(micro_batches, int) and not isinstance(micro_batches, bool) and micro_batches >= 1):
             raise ValueError(f"micro_batches must be an integer >= 1, got {micro_batches!r}")
         super().__init__(*args, **kwargs)
-        if self.args.gradient_accumulation_steps != 1:
-            raise ValueError(
-                f"EntropyTrainer: gradient_accumulation_steps must be 1, got {self.args.gradient_accumulation_steps}: "
-                "one optimizer step calls the closure inner_steps times on minibatches of one batch. For a larger "
-                "minibatch raise per_device_train_batch_size; for one that does not fit in memory at once pass "
-                "EntropyTrainer(..., micro_batches=m)"
-            )
         if self.args.fp16:
             raise ValueError(
                 "EntropyTrainer: fp16=True is not supported (its gradient scaler is not set up for an optimizer that "
@@ -138,8 +134,10 @@ class EntropyTrainer(Trainer):
             )
         self.micro_batches = micro_batches
         self._closure_optimizer: _StepTakenInTrainingStep | None = None
+        self._window: list[Any] = []  # the batches of the current gradient-accumulation window
 
     def create_optimizer(self, *args: Any, **kwargs: Any) -> Optimizer:
+        self._window = []  # called as train() starts: no batch is left over from an interrupted run
         optimizer = super().create_optimizer(*args, **kwargs)
         if isinstance(optimizer, _StepTakenInTrainingStep):
             return optimizer
@@ -183,17 +181,21 @@ class EntropyTrainer(Trainer):
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None, **kwargs: Any
     ) -> Tensor:
-        """One optimizer step on ``inputs``, split into one minibatch per closure call; returns the loss at x.
+        """One optimizer step on ``inputs`` (on the batches of the accumulation window, at its last one), one
+        minibatch per closure call; returns the loss at x (zero for the batches before the window's last, so
+        that the Trainer's sum over a window is the loss at x).
 
         ``num_items_in_batch`` (the Trainer's token count for normalising across accumulated batches) is not used:
-        each minibatch's loss is the model's own mean.
+        each slice's loss is the model's own mean, weighted by the slice's share of the closure call's examples.
         """
         model.train()
-        inputs = self._prepare_inputs(inputs)
-        calls = closure_calls_per_step(self.entropy_optimizer)
-        closure = SplitBatchClosure(
-            inputs,
-            calls,
+        self._window.append(self._prepare_inputs(inputs))
+        if not self.accelerator.sync_gradients:  # the Trainer steps at the window's last batch
+            return torch.zeros((), device=self.args.device)
+        batches, self._window = self._window, []
+        closure = SplitBatchClosure.over_batches(
+            batches,
+            closure_calls_per_step(self.entropy_optimizer),
             partial(self._minibatch_loss, model),
             backward=self.accelerator.backward,
             micro_batches=self.micro_batches,
