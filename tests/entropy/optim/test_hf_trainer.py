@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from localentropy.entropy import EntropySGD
+from localentropy.entropy import LPFSGD, EntropyAdam, EntropySGD
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -167,6 +167,25 @@ def test_a_run_resumed_from_a_checkpoint_ends_where_the_uninterrupted_run_ends(t
 def test_settings_the_inner_loop_cannot_honour_are_refused_clearly(tmp_path, options, message) -> None:
     with pytest.raises(ValueError, match=message):
         trainer(tmp_path, **options).train()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda params: EntropyAdam(params, lr=1e-2, gamma=1.0, inner_steps=INNER_STEPS),
+        lambda params: LPFSGD(params, lr=0.1, sigma=1e-3, n_samples=INNER_STEPS),
+    ],
+    ids=["EntropyAdam", "LPFSGD"],
+)
+def test_the_other_optimizers_of_the_library_run_one_closure_call_per_minibatch(tmp_path, build) -> None:
+    model = Tiny()
+    opt = build(model.parameters())
+    run = EntropyTrainer(
+        model=model, args=arguments(tmp_path, num_train_epochs=1), train_dataset=dataset(), optimizers=(opt, None)
+    )
+    run.train()
+    assert run.entropy_optimizer is opt and opt.grad_evals == STEPS_PER_EPOCH * INNER_STEPS
+    assert sorted(i for m in model.seen for i in m) == list(range(N)) and len(model.seen) == opt.grad_evals
 
 
 def test_an_optimizer_that_is_not_this_librarys_is_refused_clearly(tmp_path) -> None:
