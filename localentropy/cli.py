@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from localentropy import __version__
+from localentropy.cli_values import non_negative_int, positive_seconds
 from localentropy.cli_values import out_dir as _out_dir
 from localentropy.cli_values import positive_int as _positive_int
 from localentropy.experiments.core.progress import bars_allowed
@@ -134,31 +135,20 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from localentropy.experiments.comparison.report import load_run, write_report
-    from localentropy.experiments.core.files import slug
-    from localentropy.experiments.core.rundir import RunDirectory, RunDirectoryError
+    from localentropy.experiments.reports import rebuild_report
 
-    for run in args.runs:  # a missing or unreadable results.json is bad input (exit 2), not a failure
-        try:
-            load_run(run)
-        except ValueError as exc:
-            raise RunDirectoryError(str(exc)) from None
-    runs = [Path(r).parent if Path(r).name == "results.json" else Path(r) for r in args.runs]
-    if args.out:
-        out = Path(args.out)
-    elif len(runs) == 1:
-        out = runs[0]  # one run: its own report, rebuilt in place
-    else:  # several runs: a new directory, never one of theirs
-        out = Path("runs") / ("report-" + "-".join(slug(r.resolve().name) for r in runs))[:120]
-    if len(runs) > 1 and any(out.resolve() == r.resolve() for r in runs):
-        raise RunDirectoryError(f"--out {out}: a merged report goes into a directory of its own, not into one of "
-                                "the runs it merges")  # fmt: skip
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirectoryError(f"--out {out}: cannot create the report directory: {exc.strerror or exc}") from None
-    with RunDirectory(out).locked():
-        print(f"report: {write_report(runs, out)}")
+    print(f"report: {rebuild_report(args.runs, args.out)}")
+    return 0
+
+
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from localentropy.experiments.core.shipped import shipped_doc, shipped_docs
+
+    if args.name is None:
+        for name, title in shipped_docs().items():
+            print(f"{name:<22} {title}")
+    else:
+        sys.stdout.write(shipped_doc(args.name).read_text(encoding="utf-8"))
     return 0
 
 
@@ -170,7 +160,14 @@ def _cmd_configs(args: argparse.Namespace) -> int:
             print(f"{config.name:<22} {config.kind:<6} {config.summary}")
         return 0
     if args.action == "schema":
-        sys.stdout.write(reference_markdown())
+        if args.json:
+            import json
+
+            from localentropy.experiments.schema import config_schemas
+
+            print(json.dumps(config_schemas(), indent=2))
+        else:
+            sys.stdout.write(reference_markdown())
         return 0
     config = shipped_config(args.name)
     if args.action == "show":
@@ -232,12 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "Train one model with each optimizer of the config on the same data, initial weights and "
                     "batch order;\nrecord test error per epoch, time, gradient evaluations and the flatness of "
                     "the final weights.\nWith --nproc N, data-parallel on N local processes (torch.distributed, "
-                    "gloo); under torchrun,\none rank of its run (docs/distributed.md).\n"
+                    "gloo); under torchrun,\none rank of its run (`localentropy docs distributed`).\n"
                     "Example: localentropy train train_digits_small --nproc 2", _cmd_train)  # fmt: skip
     train.add_argument("--nproc", type=_positive_int, default=1, help="data-parallel processes here (default 1)")
-    train.add_argument("--drift-check", type=lambda t: _positive_int(t, int, 0), default=100, metavar="K",
+    train.add_argument("--drift-check", type=non_negative_int, default=100, metavar="K",
                        help="data-parallel: check the replicas are equal every K steps (0: never; default 100)")
-    train.add_argument("--dist-timeout", type=lambda t: _positive_int(t, float, 0), default=60.0, metavar="SECONDS",
+    train.add_argument("--dist-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
                        help="data-parallel: how long a rank waits for the others at a collective (default 60)")
     sweep = config_command("sweep", "run a grid of training runs, on local processes or on Ray (a sweep config)",
                     "Expand a sweep config (a base training config and the values to try) into training runs and "
@@ -279,17 +276,26 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(func=_cmd_reproduce)
 
     report = command("report", "rebuild a run's report, or merge several comparison runs into one report",
-                     "Rebuild the report of one `localentropy run` directory in place, or merge several into a new "
-                     "directory\n(default runs/report-<name>-<name>; the merged runs are never changed).")  # fmt: skip
-    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of `localentropy run`")
+                     "Rebuild the report of one run directory (`localentropy run` or `localentropy train`) in place, "
+                     "or merge several\ncomparison runs into a new directory (default runs/report-<name>-<name>; the "
+                     "merged runs are never changed).")
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of `localentropy run` (or one of "
+                        "`localentropy train`)")
     report.add_argument("--out", type=_out_dir, help="where to write the report")
     report.set_defaults(func=_cmd_report)
+
+    docs = command("docs", "list the documentation, or print one document",
+                   "The documentation installed with localentropy: `docs` lists it, `docs NAME` prints one document\n"
+                   "(NAME as listed; `samplers`, `samplers.md` and `docs/samplers.md` name the same one).")
+    docs.add_argument("name", metavar="NAME", nargs="?", help="the document to print")
+    docs.set_defaults(func=_cmd_docs)
 
     configs = command("configs", "list, show or copy the shipped configs; print the config reference",
                       "The configs that ship with localentropy: `configs` lists them, `configs show NAME` prints "
                       "one,\n`configs copy NAME [PATH]` writes an editable copy (a sweep's base config is found "
                       "beside it or\namong the shipped ones), `configs schema` prints every field of every config "
-                      "kind.")  # fmt: skip
+                      "kind\n(`--json`: their JSON Schemas, which editors use to check a config as it is "
+                      "typed).")
     configs.set_defaults(func=_cmd_configs)
     actions = configs.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("list", help="one line per shipped config: name, command, what it does")
@@ -299,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("name", metavar="NAME")
     copy.add_argument("path", metavar="PATH", nargs="?", help="file or folder to write (default ./NAME.toml)")
     copy.add_argument("--force", action="store_true", help="overwrite an existing file")
-    actions.add_parser("schema", help="every field of every config kind: type, default, allowed values (Markdown)")
+    schema = actions.add_parser("schema", help="every field of every config kind: type, default, allowed values "
+                                "(Markdown; --json: the JSON Schema of each kind, for editors)")
+    schema.add_argument("--json", action="store_true", help="print one JSON object: config kind -> its JSON Schema")
 
     samplers = command("samplers", "list the registered samplers and their hyperparameters",
                        "List the registered samplers, their hyperparameters and defaults; with --accuracy, measure "

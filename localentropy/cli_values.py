@@ -4,6 +4,7 @@ says what was expected."""
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def out_dir(text: str) -> str:
@@ -14,13 +15,32 @@ def out_dir(text: str) -> str:
     return text
 
 
-def positive_int(text: str, kind: type = int, low: float = 1) -> int:
-    """A number >= ``low`` (``kind`` int or float), or a usage error (exit 2) saying what was expected."""
-    what = {(int, 1): "a positive integer", (int, 0): "a non-negative integer"}.get((kind, low), "a positive number")
+def _integer(text: str, low: int, what: str) -> int:
     try:
-        value = kind(text)
+        value = int(text)  # "1.5", "1e3" and "" are refused, not rounded
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not low <= value < float("inf") or (kind is float and value == 0):
+    if value < low:
         raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _integer(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (0: off)."""
+    return _integer(text, 0, "a non-negative integer")
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
     return value

@@ -29,7 +29,7 @@ LAYERS = [
         "localentropy.experiments.atlas",
     ),
     ("localentropy.experiments.sweeps",),
-    ("localentropy.experiments.reproduce", "localentropy.experiments.schema"),
+    ("localentropy.experiments.reproduce", "localentropy.experiments.schema", "localentropy.experiments.reports"),
     ("localentropy.cli", "localentropy.__main__", "localentropy"),
 ]
 # rooms of one layer that must not import each other

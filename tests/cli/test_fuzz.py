@@ -165,12 +165,12 @@ def test_report_reads_nan_from_other_writers_as_undefined(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_report_of_a_train_run_says_what_it_is(tmp_path, capsys):
+def test_report_of_an_incomplete_train_run_says_what_it_lacks(tmp_path, capsys):
     results = {"schema": 1, "records": [{"label": "sgd", "rows": [], "status": "ok"}]}
     (tmp_path / "results.json").write_text(json.dumps(results))
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "localentropy train" in err and "Traceback" not in err
+    assert "localentropy train" in err and "records[0].kind: field required" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,17 +16,14 @@ def test_configuration_md_is_the_generated_reference() -> None:
 
 
 def test_the_reference_lists_every_field_command_and_shipped_config() -> None:
-    import dataclasses
-
     from localentropy.experiments.comparison.config import EstimatorConfig, RunConfig
     from localentropy.experiments.core.shipped import shipped_configs
     from localentropy.experiments.training.config import FlatnessConfig, TrainConfig
 
     text = reference_markdown()
     for cls in (RunConfig, EstimatorConfig, TrainConfig, FlatnessConfig):
-        for f in dataclasses.fields(cls):
-            name = {"gammas": "gamma", "temperatures": "temperature"}.get(f.name, f.name)
-            assert f"| `{name}` |" in text, (cls.__name__, f.name)
+        for name, field in cls.model_fields.items():
+            assert f"| `{field.alias or name}` |" in text, (cls.__name__, name)
     for command in ("run", "train", "sweep", "reproduce", "report", "configs copy", "samplers", "demo", "digits"):
         assert f"| `localentropy {command} " in text, command
     assert all(f"| `{c.name}` |" in text for c in shipped_configs())

@@ -29,6 +29,7 @@ from torch.optim import Optimizer
 
 from localentropy.entropy.optim.distributed import CommunicationCounter, process_group_active, sync_noise_generators
 from localentropy.entropy.optim.frameworks import check_framework_use
+from localentropy.entropy.optim.scaling import GradientScaling, StepSkippedError
 
 Closure = Callable[[], Any]
 
@@ -81,6 +82,8 @@ class DirectionOptimizer(Optimizer):
         self._communication = CommunicationCounter()
         # scratch tensors by (purpose, first parameter): see _buffers
         self._scratch: dict[tuple[str, int], list[Tensor]] = {}
+        # the unscaling of the step under way when torch.amp.GradScaler.step hands itself over (scaling.py)
+        self._scaling: GradientScaling | None = None
 
     def _link(self) -> None:
         # One set of group dicts and one state for both optimizers: schedulers, state_dict and the base step
@@ -181,6 +184,8 @@ class DirectionOptimizer(Optimizer):
             p.grad = None
         with torch.enable_grad():
             loss = closure()
+        if self._scaling is not None:
+            self._scaling.unscale(params)
         if not (loss is None or isinstance(loss, Tensor | Real)):
             raise TypeError(
                 f"{type(self).__name__}: the closure must return the loss (a tensor or a number), got "
@@ -258,17 +263,53 @@ class DirectionOptimizer(Optimizer):
             )
         return closure
 
+    #: ``torch.amp.GradScaler.step(optimizer, closure)`` hands itself over (``grad_scaler=``) instead of unscaling the
+    #: gradients once: the gradients of every closure call are unscaled and checked here (scaling.py).
+    _step_supports_amp_scaling = True
+
     @torch.no_grad()
-    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Closure | None = None, grad_scaler: torch.amp.GradScaler | None = None) -> Any:  # type: ignore[override]
+        """One step; with ``grad_scaler`` (given by ``GradScaler.step``), the closure's scaled gradients are unscaled
+        after every call, and an inf or NaN among them skips the step (the scaler lowers its scale at ``update()``)."""
         closure = self._require_closure(closure)
         check_framework_use(self, closure)
         self._sync_noise()
-        loss, closure_calls, stepped = self._direction(closure)
+        enabled = grad_scaler is not None and grad_scaler.is_enabled()
+        self._scaling = GradientScaling(grad_scaler, self._device()) if enabled else None
+        try:
+            loss, closure_calls, stepped = self._direction(closure)
+        except StepSkippedError as skipped:
+            return skipped.loss
+        finally:
+            if self._scaling is not None:
+                self._scaling.record(self)
+            self._scaling = None
         self.base.step()
+        closure_calls += self._after_base_step(closure)
         # Count only after the base step: optimizers such as Adam initialise a parameter's state lazily when
         # it is empty, so the counters must not be there before the first base step.
         self._count(stepped, closure_calls)
         return loss
+
+    def _after_base_step(self, closure: Closure) -> int:
+        """A hook run after the base optimizer stepped (the parameters at the new x); returns the closure calls it
+        made, counted with the step's."""
+        return 0
+
+    def _check_step(self, nonfinite: Tensor, loss: Any) -> bool:
+        """The step's one host synchronisation: raises :class:`StepSkippedError` (with ``loss``) when a scaler found an
+        inf or NaN gradient, else returns whether a loss, gradient or iterate was not finite (``nonfinite``)."""
+        if self._scaling is None:
+            return bool(nonfinite)
+        found = self._agree_on_overflow(self._scaling.found_inf)
+        overflow, diverged = torch.stack([found.reshape(()) > 0, nonfinite]).tolist()
+        if overflow:
+            raise StepSkippedError(loss)
+        return diverged
+
+    def _agree_on_overflow(self, found_inf: Tensor) -> Tensor:
+        """A hook: ``found_inf`` as all the optimizer's processes see it (Parle's replicas skip together)."""
+        return found_inf
 
     def _direction(self, closure: Closure) -> tuple[Any, int, list[Tensor]]:
         """Leave the direction in ``p.grad`` (None for the skipped parameters); return the loss to report, the

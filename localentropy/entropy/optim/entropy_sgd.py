@@ -59,6 +59,8 @@ class EntropySGD(EntropyOptimizer):
         warm_start: bool = False,
         generator: torch.Generator | None = None,
         noise_stream: str = "chunked-v1",
+        batchnorm: str = "inner",
+        modules: torch.nn.Module | None = None,
     ) -> None:
         momentum = check_range("momentum", momentum, 0.0, 1.0, high_open=True)
         if nesterov and momentum == 0:
@@ -83,6 +85,8 @@ class EntropySGD(EntropyOptimizer):
             warm_start=warm_start,
             generator=generator,
             noise_stream=noise_stream,
+            batchnorm=batchnorm,
+            modules=modules,
             momentum=momentum,
             nesterov=bool(nesterov),
         )

@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 
 from localentropy._checks import check_choice, check_int, check_nonnegative, check_positive, check_range
 from localentropy.entropy.optim.base import Closure, DirectionOptimizer, DivergenceError, check_finite_loss
+from localentropy.entropy.optim.batchnorm import RunningStats
 from localentropy.entropy.optim.chunks import NOISE_STREAMS
 from localentropy.entropy.optim.inner import GroupLoop, GroupLoops
 from localentropy.entropy.presets import OPTIMIZER_PRESETS, optimizer_preset
@@ -54,8 +55,11 @@ class EntropyOptimizer(DirectionOptimizer):
     ``step`` takes ``force=``, e.g. MomentumSGLD). Per-group options: lr, gamma, scoping, the base optimizer's.
     ``weight_decay`` is stored per group as ``inner_weight_decay`` (it acts inside the inner loop; the base
     optimizer's own ``weight_decay`` stays 0). Dropout and batch-norm layers run in whatever mode the model is
-    in: in train mode each closure call draws a new dropout mask and updates the batch-norm running
-    statistics at the perturbed weights x', i.e. ``inner_steps`` updates per outer step.
+    in: in train mode each closure call draws a new dropout mask and, with ``batchnorm="inner"`` (the default, as
+    the authors' code), updates the batch-norm running statistics at the perturbed weights x', i.e.
+    ``inner_steps`` updates per outer step; ``"frozen"`` keeps them as they were before the loop, ``"refresh"``
+    also updates them once at the new x after the step (one more closure call, counted); both need
+    ``modules=model`` (:mod:`localentropy.entropy.optim.batchnorm`).
 
     A NaN or infinite loss or iterate is detected once per outer step (an on-device flag, one host
     synchronisation per step): the parameters are restored to x and :class:`DivergenceError` is raised. Any
@@ -87,9 +91,14 @@ class EntropyOptimizer(DirectionOptimizer):
         warm_start: bool = False,
         generator: torch.Generator | None = None,
         noise_stream: str = "chunked-v1",
+        batchnorm: str = "inner",
+        modules: torch.nn.Module | None = None,
         **base_options: Any,
     ) -> None:
         self.noise_stream = check_choice("noise_stream", noise_stream, NOISE_STREAMS)
+        # what the inner loop does to the batch-norm running statistics of ``modules`` (batchnorm.py)
+        self._running_stats = RunningStats(batchnorm, modules)
+        self.batchnorm = self._running_stats.policy
         # each trainable group's inner loop (serial or chunked, built at its first step), the chunk generators
         # and the warm chains to store after the base step (inner.py)
         self._loops = GroupLoops(self.noise_stream)
@@ -142,15 +151,20 @@ class EntropyOptimizer(DirectionOptimizer):
             )
         super().__init__(params, defaults, base_optimizer, {"lr": lr, **base_options}, generator)
 
-    @torch.no_grad()
-    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
-        loss = super().step(closure)
+    def _after_base_step(self, closure: Closure) -> int:
         # a parameter's first warm chain goes into its state only now: Adam initialises a parameter's state
         # lazily when it is empty, so nothing may be there before its first base step
         for p, chain in self._loops.new_chains:
             self.state[p]["warm_chain"] = chain
         self._loops.new_chains.clear()
-        return loss
+        if not self._running_stats.refreshes:
+            return 0
+        # batchnorm="refresh": the running statistics updated once, at the new x; the gradients are not used
+        self._call_closure(closure, [p for _, params in self._trainable() for p in params])
+        for _, params in self._trainable():
+            for p in params:
+                p.grad = None
+        return 1
 
     def current_gammas(self) -> list[float]:
         """gamma_t of each parameter group for the next step."""
@@ -178,6 +192,7 @@ class EntropyOptimizer(DirectionOptimizer):
         for _, params, _ in groups:
             anchors.append(self._buffers(params, "anchor"))
             torch._foreach_copy_(anchors[-1], params)
+        self._running_stats.save()
         try:
             first_loss, loops = self._inner_loop(closure, groups, anchors)
         except BaseException:
@@ -187,6 +202,7 @@ class EntropyOptimizer(DirectionOptimizer):
         finally:  # x again, whether the loop completed, diverged or was interrupted (Ctrl-C, OOM, StopIteration)
             for (_, params, _), anchor in zip(groups, anchors, strict=True):
                 torch._foreach_copy_(params, anchor)
+            self._running_stats.restore()
         self._extend_direction(loops)
         return first_loss, self.inner_steps, [p for loop in loops for p in loop.params]
 
@@ -244,7 +260,7 @@ class EntropyOptimizer(DirectionOptimizer):
         for loop, _, _ in loops:
             norms = torch._foreach_norm(loop.average)
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
-        if bool(nonfinite):  # the one host synchronisation of the step
+        if self._check_step(nonfinite, first_loss):  # the one host synchronisation of the step
             raise self._divergence_error()
         for loop, _, gamma in loops:
             if self.warm_start:
@@ -285,5 +301,6 @@ class EntropyOptimizer(DirectionOptimizer):
             f"(sampler {type(self.sampler).__name__} at step_size={step_size}: {self.sampler!r}); the parameters "
             "were restored to their values before the step. Try a smaller sampler step size (stability needs "
             "step_size < 2 / (curvature + gamma); docs/samplers.md gives each sampler's measured stable range) "
-            "or a smaller lr."
+            "or a smaller lr. If the closure scales its loss for a torch.amp.GradScaler, step with "
+            "scaler.step(optimizer, closure): optimizer.step(closure) leaves the gradients multiplied by the scale."
         )

@@ -122,10 +122,11 @@ class LPFSGD(DirectionOptimizer):
                 raise self._no_gradient_error()
         for total in accumulated:
             torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(torch._foreach_norm(total))).all(), out=nonfinite)
-        if bool(nonfinite):
+        if self._check_step(nonfinite, first_loss):
             raise DivergenceError(
                 f"LPFSGD: a non-finite loss or gradient at step {self.outer_steps}; the parameters are unchanged. "
-                "Try a smaller lr or sigma."
+                "Try a smaller lr or sigma. If the closure scales its loss for a torch.amp.GradScaler, step with "
+                "scaler.step(optimizer, closure): optimizer.step(closure) leaves the gradients multiplied by the scale."
             )
         stepped = []
         for (params, _), total in zip(groups, accumulated, strict=True):

@@ -137,6 +137,8 @@ class Parle(EntropySGD):
         warm_start: bool = False,
         generator: torch.Generator | None = None,
         noise_stream: str = "chunked-v1",
+        batchnorm: str = "inner",
+        modules: torch.nn.Module | None = None,
         process_group: Any = None,
     ) -> None:
         convention = parle_preset("paper" if preset is None else preset)
@@ -185,6 +187,8 @@ class Parle(EntropySGD):
             warm_start=warm_start,
             generator=None,
             noise_stream=noise_stream,
+            batchnorm=batchnorm,
+            modules=modules,
         )
         self.preset = preset
         rho = check_nonnegative("rho", rho)
@@ -218,12 +222,23 @@ class Parle(EntropySGD):
         return [self.state[p].get("reference") if p in self.state else None for p in self._params()]
 
     @torch.no_grad()
-    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
-        loss = super().step(closure)
+    def step(self, closure: Closure | None = None, grad_scaler: torch.amp.GradScaler | None = None) -> Any:  # type: ignore[override]
+        loss = super().step(closure, grad_scaler)
         trainable = self._trainable_params()
         # the synchronisation of the step just taken (counted already): on failure, this replica has stepped
         self._set_reference(trainable, self._mean_over_replicas(trainable, self.outer_steps - 1, after_step=True))
         return loss
+
+    def _agree_on_overflow(self, found_inf: Tensor) -> Tensor:
+        """Every replica skips a step in which any of them found an inf or NaN gradient (their collectives stay in
+        step): the largest ``found_inf`` over the replicas, one all-reduce (none at n = 1)."""
+        if self.world_size == 1:
+            return found_inf
+        agreed = found_inf.clone()
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX, group=self.process_group)
+        self._bytes_communicated += agreed.numel() * agreed.element_size()
+        self._collective_calls += 1
+        return agreed
 
     def _trainable_params(self) -> list[Tensor]:
         return [p for _, params in self._trainable() for p in params]

@@ -15,10 +15,11 @@ from localentropy.entropy import GaussianSmoothingEstimator, LocalEntropyEstimat
 from localentropy.entropy.presets import inner_loop_settings
 from localentropy.entropy.problems import Problem, Quadratic
 from localentropy.entropy.problems.lowdim import DoubleWell, SharpWide
-from localentropy.experiments.comparison.config import EstimatorConfig, RunConfig, gradients_per_step
+from localentropy.experiments.comparison.config import RunConfig
+from localentropy.experiments.comparison.estimator import EstimatorConfig, gradients_per_step, steps_per_chain
 from localentropy.experiments.core.config import ConfigError, constructor_problem, key_text, shown
 from localentropy.experiments.core.files import slug
-from localentropy.experiments.core.rundir import stable_seed
+from localentropy.experiments.core.seeds import stable_seed
 from localentropy.samplers import make_sampler, sampler_class, sampler_hyperparameters
 
 
@@ -99,7 +100,7 @@ class InnerPotential:
 
 def local_entropy_estimator(task: Task, problem: Problem, chains: int) -> LocalEntropyEstimator:
     spec, gamma = task.spec, task.gamma
-    n_steps = task.key["budget"] // (chains * gradients_per_step(spec))  # MALA's two evaluations per step counted
+    n_steps = steps_per_chain(task.key["budget"], chains, gradients_per_step(spec))
     burn_in = int(spec.burn_in_fraction * n_steps)
     step_size = step_size_for(spec, problem, gamma)
     if spec.preset is not None:

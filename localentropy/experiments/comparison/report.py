@@ -234,16 +234,25 @@ def _series(ok_rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, ...]]]
 
 
 def write_report(run_dirs: Sequence[Path | str], out_dir: Path | str) -> Path:
-    """Write report.md and its PNG figures for one run directory, or several merged, into ``out_dir``."""
+    """Write report.md and its PNG figures for one run directory, or several merged, into ``out_dir``: the runs'
+    results.json read back (checked by :func:`load_run`), then :func:`render_report`."""
     if not run_dirs:
         raise ValueError("write_report needs at least one run directory")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs, seen = [], defaultdict(int)
+    loaded = []
     for run_dir in run_dirs:
         data = load_run(run_dir)
         run_dir = Path(run_dir)
-        run_dir = run_dir.parent if run_dir.name == "results.json" and run_dir.is_file() else run_dir
+        loaded.append((run_dir.parent if run_dir.name == "results.json" and run_dir.is_file() else run_dir, data))
+    return render_report(loaded, out_dir)
+
+
+def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path | str) -> Path:
+    """report.md and its figures from results held in memory, each with its run directory (where its draws.nc
+    lies): what a run writes as it finishes, and what ``localentropy report`` rebuilds from disk."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs, seen = [], defaultdict(int)
+    for run_dir, data in results:
         name = str(data.get("name"))
         seen[name] += 1
         runs.append((name if seen[name] == 1 else f"{name}#{seen[name]}", run_dir, data))

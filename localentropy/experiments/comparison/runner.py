@@ -8,7 +8,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 import torch
@@ -231,25 +231,33 @@ def _run_tasks(
     records = []
     with Progress(progress, len(tasks), desc=f"run {config.name}", unit="record") as bar:
         for i, task in enumerate(tasks, 1):
-            records.append(_run_task_once(config, problem, task, out_dir))
+            outcome = _run_task_once(config, problem, task, out_dir)
+            records.append(outcome.record)
             bar.advance()
-            bar.line(_progress_line(i, len(tasks), task, records[-1], records[-1].pop("_resumed")))
+            bar.line(_progress_line(i, len(tasks), task, outcome.record, outcome.resumed))
     _finish_run(config, tasks, out_dir, resolved, records, tuning)
 
 
-def _run_task_once(config: RunConfig, problem: Problem, task: Task, out_dir: RunDirectory) -> dict[str, Any]:
-    """The task's record: the saved one (resumed), or computed and saved now; ``_resumed`` says which."""
+class Outcome(NamedTuple):
+    """A task's record and whether it was resumed from the run directory rather than computed now."""
+
+    record: dict[str, Any]
+    resumed: bool
+
+
+def _run_task_once(config: RunConfig, problem: Problem, task: Task, out_dir: RunDirectory) -> Outcome:
+    """The per-record cache around :func:`run_task`: the saved record (resumed), or computed and saved now."""
     record = out_dir.load_record(task.id)
     if record is not None and (record.get("key") != task.key or record.get("status") not in ("ok", "diverged")):
         record = None  # not this record's (a foreign or hand-edited file under its name): redo it
-    resumed = record is not None
-    if record is None:
-        record, draws = run_task(task, problem, config)
-        if draws is not None and config.keep_draws:
-            atomic_write_bytes(out_dir.records / f"{task.id}.npy", _draws_bytes(draws))
-        record = finite_or_none(record)
-        out_dir.save_record(task.id, record)
-    return {**record, "_resumed": resumed}
+    if record is not None:
+        return Outcome(record, True)
+    record, draws = run_task(task, problem, config)
+    if draws is not None and config.keep_draws:
+        atomic_write_bytes(out_dir.records / f"{task.id}.npy", _draws_bytes(draws))
+    record = finite_or_none(record)
+    out_dir.save_record(task.id, record)
+    return Outcome(record, False)
 
 
 def _finish_run(config: RunConfig, tasks: list[Task], out_dir: RunDirectory, resolved: dict[str, Any],
@@ -260,12 +268,13 @@ def _finish_run(config: RunConfig, tasks: list[Task], out_dir: RunDirectory, res
     if tuning is not None:
         results["tuning"] = tuning
     # a runaway estimate (finite, near the float range) can overflow a derived number: stored as null, never as inf
-    atomic_write_json(out_dir.path / "results.json", finite_or_none(results))
+    results = finite_or_none(results)
+    atomic_write_json(out_dir.path / "results.json", results)
     if config.keep_draws:
         write_draws(out_dir, tasks)
-    from localentropy.experiments.comparison.report import write_report
+    from localentropy.experiments.comparison.report import render_report
 
-    write_report([out_dir.path], out_dir.path)
+    render_report([(out_dir.path, results)], out_dir.path)  # from the results in hand, not read back
     out_dir.mark_complete()
 
 

@@ -12,7 +12,6 @@ rotation, problem seed + ``seed_offset``) and draw their replicates from the see
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from typing import Any, TextIO
 
@@ -20,10 +19,11 @@ import torch
 from torch import Tensor
 
 from localentropy.entropy.problems import Problem, Quadratic
-from localentropy.experiments.comparison.config import EstimatorConfig, RunConfig, tuning_targets
+from localentropy.experiments.comparison.config import RunConfig
+from localentropy.experiments.comparison.estimator import EstimatorConfig, tuning_targets
 from localentropy.experiments.comparison.plan import Task, local_entropy_estimator, replicate_seed, step_size_for
-from localentropy.experiments.core.config import ConfigError, FieldReader, constructor_problem, key_text
-from localentropy.experiments.core.rundir import stable_seed
+from localentropy.experiments.core.config import ConfigError, constructor_problem, key_text
+from localentropy.experiments.core.seeds import stable_seed
 from localentropy.experiments.tuning.record import tuned_line
 from localentropy.experiments.tuning.search import search
 from localentropy.experiments.tuning.space import Space, check_names, default_space, hard_limits, wrapped_sampler
@@ -49,7 +49,7 @@ def spaces(config: RunConfig, problem: Problem) -> dict[str, Space]:
     assert config.tuning is not None
     specs = tuned_specs(config)
     names, samplers = tuning_targets(config.estimators, [e.label for e in specs])
-    given = check_names(FieldReader(), config.tuning, names, samplers, "estimator")
+    given, _ = check_names(config.tuning, names, samplers, "estimator")  # checked when the config was read
     out = {}
     for spec in specs:
         wrapped = wrapped_sampler(spec.sampler, spec.hyperparameters)
@@ -162,4 +162,4 @@ def tuned_config(config: RunConfig, tuning: dict[str, Any]) -> RunConfig:
     """The config the evaluation runs: each tuned estimator at its chosen values (configured ones if none finished)."""
     chosen = {label: record["chosen"] for label, record in tuning["estimators"].items() if record["chosen"]}
     estimators = [with_values(e, chosen[e.label]) if e.label in chosen else e for e in config.estimators]
-    return dataclasses.replace(config, estimators=estimators)
+    return config.model_copy(update={"estimators": estimators})

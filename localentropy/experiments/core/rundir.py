@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -284,9 +283,3 @@ def finite_or_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite_or_none(v) for v in value]
     return value
-
-
-def stable_seed(*parts: Any) -> int:
-    """A seed from the config's seed and a record's or run's name, the same on every machine and Python."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**62 - 1)

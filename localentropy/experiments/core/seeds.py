@@ -10,12 +10,15 @@ share a seed.
   draws a block no earlier round used.
 
 A comparison run's replicate seeds are hashed from the config's seed and the replicate's index
-(:func:`localentropy.experiments.comparison.runner.replicate_seed`): there the ranges apply to the index.
+(:func:`localentropy.experiments.comparison.runner.replicate_seed`): there the ranges apply to the index. Every
+seed derived from a config's seed and a name (a record, an optimizer, a purpose) is :func:`stable_seed`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 from localentropy.experiments.core.config import ConfigError
 
@@ -23,6 +26,12 @@ TUNING_SEED_OFFSET = 1_000_000
 FRESH_SEED_OFFSET = 2_000_000
 FRESH_BLOCK = 100_000  # the most fresh seeds one replication round may take
 MAX_FRESH_ROUNDS = 1000  # rounds 0 .. 999: the fresh range ends at 102_000_000, far below any seed bound
+
+
+def stable_seed(*parts: Any) -> int:
+    """A seed from the config's seed and a record's or run's name, the same on every machine and Python."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**62 - 1)
 
 
 def tuning_seeds(evaluation: Iterable[int]) -> list[int]:

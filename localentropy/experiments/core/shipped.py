@@ -16,6 +16,8 @@ from localentropy.experiments.core.config import ConfigError
 
 SUFFIX = ".toml"
 KINDS = {"estimators": "run", "optimizers": "train", "base": "sweep"}  # a top-level field that says the kind
+SCHEMA_DIR = "schemas"  # beside the shipped configs: <kind>.schema.json (localentropy.experiments.schema)
+SCHEMA_LINE = "#:schema "  # the directive TOML language servers (taplo, Even Better TOML) read
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,27 @@ def shipped_dir() -> Path:
 
 def _describe(path: Path) -> ShippedConfig:
     text = path.read_text(encoding="utf-8")
-    comments = [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")]
     fields = tomllib.loads(text)
     kind = next((k for field, k in KINDS.items() if field in fields), "run")
-    return ShippedConfig(path.stem, path, kind, comments[0] if comments else "")
+    return ShippedConfig(path.stem, path, kind, first_sentence(text))
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a config's opening comment (its summary), whole even when it spans lines."""
+    words = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if not line.startswith(SCHEMA_LINE):
+            words += line.lstrip("#").split()
+    summary = " ".join(words)
+    end = next((i for i in range(len(summary)) if summary[i] == "." and summary[i + 1 : i + 2] in ("", " ")), None)
+    return summary if end is None else summary[: end + 1]
+
+
+def schema_path(kind: str) -> Path:
+    """The installed JSON Schema of a config kind (``run``, ``train`` or ``sweep``)."""
+    return shipped_dir() / SCHEMA_DIR / f"{kind}.schema.json"
 
 
 def shipped_configs() -> list[ShippedConfig]:
@@ -82,6 +101,39 @@ def find_base(name: str, folder: Path | None) -> Path:
     return shipped_path(name) or local
 
 
+def _with_installed_schema(config: ShippedConfig) -> str:
+    """A shipped config's text, its ``#:schema`` line pointing at the installed schema: a copy is checked anywhere."""
+    lines = config.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(f"{SCHEMA_LINE}{schema_path(config.kind).as_uri()}\n" if line.startswith(SCHEMA_LINE) else line
+                   for line in lines)
+
+
+def docs_dir() -> Path:
+    """The folder of the documentation installed with the package (the repository's docs/)."""
+    return Path(str(files("localentropy").joinpath("docs")))
+
+
+def shipped_docs() -> dict[str, str]:
+    """Every installed document by name (``samplers``, ``findings/recurrent``) with its title."""
+    root = docs_dir()
+    out = {}
+    for path in sorted(root.rglob("*.md")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        out[path.relative_to(root).with_suffix("").as_posix()] = next(
+            (line.lstrip("# ").strip() for line in lines if line.startswith("#")), ""
+        )
+    return out
+
+
+def shipped_doc(name: str) -> Path:
+    """An installed document by name; ``samplers``, ``samplers.md`` and ``docs/samplers.md`` name the same one (the
+    paths the README, messages and configs give work as they are). An unknown name is bad input naming them all."""
+    stem = name.removeprefix("./").removeprefix("docs/").removesuffix(".md")
+    if stem in shipped_docs():
+        return docs_dir() / f"{stem}.md"
+    raise ConfigError([f"no document named {name!r}; installed: {', '.join(shipped_docs())}"])
+
+
 def copy_config(config: ShippedConfig, path: str | Path | None, *, force: bool = False) -> Path:
     """Write an editable copy of a shipped config to ``path`` (a file, or a folder for ``<name>.toml``; default
     ``./<name>.toml``); an existing file is kept unless ``force``. Returns the file written."""
@@ -94,7 +146,7 @@ def copy_config(config: ShippedConfig, path: str | Path | None, *, force: bool =
     if target.exists() and not force:
         raise RunDirectoryError(f"{target} exists; use --force to overwrite it or give another path")
     try:
-        atomic_write_bytes(target, config.path.read_bytes())
+        atomic_write_bytes(target, _with_installed_schema(config).encode("utf-8"))
     except OSError as exc:
         raise RunDirectoryError(f"{target}: cannot write the copy: {exc.strerror or exc}") from None
     return target

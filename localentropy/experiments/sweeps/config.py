@@ -18,9 +18,21 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from localentropy.experiments.core.config import ConfigError, FieldReader, read_toml
+from pydantic import BeforeValidator, Field, WithJsonSchema
+
+from localentropy.experiments.core.config import (
+    Check,
+    ConfigError,
+    Table,
+    got,
+    integer,
+    read_toml,
+    run_name,
+    table,
+    validate_named,
+)
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.core.shipped import find_base
 from localentropy.experiments.sweeps.paths import (
@@ -35,7 +47,7 @@ from localentropy.experiments.sweeps.paths import (
     parse_path,
 )
 from localentropy.experiments.sweeps.tuning import check_sweep_tuning, parse_sweep_tuning
-from localentropy.experiments.tuning.space import Space, TuningConfig
+from localentropy.experiments.tuning.space import Space, SweepTuning, TuningConfig
 
 SCHEMA = 1
 EXECUTORS = ("local", "ray")
@@ -79,12 +91,19 @@ class SweepConfig:
 
     def resolved(self) -> dict[str, Any]:
         """What the sweep directory's config.json holds: a changed sweep is refused (the run-directory rules)."""
-        return {
-            "schema": SCHEMA, "name": self.name, "base": self.base, "set": self.fixed, "grid": self.grid,
-            "runs": self.runs_given,
-            "run_ids": [r.id for r in self.runs],
-        } | ({} if self.tuning is None else {"tuning": self.tuning_dict()}) | (
-            {"nproc": self.nproc} if self.nproc != 1 else {})  # fmt: skip
+        return (
+            {
+                "schema": SCHEMA,
+                "name": self.name,
+                "base": self.base,
+                "set": self.fixed,
+                "grid": self.grid,
+                "runs": self.runs_given,
+                "run_ids": [r.id for r in self.runs],
+            }
+            | ({} if self.tuning is None else {"tuning": self.tuning_dict()})
+            | ({"nproc": self.nproc} if self.nproc != 1 else {})
+        )
 
     def tuning_dict(self) -> dict[str, Any]:
         """The ``[tuning]`` as run: its fields and the space of every tuned optimizer (defaults filled in)."""
@@ -94,6 +113,46 @@ class SweepConfig:
 
 
 # --------------------------------------------------------------------------------------------------- config
+
+
+def _base(value: Any) -> str | dict[str, Any]:
+    if isinstance(value, dict) or (isinstance(value, str) and value.strip()):
+        return value
+    raise ValueError
+
+
+BASE_RULE = (
+    "a path to a training config (relative to this file), a shipped training config's name or an inline [base] table"
+)
+
+
+class SweepFile(Table):
+    """A sweep config as written: the base training config, the fixed overrides and the values to sweep."""
+
+    name: run_name(NAME, "letters, digits, '_', '.' and '-', not starting with '.' or '-'") = Field(
+        "sweep",
+        description="The sweep's name; the sweep directory defaults to runs/<name> (default: the config file's stem).",
+    )
+    base: Annotated[
+        str | dict[str, Any],
+        BeforeValidator(Check(BASE_RULE, _base)),
+        WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"type": "object"}]}),
+    ] = Field(description="The training config every run starts from: " + BASE_RULE + ".")
+    set: table() = Field(default_factory=dict, description="Overrides of every run, by dotted path.")
+    grid: table() = Field(
+        default_factory=dict,
+        description="Dotted path (or `optimizer`, or a shorthand) -> the list of values to "
+        "try; the runs are the Cartesian product.",
+    )
+    runs: list[table()] = Field(
+        default_factory=list, description="Listed runs, each a table of overrides (crossed with the grid)."
+    )
+    tuning: SweepTuning | None = Field(
+        None, description="Search each optimizer's step size (and lr) alike before the runs: `[tuning]`."
+    )
+    nproc: integer(1, 1024) = Field(
+        1, description="> 1: each run is `localentropy train --nproc N` (data-parallel, or Parle's replicas)."
+    )
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -130,8 +189,10 @@ def run_id(overrides: dict[str, Any], short: dict[str, str]) -> str:
     """
     if not overrides:
         return "base"
-    text = "_".join(slug(_value_id(v)) if k == OPTIMIZER_AXIS else f"{slug(short[k])}-{slug(_value_id(v))}"
-                    for k, v in overrides.items())  # fmt: skip
+    text = "_".join(
+        slug(_value_id(v)) if k == OPTIMIZER_AXIS else f"{slug(short[k])}-{slug(_value_id(v))}"
+        for k, v in overrides.items()
+    )
     digest = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return text if len(text) <= MAX_NAME else f"{text[: MAX_NAME - 9]}-{digest}"
 
@@ -152,12 +213,12 @@ def _short_names(keys: list[str]) -> dict[str, str]:
     return {k: (n if counts[n] == 1 else k) for k, n in names.items()}
 
 
-def _resolve_key(r: FieldReader, key: str, where: str, base: dict[str, Any]) -> tuple[Segment, ...] | bool | None:
+def _resolve_key(problems: list[str], key: str, where: str, base: dict[str, Any]) -> tuple[Segment, ...] | bool | None:
     """The path a key sets; None for the optimizer axis; False (and a problem) when it cannot be swept."""
     if key == OPTIMIZER_AXIS:
         return None
     if key == "name":
-        r.problems.append(f"{where}: 'name' cannot be swept (each run is named by its overrides)")
+        problems.append(f"{where}: 'name' cannot be swept (each run is named by its overrides)")
         return False
     if key in SHORTHANDS:
         path: tuple[Segment, ...] = ("optimizers", STAR, *SHORTHANDS[key])
@@ -165,42 +226,39 @@ def _resolve_key(r: FieldReader, key: str, where: str, base: dict[str, Any]) -> 
         try:
             path = parse_path(key)
         except ValueError as exc:
-            r.problems.append(f"{where}: not a dotted path ({exc})")
+            problems.append(f"{where}: not a dotted path ({exc})")
             return False
     reason = check_path(base, path)
     if reason is not None:
-        r.problems.append(f"{where}: {reason}")
+        problems.append(f"{where}: {reason}")
         return False
     return path
 
 
-def _check_optimizer_values(r: FieldReader, values: list[Any], where: str, base: dict[str, Any]) -> None:
+def _check_optimizer_values(problems: list[str], values: list[Any], where: str, base: dict[str, Any]) -> None:
     optimizers = base.get("optimizers") if isinstance(base.get("optimizers"), list) else []
     labels = [optimizer_label(o, i) for i, o in enumerate(optimizers)]
     for i, value in enumerate(values):
         if value not in labels:
-            r.problem(f"{where}[{i}]" if where.startswith("grid") else where, value,
-                      f"an optimizer label of the base config: {', '.join(map(repr, labels))}")  # fmt: skip
+            at = f"{where}[{i}]" if where.startswith("grid") else where
+            known = ", ".join(map(repr, labels))
+            problems.append(f"{at}: {got(value, f'an optimizer label of the base config: {known}')}")
 
 
-def _load_base(r: FieldReader, raw: Any, source: str | None) -> dict[str, Any]:
+def _load_base(problems: list[str], raw: str | dict[str, Any], source: str | None) -> dict[str, Any]:
     if isinstance(raw, dict):
         return copy.deepcopy(raw)
-    if not isinstance(raw, str) or not raw.strip():
-        r.problem("base", raw, "a path to a training config (relative to this file), a shipped training config's name "
-                  "or an inline [base] table")
-        return {}
     path = find_base(raw, Path(source).parent if source is not None else None)
     try:
         return tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        r.problems.append(f"base: training config not found: {path}, and no shipped config has that name")
+        problems.append(f"base: training config not found: {path}, and no shipped config has that name")
     except IsADirectoryError:
-        r.problems.append(f"base: {path} is a directory, not a TOML file")
+        problems.append(f"base: {path} is a directory, not a TOML file")
     except UnicodeDecodeError as exc:
-        r.problems.append(f"base: {path} is not UTF-8 text: {exc.reason}")
+        problems.append(f"base: {path} is not UTF-8 text: {exc.reason}")
     except (ValueError, RecursionError) as exc:
-        r.problems.append(f"base: {path} is not valid TOML: {exc}")
+        problems.append(f"base: {path} is not valid TOML: {exc}")
     return {}
 
 
@@ -209,67 +267,67 @@ def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = N
     from localentropy.experiments.training.config import parse_train_config
     from localentropy.experiments.training.launch import check_data_parallel
 
-    r = FieldReader()
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a table of fields, got {type(data).__name__}"], source)
-    r.unknown(data, {"name", "base", "set", "grid", "runs", "tuning", "nproc"}, "")
-    nproc = r.integer(data.get("nproc", 1), "nproc", 1, 1024) or 1
-    sweep_name = r.string(data.get("name", name), "name") or name
-    if not NAME.fullmatch(sweep_name) or len(sweep_name) > MAX_NAME:
-        r.problem("name", sweep_name, f"at most {MAX_NAME} letters, digits, '_', '.' and '-', not starting with '.' or "
-                  "'-' (it names the sweep directory)")  # fmt: skip
-    before = len(r.problems)
-    base = _load_base(r, r.get(data, "base", "base"), source)
+    problems: list[str] = []
+    try:
+        top: SweepFile | None = validate_named(SweepFile, data, name, source)
+    except ConfigError as exc:
+        problems, top = exc.problems, None
+    base_given = top.base if top is not None else data.get("base")
+    if not isinstance(base_given, str | dict) or any(p.startswith("base:") for p in problems):
+        raise ConfigError(problems, source)  # nothing below can be checked without the base
+    base = _load_base(problems, base_given, source)
+    if any(p.startswith("base:") for p in problems):
+        raise ConfigError(problems, source)
     base.pop("name", None)
-    if len(r.problems) > before:  # nothing below can be checked without the base
-        raise ConfigError(r.problems, source)
-    fixed = _flatten(r.table(data.get("set", {}), "set"))
+    sweep_name = top.name if top is not None else name
+    nproc = top.nproc if top is not None else 1
+    tables = {key: data.get(key) if isinstance(data.get(key), dict) else {} for key in ("set", "grid")}
+    fixed = _flatten(tables["set"])
     for key, value in fixed.items():  # fixed overrides of every run, applied to the base
-        path = _resolve_key(r, key, f"set.{key}" if KEY_PATTERN.fullmatch(key) else f'set."{key}"', base)
+        path = _resolve_key(problems, key, f"set.{key}" if KEY_PATTERN.fullmatch(key) else f'set."{key}"', base)
         if path is None:
-            r.problems.append("set.optimizer: select optimizers with the 'optimizer' axis of [grid] or [[runs]]")
+            problems.append("set.optimizer: select optimizers with the 'optimizer' axis of [grid] or [[runs]]")
         elif path is not False:
             apply_override(base, path, value)  # type: ignore[arg-type]
 
-    grid_raw = _flatten(r.table(data.get("grid", {}), "grid"))
-    runs_raw = data.get("runs", [])
-    if not isinstance(runs_raw, list):
-        r.problem("runs", runs_raw, "an array of [[runs]] tables of overrides")
-        runs_raw = []
+    grid_raw = _flatten(tables["grid"])
+    runs_raw = data.get("runs", []) if isinstance(data.get("runs", []), list) else []
     if not grid_raw and not runs_raw:
-        r.problems.append("grid / runs: give a [grid] of values to sweep and / or a list of [[runs]]")
+        problems.append("grid / runs: give a [grid] of values to sweep and / or a list of [[runs]]")
     paths: dict[str, tuple[Segment, ...] | None] = {}
     axes: list[Axis] = []
     for key, values in grid_raw.items():
         where = f"grid.{key}" if KEY_PATTERN.fullmatch(key) else f'grid."{key}"'
         if not isinstance(values, list) or not values:
-            r.problem(where, values, "a non-empty list of values to try")
+            problems.append(f"{where}: {got(values, 'a non-empty list of values to try')}")
             continue
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
-            r.problem(where, values, "distinct values")
-        path = _resolve_key(r, key, where, base)
+            problems.append(f"{where}: {got(values, 'distinct values')}")
+        path = _resolve_key(problems, key, where, base)
         if path is False:
             continue
         if path is None:
-            _check_optimizer_values(r, values, where, base)
+            _check_optimizer_values(problems, values, where, base)
         paths[key] = path  # type: ignore[assignment]
         axes.append(Axis(key=key, path=path, values=list(values)))  # type: ignore[arg-type]
     runs_given: list[dict[str, Any]] = []
     for i, entry in enumerate(runs_raw):
-        table = _flatten(r.table(entry, f"runs[{i}]"))
+        table = _flatten(entry) if isinstance(entry, dict) else {}
         runs_given.append(table)
         for key, value in table.items():
             where = f"runs[{i}].{key}"
             if key in grid_raw:
-                r.problems.append(f"{where}: also swept in [grid]; set it in one place")
+                problems.append(f"{where}: also swept in [grid]; set it in one place")
                 continue
             if key not in paths:
-                path = _resolve_key(r, key, where, base)
+                path = _resolve_key(problems, key, where, base)
                 if path is False:
                     continue
                 paths[key] = path  # type: ignore[assignment]
             if paths[key] is None:
-                _check_optimizer_values(r, [value], where, base)
+                _check_optimizer_values(problems, [value], where, base)
     listed_keys = [k for t in runs_given for k in t if k in paths and k not in grid_raw]
     for key in dict.fromkeys(listed_keys):  # a listed field becomes an axis too (for the report)
         values = list(
@@ -278,17 +336,18 @@ def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = N
         axes.append(Axis(key=key, path=paths[key], values=values))
     count = max(len(runs_given), 1) * math.prod(len(a.values) for a in axes if a.key in grid_raw)
     if count > MAX_RUNS:
-        r.problems.append(f"grid / runs: {count} runs; at most {MAX_RUNS}")
-    if r.problems:
-        raise ConfigError(r.problems, source)
+        problems.append(f"grid / runs: {count} runs; at most {MAX_RUNS}")
+    if problems:
+        raise ConfigError(problems, source)
 
     grid = {a.key: a.values for a in axes if a.key in grid_raw}
-    config = SweepConfig(name=sweep_name, base=base, fixed=fixed, grid=grid, runs_given=runs_given, axes=axes,
-                         nproc=nproc)  # fmt: skip
+    config = SweepConfig(
+        name=sweep_name, base=base, fixed=fixed, grid=grid, runs_given=runs_given, axes=axes, nproc=nproc
+    )
     short = _short_names([a.key for a in axes])
     grid_axes = [a for a in axes if a.key in grid_raw]
     seen: dict[str, str] = {}
-    problems: dict[str, list[str]] = {}
+    run_problems: dict[str, list[str]] = {}
     order = [a.key for a in axes]
     for listed in runs_given or [{}]:
         for combo in itertools.product(*(a.values for a in grid_axes)):
@@ -308,20 +367,23 @@ def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = N
                     check_data_parallel(parsed, None)
             except ConfigError as exc:
                 for p in exc.problems:
-                    problems.setdefault(p, []).append(run.id)
+                    run_problems.setdefault(p, []).append(run.id)
             config.runs.append(run)
-    if "tuning" in data:
+    if top is not None and top.tuning is not None:
         selected = next((a.values for a in axes if a.path is None), None)
-        parsed = parse_sweep_tuning(r, data["tuning"], base, selected)
-        if parsed is not None:
-            config.tuning, config.spaces = parsed
-            check_sweep_tuning(r, config.tuning, config.spaces, config.runs)
-        if r.problems:
-            raise ConfigError(r.problems, source)
-    if problems:
+        config.tuning, config.spaces = parse_sweep_tuning(problems, top.tuning, base, selected)
+        check_sweep_tuning(problems, config.tuning, config.spaces, config.runs)
+        if problems:
+            raise ConfigError(problems, source)
+    if run_problems:
         total = len(config.runs)
-        raise ConfigError([f"{p} (run {ids[0]}" + (f" and {len(ids) - 1} more of {total})" if len(ids) > 1 else ")")
-                           for p, ids in problems.items()], source)  # fmt: skip
+        raise ConfigError(
+            [
+                f"{p} (run {ids[0]}" + (f" and {len(ids) - 1} more of {total})" if len(ids) > 1 else ")")
+                for p, ids in run_problems.items()
+            ],
+            source,
+        )
     return config
 
 

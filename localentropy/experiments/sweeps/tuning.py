@@ -17,7 +17,7 @@ import math
 import tempfile
 from typing import Any
 
-from localentropy.experiments.core.config import FieldReader, key_text
+from localentropy.experiments.core.config import got, path_text
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.sweeps.paths import optimizer_label
 from localentropy.experiments.tuning.search import search
@@ -28,7 +28,6 @@ from localentropy.experiments.tuning.space import (
     check_names,
     default_space,
     hard_limits,
-    parse_tuning,
     tunable_names,
     tuned_labels,
     wrapped_sampler,
@@ -55,52 +54,62 @@ def _center(opt: dict[str, Any]) -> float | None:
     return float(step) if isinstance(step, int | float) and not isinstance(step, bool) and step > 0 else None
 
 
-def parse_sweep_tuning(r: FieldReader, raw: Any, base: dict[str, Any], selected: list[str] | None
-                       ) -> tuple[TuningConfig, dict[str, Space]] | None:  # fmt: skip
-    """The sweep's ``[tuning]`` and the space of each tuned optimizer (all the sweep runs by default)."""
-    tuning = parse_tuning(r, raw, "sweep")
-    if tuning is None:
-        return None
+def parse_sweep_tuning(
+    problems: list[str], tuning: TuningConfig, base: dict[str, Any], selected: list[str] | None
+) -> tuple[TuningConfig, dict[str, Space]]:
+    """The space of each tuned optimizer of a sweep's ``[tuning]`` (all the sweep runs by default); the problems
+    are added to ``problems``."""
     optimizers = base.get("optimizers") if isinstance(base.get("optimizers"), list) else []
     by_label = {optimizer_label(o, i): o for i, o in enumerate(optimizers) if isinstance(o, dict)}
     allowed = selected if selected is not None else list(by_label)
-    labels = tuned_labels(r, tuning.optimizers, allowed, "tuning.optimizers", "an optimizer this sweep runs")
+    labels, wrong = tuned_labels(tuning.optimizers, allowed, "optimizers", "an optimizer this sweep runs")
     tuning.optimizers = labels
     names = {label: _names(by_label[label]) for label in labels}
-    given = check_names(r, tuning, names, {label: _sampler_of(by_label[label]) for label in labels}, "optimizer")
+    given, unknown = check_names(tuning, names, {label: _sampler_of(by_label[label]) for label in labels}, "optimizer")
+    problems += [f"{path_text(('tuning', *loc))}: {text}" for loc, text in wrong + unknown]
     spaces = {}
     for label in labels:
         opt = by_label[label]
         sampler = _sampler_of(opt)
         options = opt.get("sampler_options") if isinstance(opt.get("sampler_options"), dict) else {}
         lr = opt.get("lr") if isinstance(opt.get("lr"), int | float) and not isinstance(opt.get("lr"), bool) else None
-        space = given.get(label) or default_space(names[label], wrapped_sampler(sampler, options) or sampler,
-                                                  _center(opt), lr)  # fmt: skip
+        space = given.get(label) or default_space(
+            names[label], wrapped_sampler(sampler, options) or sampler, _center(opt), lr
+        )
         if not space:
-            r.problems.append(f"tuning.space.{key_text(label)}: missing: optimizer {label!r} has no default space "
-                              f"(no step size or lr to centre it on); allowed names: {', '.join(names[label])}")
+            problems.append(
+                f"{path_text(('tuning', 'space', label))}: missing: optimizer {label!r} has no default "
+                f"space (no step size or lr to centre it on); allowed names: {', '.join(names[label])}"
+            )
         spaces[label] = space
     data = base.get("data") if isinstance(base.get("data"), dict) else {}
     if data.get("validation_fraction", 0.1) == 0:
-        r.problems.append("tuning: the objective is the validation error; give data.validation_fraction > 0")
+        problems.append("tuning: the objective is the validation error; give data.validation_fraction > 0")
     return tuning, spaces
 
 
-def check_sweep_tuning(r: FieldReader, tuning: TuningConfig, spaces: dict[str, Space], runs: list[Any]) -> None:
+def check_sweep_tuning(problems: list[str], tuning: TuningConfig, spaces: dict[str, Space], runs: list[Any]) -> None:
     """Tuning seeds apart from the reported ones; no swept field that the tuning chooses."""
     tuning_seeds = set(range(tuning.seed_offset, tuning.seed_offset + tuning.seeds))
     reported = {run.config.get("seed", 0) for run in runs}
     if tuning_seeds & reported:
-        r.problem("tuning.seed_offset", tuning.seed_offset, f"tuning seeds apart from the sweep's seeds "
-                  f"{sorted(reported)[:10]} (the tuning seeds are {tuning.seed_offset} to "
-                  f"{tuning.seed_offset + tuning.seeds - 1})")  # fmt: skip
+        problems.append(
+            "tuning.seed_offset: "
+            + got(
+                tuning.seed_offset,
+                f"tuning seeds apart from the sweep's seeds "
+                f"{sorted(reported)[:10]} (the tuning seeds are {tuning.seed_offset} to "
+                f"{tuning.seed_offset + tuning.seeds - 1})",
+            )
+        )
     for run in runs:
         for key, labels in run.touched.items():
             name = key.rsplit(".", 1)[-1]
             for label in labels or []:
                 if label in spaces and name in spaces[label]:
-                    r.problems.append(f"grid / runs: {key!r} sets {name} of {label!r}, which [tuning] chooses; "
-                                      "remove one of the two")  # fmt: skip
+                    problems.append(
+                        f"grid / runs: {key!r} sets {name} of {label!r}, which [tuning] chooses; remove one of the two"
+                    )
                     return
 
 
@@ -138,8 +147,13 @@ def tuning_jobs(base: dict[str, Any], tuning: TuningConfig, spaces: dict[str, Sp
         if label not in spaces:
             continue
         config = {**copy.deepcopy(base), "optimizers": [copy.deepcopy(opt)], "name": f"tuning-{slug(label)}"}
-        payload = {"label": label, "config": config, "tuning": tuning.as_dict(), "threads": base.get("threads", 1),
-                   "space": {n: d.as_dict() for n, d in spaces[label].items()}}  # fmt: skip
+        payload = {
+            "label": label,
+            "config": config,
+            "tuning": tuning.as_dict(),
+            "threads": base.get("threads", 1),
+            "space": {n: d.as_dict() for n, d in spaces[label].items()},
+        }
         jobs.append((label, payload, f"{slug(label)}.json"))
     return jobs
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from localentropy.data import ArrayData
-from localentropy.experiments.core.rundir import stable_seed
+from localentropy.experiments.core.seeds import stable_seed
 from localentropy.experiments.training.text import clip_gradients
 
 

@@ -1,21 +1,38 @@
-"""Training configs for ``localentropy train``: TOML files validated whole (every field: docs/training.md).
+"""Training configs for ``localentropy train``: pydantic models of the TOML tables, validated whole.
 
-A bad config raises :class:`~localentropy.experiments.comparison.config.ConfigError` listing every problem at once, each
-with its field path, the value found and what is expected (the same rules as ``localentropy run``'s configs).
+Every field: ``localentropy docs configuration``; the JSON Schema: ``localentropy configs schema --json``. A bad
+config raises :class:`ConfigError` listing every problem at once, each with its field path, the value found and
+what is expected (the same rules as ``localentropy run``'s configs).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationInfo, field_validator
 
 from localentropy.data.sources import FILE_SOURCES, FIXED_TEST, SOURCES
+from localentropy.data.text import OPTIONS as TEXT_OPTIONS
 from localentropy.data.text import TEXT_SOURCES, check_text_options
-from localentropy.entropy.presets import OPTIMIZER_PRESETS, PARLE_PRESETS, optimizer_preset
-from localentropy.experiments.core.config import ConfigError, FieldReader, key_text, read_toml
+from localentropy.entropy.presets import OPTIMIZER_PRESETS
+from localentropy.experiments.core.config import (
+    Problem,
+    Table,
+    array,
+    choice,
+    fail,
+    got,
+    integer,
+    nonempty_text,
+    number,
+    read_toml,
+    run_name,
+    table,
+    validate_named,
+)
 from localentropy.experiments.core.files import slug
-from localentropy.experiments.core.labels import default_labels, lying_label, optimizer_label_base
+from localentropy.experiments.core.labels import default_labels, optimizer_label_base
 from localentropy.experiments.training.models import (
     TEXT_MODELS,
     available_models,
@@ -23,330 +40,309 @@ from localentropy.experiments.training.models import (
     check_input_shape,
     model_options,
 )
-from localentropy.experiments.training.optim import (
-    ENTROPY_KINDS,
-    OPTIMIZER_KINDS,
-    OPTIONS,
-    SAMPLER_KINDS,
-    SCHEDULE_KINDS,
-    OptimizerConfig,
-    ScheduleConfig,
-    check_optimizer,
-)
-from localentropy.samplers import available_samplers
+from localentropy.experiments.training.optim import OptimizerConfig, ScheduleConfig
 
-INPUT_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist1d": (40,), "mnist": (1, 28, 28),
-                "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "text": (), "markov-text": ()}  # fmt: skip
+INPUT_SHAPES = {
+    "digits": (1, 8, 8),
+    "mnist5k": (1, 28, 28),
+    "mnist1d": (40,),
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "text": (),
+    "markov-text": (),
+}
 EPOCH_UNITS = ("optimizer", "effective")
 MEASURES = ("top_eigenvalue", "trace", "density", "sharpness", "local_entropy")
 PRESETS = OPTIMIZER_PRESETS
-LOCAL_ENTROPY_DEFAULTS = {"gamma": 1.0, "temperature": 1e-8, "step_size": 0.01, "steps": 20, "chains": 2,
-                          "burn_in": 5}  # fmt: skip
 
 
-@dataclass
-class DataConfig:
-    source: str
-    path: str | None = None
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.2
-    train_limit: int | None = None
-    test_limit: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # text sources: localentropy.data.text.OPTIONS
+def _problem_at(text: str, prefix: str) -> Problem:
+    """A problem written as ``prefix.a.b: text`` (by a checker outside the models) as a path inside ``prefix``."""
+    path, _, reason = text.partition(": ")
+    return tuple(path.removeprefix(prefix).lstrip(".").split(".")) if path != prefix else (), reason
 
 
-@dataclass
-class ModelConfig:
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
+class DataConfig(Table):
+    """``[data]``: the dataset."""
+
+    source: choice(SOURCES) = Field(description="The dataset (digits, mnist5k and mnist1d need no files).")
+    path: nonempty_text() | None = Field(
+        None,
+        description="A folder with the dataset's files (required for the sources read from files: "
+        + ", ".join(map(repr, FILE_SOURCES))
+        + ").",
+    )
+    validation_fraction: number(0.0, 0.9) = Field(
+        0.1, description="The share of the training set held out for validation."
+    )
+    test_fraction: number(0.0, 0.9, low_open=True) = Field(
+        0.2, description="The share held out for testing (not for the sources with their own test set)."
+    )
+    train_limit: integer(1) | None = Field(None, description="Use at most this many training examples.")
+    test_limit: integer(1) | None = Field(None, description="Use at most this many test examples.")
+    options: table() = Field(
+        default_factory=dict,
+        description="The text sources' options: "
+        + "; ".join(f"{src}: {', '.join(f'{k} = {v!r}' for k, v in o.items())}" for src, o in TEXT_OPTIONS.items())
+        + ".",
+    )
+
+    @classmethod
+    def precheck(cls, data: dict[str, Any]) -> list[Problem]:
+        source = data.get("source")
+        problems: list[Problem] = []
+        if source in FILE_SOURCES and "path" not in data:
+            problems.append((("path",), "missing (required)"))
+        elif source not in FILE_SOURCES and "path" in data:
+            problems.append((("path",), got(data["path"], f"no path: the {source!r} source needs no files")))
+        if source in FIXED_TEST and "test_fraction" in data:
+            problems.append(
+                (("test_fraction",), got(data["test_fraction"], f"no test_fraction: {source!r} has its own test set"))
+            )
+        return problems
+
+    def check(self) -> list[Problem]:
+        if self.source in TEXT_SOURCES:
+            return [_problem_at(p, "data") for p in check_text_options(self.source, self.options)]
+        if self.options:
+            return [(("options",), got(self.options, f"no options: the {self.source!r} source takes none"))]
+        return []
 
 
-@dataclass
-class FlatnessConfig:
-    measures: list[str] = field(default_factory=lambda: list(MEASURES))
-    examples: int = 1000
-    batch_size: int = 1000
-    power_iterations: int = 100
-    power_tol: float = 1e-3
-    hutchinson_samples: int = 30
-    lanczos_steps: int = 30
-    lanczos_runs: int = 2
-    broadening: float = 0.01
-    sharpness_epsilon: float = 1e-3
-    sharpness_iterations: int = 10
-    local_entropy: dict[str, Any] = field(default_factory=lambda: dict(LOCAL_ENTROPY_DEFAULTS))
+class ModelConfig(Table):
+    """``[model]``: the network."""
+
+    name: choice(tuple(available_models())) = Field(description="The network.")
+    options: table() = Field(
+        default_factory=dict,
+        description="The model's options: "
+        + "; ".join(
+            f"{m}: {', '.join(f'{k} = {v!r}' for k, v in model_options(m).items()) or 'none'}"
+            for m in available_models()
+        )
+        + ".",
+    )
+
+    def check(self) -> list[Problem]:
+        allowed = model_options(self.name)
+        return [
+            (("options", key), f"unknown for model {self.name!r}; allowed: {', '.join(sorted(allowed)) or 'none'}")
+            for key in sorted(set(self.options) - set(allowed))
+        ]
 
 
-@dataclass
-class TrainConfig:
-    name: str
-    seed: int
-    data: DataConfig
-    model: ModelConfig
-    optimizers: list[OptimizerConfig]
-    batch_size: int = 64
-    epochs: int | None = None
-    effective_epochs: float | None = None
-    eval_batch_size: int = 1000
-    threads: int = 1
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    flatness: FlatnessConfig = field(default_factory=FlatnessConfig)
-    bptt: int = 32  # text: tokens per truncated-backpropagation segment
-    clip_grad_norm: float | None = None  # clip each closure's gradient to this L2 norm (every inner step too)
-    epoch_unit: str = "optimizer"  # "effective": an epoch (evaluation, checkpoint, schedule) is one data pass
+class LocalEntropyMeasure(Table):
+    """``[flatness.local_entropy]``: the sampler settings of the local-entropy gradient norm."""
+
+    gamma: number(0.0, low_open=True) = Field(1.0, description="The scope gamma.")
+    temperature: number(0.0, low_open=True) = Field(1e-8, description="The temperature.")
+    step_size: number(0.0, low_open=True) = Field(0.01, description="The SGLD step size.")
+    steps: integer(1) = Field(20, description="SGLD steps per chain.")
+    chains: integer(1) = Field(2, description="Chains.")
+    burn_in: integer(0) = Field(5, description="Steps discarded per chain (fewer than steps).")
+
+    def check(self) -> list[Problem]:
+        return [] if self.burn_in < self.steps else [(("burn_in",), got(self.burn_in, "fewer than steps"))]
+
+
+class FlatnessConfig(Table):
+    """``[flatness]``: the flatness measured at the final weights."""
+
+    measures: Annotated[list[choice(MEASURES)], Field(json_schema_extra={"uniqueItems": True})] = Field(
+        default_factory=lambda: list(MEASURES), description="The flatness measures."
+    )
+    examples: integer(1) = Field(1000, description="The training examples the measures use.")
+    batch_size: integer(1) = Field(1000, description="The batch size of the measures' passes.")
+    power_iterations: integer(1) = Field(100, description="top_eigenvalue: at most this many power iterations.")
+    power_tol: number(0.0, low_open=True) = Field(
+        1e-3, description="top_eigenvalue: the relative change that stops the power iteration."
+    )
+    hutchinson_samples: integer(2) = Field(30, description="trace: Rademacher probes of Hutchinson's estimator.")
+    lanczos_steps: integer(1) = Field(30, description="density: Lanczos steps per run.")
+    lanczos_runs: integer(1) = Field(2, description="density: independent Lanczos runs.")
+    broadening: number(0.0, low_open=True) = Field(
+        0.01, description="density: the Gaussian broadening of the eigenvalue density."
+    )
+    sharpness_epsilon: number(0.0, low_open=True) = Field(
+        1e-3, description="sharpness: the box radius epsilon of epsilon-sharpness."
+    )
+    sharpness_iterations: integer(1) = Field(10, description="sharpness: L-BFGS-B iterations of the maximisation.")
+    local_entropy: LocalEntropyMeasure = Field(
+        default_factory=dict, description="local_entropy: the sampler settings (`[flatness.local_entropy]`)."
+    )
+
+
+def _is_label(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _same_files(
+    labels: list[tuple[int, str]], files: dict[str, str], prefix: tuple[str, ...], note: str = ""
+) -> list[Problem]:
+    """Labels name checkpoint and record files: two may not share a file name (``files``: the names taken;
+    ``prefix``: where the optimizers are, from the table checking them)."""
+    problems: list[Problem] = []
+    for i, label in labels:
+        if slug(label) in files:
+            other = files[slug(label)]
+            problems.append(
+                (
+                    (*prefix, i, "label" + note),
+                    got(
+                        label,
+                        "a label not used by another optimizer"
+                        if other == label
+                        else f"a label whose file name ({slug(label)}) differs from that of {other!r}",
+                    ),
+                )
+            )
+        files[slug(label)] = label
+    return problems
+
+
+class TrainConfig(Table):
+    """A training config: optimizers trained from the same initial weights on one dataset and network."""
+
+    # the name is the default run directory's name: the rule of `localentropy run` (a sweep names its runs by it)
+    name: run_name() = Field(
+        "train",
+        description="The run's name; the run directory defaults to runs/<name> (default: the config file's stem).",
+    )
+    seed: integer(0, 2**62) = Field(
+        0, description="The data split, initial weights, batch order and noise derive from it."
+    )
+    data: DataConfig = Field(description="The dataset: `[data]` below.")
+    model: ModelConfig = Field(description="The network: `[model]` below.")
+    optimizers: Annotated[list[OptimizerConfig], array("a non-empty array of [[optimizers]] tables")] = Field(
+        description="The optimizers compared, each trained from the same initial weights: `[[optimizers]]` below."
+    )
+    batch_size: integer(1) = Field(64, description="The minibatch size.")
+    epochs: integer(1, 100_000) | None = Field(
+        None,
+        description="The budget in optimizer epochs, for every optimizer (exactly one of epochs and effective_epochs).",
+    )
+    effective_epochs: number(0.0, 100_000, low_open=True) | None = Field(
+        None,
+        description="The budget in passes over the data (forward-backward passes / training set size), the "
+        "same for every optimizer.",
+    )
+    eval_batch_size: integer(1) = Field(1000, description="The batch size of the evaluations.")
+    threads: integer(1, 1024) = Field(1, description="Torch threads during the run.")
+    schedule: ScheduleConfig = Field(
+        default_factory=dict,
+        description="The learning-rate schedule of every optimizer without its own: `[schedule]` below.",
+    )
+    flatness: FlatnessConfig = Field(
+        default_factory=dict, description="The flatness measured at the final weights: `[flatness]` below."
+    )
+    bptt: integer(1, 100_000) = Field(
+        32, description="Text models: tokens per truncated-backpropagation segment (state carried, detached)."
+    )
+    clip_grad_norm: number(0.0, low_open=True) | None = Field(
+        None, description="Clip each closure call's gradient (every inner step too) to this L2 norm."
+    )
+    epoch_unit: choice(EPOCH_UNITS) = Field(
+        "optimizer",
+        description="One epoch (evaluation, checkpoint, schedule): an optimizer epoch, or one data pass (effective).",
+    )
+
+    @classmethod
+    def precheck(cls, data: dict[str, Any]) -> list[Problem]:
+        problems: list[Problem] = []
+        if ("epochs" in data) == ("effective_epochs" in data):
+            problems.append(
+                (
+                    (),
+                    "epochs / effective_epochs: give exactly one budget (epochs: optimizer epochs for "
+                    "every optimizer; effective_epochs: the same number of forward-backward passes for all)",
+                )
+            )
+        optimizers = data.get("optimizers") if isinstance(data.get("optimizers"), list) else []
+        given = [(i, o["label"]) for i, o in enumerate(optimizers) if isinstance(o, dict) and _is_label(o.get("label"))]
+        return problems + _same_files(given, {}, ("optimizers",))
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, model: ModelConfig, info: ValidationInfo) -> ModelConfig:
+        raw = (info.context or {}).get("raw", {}).get("data")
+        source = (
+            info.data["data"].source if "data" in info.data else raw.get("source") if isinstance(raw, dict) else None
+        )
+        if source not in SOURCES or set(model.options) - set(model_options(model.name)):
+            return model
+        shape = INPUT_SHAPES[source]
+        need = check_input_shape(model.name, shape)
+        if source in TEXT_SOURCES and model.name not in TEXT_MODELS:
+            fail([(("name",), got(model.name, f"a model of token streams for {source!r} ({', '.join(TEXT_MODELS)})"))])
+        if need is not None:
+            fail(
+                [
+                    (
+                        ("name",),
+                        got(
+                            model.name, f"a model for {source!r} inputs of shape {shape} ({model.name!r} needs {need})"
+                        ),
+                    )
+                ]
+            )
+        try:
+            build_model(model.name, shape, 10, **model.options)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            fail([(("options",), str(exc))])
+        return model
+
+    @field_validator("optimizers")
+    @classmethod
+    def _optimizers(cls, optimizers: list[OptimizerConfig]) -> list[OptimizerConfig]:
+        """A missing label is built from what runs (and what sets it apart); the given ones are checked before."""
+        files = {slug(o.label): o.label for o in optimizers if o.label}
+        unlabelled = [(i, o) for i, o in enumerate(optimizers) if not o.label]
+        names = default_labels(
+            [optimizer_label_base(o.kind, o.sampler, o.preset) for _, o in unlabelled],
+            [{"lr": o.lr, **o.options, **o.sampler_options} for _, o in unlabelled],
+            set(files.values()),
+        )
+        for (_, optimizer), name in zip(unlabelled, names, strict=True):
+            optimizer.label = name
+        problems = _same_files(
+            [(i, name) for (i, _), name in zip(unlabelled, names, strict=True)], files, (), " (default)"
+        )
+        if problems:
+            fail(problems)
+        return optimizers
+
+    def check(self) -> list[Problem]:
+        text = self.data.source in TEXT_SOURCES
+        problems: list[Problem] = []
+        if text and self.flatness.measures:
+            if "measures" in self.flatness.model_fields_set:
+                problems.append(
+                    (
+                        ("flatness", "measures"),
+                        got(self.flatness.measures, "[] for a text source (the measures read labelled examples)"),
+                    )
+                )
+            self.flatness.measures = []
+        if "bptt" in self.model_fields_set and not text:
+            problems.append(
+                (("bptt",), got(self.bptt, "no bptt: it is for text sources (truncated backpropagation through time)"))
+            )
+        return problems
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     def schedule_for(self, spec: OptimizerConfig) -> ScheduleConfig:
         return spec.schedule if spec.schedule is not None else self.schedule
 
 
-def _data(r: FieldReader, raw: Any) -> DataConfig:
-    t = r.table(raw, "data")
-    r.unknown(t, {"source", "path", "validation_fraction", "test_fraction", "train_limit", "test_limit", "options"},
-              "data")  # fmt: skip
-    source = r.choice(r.get(t, "source", "data.source"), "data.source", SOURCES) or "digits"
-    config = DataConfig(source=source)
-    if source in FILE_SOURCES:
-        config.path = r.string(r.get(t, "path", "data.path"), "data.path")
-    elif "path" in t:
-        r.problem("data.path", t["path"], f"no path: the {source!r} source needs no files")
-    fraction = r.number(t.get("validation_fraction", 0.1), "data.validation_fraction", 0.0, 0.9)
-    config.validation_fraction = fraction or 0.0
-    if source in FIXED_TEST and "test_fraction" in t:
-        r.problem("data.test_fraction", t["test_fraction"], f"no test_fraction: {source!r} has its own test set")
-    config.test_fraction = r.number(t.get("test_fraction", 0.2), "data.test_fraction", 0.0, 0.9, low_open=True) or 0.2
-    for key in ("train_limit", "test_limit"):
-        if key in t:
-            setattr(config, key, r.integer(t[key], f"data.{key}", 1))
-    config.options = dict(r.table(t.get("options", {}), "data.options"))
-    if source in TEXT_SOURCES:
-        r.problems.extend(check_text_options(source, config.options))
-    elif config.options:
-        r.problem("data.options", config.options, f"no options: the {source!r} source takes none")
-    return config
-
-
-def _model(r: FieldReader, raw: Any, source: str) -> ModelConfig:
-    t = r.table(raw, "model")
-    r.unknown(t, {"name", "options"}, "model")
-    name = r.choice(r.get(t, "name", "model.name"), "model.name", tuple(available_models()))
-    options = dict(r.table(t.get("options", {}), "model.options"))
-    config = ModelConfig(name=name or "mlp", options=options)
-    if name is None:
-        return config
-    for key in sorted(set(options) - set(model_options(name))):
-        r.problems.append(f"model.options.{key_text(key)}: unknown for model {name!r}; allowed: "
-                          f"{', '.join(sorted(model_options(name))) or 'none'}")  # fmt: skip
-    shape = INPUT_SHAPES[source]
-    need = check_input_shape(name, shape)
-    if source in TEXT_SOURCES and name not in TEXT_MODELS:
-        r.problem("model.name", name, f"a model of token streams for {source!r} ({', '.join(TEXT_MODELS)})")
-    elif need is not None:
-        r.problem("model.name", name, f"a model for {source!r} inputs of shape {shape} ({name!r} needs {need})")
-    elif set(options) <= set(model_options(name)):
-        try:
-            build_model(name, shape, 10, **options)
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            r.problems.append(f"model.options: {exc}")
-    return config
-
-
-def _schedule(r: FieldReader, raw: Any, path: str) -> ScheduleConfig:
-    t = r.table(raw, path)
-    kind = r.choice(t.get("kind", "constant"), f"{path}.kind", SCHEDULE_KINDS) or "constant"
-    allowed = {"kind"} | {"step": {"step_size", "gamma"}, "multistep": {"milestones", "gamma"},
-                          "cosine": {"min_lr"}}.get(kind, set())  # fmt: skip
-    r.unknown(t, allowed, path)
-    config = ScheduleConfig(kind=kind)
-    if kind == "step":
-        config.step_size = r.integer(r.get(t, "step_size", f"{path}.step_size"), f"{path}.step_size", 1) or 1
-    if kind in ("step", "multistep"):
-        config.gamma = r.number(t.get("gamma", 0.1), f"{path}.gamma", 0.0, 1.0, low_open=True) or 0.1
-    if kind == "multistep":
-        raw_ms = r.get(t, "milestones", f"{path}.milestones")
-        ms = raw_ms if isinstance(raw_ms, list) and raw_ms else None
-        if ms is None:
-            r.problem(f"{path}.milestones", raw_ms, "a non-empty list of increasing epoch numbers")
-        checked = [r.integer(m, f"{path}.milestones[{i}]", 1) for i, m in enumerate(ms or [])]
-        values = [m for m in checked if m is not None]
-        if values != sorted(set(values)):
-            r.problem(f"{path}.milestones", raw_ms, "strictly increasing epoch numbers")
-        config.milestones = values
-    if kind == "cosine":
-        config.min_lr = r.number(t.get("min_lr", 0.0), f"{path}.min_lr", 0.0) or 0.0
-    return config
-
-
-def _optimizer(r: FieldReader, raw: Any, i: int, labels: dict[str, str]) -> OptimizerConfig | None:
-    path = f"optimizers[{i}]"
-    t = r.table(raw, path)
-    kind = r.choice(r.get(t, "kind", f"{path}.kind"), f"{path}.kind", OPTIMIZER_KINDS)
-    sampler_fields = {"sampler", "sampler_options", "preset"}
-    r.unknown(t, {"label", "kind", "lr", "options", "schedule"} | (sampler_fields if kind in SAMPLER_KINDS or kind
-                                                                   is None else set()), path)  # fmt: skip
-    label = ""  # left out: a default built from what runs, given in parse_train_config
-    if "label" in t:
-        label = r.label(t["label"], f"{path}.label") or f"optimizer{i}"
-        _unique_label(r, label, path, labels)
-    lr = r.number(r.get(t, "lr", f"{path}.lr"), f"{path}.lr", 0.0, low_open=True)
-    options = dict(r.table(t.get("options", {}), f"{path}.options"))
-    spec = OptimizerConfig(label=label, kind=kind or "sgd", lr=lr or 0.1, options=options)
-    if "schedule" in t:
-        spec.schedule = _schedule(r, t["schedule"], f"{path}.schedule")
-    if kind is None:
-        return None
-    for key in sorted(set(options) - OPTIONS[kind]):
-        allowed = ", ".join(sorted(OPTIONS[kind]))
-        r.problems.append(f"{path}.options.{key_text(key)}: unknown for {kind!r}; allowed: {allowed}")
-    if kind in ENTROPY_KINDS:
-        spec.preset = r.choice(t["preset"], f"{path}.preset", PRESETS) if "preset" in t else None
-        if "preset" in t and "sampler" in t:
-            r.problem(f"{path}.sampler", t["sampler"], "no sampler: a preset runs its own (remove one of the two)")
-        elif "preset" not in t:
-            spec.sampler = r.choice(r.get(t, "sampler", f"{path}.sampler"), f"{path}.sampler",
-                                    tuple(available_samplers()))  # fmt: skip
-        spec.sampler_options = dict(r.table(t.get("sampler_options", {}), f"{path}.sampler_options"))
-        if "gamma" not in options:
-            r.problems.append(f"{path}.options.gamma: missing (required: the scope of Entropy-SGD)")
-    if kind == "parle":  # a Parle preset fixes the outer loop only: the sampler stays the config's (default SGLD)
-        spec.preset = r.choice(t["preset"], f"{path}.preset", tuple(PARLE_PRESETS)) if "preset" in t else None
-        if "sampler" in t:
-            spec.sampler = r.choice(t["sampler"], f"{path}.sampler", tuple(available_samplers()))
-        spec.sampler_options = dict(r.table(t.get("sampler_options", {}), f"{path}.sampler_options"))
-        if "gamma" not in options:
-            r.problems.append(f"{path}.options.gamma: missing (required: the scope of each replica's inner loop)")
-    if spec.label:  # a label may not name an optimizer kind or sampler this optimizer does not run
-        used = {spec.kind, spec.sampler} | ({optimizer_preset(spec.preset).sampler} if spec.preset and kind in
-                                             ENTROPY_KINDS else set())  # fmt: skip
-        wrapped = spec.sampler_options.get("sampler")
-        if isinstance(wrapped, dict) and isinstance(wrapped.get("name"), str):
-            used.add(wrapped["name"])
-        runs = f"{spec.kind!r}" + (f" with sampler {spec.sampler!r}" if spec.sampler else "")
-        reason = lying_label(spec.label, used, set(OPTIMIZER_KINDS) | set(available_samplers()), runs)
-        if reason is not None:
-            r.problems.append(f"{path}.label: {reason}")
-    if lr is not None and not _has_problem(r, path):
-        problem = check_optimizer(spec, path)  # the real optimizer, built: a config that validates runs
-        if problem is not None:
-            r.problems.append(problem)
-    return spec
-
-
-def _unique_label(r: FieldReader, label: str, path: str, labels: dict[str, str]) -> None:
-    """Labels name checkpoint and record files: two may not share a file name."""
-    if slug(label) in labels:
-        other = labels[slug(label)]
-        r.problem(f"{path}.label", label, "a label not used by another optimizer" if other == label else
-                  f"a label whose file name ({slug(label)}) differs from that of {other!r}")  # fmt: skip
-    labels[slug(label)] = label
-
-
-def fill_default_labels(optimizers: list[OptimizerConfig], r: FieldReader) -> None:
-    """Optimizers without a label get one built from what they run (and what sets them apart)."""
-    unlabelled = [(i, o) for i, o in enumerate(optimizers) if not o.label]
-    taken = {o.label for o in optimizers if o.label}
-    names = default_labels([optimizer_label_base(o.kind, o.sampler, o.preset) for _, o in unlabelled],
-                           [{"lr": o.lr, **o.options, **o.sampler_options} for _, o in unlabelled], taken)  # fmt: skip
-    files = {slug(o.label): o.label for o in optimizers if o.label}
-    for (i, optimizer), name in zip(unlabelled, names, strict=True):
-        optimizer.label = name
-        _unique_label(r, name, f"optimizers[{i}].label (default)", files)
-
-
-def _has_problem(r: FieldReader, path: str) -> bool:
-    return any(p.startswith(f"{path}.") or p.startswith(f"{path}:") for p in r.problems)
-
-
-def _flatness(r: FieldReader, raw: Any) -> FlatnessConfig:
-    t = r.table(raw, "flatness")
-    defaults = FlatnessConfig()
-    r.unknown(t, set(asdict(defaults)), "flatness")
-    config = FlatnessConfig()
-    measures = t.get("measures", list(MEASURES))
-    if not isinstance(measures, list):
-        r.problem("flatness.measures", measures, f"a list of measures from {', '.join(MEASURES)}")
-        measures = []
-    config.measures = [m for i, m in enumerate(measures) if r.choice(m, f"flatness.measures[{i}]", MEASURES)]
-    for key in ("examples", "batch_size", "power_iterations", "lanczos_steps", "lanczos_runs", "sharpness_iterations"):
-        setattr(config, key, r.integer(t.get(key, getattr(defaults, key)), f"flatness.{key}", 1) or 1)
-    config.hutchinson_samples = r.integer(t.get("hutchinson_samples", 30), "flatness.hutchinson_samples", 2) or 2
-    for key in ("power_tol", "broadening", "sharpness_epsilon"):
-        value = r.number(t.get(key, getattr(defaults, key)), f"flatness.{key}", 0.0, low_open=True)
-        setattr(config, key, value if value is not None else getattr(defaults, key))
-    le = r.table(t.get("local_entropy", {}), "flatness.local_entropy")
-    r.unknown(le, set(LOCAL_ENTROPY_DEFAULTS), "flatness.local_entropy")
-    settings: dict[str, Any] = {}
-    for key, default in LOCAL_ENTROPY_DEFAULTS.items():
-        where = f"flatness.local_entropy.{key}"
-        if isinstance(default, int):
-            settings[key] = r.integer(le.get(key, default), where, 0 if key == "burn_in" else 1)
-        else:
-            settings[key] = r.number(le.get(key, default), where, 0.0, low_open=True)
-    if settings["burn_in"] is not None and settings["steps"] is not None and settings["burn_in"] >= settings["steps"]:
-        r.problem("flatness.local_entropy.burn_in", settings["burn_in"], "fewer than steps")
-    config.local_entropy = settings
-    return config
-
-
 def parse_train_config(data: dict[str, Any], *, name: str = "train", source: str | None = None) -> TrainConfig:
     """Validate a training config given as a dict (as read from TOML); raise ConfigError listing every problem."""
-    r = FieldReader()
-    if not isinstance(data, dict):
-        raise ConfigError([f"the config must be a table of fields, got {type(data).__name__}"], source)
-    top = {"name", "seed", "threads", "batch_size", "eval_batch_size", "epochs", "effective_epochs", "data",
-           "model", "schedule", "flatness", "optimizers", "bptt", "clip_grad_norm", "epoch_unit"}  # fmt: skip
-    r.unknown(data, top, "")
-    # the name is the default run directory's name: the rule of `localentropy run` (a sweep names its runs by it)
-    run_name = r.name(data.get("name", name), "name" if "name" in data else "name (the config file's stem)", "train")
-    seed = r.integer(data.get("seed", 0), "seed", 0, 2**62) or 0
-    threads = r.integer(data.get("threads", 1), "threads", 1, 1024) or 1
-    batch_size = r.integer(data.get("batch_size", 64), "batch_size", 1) or 1
-    eval_batch_size = r.integer(data.get("eval_batch_size", 1000), "eval_batch_size", 1) or 1
-    epochs = effective = None
-    if ("epochs" in data) == ("effective_epochs" in data):
-        r.problems.append(
-            "epochs / effective_epochs: give exactly one budget (epochs: optimizer epochs for every optimizer; "
-            "effective_epochs: the same number of forward-backward passes for all)"
-        )
-    elif "epochs" in data:
-        epochs = r.integer(data["epochs"], "epochs", 1, 100_000)
-    else:
-        effective = r.number(data["effective_epochs"], "effective_epochs", 0.0, 100_000, low_open=True)
-    data_config = _data(r, r.get(data, "data", "data", {}))
-    model = _model(r, r.get(data, "model", "model", {}), data_config.source)
-    schedule = _schedule(r, data.get("schedule", {}), "schedule")
-    flatness = _flatness(r, data.get("flatness", {}))
-    text = data_config.source in TEXT_SOURCES
-    if text and flatness.measures:
-        if "measures" in (data.get("flatness") or {}):
-            r.problem("flatness.measures", flatness.measures, "[] for a text source (the measures read labelled "
-                      "examples)")  # fmt: skip
-        flatness.measures = []
-    bptt = r.integer(data.get("bptt", 32), "bptt", 1, 100_000) or 1
-    if "bptt" in data and not text:
-        r.problem("bptt", data["bptt"], "no bptt: it is for text sources (truncated backpropagation through time)")
-    clip = r.number(data["clip_grad_norm"], "clip_grad_norm", 0.0, low_open=True) if "clip_grad_norm" in data else None
-    epoch_unit = r.choice(data.get("epoch_unit", "optimizer"), "epoch_unit", EPOCH_UNITS) or "optimizer"
-    raw_optimizers = r.get(data, "optimizers", "optimizers")
-    if not isinstance(raw_optimizers, list) or not raw_optimizers:
-        r.problem("optimizers", raw_optimizers, "a non-empty array of [[optimizers]] tables")
-        raw_optimizers = []
-    labels: dict[str, str] = {}
-    optimizers = [o for i, raw in enumerate(raw_optimizers) if (o := _optimizer(r, raw, i, labels)) is not None]
-    fill_default_labels(optimizers, r)
-    if r.problems:
-        raise ConfigError(r.problems, source)
-    return TrainConfig(
-        name=run_name, seed=seed, data=data_config, model=model, optimizers=optimizers, batch_size=batch_size,
-        epochs=epochs, effective_epochs=effective, eval_batch_size=eval_batch_size, threads=threads,
-        schedule=schedule, flatness=flatness, bptt=bptt, clip_grad_norm=clip, epoch_unit=epoch_unit,
-    )  # fmt: skip
+    return validate_named(TrainConfig, data, name, source)
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read and validate a training config; its name defaults to the file's stem."""
     path = Path(path)
-    data = read_toml(path)
-    return parse_train_config(data, name=path.stem, source=str(path))
+    return parse_train_config(read_toml(path), name=path.stem, source=str(path))

@@ -32,7 +32,7 @@ def _chunks(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
 
 def measure_flatness(model: nn.Module, splits: DataSplits, config: TrainConfig) -> dict[str, Any]:
     """Every measure in ``config.flatness.measures`` at the model's current weights, with its seconds."""
-    from localentropy.experiments.core.rundir import stable_seed
+    from localentropy.experiments.core.seeds import stable_seed
 
     fl = config.flatness
     train = splits.train
@@ -73,7 +73,7 @@ def _measure(measure: str, model: nn.Module, loss_fn: Any, batches: list[tuple[T
         return asdict(epsilon_sharpness(model, loss_fn, batches, epsilon=fl.sharpness_epsilon,
                                         iterations=fl.sharpness_iterations, generator=generator))  # fmt: skip
     if measure == "local_entropy":
-        le = fl.local_entropy
+        le = fl.local_entropy.model_dump()
         full = _chunks(train.x, train.y, fl.batch_size)
         return asdict(local_entropy_gradient(
             model, loss_fn, full, gamma=le["gamma"], temperature=le["temperature"], step_size=le["step_size"],

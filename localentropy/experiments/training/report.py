@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from localentropy.experiments.core.config import path_text
 from localentropy.experiments.core.files import atomic_write_bytes, csv_bytes
 from localentropy.experiments.core.plots import save_figure
 
@@ -149,7 +151,8 @@ def _communication(results: dict[str, Any]) -> list[str]:
              f"Data-parallel on {world} processes (torch.distributed, gloo): every rank reads its share of each "
              f"global batch of {results['config']['batch_size']} examples and DDP all-reduces the gradients. Bytes: "
              "the payload each rank handed to collectives (gradient all-reduces, the noise broadcast, drift checks, "
-             "BatchNorm buffer broadcasts); a ring all-reduce sends 2 (n - 1) / n of it (docs/distributed.md).", "",
+             "BatchNorm buffer broadcasts); a ring all-reduce sends 2 (n - 1) / n of it "
+             "(`localentropy docs distributed`).", "",
              "| optimizer | bytes per rank | collective calls | bytes per optimizer step | seconds |",
              "|---|---|---|---|---|"]  # fmt: skip
     for rec in results["records"]:
@@ -200,6 +203,42 @@ def report_markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines.append(f"torch {versions.get('torch')}, {meta.get('torch_threads')} thread(s), commit "
                  f"{meta.get('git_commit') or 'unknown'}.")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+class TrainRecord(BaseModel):
+    """One optimizer's record of ``results.json`` (the fields the report reads; the others are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    label: str
+    kind: str
+    status: str
+    rows: list[dict[str, Any]]
+
+
+class TrainResults(BaseModel):
+    """A training run's ``results.json``, as ``localentropy report DIR`` reads it back."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_: Literal[1] = Field(alias="schema")
+    name: str
+    config: dict[str, Any]
+    records: list[TrainRecord] = Field(min_length=1)
+
+
+def is_train_results(data: Any) -> bool:
+    """Whether a parsed results.json is a training run's (its records are optimizers' epoch rows)."""
+    records = data.get("records") if isinstance(data, dict) else None
+    return isinstance(records, list) and bool(records) and all(isinstance(r, dict) and "rows" in r for r in records)
+
+
+def check_train_results(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``data`` if it holds what the report reads, else ValueError naming the file and every missing field."""
+    try:
+        TrainResults.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{path_text(tuple(e['loc']))}: {e['msg'].lower()}" for e in exc.errors()[:5])
+        raise ValueError(f"{path}: not the results of a complete `localentropy train` run ({problems})") from None
+    return data
 
 
 def write_train_outputs(run_dir: Path, results: dict[str, Any]) -> Path:

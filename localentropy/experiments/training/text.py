@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from localentropy.data.text import TokenStream
-from localentropy.experiments.core.rundir import stable_seed
+from localentropy.experiments.core.seeds import stable_seed
 
 EVAL_ROWS = 16
 EVAL_SEGMENT = 1000

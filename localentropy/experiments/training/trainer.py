@@ -34,8 +34,8 @@ from localentropy.experiments.core.rundir import (
     atomic_write_json,
     environment,
     finite_or_none,
-    stable_seed,
 )
+from localentropy.experiments.core.seeds import stable_seed
 from localentropy.experiments.training.batches import BatchStream, evaluate
 from localentropy.experiments.training.config import TrainConfig, load_train_config
 from localentropy.experiments.training.models import build_model, count_parameters

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from localentropy.experiments.core.rundir import stable_seed
+from localentropy.experiments.core.seeds import stable_seed
 from localentropy.experiments.tuning.space import Dimension, Space, TuningConfig
 
 EDGE = 0.1  # a best value in the outer tenth of its (log) range is "at the edge"

@@ -10,10 +10,11 @@ configured value, and its sampler's own hyperparameters on the ranges of :data:`
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from localentropy.experiments.core.config import FieldReader, key_text
+from pydantic import ConfigDict, Field
+
+from localentropy.experiments.core.config import Problem, Table, array, choice, flag, got, integer, number
 from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
 METHODS = ("tpe", "sobol", "grid")
@@ -32,29 +33,55 @@ DEFAULT_RANGES: dict[str, dict[str, tuple[float, float, bool]]] = {
 }
 # hard limits a range may not cross, even when extended: (low, high), None for no limit
 HARD_LIMITS: dict[str, tuple[float | None, float | None]] = {
-    "friction@sghmc": (None, 1.0), "momentum@msgld": (0.0, 0.99), "beta@psgld": (0.0, 0.9999),
+    "friction@sghmc": (None, 1.0),
+    "momentum@msgld": (0.0, 0.99),
+    "beta@psgld": (0.0, 0.9999),
     "exploration_fraction@cyclical": (0.0, 1.0),
-}  # fmt: skip
+}
 POSITIVE = ("step_size", "lr", "damping", "diffusion", "friction")
-COMMON_FIELDS = {"method", "trials", "seed", "pruner", "max_extensions", "extension_factor", "seed_offset", "space"}
 KIND_FIELDS = {"comparison": {"budget", "replicates", "estimators"}, "sweep": {"seeds", "optimizers"}}
 # the tuning seeds lie this far from the evaluation's: a sweep's are seed_offset, seed_offset + 1, ...; a comparison's
 # replicates draw from the seeds of config seed + seed_offset
 SEED_OFFSET = 1_000_000
 
 
-@dataclass
-class Dimension:
+class Dimension(Table):
     """One searched hyperparameter: a float range (``log``: searched on a log scale) or a list of choices."""
 
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: list[Any] | None = None
+    low: number() | None = Field(None, description="the range's low end (> 0 on a log scale)")
+    high: number() | None = Field(None, description="the range's high end (> low)")
+    log: flag() = Field(False, description="search the range on a log scale")
+    choices: list[Any] | None = Field(None, description="instead of a range: the values to choose from")
+
+    def __init__(self, low: float | None = None, high: float | None = None, **fields: Any) -> None:
+        super().__init__(**({"low": low, "high": high} if fields.get("choices") is None else {}), **fields)
+
+    @classmethod
+    def allowed(cls, data: dict[str, Any]) -> set[str]:
+        return {"choices"} if "choices" in data else {"low", "high", "log"}
+
+    @classmethod
+    def precheck(cls, data: dict[str, Any]) -> list[Problem]:
+        if "choices" in data:
+            choices = data["choices"]
+            if not isinstance(choices, list) or not choices or any(isinstance(c, dict | list) for c in choices):
+                return [(("choices",), got(choices, "a non-empty list of numbers, strings or true/false"))]
+            return []
+        return [((key,), "missing (required)") for key in ("low", "high") if key not in data]
+
+    def check(self) -> list[Problem]:
+        if self.choices is not None or self.low is None or self.high is None:
+            return []
+        if self.log and self.low <= 0:
+            return [(("low",), got(self.low, "a number in (0, inf) (a log range)"))]
+        return [] if self.low < self.high else [(("high",), got(self.high, f"a number > low ({self.low:g})"))]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"choices": self.choices} if self.choices is not None else {"low": self.low, "high": self.high,
-                                                                            "log": self.log}  # fmt: skip
+        return (
+            {"choices": self.choices}
+            if self.choices is not None
+            else {"low": self.low, "high": self.high, "log": self.log}
+        )
 
     def position(self, value: Any) -> float | None:
         """Where ``value`` lies in the range, from 0 (low) to 1 (high); None for choices."""
@@ -66,118 +93,140 @@ class Dimension:
 
 
 Space = dict[str, Dimension]
+LABELS = "a non-empty list of labels"
 
 
-@dataclass
-class TuningConfig:
-    method: str = "tpe"
-    trials: int = 20
-    seed: int = 0
-    pruner: str = "none"
-    max_extensions: int = 2
-    extension_factor: float = 10.0
-    budget: int | None = None
-    replicates: int = 4
-    estimators: list[str] | None = None
-    seeds: int = 1
-    seed_offset: int = SEED_OFFSET
-    optimizers: list[str] | None = None
-    space: dict[str, Space] = field(default_factory=dict)
+class TuningConfig(Table):
+    """The ``[tuning]`` table; its kind (comparison or sweep, :data:`KIND_FIELDS`) narrows the fields it takes."""
+
+    method: choice(METHODS) = Field(
+        "tpe",
+        description="tpe: Optuna's TPE sampler, seeded, trials run one after another; sobol: a scrambled "
+        "Sobol design (scipy.stats.qmc); grid: evenly spaced levels in a seeded order.",
+    )
+    trials: integer(1, 10_000) = Field(
+        20, description="Trials per tuned method, the same for every one; at least max_extensions + 1."
+    )
+    seed: integer(0, 2**62) = Field(0, description="The seed of the search (the same for every method).")
+    pruner: choice(PRUNERS) = Field(
+        "none",
+        description="successive-halving: Optuna's SuccessiveHalvingPruner stops trials that trail after "
+        "some of their replicates (comparison) or seeds (sweep).",
+    )
+    max_extensions: integer(0, 10) = Field(
+        2,
+        description="Rounds after the first: a log range whose best value lies in its outer tenth is widened "
+        "before the next; still there at the end, it is reported at the edge.",
+    )
+    extension_factor: number(1.0, low_open=True) = Field(
+        10.0, description="How much an extension widens a range on its side."
+    )
+    budget: integer(1, 10_000_000) | None = Field(
+        None,
+        description="Comparison: the gradient evaluations of each estimate in a trial (at least 2 steps per "
+        "chain; default: the middle budget the tuned estimators share).",
+    )
+    replicates: integer(1, 10_000) = Field(
+        4, description="Comparison: estimates per trial; the objective is their mean squared error against the truth."
+    )
+    estimators: Annotated[list[str], array(LABELS)] | None = Field(
+        None, description="Comparison: the labels of the local-entropy estimators tuned (default: all)."
+    )
+    seeds: integer(1, 100) = Field(
+        1,
+        description="Sweep: training runs per trial (seeds seed_offset, seed_offset "
+        "+ 1, ...); the objective is their mean final validation error.",
+    )
+    seed_offset: integer(1, 2**62 - 100) = Field(
+        SEED_OFFSET,
+        description="The tuning data lie this far from the evaluation's: a sweep's tuning seeds start "
+        "here (apart from its seeds); a comparison's replicates draw from the config's seed + seed_offset.",
+    )
+    optimizers: Annotated[list[str], array(LABELS)] | None = Field(
+        None, description="Sweep: the labels of the optimizers tuned (default: every one the sweep runs)."
+    )
+    space: dict[str, dict[str, Dimension]] = Field(
+        default_factory=dict,
+        description="Per tuned label (or sampler name), the hyperparameters searched: each "
+        "{low, high, log} or {choices = [...]} (default: the step size around its configured value and the "
+        "sampler's own on their usual ranges).",
+    )
+
+    kind: ClassVar[str] = ""
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _narrow(schema, cls))
+
+    @classmethod
+    def allowed(cls, data: dict[str, Any]) -> set[str]:
+        if not cls.kind:  # as recorded (every field), read back by a tuning worker
+            return set(cls.keys())
+        return set(cls.keys()) - set().union(*(f for k, f in KIND_FIELDS.items() if k != cls.kind))
+
+    def check(self) -> list[Problem]:
+        problems: list[Problem] = []
+        if self.trials < self.max_extensions + 1:
+            problems.append(
+                (
+                    ("trials",),
+                    got(
+                        self.trials,
+                        f"at least max_extensions + 1 = {self.max_extensions + 1} "
+                        "(the trials are run in max_extensions + 1 rounds, a range extended between rounds)",
+                    ),
+                )
+            )
+        unit = "replicates" if self.kind == "comparison" else "seeds"
+        if self.kind and self.pruner != "none" and getattr(self, unit) < 2:
+            problems.append(
+                (
+                    ("pruner",),
+                    f"successive halving prunes between the {unit} of a trial; give "
+                    f'tuning.{unit} >= 2 or pruner = "none"',
+                )
+            )
+        problems += [
+            (("space", key), got(table, "a table of hyperparameters to search (leave it out for the default space)"))
+            for key, table in self.space.items()
+            if not table
+        ]
+        return problems
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = self.model_dump()
         data["space"] = {k: {n: d.as_dict() for n, d in s.items()} for k, s in self.space.items()}
         return data
 
 
-def _dimension(r: FieldReader, raw: Any, path: str) -> Dimension | None:
-    if not isinstance(raw, dict):
-        r.problem(path, raw, "a table {low, high, log} or {choices = [...]}")
-        return None
-    if "choices" in raw:
-        r.unknown(raw, {"choices"}, path)
-        choices = raw["choices"]
-        if not isinstance(choices, list) or not choices or any(isinstance(c, dict | list) for c in choices):
-            r.problem(f"{path}.choices", choices, "a non-empty list of numbers, strings or true/false")
-            return None
-        return Dimension(choices=list(choices))
-    r.unknown(raw, {"low", "high", "log"}, path)
-    log = raw.get("log", False)
-    if not isinstance(log, bool):
-        r.problem(f"{path}.log", log, "true or false")
-    low = r.number(r.get(raw, "low", f"{path}.low"), f"{path}.low", 0.0 if log is True else None,
-                   low_open=log is True)  # fmt: skip
-    high = r.number(r.get(raw, "high", f"{path}.high"), f"{path}.high")
-    if low is not None and high is not None and not low < high:
-        r.problem(f"{path}.high", high, f"a number > low ({low:g})")
-        return None
-    return Dimension(low=low, high=high, log=log is True) if low is not None and high is not None else None
+def _narrow(schema: dict[str, Any], cls: Any) -> None:
+    """A kind's JSON Schema lists only the fields that kind takes (a sweep's seeds are a typo in a comparison)."""
+    for key in set(schema.get("properties", {})) - cls.allowed({}):
+        del schema["properties"][key]
 
 
-def _labels(r: FieldReader, raw: Any, path: str) -> list[str] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
-        r.problem(path, raw, "a non-empty list of labels")
-        return None
-    return list(raw)
+class ComparisonTuning(TuningConfig):
+    kind: ClassVar[str] = "comparison"
 
 
-def parse_tuning(r: FieldReader, raw: Any, kind: str) -> TuningConfig | None:
-    """The ``[tuning]`` table of a comparison (``kind="comparison"``) or sweep config; None when absent.
-
-    Space names are checked later against the methods they tune (:func:`check_names`).
-    """
-    if raw is None:
-        return None
-    t = r.table(raw, "tuning")
-    r.unknown(t, COMMON_FIELDS | KIND_FIELDS[kind], "tuning")
-    config = TuningConfig()
-    config.method = r.choice(t.get("method", "tpe"), "tuning.method", METHODS) or "tpe"
-    config.trials = r.integer(t.get("trials", 20), "tuning.trials", 1, 10_000) or 1
-    config.seed = r.integer(t.get("seed", 0), "tuning.seed", 0, 2**62) or 0
-    config.pruner = r.choice(t.get("pruner", "none"), "tuning.pruner", PRUNERS) or "none"
-    config.max_extensions = r.integer(t.get("max_extensions", 2), "tuning.max_extensions", 0, 10) or 0
-    config.extension_factor = r.number(t.get("extension_factor", 10.0), "tuning.extension_factor", 1.0,
-                                       low_open=True) or 10.0  # fmt: skip
-    if config.trials < config.max_extensions + 1:
-        r.problem("tuning.trials", config.trials, f"at least max_extensions + 1 = {config.max_extensions + 1} (the "
-                  "trials are run in max_extensions + 1 rounds, a range extended between rounds)")  # fmt: skip
-    config.seed_offset = r.integer(t.get("seed_offset", SEED_OFFSET), "tuning.seed_offset", 1, 2**62 - 100) or 1
-    if kind == "comparison":
-        config.budget = r.integer(t["budget"], "tuning.budget", 1, 10_000_000) if "budget" in t else None
-        config.replicates = r.integer(t.get("replicates", 4), "tuning.replicates", 1, 10_000) or 1
-        config.estimators = _labels(r, t.get("estimators"), "tuning.estimators")
-    else:
-        config.seeds = r.integer(t.get("seeds", 1), "tuning.seeds", 1, 100) or 1
-        config.optimizers = _labels(r, t.get("optimizers"), "tuning.optimizers")
-    if config.pruner != "none" and (config.replicates if kind == "comparison" else config.seeds) < 2:
-        unit = "tuning.replicates" if kind == "comparison" else "tuning.seeds"
-        r.problems.append(f"tuning.pruner: successive halving prunes between the {unit.split('.')[1]} of a trial; "
-                          f"give {unit} >= 2 or pruner = \"none\"")  # fmt: skip
-    for key, table in r.table(t.get("space", {}), "tuning.space").items():
-        path = f"tuning.space.{key_text(key)}"
-        dims = {name: d for name, raw_dim in r.table(table, path).items()
-                if (d := _dimension(r, raw_dim, f"{path}.{key_text(name)}")) is not None}  # fmt: skip
-        if isinstance(table, dict) and not table:
-            r.problem(path, table, "a table of hyperparameters to search (leave it out for the default space)")
-        config.space[key] = dims
-    return config
+class SweepTuning(TuningConfig):
+    kind: ClassVar[str] = "sweep"
 
 
-def tuned_labels(r: FieldReader, given: list[str] | None, allowed: list[str], path: str,
-                 allowed_text: str) -> list[str]:  # fmt: skip
-    """The labels ``path`` (``tuning.estimators`` / ``optimizers``) lists, all ``allowed`` ones by default; a label
-    not allowed is a problem naming what is (``allowed_text``: what an allowed label is)."""
+def tuned_labels(
+    given: list[str] | None, allowed: list[str], field: str, allowed_text: str
+) -> tuple[list[str], list[Problem]]:
+    """The labels ``field`` (``estimators`` / ``optimizers`` of [tuning]) lists, all ``allowed`` ones by default;
+    a label not allowed is a problem naming what is (``allowed_text``: what an allowed label is)."""
     labels = given if given is not None else allowed
-    for label in labels:
-        if label not in allowed:
-            r.problems.append(f"{path}: {label!r} is not {allowed_text}; allowed: {', '.join(allowed)}")
-    return [label for label in labels if label in allowed]
+    problems: list[Problem] = [
+        ((field,), f"{label!r} is not {allowed_text}; allowed: {', '.join(allowed)}")
+        for label in labels
+        if label not in allowed
+    ]
+    return [label for label in labels if label in allowed], problems
 
 
-def tunable_names(sampler: str | None, wrapped: str | None = None, *, preset: bool = False,
-                  lr: bool = False) -> list[str]:  # fmt: skip
+def tunable_names(
+    sampler: str | None, wrapped: str | None = None, *, preset: bool = False, lr: bool = False
+) -> list[str]:
     """The names a space may search: the sampler's hyperparameters (and a wrapper's sampler's), ``lr`` in sweeps."""
     names = ["lr"] if lr else []
     if preset:
@@ -188,31 +237,42 @@ def tunable_names(sampler: str | None, wrapped: str | None = None, *, preset: bo
     return names
 
 
-def check_names(r: FieldReader, config: TuningConfig, targets: dict[str, list[str]], samplers: dict[str, str | None],
-                what: str) -> dict[str, Space]:  # fmt: skip
-    """Check each given space's key (a tuned label, or a registered sampler) and names; return spaces by label.
+def check_names(
+    config: TuningConfig, targets: dict[str, list[str]], samplers: dict[str, str | None], what: str
+) -> tuple[dict[str, Space], list[Problem]]:
+    """Check each given space's key (a tuned label, or a registered sampler) and names; return spaces by label
+    and the problems (paths inside [tuning]).
 
     ``targets`` maps each tuned label to its tunable names, ``samplers`` each label to its sampler. A label's
     own space wins over its sampler's.
     """
     by_label: dict[str, Space] = {}
+    problems: list[Problem] = []
     used = {s for s in samplers.values() if s}
     for key, space in config.space.items():
-        path = f"tuning.space.{key_text(key)}"
         if key not in targets and key not in used:  # a registered sampler no one runs: its space applies to none
             if key not in available_samplers():
-                r.problems.append(f"{path}: not a tuned {what} label nor a registered sampler; allowed: "
-                                  f"{', '.join(sorted(set(targets) | set(available_samplers())))}")  # fmt: skip
+                problems.append(
+                    (
+                        ("space", key),
+                        f"not a tuned {what} label nor a registered sampler; allowed: "
+                        f"{', '.join(sorted(set(targets) | set(available_samplers())))}",
+                    )
+                )
             continue
         for label in [key] if key in targets else [lab for lab, s in samplers.items() if s == key]:
             allowed = targets[label]
-            for name in space:
-                if name not in allowed:
-                    r.problems.append(f"{path}.{key_text(name)}: not a tunable hyperparameter of {what} {label!r}; "
-                                      f"allowed: {', '.join(allowed)}")  # fmt: skip
+            problems += [
+                (
+                    ("space", key, name),
+                    f"not a tunable hyperparameter of {what} {label!r}; allowed: {', '.join(allowed)}",
+                )
+                for name in space
+                if name not in allowed
+            ]
             if key == label or label not in by_label:
                 by_label[label] = space
-    return by_label
+    return by_label, problems
 
 
 def default_space(names: list[str], sampler: str | None, center: float | None, lr: float | None = None) -> Space:
@@ -220,12 +280,12 @@ def default_space(names: list[str], sampler: str | None, center: float | None, l
     log scale, SGD's lr (``lr``) the same, and the sampler's own hyperparameters on DEFAULT_RANGES."""
     space: Space = {}
     if center is not None and "step_size" in names:
-        space["step_size"] = Dimension(center * STEP_RANGE[0], center * STEP_RANGE[1], log=True)
+        space["step_size"] = Dimension(low=center * STEP_RANGE[0], high=center * STEP_RANGE[1], log=True)
     if lr is not None and sampler is None and "lr" in names:
-        space["lr"] = Dimension(lr * STEP_RANGE[0], lr * STEP_RANGE[1], log=True)
+        space["lr"] = Dimension(low=lr * STEP_RANGE[0], high=lr * STEP_RANGE[1], log=True)
     for name, (low, high, log) in DEFAULT_RANGES.get(sampler or "", {}).items():
         if name in names:
-            space[name] = Dimension(low, high, log=log)
+            space[name] = Dimension(low=low, high=high, log=log)
     return space
 
 

@@ -208,3 +208,22 @@ def test_a_dtype_change_of_the_model_rebuilds_the_chunk_views() -> None:
     loop = opt._loops.loops[0]
     assert all(a.dtype == torch.float64 for a in loop.average)
     assert all(v.data_ptr() == p.data_ptr() for v, p in zip(loop.param_views[0], model.parameters(), strict=False))
+
+
+def test_a_dtype_change_rebuilds_the_serial_loop_too() -> None:
+    """A group below the chunking threshold runs serially; its loop follows the new storage as the chunked one does."""
+    from localentropy.entropy.optim.inner import SerialLoop
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 4))
+    x, y = torch.randn(16, 20, generator=gen(1)), torch.randint(0, 4, (16,), generator=gen(2))
+    opt = EntropySGD(model.parameters(), lr=0.1, gamma=0.3, sampler=SGLD(step_size=0.01, temperature=1e-4))
+    opt.step(_closure(model, opt, x, y))
+    first = opt._loops.loops[0]
+    assert isinstance(first, SerialLoop)
+    model.double()
+    opt.step(_closure(model, opt, x.double(), y))
+    loop = opt._loops.loops[0]
+    assert loop is not first and isinstance(loop, SerialLoop)
+    assert all(a.dtype == torch.float64 for a in loop.average)
+    assert all(t.dtype == torch.float64 for t in loop.state.noise)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU check in one command (under 5 minutes on one GPU): the CUDA tests, then the inner step against G.
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]      # from the repository root; writes OUT_DIR/gpu.json (default .)
+#
+# Expected: the CUDA tests pass (test_devices' round trips, the NCCL process group, fp16 with a GradScaler on CUDA,
+# an overflow skipping the step); gpu_inner_step.py prints, for mnistfc and LeNet at batch 128 and 1024, G, the
+# inner step and its overhead (goal: below 10 % of G at batch 1024), and one host synchronisation per outer step.
+set -euo pipefail
+out="${1:-.}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+timeout 150 python -m pytest -q -p no:cacheprovider -o addopts="" -k "cuda or nccl or float16_on_cuda" \
+    tests/entropy/optim/test_devices.py tests/entropy/optim/test_distributed.py \
+    tests/entropy/optim/test_mixed_precision.py 2>&1 | tail -20
+timeout 150 python benchmarks/gpu_inner_step.py --device cuda --json "$out/gpu.json"

@@ -1,0 +1,62 @@
+"""``localentropy report``: the report of any finished run rebuilt from its directory, or several comparison runs
+merged into one report.
+
+This is the one place a run is loaded back from disk: a comparison run's results.json is checked by
+:func:`~localentropy.experiments.comparison.results.load_run`, a training run's by
+:func:`~localentropy.experiments.training.report.check_train_results`; a file that is neither is bad input
+(:class:`RunDirectoryError`, exit 2) naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from localentropy.experiments.comparison.report import write_report
+from localentropy.experiments.comparison.results import load_run
+from localentropy.experiments.core.files import slug
+from localentropy.experiments.core.rundir import RunDirectory, RunDirectoryError
+from localentropy.experiments.training.report import check_train_results, is_train_results, write_train_outputs
+
+
+def _train_results(run: Path) -> dict | None:
+    """A training run's results (checked), or None when the directory holds another kind of run."""
+    path = run / "results.json" if run.name != "results.json" else run
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None  # load_run says what is wrong with it
+    return check_train_results(data, path) if is_train_results(data) else None
+
+
+def rebuild_report(runs: list[str], out: str | None = None) -> Path:
+    """Rebuild one run's report (in place, or in ``out``) or merge several comparison runs (into ``out``, by default
+    ``runs/report-<name>-<name>``; the merged runs are never changed). Returns the report's path."""
+    dirs = [Path(r).parent if Path(r).name == "results.json" else Path(r) for r in runs]
+    try:  # a missing or unreadable results.json is bad input (exit 2), not a failure
+        trained = [_train_results(d) for d in dirs]
+        if any(t is not None for t in trained) and len(dirs) > 1:
+            raise ValueError("a training run's report is rebuilt alone: give one training run directory")
+        for d, t in zip(dirs, trained, strict=True):
+            if t is None:
+                load_run(d)
+    except ValueError as exc:
+        raise RunDirectoryError(str(exc)) from None
+    if out is not None:
+        target = Path(out)
+    elif len(dirs) == 1:
+        target = dirs[0]  # one run: its own report, rebuilt in place
+    else:  # several runs: a new directory, never one of theirs
+        target = Path("runs") / ("report-" + "-".join(slug(r.resolve().name) for r in dirs))[:120]
+    if len(dirs) > 1 and any(target.resolve() == r.resolve() for r in dirs):
+        raise RunDirectoryError(
+            f"--out {target}: a merged report goes into a directory of its own, not into one of the runs it merges"
+        )
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"--out {target}: cannot create the report directory: {exc.strerror or exc}") from None
+    with RunDirectory(target).locked():
+        if trained[0] is not None:
+            return write_train_outputs(target, trained[0])
+        return write_report(dirs, target)
