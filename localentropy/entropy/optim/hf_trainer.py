@@ -129,8 +129,8 @@ class EntropyTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if self.args.fp16:
             raise ValueError(
-                "EntropyTrainer: fp16=True is not supported (its gradient scaler is not set up for an optimizer that "
-                "calls its closure several times per step); use bf16=True or full precision"
+                "EntropyTrainer: fp16=True is not supported yet (the Trainer's gradient scaler and clipping unscale "
+                "once per step; these optimizers unscale each closure call's gradient); use bf16=True or full precision"
             )
         self.micro_batches = micro_batches
         self._closure_optimizer: _StepTakenInTrainingStep | None = None

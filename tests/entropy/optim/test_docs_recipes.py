@@ -1,8 +1,9 @@
 """Every python example of docs/optimizers.md runs as written, in some test.
 
-The framework recipes run in their own test files (each extracts its block with ``doc_example``); the two
-snippets that leave names to the reader (the plain training loop, the PyTorch port as options) run here with those
-names defined. A new example in the docs fails ``test_every_example_is_run_by_a_test`` until a test runs it.
+The framework recipes run in their own test files (each extracts its block with ``doc_example``); the three
+snippets that leave names to the reader (the plain training loop, the fp16 recipe, the PyTorch port as options)
+run here with those names defined. A new example in the docs fails ``test_every_example_is_run_by_a_test`` until
+a test runs it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ RUN_BY = {
     "## Presets: the paper, the authors' Lua code, the PyTorch port": (
         "test_docs_recipes.py::test_the_pytorch_port_as_options_builds_and_steps"
     ),
+    "## Mixed precision (torch.amp)": "test_docs_recipes.py::test_the_fp16_recipe_runs",
     "## Parle: replicas that communicate once per outer step": (
         "test_parle.py::test_the_documented_example_runs_as_one_replica"
     ),
@@ -72,3 +74,22 @@ def test_the_pytorch_port_as_options_builds_and_steps() -> None:
 
     opt.step(closure)
     assert opt.grad_evals == 4 and opt.param_groups[0]["momentum"] == pytest.approx(0.9)
+
+
+@pytest.mark.filterwarnings("ignore:GradScaler is going to stop passing itself:FutureWarning")  # see the docs
+def test_the_fp16_recipe_runs() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 2))
+    data = DataLoader(TensorDataset(torch.randn(64, 10), torch.randint(0, 2, (64,))), batch_size=8)
+    names = {
+        "torch": torch,
+        "device": "cpu",
+        "model": model,
+        "criterion": nn.functional.cross_entropy,
+        "batches": iter([batch for _ in range(3) for batch in data]),
+        "opt": EntropySGD(model.parameters(), lr=0.1, gamma=1.0, inner_steps=3),
+        "steps": 4,
+    }
+    namespace = run("## Mixed precision (torch.amp)", **names)
+    assert namespace["opt"].outer_steps == 4 and namespace["opt"].grad_evals == 12  # no overflow at this size
+    assert torch.isfinite(namespace["loss"]) and namespace["scaler"].get_scale() > 0
