@@ -7,7 +7,7 @@ accelerate): the loader's batch holds ``inner_steps`` minibatches, and each clos
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -164,7 +164,9 @@ class SplitBatchClosure:
     slices (one backward each, weighted by their sizes): gradient accumulation inside an inner step, for
     minibatches that do not fit in memory at once. With ``model``, its gradients are set to None at the start
     of every call (for use with other optimizers: this library's zero them before every call). A call beyond
-    the last minibatch raises ``RuntimeError``.
+    the last minibatch raises ``RuntimeError``. ``losses`` holds every call's loss (detached): ``losses[0]`` is
+    the loss at x that ``opt.step`` returns, for wrappers that drop the return value (accelerate's
+    ``AcceleratedOptimizer.step`` returns None).
     """
 
     def __init__(
@@ -179,11 +181,33 @@ class SplitBatchClosure:
         if not (isinstance(micro_batches, int) and micro_batches >= 1):
             raise ValueError(f"micro_batches must be an integer >= 1, got {micro_batches!r}")
         self.minibatches = split_batch(batch, parts)
+        # the minibatches of every batch the closure reads: one batch here, several in over_batches
+        self._sources = [self.minibatches]
         self.batch_loss = batch_loss
         self.backward = backward if backward is not None else Tensor.backward
         self.micro_batches = micro_batches
         self.model = model
         self.calls = 0
+        self.losses: list[Tensor] = []
+
+    @classmethod
+    def over_batches(
+        cls,
+        batches: Sequence[Any],
+        parts: int,
+        batch_loss: BatchLoss,
+        backward: Callable[[Tensor], Any] | None = None,
+        micro_batches: int = 1,
+        model: nn.Module | None = None,
+    ) -> SplitBatchClosure:
+        """Gradient accumulation over several loader batches (a framework's accumulation window): call k takes the
+        k-th of the ``parts`` minibatches of every batch, one backward per slice, each weighted by its share of
+        the call's examples, so the gradient is that of the union of the k-th minibatches."""
+        if not batches:
+            raise ValueError("SplitBatchClosure.over_batches needs at least one batch")
+        closure = cls(batches[0], parts, batch_loss, backward, micro_batches, model)
+        closure._sources += [split_batch(batch, parts) for batch in batches[1:]]
+        return closure
 
     def __call__(self) -> Tensor:
         if self.calls >= len(self.minibatches):
@@ -191,16 +215,17 @@ class SplitBatchClosure:
                 f"SplitBatchClosure: all {len(self.minibatches)} minibatches of the batch are used; the optimizer "
                 "calls the closure inner_steps times per step, so split the batch into inner_steps parts"
             )
-        minibatch = self.minibatches[self.calls]
+        pieces = [piece for source in self._sources for piece in split_batch(source[self.calls], self.micro_batches)]
         self.calls += 1
         if self.model is not None:
             self.model.zero_grad(set_to_none=True)
-        size = batch_size(minibatch)
+        size = sum(batch_size(piece) for piece in pieces)
         total = None
         with torch.enable_grad():
-            for piece in split_batch(minibatch, self.micro_batches):
+            for piece in pieces:
                 loss = self.batch_loss(piece) * (batch_size(piece) / size)
                 self.backward(loss)
                 total = loss.detach() if total is None else total + loss.detach()
         assert total is not None
+        self.losses.append(total)
         return total

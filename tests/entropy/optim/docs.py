@@ -15,3 +15,13 @@ def doc_example(heading: str) -> str:
     block = re.search(r"^```python\n(.*?)^```", text[start:], re.M | re.S)
     assert block is not None, f"no python example after {heading!r} in {DOC}"
     return block.group(1)
+
+
+def doc_examples() -> list[tuple[str, str]]:
+    """Every ```python block of the file, with the nearest heading above it."""
+    text = DOC.read_text()
+    found = []
+    for block in re.finditer(r"^```python\n(.*?)^```", text, re.M | re.S):
+        headings = re.findall(r"^#+ .*$", text[: block.start()], re.M)
+        found.append((headings[-1] if headings else "", block.group(1)))
+    return found

@@ -17,19 +17,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from localentropy.entropy import EntropySGD, SplitBatchClosure
 
 accelerate = pytest.importorskip("accelerate")
-from accelerate.state import AcceleratorState, GradientState  # noqa: E402
 
 INNER_STEPS, MINIBATCH, N = 3, 4, 48
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """accelerate keeps process-wide singletons; every test starts and ends without them."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("accelerate_state")  # accelerate's singletons reset around each test
 
 
 def dataset() -> TensorDataset:
@@ -101,7 +93,7 @@ def test_accelerate_gradient_accumulation_is_refused_clearly() -> None:
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
 
 
-def test_save_state_and_load_state_resume_bit_identically(tmp_path) -> None:
+def test_save_state_and_load_state_resume_bit_identically(tmp_path, accelerate_state) -> None:
     straight = build()
     train(*straight)
     half = len(straight[3]) // 2
@@ -114,8 +106,7 @@ def test_save_state_and_load_state_resume_bit_identically(tmp_path) -> None:
         opt.step(SplitBatchClosure(batch, INNER_STEPS, lambda b: nn.functional.cross_entropy(model(b[0]), b[1])))
     accelerator.save_state(tmp_path / "state")
 
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    accelerate_state()
     resumed = build(seed=7)  # other initial weights and generator seed: the state overwrites both
     resumed[0].load_state(tmp_path / "state")
     train(*resumed, skip=half)
@@ -132,4 +123,6 @@ def test_the_documented_example_runs(tmp_path, monkeypatch) -> None:
     exec(compile(doc_example("### Hugging Face accelerate"), "docs/optimizers.md", "exec"), namespace)
     opt = namespace["opt"].optimizer
     assert opt.outer_steps == 2 * len(namespace["loader"]) and opt.grad_evals == opt.outer_steps * 5
+    loss, closure = namespace["loss"], namespace["closure"]
+    assert len(closure.losses) == 5 and loss is closure.losses[0] and torch.isfinite(loss)  # step returned None
     assert (tmp_path / "checkpoint").is_dir()

@@ -127,6 +127,38 @@ def test_manual_optimisation_refuses_accumulate_grad_batches(tmp_path) -> None:
         trainer.fit(module, loader())
 
 
+class Clipped(Recipe):
+    """The recipe with the documented clipping: ``self.clip_gradients`` in ``on_before_optimizer_step``."""
+
+    def __init__(self, total_steps: int, clip_norm: float) -> None:
+        super().__init__(total_steps)
+        self.clip_norm = clip_norm
+        self.norms: list[float] = []  # the gradient norm the optimizer gets, after every closure call
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.clip_gradients(optimizer, gradient_clip_val=self.clip_norm, gradient_clip_algorithm="norm")
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        self.norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+
+def test_clipping_in_on_before_optimizer_step_clips_every_inner_gradient(tmp_path) -> None:
+    steps = N // (INNER_STEPS * MINIBATCH)
+    clipped, free = Clipped(total_steps=steps, clip_norm=0.05), Clipped(total_steps=steps, clip_norm=1e9)
+    for module in (clipped, free):
+        pl.Trainer(max_epochs=1, default_root_dir=tmp_path, **TRAINER).fit(module, loader())
+    # the hook runs inside Lightning's wrapper of the closure: once per inner call, before the optimizer reads
+    assert len(clipped.norms) == len(free.norms) == steps * INNER_STEPS
+    assert max(clipped.norms) <= 0.05 * (1 + 1e-5) < min(free.norms)
+    assert any(not torch.equal(p, q) for p, q in zip(clipped.parameters(), free.parameters(), strict=True))
+
+
+def test_manual_optimisation_refuses_gradient_clip_val(tmp_path) -> None:
+    """Why the docs clip in on_before_optimizer_step: Trainer(gradient_clip_val=...) is refused here."""
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, gradient_clip_val=1.0, **TRAINER)
+    with pytest.raises(Exception, match="Automatic gradient clipping is not supported for manual optimization"):
+        trainer.fit(Recipe(total_steps=10), loader())
+
+
 class Automatic(pl.LightningModule):
     """Lightning's automatic optimisation, as people write it first."""
 
@@ -169,3 +201,4 @@ def test_the_documented_example_runs(tmp_path, monkeypatch) -> None:
     exec(compile(doc_example("### PyTorch Lightning"), "docs/optimizers.md", "exec"), namespace)
     opt = namespace["trainer"].optimizers[0]
     assert opt.outer_steps == 2 * len(namespace["loader"]) and opt.grad_evals == opt.outer_steps * 5
+    assert torch.isfinite(namespace["trainer"].callback_metrics["train_loss"])  # the loss opt.step returned
