@@ -38,7 +38,9 @@ from localentropy.samplers import available_samplers
 INPUT_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist1d": (40,), "mnist": (1, 28, 28),
                 "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "text": (), "markov-text": ()}  # fmt: skip
 EPOCH_UNITS = ("optimizer", "effective")
-MEASURES = ("top_eigenvalue", "trace", "density", "sharpness", "local_entropy")
+MEASURES = ("top_eigenvalue", "trace", "density", "sharpness", "local_entropy", "llc")
+# the LLC (localentropy.llc.measure) costs chains x steps minibatch gradients: measured when a config names it
+DEFAULT_MEASURES = MEASURES[:-1]
 PRESETS = OPTIMIZER_PRESETS
 LOCAL_ENTROPY_DEFAULTS = {"gamma": 1.0, "temperature": 1e-8, "step_size": 0.01, "steps": 20, "chains": 2,
                           "burn_in": 5}  # fmt: skip
@@ -63,7 +65,7 @@ class ModelConfig:
 
 @dataclass
 class FlatnessConfig:
-    measures: list[str] = field(default_factory=lambda: list(MEASURES))
+    measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
     examples: int = 1000
     batch_size: int = 1000
     power_iterations: int = 100
@@ -264,7 +266,7 @@ def _flatness(r: FieldReader, raw: Any) -> FlatnessConfig:
     defaults = FlatnessConfig()
     r.unknown(t, set(asdict(defaults)), "flatness")
     config = FlatnessConfig()
-    measures = t.get("measures", list(MEASURES))
+    measures = t.get("measures", list(DEFAULT_MEASURES))
     if not isinstance(measures, list):
         r.problem("flatness.measures", measures, f"a list of measures from {', '.join(MEASURES)}")
         measures = []
