@@ -21,17 +21,18 @@ estimate - exact with the estimate's MCSE; a run that turns non-finite is report
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from localentropy.llc.estimate import estimate_llc
+from localentropy.llc.estimate import LLCResult, estimate_llc
 from localentropy.llc.toys import exact_llc, toy
 from localentropy.samplers import SamplerDivergenceError, sampler_class
 
-__all__ = ["SAMPLER_SETTINGS", "BiasRow", "bias_row", "sampler_options"]
+__all__ = ["SAMPLER_SETTINGS", "BiasRow", "bias_row", "sampler_options", "toy_estimates"]
 
 SAMPLER_SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "sgld": ("1/M", {}),
@@ -66,7 +67,47 @@ class BiasRow:
     bias: float
     bias_se: float  # sd over replicates / sqrt(R) (the replicate is the unit), or the MCSE when R = 1
     mean_mcse: float  # the estimator's own MCSE, averaged over replicates
-    diverged: int
+    diverged: int  # 1 if a replicate diverged (the row's numbers are then NaN)
+
+
+def toy_estimates(
+    toy_name: str,
+    sampler: str,
+    c: float,
+    seeds: Sequence[int],
+    *,
+    nbeta: float,
+    localization: float,
+    chains: int,
+    grad_evals_per_chain: int,
+    burn_fraction: float = 0.2,
+) -> tuple[list[LLCResult], int] | None:
+    """One :func:`estimate_llc` of the toy per seed at step-size fraction ``c``, and the steps per chain; None if any
+    replicate diverged. MALA takes half the steps of the others (two gradients per step)."""
+    problem = toy(toy_name)
+    steps = grad_evals_per_chain // int(sampler_class(sampler).gradients_per_step)
+    options = sampler_options(sampler, c, nbeta, localization)
+    results = []
+    for seed in seeds:
+        try:
+            result = estimate_llc(
+                problem.loss,
+                torch.zeros(2, dtype=torch.float64),
+                nbeta=nbeta,
+                localization=localization,
+                sampler=sampler,
+                sampler_options=options,
+                chains=chains,
+                steps=steps,
+                burn_in=int(burn_fraction * steps),
+                generator=torch.Generator().manual_seed(seed),
+            )
+        except SamplerDivergenceError:
+            return None
+        if not math.isfinite(result.mean):
+            return None
+        results.append(result)
+    return results, steps
 
 
 def bias_row(
@@ -83,52 +124,27 @@ def bias_row(
     seed: int = 0,
 ) -> BiasRow:
     """Estimate the LLC of toy ``toy_name`` ``replicates`` times on fresh seeds and compare with the exact value."""
-    problem = toy(toy_name)
-    exact = exact_llc(problem, nbeta, localization)
-    steps = grad_evals_per_chain // int(sampler_class(sampler).gradients_per_step)
-    burn_in = int(burn_fraction * steps)
-    options = sampler_options(sampler, c, nbeta, localization)
-    estimates, mcses, diverged = [], [], 0
-    for r in range(replicates):
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + r)
-        try:
-            result = estimate_llc(
-                problem.loss,
-                torch.zeros(2, dtype=torch.float64),
-                nbeta=nbeta,
-                localization=localization,
-                sampler=sampler,
-                sampler_options=options,
-                chains=chains,
-                steps=steps,
-                burn_in=burn_in,
-                generator=generator,
-            )
-        except SamplerDivergenceError:
-            diverged += 1
-            continue
-        estimates.append(result.mean)
-        mcses.append(result.mcse)
-    if diverged or not estimates or not np.isfinite(estimates).all():
-        nan = math.nan
-        return BiasRow(
-            toy_name,
-            nbeta,
-            localization,
-            sampler,
-            c,
-            chains,
-            steps,
-            replicates,
-            exact,
-            nan,
-            nan,
-            nan,
-            nan,
-            max(diverged, 1),
-        )
-    est = float(np.mean(estimates))
-    se = float(np.std(estimates, ddof=1) / math.sqrt(len(estimates))) if len(estimates) > 1 else mcses[0]
+    exact = exact_llc(toy(toy_name), nbeta, localization)
+    seeds = [seed * 1_000_003 + r for r in range(replicates)]
+    run = toy_estimates(
+        toy_name,
+        sampler,
+        c,
+        seeds,
+        nbeta=nbeta,
+        localization=localization,
+        chains=chains,
+        grad_evals_per_chain=grad_evals_per_chain,
+        burn_fraction=burn_fraction,
+    )
+    if run is None:
+        steps = grad_evals_per_chain // int(sampler_class(sampler).gradients_per_step)
+        est = se = mcse = math.nan
+    else:
+        results, steps = run
+        estimates = np.array([r.mean for r in results])
+        est, mcse = float(estimates.mean()), float(np.mean([r.mcse for r in results]))
+        se = float(estimates.std(ddof=1) / math.sqrt(len(results))) if len(results) > 1 else results[0].mcse
     return BiasRow(
         toy_name,
         nbeta,
@@ -142,6 +158,6 @@ def bias_row(
         est,
         est - exact,
         se,
-        float(np.mean(mcses)),
-        0,
+        mcse,
+        int(run is None),
     )

@@ -11,7 +11,8 @@ unbiased draw of L_n(w)) in the trace. L_n(w*) is computed exactly, over the who
 n / log n (beta = 1 / log n). Samplers that need the exact potential (MALA) are not offered here: their
 accept/reject test is wrong with minibatch losses.
 
-devinterp's parameterisation (``devinterp.optim.SGLD``, the sampler of ``devinterp.slt.sampling.sample``):
+devinterp's parameterisation (``SGMCMC.sgld`` of ``devinterp.optim.sgmcmc``, the default sampler of
+``devinterp.slt.sampling.sample``):
 
     w <- w - (lr / 2) (n_beta grad L_B(w) + localization (w - w*)) + noise_level sqrt(lr) xi,
 

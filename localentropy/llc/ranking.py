@@ -19,13 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from localentropy.diagnostics.compare import BestSet, best_set
-from localentropy.llc.bias import SAMPLER_SETTINGS, sampler_options
-from localentropy.llc.estimate import estimate_llc
+from localentropy.llc.bias import SAMPLER_SETTINGS, toy_estimates
 from localentropy.llc.toys import exact_llc, toy
-from localentropy.samplers import SamplerDivergenceError, sampler_class
 
 __all__ = ["SamplerRanking", "rank_samplers"]
 
@@ -50,29 +47,11 @@ class SamplerRanking:
 
 
 def _errors(name, sampler, c, nbeta, loc, chains, evals, seeds) -> list[float] | None:
-    problem, truth = toy(name), exact_llc(toy(name), nbeta, loc)
-    steps = evals // int(sampler_class(sampler).gradients_per_step)
-    out = []
-    for seed in seeds:
-        try:
-            result = estimate_llc(
-                problem.loss,
-                torch.zeros(2, dtype=torch.float64),
-                nbeta=nbeta,
-                localization=loc,
-                sampler=sampler,
-                sampler_options=sampler_options(sampler, c, nbeta, loc),
-                chains=chains,
-                steps=steps,
-                burn_in=steps // 5,
-                generator=torch.Generator().manual_seed(seed),
-            )
-        except SamplerDivergenceError:
-            return None
-        if not math.isfinite(result.mean):
-            return None
-        out.append(result.mean - truth)
-    return out
+    run = toy_estimates(
+        name, sampler, c, seeds, nbeta=nbeta, localization=loc, chains=chains, grad_evals_per_chain=evals
+    )
+    truth = exact_llc(toy(name), nbeta, loc)
+    return None if run is None else [r.mean - truth for r in run[0]]
 
 
 def rank_samplers(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from localentropy._checks import check_nonnegative, check_positive
+from localentropy._checks import check_positive
 from localentropy.entropy.problems.quadrature import QuadratureProblem
 
 __all__ = ["TOYS", "Crossing", "Quartic", "Regular", "exact_llc", "exact_local_free_energy", "toy"]
@@ -153,18 +153,24 @@ def toy(name: str) -> _Toy:
     return TOYS[name]()
 
 
-def exact_llc(problem: QuadratureProblem, nbeta: float, localization: float, w_star: Tensor | None = None) -> float:
-    """nbeta (E_p[L] - L(w*)) by quadrature, p ∝ exp(-nbeta L - localization / 2 ||w - w*||^2) (w* = 0 default).
-
-    The measure is the problem's Gibbs measure at T = 1 / nbeta and gamma = localization / nbeta (module docstring).
-    """
-    nbeta = check_positive("nbeta", nbeta)
-    localization = check_positive("localization", localization)
+def _settings(
+    problem: QuadratureProblem, nbeta: float, localization: float, w_star: Tensor | None
+) -> tuple[float, float, Tensor]:
+    """nbeta and localization checked (both > 0), and w* as float64 (0 when not given)."""
     w = (
         torch.zeros(problem.dim, dtype=torch.float64)
         if w_star is None
         else torch.as_tensor(w_star, dtype=torch.float64)
     )
+    return check_positive("nbeta", nbeta), check_positive("localization", localization), w
+
+
+def exact_llc(problem: QuadratureProblem, nbeta: float, localization: float, w_star: Tensor | None = None) -> float:
+    """nbeta (E_p[L] - L(w*)) by quadrature, p ∝ exp(-nbeta L - localization / 2 ||w - w*||^2) (w* = 0 default).
+
+    The measure is the problem's Gibbs measure at T = 1 / nbeta and gamma = localization / nbeta (module docstring).
+    """
+    nbeta, localization, w = _settings(problem, nbeta, localization, w_star)
     mean = problem.gibbs_loss_mean(w, localization / nbeta, 1.0 / nbeta)
     return nbeta * (mean - float(problem.loss(w)))
 
@@ -177,13 +183,7 @@ def exact_local_free_energy(
     Its derivative in log nbeta is the LLC at (nbeta, localization): dF / d log nbeta = nbeta E_p[L - L(w*)], and
     F ~ lambda log nbeta as nbeta -> infinity (Watanabe's free energy expansion with the localizing prior).
     """
-    nbeta = check_positive("nbeta", nbeta)
-    localization = check_nonnegative("localization", localization)
-    w = (
-        torch.zeros(problem.dim, dtype=torch.float64)
-        if w_star is None
-        else torch.as_tensor(w_star, dtype=torch.float64)
-    )
+    nbeta, localization, w = _settings(problem, nbeta, localization, w_star)
     t = 1.0 / nbeta
     # local_entropy = T log ∫ exp(-(L + gamma/2 ||.-w*||^2) / T): the normaliser of the prior is (loc / 2 pi)^(d/2)
     log_z = float(problem.local_entropy(w, localization / nbeta, t)) / t
