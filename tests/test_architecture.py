@@ -16,6 +16,7 @@ LAYERS = [
     ("localentropy.samplers",),
     ("localentropy.entropy",),
     ("localentropy.diagnostics", "localentropy.data"),
+    ("localentropy.llc",),
     ("localentropy.experiments.core",),
     ("localentropy.experiments.tuning",),
     (

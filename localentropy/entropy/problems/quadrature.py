@@ -197,7 +197,8 @@ class QuadratureProblem(Problem):
         b = np.unique(np.clip(np.concatenate(breaks), lo[k], hi[k]))
         return b[np.concatenate([[True], np.diff(b) > 1e-13 * (hi[k] - lo[k])])]
 
-    def _moments_grid(self, x, gamma, temperature):
+    def _grid(self, x, gamma, temperature):
+        """Nodes y (n, dim), weights e = w exp(-(U - u_min) / T) (n,), the global minimiser of U and u_min."""
         minima, values = self._minimisers(x, gamma, LEVEL * temperature)
         lo, hi = self._box(x, gamma, values[0] + LEVEL * temperature)
         nodes, weights = zip(
@@ -209,7 +210,20 @@ class QuadratureProblem(Problem):
         u = self._u(y, x, gamma)
         u_min = min(float(values[0]), float(u.min()))
         e = w * np.exp(-(u - u_min) / temperature)
-        return weighted_moments(y.reshape(-1, self.dim), e.ravel(), minima[0], u_min, temperature)
+        return y.reshape(-1, self.dim), e.ravel(), minima[0], u_min
+
+    def _moments_grid(self, x, gamma, temperature):
+        y, e, m0, u_min = self._grid(x, gamma, temperature)
+        return weighted_moments(y, e, m0, u_min, temperature)
+
+    def gibbs_loss_mean(self, x: Tensor, gamma: float, temperature: float) -> float:
+        """E_rho[f] under rho(. | x) at one point x (T > 0), by the ``"grid"`` quadrature."""
+        gamma, temperature = check_gamma_temperature(gamma, temperature)
+        if temperature == 0.0:
+            raise ValueError("temperature must be > 0 for gibbs_loss_mean, got 0")
+        p = self._point(x).detach().to(torch.float64).reshape(self.dim).numpy()
+        y, e, _, _ = self._grid(p, gamma, temperature)
+        return float(e @ self._f(y) / e.sum())
 
     def _moments_adaptive(self, x, gamma, temperature):
         minima, values = self._minimisers(x, gamma, LEVEL * temperature)

@@ -55,7 +55,9 @@ INPUT_SHAPES = {
     "markov-text": (),
 }
 EPOCH_UNITS = ("optimizer", "effective")
-MEASURES = ("top_eigenvalue", "trace", "density", "sharpness", "local_entropy")
+MEASURES = ("top_eigenvalue", "trace", "density", "sharpness", "local_entropy", "llc")
+# the LLC (localentropy.llc.measure) costs chains x steps minibatch gradients: measured when a config names it
+DEFAULT_MEASURES = MEASURES[:-1]
 PRESETS = OPTIMIZER_PRESETS
 
 
@@ -152,7 +154,8 @@ class FlatnessConfig(Table):
     """``[flatness]``: the flatness measured at the final weights."""
 
     measures: Annotated[list[choice(MEASURES)], Field(json_schema_extra={"uniqueItems": True})] = Field(
-        default_factory=lambda: list(MEASURES), description="The flatness measures."
+        default_factory=lambda: list(DEFAULT_MEASURES),
+        description="The flatness measures (by default all but llc, which is measured when named).",
     )
     examples: integer(1) = Field(1000, description="The training examples the measures use.")
     batch_size: integer(1) = Field(1000, description="The batch size of the measures' passes.")

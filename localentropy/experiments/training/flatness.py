@@ -3,7 +3,7 @@
 The model is put in eval mode (dropout off, batch norm on its running statistics), so the loss is a fixed
 function of the weights. Every optimizer is measured on the same evaluation batch set (``flatness.examples``
 training examples chosen by the seed) with the same random vectors; the local-entropy gradient uses the
-full training set.
+full training set, as does the LLC (asked for by name: ``measures = [..., "llc"]``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from localentropy.diagnostics.flatness import (
     local_entropy_gradient,
 )
 from localentropy.experiments.training.config import TrainConfig
+from localentropy.llc.measure import llc_flatness
 
 
 def _chunks(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
@@ -79,4 +80,6 @@ def _measure(measure: str, model: nn.Module, loss_fn: Any, batches: list[tuple[T
             model, loss_fn, full, gamma=le["gamma"], temperature=le["temperature"], step_size=le["step_size"],
             steps=le["steps"], chains=le["chains"], burn_in=le["burn_in"], generator=generator,
         ))  # fmt: skip
+    if measure == "llc":  # on the whole training set, its default settings (localentropy/llc/measure.py)
+        return asdict(llc_flatness(model, loss_fn, train.x, train.y, generator=generator))
     raise ValueError(f"unknown flatness measure {measure!r}")

@@ -24,7 +24,8 @@ EPOCH_COLUMNS = ("optimizer", "kind", "status", "epoch", "lr", "steps", "grad_ev
                  "test_error")  # fmt: skip
 FINAL_COLUMNS = ("optimizer", "kind", "status", "test_error", "test_loss", "val_error", "train_error", "train_loss",
                  "effective_epochs", "seconds", "grad_evals", "steps", "top_eigenvalue", "trace", "trace_mcse",
-                 "sharpness", "local_entropy_grad_norm", "local_entropy_mcse", "grad_norm", "message")  # fmt: skip
+                 "sharpness", "local_entropy_grad_norm", "local_entropy_mcse", "grad_norm", "llc", "llc_mcse",
+                 "message")  # fmt: skip
 DASH = "—"
 
 
@@ -45,7 +46,8 @@ def final_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "trace_mcse": _flat(rec, "trace", "mcse"), "sharpness": _flat(rec, "sharpness", "value"),
             "local_entropy_grad_norm": _flat(rec, "local_entropy", "norm"),
             "local_entropy_mcse": _flat(rec, "local_entropy", "mcse"),
-            "grad_norm": _flat(rec, "local_entropy", "grad_norm"), "message": rec.get("message"),
+            "grad_norm": _flat(rec, "local_entropy", "grad_norm"), "llc": _flat(rec, "llc", "value"),
+            "llc_mcse": _flat(rec, "llc", "mcse"), "message": rec.get("message"),
         })  # fmt: skip
     return rows
 

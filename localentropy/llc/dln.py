@@ -1,0 +1,130 @@
+r"""Deep linear networks and their learning coefficient (Aoyagi 2024), the LLC's large-scale test case.
+
+A deep linear network with M layers and widths H_1 (input), H_2, ..., H_{M+1} (output) maps x to
+W_M ... W_2 W_1 x, W_j of shape (H_{j+1}, H_j). With a true map of rank r realised by the network and the square
+loss, its learning coefficient is (M. Aoyagi, "Consideration on the learning efficiency of multiple-layered neural
+networks with linear units", Neural Networks 172, 106132, 2024, Theorem 1; restated by Lau et al. 2023, App.):
+
+Let Delta_j = H_j - r. There is a set Sigma of ell + 1 indices of {1, ..., M + 1} (ell >= 1) with
+
+    max_{s in Sigma} Delta_s < min_{k not in Sigma} Delta_k,
+    sum_{s in Sigma} Delta_s >= ell max_{s in Sigma} Delta_s,
+    sum_{s in Sigma} Delta_s < ell min_{k not in Sigma} Delta_k,
+
+and with S = sum_{s in Sigma} Delta_s and a = S - ell floor(S / ell),
+
+    lambda = (-r^2 + r (H_1 + H_{M+1})) / 2 + a (ell - a) / (4 ell) - (ell - 1) S^2 / (4 ell)
+             + (1/2) sum_{s < s' in Sigma} Delta_s Delta_s',.
+
+The conditions make Sigma a set of the ell + 1 smallest Delta:
+:func:`aoyagi_llc` tries ell = 1, 2, ... on the sorted Delta and takes the first set that meets them. Cases worked by
+hand (tests/llc/test_dln.py): one layer gives H_1 H_2 / 2 (a regular model); two layers give Aoyagi and
+Watanabe's (2005) reduced-rank regression; all widths 1 and r = 0 give 1/2 for any depth, the learning coefficient
+of (w_1 ... w_M)^2.
+
+With inputs x ~ N(0, I) and noiseless targets y = P* x (P* the true product), the population loss is
+L(w) = E ||P(w) x - P* x||^2 = ||P(w) - P*||_F^2: :class:`DeepLinearPotential` evaluates it for a batch of chains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from localentropy._checks import check_int
+
+__all__ = ["AoyagiLLC", "DeepLinearPotential", "aoyagi_llc"]
+
+
+@dataclass(frozen=True)
+class AoyagiLLC:
+    """The learning coefficient of a deep linear network, the set Sigma (0-based indices), ell and a."""
+
+    llc: float
+    sigma: tuple[int, ...]
+    ell: int
+    a: int
+
+
+def _check_widths(widths: Sequence[int], rank: int) -> tuple[list[int], int]:
+    if isinstance(widths, (str, bytes)) or len(widths) < 2:
+        raise ValueError(f"widths must list at least two layer widths (input, ..., output), got {widths!r}")
+    h = [check_int(f"widths[{j}]", w, 1) for j, w in enumerate(widths)]
+    rank = check_int("rank", rank, 0)
+    if rank > min(h):
+        raise ValueError(f"rank must be <= the smallest width {min(h)}, got {rank}")
+    return h, rank
+
+
+def aoyagi_llc(widths: Sequence[int], rank: int) -> AoyagiLLC:
+    """Aoyagi's (2024) learning coefficient of the deep linear network with ``widths`` and true rank ``rank``."""
+    h, r = _check_widths(widths, rank)
+    delta = [w - r for w in h]
+    order = sorted(range(len(h)), key=lambda j: delta[j])
+    for ell in range(1, len(h)):
+        inside, outside = order[: ell + 1], order[ell + 1 :]
+        d_in = [delta[j] for j in inside]
+        s, top = sum(d_in), max(d_in)
+        low = min((delta[j] for j in outside), default=None)
+        if (low is None or top < low) and s >= ell * top and (low is None or s < ell * low):
+            a = s - ell * (s // ell)
+            pairs = sum(d_in[i] * d_in[j] for i in range(len(d_in)) for j in range(i + 1, len(d_in)))
+            value = (-(r**2) + r * (h[0] + h[-1])) / 2 + a * (ell - a) / (4 * ell) - (ell - 1) * s**2 / (4 * ell)
+            return AoyagiLLC(value + pairs / 2, tuple(sorted(inside)), ell, a)
+    raise AssertionError(
+        f"no set Sigma meets Aoyagi's conditions for widths {h}, rank {r}"
+    )  # the theorem says one does
+
+
+class DeepLinearPotential:
+    """L(w) = ||W_M ... W_1 - P*||_F^2 for a batch of flattened weight vectors w [chains, d] -> [chains].
+
+    ``layers(w)`` splits w into the matrices (W_1 first); ``true_point(generator)`` draws a w* whose product has rank
+    ``rank`` (random Gaussian layers, the first with only ``rank`` non-zero rows), and ``target`` is set from it.
+    """
+
+    def __init__(self, widths: Sequence[int], rank: int, dtype: torch.dtype = torch.float64) -> None:
+        self.widths, self.rank = _check_widths(widths, rank)
+        self.shapes = [(self.widths[j + 1], self.widths[j]) for j in range(len(self.widths) - 1)]
+        self.dim = sum(a * b for a, b in self.shapes)
+        self.dtype = dtype
+        self.target = torch.zeros(self.widths[-1], self.widths[0], dtype=dtype)
+
+    def layers(self, w: Tensor) -> list[Tensor]:
+        out, offset = [], 0
+        for a, b in self.shapes:
+            out.append(w[..., offset : offset + a * b].reshape(*w.shape[:-1], a, b))
+            offset += a * b
+        return out
+
+    def product(self, w: Tensor) -> Tensor:
+        mats = self.layers(w)
+        p = mats[0]
+        for m in mats[1:]:
+            p = m @ p
+        return p
+
+    def __call__(self, w: Tensor) -> Tensor:
+        return ((self.product(w) - self.target) ** 2).sum(dim=(-2, -1))
+
+    def true_point(self, generator: torch.Generator | None = None) -> Tensor:
+        """A w* whose every layer has rank ``rank`` (W_j = A_j B_j^T, Gaussian factors with ``rank`` columns, scaled
+        by 1 / sqrt(width)); sets ``target`` to its product, so L(w*) = 0. Aoyagi's lambda is the global learning
+        coefficient, the smallest over the true parameters: at a true parameter whose layers have a larger rank (say
+        W_1 of rank r and W_2 of full rank) the local coefficient is larger (for widths (2, 2, 2), r = 0, W_1 = 0 and
+        W_2 invertible, L is regular in W_1's 4 entries: lambda = 2, not 1.5)."""
+        parts = []
+        for a, b in self.shapes:
+            left = torch.randn(a, self.rank, generator=generator, dtype=self.dtype) / a**0.5
+            right = torch.randn(b, self.rank, generator=generator, dtype=self.dtype) / b**0.5
+            parts.append((left @ right.T).reshape(-1))
+        w = torch.cat(parts)
+        self.target = self.product(w).clone()
+        return w
+
+    @property
+    def theory(self) -> AoyagiLLC:
+        return aoyagi_llc(self.widths, self.rank)
