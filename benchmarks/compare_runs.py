@@ -64,8 +64,11 @@ def _differences(a: Any, b: Any, where: str, rtol: float, out: list[str]) -> Non
         for i, (x, y) in enumerate(zip(a, b, strict=False)):
             _differences(x, y, f"{where}[{i}]", rtol, out)
     elif isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
-        same = (math.isnan(a) and math.isnan(b)) if isinstance(a, float) and math.isnan(a) else (
-            a == b or (rtol > 0 and math.isclose(a, b, rel_tol=rtol)))  # fmt: skip
+        same = (
+            (math.isnan(a) and math.isnan(b))
+            if isinstance(a, float) and math.isnan(a)
+            else (a == b or (rtol > 0 and math.isclose(a, b, rel_tol=rtol)))
+        )
         if not same:
             out.append(f"{where}: {a!r} != {b!r}")
     elif a != b:

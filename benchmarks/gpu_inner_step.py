@@ -48,10 +48,19 @@ def mnistfc() -> nn.Module:
 
 def convnet() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 20, 5), nn.BatchNorm2d(20), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(20, 50, 5), nn.BatchNorm2d(50), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10),
-    )  # fmt: skip
+        nn.Conv2d(1, 20, 5),
+        nn.BatchNorm2d(20),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        nn.BatchNorm2d(50),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(800, 500),
+        nn.ReLU(),
+        nn.Linear(500, 10),
+    )
 
 
 MODELS = {"mnistfc": mnistfc, "convnet": convnet}
@@ -73,9 +82,14 @@ def measure(
     y = torch.randint(0, 10, (batch,), device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     opt = EntropySGD(
-        model.parameters(), lr=LR, gamma=GAMMA, sampler="sgld", inner_steps=inner_steps, generator=generator,
+        model.parameters(),
+        lr=LR,
+        gamma=GAMMA,
+        sampler="sgld",
+        inner_steps=inner_steps,
+        generator=generator,
         sampler_options={"step_size": STEP_SIZE, "temperature": TEMPERATURE},
-    )  # fmt: skip
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

@@ -28,24 +28,39 @@ from localentropy.experiments.training.config import parse_train_config
 from localentropy.experiments.training.trainer import run_training
 
 OPTIMIZERS = [
-    {"label": "entropy-sgd", "kind": "entropy-sgd", "lr": 0.5, "sampler": "sgld",
-     "options": {"gamma": 1.0, "scoping": 1e-3, "inner_steps": 5, "momentum": 0.9, "nesterov": True},
-     "sampler_options": {"step_size": 0.1, "temperature": 1e-8}},
+    {
+        "label": "entropy-sgd",
+        "kind": "entropy-sgd",
+        "lr": 0.5,
+        "sampler": "sgld",
+        "options": {"gamma": 1.0, "scoping": 1e-3, "inner_steps": 5, "momentum": 0.9, "nesterov": True},
+        "sampler_options": {"step_size": 0.1, "temperature": 1e-8},
+    },
     {"label": "sgd", "kind": "sgd", "lr": 0.1, "options": {"momentum": 0.9, "nesterov": True}},
-    {"label": "sam", "kind": "sam", "lr": 0.1,
-     "options": {"rho": 0.05, "base": "sgd", "momentum": 0.9, "nesterov": True}},
+    {
+        "label": "sam",
+        "kind": "sam",
+        "lr": 0.1,
+        "options": {"rho": 0.05, "base": "sgd", "momentum": 0.9, "nesterov": True},
+    },
     {"label": "lpf-sgd", "kind": "lpf-sgd", "lr": 0.1, "options": {"sigma": 1e-3, "n_samples": 1, "momentum": 0.9}},
-]  # fmt: skip
+]
 
 
 def config(seed: int, effective_epochs: float) -> dict:
     return {
-        "name": f"llc_training_{seed}", "seed": seed, "threads": 1, "batch_size": 64,
-        "effective_epochs": effective_epochs, "eval_batch_size": 2000,
+        "name": f"llc_training_{seed}",
+        "seed": seed,
+        "threads": 1,
+        "batch_size": 64,
+        "effective_epochs": effective_epochs,
+        "eval_batch_size": 2000,
         "data": {"source": "digits", "validation_fraction": 0.1, "test_fraction": 0.2},
-        "model": {"name": "mlp", "options": {"hidden": [64]}}, "schedule": {"kind": "cosine"},
-        "flatness": {"measures": ["llc"]}, "optimizers": OPTIMIZERS,
-    }  # fmt: skip
+        "model": {"name": "mlp", "options": {"hidden": [64]}},
+        "schedule": {"kind": "cosine"},
+        "flatness": {"measures": ["llc"]},
+        "optimizers": OPTIMIZERS,
+    }
 
 
 def main() -> None:

@@ -60,8 +60,9 @@ def _cmd_samplers(args: argparse.Namespace) -> int:
             traits = ["wraps a sampler: its gradients per step, noises and force= are the wrapped sampler's"]
         else:
             traits = [f"{cls.gradients_per_step} gradient(s) per step", f"noise {'/'.join(cls.noises)}"]
-            traits += [text for flag, text in ((cls.accepts_force, "takes force="), (cls.needs_potential, "needs U"))
-                       if flag]  # fmt: skip
+            traits += [
+                text for flag, text in ((cls.accepts_force, "takes force="), (cls.needs_potential, "needs U")) if flag
+            ]
         print(f"{name:<10} {params}\n           {summary}\n           ({', '.join(traits)})")
     return 0
 
@@ -132,8 +133,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 2
     _out_is_free(args)
     from localentropy.experiments.sweeps.runner import run_sweep
-    path, state, results = run_sweep(resolve_config(args.config), args.out, executor=args.executor,
-                                     workers=args.workers, address=args.address, force=args.force)  # fmt: skip
+
+    path, state, results = run_sweep(
+        resolve_config(args.config),
+        args.out,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        force=args.force,
+    )
     if state == "skip":
         print(f"{path} is complete: skipped (use --force to run again)")
     else:
@@ -145,8 +153,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from localentropy.experiments.reproduce.run import reproduce
 
-    doc, mode = reproduce(quick=args.quick, out=args.out, doc=args.doc, workers=args.workers, force=args.force,
-                          configs=args.configs, steps=args.steps, fresh_seeds=args.fresh_seeds)  # fmt: skip
+    doc, mode = reproduce(
+        quick=args.quick,
+        out=args.out,
+        doc=args.doc,
+        workers=args.workers,
+        force=args.force,
+        configs=args.configs,
+        steps=args.steps,
+        fresh_seeds=args.fresh_seeds,
+    )
     print(f"findings ({mode} run): {doc}" if doc is not None else f"steps done ({mode} run); findings not written yet")
     return 0
 
@@ -208,8 +224,10 @@ A run directory holds config.json, the results, report.md and a COMPLETE marker 
 time may use it. Progress bars show on a terminal; elsewhere, or with --quiet, plain lines."""
 
 CONFIG_HELP = "a TOML config file, or the name of a shipped config (see `localentropy configs`)"
-FORCE_HELP = ("delete the run directory and start again (only a run of the same config name; an interrupted "
-              "run resumes without it)")
+FORCE_HELP = (
+    "delete the run directory and start again (only a run of the same config name; an interrupted "
+    "run resumes without it)"
+)
 
 
 def _add_run_options(command: argparse.ArgumentParser, what: str) -> None:
@@ -219,18 +237,24 @@ def _add_run_options(command: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="localentropy", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="localentropy",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"localentropy {__version__}")
     parser.add_argument("--debug", action="store_true", help="print the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=description,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        return sub.add_parser(
+            name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
 
-    def config_command(name: str, summary: str, description: str, func: object,
-                       what: str = "run") -> argparse.ArgumentParser:
+    def config_command(
+        name: str, summary: str, description: str, func: object, what: str = "run"
+    ) -> argparse.ArgumentParser:
         """A command that runs one config into a run directory: CONFIG, --out, --force, --quiet."""
         parser = command(name, summary, description)
         parser.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
@@ -238,41 +262,67 @@ def build_parser() -> argparse.ArgumentParser:
         parser.set_defaults(func=func)
         return parser
 
-    config_command("run", "compare estimators of the local-entropy gradient (a comparison config)",
-                  "Estimate the local-entropy gradient on a problem whose answer is known, with every estimator of "
-                  "the config,\nat every budget, scope gamma and temperature, and write the errors (bias, variance, "
-                  "MSE), chain\ndiagnostics and a report. Example: localentropy run shootout", _cmd_run)  # fmt: skip
-    train = config_command("train", "train a model with several optimizers (a training config)",
-                    "Train one model with each optimizer of the config on the same data, initial weights and "
-                    "batch order;\nrecord test error per epoch, time, gradient evaluations and the flatness of "
-                    "the final weights.\nWith --nproc N, data-parallel on N local processes (torch.distributed, "
-                    "gloo); under torchrun,\none rank of its run (`localentropy docs distributed`).\n"
-                    "Example: localentropy train train_digits_small --nproc 2", _cmd_train)  # fmt: skip
+    config_command(
+        "run",
+        "compare estimators of the local-entropy gradient (a comparison config)",
+        "Estimate the local-entropy gradient on a problem whose answer is known, with every estimator of "
+        "the config,\nat every budget, scope gamma and temperature, and write the errors (bias, variance, "
+        "MSE), chain\ndiagnostics and a report. Example: localentropy run shootout",
+        _cmd_run,
+    )
+    train = config_command(
+        "train",
+        "train a model with several optimizers (a training config)",
+        "Train one model with each optimizer of the config on the same data, initial weights and "
+        "batch order;\nrecord test error per epoch, time, gradient evaluations and the flatness of "
+        "the final weights.\nWith --nproc N, data-parallel on N local processes (torch.distributed, "
+        "gloo); under torchrun,\none rank of its run (`localentropy docs distributed`).\n"
+        "Example: localentropy train train_digits_small --nproc 2",
+        _cmd_train,
+    )
     train.add_argument("--nproc", type=_positive_int, default=1, help="data-parallel processes here (default 1)")
     train.add_argument("--device", type=_device_name, help="override the config's device: auto, cpu, cuda, cuda:N, mps")
-    train.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"),
-                       help="override the config's precision")  # fmt: skip
-    train.add_argument("--drift-check", type=non_negative_int, default=100, metavar="K",
-                       help="data-parallel: check the replicas are equal every K steps (0: never; default 100)")
-    train.add_argument("--dist-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
-                       help="data-parallel: how long a rank waits for the others at a collective (default 60)")
-    sweep = config_command("sweep", "run a grid of training runs, on local processes or on Ray (a sweep config)",
-                    "Expand a sweep config (a base training config and the values to try) into training runs and "
-                    "run them,\nseveral at a time; completed runs are kept, failed ones retried on the next call.\n"
-                    "Example: localentropy sweep sweep_overhead --workers 2", _cmd_sweep, "sweep")  # fmt: skip
-    sweep.add_argument("--executor", choices=("local", "ray"), default="local",
-                       help="local processes (default) or Ray tasks")  # fmt: skip
+    train.add_argument(
+        "--precision", choices=("32-true", "bf16-mixed", "16-mixed"), help="override the config's precision"
+    )
+    train.add_argument(
+        "--drift-check",
+        type=non_negative_int,
+        default=100,
+        metavar="K",
+        help="data-parallel: check the replicas are equal every K steps (0: never; default 100)",
+    )
+    train.add_argument(
+        "--dist-timeout",
+        type=positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="data-parallel: how long a rank waits for the others at a collective (default 60)",
+    )
+    sweep = config_command(
+        "sweep",
+        "run a grid of training runs, on local processes or on Ray (a sweep config)",
+        "Expand a sweep config (a base training config and the values to try) into training runs and "
+        "run them,\nseveral at a time; completed runs are kept, failed ones retried on the next call.\n"
+        "Example: localentropy sweep sweep_overhead --workers 2",
+        _cmd_sweep,
+        "sweep",
+    )
+    sweep.add_argument(
+        "--executor", choices=("local", "ray"), default="local", help="local processes (default) or Ray tasks"
+    )
     sweep.add_argument("--address", help="Ray cluster address (e.g. auto or ray://host:10001; default: a local Ray)")
     sweep.add_argument("--workers", type=_positive_int, help="runs at a time (local default 1; Ray: all CPUs)")
 
     from localentropy.experiments.reproduce.steps import expected_minutes, registered_steps
 
     reproduce = command(
-        "reproduce", "rerun every experiment behind the findings and write the findings document",
+        "reproduce",
+        "rerun every experiment behind the findings and write the findings document",
         f"Rerun every experiment behind the findings (about {expected_minutes(False):.0f} minutes on 2 cores; "
         f"--quick about {expected_minutes(True):.0f})\nand write the findings document. Complete steps are "
         "skipped, so an interrupted run resumes.",
-    )  # fmt: skip
+    )
     reproduce.add_argument(
         "--quick", action="store_true", help="fewer seeds, replicates and epochs: checks the pipeline, not the findings"
     )
@@ -281,41 +331,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--doc", type=_out_dir, help="the document to write (default <out>/findings.md)")
     reproduce.add_argument("--workers", type=_positive_int, help="sweep runs at a time (default 2, at most the CPUs)")
-    reproduce.add_argument("--configs", type=_out_dir,
-                           help="a folder of edited step configs to use instead of the shipped ones")  # fmt: skip
+    reproduce.add_argument(
+        "--configs", type=_out_dir, help="a folder of edited step configs to use instead of the shipped ones"
+    )
     reproduce.add_argument("--force", action="store_true", help="delete the step runs and run everything again")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars: plain lines only")
     reproduce.add_argument(
         "--steps", help="comma-separated steps to run (default all): " + ", ".join(s.name for s in registered_steps())
     )
     reproduce.add_argument(
-        "--fresh-seeds", type=_positive_int, metavar="K",
+        "--fresh-seeds",
+        type=_positive_int,
+        metavar="K",
         help="then rerun the steps (default: those with claims) on K seeds never used before, into <out>/fresh, and "
-             "say beside each claim whether it held (with --quick at most 3)",
-    )  # fmt: skip
+        "say beside each claim whether it held (with --quick at most 3)",
+    )
     reproduce.set_defaults(func=_cmd_reproduce)
 
-    report = command("report", "rebuild a run's report, or merge several comparison runs into one report",
-                     "Rebuild the report of one run directory (`localentropy run` or `localentropy train`) in place, "
-                     "or merge several\ncomparison runs into a new directory (default runs/report-<name>-<name>; the "
-                     "merged runs are never changed).")
-    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of `localentropy run` (or one of "
-                        "`localentropy train`)")
+    report = command(
+        "report",
+        "rebuild a run's report, or merge several comparison runs into one report",
+        "Rebuild the report of one run directory (`localentropy run` or `localentropy train`) in place, "
+        "or merge several\ncomparison runs into a new directory (default runs/report-<name>-<name>; the "
+        "merged runs are never changed).",
+    )
+    report.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run directories of `localentropy run` (or one of `localentropy train`)",
+    )
     report.add_argument("--out", type=_out_dir, help="where to write the report")
     report.set_defaults(func=_cmd_report)
 
-    docs = command("docs", "list the documentation, or print one document",
-                   "The documentation installed with localentropy: `docs` lists it, `docs NAME` prints one document\n"
-                   "(NAME as listed; `samplers`, `samplers.md` and `docs/samplers.md` name the same one).")
+    docs = command(
+        "docs",
+        "list the documentation, or print one document",
+        "The documentation installed with localentropy: `docs` lists it, `docs NAME` prints one document\n"
+        "(NAME as listed; `samplers`, `samplers.md` and `docs/samplers.md` name the same one).",
+    )
     docs.add_argument("name", metavar="NAME", nargs="?", help="the document to print")
     docs.set_defaults(func=_cmd_docs)
 
-    configs = command("configs", "list, show or copy the shipped configs; print the config reference",
-                      "The configs that ship with localentropy: `configs` lists them, `configs show NAME` prints "
-                      "one,\n`configs copy NAME [PATH]` writes an editable copy (a sweep's base config is found "
-                      "beside it or\namong the shipped ones), `configs schema` prints every field of every config "
-                      "kind\n(`--json`: their JSON Schemas, which editors use to check a config as it is "
-                      "typed).")
+    configs = command(
+        "configs",
+        "list, show or copy the shipped configs; print the config reference",
+        "The configs that ship with localentropy: `configs` lists them, `configs show NAME` prints "
+        "one,\n`configs copy NAME [PATH]` writes an editable copy (a sweep's base config is found "
+        "beside it or\namong the shipped ones), `configs schema` prints every field of every config "
+        "kind\n(`--json`: their JSON Schemas, which editors use to check a config as it is "
+        "typed).",
+    )
     configs.set_defaults(func=_cmd_configs)
     actions = configs.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("list", help="one line per shipped config: name, command, what it does")
@@ -325,13 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("name", metavar="NAME")
     copy.add_argument("path", metavar="PATH", nargs="?", help="file or folder to write (default ./NAME.toml)")
     copy.add_argument("--force", action="store_true", help="overwrite an existing file")
-    schema = actions.add_parser("schema", help="every field of every config kind: type, default, allowed values "
-                                "(Markdown; --json: the JSON Schema of each kind, for editors)")
+    schema = actions.add_parser(
+        "schema",
+        help="every field of every config kind: type, default, allowed values "
+        "(Markdown; --json: the JSON Schema of each kind, for editors)",
+    )
     schema.add_argument("--json", action="store_true", help="print one JSON object: config kind -> its JSON Schema")
 
-    samplers = command("samplers", "list the registered samplers and their hyperparameters",
-                       "List the registered samplers, their hyperparameters and defaults; with --accuracy, measure "
-                       "how\naccurately each samples known targets as the step size grows (the accuracy atlas).")
+    samplers = command(
+        "samplers",
+        "list the registered samplers and their hyperparameters",
+        "List the registered samplers, their hyperparameters and defaults; with --accuracy, measure "
+        "how\naccurately each samples known targets as the step size grows (the accuracy atlas).",
+    )
     samplers.add_argument("--accuracy", action="store_true", help="measure the accuracy atlas of every sampler")
     samplers.add_argument("--out", type=_out_dir, help="atlas output directory (default runs/atlas)")
     samplers.add_argument("--quick", action="store_true", help="a small atlas (under a minute)")
@@ -340,17 +412,23 @@ def build_parser() -> argparse.ArgumentParser:
     samplers.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     samplers.set_defaults(func=_cmd_samplers)
 
-    demo = command("demo", "sample a correlated 2-D Gaussian with every registered sampler",
-                   "Sample a correlated 2-D Gaussian with every registered sampler and print the error of the mean "
-                   "and\ncovariance with its Monte Carlo standard error: a quick check that the samplers work.")
+    demo = command(
+        "demo",
+        "sample a correlated 2-D Gaussian with every registered sampler",
+        "Sample a correlated 2-D Gaussian with every registered sampler and print the error of the mean "
+        "and\ncovariance with its Monte Carlo standard error: a quick check that the samplers work.",
+    )
     demo.add_argument("--chains", type=_positive_int, default=32, help="independent chains (default 32)")
     demo.add_argument("--steps", type=_positive_int, default=10000, help="steps per chain, burn-in included")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
 
-    digits = command("digits", "train a small MLP on scikit-learn digits with SGD, Entropy-SGD and LPF-SGD",
-                     "Train a small MLP on scikit-learn's digits with SGD, Entropy-SGD (each published preset) and "
-                     "LPF-SGD\nat the same gradient budget and print their test errors (needs scikit-learn).")
+    digits = command(
+        "digits",
+        "train a small MLP on scikit-learn digits with SGD, Entropy-SGD and LPF-SGD",
+        "Train a small MLP on scikit-learn's digits with SGD, Entropy-SGD (each published preset) and "
+        "LPF-SGD\nat the same gradient budget and print their test errors (needs scikit-learn).",
+    )
     digits.add_argument("--epochs", type=_positive_int, default=10, help="gradient budget in epochs (default 10)")
     digits.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     digits.set_defaults(func=_cmd_digits)
@@ -416,8 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # report every other failure as one readable line
         if args.debug:
             traceback.print_exc()
-        print(f"localentropy {args.command}: failed: {type(exc).__name__}: {exc} (--debug for the traceback)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"localentropy {args.command}: failed: {type(exc).__name__}: {exc} (--debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if previous is not None:

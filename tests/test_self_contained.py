@@ -13,8 +13,14 @@ FORBIDDEN = ["../" + "shared", "ANCHORS" + ".md", "MATH" + ".md", "ENVIRONMENT" 
 
 def _tracked() -> list[Path]:
     try:
-        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=30, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
     except (OSError, subprocess.SubprocessError):  # not a git checkout: every file but runs/
         return [p for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts and "runs" not in p.parts]

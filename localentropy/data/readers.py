@@ -150,8 +150,9 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-_BUILTINS = frozenset({"list", "dict", "tuple", "set", "frozenset", "bytearray", "bytes", "str", "int", "float",
-                       "complex", "bool"})  # fmt: skip
+_BUILTINS = frozenset(
+    {"list", "dict", "tuple", "set", "frozenset", "bytearray", "bytes", "str", "int", "float", "complex", "bool"}
+)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -193,8 +194,17 @@ def restricted_load(path: str | Path) -> Any:
         return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as exc:
         raise ValueError(f"{path}: unsafe or corrupt pickle: {exc}") from None
-    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, MemoryError,
-            OverflowError, UnicodeDecodeError) as exc:  # fmt: skip
+    except (
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        MemoryError,
+        OverflowError,
+        UnicodeDecodeError,
+    ) as exc:
         raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
 
 

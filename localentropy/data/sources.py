@@ -236,13 +236,32 @@ def load_data(
     return splits
 
 
-def _text_splits(source: str, path: str | Path | None, options: dict[str, Any] | None, validation_fraction: float,
-                 test_fraction: float, train_limit: int | None, test_limit: int | None) -> DataSplits:  # fmt: skip
+def _text_splits(
+    source: str,
+    path: str | Path | None,
+    options: dict[str, Any] | None,
+    validation_fraction: float,
+    test_fraction: float,
+    train_limit: int | None,
+    test_limit: int | None,
+) -> DataSplits:
     train, validation, test, info = load_text(
-        source, path=path, options=options, validation_fraction=validation_fraction, test_fraction=test_fraction,
-        train_limit=train_limit, test_limit=test_limit,
-    )  # fmt: skip
-    splits = DataSplits(name=source, train=train, validation=validation, test=test, input_shape=(),
-                        num_classes=int(info["vocabulary_size"]), info=info)  # fmt: skip
+        source,
+        path=path,
+        options=options,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        train_limit=train_limit,
+        test_limit=test_limit,
+    )
+    splits = DataSplits(
+        name=source,
+        train=train,
+        validation=validation,
+        test=test,
+        input_shape=(),
+        num_classes=int(info["vocabulary_size"]),
+        info=info,
+    )
     splits.info["sizes"] = splits.sizes()
     return splits

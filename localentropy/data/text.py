@@ -36,8 +36,7 @@ MIX = 1e-3  # weight of the uniform law in every transition: all positive, so ir
 MAX_CONTEXTS = 1_000_000
 DIRECT_BELOW = 2000
 POWER_ITERATIONS = 20_000
-MARKOV_DEFAULTS: dict[str, Any] = {"order": 2, "alphabet": 24, "concentration": 0.3, "length": 200_000,
-                                   "chain_seed": 0}  # fmt: skip
+MARKOV_DEFAULTS: dict[str, Any] = {"order": 2, "alphabet": 24, "concentration": 0.3, "length": 200_000, "chain_seed": 0}
 TEXT_DEFAULTS: dict[str, Any] = {"unit": "char"}
 OPTIONS: dict[str, dict[str, Any]] = {"markov-text": MARKOV_DEFAULTS, "text": TEXT_DEFAULTS}
 
@@ -55,8 +54,10 @@ class TokenStream:
 def check_text_options(source: str, options: dict[str, Any]) -> list[str]:
     """The problems of ``data.options`` for a text source, each naming its field (empty when valid)."""
     allowed = OPTIONS.get(source, {})
-    problems = [f"data.options.{k}: unknown for source {source!r}; allowed: {', '.join(sorted(allowed)) or 'none'}"
-                for k in sorted(set(options) - set(allowed))]  # fmt: skip
+    problems = [
+        f"data.options.{k}: unknown for source {source!r}; allowed: {', '.join(sorted(allowed)) or 'none'}"
+        for k in sorted(set(options) - set(allowed))
+    ]
     merged = {**allowed, **{k: v for k, v in options.items() if k in allowed}}
     if source == "text":
         if merged["unit"] not in UNITS:
@@ -73,8 +74,10 @@ def check_text_options(source: str, options: dict[str, Any]) -> list[str]:
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not (math.isfinite(c) and c > 0):
         problems.append(f"data.options.concentration: a positive number (the Dirichlet's), got {c!r}")
     if not problems and merged["alphabet"] ** merged["order"] > MAX_CONTEXTS:
-        problems.append(f"data.options: alphabet ** order = {merged['alphabet'] ** merged['order']} contexts; at most "
-                        f"{MAX_CONTEXTS:,} (a smaller order or alphabet)")  # fmt: skip
+        problems.append(
+            f"data.options: alphabet ** order = {merged['alphabet'] ** merged['order']} contexts; at most "
+            f"{MAX_CONTEXTS:,} (a smaller order or alphabet)"
+        )
     return problems
 
 
@@ -120,8 +123,10 @@ class MarkovSource:
             if np.abs(new - pi).sum() < 1e-14:
                 return new
             pi = new
-        raise ValueError(f"the chain of {size} contexts mixes too slowly for its stationary law to be found in "
-                         f"{POWER_ITERATIONS} power iterations: use a larger concentration or fewer contexts")
+        raise ValueError(
+            f"the chain of {size} contexts mixes too slowly for its stationary law to be found in "
+            f"{POWER_ITERATIONS} power iterations: use a larger concentration or fewer contexts"
+        )
 
     @property
     def entropy_rate(self) -> float:
@@ -175,9 +180,16 @@ def _read_text(path: Path) -> str:
 Streams = tuple[TokenStream, TokenStream | None, TokenStream, dict[str, Any]]
 
 
-def load_text(source: str, *, path: str | Path | None = None, options: dict[str, Any] | None = None,
-              validation_fraction: float = 0.1, test_fraction: float = 0.2, train_limit: int | None = None,
-              test_limit: int | None = None) -> Streams:  # fmt: skip
+def load_text(
+    source: str,
+    *,
+    path: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+) -> Streams:
     """(train, validation or None, test, info) token streams of a text source; ``info`` holds the vocabulary."""
     options = dict(options or {})
     problems = check_text_options(source, options)
@@ -186,8 +198,7 @@ def load_text(source: str, *, path: str | Path | None = None, options: dict[str,
     settings = {**OPTIONS[source], **options}
     info: dict[str, Any] = {"source": source, "options": settings}
     if source == "markov-text":
-        chain = MarkovSource(settings["order"], settings["alphabet"], settings["concentration"],
-                             settings["chain_seed"])  # fmt: skip
+        chain = MarkovSource(settings["order"], settings["alphabet"], settings["concentration"], settings["chain_seed"])
         ids = chain.sample(settings["length"], seed=settings["chain_seed"] + 1)
         vocabulary = list(SYMBOLS[: chain.alphabet])
         info["entropy_rate_bits"] = chain.entropy_rate

@@ -77,8 +77,10 @@ class PairedDifference:
         if self.mean is None:
             return f"no paired {self.unit}s"
         ci = f" ± {self.half_width * scale:.{digits}f}" if self.half_width is not None else ""
-        return (f"{self.mean * scale:+.{digits}f}{ci}{unit} ({100 * self.level:g} % t-interval over {self.n} "
-                f"{self.unit}{'s' if self.n != 1 else ''})")  # fmt: skip
+        return (
+            f"{self.mean * scale:+.{digits}f}{ci}{unit} ({100 * self.level:g} % t-interval over {self.n} "
+            f"{self.unit}{'s' if self.n != 1 else ''})"
+        )
 
 
 def _aligned(a: Units, b: Units) -> tuple[np.ndarray, np.ndarray]:

@@ -84,8 +84,9 @@ class Objective:
 
     def value(self) -> float:
         with torch.no_grad():
-            return sum(float(self.loss_fn(self.model(x), y)) * w for (x, y), w in zip(self.batches, self.weights,
-                                                                                     strict=True))  # fmt: skip
+            return sum(
+                float(self.loss_fn(self.model(x), y)) * w for (x, y), w in zip(self.batches, self.weights, strict=True)
+            )
 
     def value_and_grad(self) -> tuple[float, Tensor]:
         total, grad = 0.0, torch.zeros(self.dim, dtype=self.params[0].dtype, device=self.params[0].device)
@@ -100,8 +101,13 @@ class Objective:
         pairs = [(g, vi, i) for i, (g, vi) in enumerate(zip(grads, v, strict=True)) if g.requires_grad]
         out = [torch.zeros_like(p) for p in self.params]
         if pairs:
-            hv = torch.autograd.grad([g for g, _, _ in pairs], self.params, grad_outputs=[vi for _, vi, _ in pairs],
-                                     retain_graph=retain, allow_unused=True)  # fmt: skip
+            hv = torch.autograd.grad(
+                [g for g, _, _ in pairs],
+                self.params,
+                grad_outputs=[vi for _, vi, _ in pairs],
+                retain_graph=retain,
+                allow_unused=True,
+            )
             out = [o if h is None else h for o, h in zip(out, hv, strict=True)]
         return torch.cat([h.reshape(-1) for h in out])
 
@@ -140,9 +146,14 @@ class TopEigenvalue:
 
 
 def hessian_top_eigenvalue(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, *, iterations: int = 100, tol: float = 1e-4,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    *,
+    iterations: int = 100,
+    tol: float = 1e-4,
     generator: torch.Generator | None = None,
-) -> TopEigenvalue:  # fmt: skip
+) -> TopEigenvalue:
     """The Hessian eigenvalue of largest magnitude, by power iteration (stops when it changes by < tol relative)."""
     objective = Objective(model, loss_fn, batches)
     v = _gaussian(objective.dim, objective.params[0], generator)
@@ -171,9 +182,13 @@ class TraceEstimate:
 
 
 def hessian_trace(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, *, samples: int = 50,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    *,
+    samples: int = 50,
     generator: torch.Generator | None = None,
-) -> TraceEstimate:  # fmt: skip
+) -> TraceEstimate:
     """Hutchinson's estimate of tr(H) with Rademacher vectors, and its MCSE std / sqrt(samples) (needs >= 2)."""
     if samples < 2:
         raise ValueError(f"samples must be >= 2 (the MCSE needs two), got {samples}")
@@ -198,8 +213,9 @@ class SpectralDensity:
 
     def moment(self, k: int) -> float:
         """The quadrature estimate of tr(H^k) / d (exact polynomial moments of the nodes, before broadening)."""
-        return float(np.mean([np.sum(np.asarray(w) * np.asarray(t) ** k) for t, w in zip(self.nodes, self.weights,
-                                                                                      strict=True)]))  # fmt: skip
+        return float(
+            np.mean([np.sum(np.asarray(w) * np.asarray(t) ** k) for t, w in zip(self.nodes, self.weights, strict=True)])
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,9 +243,16 @@ def lanczos(hvp: Callable[[Tensor], Tensor], v0: Tensor, steps: int) -> tuple[np
 
 
 def hessian_density(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, *, steps: int = 30, runs: int = 1,
-    broadening: float = 0.01, grid_points: int = 1000, generator: torch.Generator | None = None,
-) -> SpectralDensity:  # fmt: skip
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    *,
+    steps: int = 30,
+    runs: int = 1,
+    broadening: float = 0.01,
+    grid_points: int = 1000,
+    generator: torch.Generator | None = None,
+) -> SpectralDensity:
     """Eigenvalue density by stochastic Lanczos quadrature (``runs`` random starts, ``steps`` <= d each).
 
     The density is sum_i tau_i N(t; theta_i, sigma^2) averaged over runs, with sigma = broadening times the
@@ -275,9 +298,14 @@ class Sharpness:
 
 
 def epsilon_sharpness(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, *, epsilon: float = 1e-3, iterations: int = 10,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    *,
+    epsilon: float = 1e-3,
+    iterations: int = 10,
     generator: torch.Generator | None = None,
-) -> Sharpness:  # fmt: skip
+) -> Sharpness:
     """Keskar's eps-sharpness in the full parameter space; the parameters are restored afterwards.
 
     L-BFGS-B (at most ``iterations`` iterations) maximises f over the box, starting from a random point in it
@@ -302,8 +330,14 @@ def epsilon_sharpness(
     u = torch.rand(x.numel(), generator=generator, dtype=torch.float64).numpy()
     start = x64 + radius * (2 * u - 1)
     try:
-        minimize(negative, start, jac=True, method="L-BFGS-B", bounds=Bounds(x64 - radius, x64 + radius),
-                 options={"maxiter": int(iterations)})  # fmt: skip
+        minimize(
+            negative,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=Bounds(x64 - radius, x64 + radius),
+            options={"maxiter": int(iterations)},
+        )
     finally:
         objective.load(x)
     value = 100.0 * (best[0] - f0) / (1.0 + f0)
@@ -321,9 +355,18 @@ class LocalEntropyGradient:
 
 
 def local_entropy_gradient(
-    model: nn.Module, loss_fn: LossFn, batches: Batches, *, gamma: float, temperature: float, step_size: float,
-    steps: int = 20, chains: int = 2, burn_in: int = 0, generator: torch.Generator | None = None,
-) -> LocalEntropyGradient:  # fmt: skip
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    *,
+    gamma: float,
+    temperature: float,
+    step_size: float,
+    steps: int = 20,
+    chains: int = 2,
+    burn_in: int = 0,
+    generator: torch.Generator | None = None,
+) -> LocalEntropyGradient:
     """||gamma (x - <x'>)|| with ``chains`` SGLD chains of ``steps`` steps on the full-batch f (params restored).
 
     The norm of a noisy estimate is biased upwards by about its standard error, sqrt(sum_c ||g_c - g||^2 /
@@ -343,8 +386,15 @@ def local_entropy_gradient(
             rows.append(objective.value_and_grad()[1])
         return torch.stack(rows)
 
-    estimator = LocalEntropyEstimator(grad_fn, gamma, make_sampler("sgld", step_size=step_size), steps,
-                                      temperature=temperature, burn_in=burn_in, keep_draws=False)  # fmt: skip
+    estimator = LocalEntropyEstimator(
+        grad_fn,
+        gamma,
+        make_sampler("sgld", step_size=step_size),
+        steps,
+        temperature=temperature,
+        burn_in=burn_in,
+        keep_draws=False,
+    )
     try:
         result = estimator.estimate(x, chains, generator)
     finally:
@@ -355,6 +405,10 @@ def local_entropy_gradient(
     spread = float(((result.chain_grads - g) ** 2).sum()) / (c * (c - 1)) if c > 1 else math.nan
     cosine = float(torch.dot(g, grad) / (g.norm() * grad.norm())) if float(g.norm() * grad.norm()) > 0 else 0.0
     return LocalEntropyGradient(
-        norm=float(g.norm()), mcse=math.sqrt(spread), chain_norms=[float(c.norm()) for c in result.chain_grads],
-        grad_norm=float(grad.norm()), cosine=cosine, grad_evals=result.grad_evals,
-    )  # fmt: skip
+        norm=float(g.norm()),
+        mcse=math.sqrt(spread),
+        chain_norms=[float(c.norm()) for c in result.chain_grads],
+        grad_norm=float(grad.norm()),
+        cosine=cosine,
+        grad_evals=result.grad_evals,
+    )

@@ -82,20 +82,38 @@ class InnerLoopConvention:
 
 INNER_LOOP_PRESETS: dict[str, InnerLoopConvention] = {
     "paper": InnerLoopConvention(
-        "paper", "sgld", 0.5, 0.75, "gamma", "inside", None,
+        "paper",
+        "sgld",
+        0.5,
+        0.75,
+        "gamma",
+        "inside",
+        None,
         "Algorithm 1 as printed: SGLD, noise sqrt(eta') eps xi (T = eps^2 / 2), alpha = 0.75, outer step eta gamma",
     ),
     "authors": InnerLoopConvention(
-        "authors", "msgld", 1.0, 0.25, "unit", "after_momentum", 0.9,
+        "authors",
+        "msgld",
+        1.0,
+        0.25,
+        "unit",
+        "after_momentum",
+        0.9,
         "the authors' code: Nesterov MomentumSGLD (m = 0.9), noise eps sqrt(2 eta') xi, coupling after the "
         "momentum, weight 0.25 on the newest iterate, outer step eta (x - mu)",
     ),
     "authors-sgld": InnerLoopConvention(
-        "authors-sgld", "sgld", 1.0, 0.25, "unit", "inside", None,
+        "authors-sgld",
+        "sgld",
+        1.0,
+        0.25,
+        "unit",
+        "inside",
+        None,
         "the authors' temperature and averaging on plain SGLD: noise eps sqrt(2 eta') xi (T = eps^2), weight 0.25 "
         "on the newest iterate, no momentum",
     ),
-}  # fmt: skip
+}
 ESTIMATOR_PRESETS = ("paper", "authors-sgld")
 OPTIMIZER_PRESETS = ("paper", "authors")
 RENAMED = {"authors": "authors-sgld"}  # the estimator's old name for "authors-sgld" (before the optimizer's "authors")
@@ -143,17 +161,33 @@ class ParleConvention:
 
 PARLE_PRESETS: dict[str, ParleConvention] = {
     "paper": ParleConvention(
-        "paper", True, "none", None, None, "weights", "gamma", 0.75, False,
+        "paper",
+        True,
+        "none",
+        None,
+        None,
+        "weights",
+        "gamma",
+        0.75,
+        False,
         "the paper's equations: Langevin inner loop, rho as given, no caps, one reduction of the weights per outer "
         "step, outer step gamma (x^a - mu^a) + rho (x^a - x_ref)",
     ),
     "authors": ParleConvention(
-        "authors", False, "steps_replicas", 1.0, 10.0, "averages_then_weights", "unit", 0.25, True,
+        "authors",
+        False,
+        "steps_replicas",
+        1.0,
+        10.0,
+        "averages_then_weights",
+        "unit",
+        0.25,
+        True,
         "the authors' code: no noise in the inner loop, rho x L x n, gamma and rho scoped by (1 + 0.5 / nb) per "
         "outer step and capped at 1 and 10, the reference first the mean of the inner averages then of the weights, "
         "outer step (x^a - mu^a) + rho (x^a - x_ref), weight 0.25 on the newest inner iterate",
     ),
-}  # fmt: skip
+}
 
 
 def parle_preset(name: str, field: str = "preset") -> ParleConvention:

@@ -113,9 +113,16 @@ def _run_one(
     """One trajectory: the relative error of the direction and ||g|| at each outer step, and the final loss."""
     x = x0.clone().requires_grad_(True)
     opt = EntropySGD(
-        [x], lr=lr, gamma=gamma, sampler=sampler, sampler_options=sampler_options, inner_steps=inner_steps,
-        averaging="uniform", warm_start=warm_start, generator=generator,
-    )  # fmt: skip
+        [x],
+        lr=lr,
+        gamma=gamma,
+        sampler=sampler,
+        sampler_options=sampler_options,
+        inner_steps=inner_steps,
+        averaging="uniform",
+        warm_start=warm_start,
+        generator=generator,
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -183,11 +190,17 @@ def trajectory_accuracy(
             per_replicate, final_losses, curves, norm_curves = [], [], [], []
             for replicate in range(replicates):
                 errors, norms, final_loss = _run_one(
-                    problem, x0, sampler=name,
+                    problem,
+                    x0,
+                    sampler=name,
                     sampler_options={**resolved[name], "temperature": temperature, "noise": noise},
-                    inner_steps=L, warm_start=w, gamma=gamma, lr=lr, outer_steps=outer_steps,
+                    inner_steps=L,
+                    warm_start=w,
+                    gamma=gamma,
+                    lr=lr,
+                    outer_steps=outer_steps,
                     generator=torch.Generator().manual_seed(seed + replicate),
-                )  # fmt: skip
+                )
                 tail = errors[skip:]
                 per_replicate.append(sum(tail) / len(tail))
                 final_losses.append(final_loss)

@@ -257,13 +257,19 @@ def plot_targets(result: dict[str, Any], path: str | Path) -> Path:
             for m in summary["local_minima"]:
                 best = m["x"] == summary["minimiser"]["x"]
                 ax.plot(
-                    m["x"], m["value"], "o", color=style["color"], markersize=6 if best else 5,
-                    markerfacecolor=style["color"] if best else "white", zorder=3,
-                )  # fmt: skip
+                    m["x"],
+                    m["value"],
+                    "o",
+                    color=style["color"],
+                    markersize=6 if best else 5,
+                    markerfacecolor=style["color"] if best else "white",
+                    zorder=3,
+                )
         for m in result["f_minima"].values():
             ax.axvline(m["x"], color="0.8", linestyle=":", linewidth=0.8, zorder=0)
-        ax.set_title(f"gamma={setting['gamma']:g}, T={setting['temperature']:g}, sigma={setting['sigma']:.3g}",
-                     fontsize=9)  # fmt: skip
+        ax.set_title(
+            f"gamma={setting['gamma']:g}, T={setting['temperature']:g}, sigma={setting['sigma']:.3g}", fontsize=9
+        )
         ax.tick_params(labelsize=8)
         if k == 0:
             ax.legend(fontsize=7, loc="upper center")

@@ -148,30 +148,58 @@ def to_toml(data: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 RUN_BASE: dict[str, Any] = {
-    "name": "fz", "seed": 1, "replicates": 2, "chains": 2, "gamma": 1.0, "temperature": 0.1, "threads": 1,
-    "keep_draws": False, "ksd": False,
+    "name": "fz",
+    "seed": 1,
+    "replicates": 2,
+    "chains": 2,
+    "gamma": 1.0,
+    "temperature": 0.1,
+    "threads": 1,
+    "keep_draws": False,
+    "ksd": False,
     "problem": {"kind": "quadratic", "dim": 2, "condition": 2.0, "n_negative": 0, "seed": 0},
     "points": {"kind": "random", "count": 1, "scale": 1.0},
     "estimators": [
-        {"label": "a", "sampler": "sgld", "step_size_fraction": 0.5, "burn_in_fraction": 0.2, "averaging": "uniform",
-         "budgets": [8]},
+        {
+            "label": "a",
+            "sampler": "sgld",
+            "step_size_fraction": 0.5,
+            "burn_in_fraction": 0.2,
+            "averaging": "uniform",
+            "budgets": [8],
+        },
         {"label": "s", "kind": "smoothing", "sigma": "matched", "order": 1, "budgets": [4]},
     ],
-}  # fmt: skip
+}
 TRAIN_BASE: dict[str, Any] = {
-    "name": "fz", "seed": 0, "batch_size": 32, "epochs": 1, "eval_batch_size": 500, "threads": 1,
-    "data": {"source": "digits", "validation_fraction": 0.1, "test_fraction": 0.2, "train_limit": 64,
-             "test_limit": 64},
+    "name": "fz",
+    "seed": 0,
+    "batch_size": 32,
+    "epochs": 1,
+    "eval_batch_size": 500,
+    "threads": 1,
+    "data": {"source": "digits", "validation_fraction": 0.1, "test_fraction": 0.2, "train_limit": 64, "test_limit": 64},
     "model": {"name": "mlp", "options": {"hidden": [8]}},
     "schedule": {"kind": "constant"},
-    "flatness": {"measures": [], "examples": 10, "hutchinson_samples": 2, "power_tol": 0.01,
-                 "local_entropy": {"steps": 2, "burn_in": 0}},
+    "flatness": {
+        "measures": [],
+        "examples": 10,
+        "hutchinson_samples": 2,
+        "power_tol": 0.01,
+        "local_entropy": {"steps": 2, "burn_in": 0},
+    },
     "optimizers": [
         {"label": "sgd", "kind": "sgd", "lr": 0.1, "options": {"momentum": 0.9}},
-        {"label": "esgd", "kind": "entropy-sgd", "lr": 0.1, "options": {"gamma": 1.0, "inner_steps": 2},
-         "sampler": "sgld", "sampler_options": {"step_size": 0.01, "temperature": 1e-4}},
+        {
+            "label": "esgd",
+            "kind": "entropy-sgd",
+            "lr": 0.1,
+            "options": {"gamma": 1.0, "inner_steps": 2},
+            "sampler": "sgld",
+            "sampler_options": {"step_size": 0.01, "temperature": 1e-4},
+        },
     ],
-}  # fmt: skip
+}
 SWEEP_BASE: dict[str, Any] = {
     "name": "fz",
     "base": {k: copy.deepcopy(v) for k, v in TRAIN_BASE.items() if k != "name"},
@@ -197,8 +225,11 @@ def bad_int(low: int, high: int | None = None) -> st.SearchStrategy:
 
 def bad_number(low: float | None, high: float | None = None, *, low_open: bool = False) -> st.SearchStrategy:
     """Values a finite number field in [low, high] (or (low, high]) refuses."""
-    options = [NOT_A_NUMBER, NONFINITE,
-               HUGE.filter(lambda v: high is not None or (low is not None and v < low) or abs(v) > 1e308)]  # fmt: skip
+    options = [
+        NOT_A_NUMBER,
+        NONFINITE,
+        HUGE.filter(lambda v: high is not None or (low is not None and v < low) or abs(v) > 1e308),
+    ]
     if low is not None:
         options.append(st.floats(max_value=low, exclude_max=not low_open, allow_nan=False, allow_infinity=False))
         options.append(st.integers(max_value=math.floor(low) - (0 if low_open and float(low).is_integer() else 1)))
@@ -266,8 +297,11 @@ RUN_FIELDS: list[tuple[Path_, st.SearchStrategy]] = [
     (("chains",), bad_int(1, 100_000)),
     # gamma and temperature take a number or a list of them: [1.0] (in NOT_A_NUMBER) is a valid list
     (("gamma",), bad_number(0.0, low_open=True).filter(lambda v: v != [1.0]) | st.just([])),
-    (("temperature",), bad_number(0.0, low_open=True).filter(lambda v: v != [1.0])
-     | st.lists(bad_number(0.0, low_open=True), min_size=1)),
+    (
+        ("temperature",),
+        bad_number(0.0, low_open=True).filter(lambda v: v != [1.0])
+        | st.lists(bad_number(0.0, low_open=True), min_size=1),
+    ),
     (("threads",), bad_int(1, 1024)),
     (("keep_draws",), NOT_A_BOOL),
     (("ksd",), NOT_A_BOOL),
@@ -289,24 +323,50 @@ RUN_FIELDS: list[tuple[Path_, st.SearchStrategy]] = [
     (("estimators", 0, "sampler"), bad_choice(available_samplers())),
     (("estimators", 0, "step_size_fraction"), bad_number(0.0, 1.0, low_open=True)),
     (("estimators", 0, "burn_in_fraction"), bad_number(0.0, 0.9)),
-    (("estimators", 0, "averaging"), bad_choice(("uniform",)).filter(lambda v: not isinstance(v, int | float))
-     | bad_number(0.0, 1.0, low_open=True)),
+    (
+        ("estimators", 0, "averaging"),
+        bad_choice(("uniform",)).filter(lambda v: not isinstance(v, int | float)) | bad_number(0.0, 1.0, low_open=True),
+    ),
     (("estimators", 0, "budgets"), bad_int(4, 10_000_000) | st.just([]) | st.lists(bad_int(4, 10**7), min_size=1)),
     (("estimators", 0, "hyperparameters"), NOT_A_TABLE | st.just({"zz": 0.1}), ("estimators[0]",)),
-    (("estimators", 0), st.builds(lambda v: {"sampler": "sgld", "hyperparameters": {"step_size": v}, "budgets": [8]},
-                                  bad_number(0.0, low_open=True)), ("estimators[0]", "step_size")),
-    (("estimators", 0), st.builds(lambda v: {"sampler": "sghmc", "step_size_fraction": 0.5, "budgets": [8],
-                                             "hyperparameters": {"friction": v}},
-                                  st.sampled_from([math.nan, math.inf, -1.0, "x", True, 10**400, [1]])),
-     ("estimators[0]", "friction")),
-    (("estimators", 1, "sigma"), bad_choice(("matched",)).filter(lambda v: not isinstance(v, int | float))
-     | bad_number(0.0, low_open=True)),
+    (
+        ("estimators", 0),
+        st.builds(
+            lambda v: {"sampler": "sgld", "hyperparameters": {"step_size": v}, "budgets": [8]},
+            bad_number(0.0, low_open=True),
+        ),
+        ("estimators[0]", "step_size"),
+    ),
+    (
+        ("estimators", 0),
+        st.builds(
+            lambda v: {
+                "sampler": "sghmc",
+                "step_size_fraction": 0.5,
+                "budgets": [8],
+                "hyperparameters": {"friction": v},
+            },
+            st.sampled_from([math.nan, math.inf, -1.0, "x", True, 10**400, [1]]),
+        ),
+        ("estimators[0]", "friction"),
+    ),
+    (
+        ("estimators", 1, "sigma"),
+        bad_choice(("matched",)).filter(lambda v: not isinstance(v, int | float)) | bad_number(0.0, low_open=True),
+    ),
     (("estimators", 1, "order"), bad_int(0, 1)),
     (("estimators", 1, "budgets"), bad_int(1, 10_000_000)),
-]  # fmt: skip
-RUN_REQUIRED: list[Path_] = [("problem",), ("problem", "kind"), ("problem", "dim"), ("estimators",),
-                             ("estimators", 0, "budgets"), ("estimators", 0, "sampler"),
-                             ("estimators", 0, "step_size_fraction"), ("estimators", 1, "budgets")]  # fmt: skip
+]
+RUN_REQUIRED: list[Path_] = [
+    ("problem",),
+    ("problem", "kind"),
+    ("problem", "dim"),
+    ("estimators",),
+    ("estimators", 0, "budgets"),
+    ("estimators", 0, "sampler"),
+    ("estimators", 0, "step_size_fraction"),
+    ("estimators", 1, "budgets"),
+]
 RUN_TABLES: list[Path_] = [(), ("problem",), ("points",), ("estimators", 0), ("estimators", 1)]
 
 TRAIN_FIELDS: list[tuple[Path_, st.SearchStrategy]] = [
@@ -328,8 +388,11 @@ TRAIN_FIELDS: list[tuple[Path_, st.SearchStrategy]] = [
     (("model", "name"), bad_choice(("mlp", "lenet", "small-mnistfc", "all-cnn-c", "resnet18", "mnist1d-mlp"))),
     (("model", "options"), NOT_A_TABLE),
     (("schedule", "kind"), bad_choice(("constant", "step", "multistep", "cosine"))),
-    (("flatness", "measures"), NOT_A_LIST | st.lists(bad_choice(("top_eigenvalue", "trace", "density", "sharpness",
-                                                                  "local_entropy")), min_size=1)),
+    (
+        ("flatness", "measures"),
+        NOT_A_LIST
+        | st.lists(bad_choice(("top_eigenvalue", "trace", "density", "sharpness", "local_entropy")), min_size=1),
+    ),
     (("flatness", "examples"), bad_int(1)),
     (("flatness", "hutchinson_samples"), bad_int(2)),
     (("flatness", "power_tol"), bad_number(0.0, low_open=True)),
@@ -339,34 +402,130 @@ TRAIN_FIELDS: list[tuple[Path_, st.SearchStrategy]] = [
     (("optimizers", 0, "lr"), bad_number(0.0, low_open=True)),
     (("optimizers", 0, "label"), bad_label() | st.just("esgd"), ("label",)),
     (("optimizers", 0, "options"), NOT_A_TABLE),
-    (("optimizers", 0, "options", "momentum"), bad_number(0.0, 1.0).filter(lambda v: v != 1.0)
-     | st.just(1.0) | st.just(1), ("optimizers[0]", "momentum")),
+    (
+        ("optimizers", 0, "options", "momentum"),
+        bad_number(0.0, 1.0).filter(lambda v: v != 1.0) | st.just(1.0) | st.just(1),
+        ("optimizers[0]", "momentum"),
+    ),
     (("optimizers", 0, "options", "nesterov"), NOT_A_BOOL, ("optimizers[0]", "nesterov")),
     (("optimizers", 0, "options", "weight_decay"), bad_number(0.0), ("optimizers[0]", "weight_decay")),
     (("optimizers", 1, "sampler"), bad_choice(available_samplers())),
     (("optimizers", 1, "sampler_options", "step_size"), bad_number(0.0, low_open=True), ("optimizers[1]", "step_size")),
     (("optimizers", 1, "options", "inner_steps"), bad_int(1), ("optimizers[1]", "inner_steps")),
     (("optimizers", 1, "options", "gamma"), bad_number(0.0, low_open=True), ("optimizers[1]", "gamma")),
-]  # fmt: skip
-TRAIN_REQUIRED: list[Path_] = [("epochs",), ("data",), ("data", "source"), ("model",), ("model", "name"),
-                               ("optimizers",), ("optimizers", 0, "kind"), ("optimizers", 0, "lr"),
-                               ("optimizers", 1, "sampler"), ("optimizers", 1, "options", "gamma")]  # fmt: skip
-TRAIN_TABLES: list[Path_] = [(), ("data",), ("model",), ("schedule",), ("flatness",), ("flatness", "local_entropy"),
-                             ("optimizers", 0), ("optimizers", 0, "options"), ("optimizers", 1),
-                             ("optimizers", 1, "sampler_options"), ("model", "options")]  # fmt: skip
+]
+TRAIN_REQUIRED: list[Path_] = [
+    ("epochs",),
+    ("data",),
+    ("data", "source"),
+    ("model",),
+    ("model", "name"),
+    ("optimizers",),
+    ("optimizers", 0, "kind"),
+    ("optimizers", 0, "lr"),
+    ("optimizers", 1, "sampler"),
+    ("optimizers", 1, "options", "gamma"),
+]
+TRAIN_TABLES: list[Path_] = [
+    (),
+    ("data",),
+    ("model",),
+    ("schedule",),
+    ("flatness",),
+    ("flatness", "local_entropy"),
+    ("optimizers", 0),
+    ("optimizers", 0, "options"),
+    ("optimizers", 1),
+    ("optimizers", 1, "sampler_options"),
+    ("model", "options"),
+]
 
 KNOWN_KEYS = {
-    "name", "seed", "replicates", "chains", "gamma", "temperature", "threads", "keep_draws", "ksd", "problem",
-    "points", "estimators", "kind", "dim", "condition", "n_negative", "factory", "options", "count", "scale",
-    "values", "label", "budgets", "sampler", "hyperparameters", "step_size_fraction", "burn_in_fraction",
-    "averaging", "preset", "noise_scale", "sigma", "order", "batch_size", "eval_batch_size", "epochs",
-    "effective_epochs", "data", "model", "schedule", "flatness", "optimizers", "source", "path",
-    "validation_fraction", "test_fraction", "train_limit", "test_limit", "lr", "sampler_options", "measures",
-    "step_size", "milestones", "min_lr", "base", "set", "grid", "runs", "hidden", "dropout", "momentum", "nesterov",
-    "inner_steps", "scoping", "weight_decay", "dampening", "friction", "noise", "betas", "eps", "amsgrad", "rho",
-    "n_samples", "examples", "power_iterations", "power_tol", "hutchinson_samples", "lanczos_steps", "lanczos_runs",
-    "broadening", "sharpness_epsilon", "sharpness_iterations", "local_entropy", "burn_in", "steps",
-}  # fmt: skip
+    "name",
+    "seed",
+    "replicates",
+    "chains",
+    "gamma",
+    "temperature",
+    "threads",
+    "keep_draws",
+    "ksd",
+    "problem",
+    "points",
+    "estimators",
+    "kind",
+    "dim",
+    "condition",
+    "n_negative",
+    "factory",
+    "options",
+    "count",
+    "scale",
+    "values",
+    "label",
+    "budgets",
+    "sampler",
+    "hyperparameters",
+    "step_size_fraction",
+    "burn_in_fraction",
+    "averaging",
+    "preset",
+    "noise_scale",
+    "sigma",
+    "order",
+    "batch_size",
+    "eval_batch_size",
+    "epochs",
+    "effective_epochs",
+    "data",
+    "model",
+    "schedule",
+    "flatness",
+    "optimizers",
+    "source",
+    "path",
+    "validation_fraction",
+    "test_fraction",
+    "train_limit",
+    "test_limit",
+    "lr",
+    "sampler_options",
+    "measures",
+    "step_size",
+    "milestones",
+    "min_lr",
+    "base",
+    "set",
+    "grid",
+    "runs",
+    "hidden",
+    "dropout",
+    "momentum",
+    "nesterov",
+    "inner_steps",
+    "scoping",
+    "weight_decay",
+    "dampening",
+    "friction",
+    "noise",
+    "betas",
+    "eps",
+    "amsgrad",
+    "rho",
+    "n_samples",
+    "examples",
+    "power_iterations",
+    "power_tol",
+    "hutchinson_samples",
+    "lanczos_steps",
+    "lanczos_runs",
+    "broadening",
+    "sharpness_epsilon",
+    "sharpness_iterations",
+    "local_entropy",
+    "burn_in",
+    "steps",
+}
 
 
 @st.composite
@@ -466,22 +625,44 @@ def shared_fuzz_config(command: str, workspace: Workspace, capsys, content: byte
 def shared_record(estimator: str, budget: int, ok: bool = True) -> dict[str, Any]:
     return {
         "key": {"estimator": estimator, "point": 0, "gamma": 1.0, "temperature": 0.1, "budget": budget},
-        "status": "ok" if ok else "diverged", "error": None if ok else "diverged in replicate 0",
-        "metrics": {"mse": 0.1, "relative_mse": 0.01, "bias": [0.1, 0.2], "bias_norm": 0.1, "bias_norm_mcse": 0.01,
-                    "variance": 0.05, "cosine": 0.9, "efficiency_ratio": 1.2, "grad_evals": budget,
-                    "replicates": 3} if ok else None,
-        "chains": {"n_chains": 2, "min_ess_bulk": 50.0, "max_rhat": 1.01, "ess_bulk_quantiles": {"q05": 1.0},
-                   "tail_prob": [0.05, 0.95]} if ok else None,
+        "status": "ok" if ok else "diverged",
+        "error": None if ok else "diverged in replicate 0",
+        "metrics": {
+            "mse": 0.1,
+            "relative_mse": 0.01,
+            "bias": [0.1, 0.2],
+            "bias_norm": 0.1,
+            "bias_norm_mcse": 0.01,
+            "variance": 0.05,
+            "cosine": 0.9,
+            "efficiency_ratio": 1.2,
+            "grad_evals": budget,
+            "replicates": 3,
+        }
+        if ok
+        else None,
+        "chains": {
+            "n_chains": 2,
+            "min_ess_bulk": 50.0,
+            "max_rhat": 1.01,
+            "ess_bulk_quantiles": {"q05": 1.0},
+            "tail_prob": [0.05, 0.95],
+        }
+        if ok
+        else None,
         "ksd": 0.3 if ok else None,
         "estimator": {"kind": "local-entropy", "sampler": "sgld", "settings": {"n_steps": 8}},
         "timing": {"seconds_per_replicate": 0.01, "seconds_total": 0.03},
-    }  # fmt: skip
+    }
 
 
 RESULTS_BASE: dict[str, Any] = {
-    "schema": 1, "name": "fz", "config": {"seed": 1}, "meta": {"seed": 1, "versions": {"torch": "x"}},
+    "schema": 1,
+    "name": "fz",
+    "config": {"seed": 1},
+    "meta": {"seed": 1, "versions": {"torch": "x"}},
     "records": [shared_record("sgld", 8), shared_record("sgld", 16), shared_record("sghmc", 8, ok=False)],
-}  # fmt: skip
+}
 
 
 def shared_no_nan(text: str) -> Any:

@@ -85,8 +85,14 @@ def test_console_bad_input_exits_2_without_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = {}
     for name, (argv, _) in cases.items():
-        procs[name] = subprocess.Popen([sys.executable, "-m", "localentropy", *argv], stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)  # fmt: skip
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "localentropy", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, (name, err)
@@ -170,8 +176,9 @@ def _estimator_cases() -> list[tuple[str, Callable[[Any], Any], str, Any]]:
     return cases
 
 
-@pytest.mark.parametrize(("owner", "build", "field", "value"), _estimator_cases(),
-                         ids=lambda v: v if isinstance(v, str) else repr(v)[:10])  # fmt: skip
+@pytest.mark.parametrize(
+    ("owner", "build", "field", "value"), _estimator_cases(), ids=lambda v: v if isinstance(v, str) else repr(v)[:10]
+)
 def test_estimator_constructors_name_field_and_value(owner, build, field, value):
     with pytest.raises((ValueError, TypeError)) as info:
         build(value)
@@ -198,9 +205,14 @@ def test_training_optimizers_name_field_and_value(kind, field, value):
 
     options = {"gamma": 1.0} if kind.startswith("entropy") else {}
     # built unchecked (model_construct): the config's own checks end with this one
-    spec = OptimizerConfig.model_construct(label="o", kind=kind, lr=0.1, options={**options, field: value},
-                                           sampler="sgld" if kind.startswith("entropy") else None,
-                                           sampler_options={"step_size": 0.1} if kind.startswith("entropy") else {})
+    spec = OptimizerConfig.model_construct(
+        label="o",
+        kind=kind,
+        lr=0.1,
+        options={**options, field: value},
+        sampler="sgld" if kind.startswith("entropy") else None,
+        sampler_options={"step_size": 0.1} if kind.startswith("entropy") else {},
+    )
     problem = check_optimizer(spec)
     assert problem is not None, (kind, field, value)
     loc, reason = problem
@@ -215,8 +227,11 @@ def test_sam_refuses_a_bad_lr(lr):
         SAMStep([torch.nn.Parameter(torch.zeros(2))], lr=lr)
 
 
-@settings(max_examples=2 * settings.default.max_examples, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=2 * settings.default.max_examples,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(blob=st.binary(max_size=300), header=st.binary(min_size=0, max_size=16))
 def test_data_readers_raise_only_value_error_naming_the_file(tmp_path, blob, header):
     """Random bytes (and random IDX headers over random bodies, which may claim huge shapes) are refused by a

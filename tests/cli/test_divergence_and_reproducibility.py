@@ -81,8 +81,10 @@ def test_every_sampler_with_a_huge_step_is_recorded_never_crashes(tmp_path, samp
     """Each sampler at step size 1000 on the quadratic: either diverged (recorded with its step and sampler) or
     finite (MALA rejects, pSGLD's preconditioner shrinks the step): never an exception, never a NaN."""
     if sampler == "cyclical":
-        spec = {"sampler": "cyclical", "hyperparameters": {"sampler": {"name": "sgld", "step_size": 1000.0},
-                                                           "n_cycles": 2}}  # fmt: skip
+        spec = {
+            "sampler": "cyclical",
+            "hyperparameters": {"sampler": {"name": "sgld", "step_size": 1000.0}, "n_cycles": 2},
+        }
     elif sampler == "paper":
         spec = {"preset": "paper", "noise_scale": 0.1, "hyperparameters": {"step_size": 1000.0}}
     else:
@@ -98,20 +100,31 @@ def test_every_sampler_with_a_huge_step_is_recorded_never_crashes(tmp_path, samp
     if huge["status"] == "diverged":
         assert "inner step" in huge["error"] and "likely cause" in huge["error"] and "step size" in huge["error"]
     else:
-        assert huge["status"] == "ok" and all(math.isfinite(v) for v in huge["metrics"].values()
-                                              if isinstance(v, float))  # fmt: skip
+        assert huge["status"] == "ok" and all(
+            math.isfinite(v) for v in huge["metrics"].values() if isinstance(v, float)
+        )
 
 
 DIVERGING_OPTIMIZERS = {
     "adam": {"kind": "adam", "lr": 1e30},
     "lpf-sgd": {"kind": "lpf-sgd", "lr": 1e30, "options": {"sigma": 1e-3, "n_samples": 2}},
     "sam": {"kind": "sam", "lr": 1e30, "options": {"rho": 0.05}},
-    "entropy-adam": {"kind": "entropy-adam", "lr": 0.01, "options": {"gamma": 1.0, "inner_steps": 3},
-                     "sampler": "sghmc", "sampler_options": {"step_size": 1e30, "temperature": 1e-8}},
-    "entropy-sgd": {"kind": "entropy-sgd", "lr": 0.1, "options": {"gamma": 1.0, "inner_steps": 3},
-                    "preset": "paper", "sampler_options": {"step_size": 1e6, "noise_scale": 1e-4}},
+    "entropy-adam": {
+        "kind": "entropy-adam",
+        "lr": 0.01,
+        "options": {"gamma": 1.0, "inner_steps": 3},
+        "sampler": "sghmc",
+        "sampler_options": {"step_size": 1e30, "temperature": 1e-8},
+    },
+    "entropy-sgd": {
+        "kind": "entropy-sgd",
+        "lr": 0.1,
+        "options": {"gamma": 1.0, "inner_steps": 3},
+        "preset": "paper",
+        "sampler_options": {"step_size": 1e6, "noise_scale": 1e-4},
+    },
     "sgd": {"kind": "sgd", "lr": 1e30},
-}  # fmt: skip
+}
 
 
 def test_every_training_optimizer_stops_within_an_epoch_and_never_reports_nan(tmp_path):
@@ -161,11 +174,18 @@ def test_run_is_reproducible_for_every_sampler(tmp_path):
     data = copy.deepcopy(RUN_BASE)
     data["ksd"] = True
     data["estimators"] = [
-        {"label": name, "sampler": name, "step_size_fraction": 0.3, "budgets": [16],
-         **({"hyperparameters": {"sampler": {"name": "sghmc"}, "n_cycles": 2}} if name == "cyclical" else {})}
+        {
+            "label": name,
+            "sampler": name,
+            "step_size_fraction": 0.3,
+            "budgets": [16],
+            **({"hyperparameters": {"sampler": {"name": "sghmc"}, "n_cycles": 2}} if name == "cyclical" else {}),
+        }
         for name in available_samplers()
-    ] + [{"label": "paper", "preset": "paper", "noise_scale": 0.3, "step_size_fraction": 0.3, "budgets": [16]},
-         {"label": "stein", "kind": "smoothing", "order": 0, "budgets": [16]}]  # fmt: skip
+    ] + [
+        {"label": "paper", "preset": "paper", "noise_scale": 0.3, "step_size_fraction": 0.3, "budgets": [16]},
+        {"label": "stein", "kind": "smoothing", "order": 0, "budgets": [16]},
+    ]
     config = tmp_path / "c.toml"
     config.write_text(to_toml(data))
     first = run_comparison(config, tmp_path / "a", progress=io.StringIO())[0]
@@ -181,9 +201,14 @@ def test_train_is_reproducible(tmp_path):
     cfg = copy.deepcopy(TRAIN_BASE)
     cfg["epochs"] = 2
     cfg["model"]["options"]["dropout"] = 0.2
-    cfg["flatness"] = {"measures": ["top_eigenvalue", "trace", "sharpness", "local_entropy"], "examples": 40,
-                       "power_iterations": 5, "hutchinson_samples": 3, "sharpness_iterations": 2,
-                       "local_entropy": {"steps": 3, "chains": 2, "burn_in": 1}}  # fmt: skip
+    cfg["flatness"] = {
+        "measures": ["top_eigenvalue", "trace", "sharpness", "local_entropy"],
+        "examples": 40,
+        "power_iterations": 5,
+        "hutchinson_samples": 3,
+        "sharpness_iterations": 2,
+        "local_entropy": {"steps": 3, "chains": 2, "burn_in": 1},
+    }
     cfg["optimizers"] += [
         {"label": "lpf", "kind": "lpf-sgd", "lr": 0.1, "options": {"sigma": 1e-3, "n_samples": 2}},
         {"label": "sam", "kind": "sam", "lr": 0.1, "options": {"rho": 0.05}},

@@ -112,8 +112,13 @@ def malformed_results(draw) -> tuple[bytes | None, str]:
     kind = draw(st.sampled_from(["field"] * 5 + ["missing", "garbage", "not-json", "truncated", "not-object"]))
     text = json.dumps(RESULTS_BASE, indent=1)
     if kind == "field":
-        changes = draw(st.lists(st.sampled_from(RESULTS_FIELDS).flatmap(
-            lambda f: f[1].map(lambda v, path=f[0]: ("set", path, v, ()))), min_size=1, max_size=3))  # fmt: skip
+        changes = draw(
+            st.lists(
+                st.sampled_from(RESULTS_FIELDS).flatmap(lambda f: f[1].map(lambda v, path=f[0]: ("set", path, v, ()))),
+                min_size=1,
+                max_size=3,
+            )
+        )
         return json.dumps(apply(RESULTS_BASE, changes)).encode(), "field"
     if kind == "missing":
         return None, kind
@@ -189,8 +194,13 @@ def valid_configs(tmp_path_factory) -> dict[str, Path]:
     (base / "garbage.toml").write_bytes(b"\x00\x01\xff garbage")
     (base / "empty.toml").write_bytes(b"")
     (base / "a_dir").mkdir()
-    return {**paths, "file": base / "a_file", "garbage": base / "garbage.toml", "empty": base / "empty.toml",
-            "dir": base / "a_dir"}  # fmt: skip
+    return {
+        **paths,
+        "file": base / "a_file",
+        "garbage": base / "garbage.toml",
+        "empty": base / "empty.toml",
+        "dir": base / "a_dir",
+    }
 
 
 def _options(command: str) -> list[str]:
@@ -202,8 +212,21 @@ def _options(command: str) -> list[str]:
 @st.composite
 def bad_argv(draw, configs: dict[str, Path], out: Path) -> list[str]:
     commands = sorted(SUBCOMMANDS)
-    kind = draw(st.sampled_from(["unknown-command", "unknown-option", "missing-positional", "missing-value",
-                                 "bad-number", "bad-out", "bad-config", "extra-positional", "no-command"]))  # fmt: skip
+    kind = draw(
+        st.sampled_from(
+            [
+                "unknown-command",
+                "unknown-option",
+                "missing-positional",
+                "missing-value",
+                "bad-number",
+                "bad-out",
+                "bad-config",
+                "extra-positional",
+                "no-command",
+            ]
+        )
+    )
     with_config = [c for c in ("run", "train", "sweep") if c in SUBCOMMANDS]
     if kind == "no-command":
         return []
@@ -212,8 +235,11 @@ def bad_argv(draw, configs: dict[str, Path], out: Path) -> list[str]:
     if kind == "unknown-option":
         command = draw(st.sampled_from(commands))
         known = _options(command)
-        option = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_é", min_size=1, max_size=8).map(
-            lambda t: "--z" + t).filter(lambda o: not any(k.startswith(o.split("=")[0]) for k in known)))  # fmt: skip
+        option = draw(
+            st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_é", min_size=1, max_size=8)
+            .map(lambda t: "--z" + t)
+            .filter(lambda o: not any(k.startswith(o.split("=")[0]) for k in known))
+        )
         positional = [str(configs.get(command, configs["dir"]))] if command in (*with_config, "report") else []
         return [command, *positional, option]
     if kind == "missing-positional":
@@ -222,12 +248,26 @@ def bad_argv(draw, configs: dict[str, Path], out: Path) -> list[str]:
         command = draw(st.sampled_from([*with_config, "report"]))
         return [command, str(configs.get(command, configs["dir"])), "--out"]
     if kind == "bad-number":
-        command, option = draw(st.sampled_from([("demo", "--chains"), ("demo", "--steps"), ("demo", "--seed"),
-                                                ("digits", "--epochs"), ("digits", "--seed")]
-                                               + ([("sweep", "--workers")] if HAS_SWEEP else [])))  # fmt: skip
+        command, option = draw(
+            st.sampled_from(
+                [
+                    ("demo", "--chains"),
+                    ("demo", "--steps"),
+                    ("demo", "--seed"),
+                    ("digits", "--epochs"),
+                    ("digits", "--seed"),
+                ]
+                + ([("sweep", "--workers")] if HAS_SWEEP else [])
+            )
+        )
         positive = option != "--seed"
-        value = draw(st.sampled_from(["0", "-3", "1.5", "abc", "", "1e3", " ", "1_0x"] if positive else
-                                     ["1.5", "abc", "", "1e3", "--", "0x10"]))  # fmt: skip
+        value = draw(
+            st.sampled_from(
+                ["0", "-3", "1.5", "abc", "", "1e3", " ", "1_0x"]
+                if positive
+                else ["1.5", "abc", "", "1e3", "--", "0x10"]
+            )
+        )
         prefix = [str(configs["sweep"])] if command == "sweep" else []
         return [command, *prefix, option, value]
     if kind == "bad-out":

@@ -32,8 +32,11 @@ class Terminal(io.StringIO):
 
 
 def _tree_digest(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ------------------------------------------------------------------------------------------------ shipped configs
@@ -58,8 +61,9 @@ def test_configs_show_prints_the_file_and_unknown_names_are_bad_input(capsys: py
     assert "no shipped config named 'no-such-config'" in err and "shootout" in err
 
 
-def test_a_copied_sweep_config_runs_from_another_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_copied_sweep_config_runs_from_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["configs", "copy", "sweep_overhead", "x.toml"]) == 0
     copy, shipped_text = (tmp_path / "x.toml").read_text(), (shipped_dir() / "sweep_overhead.toml").read_text()
@@ -71,8 +75,9 @@ def test_a_copied_sweep_config_runs_from_another_folder(tmp_path: Path, monkeypa
     copied = load_sweep_config(tmp_path / "x.toml")
     assert copied.name == "sweep_overhead" and copied.base == shipped.base and len(copied.runs) == len(shipped.runs)
     # a base beside the copy wins over the shipped one
-    (tmp_path / "train_digits_small.toml").write_text((shipped_dir() / "train_digits_small.toml").read_text()
-                                                      .replace("seed = 0", "seed = 7", 1))  # fmt: skip
+    (tmp_path / "train_digits_small.toml").write_text(
+        (shipped_dir() / "train_digits_small.toml").read_text().replace("seed = 0", "seed = 7", 1)
+    )
     assert load_sweep_config(tmp_path / "x.toml").base["seed"] == 7
     # no overwrite without --force; a folder gets NAME.toml
     assert main(["configs", "copy", "sweep_overhead", "x.toml"]) == 2
@@ -95,8 +100,9 @@ def test_a_config_argument_is_a_file_first_then_a_shipped_name(tmp_path: Path, m
 # ------------------------------------------------------------------------------------------------ run directories
 
 
-def test_a_run_directory_in_use_is_refused_at_once_naming_the_holder(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_directory_in_use_is_refused_at_once_naming_the_holder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "run.toml"
     config.write_text(to_toml(RUN_BASE))
     out = tmp_path / "out"
@@ -121,8 +127,13 @@ def test_a_second_process_on_a_directory_in_use_exits_2(tmp_path: Path) -> None:
     holder = RunDirectory(tmp_path / "out")
     holder.prepare({"name": "fz"})
     try:
-        done = subprocess.run([sys.executable, "-m", "localentropy", "run", str(config), "--out", str(holder.path)],
-                              capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "localentropy", "run", str(config), "--out", str(holder.path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
     finally:
         holder.release()
     assert done.returncode == 2 and "is in use by pid" in done.stderr, done.stderr
@@ -169,8 +180,14 @@ def test_a_closed_output_pipe_ends_quietly_with_exit_0(tmp_path: Path) -> None:
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first line (`localentropy configs | head -0`)
     try:
-        done = subprocess.run([sys.executable, "-m", "localentropy", "configs"], stdout=write, stderr=subprocess.PIPE,
-                              text=True, timeout=120, cwd=ROOT)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "localentropy", "configs"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
     finally:
         os.close(write)
     assert done.returncode == 0 and done.stderr == "", done.stderr
@@ -214,8 +231,9 @@ def test_training_epochs_and_sweep_runs_show_bars_on_a_terminal(tmp_path: Path) 
     from localentropy.experiments.sweeps.config import parse_sweep_config
 
     terminal = Terminal()
-    run_sweep(parse_sweep_config(json.loads(json.dumps(SWEEP_BASE))), tmp_path / "sweep", executor="inline",
-              progress=terminal)  # fmt: skip
+    run_sweep(
+        parse_sweep_config(json.loads(json.dumps(SWEEP_BASE))), tmp_path / "sweep", executor="inline", progress=terminal
+    )
     text = terminal.getvalue()
     assert "sweep fz:" in text and "2/2" in text and "run" in text and "elapsed" in text
 
@@ -237,7 +255,13 @@ def test_reproduce_shows_a_bar_over_its_steps_weighted_by_their_expected_minutes
         return "fresh"
 
     terminal = Terminal()
-    reproduce.reproduce(quick=True, out=tmp_path / "r", doc=tmp_path / "d.md", steps=reproduce.STEPS[:3],
-                        runner=runner, progress=terminal)  # fmt: skip
+    reproduce.reproduce(
+        quick=True,
+        out=tmp_path / "r",
+        doc=tmp_path / "d.md",
+        steps=reproduce.STEPS[:3],
+        runner=runner,
+        progress=terminal,
+    )
     text = terminal.getvalue()
     assert "reproduce (quick):" in text and "100%|" in text and "[3/3]" in text

@@ -91,8 +91,9 @@ def test_labels_cannot_write_outside_the_run_directory(tmp_path, capsys):
     data = copy.deepcopy(RUN_BASE)
     data["keep_draws"] = True
     labels = ["../../escape", "a/b", "/abs", "..", "é/../x"]
-    data["estimators"] = [{"label": label, "sampler": "sgld", "step_size_fraction": 0.5, "budgets": [8]}
-                          for label in labels]  # fmt: skip
+    data["estimators"] = [
+        {"label": label, "sampler": "sgld", "step_size_fraction": 0.5, "budgets": [8]} for label in labels
+    ]
     parent = tmp_path / "p"
     parent.mkdir()
     config = parent / "c.toml"

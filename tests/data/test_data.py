@@ -188,8 +188,12 @@ def test_mnist_directory_missing_file(tmp_path):
 def write_cifar_batch(path: Path, n: int, protocol: int = 2, seed: int = 0, byte_keys: bool = False) -> np.ndarray:
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-    batch = {"batch_label": "test", "labels": [int(i % 10) for i in range(n)], "data": data,
-             "filenames": [f"{i}.png" for i in range(n)]}  # fmt: skip
+    batch = {
+        "batch_label": "test",
+        "labels": [int(i % 10) for i in range(n)],
+        "data": data,
+        "filenames": [f"{i}.png" for i in range(n)],
+    }
     if byte_keys:  # as Python 2 wrote them: read back with encoding="bytes"
         batch = {k.encode(): v for k, v in batch.items()}
     path.write_bytes(pickle.dumps(batch, protocol=protocol))

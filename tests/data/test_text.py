@@ -41,8 +41,9 @@ def _brute_force_rate(chain: MarkovSource) -> float:
     return block_entropy(k + 2) - block_entropy(k + 1)
 
 
-@pytest.mark.parametrize(("order", "alphabet", "concentration", "seed"), [(1, 3, 0.5, 0), (2, 2, 0.3, 1),
-                                                                          (2, 3, 1.0, 2), (3, 2, 0.2, 3)])
+@pytest.mark.parametrize(
+    ("order", "alphabet", "concentration", "seed"), [(1, 3, 0.5, 0), (2, 2, 0.3, 1), (2, 3, 1.0, 2), (3, 2, 0.2, 3)]
+)
 def test_entropy_rate_matches_brute_force(order: int, alphabet: int, concentration: float, seed: int) -> None:
     chain = MarkovSource(order, alphabet, concentration, seed)
     assert chain.entropy_rate == pytest.approx(_brute_force_rate(chain), abs=1e-10)

@@ -79,8 +79,9 @@ def test_slq_nodes_are_the_eigenvalues_and_moments_match(single_thread):
         assert sum(weights) == pytest.approx(1.0, abs=1e-10)
     # each run's k-th moment is u^T H^k u, unbiased for tr(H^k) / d; check within 4 standard errors
     for k in (1, 2):
-        per_run = np.array([np.sum(np.asarray(w) * np.asarray(t) ** k) for t, w in
-                            zip(density.nodes, density.weights, strict=True)])  # fmt: skip
+        per_run = np.array(
+            [np.sum(np.asarray(w) * np.asarray(t) ** k) for t, w in zip(density.nodes, density.weights, strict=True)]
+        )
         exact = np.trace(np.linalg.matrix_power(hessian, k)) / D
         assert density.moment(k) == pytest.approx(per_run.mean())
         assert abs(per_run.mean() - exact) < 4 * per_run.std(ddof=1) / math.sqrt(runs)
@@ -123,8 +124,18 @@ def test_local_entropy_gradient_matches_the_quadratic_closed_form(single_thread)
     exact = gamma * np.linalg.solve(hessian + gamma * np.eye(D), grad)  # gamma (A + gamma I)^-1 (A x - b)
     step = 1.0 / (np.linalg.eigvalsh(hessian).max() + gamma)
     before = model.weight.detach().clone()
-    result = local_entropy_gradient(model, mse, [(x, y)], gamma=gamma, temperature=1e-12, step_size=step, steps=600,
-                                    chains=3, burn_in=300, generator=gen())  # fmt: skip
+    result = local_entropy_gradient(
+        model,
+        mse,
+        [(x, y)],
+        gamma=gamma,
+        temperature=1e-12,
+        step_size=step,
+        steps=600,
+        chains=3,
+        burn_in=300,
+        generator=gen(),
+    )
     assert result.norm == pytest.approx(np.linalg.norm(exact), rel=1e-3)
     assert result.grad_norm == pytest.approx(np.linalg.norm(grad), rel=1e-10)
     assert result.mcse < 1e-4 and result.grad_evals == 3 * 600
@@ -146,8 +157,9 @@ def test_measures_run_on_a_network_in_eval_mode_and_leave_it_unchanged(single_th
     trace = hessian_trace(model, loss, batches, samples=5, generator=gen())
     density = hessian_density(model, loss, batches, steps=10, generator=gen())
     sharp = epsilon_sharpness(model, loss, batches, iterations=3, generator=gen())
-    le = local_entropy_gradient(model, loss, batches, gamma=1.0, temperature=1e-8, step_size=0.05, steps=5,
-                                generator=gen())  # fmt: skip
+    le = local_entropy_gradient(
+        model, loss, batches, gamma=1.0, temperature=1e-8, step_size=0.05, steps=5, generator=gen()
+    )
     values = [top.value, trace.value, trace.mcse, sharp.value, le.norm, *density.density]
     assert all(math.isfinite(v) for v in values) and sharp.value >= 0
     assert top.value >= max(max(t) for t in density.nodes) - 1e-3 * abs(top.value)

@@ -72,9 +72,17 @@ def test_warm_start_false_is_the_default_trajectory(sampler, options):
     for extra in ({}, {"warm_start": False}):
         param = nn.Parameter(X0.clone())
         opt = EntropySGD(
-            [param], lr=0.3, gamma=1.0, sampler=sampler, sampler_options=dict(options), inner_steps=4,
-            averaging="uniform", momentum=0.5, generator=gen(7), **extra,
-        )  # fmt: skip
+            [param],
+            lr=0.3,
+            gamma=1.0,
+            sampler=sampler,
+            sampler_options=dict(options),
+            inner_steps=4,
+            averaging="uniform",
+            momentum=0.5,
+            generator=gen(7),
+            **extra,
+        )
         trajectories.append(run(opt, param, quadratic_closure(param, A2, B2), 6))
         optimizers.append(opt)
     for got, want in zip(trajectories[1], trajectories[0], strict=True):
@@ -89,9 +97,16 @@ def test_warm_start_false_restarts_at_x_with_noise():
     h, T, gamma, lr, L = 0.1, 0.05, 1.0, 0.3, 3
     param = nn.Parameter(X0.clone())
     opt = EntropySGD(
-        [param], lr=lr, gamma=gamma, sampler="sgld", sampler_options={"step_size": h, "temperature": T},
-        inner_steps=L, averaging="uniform", warm_start=False, generator=gen(3),
-    )  # fmt: skip
+        [param],
+        lr=lr,
+        gamma=gamma,
+        sampler="sgld",
+        sampler_options={"step_size": h, "temperature": T},
+        inner_steps=L,
+        averaging="uniform",
+        warm_start=False,
+        generator=gen(3),
+    )
     got = run(opt, param, quadratic_closure(param, A2, B2), 4)
 
     hand_gen, x, want = gen(3), X0.clone(), [X0.clone()]
@@ -114,9 +129,16 @@ def scalar_optimizer(warm: bool, points: list) -> tuple[EntropySGD, nn.Parameter
     """f(x) = x^2 - x (a = 2, b = 1) from x = 3; SGLD at T = 0 with h = 0.1, gamma = 1, L = 2, lr = 0.5."""
     param = nn.Parameter(torch.tensor([3.0], dtype=F64))
     opt = EntropySGD(
-        [param], lr=0.5, gamma=1.0, sampler="sgld", sampler_options={"step_size": 0.1, "temperature": 0.0},
-        inner_steps=2, averaging="uniform", warm_start=warm, generator=gen(0),
-    )  # fmt: skip
+        [param],
+        lr=0.5,
+        gamma=1.0,
+        sampler="sgld",
+        sampler_options={"step_size": 0.1, "temperature": 0.0},
+        inner_steps=2,
+        averaging="uniform",
+        warm_start=warm,
+        generator=gen(0),
+    )
     A = torch.tensor([[2.0]], dtype=F64)
     b = torch.tensor([1.0], dtype=F64)
     return opt, param, quadratic_closure(param, A, b, points)
@@ -186,10 +208,16 @@ def test_warm_trajectory_matches_hand_computation_in_2d():
     settings = {"h": 0.2, "gamma": 0.5, "lr": 0.4, "L": 2, "steps": 6}
     param = nn.Parameter(X0.clone())
     opt = EntropySGD(
-        [param], lr=settings["lr"], gamma=settings["gamma"], sampler="sgld",
-        sampler_options={"step_size": settings["h"], "temperature": 0.0}, inner_steps=settings["L"],
-        averaging="uniform", warm_start=True, generator=gen(0),
-    )  # fmt: skip
+        [param],
+        lr=settings["lr"],
+        gamma=settings["gamma"],
+        sampler="sgld",
+        sampler_options={"step_size": settings["h"], "temperature": 0.0},
+        inner_steps=settings["L"],
+        averaging="uniform",
+        warm_start=True,
+        generator=gen(0),
+    )
     closure = quadratic_closure(param, A2, B2)
     want_x, want_chain = hand_trajectory(A2, B2, X0, warm=True, **settings)
     cold_x, _ = hand_trajectory(A2, B2, X0, warm=False, **settings)
@@ -208,10 +236,16 @@ def test_warm_sghmc_keeps_its_velocity():
     for warm in (True, False):
         param = nn.Parameter(X0.clone())
         opt = EntropySGD(
-            [param], lr=lr, gamma=gamma, sampler="sghmc",
-            sampler_options={"step_size": eta, "friction": alpha, "temperature": 0.0}, inner_steps=L,
-            averaging="uniform", warm_start=warm, generator=gen(0),
-        )  # fmt: skip
+            [param],
+            lr=lr,
+            gamma=gamma,
+            sampler="sghmc",
+            sampler_options={"step_size": eta, "friction": alpha, "temperature": 0.0},
+            inner_steps=L,
+            averaging="uniform",
+            warm_start=warm,
+            generator=gen(0),
+        )
         got = run(opt, param, quadratic_closure(param, A2, B2), steps)
         x, xp, v, want = X0.clone(), X0.clone(), torch.zeros(2, dtype=F64), [X0.clone()]
         for _ in range(steps):
@@ -244,10 +278,17 @@ def test_warm_chain_is_a_copy_not_the_parameter():
 def test_warm_chain_in_state_dict_and_resume_is_exact(noise):
     def make(param, seed):
         return EntropySGD(
-            [param], lr=0.3, gamma=1.0, sampler="sgld",
+            [param],
+            lr=0.3,
+            gamma=1.0,
+            sampler="sgld",
             sampler_options={"step_size": 0.1, "temperature": 0.05, "noise": noise},
-            inner_steps=3, averaging="uniform", momentum=0.5, warm_start=True, generator=gen(seed),
-        )  # fmt: skip
+            inner_steps=3,
+            averaging="uniform",
+            momentum=0.5,
+            warm_start=True,
+            generator=gen(seed),
+        )
 
     warm_steps, more = 3, 4
     param = nn.Parameter(X0.clone())
@@ -283,10 +324,17 @@ def test_entropy_adam_with_warm_start_matches_adam_on_the_hand_directions():
     h, gamma, lr, L, steps = 0.2, 0.5, 0.05, 2, 3
     param = nn.Parameter(X0.clone())
     opt = EntropyAdam(
-        [param], lr=lr, gamma=gamma, betas=(0.5, 0.9), sampler="sgld",
-        sampler_options={"step_size": h, "temperature": 0.0}, inner_steps=L, averaging="uniform",
-        warm_start=True, generator=gen(0),
-    )  # fmt: skip
+        [param],
+        lr=lr,
+        gamma=gamma,
+        betas=(0.5, 0.9),
+        sampler="sgld",
+        sampler_options={"step_size": h, "temperature": 0.0},
+        inner_steps=L,
+        averaging="uniform",
+        warm_start=True,
+        generator=gen(0),
+    )
     closure = quadratic_closure(param, A2, B2)
 
     reference = nn.Parameter(X0.clone())

@@ -17,8 +17,15 @@ def kept_sampler_states(sampler: str, sampler_options: dict[str, Any], outer_ste
     torch.manual_seed(0)
     param = nn.Parameter(torch.randn(4, dtype=torch.float64))
     target = torch.randn(4, dtype=torch.float64)
-    opt = EntropySGD([param], lr=0.1, gamma=1.0, sampler=sampler, inner_steps=5, sampler_options=sampler_options,
-                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    opt = EntropySGD(
+        [param],
+        lr=0.1,
+        gamma=1.0,
+        sampler=sampler,
+        inner_steps=5,
+        sampler_options=sampler_options,
+        generator=torch.Generator().manual_seed(0),
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

@@ -42,8 +42,9 @@ def test_divergence_during_burn_in_is_reported_as_such() -> None:
 
 def test_drop_keeps_the_finite_chains_and_counts_the_others() -> None:
     init = torch.ones(6, 2, dtype=F64)
-    result = sample(SGLD(0.1), stiff_half, init, 400, thin=2, on_divergence="drop",
-                    generator=torch.Generator().manual_seed(1))  # fmt: skip
+    result = sample(
+        SGLD(0.1), stiff_half, init, 400, thin=2, on_divergence="drop", generator=torch.Generator().manual_seed(1)
+    )
     assert isinstance(result, SampleResult)
     assert result.n_diverged == 3 and result.draws.shape == (3, 200, 2)
     assert torch.isfinite(result.draws).all()
@@ -85,8 +86,14 @@ def test_the_estimator_raises_or_drops_diverged_chains() -> None:
 
 def test_entropy_sgd_divergence_names_the_step_size_and_the_outer_step() -> None:
     param = nn.Parameter(torch.ones(2, dtype=F64))
-    opt = EntropySGD([param], lr=0.1, gamma=1.0, sampler="sgld",
-                     sampler_options={"step_size": 50.0, "temperature": 0.0}, inner_steps=200)  # fmt: skip
+    opt = EntropySGD(
+        [param],
+        lr=0.1,
+        gamma=1.0,
+        sampler="sgld",
+        sampler_options={"step_size": 50.0, "temperature": 0.0},
+        inner_steps=200,
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

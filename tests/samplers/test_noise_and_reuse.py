@@ -202,8 +202,6 @@ def test_the_default_reset_of_a_user_sampler_calls_init() -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-
-
 @pytest.mark.parametrize("noise", ["gaussian", "rademacher"])
 @pytest.mark.parametrize("name", ["sgld", "sghmc", "psgld", "msgld", "sgnht", "baoab", "cyclical"])
 def test_entropy_sgd_reuses_the_sampler_state_and_matches_a_fresh_init(name: str, noise: str) -> None:

@@ -44,8 +44,14 @@ def predicted_law(lam: float, grad_noise: float, friction: float, beta_hat: floa
     return lam * joint[0, 0], b
 
 
-def run_chains(noise_estimate: float | str, friction: float, n_chains: int = 1000, burn_in: int = 600,
-               n_kept: int = 2000, seed: int = 0):  # fmt: skip
+def run_chains(
+    noise_estimate: float | str,
+    friction: float,
+    n_chains: int = 1000,
+    burn_in: int = 600,
+    n_kept: int = 2000,
+    seed: int = 0,
+):
     """Per-chain time averages of lambda x^2 (T = 1), the final state and the sampler."""
     generator, noise_generator = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
     lam, sd = torch.tensor(LAMBDAS, dtype=F64), torch.tensor(GRAD_NOISE, dtype=F64).sqrt()
@@ -139,9 +145,14 @@ def test_the_state_holds_everything_a_resumed_chain_needs() -> None:
     state = sampler.init(torch.randn(3, 2, dtype=F64, generator=generator))
     for _ in range(7):
         state = sampler.step(state, state.position + torch.randn(3, 2, dtype=F64, generator=generator), generator)
-    copy = state._replace(**{f: [t.clone() for t in getattr(state, f)] if isinstance(getattr(state, f), list)
-                             else getattr(state, f) for f in state._fields if f != "position"},
-                          position=state.position.clone())  # fmt: skip
+    copy = state._replace(
+        **{
+            f: [t.clone() for t in getattr(state, f)] if isinstance(getattr(state, f), list) else getattr(state, f)
+            for f in state._fields
+            if f != "position"
+        },
+        position=state.position.clone(),
+    )
     twin = make_sampler("sghmc", **sampler.hyperparameters)
     fork = torch.Generator().manual_seed(0)
     fork.set_state(generator.get_state())

@@ -84,6 +84,8 @@ class DirectionOptimizer(Optimizer):
         self._scratch: dict[tuple[str, int], list[Tensor]] = {}
         # the unscaling of the step under way when torch.amp.GradScaler.step hands itself over (scaling.py)
         self._scaling: GradientScaling | None = None
+        # whether the warning about Lightning's automatic optimisation was given (frameworks.py)
+        self._warned_lightning_automatic = False
 
     def _link(self) -> None:
         # One set of group dicts and one state for both optimizers: schedulers, state_dict and the base step

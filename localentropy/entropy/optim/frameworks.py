@@ -48,7 +48,7 @@ def check_framework_use(optimizer: Any, closure: Any) -> None:
             "iteration in every accumulation window. Use gradient_accumulation_steps=1 and accumulate inside "
             "each inner step with SplitBatchClosure(..., micro_batches=m) (docs/optimizers.md)"
         )
-    if is_lightning_automatic_closure(closure) and not getattr(optimizer, "_warned_lightning_automatic", False):
+    if is_lightning_automatic_closure(closure) and not optimizer._warned_lightning_automatic:
         optimizer._warned_lightning_automatic = True
         warnings.warn(
             f"{name} under Lightning's automatic optimisation: every one of its closure calls re-runs "

@@ -231,13 +231,16 @@ class QuadratureProblem(Problem):
         lo, hi = self._box(x, gamma, u_min + LEVEL * t)
         centres, _ = self._features()
         # break points at the minimisers and a few local widths around them, and at the features' centres
+        # where U - U(m) first reaches T along each axis (any shape of well)
         widths = np.array(
             [
-                [np.concatenate([self._ray(m, k, sg, [t], lo, hi, x, gamma) for sg in (1, -1)] + [hi - lo]).min()
-                 for k in range(self.dim)]
+                [
+                    np.concatenate([self._ray(m, k, sg, [t], lo, hi, x, gamma) for sg in (1, -1)] + [hi - lo]).min()
+                    for k in range(self.dim)
+                ]
                 for m in minima
             ]
-        )  # fmt: skip  # where U - U(m) first reaches T along each axis (any shape of well)
+        )
         offsets = np.array([0.0, -1.0, 1.0, -3.0, 3.0, -10.0, 10.0])
         hints = np.concatenate([(minima[:, None] + offsets[:, None] * widths[:, None]).reshape(-1, self.dim), centres])
 
@@ -255,10 +258,11 @@ class QuadratureProblem(Problem):
         if self.dim == 1:
             z = integrate.quad(e, lo[0], hi[0], points=pts(0), epsabs=0.0, **opts)[0]
             s = [z] + [
-                integrate.quad(lambda a, p=p: (a - m0[0]) ** p * e(a), lo[0], hi[0], points=pts(0),
-                               epsabs=1e-16 * z, **opts)[0]
+                integrate.quad(
+                    lambda a, p=p: (a - m0[0]) ** p * e(a), lo[0], hi[0], points=pts(0), epsabs=1e-16 * z, **opts
+                )[0]
                 for p in (1, 2)
-            ]  # fmt: skip
+            ]
             s = np.array(s)
         else:
             inner_pts = pts(1)

@@ -29,21 +29,33 @@ def accuracy_command(
     """Exit status 2 for a bad sampler name or a document without an atlas section, else 0."""
     unknown = sorted(set(samplers or []) - set(available_samplers()))
     if unknown:
-        print(f"localentropy samplers: error: --sampler {', '.join(unknown)} is not registered; registered: "
-              f"{', '.join(available_samplers())}", file=sys.stderr)  # fmt: skip
+        print(
+            f"localentropy samplers: error: --sampler {', '.join(unknown)} is not registered; registered: "
+            f"{', '.join(available_samplers())}",
+            file=sys.stderr,
+        )
         return 2
     document = None
     if doc is not None:
         document = Path(doc).read_text() if Path(doc).is_file() else None
         if document is None or START not in document or END not in document:
-            print(f"localentropy samplers: error: --doc {doc}: not a file with an atlas section ({START} ... {END})",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"localentropy samplers: error: --doc {doc}: not a file with an atlas section ({START} ... {END})",
+                file=sys.stderr,
+            )
             return 2
     out_dir = Path(out or "runs/atlas")
-    results = run_atlas(out_dir, quick=quick, samplers=samplers, seed=seed,
-                        progress=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
-    print(f"atlas written: {out_dir / 'atlas.md'}, {out_dir / 'atlas.png'}, {out_dir / 'atlas.json'} "
-          f"({results['seconds'] / 60:.1f} minutes)")  # fmt: skip
+    results = run_atlas(
+        out_dir,
+        quick=quick,
+        samplers=samplers,
+        seed=seed,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(
+        f"atlas written: {out_dir / 'atlas.md'}, {out_dir / 'atlas.png'}, {out_dir / 'atlas.json'} "
+        f"({results['seconds'] / 60:.1f} minutes)"
+    )
     if doc is not None and document is not None:
         image = os.path.relpath(out_dir / "atlas.png", Path(doc).parent)
         atomic_write_bytes(Path(doc), replace_section(document, render_markdown(results, image=image)).encode())

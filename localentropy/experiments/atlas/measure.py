@@ -134,8 +134,14 @@ def moment_errors(stats: ChainStats) -> dict[str, Any]:
     """Mean and covariance errors (whitened, relative, Frobenius) with MCSEs, T_conf with its MCSE."""
     n = stats.z_mean.shape[0]
     if n < 4:
-        return {"mean_error": None, "mean_mcse": None, "cov_error": None, "cov_mcse": None, "temperature": None,
-                "temperature_mcse": None}  # fmt: skip
+        return {
+            "mean_error": None,
+            "mean_mcse": None,
+            "cov_error": None,
+            "cov_mcse": None,
+            "temperature": None,
+            "temperature_mcse": None,
+        }
     z = stats.z_mean.numpy()
     zz = stats.zz_mean.numpy()
     z0 = stats.z0.numpy()
@@ -207,8 +213,9 @@ def coupled_gaussian(base: Gaussian, gamma: float, anchor: np.ndarray) -> Gaussi
     mean = covariance @ (base.hessian @ base.mean + gamma * anchor)
     description = f"{base.name} coupled to an anchor with gamma = {gamma:g}"
     covariance = (covariance + covariance.T) / 2
-    return Gaussian(name=f"{base.name}+coupling", mean=mean, covariance=covariance, hessian=hessian,
-                    description=description)  # fmt: skip
+    return Gaussian(
+        name=f"{base.name}+coupling", mean=mean, covariance=covariance, hessian=hessian, description=description
+    )
 
 
 def entropy_sgd_regime(

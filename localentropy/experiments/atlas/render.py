@@ -44,15 +44,20 @@ def render_markdown(results: dict[str, Any], image: str | None = "atlas.png") ->
         rows = [r for r in results["rows"] if r["target"] == target["name"]]
         if not rows:
             continue
-        lines += [f"**{target['name']}** ({target['dim']}-D): {target['description']}.", "",
-                  f"| sampler | h* | grads/step | {heads} | mean error, h = {_fraction(fractions[1])} h* | "
-                  f"diverged | T_conf, h = {_fraction(fractions[-1])} h* | T_eff with noise (T + hV/2 = 1.25) |",
-                  "|---" * (7 + len(fractions)) + "|"]  # fmt: skip
+        lines += [
+            f"**{target['name']}** ({target['dim']}-D): {target['description']}.",
+            "",
+            f"| sampler | h* | grads/step | {heads} | mean error, h = {_fraction(fractions[1])} h* | "
+            f"diverged | T_conf, h = {_fraction(fractions[-1])} h* | T_eff with noise (T + hV/2 = 1.25) |",
+            "|---" * (7 + len(fractions)) + "|",
+        ]
         for row in rows:
             runs = row["runs"]
             if not runs:
-                lines.append(f"| {row['sampler']} | {row['limit']:.3g} | {row['grads_per_step']} |"
-                             + " - |" * (4 + len(fractions)))  # fmt: skip
+                lines.append(
+                    f"| {row['sampler']} | {row['limit']:.3g} | {row['grads_per_step']} |"
+                    + " - |" * (4 + len(fractions))
+                )
                 continue
             cov = " | ".join(_pm(r["cov_error"], r["cov_mcse"]) for r in runs)
             middle, last, noisy = runs[1], runs[-1], row["noisy"]
@@ -65,11 +70,15 @@ def render_markdown(results: dict[str, Any], image: str | None = "atlas.png") ->
         lines.append("")
     if results.get("entropy_sgd"):
         heads = " | ".join(f"h = {_fraction(f)} h*" for f in fractions)
-        lines += ["**Entropy-SGD's regime**: relative error of gamma (x - mu) (mu the mean of the L iterates of "
-                  f"chains restarted at x every outer step, {results['config']['esgd_outer_steps']} outer steps) "
-                  "against the exact local-entropy gradient, on the 20-D Gaussian coupled with gamma = "
-                  f"{results['config']['esgd_gamma']:g}; h* is the limit on the coupled target.", "",
-                  f"| sampler | L | h* | {heads} |", "|---" * (3 + len(fractions)) + "|"]  # fmt: skip
+        lines += [
+            "**Entropy-SGD's regime**: relative error of gamma (x - mu) (mu the mean of the L iterates of "
+            f"chains restarted at x every outer step, {results['config']['esgd_outer_steps']} outer steps) "
+            "against the exact local-entropy gradient, on the 20-D Gaussian coupled with gamma = "
+            f"{results['config']['esgd_gamma']:g}; h* is the limit on the coupled target.",
+            "",
+            f"| sampler | L | h* | {heads} |",
+            "|---" * (3 + len(fractions)) + "|",
+        ]
         for row in results["entropy_sgd"]:
             cells = " | ".join(_pm(r["grad_error"], r["grad_mcse"]) for r in row["runs"]) or "-"
             lines.append(f"| {row['sampler']} | {row['inner_steps']} | {row['limit']:.3g} | {cells} |")
@@ -95,8 +104,13 @@ def render_plot(results: dict[str, Any], path: Path) -> Path:
             if points:
                 xs, ys, es = zip(*points, strict=True)
                 ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=row["sampler"])
-        ax.set(xscale="log", yscale="log", title=name, xlabel="h / h* (own stability limit)",
-               ylabel="covariance error (whitened, rel. Frobenius)")  # fmt: skip
+        ax.set(
+            xscale="log",
+            yscale="log",
+            title=name,
+            xlabel="h / h* (own stability limit)",
+            ylabel="covariance error (whitened, rel. Frobenius)",
+        )
     if results.get("entropy_sgd"):
         ax = axes[-1]
         short = min(r["inner_steps"] for r in results["entropy_sgd"])
@@ -105,8 +119,13 @@ def render_plot(results: dict[str, Any], path: Path) -> Path:
             if points:
                 xs, ys, es = zip(*points, strict=True)
                 ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=row["sampler"])
-        ax.set(xscale="log", yscale="log", title=f"Entropy-SGD regime, L = {short}", xlabel="h / h*",
-               ylabel="local-entropy gradient error")  # fmt: skip
+        ax.set(
+            xscale="log",
+            yscale="log",
+            title=f"Entropy-SGD regime, L = {short}",
+            xlabel="h / h*",
+            ylabel="local-entropy gradient error",
+        )
     fractions = results["config"]["fractions"]
     for ax in axes:  # label the three fractions, not log-axis minor ticks
         ax.set_xticks(fractions, [_fraction(f) for f in fractions], minor=False)

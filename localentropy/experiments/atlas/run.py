@@ -58,10 +58,18 @@ class AtlasConfig:
 def _measure(entry: Entry, target: Any, config: AtlasConfig, seed: int, sizes: dict[str, float]) -> dict[str, Any]:
     adaptation = entry.adaptation_steps()
     burn_in = max(config.burn_in, adaptation)
-    limit = stability_limit(entry, target, n_chains=config.limit_chains, n_steps=config.limit_steps + adaptation,
-                            seed=seed)  # fmt: skip
-    row: dict[str, Any] = {"sampler": entry.label, "name": entry.name, "fixed": entry.fixed, "target": target.name,
-                           "limit": limit, "grads_per_step": _grads_per_step(entry, target), "runs": []}  # fmt: skip
+    limit = stability_limit(
+        entry, target, n_chains=config.limit_chains, n_steps=config.limit_steps + adaptation, seed=seed
+    )
+    row: dict[str, Any] = {
+        "sampler": entry.label,
+        "name": entry.name,
+        "fixed": entry.fixed,
+        "target": target.name,
+        "limit": limit,
+        "grads_per_step": _grads_per_step(entry, target),
+        "runs": [],
+    }
     if limit <= 0:
         row["note"] = "no stable step size found"
         return row
@@ -69,15 +77,28 @@ def _measure(entry: Entry, target: Any, config: AtlasConfig, seed: int, sizes: d
     for fraction in FRACTIONS:
         h = fraction * limit
         stats = run_chains(entry, target, h, n_chains=config.n_chains, n_steps=n_steps, burn_in=burn_in, seed=seed + 1)
-        row["runs"].append({"fraction": fraction, "step_size": h, "n_diverged": stats.n_diverged,
-                            "n_chains": stats.n_chains, **moment_errors(stats)})  # fmt: skip
+        row["runs"].append(
+            {
+                "fraction": fraction,
+                "step_size": h,
+                "n_diverged": stats.n_diverged,
+                "n_chains": stats.n_chains,
+                **moment_errors(stats),
+            }
+        )
     h = FRACTIONS[1] * limit
     noise = 1.0 / (2.0 * h)
-    stats = run_chains(entry, target, h, n_chains=config.n_chains, n_steps=n_steps, burn_in=burn_in, seed=seed + 2,
-                       grad_noise=noise)  # fmt: skip
-    row["noisy"] = {"fraction": FRACTIONS[1], "step_size": h, "grad_noise": noise,
-                    "predicted_temperature": 1.0 + h * noise / 2, "n_diverged": stats.n_diverged,
-                    **moment_errors(stats)}  # fmt: skip
+    stats = run_chains(
+        entry, target, h, n_chains=config.n_chains, n_steps=n_steps, burn_in=burn_in, seed=seed + 2, grad_noise=noise
+    )
+    row["noisy"] = {
+        "fraction": FRACTIONS[1],
+        "step_size": h,
+        "grad_noise": noise,
+        "predicted_temperature": 1.0 + h * noise / 2,
+        "n_diverged": stats.n_diverged,
+        **moment_errors(stats),
+    }
     row["grad_evals_per_chain"] = n_steps * row["grads_per_step"]
     sizes["runs"] += 5
     return row
@@ -95,12 +116,26 @@ def _esgd_rows(entry: Entry, base: Gaussian, config: AtlasConfig, seed: int) -> 
     limit = stability_limit(entry, coupled, n_chains=config.limit_chains, n_steps=config.limit_steps, seed=seed)
     rows = []
     for inner in config.esgd_inner_steps:
-        row: dict[str, Any] = {"sampler": entry.label, "target": coupled.name, "inner_steps": inner,
-                               "outer_steps": config.esgd_outer_steps, "limit": limit, "runs": []}  # fmt: skip
+        row: dict[str, Any] = {
+            "sampler": entry.label,
+            "target": coupled.name,
+            "inner_steps": inner,
+            "outer_steps": config.esgd_outer_steps,
+            "limit": limit,
+            "runs": [],
+        }
         for fraction in FRACTIONS if limit > 0 else ():
-            result = entropy_sgd_regime(entry, coupled, anchor, ESGD_GAMMA, fraction * limit, inner_steps=inner,
-                                        outer_steps=config.esgd_outer_steps, n_chains=config.n_chains,
-                                        seed=seed + 3)  # fmt: skip
+            result = entropy_sgd_regime(
+                entry,
+                coupled,
+                anchor,
+                ESGD_GAMMA,
+                fraction * limit,
+                inner_steps=inner,
+                outer_steps=config.esgd_outer_steps,
+                n_chains=config.n_chains,
+                seed=seed + 3,
+            )
             row["runs"].append({"fraction": fraction, "step_size": fraction * limit, **result})
         rows.append(row)
     return rows

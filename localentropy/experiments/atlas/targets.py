@@ -155,8 +155,9 @@ class StudentT(Target):
         return ((self.dof + 1) * (self.dof * self._s2 - x * x) / denominator**2).sum(-1)
 
     def draw(self, n: int, rng: np.random.Generator) -> Tensor:
-        return torch.as_tensor(rng.standard_t(self.dof, size=(n, len(self.scales))) * np.array(self.scales),
-                               dtype=DTYPE)  # fmt: skip
+        return torch.as_tensor(
+            rng.standard_t(self.dof, size=(n, len(self.scales))) * np.array(self.scales), dtype=DTYPE
+        )
 
 
 def student_t(dof: float = 5.0, scales: tuple[float, ...] = (1.0, 3.0)) -> StudentT:
@@ -208,8 +209,9 @@ class Mixture(Target):
         return torch.as_tensor(np.array(self.centres)[k] + rng.standard_normal((n, self.dim)), dtype=DTYPE)
 
 
-def mixture(weights: tuple[float, ...] = (0.3, 0.7),
-            centres: tuple[tuple[float, ...], ...] = ((-1.5, -0.5), (1.5, 0.5))) -> Mixture:  # fmt: skip
+def mixture(
+    weights: tuple[float, ...] = (0.3, 0.7), centres: tuple[tuple[float, ...], ...] = ((-1.5, -0.5), (1.5, 0.5))
+) -> Mixture:
     w, c = np.array(weights), np.array(centres)
     mean = w @ c
     covariance = np.eye(c.shape[1]) + (c.T * w) @ c - np.outer(mean, mean)

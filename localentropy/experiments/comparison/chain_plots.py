@@ -76,8 +76,9 @@ def chain_figures(rows: list[dict[str, Any]], out_dir: Path, title_of: Any) -> t
     chosen = worst_records(rows)
     images, notes = [], []
     if chosen:
-        notes.append("One figure per local-entropy estimator, at its record with the highest R-hat (its worst "
-                     "mixed chains).")  # fmt: skip
+        notes.append(
+            "One figure per local-entropy estimator, at its record with the highest R-hat (its worst mixed chains)."
+        )
     if len(chosen) > MAX_CHAIN_FIGURES:
         notes.append(f"Shown: the {MAX_CHAIN_FIGURES} estimators with the highest R-hat, of {len(chosen)}.")
         chosen = chosen[:MAX_CHAIN_FIGURES]
@@ -94,8 +95,9 @@ def chain_figures(rows: list[dict[str, Any]], out_dir: Path, title_of: Any) -> t
                 for row in run_rows:
                     rid = find_node(tree, row["record"]["key"])
                     if rid is None:
-                        notes.append(f"draws.nc of run `{run_label}` has no draws for "
-                                     f"`{record_ids(row['record']['key'])[0]}`.")  # fmt: skip
+                        notes.append(
+                            f"draws.nc of run `{run_label}` has no draws for `{record_ids(row['record']['key'])[0]}`."
+                        )
                         continue
                     draws = np.asarray(tree[rid]["posterior"]["x"].values, float)
                     images.append(_chain_figure(draws.reshape(*draws.shape[:2], -1), row, rid, out_dir, title_of))
@@ -107,7 +109,6 @@ def chain_figures(rows: list[dict[str, Any]], out_dir: Path, title_of: Any) -> t
 def _chain_figure(draws: np.ndarray, row: dict[str, Any], rid: str, out_dir: Path, title_of: Any) -> str:
     import arviz_stats
 
-
     coords = [(0, "coordinate 0")]
     with contextlib.suppress(Exception):  # ESS needs >= 4 draws; without it only coordinate 0 is shown
         ess = np.asarray(arviz_stats.ess(draws, method="bulk"), float)
@@ -115,7 +116,8 @@ def _chain_figure(draws: np.ndarray, row: dict[str, Any], rid: str, out_dir: Pat
         coords = [(0, f"ESS {fmt(ess[0])}")] + ([(low, f"lowest ESS, {fmt(ess[low])}")] if low != 0 else [])
     name = figure_name(f"chains_{row['run']}_{rid}")
     rhat = _rhat(row)
-    title = (f"{row['label']}, {title_of(row['group'])}, budget {fmt_count(row['record']['key'].get('budget'))}"
-             + (f", max R-hat {fmt(rhat)}" if math.isfinite(rhat) else ""))  # fmt: skip
+    title = f"{row['label']}, {title_of(row['group'])}, budget {fmt_count(row['record']['key'].get('budget'))}" + (
+        f", max R-hat {fmt(rhat)}" if math.isfinite(rhat) else ""
+    )
     plots.plot_chains(draws, coords, title, out_dir / name)
     return f"![trace and rank plots: {title.replace('|', '/')}]({name})"

@@ -105,9 +105,14 @@ def local_entropy_estimator(task: Task, problem: Problem, chains: int) -> LocalE
     step_size = step_size_for(spec, problem, gamma)
     if spec.preset is not None:
         return LocalEntropyEstimator.from_preset(
-            spec.preset, problem.grad, gamma, step_size=step_size, noise_scale=spec.noise_scale or 0.0,
-            n_steps=n_steps, burn_in=burn_in,
-        )  # fmt: skip
+            spec.preset,
+            problem.grad,
+            gamma,
+            step_size=step_size,
+            noise_scale=spec.noise_scale or 0.0,
+            n_steps=n_steps,
+            burn_in=burn_in,
+        )
     cls = sampler_class(spec.sampler or "")
     accepted = sampler_hyperparameters(spec.sampler or "")
     hyper = dict(spec.hyperparameters)
@@ -122,9 +127,14 @@ def local_entropy_estimator(task: Task, problem: Problem, chains: int) -> LocalE
         hyper["potential"] = InnerPotential(problem, gamma, task.x)
     sampler = make_sampler(spec.sampler or "", **hyper)
     return LocalEntropyEstimator(
-        problem.grad, gamma, sampler, n_steps, temperature=task.temperature, burn_in=burn_in,
+        problem.grad,
+        gamma,
+        sampler,
+        n_steps,
+        temperature=task.temperature,
+        burn_in=burn_in,
         averaging=spec.averaging,
-    )  # fmt: skip
+    )
 
 
 def smoothing_estimator(task: Task, problem: Problem) -> GaussianSmoothingEstimator:
@@ -133,15 +143,23 @@ def smoothing_estimator(task: Task, problem: Problem) -> GaussianSmoothingEstima
     sigma = math.sqrt(task.temperature / task.gamma) if spec.sigma == "matched" else float(spec.sigma)
     return GaussianSmoothingEstimator(
         sigma, task.key["budget"], grad_fn=problem.grad, loss_fn=problem.loss, order=spec.order
-    )  # fmt: skip
+    )
 
 
 def _estimator_fields(spec: EstimatorConfig, path: str) -> dict[str, str]:
     """The config fields that set each argument of the estimator (and its sampler) built from ``spec``."""
     fields = {key: f"{path}.hyperparameters.{key_text(key)}" for key in spec.hyperparameters}
-    fields |= {"averaging": f"{path}.averaging", "burn_in": f"{path}.burn_in_fraction", "n_steps": f"{path}.budgets",
-               "n_samples": f"{path}.budgets", "sigma": f"{path}.sigma", "order": f"{path}.order",
-               "noise_scale": f"{path}.noise_scale", "gamma": "gamma", "temperature": "temperature"}  # fmt: skip
+    fields |= {
+        "averaging": f"{path}.averaging",
+        "burn_in": f"{path}.burn_in_fraction",
+        "n_steps": f"{path}.budgets",
+        "n_samples": f"{path}.budgets",
+        "sigma": f"{path}.sigma",
+        "order": f"{path}.order",
+        "noise_scale": f"{path}.noise_scale",
+        "gamma": "gamma",
+        "temperature": "temperature",
+    }
     if spec.step_size_fraction is not None:
         fields["step_size"] = f"{path}.step_size_fraction"
     return fields
@@ -198,8 +216,13 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
             for gamma in config.gammas:
                 for temperature in temperatures:
                     for budget in spec.budgets:
-                        key = {"estimator": spec.label, "point": pi, "gamma": gamma, "temperature": temperature,
-                               "budget": budget}  # fmt: skip
+                        key = {
+                            "estimator": spec.label,
+                            "point": pi,
+                            "gamma": gamma,
+                            "temperature": temperature,
+                            "budget": budget,
+                        }
                         tasks.append(Task(key, spec, x, gamma, temperature))
     problems = _check_estimators(config, problem, points, tasks)  # hyperparameter values: refused now, not mid-run
     if problems:
@@ -207,11 +230,14 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
     seen: dict[str, dict[str, Any]] = {}
     for task in tasks:  # a record's file name must identify it: 1.0 and 1.0000001 both print as "1" with :g
         if task.id in seen and seen[task.id] != task.key:
-            problems.append(f"records {seen[task.id]} and {task.key} share the file name {task.id!r}: make the "
-                            "labels, gammas, temperatures or budgets more distinct")  # fmt: skip
+            problems.append(
+                f"records {seen[task.id]} and {task.key} share the file name {task.id!r}: make the "
+                "labels, gammas, temperatures or budgets more distinct"
+            )
         elif task.id in seen:
-            problems.append(f"record {task.key} is listed twice: remove the repeated label, gamma, temperature "
-                            "or budget")  # fmt: skip
+            problems.append(
+                f"record {task.key} is listed twice: remove the repeated label, gamma, temperature or budget"
+            )
         seen.setdefault(task.id, task.key)
     if problems:
         raise ConfigError(sorted(set(problems), key=problems.index))

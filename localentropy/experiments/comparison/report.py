@@ -160,10 +160,14 @@ def _verdict_lines(ok_rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for v in sorted(verdicts, key=lambda v: _sort_key(v["budget"])):
         if not v["best"]:
-            lowest = min(ok_rows, key=lambda r: (_metric(r, "mse") if r["record"]["key"].get("budget") == v["budget"]
-                                                 else math.inf))  # fmt: skip
-            text = (f"no per-replicate errors in this run (written before they were kept), so no verdict; lowest "
-                    f"MSE {quoted(lowest['label'])}")  # fmt: skip
+            lowest = min(
+                ok_rows,
+                key=lambda r: _metric(r, "mse") if r["record"]["key"].get("budget") == v["budget"] else math.inf,
+            )
+            text = (
+                f"no per-replicate errors in this run (written before they were kept), so no verdict; lowest "
+                f"MSE {quoted(lowest['label'])}"
+            )
         else:
             text = verdict_text(v, fmt=fmt, name=quoted)
         lines.append(f"- budget {fmt_count(v['budget'])}: {text}")
@@ -173,12 +177,20 @@ def _verdict_lines(ok_rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _near_zero_note(ok_rows: list[dict[str, Any]]) -> list[str]:
-    norms = sorted({fmt(r["record"]["metrics"].get("truth_norm")) for r in ok_rows
-                    if r["record"]["metrics"].get("truth_near_zero")})  # fmt: skip
+    norms = sorted(
+        {
+            fmt(r["record"]["metrics"].get("truth_norm"))
+            for r in ok_rows
+            if r["record"]["metrics"].get("truth_near_zero")
+        }
+    )
     if not norms:
         return []
-    return [f"The truth is near zero here (‖truth‖ = {', '.join(norms)}, below the noise of one gradient "
-            "evaluation): no relative MSE is shown; compare the MSE and the efficiency ratios.", ""]  # fmt: skip
+    return [
+        f"The truth is near zero here (‖truth‖ = {', '.join(norms)}, below the noise of one gradient "
+        "evaluation): no relative MSE is shown; compare the MSE and the efficiency ratios.",
+        "",
+    ]
 
 
 def _not_ok(rows: list[dict[str, Any]]) -> list[str]:
@@ -214,15 +226,21 @@ def _tuning(run_label: str, data: dict[str, Any]) -> list[str]:
     tuning = data.get("tuning")
     if not isinstance(tuning, dict) or not isinstance(tuning.get("estimators"), dict):
         return []
-    units = (f"{tuning['replicates']} replicate estimates of {tuning['budget']:,} gradient evaluations each "
-             f"(gamma {tuning['gamma']:g}, T {tuning['temperature']:g}, {tuning['chains']} chains)")  # fmt: skip
+    units = (
+        f"{tuning['replicates']} replicate estimates of {tuning['budget']:,} gradient evaluations each "
+        f"(gamma {tuning['gamma']:g}, T {tuning['temperature']:g}, {tuning['chains']} chains)"
+    )
     return [
-        f"## Tuning (run `{_md(run_label)}`)", "", tuning_summary(tuning, units) + " "
+        f"## Tuning (run `{_md(run_label)}`)",
+        "",
+        tuning_summary(tuning, units) + " "
         f"Objective: the mean squared error against the truth. Trials ran on {tuning['points']}, with replicate "
         f"seeds derived from config seed + {tuning['seed_offset']:,} (apart from the reported replicates'); both "
-        "are in results.json under `tuning`.", "",
-        *tuning_table(tuning["estimators"], "MSE reached"), "",
-    ]  # fmt: skip
+        "are in results.json under `tuning`.",
+        "",
+        *tuning_table(tuning["estimators"], "MSE reached"),
+        "",
+    ]
 
 
 def _series(ok_rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, ...]]]:
@@ -300,13 +318,14 @@ def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path 
             if any(not math.isnan(e) for points in eff.values() for _, e in points):
                 efficiency_panels.append((title, dict(eff)))
     if efficiency_panels:  # a section with nothing in it is left out
-        without = sorted({row["label"] for row in rows if _is_ok(row["record"])}
-                         - {label for _, series in efficiency_panels for label in series})  # fmt: skip
+        without = sorted(
+            {row["label"] for row in rows if _is_ok(row["record"])}
+            - {label for _, series in efficiency_panels for label in series}
+        )
         plots.plot_efficiency(efficiency_panels, out_dir / "efficiency.png", colors, without=without)
         lines += ["## Efficiency ratios", "", "![efficiency ratio against gradient evaluations](efficiency.png)", ""]
         if without:
-            lines += [f"No efficiency ratio (no Gibbs measure to compare with): {', '.join(map(quoted, without))}.",
-                      ""]  # fmt: skip
+            lines += [f"No efficiency ratio (no Gibbs measure to compare with): {', '.join(map(quoted, without))}.", ""]
     images, notes = chain_figures(rows, out_dir, _group_title)
     if images or notes:
         lines += ["## Inner chains: trace and rank plots", ""]

@@ -113,8 +113,10 @@ def load_run(run_dir: Path | str) -> dict[str, Any]:
     if not isinstance(records, list) or not records:
         raise ValueError(f"{path} has no 'records' list (or it is empty)")
     if all(isinstance(r, dict) and "label" in r and "rows" in r for r in records):
-        raise ValueError(f"{path} is the results of a `localentropy train` run, whose report.md that command writes "
-                         "(run it again: a complete run is skipped, an incomplete one resumes)")  # fmt: skip
+        raise ValueError(
+            f"{path} is the results of a `localentropy train` run, whose report.md that command writes "
+            "(run it again: a complete run is skipped, an incomplete one resumes)"
+        )
     problems: list[str] = []
     if not isinstance(data.get("name", ""), str):
         problems.append(f"name: got {type(data['name']).__name__}, expected a string")

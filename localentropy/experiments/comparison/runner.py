@@ -52,9 +52,14 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
     """Run one record: R replicate estimates, their quality against the truth, chain diagnostics, KSD."""
     spec, x, gamma, temperature = task.spec, task.x, task.gamma, task.temperature
     record: dict[str, Any] = {
-        "key": task.key, "status": "ok", "error": None, "metrics": None, "chains": None, "ksd": None,
+        "key": task.key,
+        "status": "ok",
+        "error": None,
+        "metrics": None,
+        "chains": None,
+        "ksd": None,
         "estimator": {"kind": spec.kind, "sampler": spec.sampler, "settings": {}},
-    }  # fmt: skip
+    }
     if spec.kind == "smoothing":
         estimator: Any = smoothing_estimator(task, problem)
         sigma = estimator.sigma
@@ -65,9 +70,13 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
         estimator = local_entropy_estimator(task, problem, config.chains)
         truth = problem.local_entropy_grad(x, gamma, temperature)
         record["estimator"]["settings"] = {
-            "sampler": repr(estimator.sampler), "n_steps": estimator.n_steps, "burn_in": estimator.burn_in,
-            "averaging": estimator.averaging, "chains": config.chains, "preset": spec.preset,
-        }  # fmt: skip
+            "sampler": repr(estimator.sampler),
+            "n_steps": estimator.n_steps,
+            "burn_in": estimator.burn_in,
+            "averaging": estimator.averaging,
+            "chains": config.chains,
+            "preset": spec.preset,
+        }
         gibbs_cov = problem.gibbs_cov(gamma, temperature, x)
     # a local-entropy budget is split over the chains; a smoothing budget is its n_samples, drawn as one block
     chains = config.chains if spec.kind == "local-entropy" else 1
@@ -91,14 +100,19 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
         if r == 0 and spec.kind == "local-entropy":
             first_draws = result.draws
     record["timing"] = {
-        "seconds_per_replicate": seconds / max(len(estimates), 1), "seconds_total": time.perf_counter() - start
-    }  # fmt: skip
+        "seconds_per_replicate": seconds / max(len(estimates), 1),
+        "seconds_total": time.perf_counter() - start,
+    }
     if record["status"] != "ok":
         return record, None
     quality = estimator_quality(
-        torch.stack(estimates), truth, grad_evals=evals, gamma=gamma if gibbs_cov is not None else None,
-        gibbs_cov=gibbs_cov, independent_draws=spec.kind == "smoothing" and spec.order == 1,
-    )  # fmt: skip
+        torch.stack(estimates),
+        truth,
+        grad_evals=evals,
+        gamma=gamma if gibbs_cov is not None else None,
+        gibbs_cov=gibbs_cov,
+        independent_draws=spec.kind == "smoothing" and spec.order == 1,
+    )
     metrics = quality.as_dict()
     metrics.pop("seconds")
     record["metrics"] = metrics
@@ -136,9 +150,11 @@ def divergence_message(task: Task, problem: Problem, estimator: Any, replicate: 
     """Why a record diverged: the replicate, the inner step, the sampler and the likely cause."""
     spec, gamma = task.spec, task.gamma
     if spec.kind == "smoothing":
-        return (f"diverged in replicate {replicate}: the smoothing estimate is not finite (NaN or inf); likely "
-                f"cause: the problem's gradient or loss overflows at x + sigma xi (sigma {estimator.sigma:g}): use a "
-                "smaller sigma")  # fmt: skip
+        return (
+            f"diverged in replicate {replicate}: the smoothing estimate is not finite (NaN or inf); likely "
+            f"cause: the problem's gradient or loss overflows at x + sigma xi (sigma {estimator.sigma:g}): use a "
+            "smaller sigma"
+        )
     step = first_nonfinite_step(estimator, task.x, chains, seed)
     n = estimator.n_steps
     where = f"at inner step {step} of {n}" if step is not None else f"within {n} inner steps"
@@ -159,8 +175,10 @@ def divergence_message(task: Task, problem: Problem, estimator: Any, replicate: 
             f"the step size{size} is too large for the curvature of U(x') = f(x') + gamma/2 ||x' - x||^2 "
             "(SGLD needs step_size < 2 / (curvature + gamma)); use a smaller step size"
         )
-    return (f"diverged in replicate {replicate}: the chains left the finite range (NaN or inf) {where} "
-            f"of sampler {estimator.sampler!r}; likely cause: {cause}")  # fmt: skip
+    return (
+        f"diverged in replicate {replicate}: the chains left the finite range (NaN or inf) {where} "
+        f"of sampler {estimator.sampler!r}; likely cause: {cause}"
+    )
 
 
 def _progress_line(index: int, total: int, task: Task, record: dict[str, Any], resumed: bool) -> str:
@@ -173,8 +191,10 @@ def _progress_line(index: int, total: int, task: Task, record: dict[str, Any], r
         detail = f"MSE {mse:.3g} ± {mcse:.2g}" if mcse is not None else f"MSE {mse:.3g}"
         if not metrics.get("truth_near_zero") and metrics.get("relative_mse") is not None:
             detail += f" (rel. {metrics['relative_mse']:.3g})"
-    return (f"[{index}/{total}] {k['estimator']} x{k['point']} gamma={k['gamma']:g} T={k['temperature']:g} "
-            f"budget={k['budget']}: {detail} ({status})")  # fmt: skip
+    return (
+        f"[{index}/{total}] {k['estimator']} x{k['point']} gamma={k['gamma']:g} T={k['temperature']:g} "
+        f"budget={k['budget']}: {detail} ({status})"
+    )
 
 
 def default_out(config: RunConfig) -> Path:
@@ -225,9 +245,14 @@ def run_comparison(
 
 
 def _run_tasks(
-    config: RunConfig, problem: Problem, tasks: list[Task], out_dir: RunDirectory, resolved: dict[str, Any],
-    progress: TextIO, tuning: dict[str, Any] | None = None,
-) -> None:  # fmt: skip
+    config: RunConfig,
+    problem: Problem,
+    tasks: list[Task],
+    out_dir: RunDirectory,
+    resolved: dict[str, Any],
+    progress: TextIO,
+    tuning: dict[str, Any] | None = None,
+) -> None:
     records = []
     with Progress(progress, len(tasks), desc=f"run {config.name}", unit="record") as bar:
         for i, task in enumerate(tasks, 1):
@@ -260,11 +285,23 @@ def _run_task_once(config: RunConfig, problem: Problem, task: Task, out_dir: Run
     return Outcome(record, False)
 
 
-def _finish_run(config: RunConfig, tasks: list[Task], out_dir: RunDirectory, resolved: dict[str, Any],
-                records: list[dict[str, Any]], tuning: dict[str, Any] | None = None) -> None:  # fmt: skip
+def _finish_run(
+    config: RunConfig,
+    tasks: list[Task],
+    out_dir: RunDirectory,
+    resolved: dict[str, Any],
+    records: list[dict[str, Any]],
+    tuning: dict[str, Any] | None = None,
+) -> None:
     meta = {"seed": config.seed, **environment("cpu")}
-    results = {"schema": SCHEMA, "name": config.name, "config": resolved, "meta": meta, "records": records,
-               "verdicts": comparison_verdicts(records)}  # fmt: skip
+    results = {
+        "schema": SCHEMA,
+        "name": config.name,
+        "config": resolved,
+        "meta": meta,
+        "records": records,
+        "verdicts": comparison_verdicts(records),
+    }
     if tuning is not None:
         results["tuning"] = tuning
     # a runaway estimate (finite, near the float range) can overflow a derived number: stored as null, never as inf

@@ -73,7 +73,8 @@ def spaces(config: RunConfig, problem: Problem) -> dict[str, Space]:
     for spec in specs:
         wrapped = wrapped_sampler(spec.sampler, spec.hyperparameters)
         out[spec.label] = given.get(spec.label) or default_space(
-            names[spec.label], wrapped or spec.sampler, _center(spec, problem, config.gammas[0]))  # fmt: skip
+            names[spec.label], wrapped or spec.sampler, _center(spec, problem, config.gammas[0])
+        )
     return out
 
 
@@ -108,8 +109,13 @@ def check(config: RunConfig, problem: Problem, points: Tensor) -> None:
         key = label if label in tuning.space else (spec.sampler if spec.sampler in tuning.space else None)
         path = f"tuning.space.{key_text(key)}" if key else f"tuning (the default space of {label!r})"
         for values in _corners(space):
-            task = Task({"budget": tuning.budget}, with_values(spec, values), points[0], config.gammas[0],
-                        config.temperatures[0])  # fmt: skip
+            task = Task(
+                {"budget": tuning.budget},
+                with_values(spec, values),
+                points[0],
+                config.gammas[0],
+                config.temperatures[0],
+            )
             try:
                 local_entropy_estimator(task, problem, config.chains)
             except (TypeError, ValueError, ArithmeticError) as exc:
@@ -140,8 +146,10 @@ def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) 
     gamma, temperature = config.gammas[0], config.temperatures[0]
     trial_problem, trial_points, where = tuning_problem(config, problem, points)
     truths = [trial_problem.local_entropy_grad(x, gamma, temperature) for x in trial_points]
-    seeds = [[replicate_seed(config.seed + tuning.seed_offset, p, r) for r in range(tuning.replicates)]
-             for p in range(len(trial_points))]  # fmt: skip
+    seeds = [
+        [replicate_seed(config.seed + tuning.seed_offset, p, r) for r in range(tuning.replicates)]
+        for p in range(len(trial_points))
+    ]
     estimators, searched = {}, spaces(config, problem)
     for spec in tuned_specs(config):
         space = searched[spec.label]
@@ -175,17 +183,28 @@ def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) 
         estimators[spec.label] = record
         print(tuned_line(spec.label, record, f"MSE {record['objective'] or 0:.4g}"), file=progress, flush=True)
     return {
-        "objective": "mse", "method": tuning.method, "trials": tuning.trials, "seed": tuning.seed,
-        "pruner": tuning.pruner, "max_extensions": tuning.max_extensions, "budget": tuning.budget,
-        "replicates": tuning.replicates, "chains": config.chains, "gamma": gamma, "temperature": temperature,
-        "seed_offset": tuning.seed_offset, "points": where,
+        "objective": "mse",
+        "method": tuning.method,
+        "trials": tuning.trials,
+        "seed": tuning.seed,
+        "pruner": tuning.pruner,
+        "max_extensions": tuning.max_extensions,
+        "budget": tuning.budget,
+        "replicates": tuning.replicates,
+        "chains": config.chains,
+        "gamma": gamma,
+        "temperature": temperature,
+        "seed_offset": tuning.seed_offset,
+        "points": where,
         "runaway": f"squared error above {TUNING_RUNAWAY:g} x ||truth||^2, or not finite, at the tuning budget or "
-                   "the estimator's largest (every replicate runs at both)", "point_values": trial_points.tolist(),
+        "the estimator's largest (every replicate runs at both)",
+        "point_values": trial_points.tolist(),
         "replicate_seeds": seeds,
-        "evaluation_seeds": [[replicate_seed(config.seed, p, r) for r in range(config.replicates)]
-                             for p in range(len(points))],
+        "evaluation_seeds": [
+            [replicate_seed(config.seed, p, r) for r in range(config.replicates)] for p in range(len(points))
+        ],
         "estimators": estimators,
-    }  # fmt: skip
+    }
 
 
 def tuned_config(config: RunConfig, tuning: dict[str, Any]) -> RunConfig:

@@ -43,6 +43,7 @@ def comparison_verdicts(
             continue
         verdict = best_set(usable, level=level, unit=UNIT).as_dict()
         verdict["excluded"] = sorted(set(verdict["excluded"]) | (set(samples) - set(usable)))
-        verdicts.append({"point": point, "gamma": gamma, "temperature": temperature, "budget": budget,
-                         "metric": METRIC, **verdict})  # fmt: skip
+        verdicts.append(
+            {"point": point, "gamma": gamma, "temperature": temperature, "budget": budget, "metric": METRIC, **verdict}
+        )
     return verdicts

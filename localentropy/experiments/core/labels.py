@@ -32,8 +32,10 @@ def lying_label(label: str, used: Collection[str], registered: Collection[str], 
     if not wrong:
         return None
     names = " and ".join(repr(n) for n in wrong)
-    return (f"got {label!r}, which names {names} but this entry runs {runs}: rename it, or remove the label "
-            "(the default label names what runs)")  # fmt: skip
+    return (
+        f"got {label!r}, which names {names} but this entry runs {runs}: rename it, or remove the label "
+        "(the default label names what runs)"
+    )
 
 
 def optimizer_label_base(kind: Any, sampler: Any = None, preset: Any = None) -> str:

@@ -144,8 +144,9 @@ def plot_efficiency(
     for name in names:  # a legend entry for every estimator, drawn or not
         if name not in handles:
             suffix = " (no efficiency ratio)" if name in without else " (no positive ratio to draw)"
-            handles[name + suffix] = Line2D([], [], color=colors.get(name, "grey"), marker="o", linestyle="none",
-                                            markerfacecolor="white")  # fmt: skip
+            handles[name + suffix] = Line2D(
+                [], [], color=colors.get(name, "grey"), marker="o", linestyle="none", markerfacecolor="white"
+            )
     exact = handles.pop("exact i.i.d. draws (= 1)", None)
     if exact is not None:
         handles["exact i.i.d. draws (= 1)"] = exact

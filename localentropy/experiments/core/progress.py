@@ -43,16 +43,26 @@ def format_seconds(seconds: float) -> str:
 class Progress:
     """``total`` units of work (``done`` of them already done, e.g. on a resume) reported to ``stream``."""
 
-    def __init__(self, stream: TextIO, total: float, *, desc: str, unit: str = "it", done: float = 0,
-                 weighted: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, stream: TextIO, total: float, *, desc: str, unit: str = "it", done: float = 0, weighted: bool = False
+    ) -> None:
         self.stream, self.total, self.done, self.start = stream, total, done, time.perf_counter()
         self.initial = done
         self.bar: Any = None
         if _allowed[-1] and _is_terminal(stream):
             # a weighted bar (units of expected minutes) shows percent and times, not a count of minutes
             fmt = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]" if weighted else None
-            self.bar = tqdm(total=total, initial=done, desc=desc, unit=unit, file=stream, dynamic_ncols=True,
-                            leave=_open_bars[0] == 0, bar_format=fmt, position=_open_bars[0])  # fmt: skip
+            self.bar = tqdm(
+                total=total,
+                initial=done,
+                desc=desc,
+                unit=unit,
+                file=stream,
+                dynamic_ncols=True,
+                leave=_open_bars[0] == 0,
+                bar_format=fmt,
+                position=_open_bars[0],
+            )
             _open_bars[0] += 1
 
     def line(self, text: str) -> None:

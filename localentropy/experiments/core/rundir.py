@@ -128,8 +128,12 @@ class RunDirectory:
         except Timeout:
             raise RunDirectoryError(_in_use(self.path)) from None
         self._lock = lock
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
-                  "since": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": " ".join(sys.argv),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         atomic_write_json(self.path / HOLDER, holder)
 
     def check_free(self) -> None:

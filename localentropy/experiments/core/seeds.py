@@ -64,11 +64,13 @@ def check_disjoint(fresh: Iterable[int], evaluation: Iterable[int], where: str) 
     if clash or tuning_clash:
         which = (f"evaluation seed(s) {_few(clash)}" if clash else "") + (" and " if clash and tuning_clash else "")
         which += f"tuning seed(s) {_few(tuning_clash)}" if tuning_clash else ""
-        raise ConfigError([
-            f"{where}: the fresh seeds {min(fresh_set)}..{max(fresh_set)} include the {which}; evaluation seeds "
-            f"must lie below {TUNING_SEED_OFFSET} (tuning seeds are them + {TUNING_SEED_OFFSET}, fresh seeds start "
-            f"at {FRESH_SEED_OFFSET})"
-        ])  # fmt: skip
+        raise ConfigError(
+            [
+                f"{where}: the fresh seeds {min(fresh_set)}..{max(fresh_set)} include the {which}; evaluation seeds "
+                f"must lie below {TUNING_SEED_OFFSET} (tuning seeds are them + {TUNING_SEED_OFFSET}, fresh seeds start "
+                f"at {FRESH_SEED_OFFSET})"
+            ]
+        )
 
 
 def _few(values: list[int]) -> str:

@@ -104,8 +104,10 @@ def find_base(name: str, folder: Path | None) -> Path:
 def _with_installed_schema(config: ShippedConfig) -> str:
     """A shipped config's text, its ``#:schema`` line pointing at the installed schema: a copy is checked anywhere."""
     lines = config.path.read_text(encoding="utf-8").splitlines(keepends=True)
-    return "".join(f"{SCHEMA_LINE}{schema_path(config.kind).as_uri()}\n" if line.startswith(SCHEMA_LINE) else line
-                   for line in lines)
+    return "".join(
+        f"{SCHEMA_LINE}{schema_path(config.kind).as_uri()}\n" if line.startswith(SCHEMA_LINE) else line
+        for line in lines
+    )
 
 
 def docs_dir() -> Path:

@@ -40,14 +40,21 @@ Claim = dict[str, Any]
 ALPHA = 0.05  # the consistency test's level, per claim
 
 
-def difference_claim(claim_id: str, text: str, d: dict[str, Any], scale: float = 100.0,
-                     unit: str = "points", digits: int = 2) -> Claim:  # fmt: skip
+def difference_claim(
+    claim_id: str, text: str, d: dict[str, Any], scale: float = 100.0, unit: str = "points", digits: int = 2
+) -> Claim:
     """A claim from a paired difference (``mean``, ``ci95`` or ``half_width``, ``n``), in units of ``unit``
     after multiplying by ``scale``; ``digits`` after the point when shown."""
     half = d.get("ci95", d.get("half_width"))
-    claim = {"id": claim_id, "kind": "difference", "text": text, "n": int(d.get("n") or 0), "unit": unit,
-             "mean": None if d.get("mean") is None else float(d["mean"]) * scale,
-             "ci95": None if half is None else float(half) * scale}  # fmt: skip
+    claim = {
+        "id": claim_id,
+        "kind": "difference",
+        "text": text,
+        "n": int(d.get("n") or 0),
+        "unit": unit,
+        "mean": None if d.get("mean") is None else float(d["mean"]) * scale,
+        "ci95": None if half is None else float(half) * scale,
+    }
     return claim if digits == 2 else {**claim, "digits": digits}
 
 

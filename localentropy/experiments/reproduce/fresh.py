@@ -33,8 +33,9 @@ def evaluation_seeds(step: Step, config: dict[str, Any]) -> list[int]:
     if step.kind == "sweep":
         seeds = config.get("grid", {}).get("seed")
         if not isinstance(seeds, list) or not seeds:
-            raise ConfigError([f"step {step.name}: --fresh-seeds replaces the sweep's grid.seed list, and "
-                               f"{step.config} has none"])  # fmt: skip
+            raise ConfigError(
+                [f"step {step.name}: --fresh-seeds replaces the sweep's grid.seed list, and {step.config} has none"]
+            )
         return [int(s) for s in seeds]
     if step.kind == "run":
         first = int(config.get("first_replicate", 0))
@@ -53,8 +54,14 @@ def fresh_config(step: Step, config: dict[str, Any], k: int, round_: int = 0) ->
         data["grid"]["seed"] = seeds
     else:
         data["first_replicate"], data["replicates"] = seeds[0], k
-    record = {"k": k, "round": round_, "offset": fresh_offset(round_), "seeds": seeds, "evaluation_seeds": used,
-              "unit": "seed" if step.kind == "sweep" else "replicate"}  # fmt: skip
+    record = {
+        "k": k,
+        "round": round_,
+        "offset": fresh_offset(round_),
+        "seeds": seeds,
+        "evaluation_seeds": used,
+        "unit": "seed" if step.kind == "sweep" else "replicate",
+    }
     return data, record
 
 

@@ -45,6 +45,7 @@ STEPS: tuple[Step, ...] = registered_steps()
 QUICK: dict[str, dict[str, Any]] = {s.name: s.quick for s in STEPS}
 SPEED_ARGS = ["--sections", "entropy,samplers"]
 
+
 def find_configs(configs: str | Path | None = None) -> Path:
     """The folder of the steps' configs: ``--configs DIR`` when given, else the configs shipped with the package."""
     if configs is None:
@@ -102,10 +103,19 @@ def step_config(step: Step, configs: Path, quick: bool) -> dict[str, Any]:
 def plan(configs: Path, quick: bool) -> dict[str, Any]:
     """Every step's resolved config: what the run directory records, and what a rerun must match."""
     return {
-        "schema": SCHEMA, "mode": "quick" if quick else "full",
-        "steps": [{"name": s.name, "kind": s.kind, "question": s.question, "file": s.config,
-                   "config": step_config(s, configs, quick)} for s in STEPS],
-    }  # fmt: skip
+        "schema": SCHEMA,
+        "mode": "quick" if quick else "full",
+        "steps": [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "question": s.question,
+                "file": s.config,
+                "config": step_config(s, configs, quick),
+            }
+            for s in STEPS
+        ],
+    }
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -157,8 +167,13 @@ def _run_computation(step: Step, config: dict[str, Any], run_dir: RunDirectory, 
     elif step.kind == "atlas":
         from localentropy.experiments.atlas.run import run_atlas
 
-        run_atlas(out, quick=config["quick"], samplers=config.get("samplers"), targets=config.get("targets"),
-                  progress=lambda line: print(f"  {line}", file=progress, flush=True))  # fmt: skip
+        run_atlas(
+            out,
+            quick=config["quick"],
+            samplers=config.get("samplers"),
+            targets=config.get("targets"),
+            progress=lambda line: print(f"  {line}", file=progress, flush=True),
+        )
     elif step.kind == "compute":
         from localentropy.experiments.reproduce.scale import measure_sweep_compute
 
@@ -187,11 +202,19 @@ def _run_speed(out: Path, args: list[str], progress: TextIO) -> None:
 
 
 def reproduce(
-    *, quick: bool = False, out: str | Path | None = None, doc: str | Path | None = None, workers: int | None = None,
-    force: bool = False, configs: str | Path | None = None, progress: TextIO | None = None,
-    steps: tuple[Step, ...] | str | None = None, runner: Callable[..., str] = _run_step,
-    fresh_seeds: int | None = None, fresh_round: int = 0,
-) -> tuple[Path | None, str]:  # fmt: skip
+    *,
+    quick: bool = False,
+    out: str | Path | None = None,
+    doc: str | Path | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    configs: str | Path | None = None,
+    progress: TextIO | None = None,
+    steps: tuple[Step, ...] | str | None = None,
+    runner: Callable[..., str] = _run_step,
+    fresh_seeds: int | None = None,
+    fresh_round: int = 0,
+) -> tuple[Path | None, str]:
     """Run the steps (all, or a subset: Step objects or names ``"a,b"``), skipping complete ones, then write the
     findings once every registered step is complete; returns (document path, or None when steps remain, mode).
 
@@ -205,8 +228,9 @@ def reproduce(
     if fresh_seeds is not None:
         steps = _claim_steps(steps)
         fresh_seeds = min(fresh_seeds, QUICK_FRESH_CAP) if quick else fresh_seeds
-    steps = tuple(steps) if isinstance(steps, tuple) and all(isinstance(s, Step) for s in steps) else (
-        select_steps(steps))  # fmt: skip
+    steps = (
+        tuple(steps) if isinstance(steps, tuple) and all(isinstance(s, Step) for s in steps) else (select_steps(steps))
+    )
     progress = progress if progress is not None else sys.stderr
     configs_dir = find_configs(configs)
     mode = "quick" if quick else "full"
@@ -218,22 +242,36 @@ def reproduce(
     resolved["steps"] = [s for s in resolved["steps"] if s["name"] in {step.name for step in steps}]
     for entry in resolved["steps"]:  # every config is checked before anything runs
         _validate(entry, configs_dir)
-    jobs = [_Job(step.name, step, entry["config"], out_dir.path / step.name, step.quick_minutes if quick else
-                 step.full_minutes, "timings") for step, entry in zip(steps, resolved["steps"], strict=True)]
+    jobs = [
+        _Job(
+            step.name,
+            step,
+            entry["config"],
+            out_dir.path / step.name,
+            step.quick_minutes if quick else step.full_minutes,
+            "timings",
+        )
+        for step, entry in zip(steps, resolved["steps"], strict=True)
+    ]
     if fresh_seeds is not None:
         jobs += _fresh_jobs(jobs, fresh_seeds, fresh_round, configs_dir, out_dir.path)
     state = out_dir.prepare({"schema": SCHEMA, "mode": mode}, force=force)
     try:  # the reproduction directory stays locked while its steps run
         total = sum(job.minutes for job in jobs)
-        print(f"reproduce ({mode}): {len(jobs)} steps, about {total:.0f} minutes on 2 cores -> {out_dir.path}",
-              file=progress, flush=True)  # fmt: skip
+        print(
+            f"reproduce ({mode}): {len(jobs)} steps, about {total:.0f} minutes on 2 cores -> {out_dir.path}",
+            file=progress,
+            flush=True,
+        )
         records = {"timings": {}, "fresh_timings": {}}
         with Progress(progress, total, desc=f"reproduce ({mode})", weighted=True) as bar:
             for i, job in enumerate(jobs, 1):
                 saved = out_dir.load_record(job.record) or {}
                 step = job.step
-                bar.line(f"[{i}/{len(jobs)}] {job.name} ({step.question}, {step.kind}"
-                         f"{', ' + str(step.config) if step.config else ''})")  # fmt: skip
+                bar.line(
+                    f"[{i}/{len(jobs)}] {job.name} ({step.question}, {step.kind}"
+                    f"{', ' + str(step.config) if step.config else ''})"
+                )
                 start = time.perf_counter()
                 step_state = runner(step, job.config, configs_dir, job.where, workers, progress)
                 seconds = time.perf_counter() - start
@@ -245,26 +283,43 @@ def reproduce(
                     "commit": git_commit(),
                     "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
-                records[job.record][step.name] = saved.get(step.name) if step_state == "skip" and (
-                    step.name in saved) else ran
+                records[job.record][step.name] = (
+                    saved.get(step.name) if step_state == "skip" and (step.name in saved) else ran
+                )
                 out_dir.save_record(job.record, {**saved, **records[job.record]})
                 bar.advance(job.minutes)
                 bar.line(f"[{i}/{len(jobs)}] {job.name}: {step_state} in {seconds:.0f} s ({bar.times()})")
         timings = records["timings"]
-        meta = {"mode": mode, "workers": workers, "timings": timings, "expected_minutes": total,
-                "cpu_count": os.cpu_count(), "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-                **environment("cpu")}  # fmt: skip
+        meta = {
+            "mode": mode,
+            "workers": workers,
+            "timings": timings,
+            "expected_minutes": total,
+            "cpu_count": os.cpu_count(),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            **environment("cpu"),
+        }
         if fresh_seeds is not None:
             replicated = write_replication(out_dir.path)
-            print(f"replication on {fresh_seeds} fresh seeds: " + "; ".join(
-                f"{name}: {r['consistent']} of {r['total']} claims consistent" for name, r in replicated.items()) + (
-                f" ({out_dir.path / 'fresh' / 'replication.md'})"), file=progress, flush=True)  # fmt: skip
+            print(
+                f"replication on {fresh_seeds} fresh seeds: "
+                + "; ".join(
+                    f"{name}: {r['consistent']} of {r['total']} claims consistent" for name, r in replicated.items()
+                )
+                + (f" ({out_dir.path / 'fresh' / 'replication.md'})"),
+                file=progress,
+                flush=True,
+            )
             meta["fresh"] = {"k": fresh_seeds, "round": fresh_round, "timings": records["fresh_timings"]}
         saved = out_dir.load_record("timings") or {}
         remaining = [s.name for s in STEPS if s not in steps and not (out_dir.path / s.name / MARKER).is_file()]
         if remaining:  # a subset ran: the document needs every step's results
-            print(f"findings not written: step(s) {', '.join(remaining)} not complete in {out_dir.path} (run them with "
-                  f"--steps {','.join(remaining)}, or run every step)", file=progress, flush=True)  # fmt: skip
+            print(
+                f"findings not written: step(s) {', '.join(remaining)} not complete in {out_dir.path} (run them with "
+                f"--steps {','.join(remaining)}, or run every step)",
+                file=progress,
+                flush=True,
+            )
             return None, mode
         if len(steps) < len(STEPS):  # the plan and timings of the whole reproduction, as a full call records them
             resolved = plan(configs_dir, quick)
@@ -299,8 +354,12 @@ def _claim_steps(steps: tuple[Step, ...] | str | None) -> tuple[Step, ...]:
     chosen = select_steps(with_claims if steps is None else steps) if not isinstance(steps, tuple) else steps
     without = [s.name for s in chosen if s.name not in with_claims]
     if without:
-        raise ConfigError([f"--fresh-seeds: step(s) {', '.join(without)} state no claims to replicate; steps with "
-                           f"claims: {', '.join(with_claims)}"])  # fmt: skip
+        raise ConfigError(
+            [
+                f"--fresh-seeds: step(s) {', '.join(without)} state no claims to replicate; steps with "
+                f"claims: {', '.join(with_claims)}"
+            ]
+        )
     return chosen
 
 
@@ -311,8 +370,9 @@ def _fresh_jobs(jobs: list[_Job], k: int, round_: int, configs: Path, out: Path)
         config, record = fresh_config(job.step, job.config, k, round_)
         _validate({"kind": job.step.kind, "file": job.step.config, "config": config}, configs)
         minutes = job.minutes * k / max(len(record["evaluation_seeds"]), 1)
-        fresh.append(_Job(f"fresh/{job.name}", job.step, config, fresh_dir(out, job.step), minutes, "fresh_timings",
-                          record))  # fmt: skip
+        fresh.append(
+            _Job(f"fresh/{job.name}", job.step, config, fresh_dir(out, job.step), minutes, "fresh_timings", record)
+        )
     return fresh
 
 

@@ -25,5 +25,11 @@ def measure_sweep_compute(sweep: dict[str, Any], repeats: int = REPEATS) -> dict
     base = parse_train_config(copy.deepcopy(config.runs[0].config), name="scale")
     shape = INPUT_SHAPES[base.data.source]
     measured = measure_model(base.model.name, shape, base.model.options, base.batch_size, repeats, threads=1)
-    return {"model": base.model.name, "input_shape": list(shape), "repeats": repeats, "threads": 1,
-            "nproc": config.nproc, **asdict(measured)}  # fmt: skip
+    return {
+        "model": base.model.name,
+        "input_shape": list(shape),
+        "repeats": repeats,
+        "threads": 1,
+        "nproc": config.nproc,
+        **asdict(measured),
+    }

@@ -41,9 +41,16 @@ _STEPS: dict[str, Step] = {}
 
 
 def register_step(
-    name: str, *, kind: str, question: str, section: str, full_minutes: float, quick_minutes: float,
-    config: str | None = None, quick: dict[str, Any] | None = None,
-) -> Step:  # fmt: skip
+    name: str,
+    *,
+    kind: str,
+    question: str,
+    section: str,
+    full_minutes: float,
+    quick_minutes: float,
+    config: str | None = None,
+    quick: dict[str, Any] | None = None,
+) -> Step:
     """Add a step (run in registration order); a name may be registered once."""
     if name in _STEPS:
         raise ValueError(f"a reproduce step named {name!r} is already registered")
@@ -89,42 +96,167 @@ def expected_minutes(quick: bool, steps: Iterable[Step] | None = None) -> float:
 # reproduction sharing the cores (load ~4) for its first 14 minutes; the quick sizes were then cut (cost's epochs, two
 # seeds for the factor sweeps, fewer tuning trials, shorter recurrent runs): alone on the machine it then took 10.4
 # minutes (the quick minutes below), and the recurrent steps were cut to 2 seeds (about 0.8 minutes less, not timed).
-register_step("shootout", kind="run", config="shootout.toml", question="Q3", section="samplers",
-              full_minutes=3, quick_minutes=0.4,  # full: 4.7 at load ~4
-              quick={"replicates": 4, "budgets": 2, "tuning": {"trials": 9, "replicates": 2}})
-register_step("smoothing_sharp_wide", kind="run", config="smoothing.toml", question="Q2", section="smoothing",
-              full_minutes=0.4, quick_minutes=0.15, quick={"replicates": 6, "budgets": 2})
-register_step("smoothing_quadratic", kind="run", config="smoothing_quadratic.toml", question="Q2",
-              section="smoothing", full_minutes=0.2, quick_minutes=0.1, quick={"replicates": 6, "budgets": 2})
-register_step("smoothing_targets", kind="targets", question="Q2", section="smoothing", full_minutes=0.1,
-              quick_minutes=0.1, quick={"n_grid": 241})
-register_step("flatness", kind="sweep", config="sweep_flatness.toml", question="Q2", section="smoothing",
-              full_minutes=1.2, quick_minutes=0.7, quick={"seeds": 3, "set": {"effective_epochs": 30}})
+register_step(
+    "shootout",
+    kind="run",
+    config="shootout.toml",
+    question="Q3",
+    section="samplers",
+    full_minutes=3,
+    quick_minutes=0.4,  # full: 4.7 at load ~4
+    quick={"replicates": 4, "budgets": 2, "tuning": {"trials": 9, "replicates": 2}},
+)
+register_step(
+    "smoothing_sharp_wide",
+    kind="run",
+    config="smoothing.toml",
+    question="Q2",
+    section="smoothing",
+    full_minutes=0.4,
+    quick_minutes=0.15,
+    quick={"replicates": 6, "budgets": 2},
+)
+register_step(
+    "smoothing_quadratic",
+    kind="run",
+    config="smoothing_quadratic.toml",
+    question="Q2",
+    section="smoothing",
+    full_minutes=0.2,
+    quick_minutes=0.1,
+    quick={"replicates": 6, "budgets": 2},
+)
+register_step(
+    "smoothing_targets",
+    kind="targets",
+    question="Q2",
+    section="smoothing",
+    full_minutes=0.1,
+    quick_minutes=0.1,
+    quick={"n_grid": 241},
+)
+register_step(
+    "flatness",
+    kind="sweep",
+    config="sweep_flatness.toml",
+    question="Q2",
+    section="smoothing",
+    full_minutes=1.2,
+    quick_minutes=0.7,
+    quick={"seeds": 3, "set": {"effective_epochs": 30}},
+)
 # cost: 20 minutes measured alone (2026-11-28); 79 in the final reproduction, at load ~11
-register_step("cost", kind="sweep", config="sweep_cost.toml", question="Q1", section="cost", full_minutes=20,
-              quick_minutes=1.6, quick={"seeds": 3, "set": {"effective_epochs": 8}})
-register_step("samplers_training", kind="sweep", config="sweep_samplers.toml", question="Q3", section="samplers",
-              full_minutes=2, quick_minutes=0.7, quick={"seeds": 3, "tuning": {"trials": 4, "seeds": 1}})
-register_step("sensitivity", kind="sweep", config="sweep_sensitivity.toml", question="S3", section="sensitivity",
-              full_minutes=1.5, quick_minutes=0.7, quick={"seeds": 2})
-register_step("scoping", kind="sweep", config="sweep_scoping.toml", question="S3", section="sensitivity",
-              full_minutes=0.8, quick_minutes=0.4, quick={"seeds": 2})
-register_step("overhead_training", kind="sweep", config="sweep_overhead.toml", question="S4", section="overhead",
-              full_minutes=1.7, quick_minutes=1.0, quick={"seeds": 2})
-register_step("overhead_accuracy", kind="accuracy", question="S4", section="overhead", full_minutes=0.8,
-              quick_minutes=0.15, quick={"replicates": 3, "outer_steps": 30, "inner_steps": (1, 5, 20)})
-register_step("overhead_speed", kind="speed", question="S4", section="overhead", full_minutes=4.5,
-              quick_minutes=0.5, quick={"args": ["--quick"]})
-register_step("recurrent_char", kind="sweep", config="sweep_recurrent_char.toml", question="R1", section="recurrent",
-              full_minutes=2, quick_minutes=0.6, quick={"seeds": 2, "set": {"effective_epochs": 2}})
-register_step("recurrent_row", kind="sweep", config="sweep_recurrent_row.toml", question="R1", section="recurrent",
-              full_minutes=3, quick_minutes=1.2, quick={"seeds": 2, "set": {"effective_epochs": 2}})
+register_step(
+    "cost",
+    kind="sweep",
+    config="sweep_cost.toml",
+    question="Q1",
+    section="cost",
+    full_minutes=20,
+    quick_minutes=1.6,
+    quick={"seeds": 3, "set": {"effective_epochs": 8}},
+)
+register_step(
+    "samplers_training",
+    kind="sweep",
+    config="sweep_samplers.toml",
+    question="Q3",
+    section="samplers",
+    full_minutes=2,
+    quick_minutes=0.7,
+    quick={"seeds": 3, "tuning": {"trials": 4, "seeds": 1}},
+)
+register_step(
+    "sensitivity",
+    kind="sweep",
+    config="sweep_sensitivity.toml",
+    question="S3",
+    section="sensitivity",
+    full_minutes=1.5,
+    quick_minutes=0.7,
+    quick={"seeds": 2},
+)
+register_step(
+    "scoping",
+    kind="sweep",
+    config="sweep_scoping.toml",
+    question="S3",
+    section="sensitivity",
+    full_minutes=0.8,
+    quick_minutes=0.4,
+    quick={"seeds": 2},
+)
+register_step(
+    "overhead_training",
+    kind="sweep",
+    config="sweep_overhead.toml",
+    question="S4",
+    section="overhead",
+    full_minutes=1.7,
+    quick_minutes=1.0,
+    quick={"seeds": 2},
+)
+register_step(
+    "overhead_accuracy",
+    kind="accuracy",
+    question="S4",
+    section="overhead",
+    full_minutes=0.8,
+    quick_minutes=0.15,
+    quick={"replicates": 3, "outer_steps": 30, "inner_steps": (1, 5, 20)},
+)
+register_step(
+    "overhead_speed",
+    kind="speed",
+    question="S4",
+    section="overhead",
+    full_minutes=4.5,
+    quick_minutes=0.5,
+    quick={"args": ["--quick"]},
+)
+register_step(
+    "recurrent_char",
+    kind="sweep",
+    config="sweep_recurrent_char.toml",
+    question="R1",
+    section="recurrent",
+    full_minutes=2,
+    quick_minutes=0.6,
+    quick={"seeds": 2, "set": {"effective_epochs": 2}},
+)
+register_step(
+    "recurrent_row",
+    kind="sweep",
+    config="sweep_recurrent_row.toml",
+    question="R1",
+    section="recurrent",
+    full_minutes=3,
+    quick_minutes=1.2,
+    quick={"seeds": 2, "set": {"effective_epochs": 2}},
+)
 # the samplers' accuracy atlas (docs/samplers.md; ``localentropy samplers --accuracy``), for docs/samplers.md, not the
 # findings: 3.1 minutes full, 0.7 quick
-register_step("atlas", kind="atlas", question="Q3", section="samplers", full_minutes=3.5, quick_minutes=0.7,
-              quick={"quick": True})
+register_step(
+    "atlas", kind="atlas", question="Q3", section="samplers", full_minutes=3.5, quick_minutes=0.7, quick={"quick": True}
+)
 # the scale steps: 2.4 minutes full (5 runs of 2 processes, most of each run starting processes and loading data)
-register_step("scale", kind="sweep", config="sweep_scale.toml", question="P1", section="scale", full_minutes=2.5,
-              quick_minutes=0.8, quick={"seeds": 2, "set": {"effective_epochs": 3}})
-register_step("scale_compute", kind="compute", config="sweep_scale.toml", question="P1", section="scale",
-              full_minutes=0.2, quick_minutes=0.1, quick={"repeats": 10})
+register_step(
+    "scale",
+    kind="sweep",
+    config="sweep_scale.toml",
+    question="P1",
+    section="scale",
+    full_minutes=2.5,
+    quick_minutes=0.8,
+    quick={"seeds": 2, "set": {"effective_epochs": 3}},
+)
+register_step(
+    "scale_compute",
+    kind="compute",
+    config="sweep_scale.toml",
+    question="P1",
+    section="scale",
+    full_minutes=0.2,
+    quick_minutes=0.1,
+    quick={"repeats": 10},
+)

@@ -242,10 +242,15 @@ def section_record(
     benchmark: str, repeats: int, load: LoadMeter, dropped: int, dropped_unit: str, max_other_cores: float | None
 ) -> dict[str, Any]:
     """The fields every measured section records: what it measured, how many repeats, the contention."""
-    return {"benchmark": benchmark, "repeats": repeats, "measure_wall_s": load.wall,
-            "other_processes_cores": load.other_cores, "dropped": dropped,
-            "dropped_unit": f"{dropped_unit} during which other processes used more than max_other_cores",
-            "max_other_cores": max_other_cores}  # fmt: skip
+    return {
+        "benchmark": benchmark,
+        "repeats": repeats,
+        "measure_wall_s": load.wall,
+        "other_processes_cores": load.other_cores,
+        "dropped": dropped,
+        "dropped_unit": f"{dropped_unit} during which other processes used more than max_other_cores",
+        "max_other_cores": max_other_cores,
+    }
 
 
 def finish_report(report: dict[str, Any], json_path: str | None) -> dict[str, Any]:

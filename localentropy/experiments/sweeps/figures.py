@@ -45,8 +45,10 @@ def _band(members: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
     return {
         "effective_epochs": np.array([[c[i]["effective_epochs"] for i in range(n)] for c in curves]).mean(0),
         "seconds": np.array([[c[i]["seconds"] for i in range(n)] for c in curves]).mean(0),
-        "mean": err.mean(0), "sd": err.std(0, ddof=1) if len(curves) > 1 else np.zeros(n), "count": len(curves),
-    }  # fmt: skip
+        "mean": err.mean(0),
+        "sd": err.std(0, ddof=1) if len(curves) > 1 else np.zeros(n),
+        "count": len(curves),
+    }
 
 
 def plot_curves(all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]], path: Path) -> tuple[Path, bool]:
@@ -56,8 +58,7 @@ def plot_curves(all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]
     rows = math.ceil(len(shown) / 3)
     height = 4.2 + 0.25 * rows
     fig = Figure(figsize=(13, height))
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=(0.75 + 0.25 * rows) / height, top=1 - 0.45 / height,
-                        wspace=0.18)  # fmt: skip
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=(0.75 + 0.25 * rows) / height, top=1 - 0.45 / height, wspace=0.18)
     axes = fig.subplots(1, 2)
     colors = _colors(list(dict.fromkeys(g["label"] for g in all_groups)))
     styles = ("-", "--", ":", "-.")
@@ -71,11 +72,25 @@ def plot_curves(all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]
         name = g["label"] + (f" ({setting_text(g['settings'])})" if g["settings"] else "") + f" [n={band['count']}]"
         low = np.maximum(band["mean"] - band["sd"], 1e-3)
         for ax, x in zip(axes, (band["effective_epochs"], band["seconds"]), strict=True):
-            ax.plot(x, band["mean"], color=colors[g["label"]], linestyle=styles[k % 4], linewidth=1.4, marker="o",
-                    markersize=2.5, label=name)  # fmt: skip
+            ax.plot(
+                x,
+                band["mean"],
+                color=colors[g["label"]],
+                linestyle=styles[k % 4],
+                linewidth=1.4,
+                marker="o",
+                markersize=2.5,
+                label=name,
+            )
             ax.fill_between(x, low, band["mean"] + band["sd"], color=colors[g["label"]], alpha=0.18, linewidth=0)
-    for ax, xlabel in zip(axes, ("effective epochs (examples forward-backwarded / training-set size)",
-                                 "training wall-clock seconds (mean over seeds)"), strict=True):  # fmt: skip
+    for ax, xlabel in zip(
+        axes,
+        (
+            "effective epochs (examples forward-backwarded / training-set size)",
+            "training wall-clock seconds (mean over seeds)",
+        ),
+        strict=True,
+    ):
         ax.set(xlabel=xlabel, ylabel="test error (%, log scale)", yscale="log")
         ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
         ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 1.5)))
@@ -96,8 +111,9 @@ def sensitivity_axes(results: dict[str, Any]) -> list[dict[str, Any]]:
     return [a for a in results["axes"] if a["key"] not in IGNORED_AXES and len(a["values"]) >= 2]
 
 
-def plot_sensitivity(results: dict[str, Any], all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]],
-                     path: Path) -> Path | None:  # fmt: skip
+def plot_sensitivity(
+    results: dict[str, Any], all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]], path: Path
+) -> Path | None:
     """Final test error against each swept hyperparameter, one line per optimizer, error bars over seeds.
 
     Solid: the other swept fields at the optimizer's best setting; dashed: the mean over their values. An
@@ -111,8 +127,9 @@ def plot_sensitivity(results: dict[str, Any], all_groups: list[dict[str, Any]], 
     nrows = math.ceil(len(axes_info) / ncols)
     width, height = max(5.4 * ncols, 8.0), 4.0 * nrows + 1.6
     fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=(1.6 + 0.1) / height, top=1 - 0.6 / height, wspace=0.25,
-                        hspace=0.45)  # fmt: skip
+    fig.subplots_adjust(
+        left=0.08, right=0.98, bottom=(1.6 + 0.1) / height, top=1 - 0.6 / height, wspace=0.25, hspace=0.45
+    )
     panels = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
     labels = list(dict.fromkeys(g["label"] for g in all_groups))
     colors = _colors(labels)
@@ -129,10 +146,20 @@ def plot_sensitivity(results: dict[str, Any], all_groups: list[dict[str, Any]], 
             if not uses:
                 if b is not None and b["test_mean"] is not None:
                     sd = b["test_sd"] or 0.0
-                    ax.axhline(100 * b["test_mean"], color=colors[label], linewidth=1.0, linestyle=(0, (6, 3)),
-                               label=f"{label} (not reached by the field)")  # fmt: skip
-                    ax.axhspan(100 * (b["test_mean"] - sd), 100 * (b["test_mean"] + sd), color=colors[label],
-                               alpha=0.1, linewidth=0)  # fmt: skip
+                    ax.axhline(
+                        100 * b["test_mean"],
+                        color=colors[label],
+                        linewidth=1.0,
+                        linestyle=(0, (6, 3)),
+                        label=f"{label} (not reached by the field)",
+                    )
+                    ax.axhspan(
+                        100 * (b["test_mean"] - sd),
+                        100 * (b["test_mean"] + sd),
+                        color=colors[label],
+                        alpha=0.1,
+                        linewidth=0,
+                    )
                 continue
             others = {k: v for k, v in (b["settings"] if b else ()) if k != key}
             px, py, pe, fails, mx, my = [], [], [], [], [], []
@@ -150,14 +177,37 @@ def plot_sensitivity(results: dict[str, Any], all_groups: list[dict[str, Any]], 
                     mx.append(x)
                     my.append(100 * float(np.mean(means)))
             if px:
-                ax.errorbar(px, py, yerr=pe, color=colors[label], marker="o", markersize=4, capsize=3, linewidth=1.4,
-                            label=label + (" (others at best)" if others else ""))  # fmt: skip
+                ax.errorbar(
+                    px,
+                    py,
+                    yerr=pe,
+                    color=colors[label],
+                    marker="o",
+                    markersize=4,
+                    capsize=3,
+                    linewidth=1.4,
+                    label=label + (" (others at best)" if others else ""),
+                )
             if mx:
-                ax.plot(mx, my, color=colors[label], linestyle="--", linewidth=1.0, alpha=0.7,
-                        label=f"{label} (mean over the other fields)")  # fmt: skip
+                ax.plot(
+                    mx,
+                    my,
+                    color=colors[label],
+                    linestyle="--",
+                    linewidth=1.0,
+                    alpha=0.7,
+                    label=f"{label} (mean over the other fields)",
+                )
             for x in fails:
-                ax.plot([x], [1.0], transform=ax.get_xaxis_transform(), marker="x", color=colors[label],
-                        markersize=9, clip_on=False)  # fmt: skip
+                ax.plot(
+                    [x],
+                    [1.0],
+                    transform=ax.get_xaxis_transform(),
+                    marker="x",
+                    color=colors[label],
+                    markersize=9,
+                    clip_on=False,
+                )
         ax.set(xlabel=key, ylabel="final test error (%, log scale)", title=f"sensitivity to {key}")
         if logx:
             ax.set_xscale("log")

@@ -12,15 +12,40 @@ from localentropy.experiments.core.labels import optimizer_label_base
 
 OPTIMIZER_AXIS = "optimizer"
 # the training config's fields (train_config.parse_train_config); ``name`` is set by the sweep (the run id)
-TRAIN_FIELDS = ("seed", "threads", "batch_size", "eval_batch_size", "epochs", "effective_epochs", "data", "model",
-                "schedule", "flatness", "optimizers")  # fmt: skip
+TRAIN_FIELDS = (
+    "seed",
+    "threads",
+    "batch_size",
+    "eval_batch_size",
+    "epochs",
+    "effective_epochs",
+    "data",
+    "model",
+    "schedule",
+    "flatness",
+    "optimizers",
+)
 # bare names that set a field of every optimizer that takes it (``optimizers[*].<path>``)
 SHORTHANDS: dict[str, tuple[str, ...]] = {
     "lr": ("lr",),
-    **{k: ("options", k) for k in ("gamma", "scoping", "inner_steps", "temperature", "averaging", "outer_scale",
-                                   "coupling", "warm_start", "sigma", "n_samples", "rho")},
+    **{
+        k: ("options", k)
+        for k in (
+            "gamma",
+            "scoping",
+            "inner_steps",
+            "temperature",
+            "averaging",
+            "outer_scale",
+            "coupling",
+            "warm_start",
+            "sigma",
+            "n_samples",
+            "rho",
+        )
+    },
     **{k: ("sampler_options", k) for k in ("step_size", "noise_scale", "friction", "noise")},
-}  # fmt: skip
+}
 
 
 class _Star:
@@ -122,8 +147,10 @@ def _optimizer_indices(optimizers: list[Any], segment: Segment, rest: tuple[Segm
 def check_path(base: dict[str, Any], path: tuple[Segment, ...]) -> str | None:
     """Why ``path`` cannot be set in the base config (None: it can)."""
     if path[0] not in TRAIN_FIELDS:
-        return f"unknown field {path[0]!r}; sweepable: {', '.join(TRAIN_FIELDS)}, {OPTIMIZER_AXIS!r} and the " \
-               f"shorthands {', '.join(SHORTHANDS)}"  # fmt: skip
+        return (
+            f"unknown field {path[0]!r}; sweepable: {', '.join(TRAIN_FIELDS)}, {OPTIMIZER_AXIS!r} and the "
+            f"shorthands {', '.join(SHORTHANDS)}"
+        )
     if path[0] == "optimizers":
         optimizers = base.get("optimizers")
         if len(path) < 3 or isinstance(path[1], str):

@@ -44,20 +44,38 @@ def entries(results: dict[str, Any]) -> list[dict[str, Any]]:
         records = run.get("records") or []
         if not records:  # a failed run: its optimizers from the selection or the base config
             labels = [overrides["optimizer"]] if "optimizer" in overrides else base_labels
-            records = [{"label": label, "kind": None, "status": "failed", "message": run.get("message"),
-                        "final": None, "curve": []} for label in labels]  # fmt: skip
+            records = [
+                {
+                    "label": label,
+                    "kind": None,
+                    "status": "failed",
+                    "message": run.get("message"),
+                    "final": None,
+                    "curve": [],
+                }
+                for label in labels
+            ]
         for rec in records:
             label = rec["label"]
             settings = tuple(
-                (k, value_text(overrides[k])) for k in order
+                (k, value_text(overrides[k]))
+                for k in order
                 if k in overrides and k not in IGNORED_AXES and (touched.get(k) is None or label in touched[k])
-            )  # fmt: skip
+            )
             status = "failed" if run["status"] == "failed" else rec["status"]
-            out.append({
-                "run": run["id"], "label": label, "kind": rec.get("kind"), "seed": overrides.get("seed"),
-                "settings": settings, "status": status, "message": rec.get("message") or run.get("message"),
-                "final": rec.get("final") if status == "ok" else None, "curve": rec.get("curve") or [],
-            })  # fmt: skip
+            out.append(
+                {
+                    "run": run["id"],
+                    "label": label,
+                    "kind": rec.get("kind"),
+                    "seed": overrides.get("seed"),
+                    "settings": settings,
+                    "status": status,
+                    "message": rec.get("message") or run.get("message"),
+                    "final": rec.get("final") if status == "ok" else None,
+                    "curve": rec.get("curve") or [],
+                }
+            )
     return out
 
 
@@ -82,15 +100,25 @@ def groups(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [float(m["final"][key]) for m in ok if m["final"].get(key) is not None]
 
         tests = final("test_error")
-        out.append({
-            "label": label, "kind": next((m["kind"] for m in members if m["kind"]), None), "settings": settings,
-            "members": members, "ok": ok, "n": len(members),
-            "diverged": sum(m["status"] == "diverged" for m in members),
-            "failed": sum(m["status"] == "failed" for m in members),
-            "test_mean": _mean(tests), "test_sd": _sd(tests), "val_mean": _mean(final("val_error")),
-            "grad_evals": _mean(final("grad_evals")), "effective_epochs": _mean(final("effective_epochs")),
-            "seconds": _mean(final("seconds")), "seconds_sd": _sd(final("seconds")),
-        })  # fmt: skip
+        out.append(
+            {
+                "label": label,
+                "kind": next((m["kind"] for m in members if m["kind"]), None),
+                "settings": settings,
+                "members": members,
+                "ok": ok,
+                "n": len(members),
+                "diverged": sum(m["status"] == "diverged" for m in members),
+                "failed": sum(m["status"] == "failed" for m in members),
+                "test_mean": _mean(tests),
+                "test_sd": _sd(tests),
+                "val_mean": _mean(final("val_error")),
+                "grad_evals": _mean(final("grad_evals")),
+                "effective_epochs": _mean(final("effective_epochs")),
+                "seconds": _mean(final("seconds")),
+                "seconds_sd": _sd(final("seconds")),
+            }
+        )
     return out
 
 
@@ -129,8 +157,10 @@ def _seeds(g: dict[str, Any]) -> str:
 
 def summary_table(all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]], varied: bool) -> list[str]:
     setting = " setting |" if varied else ""
-    lines = [f"| optimizer |{setting} seeds ok | test error (mean ± sd) | effective epochs | grad evals | seconds |",
-             "|---|" + "---|" * (6 if varied else 5)]  # fmt: skip
+    lines = [
+        f"| optimizer |{setting} seeds ok | test error (mean ± sd) | effective epochs | grad evals | seconds |",
+        "|---|" + "---|" * (6 if varied else 5),
+    ]
     for label in dict.fromkeys(g["label"] for g in all_groups):
         g = best.get(label) or next(x for x in all_groups if x["label"] == label)
         cell = f" {setting_text(g['settings']) or DASH} |" if varied else ""
@@ -161,8 +191,10 @@ def seed_table(all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]]
 
 def optimizer_table(label: str, mine: list[dict[str, Any]], best: dict[str, Any] | None) -> list[str]:
     keys = list(dict.fromkeys(k for g in mine for k, _ in g["settings"]))
-    head = "| " + " | ".join(keys) + " | seeds ok | test error (mean ± sd) | val error | effective epochs | " \
-           "grad evals | seconds |"  # fmt: skip
+    head = (
+        "| " + " | ".join(keys) + " | seeds ok | test error (mean ± sd) | val error | effective epochs | "
+        "grad evals | seconds |"
+    )
     lines = [head, "|" + "---|" * (len(keys) + 6)]
 
     def order(g: dict[str, Any]) -> tuple[Any, ...]:
@@ -198,55 +230,93 @@ def _tuning_lines(tuning: dict[str, Any] | None, budget: str) -> list[str]:
         return []
     seeds = ", ".join(map(str, tuning["tuning_seeds"]))
     units = f"{len(tuning['tuning_seeds'])} training run(s) of {budget} (tuning seeds {seeds})"
-    return ["## Tuning", "", tuning_summary(tuning, units) + " Objective: the final validation error; the tuning "
-            f"seeds are apart from the reported seeds ({', '.join(map(str, tuning['evaluation_seeds']))}), so the "
-            "reported test errors come from data splits, initial weights and minibatch orders the search never saw.",
-            "", *tuning_table(tuning["optimizers"], "validation error reached", lambda v: f"{100 * v:.2f} %"), ""]
+    return [
+        "## Tuning",
+        "",
+        tuning_summary(tuning, units) + " Objective: the final validation error; the tuning "
+        f"seeds are apart from the reported seeds ({', '.join(map(str, tuning['evaluation_seeds']))}), so the "
+        "reported test errors come from data splits, initial weights and minibatch orders the search never saw.",
+        "",
+        *tuning_table(tuning["optimizers"], "validation error reached", lambda v: f"{100 * v:.2f} %"),
+        "",
+    ]
 
 
-def report_markdown(results: dict[str, Any], all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]],
-                    only_best: bool, sensitivity: bool) -> str:  # fmt: skip
+def report_markdown(
+    results: dict[str, Any],
+    all_groups: list[dict[str, Any]],
+    best: dict[str, dict[str, Any]],
+    only_best: bool,
+    sensitivity: bool,
+) -> str:
     counts = results.get("counts", {})
     base = results["config"]["base"]
-    budget = (f"{base['epochs']} epochs per optimizer" if "epochs" in base
-              else f"{base.get('effective_epochs')} effective epochs per optimizer")  # fmt: skip
+    budget = (
+        f"{base['epochs']} epochs per optimizer"
+        if "epochs" in base
+        else f"{base.get('effective_epochs')} effective epochs per optimizer"
+    )
     axes = ", ".join(f"`{a['key']}` ({', '.join(value_text(v) for v in a['values'])})" for a in results["axes"])
     data = base.get("data", {})
     labels = [g["label"] for g in all_groups]
     varied = len(labels) > len(set(labels))
     lines = [
-        f"# Sweep: {results['name']}", "",
+        f"# Sweep: {results['name']}",
+        "",
         f"{len(results['runs'])} runs ({counts.get('ok', 0)} ok, {counts.get('diverged', 0)} with a diverged "
         f"optimizer, {counts.get('failed', 0)} failed) over {axes}. Base: data `{data.get('source')}`, model "
         f"`{base.get('model', {}).get('name')}`, batch size {base.get('batch_size', 64)}, budget {budget} "
-        "(unless swept). Each run is a `localentropy train` run in `runs/<run id>/` (its own report.md).", "",
-        "## Summary" + (": each optimizer at its best setting" if varied else ""), "",
+        "(unless swept). Each run is a `localentropy train` run in `runs/<run id>/` (its own report.md).",
+        "",
+        "## Summary" + (": each optimizer at its best setting" if varied else ""),
+        "",
         ("Best setting: the lowest mean final validation error (not the test error). " if varied else "")
         + "Test error: mean ± sd over the seeds that finished (sample sd); effective epochs, grad evals "
-        "(forward-backward passes) and training seconds: means.", "",
-        *summary_table(all_groups, best, varied), "",
-    ]  # fmt: skip
+        "(forward-backward passes) and training seconds: means.",
+        "",
+        *summary_table(all_groups, best, varied),
+        "",
+    ]
     lines += _tuning_lines(results.get("tuning"), budget)
     per_seed = seed_table(all_groups, best)
     if per_seed:
-        lines += ["## Per seed", "", "Final test error" + (" at each optimizer's best setting" if varied else "")
-                  + ". The runs of one seed share the data split, the initial weights and the minibatch order: "
-                  "differences within a row are paired.", "", *per_seed, ""]  # fmt: skip
+        lines += [
+            "## Per seed",
+            "",
+            "Final test error"
+            + (" at each optimizer's best setting" if varied else "")
+            + ". The runs of one seed share the data split, the initial weights and the minibatch order: "
+            "differences within a row are paired.",
+            "",
+            *per_seed,
+            "",
+        ]
     for label in dict.fromkeys(g["label"] for g in all_groups):
         mine = [g for g in all_groups if g["label"] == label]
         if len(mine) > 1:
             lines += [f"## {label}", "", *optimizer_table(label, mine, best.get(label)), ""]
-    lines += ["## Learning curves", "", "![test error against effective epochs and seconds](curves.png)", "",
-              "Mean ± sd over seeds (bands) of the test error after each epoch (the first point: the initial "
-              "weights); seconds: mean training wall-clock time (evaluation excluded)."
-              + (" With more settings than fit one plot, each optimizer is shown at its best setting." if only_best
-                 else ""), ""]  # fmt: skip
+    lines += [
+        "## Learning curves",
+        "",
+        "![test error against effective epochs and seconds](curves.png)",
+        "",
+        "Mean ± sd over seeds (bands) of the test error after each epoch (the first point: the initial "
+        "weights); seconds: mean training wall-clock time (evaluation excluded)."
+        + (" With more settings than fit one plot, each optimizer is shown at its best setting." if only_best else ""),
+        "",
+    ]
     if sensitivity:
-        lines += ["## Sensitivity", "", "![final test error against each swept field](sensitivity.png)", "",
-                  "Final test error (mean ± sd over seeds) against each swept field. Solid: the other swept fields "
-                  "at the optimizer's best setting; dashed: the mean over the other fields' values; a horizontal "
-                  "line: an optimizer that the field does not reach (its best setting, ± sd band); x at the top: no "
-                  "seed finished.", ""]  # fmt: skip
+        lines += [
+            "## Sensitivity",
+            "",
+            "![final test error against each swept field](sensitivity.png)",
+            "",
+            "Final test error (mean ± sd over seeds) against each swept field. Solid: the other swept fields "
+            "at the optimizer's best setting; dashed: the mean over the other fields' values; a horizontal "
+            "line: an optimizer that the field does not reach (its best setting, ± sd band); x at the top: no "
+            "seed finished.",
+            "",
+        ]
     bad = [r for r in results["runs"] if r["status"] != "ok"]
     if bad:
         lines += ["## Diverged and failed runs", ""]
@@ -268,22 +338,83 @@ def write_sweep_report(sweep_dir: Path, results: dict[str, Any]) -> Path:
     all_groups = groups(items)
     best = best_groups(all_groups)
     keys = [a["key"] for a in results["axes"] if a["key"] not in IGNORED_AXES]
-    summary = [{
-        "optimizer": g["label"], "kind": g["kind"], **dict(g["settings"]), "seeds": g["n"], "ok": len(g["ok"]),
-        "diverged": g["diverged"], "failed": g["failed"], "test_error_mean": g["test_mean"],
-        "test_error_sd": g["test_sd"], "val_error_mean": g["val_mean"], "effective_epochs": g["effective_epochs"],
-        "grad_evals": g["grad_evals"], "seconds": g["seconds"], "best": best.get(g["label"]) is g,
-    } for g in all_groups]  # fmt: skip
-    atomic_write_bytes(sweep_dir / "summary.csv", csv_bytes(summary, [
-        "optimizer", "kind", *keys, "seeds", "ok", "diverged", "failed", "test_error_mean", "test_error_sd",
-        "val_error_mean", "effective_epochs", "grad_evals", "seconds", "best"]))  # fmt: skip
-    per_run = [{"run": e["run"], "optimizer": e["label"], "kind": e["kind"], "seed": e["seed"], **dict(e["settings"]),
-                "status": e["status"], **{k: (e["final"] or {}).get(k) for k in (
-                    "test_error", "val_error", "effective_epochs", "grad_evals", "seconds")},
-                "message": e["message"]} for e in items]  # fmt: skip
-    atomic_write_bytes(sweep_dir / "runs.csv", csv_bytes(per_run, [
-        "run", "optimizer", "kind", "seed", *keys, "status", "test_error", "val_error", "effective_epochs",
-        "grad_evals", "seconds", "message"]))  # fmt: skip
+    summary = [
+        {
+            "optimizer": g["label"],
+            "kind": g["kind"],
+            **dict(g["settings"]),
+            "seeds": g["n"],
+            "ok": len(g["ok"]),
+            "diverged": g["diverged"],
+            "failed": g["failed"],
+            "test_error_mean": g["test_mean"],
+            "test_error_sd": g["test_sd"],
+            "val_error_mean": g["val_mean"],
+            "effective_epochs": g["effective_epochs"],
+            "grad_evals": g["grad_evals"],
+            "seconds": g["seconds"],
+            "best": best.get(g["label"]) is g,
+        }
+        for g in all_groups
+    ]
+    atomic_write_bytes(
+        sweep_dir / "summary.csv",
+        csv_bytes(
+            summary,
+            [
+                "optimizer",
+                "kind",
+                *keys,
+                "seeds",
+                "ok",
+                "diverged",
+                "failed",
+                "test_error_mean",
+                "test_error_sd",
+                "val_error_mean",
+                "effective_epochs",
+                "grad_evals",
+                "seconds",
+                "best",
+            ],
+        ),
+    )
+    per_run = [
+        {
+            "run": e["run"],
+            "optimizer": e["label"],
+            "kind": e["kind"],
+            "seed": e["seed"],
+            **dict(e["settings"]),
+            "status": e["status"],
+            **{
+                k: (e["final"] or {}).get(k)
+                for k in ("test_error", "val_error", "effective_epochs", "grad_evals", "seconds")
+            },
+            "message": e["message"],
+        }
+        for e in items
+    ]
+    atomic_write_bytes(
+        sweep_dir / "runs.csv",
+        csv_bytes(
+            per_run,
+            [
+                "run",
+                "optimizer",
+                "kind",
+                "seed",
+                *keys,
+                "status",
+                "test_error",
+                "val_error",
+                "effective_epochs",
+                "grad_evals",
+                "seconds",
+                "message",
+            ],
+        ),
+    )
     _, only_best = plot_curves(all_groups, best, sweep_dir / "curves.png")
     drawn = plot_sensitivity(results, all_groups, best, sweep_dir / "sensitivity.png") is not None
     text = report_markdown(results, all_groups, best, only_best, drawn)

@@ -49,10 +49,17 @@ def _curve(row: dict[str, Any]) -> dict[str, Any]:
 
 def summarise_results(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-optimizer part of a training run's results.json that the sweep report needs."""
-    return [{
-        "label": rec["label"], "kind": rec["kind"], "status": rec["status"], "message": rec.get("message"),
-        "final": rec.get("final"), "curve": [_curve(row) for row in rec.get("rows", [])],
-    } for rec in results["records"]]  # fmt: skip
+    return [
+        {
+            "label": rec["label"],
+            "kind": rec["kind"],
+            "status": rec["status"],
+            "message": rec.get("message"),
+            "final": rec.get("final"),
+            "curve": [_curve(row) for row in rec.get("rows", [])],
+        }
+        for rec in results["records"]
+    ]
 
 
 def run_one(run_config: dict[str, Any], run_dir: str, nproc: int = 1) -> dict[str, Any]:
@@ -74,12 +81,17 @@ def run_one(run_config: dict[str, Any], run_dir: str, nproc: int = 1) -> dict[st
     try:
         config = parse_train_config(copy.deepcopy(run_config), name=str(run_config.get("name", "run")))
         torch.set_num_threads(config.threads)
-        path, state = run_training(config, run_dir, progress=log) if nproc == 1 else _launch(run_config, run_dir,
-                                                                                               nproc, log)
+        path, state = (
+            run_training(config, run_dir, progress=log) if nproc == 1 else _launch(run_config, run_dir, nproc, log)
+        )
         records = summarise_results(json.loads((path / "results.json").read_text()))
         bad = [r for r in records if r["status"] != "ok"]
-        outcome.update(status="diverged" if bad else "ok", state=state, records=records,
-                       message="; ".join(str(r["message"]) for r in bad) or None)  # fmt: skip
+        outcome.update(
+            status="diverged" if bad else "ok",
+            state=state,
+            records=records,
+            message="; ".join(str(r["message"]) for r in bad) or None,
+        )
     except Exception as exc:  # the run failed: record it, let the others go on
         outcome.update(message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     outcome["wall_seconds"] = time.perf_counter() - start
@@ -102,8 +114,15 @@ def _launch(run_config: dict[str, Any], run_dir: str, nproc: int, log: io.String
 
 
 def _failed(message: str) -> dict[str, Any]:
-    return {"status": "failed", "message": message, "state": None, "records": [], "traceback": None,
-            "wall_seconds": None, "log": ""}  # fmt: skip
+    return {
+        "status": "failed",
+        "message": message,
+        "state": None,
+        "records": [],
+        "traceback": None,
+        "wall_seconds": None,
+        "log": "",
+    }
 
 
 Job = tuple[str, dict[str, Any], str]  # run id, training config, run directory
@@ -145,8 +164,9 @@ def _execute_local(jobs: list[Job], workers: int, done: Done, work: Work = run_o
     pool.shutdown(wait=True)
 
 
-def _execute_ray(jobs: list[Job], workers: int | None, address: str | None, done: Done,
-                 work: Work = run_one, nproc: int = 1) -> None:  # fmt: skip
+def _execute_ray(
+    jobs: list[Job], workers: int | None, address: str | None, done: Done, work: Work = run_one, nproc: int = 1
+) -> None:
     try:
         import ray
     except ImportError as exc:
@@ -194,8 +214,15 @@ def _outcome_from_run_dir(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError, KeyError):
         return None
     bad = [r for r in records if r["status"] != "ok"]
-    return {"status": "diverged" if bad else "ok", "message": "; ".join(str(r["message"]) for r in bad) or None,
-            "state": "skip", "records": records, "traceback": None, "wall_seconds": None, "log": ""}  # fmt: skip
+    return {
+        "status": "diverged" if bad else "ok",
+        "message": "; ".join(str(r["message"]) for r in bad) or None,
+        "state": "skip",
+        "records": records,
+        "traceback": None,
+        "wall_seconds": None,
+        "log": "",
+    }
 
 
 def default_out(config: SweepConfig) -> Path:
@@ -203,8 +230,11 @@ def default_out(config: SweepConfig) -> Path:
 
 
 def _one_line(run: str, outcome: dict[str, Any]) -> str:
-    finals = [f"{r['label']} {100 * r['final']['test_error']:.2f} %" for r in outcome["records"]
-              if r.get("final") and r["final"].get("test_error") is not None]  # fmt: skip
+    finals = [
+        f"{r['label']} {100 * r['final']['test_error']:.2f} %"
+        for r in outcome["records"]
+        if r.get("final") and r["final"].get("test_error") is not None
+    ]
     wall = outcome.get("wall_seconds")
     text = f"{run}: {outcome['status']}"
     if finals:
@@ -215,9 +245,15 @@ def _one_line(run: str, outcome: dict[str, Any]) -> str:
 
 
 def run_sweep(
-    config: SweepConfig | str | Path, out: str | Path | None = None, *, executor: str = "local",
-    workers: int | None = None, address: str | None = None, force: bool = False, progress: TextIO | None = None,
-) -> tuple[Path, str, dict[str, Any]]:  # fmt: skip
+    config: SweepConfig | str | Path,
+    out: str | Path | None = None,
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    force: bool = False,
+    progress: TextIO | None = None,
+) -> tuple[Path, str, dict[str, Any]]:
     """Run a sweep into a directory; returns (directory, "fresh" | "resume" | "retry" | "skip", results).
 
     ``executor``: "local" (a spawn ``ProcessPoolExecutor`` of ``workers`` processes, default 1), "ray" (tasks on
@@ -241,8 +277,15 @@ def run_sweep(
         out_dir.release()
 
 
-def _run_prepared(config: SweepConfig, out_dir: RunDirectory, state: str, executor: str, workers: int | None,
-                  address: str | None, progress: TextIO) -> tuple[Path, str, dict[str, Any]]:  # fmt: skip
+def _run_prepared(
+    config: SweepConfig,
+    out_dir: RunDirectory,
+    state: str,
+    executor: str,
+    workers: int | None,
+    address: str | None,
+    progress: TextIO,
+) -> tuple[Path, str, dict[str, Any]]:
     from localentropy.experiments.sweeps.report import write_sweep_report
 
     runs_dir = out_dir.path / "runs"
@@ -257,9 +300,12 @@ def _run_prepared(config: SweepConfig, out_dir: RunDirectory, state: str, execut
     if executor == "local" and config.nproc > 1:  # workers count processes: a run of nproc ranks takes nproc
         workers = max(1, (workers or 1) // config.nproc)
         where += f", {config.nproc} processes per run"
-    print(f"sweep {config.name}: {total} runs, {total - len(todo)} already complete, {len(todo)} to run "
-          f"({where}, {workers or ('all' if executor == 'ray' else 1)} worker(s)) -> {out_dir.path}",
-          file=progress, flush=True)  # fmt: skip
+    print(
+        f"sweep {config.name}: {total} runs, {total - len(todo)} already complete, {len(todo)} to run "
+        f"({where}, {workers or ('all' if executor == 'ray' else 1)} worker(s)) -> {out_dir.path}",
+        file=progress,
+        flush=True,
+    )
     outcomes: dict[str, dict[str, Any]] = {}
     counter = itertools.count(total - len(todo) + 1)
     # the bar lives in this process: it moves as each run's result arrives, from a worker process or from Ray
@@ -290,8 +336,15 @@ def _run_prepared(config: SweepConfig, out_dir: RunDirectory, state: str, execut
     return out_dir.path, state, results
 
 
-def _execute(jobs: list[Job], executor: str, workers: int | None, address: str | None, done: Done,
-             work: Work = run_one, nproc: int = 1) -> None:  # fmt: skip
+def _execute(
+    jobs: list[Job],
+    executor: str,
+    workers: int | None,
+    address: str | None,
+    done: Done,
+    work: Work = run_one,
+    nproc: int = 1,
+) -> None:
     if jobs and executor == "inline":
         _execute_inline(jobs, done, work, nproc)
     elif jobs and executor == "local":
@@ -300,8 +353,14 @@ def _execute(jobs: list[Job], executor: str, workers: int | None, address: str |
         _execute_ray(jobs, workers, address, done, work, nproc)
 
 
-def _tune(config: SweepConfig, out_dir: RunDirectory, executor: str, workers: int | None, address: str | None,
-          progress: TextIO) -> dict[str, Any]:  # fmt: skip
+def _tune(
+    config: SweepConfig,
+    out_dir: RunDirectory,
+    executor: str,
+    workers: int | None,
+    address: str | None,
+    progress: TextIO,
+) -> dict[str, Any]:
     """Each tuned optimizer's search, one job each (saved records are reused); results.json's ``tuning``."""
     assert config.tuning is not None
     folder = out_dir.path / "tuning"
@@ -322,13 +381,21 @@ def _tune(config: SweepConfig, out_dir: RunDirectory, executor: str, workers: in
 
     todo = [(label, payload, str(folder)) for label, payload, _ in jobs if label not in records]
     if todo:
-        print(f"tuning {len(todo)} optimizer(s) alike: {config.tuning.trials} trials each, "
-              f"{config.tuning.seeds} tuning seed(s) per trial", file=progress, flush=True)  # fmt: skip
+        print(
+            f"tuning {len(todo)} optimizer(s) alike: {config.tuning.trials} trials each, "
+            f"{config.tuning.seeds} tuning seed(s) per trial",
+            file=progress,
+            flush=True,
+        )
     _execute(todo, executor, workers, address, done, tune_one)
     seeds = list(range(config.tuning.seed_offset, config.tuning.seed_offset + config.tuning.seeds))
-    return {**config.tuning_dict(), "objective": "validation error", "tuning_seeds": seeds,
-            "evaluation_seeds": sorted({int(run.config.get("seed", 0)) for run in config.runs}),
-            "optimizers": {label: records[label] for label, _, _ in jobs}}  # fmt: skip
+    return {
+        **config.tuning_dict(),
+        "objective": "validation error",
+        "tuning_seeds": seeds,
+        "evaluation_seeds": sorted({int(run.config.get("seed", 0)) for run in config.runs}),
+        "optimizers": {label: records[label] for label, _, _ in jobs},
+    }
 
 
 def collect_results(config: SweepConfig, out_dir: RunDirectory, outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -343,18 +410,28 @@ def collect_results(config: SweepConfig, out_dir: RunDirectory, outcomes: dict[s
             outcome = _failed("no outcome recorded (the run never finished)")
         if run.id not in outcomes and outcome.get("status") != "failed":
             outcome = {**outcome, "state": "skip"}
-        runs.append({
-            "id": run.id, "dir": f"runs/{run.id}", "overrides": run.overrides, "touched": run.touched,
-            **{k: outcome.get(k) for k in ("status", "message", "state", "wall_seconds", "records")},
-        })  # fmt: skip
+        runs.append(
+            {
+                "id": run.id,
+                "dir": f"runs/{run.id}",
+                "overrides": run.overrides,
+                "touched": run.touched,
+                **{k: outcome.get(k) for k in ("status", "message", "state", "wall_seconds", "records")},
+            }
+        )
     statuses = [r["status"] for r in runs]
     return {
-        "schema": SCHEMA, "name": config.name, "config": config.resolved(),
-        "axes": [{"key": a.key, "path": None if a.path is None else format_path(a.path), "values": a.values}
-                 for a in config.axes],
+        "schema": SCHEMA,
+        "name": config.name,
+        "config": config.resolved(),
+        "axes": [
+            {"key": a.key, "path": None if a.path is None else format_path(a.path), "values": a.values}
+            for a in config.axes
+        ],
         "counts": {s: statuses.count(s) for s in ("ok", "diverged", "failed")},
-        "meta": environment("cpu"), "runs": runs,
-    }  # fmt: skip
+        "meta": environment("cpu"),
+        "runs": runs,
+    }
 
 
 # the config API, importable from here as before the split

@@ -32,9 +32,17 @@ class BatchStream:
     batch are disjoint and each pass over the data re-partitions them (as ``DistributedSampler`` with a new epoch).
     """
 
-    def __init__(self, model: nn.Module, data: ArrayData, batch_size: int, seed: int,
-                 clip_grad_norm: float | None = None, shard: tuple[int, int] = (0, 1),
-                 averaged: bool = True, precision: Precision | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        data: ArrayData,
+        batch_size: int,
+        seed: int,
+        clip_grad_norm: float | None = None,
+        shard: tuple[int, int] = (0, 1),
+        averaged: bool = True,
+        precision: Precision | None = None,
+    ) -> None:
         self.model, self.data, self.batch_size, self.seed = model, data, batch_size, seed
         # autocast and, for float16, the loss scaling (precision.py); None: float32
         self.precision = precision
@@ -98,8 +106,12 @@ class BatchStream:
         return loss.detach()
 
     def state_dict(self) -> dict[str, int]:
-        return {"data_epoch": self.data_epoch, "position": self.position, "calls": self.calls,
-                "examples": self.examples}  # fmt: skip
+        return {
+            "data_epoch": self.data_epoch,
+            "position": self.position,
+            "calls": self.calls,
+            "examples": self.examples,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.data_epoch, self.position = int(state["data_epoch"]), int(state["position"])

@@ -58,28 +58,64 @@ def measure_flatness(model: nn.Module, splits: DataSplits, config: TrainConfig) 
     return out
 
 
-def _measure(measure: str, model: nn.Module, loss_fn: Any, batches: list[tuple[Tensor, Tensor]], train: Any,
-             config: TrainConfig, generator: torch.Generator) -> dict[str, Any]:  # fmt: skip
+def _measure(
+    measure: str,
+    model: nn.Module,
+    loss_fn: Any,
+    batches: list[tuple[Tensor, Tensor]],
+    train: Any,
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> dict[str, Any]:
     fl = config.flatness
     if measure == "top_eigenvalue":
-        return asdict(hessian_top_eigenvalue(model, loss_fn, batches, iterations=fl.power_iterations, tol=fl.power_tol,
-                                             generator=generator))  # fmt: skip
+        return asdict(
+            hessian_top_eigenvalue(
+                model, loss_fn, batches, iterations=fl.power_iterations, tol=fl.power_tol, generator=generator
+            )
+        )
     if measure == "trace":
         return asdict(hessian_trace(model, loss_fn, batches, samples=fl.hutchinson_samples, generator=generator))
     if measure == "density":
-        density = hessian_density(model, loss_fn, batches, steps=fl.lanczos_steps, runs=fl.lanczos_runs,
-                                  broadening=fl.broadening, grid_points=400, generator=generator)  # fmt: skip
+        density = hessian_density(
+            model,
+            loss_fn,
+            batches,
+            steps=fl.lanczos_steps,
+            runs=fl.lanczos_runs,
+            broadening=fl.broadening,
+            grid_points=400,
+            generator=generator,
+        )
         return {**density.as_dict(), "moment1": density.moment(1), "moment2": density.moment(2)}
     if measure == "sharpness":
-        return asdict(epsilon_sharpness(model, loss_fn, batches, epsilon=fl.sharpness_epsilon,
-                                        iterations=fl.sharpness_iterations, generator=generator))  # fmt: skip
+        return asdict(
+            epsilon_sharpness(
+                model,
+                loss_fn,
+                batches,
+                epsilon=fl.sharpness_epsilon,
+                iterations=fl.sharpness_iterations,
+                generator=generator,
+            )
+        )
     if measure == "local_entropy":
         le = fl.local_entropy.model_dump()
         full = _chunks(train.x, train.y, fl.batch_size)
-        return asdict(local_entropy_gradient(
-            model, loss_fn, full, gamma=le["gamma"], temperature=le["temperature"], step_size=le["step_size"],
-            steps=le["steps"], chains=le["chains"], burn_in=le["burn_in"], generator=generator,
-        ))  # fmt: skip
+        return asdict(
+            local_entropy_gradient(
+                model,
+                loss_fn,
+                full,
+                gamma=le["gamma"],
+                temperature=le["temperature"],
+                step_size=le["step_size"],
+                steps=le["steps"],
+                chains=le["chains"],
+                burn_in=le["burn_in"],
+                generator=generator,
+            )
+        )
     if measure == "llc":  # on the whole training set, its default settings (localentropy/llc/measure.py)
         return asdict(llc_flatness(model, loss_fn, train.x, train.y, generator=generator))
     raise ValueError(f"unknown flatness measure {measure!r}")

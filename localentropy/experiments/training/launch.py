@@ -25,8 +25,13 @@ def check_data_parallel(config: TrainConfig, source: str | None) -> None:
     """Refuse what the data-parallel trainer does not support: token streams (truncated BPTT keeps hidden state),
     and any device but the CPU (its backend is gloo; nccl with one GPU per rank is not wired yet)."""
     if config.data.source in TEXT_SOURCES:
-        raise ConfigError([f"data.source: {config.data.source!r} is a token stream; data-parallel training "
-                           "(--nproc > 1 or torchrun) takes labelled-example sources only"], source)  # fmt: skip
+        raise ConfigError(
+            [
+                f"data.source: {config.data.source!r} is a token stream; data-parallel training "
+                "(--nproc > 1 or torchrun) takes labelled-example sources only"
+            ],
+            source,
+        )
     if config.device not in ("cpu", "auto"):
         raise ConfigError(
             [f"device: {config.device!r}: data-parallel training (--nproc > 1 or torchrun) runs on the CPU (gloo)"],
@@ -35,9 +40,15 @@ def check_data_parallel(config: TrainConfig, source: str | None) -> None:
 
 
 def launch_training(
-    config_path: str | Path, out: str | Path | None, nproc: int, *, force: bool = False,
-    drift_every: int = DEFAULT_DRIFT_CHECK, timeout: float = DEFAULT_TIMEOUT, output: Path | None = None,
-) -> tuple[Path, str]:  # fmt: skip
+    config_path: str | Path,
+    out: str | Path | None,
+    nproc: int,
+    *,
+    force: bool = False,
+    drift_every: int = DEFAULT_DRIFT_CHECK,
+    timeout: float = DEFAULT_TIMEOUT,
+    output: Path | None = None,
+) -> tuple[Path, str]:
     """Validate, prepare and lock the run directory here, run ``nproc`` ranks through torch's launcher, wait.
 
     ``output``: a file for the launcher's and the ranks' output (default: this process's stdout and stderr).
@@ -65,9 +76,13 @@ def launch_training(
 
 
 def run_rank(
-    config_path: str | Path, out: str | Path | None, *, force: bool = False,
-    drift_every: int = DEFAULT_DRIFT_CHECK, timeout: float = DEFAULT_TIMEOUT,
-) -> tuple[Path, str, bool]:  # fmt: skip
+    config_path: str | Path,
+    out: str | Path | None,
+    *,
+    force: bool = False,
+    drift_every: int = DEFAULT_DRIFT_CHECK,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[Path, str, bool]:
     """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer)."""
     config = load_train_config(config_path)
     check_data_parallel(config, str(config_path))

@@ -122,29 +122,50 @@ def _mlp(
 
 
 @register_model("mlp", lambda shape: None)
-def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: Any = (64,), dropout: float = 0.0,
-        batch_norm: bool = False, input_dropout: float = 0.0) -> nn.Module:  # fmt: skip
+def mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hidden: Any = (64,),
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+    input_dropout: float = 0.0,
+) -> nn.Module:
     """A multilayer perceptron on the flattened input."""
     return _mlp(_flat_dims(input_shape), _widths(hidden), num_classes, dropout, bool(batch_norm), input_dropout)
 
 
 @register_model("mnistfc", _needs_numel(784))
-def mnistfc(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.15, batch_norm: bool = False,
-            input_dropout: float = 0.0) -> nn.Module:  # fmt: skip
+def mnistfc(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dropout: float = 0.15,
+    batch_norm: bool = False,
+    input_dropout: float = 0.0,
+) -> nn.Module:
     """The paper's mnistfc: 784-1024-1024-10 with dropout (1.86 M parameters)."""
     return _mlp(784, [1024, 1024], num_classes, dropout, bool(batch_norm), input_dropout)
 
 
 @register_model("small-mnistfc", _needs_numel(784))
-def small_mnistfc(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128, dropout: float = 0.15,
-                  batch_norm: bool = False, input_dropout: float = 0.0) -> nn.Module:  # fmt: skip
+def small_mnistfc(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hidden: int = 128,
+    dropout: float = 0.15,
+    batch_norm: bool = False,
+    input_dropout: float = 0.0,
+) -> nn.Module:
     """mnistfc narrowed to ``hidden`` units per layer (784-128-128-10 by default)."""
     return _mlp(784, _widths([hidden, hidden]), num_classes, dropout, bool(batch_norm), input_dropout)
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, pool: int, dropout: float) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel), nn.BatchNorm2d(c_out), nn.ReLU(),
-                               nn.MaxPool2d(pool, stride=pool)]  # fmt: skip
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, kernel),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+        nn.MaxPool2d(pool, stride=pool),
+    ]
     if dropout:
         layers.append(nn.Dropout(_dropout(dropout)))
     return nn.Sequential(*layers)
@@ -153,9 +174,13 @@ def _conv_bn(c_in: int, c_out: int, kernel: int, pool: int, dropout: float) -> n
 def _lenet(c1: int, c2: int, fc: int, num_classes: int, dropout: float) -> nn.Module:
     # 28 -> conv 5 -> 24 -> pool 3 -> 8 -> conv 5 -> 4 -> pool 2 -> 2
     layers: list[nn.Module] = [
-        _conv_bn(1, c1, 5, 3, dropout), _conv_bn(c1, c2, 5, 2, dropout), nn.Flatten(),
-        nn.Linear(c2 * 2 * 2, fc), nn.BatchNorm1d(fc), nn.ReLU(),
-    ]  # fmt: skip
+        _conv_bn(1, c1, 5, 3, dropout),
+        _conv_bn(c1, c2, 5, 2, dropout),
+        nn.Flatten(),
+        nn.Linear(c2 * 2 * 2, fc),
+        nn.BatchNorm1d(fc),
+        nn.ReLU(),
+    ]
     if dropout:
         layers.append(nn.Dropout(_dropout(dropout)))
     layers.append(nn.Linear(fc, num_classes))
@@ -176,8 +201,9 @@ def small_lenet(input_shape: tuple[int, ...], num_classes: int, dropout: float =
 
 def _allcnn(c1: int, c2: int, num_classes: int, dropout: float, input_dropout: float) -> nn.Module:
     def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 1) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding), nn.BatchNorm2d(c_out),
-                             nn.ReLU())  # fmt: skip
+        return nn.Sequential(
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding), nn.BatchNorm2d(c_out), nn.ReLU()
+        )
 
     layers: list[nn.Module] = []
     if input_dropout:
@@ -195,8 +221,13 @@ def _allcnn(c1: int, c2: int, num_classes: int, dropout: float, input_dropout: f
 
 
 @register_model("allcnn", _needs_shape((3, 32, 32)))
-def allcnn(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.5, input_dropout: float = 0.2,
-           channels: Any = (96, 192)) -> nn.Module:  # fmt: skip
+def allcnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dropout: float = 0.5,
+    input_dropout: float = 0.2,
+    channels: Any = (96, 192),
+) -> nn.Module:
     """All-CNN-C with batch norm (the paper's All-CNN-BN for CIFAR-10)."""
     c1, c2 = _widths(channels) if len(_widths(channels)) == 2 else (0, 0)
     if not c1:
@@ -205,8 +236,9 @@ def allcnn(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.5,
 
 
 @register_model("small-allcnn", _needs_shape((3, 32, 32)))
-def small_allcnn(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.5,
-                 input_dropout: float = 0.2) -> nn.Module:  # fmt: skip
+def small_allcnn(
+    input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.5, input_dropout: float = 0.2
+) -> nn.Module:
     """All-CNN-C with batch norm and 8 / 16 channels."""
     return _allcnn(8, 16, num_classes, dropout, input_dropout)
 
@@ -220,22 +252,45 @@ def _positive(value: Any, name: str) -> int:
     return value
 
 
-@register_model("char-lstm", lambda shape: None if tuple(shape) == () else
-                "a token stream (data.source = 'text' or 'markov-text')")  # fmt: skip
-def char_lstm(input_shape: tuple[int, ...], num_classes: int, embedding: int = 32, hidden: int = 128, layers: int = 2,
-              dropout: float = 0.0) -> nn.Module:  # fmt: skip
+@register_model(
+    "char-lstm", lambda shape: None if tuple(shape) == () else "a token stream (data.source = 'text' or 'markov-text')"
+)
+def char_lstm(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    embedding: int = 32,
+    hidden: int = 128,
+    layers: int = 2,
+    dropout: float = 0.0,
+) -> nn.Module:
     """A character (or word) LSTM language model; ``num_classes`` is the vocabulary size."""
-    return CharLSTM(num_classes, _positive(embedding, "embedding"), _positive(hidden, "hidden"),
-                    _positive(layers, "layers"), _dropout(dropout))  # fmt: skip
+    return CharLSTM(
+        num_classes,
+        _positive(embedding, "embedding"),
+        _positive(hidden, "hidden"),
+        _positive(layers, "layers"),
+        _dropout(dropout),
+    )
 
 
-@register_model("row-lstm", lambda shape: None if len(shape) == 3 and shape[0] == 1 else
-                "one-channel images (1, H, W), read one row per time step")  # fmt: skip
-def row_lstm(input_shape: tuple[int, ...], num_classes: int, hidden: int = 64, layers: int = 1,
-             dropout: float = 0.0) -> nn.Module:  # fmt: skip
+@register_model(
+    "row-lstm",
+    lambda shape: (
+        None if len(shape) == 3 and shape[0] == 1 else "one-channel images (1, H, W), read one row per time step"
+    ),
+)
+def row_lstm(
+    input_shape: tuple[int, ...], num_classes: int, hidden: int = 64, layers: int = 1, dropout: float = 0.0
+) -> nn.Module:
     """An LSTM reading an image one row per time step (28 steps of 28 on MNIST, 8 of 8 on digits)."""
-    return RowLSTM(input_shape[1], input_shape[2], num_classes, _positive(hidden, "hidden"),
-                   _positive(layers, "layers"), _dropout(dropout))  # fmt: skip
+    return RowLSTM(
+        input_shape[1],
+        input_shape[2],
+        num_classes,
+        _positive(hidden, "hidden"),
+        _positive(layers, "layers"),
+        _dropout(dropout),
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -144,10 +144,24 @@ class Ranks:
 def launch_command(config_path: Path, out: Path, nproc: int, drift_every: int, timeout: float) -> list[str]:
     """The torch.distributed.run command line that starts ``nproc`` ranks of ``localentropy train``."""
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "--max-restarts=0", "-m", "localentropy", "train", str(config_path), "--out", str(out),
-        "--drift-check", str(drift_every), "--dist-timeout", str(timeout), "--quiet",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "--max-restarts=0",
+        "-m",
+        "localentropy",
+        "train",
+        str(config_path),
+        "--out",
+        str(out),
+        "--drift-check",
+        str(drift_every),
+        "--dist-timeout",
+        str(timeout),
+        "--quiet",
+    ]
 
 
 def run_ranks(command: list[str], state: str, out: Path, output: Path | None = None) -> None:

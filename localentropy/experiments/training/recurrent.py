@@ -22,8 +22,9 @@ class CharLSTM(nn.Module):
     def __init__(self, vocabulary: int, embedding: int, hidden: int, layers: int, dropout: float) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocabulary, embedding)
-        self.lstm = nn.LSTM(embedding, hidden, num_layers=layers, dropout=dropout if layers > 1 else 0.0,
-                            batch_first=True)  # fmt: skip
+        self.lstm = nn.LSTM(
+            embedding, hidden, num_layers=layers, dropout=dropout if layers > 1 else 0.0, batch_first=True
+        )
         self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden, vocabulary)
 
@@ -38,8 +39,7 @@ class RowLSTM(nn.Module):
     def __init__(self, rows: int, width: int, num_classes: int, hidden: int, layers: int, dropout: float) -> None:
         super().__init__()
         self.rows, self.width = rows, width
-        self.lstm = nn.LSTM(width, hidden, num_layers=layers, dropout=dropout if layers > 1 else 0.0,
-                            batch_first=True)  # fmt: skip
+        self.lstm = nn.LSTM(width, hidden, num_layers=layers, dropout=dropout if layers > 1 else 0.0, batch_first=True)
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
 

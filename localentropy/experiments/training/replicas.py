@@ -65,6 +65,10 @@ def own_replica_state(state: dict[str, Any], ranks: Ranks, checkpoint: Path) -> 
     size = ranks.world_size if ranks.distributed else None
     if (replicas is None and size is None) or (replicas is not None and len(replicas) == size):
         return state if replicas is None else replicas[ranks.rank]
-    raise ConfigError([f"{checkpoint}: written by a Parle run of {count}, and this run has "
-                       f"{size or 1} process(es): each replica resumes its own state, so resume with the same "
-                       "--nproc, or start over with --force"])  # fmt: skip
+    raise ConfigError(
+        [
+            f"{checkpoint}: written by a Parle run of {count}, and this run has "
+            f"{size or 1} process(es): each replica resumes its own state, so resume with the same "
+            "--nproc, or start over with --force"
+        ]
+    )

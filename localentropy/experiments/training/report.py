@@ -19,13 +19,48 @@ from localentropy.experiments.core.config import path_text
 from localentropy.experiments.core.files import atomic_write_bytes, csv_bytes
 from localentropy.experiments.core.plots import save_figure
 
-EPOCH_COLUMNS = ("optimizer", "kind", "status", "epoch", "lr", "steps", "grad_evals", "examples",
-                 "effective_epochs", "seconds", "train_loss", "train_error", "val_loss", "val_error", "test_loss",
-                 "test_error")  # fmt: skip
-FINAL_COLUMNS = ("optimizer", "kind", "status", "test_error", "test_loss", "val_error", "train_error", "train_loss",
-                 "effective_epochs", "seconds", "grad_evals", "steps", "top_eigenvalue", "trace", "trace_mcse",
-                 "sharpness", "local_entropy_grad_norm", "local_entropy_mcse", "grad_norm", "llc", "llc_mcse",
-                 "message")  # fmt: skip
+EPOCH_COLUMNS = (
+    "optimizer",
+    "kind",
+    "status",
+    "epoch",
+    "lr",
+    "steps",
+    "grad_evals",
+    "examples",
+    "effective_epochs",
+    "seconds",
+    "train_loss",
+    "train_error",
+    "val_loss",
+    "val_error",
+    "test_loss",
+    "test_error",
+)
+FINAL_COLUMNS = (
+    "optimizer",
+    "kind",
+    "status",
+    "test_error",
+    "test_loss",
+    "val_error",
+    "train_error",
+    "train_loss",
+    "effective_epochs",
+    "seconds",
+    "grad_evals",
+    "steps",
+    "top_eigenvalue",
+    "trace",
+    "trace_mcse",
+    "sharpness",
+    "local_entropy_grad_norm",
+    "local_entropy_mcse",
+    "grad_norm",
+    "llc",
+    "llc_mcse",
+    "message",
+)
 DASH = "—"
 
 
@@ -38,17 +73,37 @@ def final_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for rec in records:
         final = rec.get("final") or {}
-        rows.append({
-            "optimizer": rec["label"], "kind": rec["kind"], "status": rec["status"],
-            **{k: final.get(k) for k in ("test_error", "test_loss", "val_error", "train_error", "train_loss",
-                                         "effective_epochs", "seconds", "grad_evals", "steps")},
-            "top_eigenvalue": _flat(rec, "top_eigenvalue", "value"), "trace": _flat(rec, "trace", "value"),
-            "trace_mcse": _flat(rec, "trace", "mcse"), "sharpness": _flat(rec, "sharpness", "value"),
-            "local_entropy_grad_norm": _flat(rec, "local_entropy", "norm"),
-            "local_entropy_mcse": _flat(rec, "local_entropy", "mcse"),
-            "grad_norm": _flat(rec, "local_entropy", "grad_norm"), "llc": _flat(rec, "llc", "value"),
-            "llc_mcse": _flat(rec, "llc", "mcse"), "message": rec.get("message"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "optimizer": rec["label"],
+                "kind": rec["kind"],
+                "status": rec["status"],
+                **{
+                    k: final.get(k)
+                    for k in (
+                        "test_error",
+                        "test_loss",
+                        "val_error",
+                        "train_error",
+                        "train_loss",
+                        "effective_epochs",
+                        "seconds",
+                        "grad_evals",
+                        "steps",
+                    )
+                },
+                "top_eigenvalue": _flat(rec, "top_eigenvalue", "value"),
+                "trace": _flat(rec, "trace", "value"),
+                "trace_mcse": _flat(rec, "trace", "mcse"),
+                "sharpness": _flat(rec, "sharpness", "value"),
+                "local_entropy_grad_norm": _flat(rec, "local_entropy", "norm"),
+                "local_entropy_mcse": _flat(rec, "local_entropy", "mcse"),
+                "grad_norm": _flat(rec, "local_entropy", "grad_norm"),
+                "llc": _flat(rec, "llc", "value"),
+                "llc_mcse": _flat(rec, "llc", "mcse"),
+                "message": rec.get("message"),
+            }
+        )
     return rows
 
 
@@ -73,8 +128,10 @@ def _colors(labels: list[str]) -> dict[str, Any]:
 def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
     """Test error against effective epochs and against seconds (and, data-parallel, against the bytes each rank
     communicated), one line per optimizer."""
-    xs = [("effective_epochs", "effective epochs (examples forward-backwarded / training-set size)"),
-          ("seconds", "training wall-clock seconds")]  # fmt: skip
+    xs = [
+        ("effective_epochs", "effective epochs (examples forward-backwarded / training-set size)"),
+        ("seconds", "training wall-clock seconds"),
+    ]
     if any("bytes_communicated" in row for rec in records for row in rec["rows"]):
         xs.append(("bytes_communicated", "payload bytes communicated per rank"))
     fig = Figure(figsize=(6.5 * len(xs), 4.8))
@@ -83,8 +140,13 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
     colors = _colors([r["label"] for r in records])
     for rec in records:
         rows = [r for r in rec["rows"] if r.get("test_error") is not None]
-        style = {"color": colors[rec["label"]], "marker": "o", "markersize": 3, "linewidth": 1.3,
-                 "linestyle": "-" if rec["status"] == "ok" else ":"}  # fmt: skip
+        style = {
+            "color": colors[rec["label"]],
+            "marker": "o",
+            "markersize": 3,
+            "linewidth": 1.3,
+            "linestyle": "-" if rec["status"] == "ok" else ":",
+        }
         name = rec["label"] + ("" if rec["status"] == "ok" else " (diverged)")
         rows = [r for r in rows if r["test_error"] > 0]  # a log axis
         err = [100 * r["test_error"] for r in rows]
@@ -116,8 +178,12 @@ def plot_density(records: list[dict[str, Any]], path: Path) -> Path:
         low = floor if low is None else min(low, floor)
         ax.plot(grid, np.maximum(values, floor), color=colors[rec["label"]], linewidth=1.2, label=rec["label"])
         drawn = True
-    ax.set(xlabel="Hessian eigenvalue", ylabel="density (Gaussian-broadened SLQ)", yscale="log",
-           title="Eigenvalue density of the final Hessian (evaluation batch set)")  # fmt: skip
+    ax.set(
+        xlabel="Hessian eigenvalue",
+        ylabel="density (Gaussian-broadened SLQ)",
+        yscale="log",
+        title="Eigenvalue density of the final Hessian (evaluation batch set)",
+    )
     ax.grid(True, which="both", alpha=0.3)
     if drawn:
         ax.set_ylim(bottom=low)
@@ -128,13 +194,18 @@ def plot_density(records: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
-    head = ("| optimizer | status | test error | effective epochs | seconds | grad evals | top eigenvalue | "
-            "trace ± MCSE | eps-sharpness | ‖g_LE‖ ± MCSE / ‖∇f‖ |")  # fmt: skip
+    head = (
+        "| optimizer | status | test error | effective epochs | seconds | grad evals | top eigenvalue | "
+        "trace ± MCSE | eps-sharpness | ‖g_LE‖ ± MCSE / ‖∇f‖ |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         trace = DASH if r["trace"] is None else f"{fmt(r['trace'])} ± {fmt(r['trace_mcse'], 2)}"
-        ratio = (f"{fmt(r['local_entropy_grad_norm'])} ± {fmt(r['local_entropy_mcse'], 2)} / {fmt(r['grad_norm'])}"
-                 if r["local_entropy_grad_norm"] is not None else DASH)  # fmt: skip
+        ratio = (
+            f"{fmt(r['local_entropy_grad_norm'])} ± {fmt(r['local_entropy_mcse'], 2)} / {fmt(r['grad_norm'])}"
+            if r["local_entropy_grad_norm"] is not None
+            else DASH
+        )
         effective = DASH if r["effective_epochs"] is None else f"{r['effective_epochs']:.2f}"
         seconds = DASH if r["seconds"] is None else f"{r['seconds']:.1f}"
         lines.append(
@@ -149,61 +220,84 @@ def _communication(results: dict[str, Any]) -> list[str]:
     world = results.get("world_size", 1)
     if world <= 1:
         return []
-    lines = ["## Communication", "",
-             f"Data-parallel on {world} processes (torch.distributed, gloo): every rank reads its share of each "
-             f"global batch of {results['config']['batch_size']} examples and DDP all-reduces the gradients. Bytes: "
-             "the payload each rank handed to collectives (gradient all-reduces, the noise broadcast, drift checks, "
-             "BatchNorm buffer broadcasts); a ring all-reduce sends 2 (n - 1) / n of it "
-             "(`localentropy docs distributed`).", "",
-             "| optimizer | bytes per rank | collective calls | bytes per optimizer step | seconds |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Communication",
+        "",
+        f"Data-parallel on {world} processes (torch.distributed, gloo): every rank reads its share of each "
+        f"global batch of {results['config']['batch_size']} examples and DDP all-reduces the gradients. Bytes: "
+        "the payload each rank handed to collectives (gradient all-reduces, the noise broadcast, drift checks, "
+        "BatchNorm buffer broadcasts); a ring all-reduce sends 2 (n - 1) / n of it "
+        "(`localentropy docs distributed`).",
+        "",
+        "| optimizer | bytes per rank | collective calls | bytes per optimizer step | seconds |",
+        "|---|---|---|---|---|",
+    ]
     for rec in results["records"]:
         per_step = rec.get("bytes_communicated", 0) / max(rec.get("steps") or 1, 1)
         seconds = (rec.get("final") or {}).get("seconds")
-        lines.append(f"| {rec['label']} | {rec.get('bytes_communicated', 0):,} | {rec.get('collective_calls', 0):,} | "
-                     f"{per_step:,.0f} | {fmt(seconds)} |")  # fmt: skip
+        lines.append(
+            f"| {rec['label']} | {rec.get('bytes_communicated', 0):,} | {rec.get('collective_calls', 0):,} | "
+            f"{per_step:,.0f} | {fmt(seconds)} |"
+        )
     return [*lines, ""]
 
 
 def report_markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     config, data, model = results["config"], results.get("data", {}), results.get("model", {})
-    budget = (f"{config['epochs']} epochs per optimizer" if config.get("epochs") is not None
-              else f"{config['effective_epochs']:g} effective epochs per optimizer")  # fmt: skip
+    budget = (
+        f"{config['epochs']} epochs per optimizer"
+        if config.get("epochs") is not None
+        else f"{config['effective_epochs']:g} effective epochs per optimizer"
+    )
     sizes = data.get("sizes", {})
     fl = config["flatness"]
     lines = [
-        f"# Training comparison: {results['name']}", "",
+        f"# Training comparison: {results['name']}",
+        "",
         f"Data: `{data.get('source')}` ({sizes.get('train')} train / {sizes.get('validation')} validation / "
         f"{sizes.get('test')} test, split seed {config['seed']}); model `{model.get('name')}` "
         f"({model.get('parameters')} parameters); batch size {config['batch_size']}; budget: {budget}. "
-        "Every optimizer starts from the same weights and reads the minibatches in the same order.", "",
-        "## Final results", "",
-        *_table(rows), "",
+        "Every optimizer starts from the same weights and reads the minibatches in the same order.",
+        "",
+        "## Final results",
+        "",
+        *_table(rows),
+        "",
         "Test error at the final weights. Effective epochs: examples forward-backwarded / training-set size "
         "(Entropy-SGD's inner steps, LPF-SGD's samples and SAM's second pass included); grad evals: "
         "forward-backward passes; seconds: training wall-clock time (evaluation excluded). Flatness at the final "
         f"weights in eval mode on {fl['examples']} training examples: top Hessian eigenvalue (power iteration), "
         f"trace (Hutchinson, {fl['hutchinson_samples']} Rademacher vectors, ± one MCSE), Keskar eps-sharpness "
         f"(eps = {fl['sharpness_epsilon']:g}, in %), local-entropy gradient norm (full training loss, gamma = "
-        f"{fl['local_entropy']['gamma']:g}, T = {fl['local_entropy']['temperature']:g}) beside the gradient norm.", "",
-    ]  # fmt: skip
+        f"{fl['local_entropy']['gamma']:g}, T = {fl['local_entropy']['temperature']:g}) beside the gradient norm.",
+        "",
+    ]
     lines += _communication(results)
     failed = [r for r in results["records"] if r["status"] != "ok"]
     if failed:
         lines += ["## Diverged", ""] + [f"- {r['message']}" for r in failed] + [""]
     lines += [
-        "## Learning curves", "", "![test error against effective epochs and seconds](curves.png)", "",
-        "## Hessian eigenvalue density (stochastic Lanczos quadrature)", "",
+        "## Learning curves",
+        "",
+        "![test error against effective epochs and seconds](curves.png)",
+        "",
+        "## Hessian eigenvalue density (stochastic Lanczos quadrature)",
+        "",
         f"{fl['lanczos_runs']} run(s) of {fl['lanczos_steps']} Lanczos steps with full re-orthogonalisation, "
-        f"Gaussian broadening of {fl['broadening']:g} times the spread of the nodes.", "",
-        "![SLQ density](density.png)", "",
+        f"Gaussian broadening of {fl['broadening']:g} times the spread of the nodes.",
+        "",
+        "![SLQ density](density.png)",
+        "",
         "Files: `results.json` (everything), `epochs.csv` (one row per optimizer and epoch), `final.csv`, "
-        "`checkpoints/` (the last epoch of each optimizer: `torch.load(path, weights_only=True)`).", "",
-    ]  # fmt: skip
+        "`checkpoints/` (the last epoch of each optimizer: `torch.load(path, weights_only=True)`).",
+        "",
+    ]
     meta = results.get("meta", {})
     versions = meta.get("versions", {})
-    lines.append(f"torch {versions.get('torch')}, {meta.get('torch_threads')} thread(s), commit "
-                 f"{meta.get('git_commit') or 'unknown'}.")  # fmt: skip
+    lines.append(
+        f"torch {versions.get('torch')}, {meta.get('torch_threads')} thread(s), commit "
+        f"{meta.get('git_commit') or 'unknown'}."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -247,8 +341,11 @@ def write_train_outputs(run_dir: Path, results: dict[str, Any]) -> Path:
     """epochs.csv, final.csv, curves.png, density.png and report.md in ``run_dir``; returns the report's path."""
     run_dir = Path(run_dir)
     records = results["records"]
-    epoch_rows = [{"optimizer": rec["label"], "kind": rec["kind"], "status": rec["status"], **row}
-                  for rec in records for row in rec["rows"]]  # fmt: skip
+    epoch_rows = [
+        {"optimizer": rec["label"], "kind": rec["kind"], "status": rec["status"], **row}
+        for rec in records
+        for row in rec["rows"]
+    ]
     columns = EPOCH_COLUMNS + (("bytes_communicated",) if results.get("world_size", 1) > 1 else ())
     atomic_write_bytes(run_dir / "epochs.csv", csv_bytes(epoch_rows, columns))
     rows = final_rows(records)

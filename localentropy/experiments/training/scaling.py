@@ -37,8 +37,16 @@ def ring_allreduce_seconds(payload_bytes: float, n: int, alpha: float, bandwidth
     return 2 * (n - 1) * alpha + ring_allreduce_bytes_sent(payload_bytes, n) / bandwidth
 
 
-def epoch_seconds(passes: int, gradient_seconds: float, replicated_seconds: float, payload_bytes: float, n: int,
-                  alpha: float, bandwidth: float, sync_every: int = 1) -> float:  # fmt: skip
+def epoch_seconds(
+    passes: int,
+    gradient_seconds: float,
+    replicated_seconds: float,
+    payload_bytes: float,
+    n: int,
+    alpha: float,
+    bandwidth: float,
+    sync_every: int = 1,
+) -> float:
     """``passes`` passes per epoch, each: the split gradient and the replicated work; and an all-reduce of
     ``payload_bytes`` every ``sync_every`` passes (1: data-parallel, after each gradient; L: Parle, once per
     outer step of L inner steps)."""
@@ -65,8 +73,14 @@ def measure(hidden: int = 1024, batch_size: int = 128, repeats: int = 20, thread
     return measure_module(nn.Sequential(*layers), (784,), batch_size, repeats)
 
 
-def measure_model(name: str, input_shape: Sequence[int], options: dict[str, Any] | None = None,
-                  batch_size: int = 128, repeats: int = 20, threads: int = 1) -> Measured:  # fmt: skip
+def measure_model(
+    name: str,
+    input_shape: Sequence[int],
+    options: dict[str, Any] | None = None,
+    batch_size: int = 128,
+    repeats: int = 20,
+    threads: int = 1,
+) -> Measured:
     """:func:`measure` for a model of ``localentropy train`` by name (models.py), 10 classes."""
     from localentropy.experiments.training.models import build_model
 
@@ -117,9 +131,11 @@ def projection_markdown(measured: Measured, examples: int = 60_000, workers: Seq
     """The table of projected seconds per epoch (one pass over ``examples``) for SGD and Entropy-SGD."""
     passes = -(-examples // measured.batch_size)
     payload = 4 * measured.parameters
-    head = "| workers n | bytes sent per rank per pass (MB) | " + " | ".join(
-        f"SGD s/epoch ({name}) | Entropy-SGD s/epoch ({name})" for name, _, _ in LINKS
-    ) + " |"
+    head = (
+        "| workers n | bytes sent per rank per pass (MB) | "
+        + " | ".join(f"SGD s/epoch ({name}) | Entropy-SGD s/epoch ({name})" for name, _, _ in LINKS)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (2 + 2 * len(LINKS))]
     for n in (1, *workers):
         cells = [str(n), f"{ring_allreduce_bytes_sent(payload, n) / 1e6:.2f}"]

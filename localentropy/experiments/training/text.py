@@ -45,15 +45,24 @@ def clip_gradients(model: nn.Module, max_norm: float | None) -> None:
 class TextStream:
     """The closure of a language model: the next ``bptt`` tokens of each of ``batch_size`` text rows, resumable."""
 
-    def __init__(self, model: nn.Module, data: TokenStream, batch_size: int, bptt: int, seed: int,
-                 clip_grad_norm: float | None = None, precision: Precision | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TokenStream,
+        batch_size: int,
+        bptt: int,
+        seed: int,
+        clip_grad_norm: float | None = None,
+        precision: Precision | None = None,
+    ) -> None:
         self.model, self.data, self.batch_size, self.bptt, self.seed = model, data, batch_size, bptt, seed
         self.precision = precision  # autocast and, for float16, the loss scaling (precision.py); None: float32
         self.clip_grad_norm = clip_grad_norm
         self.row_length = (len(data) - bptt) // batch_size  # room for an offset below bptt
         if self.row_length < 1:
-            raise ValueError(f"the training text ({len(data)} tokens) is too short for batch_size {batch_size} rows "
-                             f"and bptt {bptt}")  # fmt: skip
+            raise ValueError(
+                f"the training text ({len(data)} tokens) is too short for batch_size {batch_size} rows and bptt {bptt}"
+            )
         self.data_epoch = 0
         self.position = 0
         self.calls = 0
@@ -72,8 +81,10 @@ class TextStream:
             offset = int(torch.randint(self.bptt, (1,), generator=generator))
             n = self.batch_size * self.row_length
             tokens = self.data.tokens
-            self._rows = (tokens[offset : offset + n].view(self.batch_size, self.row_length),
-                          tokens[offset + 1 : offset + n + 1].view(self.batch_size, self.row_length))  # fmt: skip
+            self._rows = (
+                tokens[offset : offset + n].view(self.batch_size, self.row_length),
+                tokens[offset + 1 : offset + n + 1].view(self.batch_size, self.row_length),
+            )
         return self._rows
 
     def _next(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
@@ -104,8 +115,13 @@ class TextStream:
         return loss.detach()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"data_epoch": self.data_epoch, "position": self.position, "calls": self.calls,
-                "examples": self.examples, "hidden": None if self.hidden is None else list(self.hidden)}  # fmt: skip
+        return {
+            "data_epoch": self.data_epoch,
+            "position": self.position,
+            "calls": self.calls,
+            "examples": self.examples,
+            "hidden": None if self.hidden is None else list(self.hidden),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.data_epoch, self.position = int(state["data_epoch"]), int(state["position"])
@@ -153,6 +169,9 @@ def text_columns(row: dict[str, Any]) -> dict[str, Any]:
 def text_final(last: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     """The final text metrics: test and validation bits per token, test perplexity, the source's entropy rate."""
     loss = last.get("test_loss")
-    return {"bits_per_char": bits(loss), "val_bits_per_char": bits(last.get("val_loss")),
-            "perplexity": None if loss is None else math.exp(loss),
-            "entropy_rate": info.get("entropy_rate_bits")}  # fmt: skip
+    return {
+        "bits_per_char": bits(loss),
+        "val_bits_per_char": bits(last.get("val_loss")),
+        "perplexity": None if loss is None else math.exp(loss),
+        "entropy_rate": info.get("entropy_rate_bits"),
+    }

@@ -99,9 +99,16 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 class OptimizerRun:
     """One optimizer's training, resumable from its last epoch checkpoint."""
 
-    def __init__(self, config: TrainConfig, spec: OptimizerConfig, splits: DataSplits, run_dir: RunDirectory,
-                 progress: TextIO, after_epoch: AfterEpoch | None = None,
-                 ranks: Ranks | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: TrainConfig,
+        spec: OptimizerConfig,
+        splits: DataSplits,
+        run_dir: RunDirectory,
+        progress: TextIO,
+        after_epoch: AfterEpoch | None = None,
+        ranks: Ranks | None = None,
+    ) -> None:
         self.config, self.spec, self.splits, self.progress = config, spec, splits, progress
         self.ranks = ranks = ranks if ranks is not None else Ranks()
         self.after_epoch = after_epoch
@@ -119,12 +126,27 @@ class OptimizerRun:
         self.replicas = spec.kind == "parle"
         forward = self.model if self.replicas else ranks.wrap(self.model, self.traffic)  # the model in one process
         self.stream: BatchStream | TextStream = (
-            TextStream(self.model, splits.train, config.batch_size, config.bptt, data_seed, clip,  # type: ignore[arg-type]
-                       precision=self.precision)
-            if self.text else BatchStream(forward, splits.train, config.batch_size, data_seed, clip,  # type: ignore[arg-type]
-                                          (ranks.rank, ranks.world_size), averaged=not self.replicas,
-                                          precision=self.precision)
-        )  # fmt: skip
+            TextStream(
+                self.model,
+                splits.train,
+                config.batch_size,
+                config.bptt,
+                data_seed,
+                clip,  # type: ignore[arg-type]
+                precision=self.precision,
+            )
+            if self.text
+            else BatchStream(
+                forward,
+                splits.train,
+                config.batch_size,
+                data_seed,
+                clip,  # type: ignore[arg-type]
+                (ranks.rank, ranks.world_size),
+                averaged=not self.replicas,
+                precision=self.precision,
+            )
+        )
         spe = self.stream.batches_per_pass
         self.passes = spec_passes(spec)
         if config.epoch_unit == "effective":  # an epoch reads the data once, whatever the passes per step
@@ -132,8 +154,9 @@ class OptimizerRun:
         else:
             self.steps_per_epoch = spe
         self.total_steps, self.epochs = plan_steps(config, spe, self.passes, self.steps_per_epoch)
-        self.optimizer = build_optimizer(spec, self.model.parameters(), total_steps=self.total_steps,
-                                         batches_per_epoch=spe)  # fmt: skip
+        self.optimizer = build_optimizer(
+            spec, self.model.parameters(), total_steps=self.total_steps, batches_per_epoch=spe
+        )
         assert passes_per_step(self.optimizer) == self.passes
         # Parle's replicas differ by design: no drift check
         self.drift = DriftCheck(self.model.parameters(), 0 if self.replicas else ranks.drift_every)
@@ -154,11 +177,20 @@ class OptimizerRun:
             test_loss, test_error = self._evaluate(self.splits.test)
             finite = _finite_model(self.model)
         row = {
-            "epoch": self.epoch, "lr": lr, "steps": self.steps, "grad_evals": self.stream.calls,
-            "examples": self.stream.examples, "effective_epochs": self.stream.examples / len(self.splits.train),
-            "seconds": self.seconds, "train_loss": train_loss, "train_error": train_error, "val_loss": val_loss,
-            "val_error": val_error, "test_loss": test_loss, "test_error": test_error,
-        }  # fmt: skip
+            "epoch": self.epoch,
+            "lr": lr,
+            "steps": self.steps,
+            "grad_evals": self.stream.calls,
+            "examples": self.stream.examples,
+            "effective_epochs": self.stream.examples / len(self.splits.train),
+            "seconds": self.seconds,
+            "train_loss": train_loss,
+            "train_error": train_error,
+            "val_loss": val_loss,
+            "val_error": val_error,
+            "test_loss": test_loss,
+            "test_error": test_error,
+        }
         if self.ranks.distributed:
             row["bytes_communicated"] = self.communication()["bytes_communicated"]
         row = {**row, **text_columns(row)} if self.text else row
@@ -179,12 +211,19 @@ class OptimizerRun:
         if not self.ranks.writer:
             return
         state = {
-            "format": CHECKPOINT_FORMAT, "label": self.spec.label, "epoch": self.epoch, "steps": self.steps,
-            "seconds": self.seconds, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(), "stream": self.stream.state_dict(), "rows": self.rows,
+            "format": CHECKPOINT_FORMAT,
+            "label": self.spec.label,
+            "epoch": self.epoch,
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "stream": self.stream.state_dict(),
+            "rows": self.rows,
             "scaler": self.precision.state_dict(),
             "communication": self.communication(),
-        }  # fmt: skip
+        }
         if replicas is not None:
             state["replicas"] = replicas
         atomic_write_bytes(self.checkpoint, _weights_only_bytes(state))
@@ -255,12 +294,16 @@ class OptimizerRun:
                     self.ranks.fault_point(self.steps)
             except DivergenceError as exc:
                 if self.replicas and self.ranks.world_size > 1:  # the other replicas wait for it at the all-reduce
-                    raise RuntimeError(f"{self.spec.label}: the Parle replica of rank {self.ranks.rank} diverged at "
-                                       f"optimizer step {self.steps + 1} (epoch {self.epoch + 1}, lr {lr:g}): {exc}; "
-                                       "the other replicas cannot go on without it") from exc  # fmt: skip
+                    raise RuntimeError(
+                        f"{self.spec.label}: the Parle replica of rank {self.ranks.rank} diverged at "
+                        f"optimizer step {self.steps + 1} (epoch {self.epoch + 1}, lr {lr:g}): {exc}; "
+                        "the other replicas cannot go on without it"
+                    ) from exc
                 status = "diverged"
-                message = (f"{self.spec.label}: diverged at optimizer step {self.steps + 1} (epoch {self.epoch + 1}, "
-                           f"lr {lr:g}{self._sampler_text()}): {exc}{self._cause(str(exc), lr)}")  # fmt: skip
+                message = (
+                    f"{self.spec.label}: diverged at optimizer step {self.steps + 1} (epoch {self.epoch + 1}, "
+                    f"lr {lr:g}{self._sampler_text()}): {exc}{self._cause(str(exc), lr)}"
+                )
                 break
             finally:
                 self.seconds += time.perf_counter() - start
@@ -270,15 +313,19 @@ class OptimizerRun:
             if any(loss is None for loss in losses) or not self._finite_weights:
                 status = "diverged"
                 first = (self.epoch - 1) * self.steps_per_epoch + 1
-                message = (f"{self.spec.label}: diverged in epoch {self.epoch} (optimizer steps {first} to "
-                           f"{self.steps}, lr {lr:g}{self._sampler_text()}): the weights or the evaluation loss became "
-                           f"non-finite{self._cause('', lr)}")  # fmt: skip
+                message = (
+                    f"{self.spec.label}: diverged in epoch {self.epoch} (optimizer steps {first} to "
+                    f"{self.steps}, lr {lr:g}{self._sampler_text()}): the weights or the evaluation loss became "
+                    f"non-finite{self._cause('', lr)}"
+                )
                 break
             self.rows.append(row)
             self.save()
             bar.advance()
-            bar.line(f"  {self.spec.label}: epoch {self.epoch}/{self.epochs} test error {row['test_error']:.4f} "
-                     f"effective epochs {row['effective_epochs']:.2f} ({self.seconds:.1f}s)")  # fmt: skip
+            bar.line(
+                f"  {self.spec.label}: epoch {self.epoch}/{self.epochs} test error {row['test_error']:.4f} "
+                f"effective epochs {row['effective_epochs']:.2f} ({self.seconds:.1f}s)"
+            )
             if self.after_epoch is not None:
                 self.after_epoch(self.spec.label, self.epoch)
         return status, message
@@ -309,16 +356,40 @@ class OptimizerRun:
         last = self.rows[-1]
         counter = getattr(self.optimizer, "grad_evals", None)
         return {
-            "label": self.spec.label, "kind": self.spec.kind, "status": status, "message": message,
-            "epochs_planned": self.epochs, "epochs_run": self.epoch, "steps": self.steps,
-            "steps_planned": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
-            "passes_per_step": self.passes, "optimizer_grad_evals": counter, "rows": self.rows,
-            "world_size": self.ranks.world_size, **self.communication(),
-            "final": None if status != "ok" else {k: last[k] for k in (
-                "test_error", "test_loss", "val_error", "val_loss", "train_error", "train_loss", "effective_epochs",
-                "seconds", "grad_evals", "steps")} | (text_final(last, self.splits.info) if self.text else {}),
+            "label": self.spec.label,
+            "kind": self.spec.kind,
+            "status": status,
+            "message": message,
+            "epochs_planned": self.epochs,
+            "epochs_run": self.epoch,
+            "steps": self.steps,
+            "steps_planned": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "passes_per_step": self.passes,
+            "optimizer_grad_evals": counter,
+            "rows": self.rows,
+            "world_size": self.ranks.world_size,
+            **self.communication(),
+            "final": None
+            if status != "ok"
+            else {
+                k: last[k]
+                for k in (
+                    "test_error",
+                    "test_loss",
+                    "val_error",
+                    "val_loss",
+                    "train_error",
+                    "train_loss",
+                    "effective_epochs",
+                    "seconds",
+                    "grad_evals",
+                    "steps",
+                )
+            }
+            | (text_final(last, self.splits.info) if self.text else {}),
             "flatness": None,
-        }  # fmt: skip
+        }
 
 
 def _finite_model(model: nn.Module) -> bool:
@@ -328,9 +399,16 @@ def _finite_model(model: nn.Module) -> bool:
 def load_splits(config: TrainConfig, source: str | None = None) -> DataSplits:
     d = config.data
     try:
-        return load_data(d.source, path=d.path, seed=config.seed, validation_fraction=d.validation_fraction,
-                         test_fraction=d.test_fraction, train_limit=d.train_limit, test_limit=d.test_limit,
-                         options=d.options)  # fmt: skip
+        return load_data(
+            d.source,
+            path=d.path,
+            seed=config.seed,
+            validation_fraction=d.validation_fraction,
+            test_fraction=d.test_fraction,
+            train_limit=d.train_limit,
+            test_limit=d.test_limit,
+            options=d.options,
+        )
     except ValueError as exc:  # a missing directory, a bad file: the user's input
         raise ConfigError([f"data: {exc}"], source) from None
 
@@ -358,9 +436,14 @@ def default_out(config: TrainConfig) -> Path:
 
 
 def run_training(
-    config: TrainConfig | str | Path, out: str | Path | None = None, *, force: bool = False,
-    progress: TextIO | None = None, after_epoch: AfterEpoch | None = None, ranks: Ranks | None = None,
-) -> tuple[Path, str]:  # fmt: skip
+    config: TrainConfig | str | Path,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    progress: TextIO | None = None,
+    after_epoch: AfterEpoch | None = None,
+    ranks: Ranks | None = None,
+) -> tuple[Path, str]:
     """Run a training config into a run directory; returns (directory, "fresh" | "resume" | "skip").
 
     With ``ranks`` (data-parallel, parallel.py) every rank runs this; only rank 0 reads and writes the directory.
@@ -396,8 +479,9 @@ def run_training(
             record = ranks.share(record)
             if record is None:
                 print(f"{spec.label} ({spec.kind})", file=progress, flush=True)
-                run = OptimizerRun(config, spec, splits, out_dir, progress, after_epoch if ranks.writer else None,
-                                   ranks)  # fmt: skip
+                run = OptimizerRun(
+                    config, spec, splits, out_dir, progress, after_epoch if ranks.writer else None, ranks
+                )
                 record = run.train()
                 if record["status"] == "ok" and not run.text:  # the flatness measures read labelled examples
                     # on every rank (the same numbers): no rank waits at the next collective for rank 0 alone
@@ -412,12 +496,17 @@ def run_training(
         torch.manual_seed(stable_seed(config.seed, "model init"))
         model = build_model(config.model.name, splits.input_shape, splits.num_classes, **config.model.options)
         results = {
-            "schema": SCHEMA, "name": config.name, "config": resolved, "meta": environment(device.type),
-            "device": str(device), "precision": config.precision,
+            "schema": SCHEMA,
+            "name": config.name,
+            "config": resolved,
+            "meta": environment(device.type),
+            "device": str(device),
+            "precision": config.precision,
             "world_size": ranks.world_size,
-            "data": splits.info, "model": {"name": config.model.name, "parameters": count_parameters(model)},
+            "data": splits.info,
+            "model": {"name": config.model.name, "parameters": count_parameters(model)},
             "records": records,
-        }  # fmt: skip
+        }
         atomic_write_json(out_dir.path / "results.json", results)
         write_train_outputs(out_dir.path, results)
         out_dir.mark_complete()

@@ -56,8 +56,12 @@ def _grid(space: Space, size: int, seed: int) -> list[dict[str, Any]]:
     levels = 1
     while fixed * levels ** len(floats) < size and floats:
         levels += 1
-    axes = [[_value(space[n], i / (levels - 1) if levels > 1 else 0.5) for i in range(levels)]
-            if space[n].choices is None else list(space[n].choices or []) for n in names]  # fmt: skip
+    axes = [
+        [_value(space[n], i / (levels - 1) if levels > 1 else 0.5) for i in range(levels)]
+        if space[n].choices is None
+        else list(space[n].choices or [])
+        for n in names
+    ]
     points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
     order = np.random.default_rng(seed).permutation(len(points))
     return [points[i] for i in order[:size]]
@@ -77,12 +81,17 @@ def _inside(params: dict[str, Any], space: Space) -> bool:
 def _distributions(space: Space) -> dict[str, Any]:
     import optuna
 
-    return {n: optuna.distributions.CategoricalDistribution(d.choices) if d.choices is not None
-            else optuna.distributions.FloatDistribution(d.low, d.high, log=d.log) for n, d in space.items()}  # type: ignore[arg-type]  # fmt: skip
+    return {
+        n: optuna.distributions.CategoricalDistribution(d.choices)
+        if d.choices is not None
+        else optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
+        for n, d in space.items()
+    }  # type: ignore[arg-type]
 
 
-def _edges(space: Space, params: dict[str, Any] | None, limits: dict[str, tuple[float | None, float | None]]
-           ) -> list[dict[str, Any]]:  # fmt: skip
+def _edges(
+    space: Space, params: dict[str, Any] | None, limits: dict[str, tuple[float | None, float | None]]
+) -> list[dict[str, Any]]:
     """The ranges whose chosen value lies in their outer tenth: the optimum may lie beyond (unless at a limit)."""
     out = []
     for name, dim in space.items():
@@ -96,8 +105,9 @@ def _edges(space: Space, params: dict[str, Any] | None, limits: dict[str, tuple[
     return out
 
 
-def _extend(space: Space, params: dict[str, Any], factor: float,
-            limits: dict[str, tuple[float | None, float | None]]) -> list[dict[str, Any]]:  # fmt: skip
+def _extend(
+    space: Space, params: dict[str, Any], factor: float, limits: dict[str, tuple[float | None, float | None]]
+) -> list[dict[str, Any]]:
     """Widen each log range whose best value is at its edge, by ``factor`` on that side, within its limits."""
     done = []
     for edge in _edges(space, params, limits):
@@ -126,8 +136,12 @@ class _Search:
     def objective(self, trial: Any, space: Space) -> float:
         import optuna
 
-        params = {n: trial.suggest_categorical(n, d.choices) if d.choices is not None
-                  else trial.suggest_float(n, d.low, d.high, log=d.log) for n, d in space.items()}  # type: ignore[arg-type]  # fmt: skip
+        params = {
+            n: trial.suggest_categorical(n, d.choices)
+            if d.choices is not None
+            else trial.suggest_float(n, d.low, d.high, log=d.log)
+            for n, d in space.items()
+        }  # type: ignore[arg-type]
         values: list[float] = []
         evals, state = 0, "complete"
         for unit in range(self.units):
@@ -142,9 +156,17 @@ class _Search:
                 state = "pruned"
                 break
         mean = float(np.mean(values)) if state != "diverged" else math.inf
-        self.history.append({"number": len(self.history), "round": self.round, "params": params, "state": state,
-                             "objective": mean if math.isfinite(mean) else None, "units": len(values),
-                             "grad_evals": evals})  # fmt: skip
+        self.history.append(
+            {
+                "number": len(self.history),
+                "round": self.round,
+                "params": params,
+                "state": state,
+                "objective": mean if math.isfinite(mean) else None,
+                "units": len(values),
+                "grad_evals": evals,
+            }
+        )
         if state == "pruned":
             raise optuna.TrialPruned()
         return mean
@@ -154,8 +176,13 @@ class _Search:
         return min(complete, key=lambda t: (t["objective"], t["number"])) if complete else None
 
 
-def search(space: Space, evaluate: Evaluate, config: TuningConfig, units: int,
-           limits: dict[str, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:  # fmt: skip
+def search(
+    space: Space,
+    evaluate: Evaluate,
+    config: TuningConfig,
+    units: int,
+    limits: dict[str, tuple[float | None, float | None]] | None = None,
+) -> dict[str, Any]:
     """Search ``space`` for the values of lowest mean objective over ``units`` units; returns the tuning record:
     the space searched (after extensions) and the one given, the trials, gradient evaluations, chosen values,
     the objective they reached, the ranges at an edge, and every trial."""
@@ -168,24 +195,32 @@ def search(space: Space, evaluate: Evaluate, config: TuningConfig, units: int,
     space = copy.deepcopy(space)
     rounds = config.max_extensions + 1
     run = _Search(evaluate, units, config.pruner == "successive-halving")
-    sobol = qmc.Sobol(d=max(len(space), 1), scramble=True, seed=stable_seed(config.seed, "sobol")) \
-        if config.method == "sobol" else None  # fmt: skip
+    sobol = (
+        qmc.Sobol(d=max(len(space), 1), scramble=True, seed=stable_seed(config.seed, "sobol"))
+        if config.method == "sobol"
+        else None
+    )
     extensions: list[dict[str, Any]] = []
     for run.round, size in enumerate(round_sizes(config.trials, rounds)):
         if size == 0:
             continue
         seed = stable_seed(config.seed, "tuning", config.method, run.round) % 2**32  # Optuna takes 32-bit seeds
-        sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, config.trials // 3))
-                   if config.method == "tpe" else optuna.samplers.RandomSampler(seed=seed))  # fmt: skip
-        pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-                  if run.prune else optuna.pruners.NopPruner())  # fmt: skip
+        sampler = (
+            optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, config.trials // 3))
+            if config.method == "tpe"
+            else optuna.samplers.RandomSampler(seed=seed)
+        )
+        pruner = (
+            optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+            if run.prune
+            else optuna.pruners.NopPruner()
+        )
         study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
         distributions = _distributions(space)
         for t in run.history:  # what the earlier rounds learnt, where it lies in this round's space
             if t["state"] != "pruned" and _inside(t["params"], space):
                 value = t["objective"] if t["objective"] is not None else math.inf
-                study.add_trial(optuna.trial.create_trial(params=t["params"], distributions=distributions,
-                                                          value=value))  # fmt: skip
+                study.add_trial(optuna.trial.create_trial(params=t["params"], distributions=distributions, value=value))
         if sobol is not None:
             with warnings.catch_warnings():  # the balance of a Sobol sequence at other than 2^m points
                 warnings.simplefilter("ignore", UserWarning)
@@ -197,15 +232,22 @@ def search(space: Space, evaluate: Evaluate, config: TuningConfig, units: int,
         study.optimize(lambda trial: run.objective(trial, space), n_trials=size)
         best = run.best()
         if run.round < rounds - 1 and best is not None:
-            extensions += [{"round": run.round, **e} for e in _extend(space, best["params"], config.extension_factor,
-                                                                        limits)]  # fmt: skip
+            extensions += [
+                {"round": run.round, **e} for e in _extend(space, best["params"], config.extension_factor, limits)
+            ]
     best = run.best()
     counts = {s: sum(t["state"] == s for t in run.history) for s in ("complete", "pruned", "diverged")}
     return {
-        "space": {n: d.as_dict() for n, d in space.items()}, "initial_space": initial, "trials": len(run.history),
-        **counts, "units_per_trial": units, "grad_evals": sum(t["grad_evals"] for t in run.history),
+        "space": {n: d.as_dict() for n, d in space.items()},
+        "initial_space": initial,
+        "trials": len(run.history),
+        **counts,
+        "units_per_trial": units,
+        "grad_evals": sum(t["grad_evals"] for t in run.history),
         "grad_evals_per_trial": max((t["grad_evals"] for t in run.history if t["state"] == "complete"), default=None),
-        "chosen": None if best is None else best["params"], "objective": None if best is None else best["objective"],
-        "at_edge": _edges(space, None if best is None else best["params"], limits), "extensions": extensions,
+        "chosen": None if best is None else best["params"],
+        "objective": None if best is None else best["objective"],
+        "at_edge": _edges(space, None if best is None else best["params"], limits),
+        "extensions": extensions,
         "history": run.history,
-    }  # fmt: skip
+    }

@@ -33,9 +33,14 @@ def build(seed: int = 0, **accelerator_options):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
     opt = EntropySGD(  # built before prepare moves the model: the generator follows it to its device
-        model.parameters(), lr=0.1, gamma=1.0, inner_steps=INNER_STEPS, momentum=0.9,
-        sampler="sgld", sampler_options={"step_size": 0.05, "temperature": 1e-4},
-    )  # fmt: skip
+        model.parameters(),
+        lr=0.1,
+        gamma=1.0,
+        inner_steps=INNER_STEPS,
+        momentum=0.9,
+        sampler="sgld",
+        sampler_options={"step_size": 0.05, "temperature": 1e-4},
+    )
     loader = DataLoader(dataset(), batch_size=INNER_STEPS * MINIBATCH, shuffle=False, drop_last=True)
     accelerator = accelerate.Accelerator(cpu=True, **accelerator_options)
     model, opt, loader = accelerator.prepare(model, opt, loader)

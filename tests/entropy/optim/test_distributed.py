@@ -44,8 +44,10 @@ def _model() -> nn.Module:
 
 def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(1)
-    return [(torch.randn(BATCH, 8, generator=generator), torch.randint(0, 3, (BATCH,), generator=generator))
-            for _ in range(64)]  # fmt: skip
+    return [
+        (torch.randn(BATCH, 8, generator=generator), torch.randint(0, 3, (BATCH,), generator=generator))
+        for _ in range(64)
+    ]
 
 
 def _optimizer(kind: str, params: list[nn.Parameter]) -> object:
@@ -125,8 +127,9 @@ def test_ranks_identical_with_per_rank_seeds_and_equal_to_one_process(tmp_path: 
                 assert ranks[r][kind]["drift"] is None
                 for p, q in zip(ranks[r][kind]["params"], ranks[0][kind]["params"], strict=True):
                     assert torch.equal(p, q), f"{kind}: rank {r} differs from rank 0"
-            worst = max(float((p - q).abs().max()) for p, q in zip(ranks[0][kind]["params"], reference["params"],
-                                                                   strict=True))  # fmt: skip
+            worst = max(
+                float((p - q).abs().max()) for p, q in zip(ranks[0][kind]["params"], reference["params"], strict=True)
+            )
             assert worst < TOLERANCE, f"{kind}: {worst:.3g} from one process on the whole batches"
             assert reference["communication"] == {"bytes_communicated": 0, "collective_calls": 0}
     parameters = sum(p.numel() for p in _model().parameters())
@@ -147,8 +150,10 @@ def test_drift_check_fires_when_the_noise_differs(tmp_path: Path) -> None:
     for r in range(WORLD):
         message = ranks[r]["entropy-sgd"]["drift"]
         assert message is not None and "after outer step 1" in message and "largest difference" in message
-    difference = max(float((p - q).abs().max()) for p, q in zip(ranks[0]["entropy-sgd"]["params"],
-                                                                 ranks[1]["entropy-sgd"]["params"], strict=True))
+    difference = max(
+        float((p - q).abs().max())
+        for p, q in zip(ranks[0]["entropy-sgd"]["params"], ranks[1]["entropy-sgd"]["params"], strict=True)
+    )
     assert difference > 0
     reported = float(ranks[0]["entropy-sgd"]["drift"].split("largest difference between ranks is ")[1].split()[0])
     assert math.isclose(reported, difference, rel_tol=1e-2)

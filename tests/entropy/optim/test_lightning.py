@@ -46,9 +46,14 @@ def dataset() -> TensorDataset:
 
 def optimizer(params) -> EntropySGD:
     return EntropySGD(
-        params, lr=0.1, gamma=1.0, inner_steps=INNER_STEPS, momentum=0.9,
-        sampler="sgld", sampler_options={"step_size": 0.05, "temperature": 1e-4},
-    )  # fmt: skip
+        params,
+        lr=0.1,
+        gamma=1.0,
+        inner_steps=INNER_STEPS,
+        momentum=0.9,
+        sampler="sgld",
+        sampler_options={"step_size": 0.05, "temperature": 1e-4},
+    )
 
 
 class Recipe(pl.LightningModule):

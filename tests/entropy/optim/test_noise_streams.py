@@ -67,9 +67,16 @@ def _noise_only(model: nn.Module, opt: EntropySGD, steps: int = 1) -> list[torch
 def _sgld_opt(model: nn.Module, seed: int, **options) -> EntropySGD:
     sampler = SGLD(step_size=0.5, temperature=1.0)
     return EntropySGD(
-        model.parameters(), lr=1.0, gamma=1e-12, sampler=sampler, inner_steps=1, averaging=1.0,
-        outer_scale="unit", generator=gen(seed), **options,
-    )  # fmt: skip
+        model.parameters(),
+        lr=1.0,
+        gamma=1e-12,
+        sampler=sampler,
+        inner_steps=1,
+        averaging=1.0,
+        outer_scale="unit",
+        generator=gen(seed),
+        **options,
+    )
 
 
 @pytest.mark.parametrize("threads", [2, 3])
@@ -133,8 +140,6 @@ def test_at_temperature_zero_the_chunked_path_equals_the_serial_one(name: str) -
         assert torch.equal(a, b)
 
 
-
-
 @pytest.mark.parametrize("name", ["sgld", "sghmc", "psgld", "sgnht"])
 @pytest.mark.parametrize("warm_start", [False, True])
 def test_resume_is_bit_identical_with_the_chunk_generators(name: str, warm_start: bool) -> None:
@@ -143,9 +148,14 @@ def test_resume_is_bit_identical_with_the_chunk_generators(name: str, warm_start
 
     def build(model):
         return EntropySGD(
-            model.parameters(), lr=0.1, gamma=0.3, sampler=sampler, inner_steps=2, generator=gen(3),
+            model.parameters(),
+            lr=0.1,
+            gamma=0.3,
+            sampler=sampler,
+            inner_steps=2,
+            generator=gen(3),
             warm_start=warm_start,
-        )  # fmt: skip
+        )
 
     model = _big_model()
     opt = build(model)

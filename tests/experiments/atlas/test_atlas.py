@@ -55,12 +55,12 @@ def test_the_stability_limit_of_sgld_on_a_gaussian_is_two_over_lambda_max() -> N
 
 def test_an_exact_sampler_matches_the_truth_and_a_biased_one_does_not() -> None:
     target = ill_conditioned_gaussian(dim=4, condition=10.0, seed=2)
-    exact = moment_errors(run_chains(Entry("mala", "mala"), target, 0.5, n_chains=128, n_steps=800, burn_in=50,
-                                     seed=1))  # fmt: skip
+    exact = moment_errors(run_chains(Entry("mala", "mala"), target, 0.5, n_chains=128, n_steps=800, burn_in=50, seed=1))
     assert exact["cov_error"] < 2.5 * exact["cov_mcse"] and exact["mean_error"] < 2.5 * exact["mean_mcse"]
     assert exact["temperature"] == pytest.approx(1.0, abs=3 * exact["temperature_mcse"] + 1e-3)
-    biased = moment_errors(run_chains(Entry("sgld", "sgld"), target, 1.0, n_chains=128, n_steps=800, burn_in=50,
-                                      seed=1))  # fmt: skip
+    biased = moment_errors(
+        run_chains(Entry("sgld", "sgld"), target, 1.0, n_chains=128, n_steps=800, burn_in=50, seed=1)
+    )
     # SGLD's covariance is M^-1 (I - h M / 2)^-1, so T_conf = tr(M^2 Sigma) / tr(M) = sum lambda / (1 - h lambda / 2)
     # / sum lambda
     eig = np.linalg.eigvalsh(target.hessian)
@@ -72,8 +72,9 @@ def test_an_exact_sampler_matches_the_truth_and_a_biased_one_does_not() -> None:
 def test_gradient_noise_raises_sgld_temperature_by_h_v_over_two() -> None:
     target = ill_conditioned_gaussian(dim=4, condition=10.0, seed=2)
     h, noise = 0.05, 10.0
-    stats = run_chains(Entry("sgld", "sgld"), target, h, n_chains=128, n_steps=1500, burn_in=100, seed=3,
-                       grad_noise=noise)  # fmt: skip
+    stats = run_chains(
+        Entry("sgld", "sgld"), target, h, n_chains=128, n_steps=1500, burn_in=100, seed=3, grad_noise=noise
+    )
     measured = moment_errors(stats)
     eig = np.linalg.eigvalsh(target.hessian)
     expected = (1 + h * noise / 2) * np.sum(eig / (1 - h * eig / 2)) / np.sum(eig)  # SGLD's exact law, with noise
@@ -87,16 +88,19 @@ def test_sghmc_running_noise_estimate_brings_the_noisy_temperature_back_to_its_n
     eta, friction, noise = 0.05, 0.5, 5.0
     kwargs = {"n_chains": 128, "n_steps": 1500, "burn_in": 300, "seed": 3, "grad_noise": noise}
     plain = moment_errors(run_chains(Entry("sghmc", "sghmc", {"friction": friction}), target, eta, **kwargs))
-    running = moment_errors(run_chains(Entry("sghmc running", "sghmc", {"friction": friction,
-                                                                        "noise_estimate": "running"}),
-                                       target, eta, **kwargs))  # fmt: skip
+    running = moment_errors(
+        run_chains(
+            Entry("sghmc running", "sghmc", {"friction": friction, "noise_estimate": "running"}), target, eta, **kwargs
+        )
+    )
     M = target.hessian
 
     def t_conf(temperature: float) -> float:  # tr(M^2 Sigma) / tr(M), Sigma SGHMC's exact law at this temperature
         return float(np.trace(M @ M @ sghmc_covariance(M, eta, friction, temperature)) / np.trace(M))
 
-    assert plain["temperature"] == pytest.approx(t_conf(1 + eta * noise / (2 * friction)),
-                                                 abs=4 * plain["temperature_mcse"])  # fmt: skip
+    assert plain["temperature"] == pytest.approx(
+        t_conf(1 + eta * noise / (2 * friction)), abs=4 * plain["temperature_mcse"]
+    )
     assert running["temperature"] == pytest.approx(t_conf(1.0), abs=4 * running["temperature_mcse"] + 0.02)
     assert plain["temperature"] - running["temperature"] > 0.2
 
@@ -118,10 +122,12 @@ def test_entropy_sgd_regime_reports_the_local_entropy_gradient_error() -> None:
     anchor = base.mean + 1.0
     coupled = coupled_gaussian(base, 1.0, anchor)
     np.testing.assert_allclose(coupled.hessian, base.hessian + np.eye(4))
-    short = entropy_sgd_regime(Entry("sgld", "sgld"), coupled, anchor, 1.0, 0.1, inner_steps=5, outer_steps=4,
-                               n_chains=64, seed=0)  # fmt: skip
-    long = entropy_sgd_regime(Entry("sgld", "sgld"), coupled, anchor, 1.0, 0.1, inner_steps=200, outer_steps=4,
-                              n_chains=64, seed=0)  # fmt: skip
+    short = entropy_sgd_regime(
+        Entry("sgld", "sgld"), coupled, anchor, 1.0, 0.1, inner_steps=5, outer_steps=4, n_chains=64, seed=0
+    )
+    long = entropy_sgd_regime(
+        Entry("sgld", "sgld"), coupled, anchor, 1.0, 0.1, inner_steps=200, outer_steps=4, n_chains=64, seed=0
+    )
     assert short["n_diverged"] == 0 and short["grad_error"] > long["grad_error"]  # the transient of short chains
 
 

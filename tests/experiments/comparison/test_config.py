@@ -721,13 +721,22 @@ def test_cyclical_wrapper_runs_from_a_config(tmp_path):
             "chains": 2,
             "problem": {"kind": "quadratic", "dim": 3, "condition": 4},
             "estimators": [
-                {"label": "cyc", "sampler": "cyclical", "step_size_fraction": 0.5,
-                 "hyperparameters": {"sampler": {"name": "sgld"}, "n_cycles": 2}, "budgets": [40]},
-                {"label": "cyc2", "sampler": "cyclical", "budgets": [40],
-                 "hyperparameters": {"sampler": {"name": "sgld", "step_size": 0.01}, "n_cycles": 2}},
+                {
+                    "label": "cyc",
+                    "sampler": "cyclical",
+                    "step_size_fraction": 0.5,
+                    "hyperparameters": {"sampler": {"name": "sgld"}, "n_cycles": 2},
+                    "budgets": [40],
+                },
+                {
+                    "label": "cyc2",
+                    "sampler": "cyclical",
+                    "budgets": [40],
+                    "hyperparameters": {"sampler": {"name": "sgld", "step_size": 0.01}, "n_cycles": 2},
+                },
             ],
         }
-    )  # fmt: skip
+    )
     problem = build_problem(config)
     tasks = plan(config, problem, build_points(config, problem.dim))
     assert [t.key["estimator"] for t in tasks] == ["cyc", "cyc2"]
@@ -738,12 +747,10 @@ SGLD_ESTIMATOR = {"sampler": "sgld", "hyperparameters": {"step_size": 0.1}, "bud
 
 def test_run_name_must_be_a_safe_directory_name():
     with pytest.raises(ConfigError) as info:
-        parse_config({"name": "../escape", "problem": {"kind": "quadratic", "dim": 2},
-                      "estimators": [SGLD_ESTIMATOR]})  # fmt: skip
+        parse_config({"name": "../escape", "problem": {"kind": "quadratic", "dim": 2}, "estimators": [SGLD_ESTIMATOR]})
     assert any(p.startswith("name:") for p in info.value.problems)
 
 
 def test_one_dimensional_quadratic_defaults_to_condition_one():
-    config = parse_config({"problem": {"kind": "quadratic", "dim": 1},
-                           "estimators": [SGLD_ESTIMATOR]})  # fmt: skip
+    config = parse_config({"problem": {"kind": "quadratic", "dim": 1}, "estimators": [SGLD_ESTIMATOR]})
     assert config.problem.condition == 1.0

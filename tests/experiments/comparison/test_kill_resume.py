@@ -125,9 +125,15 @@ def _default_sigint() -> None:
 def start(argv: list[str], cwd: Path, *, group: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen(
-        [sys.executable, "-m", "localentropy", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=cwd, env=env, preexec_fn=_default_sigint, start_new_session=group,
-    )  # fmt: skip
+        [sys.executable, "-m", "localentropy", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=env,
+        preexec_fn=_default_sigint,
+        start_new_session=group,
+    )
 
 
 def wait_until(proc: subprocess.Popen, ready, what: str) -> None:
@@ -202,9 +208,11 @@ def check_incomplete_run(out: Path) -> list[Path]:
     files = [p for p in out.rglob("*") if p.is_file()]
     named = {str(p.relative_to(out)) for p in files if not temporary(p)}
     # a record's draws (.npy) are saved just before the record; results.json only once every record exists
-    allowed = {"config.json", LOCK, HOLDER} | {f"records/{p.name}" for p in records} | {
-        f"records/{p.name}" for p in (out / "records").glob("*.npy")
-    }  # fmt: skip
+    allowed = (
+        {"config.json", LOCK, HOLDER}
+        | {f"records/{p.name}" for p in records}
+        | {f"records/{p.name}" for p in (out / "records").glob("*.npy")}
+    )
     if len(records) < RUN_RECORDS:
         assert named <= allowed, named - allowed
     assert all(p.parent in (out, out / "records") for p in files if temporary(p))
@@ -273,8 +281,11 @@ def test_train_killed_resumes_from_its_checkpoints(train_reference, tmp_path, ca
     out = tmp_path / "out"
     checkpoint = out / "checkpoints" / "entropy-sgd.pt"
     proc = start(["train", str(config), "--out", str(out)], tmp_path)
-    wait_until(proc, lambda: (out / "records" / "sgd.json").is_file() and _epoch(checkpoint) >= 2,
-               "SGD finished and Entropy-SGD saved its second epoch")  # fmt: skip
+    wait_until(
+        proc,
+        lambda: (out / "records" / "sgd.json").is_file() and _epoch(checkpoint) >= 2,
+        "SGD finished and Entropy-SGD saved its second epoch",
+    )
     interrupt(proc, signum)
 
     assert not (out / "COMPLETE").exists()
@@ -284,8 +295,12 @@ def test_train_killed_resumes_from_its_checkpoints(train_reference, tmp_path, ca
     epoch = _epoch(checkpoint)
     assert 2 <= epoch < 8, "Entropy-SGD finished before the signal: make the test config slower"
     named = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not temporary(p)}
-    assert named - {LOCK, HOLDER} == {"config.json", "records/sgd.json", "checkpoints/sgd.pt",
-                                      "checkpoints/entropy-sgd.pt"}, named  # fmt: skip
+    assert named - {LOCK, HOLDER} == {
+        "config.json",
+        "records/sgd.json",
+        "checkpoints/sgd.pt",
+        "checkpoints/entropy-sgd.pt",
+    }, named
     finished = [out / "records" / "sgd.json", out / "checkpoints" / "sgd.pt"]
     before = snapshot(finished)
 
@@ -309,13 +324,25 @@ def test_train_killed_resumes_from_its_checkpoints(train_reference, tmp_path, ca
 # ----------------------------------------------------------------------------------------------------------------
 
 SWEEP_BASE = {
-    "seed": 0, "batch_size": 64, "epochs": 2, "eval_batch_size": 2000,
-    "data": {"source": "digits"}, "model": {"name": "mlp", "options": {"hidden": [32]}},
+    "seed": 0,
+    "batch_size": 64,
+    "epochs": 2,
+    "eval_batch_size": 2000,
+    "data": {"source": "digits"},
+    "model": {"name": "mlp", "options": {"hidden": [32]}},
     "flatness": {"measures": []},
-    "optimizers": [{"label": "sgd", "kind": "sgd", "lr": 0.1, "options": {"momentum": 0.9}},
-                   {"label": "esgd", "kind": "entropy-sgd", "lr": 0.5, "options": {"gamma": 1.0, "inner_steps": 5},
-                    "sampler": "sgld", "sampler_options": {"step_size": 0.05, "temperature": 1e-8}}],
-}  # fmt: skip
+    "optimizers": [
+        {"label": "sgd", "kind": "sgd", "lr": 0.1, "options": {"momentum": 0.9}},
+        {
+            "label": "esgd",
+            "kind": "entropy-sgd",
+            "lr": 0.5,
+            "options": {"gamma": 1.0, "inner_steps": 5},
+            "sampler": "sgld",
+            "sampler_options": {"step_size": 0.05, "temperature": 1e-8},
+        },
+    ],
+}
 
 
 def _sweep_toml() -> str:

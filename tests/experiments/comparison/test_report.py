@@ -158,8 +158,10 @@ def test_single_run_report(base_run: Path, tmp_path: Path) -> None:
     assert " ".join(rows[1]).replace(" ± ", "±") == expected
     assert rows[4][8:12] == ["—"] * 4  # smoothing: no efficiency ratio, chains or KSD
     # records without per-replicate squared errors (an older run): no verdict, said so
-    assert "- budget 1000: no per-replicate errors in this run (written before they were kept), so no verdict; " \
+    assert (
+        "- budget 1000: no per-replicate errors in this run (written before they were kept), so no verdict; "
         "lowest MSE `sghmc`" in text
+    )
 
     # Records that did not finish: listed with their error, never in a table.
     assert "- `msgld`, budget 1000: **diverged**: the estimate is not finite at replicate 3" in text

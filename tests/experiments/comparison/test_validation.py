@@ -24,7 +24,8 @@ def test_constructor_problem_puts_the_error_under_the_field_it_names() -> None:
     fields = {"step_size": "estimators[2].hyperparameters.step_size"}
     error = ValueError("step_size must be in (0, inf), got -0.1")
     assert constructor_problem("estimators[2]", error, fields) == (
-        "estimators[2].hyperparameters.step_size: step_size must be in (0, inf), got -0.1")  # fmt: skip
+        "estimators[2].hyperparameters.step_size: step_size must be in (0, inf), got -0.1"
+    )
     assert constructor_problem("estimators[2]", ValueError("bad thing"), fields) == "estimators[2]: bad thing"
     assert constructor_problem("x", ValueError(""), fields) == "x: "
 
@@ -40,11 +41,15 @@ def test_every_estimator_is_built_at_every_gamma_temperature_and_budget(monkeypa
 
         monkeypatch.setattr(plan_module, name, spy)
     data = {
-        "problem": {"kind": "quadratic", "dim": 2}, "gamma": [0.5, 1.0], "temperature": [0.1, 0.2],
+        "problem": {"kind": "quadratic", "dim": 2},
+        "gamma": [0.5, 1.0],
+        "temperature": [0.1, 0.2],
         "points": {"count": 3},
-        "estimators": [{"label": "le", "sampler": "sgld", "step_size_fraction": 0.5, "budgets": [16, 32]},
-                       {"label": "sm", "kind": "smoothing", "budgets": [8]}],
-    }  # fmt: skip
+        "estimators": [
+            {"label": "le", "sampler": "sgld", "step_size_fraction": 0.5, "budgets": [16, 32]},
+            {"label": "sm", "kind": "smoothing", "budgets": [8]},
+        ],
+    }
     tasks = plan_of(data)
     assert len(tasks) == 3 * 2 * 2 * (2 + 1)
     # each (estimator, gamma, temperature, budget) once, whatever the number of points
@@ -52,10 +57,13 @@ def test_every_estimator_is_built_at_every_gamma_temperature_and_budget(monkeypa
 
 
 def test_a_bad_hyperparameter_is_refused_under_its_field() -> None:
-    data = {"problem": {"kind": "quadratic", "dim": 2},
-            "estimators": [{"sampler": "sgld", "step_size_fraction": 0.5, "budgets": [16]},
-                           {"sampler": "sghmc", "hyperparameters": {"step_size": 0.01, "friction": -1.0},
-                            "budgets": [16, 32]}]}  # fmt: skip
+    data = {
+        "problem": {"kind": "quadratic", "dim": 2},
+        "estimators": [
+            {"sampler": "sgld", "step_size_fraction": 0.5, "budgets": [16]},
+            {"sampler": "sghmc", "hyperparameters": {"step_size": 0.01, "friction": -1.0}, "budgets": [16, 32]},
+        ],
+    }
     with pytest.raises(ConfigError) as info:
         plan_of(data)
     (problem,) = info.value.problems  # once, though two budgets would build it
@@ -64,8 +72,14 @@ def test_a_bad_hyperparameter_is_refused_under_its_field() -> None:
 
 def test_an_optimizer_error_names_the_field() -> None:
     # built unchecked (model_construct): the config's own checks would refuse these before check_optimizer runs
-    spec = OptimizerConfig.model_construct(label="e", kind="entropy-sgd", lr=0.1, options={"gamma": 1.0},
-                                           sampler="sgld", sampler_options={"step_size": -0.1})
+    spec = OptimizerConfig.model_construct(
+        label="e",
+        kind="entropy-sgd",
+        lr=0.1,
+        options={"gamma": 1.0},
+        sampler="sgld",
+        sampler_options={"step_size": -0.1},
+    )
     loc, reason = check_optimizer(spec)
     assert loc == ("sampler_options", "step_size") and reason.startswith("step_size ")
     spec = OptimizerConfig.model_construct(label="s", kind="sgd", lr=0.1, options={"momentum": 2.0})

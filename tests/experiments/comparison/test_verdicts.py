@@ -160,15 +160,22 @@ def test_a_label_naming_another_sampler_exits_2(tmp_path: Path, capsys: pytest.C
 
 
 def test_default_labels_from_the_sampler_and_what_sets_them_apart():
-    data = {"problem": {"kind": "quadratic", "dim": 2}, "estimators": [
-        {"sampler": "sgld", "step_size_fraction": 0.5, "budgets": [16]},
-        {"sampler": "sgld", "step_size_fraction": 0.1, "budgets": [16]},
-        {"kind": "smoothing", "order": 0, "budgets": [16]},
-        {"preset": "paper", "noise_scale": 0.1, "hyperparameters": {"step_size": 0.1}, "budgets": [16]},
-    ]}  # fmt: skip
+    data = {
+        "problem": {"kind": "quadratic", "dim": 2},
+        "estimators": [
+            {"sampler": "sgld", "step_size_fraction": 0.5, "budgets": [16]},
+            {"sampler": "sgld", "step_size_fraction": 0.1, "budgets": [16]},
+            {"kind": "smoothing", "order": 0, "budgets": [16]},
+            {"preset": "paper", "noise_scale": 0.1, "hyperparameters": {"step_size": 0.1}, "budgets": [16]},
+        ],
+    }
     labels = [e.label for e in parse_config(data).estimators]
-    assert labels == ["sgld (step_size_fraction=0.5)", "sgld (step_size_fraction=0.1)", "smoothing order 0",
-                      "preset paper"]  # fmt: skip
+    assert labels == [
+        "sgld (step_size_fraction=0.5)",
+        "sgld (step_size_fraction=0.1)",
+        "smoothing order 0",
+        "preset paper",
+    ]
     data["estimators"][2]["label"] = "sghmc-like"  # names no sampler as a word: honest
     parse_config(data)
     data["estimators"][2]["label"] = "mala check"

@@ -32,8 +32,12 @@ from localentropy.experiments.reproduce.claims import (
 )
 
 
-@given(st.lists(st.integers(0, TUNING_SEED_OFFSET - 1), min_size=1, max_size=50), st.integers(1, 500),
-       st.integers(0, MAX_FRESH_ROUNDS - 1), st.integers(0, MAX_FRESH_ROUNDS - 1))  # fmt: skip
+@given(
+    st.lists(st.integers(0, TUNING_SEED_OFFSET - 1), min_size=1, max_size=50),
+    st.integers(1, 500),
+    st.integers(0, MAX_FRESH_ROUNDS - 1),
+    st.integers(0, MAX_FRESH_ROUNDS - 1),
+)
 def test_fresh_seeds_never_meet_evaluation_tuning_or_another_round(evaluation, k, round_a, round_b) -> None:
     fresh = fresh_seeds(k, round_a)
     assert len(set(fresh)) == k
@@ -45,8 +49,11 @@ def test_fresh_seeds_never_meet_evaluation_tuning_or_another_round(evaluation, k
 
 def test_colliding_or_bad_fresh_seeds_are_refused_by_name() -> None:
     fresh = fresh_seeds(20)
-    with pytest.raises(ConfigError, match=r"grid\.seed: the fresh seeds 2000000\.\.2000019 include the evaluation "
-                                          r"seed\(s\) 2000003"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"grid\.seed: the fresh seeds 2000000\.\.2000019 include the evaluation "
+        r"seed\(s\) 2000003",
+    ):
         check_disjoint(fresh, [0, 2_000_003], "grid.seed")
     with pytest.raises(ConfigError, match=r"tuning seed\(s\) 2000001"):  # evaluation 1_000_001 tunes on 2_000_001
         check_disjoint(fresh, [1_000_001], "grid.seed")

@@ -44,18 +44,29 @@ def test_paired_and_over_seeds_agree_with_the_module():
 
 
 def _record(estimator: str, budget: int, errors: list[float] | None) -> dict:
-    metrics = {"mse": sum(errors or [1.0]) / len(errors or [1.0]), "mse_mcse": 0.1, "truth_norm": 1.0,
-               "relative_mse": 1.0, "grad_evals": budget}  # fmt: skip
+    metrics = {
+        "mse": sum(errors or [1.0]) / len(errors or [1.0]),
+        "mse_mcse": 0.1,
+        "truth_norm": 1.0,
+        "relative_mse": 1.0,
+        "grad_evals": budget,
+    }
     if errors is not None:
         metrics["squared_errors"] = errors
-    return {"key": {"estimator": estimator, "point": 0, "gamma": 1.0, "temperature": 0.1, "budget": budget},
-            "status": "ok", "metrics": metrics}  # fmt: skip
+    return {
+        "key": {"estimator": estimator, "point": 0, "gamma": 1.0, "temperature": 0.1, "budget": budget},
+        "status": "ok",
+        "metrics": metrics,
+    }
 
 
 def test_shootout_verdicts_say_tied():
     base = [1.0, 2.0, 3.0, 4.0, 5.0]
-    records = [_record("sgld", 400, base), _record("copy", 400, list(base)),
-               _record("worse", 400, [x + 10 for x in base])]  # fmt: skip
+    records = [
+        _record("sgld", 400, base),
+        _record("copy", 400, list(base)),
+        _record("worse", 400, [x + 10 for x in base]),
+    ]
     ((budget, text),) = _verdicts({"records": records}, [400])
     assert budget == 400 and text.startswith(("tied: `copy`, `sgld`", "tied: `sgld`, `copy`"))
     cell = {(r["key"]["estimator"], 400): r for r in records}
@@ -66,9 +77,18 @@ def test_shootout_verdicts_say_tied():
 
 def test_smoothing_wins_need_a_verdict_and_a_truth_away_from_zero():
     def flat(estimator, errors, truth_norm=1.0, near=False):
-        return {"temperature": 0.1, "point": "p", "budget": 8, "estimator": estimator, "relative_mse": 1.0,
-                "mse": 1.0, "variance": 1.0, "truth_norm": truth_norm, "truth_near_zero": near,
-                "squared_errors": errors}  # fmt: skip
+        return {
+            "temperature": 0.1,
+            "point": "p",
+            "budget": 8,
+            "estimator": estimator,
+            "relative_mse": 1.0,
+            "mse": 1.0,
+            "variance": 1.0,
+            "truth_norm": truth_norm,
+            "truth_near_zero": near,
+            "squared_errors": errors,
+        }
 
     same = [1.0, 2.0, 3.0]
     assert _winner_counts([flat("a", same), flat("b", list(same))]) == {TIED: 1}

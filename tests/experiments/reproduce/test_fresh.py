@@ -32,16 +32,25 @@ def test_fresh_configs_replace_the_seeds_of_a_sweep_and_the_replicates_of_a_run(
     fresh, record = fresh_config(sweep, data, 20)
     assert fresh["grid"]["seed"] == list(range(FRESH_SEED_OFFSET, FRESH_SEED_OFFSET + 20))
     assert data["grid"]["seed"] == [0, 1, 2, 3, 4]  # the original is left alone
-    assert record == {"k": 20, "round": 0, "offset": FRESH_SEED_OFFSET, "seeds": fresh["grid"]["seed"],
-                      "evaluation_seeds": [0, 1, 2, 3, 4], "unit": "seed"}  # fmt: skip
+    assert record == {
+        "k": 20,
+        "round": 0,
+        "offset": FRESH_SEED_OFFSET,
+        "seeds": fresh["grid"]["seed"],
+        "evaluation_seeds": [0, 1, 2, 3, 4],
+        "unit": "seed",
+    }
     assert fresh_config(sweep, data, 3, round_=2)[0]["grid"]["seed"][0] == FRESH_SEED_OFFSET + 200_000
     (run,) = select_steps("shootout")
     fresh, record = fresh_config(run, read_toml(CONFIGS / str(run.config)), 4)
     assert (fresh["first_replicate"], fresh["replicates"], record["unit"]) == (FRESH_SEED_OFFSET, 4, "replicate")
     assert record["evaluation_seeds"] == list(range(10))
     assert parse_config(fresh).first_replicate == FRESH_SEED_OFFSET
-    with pytest.raises(ConfigError, match=r"step overhead_training \(sweep_overhead.toml, grid.seed\): the fresh "
-                                          r"seeds .* include the evaluation seed\(s\) 2000004"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"step overhead_training \(sweep_overhead.toml, grid.seed\): the fresh "
+        r"seeds .* include the evaluation seed\(s\) 2000004",
+    ):
         fresh_config(sweep, {**data, "grid": {**data["grid"], "seed": [0, 2_000_004]}}, 20)
     (targets,) = select_steps("smoothing_targets")
     with pytest.raises(ConfigError, match="computation, not a run or sweep"):
@@ -80,8 +89,9 @@ def _read_claims(step_dir: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(("shift", "consistent"), [(0.0, True), (-2.0, False)])
-def test_fresh_seeds_run_beside_the_original_and_each_claim_is_judged(tmp_path: Path, monkeypatch, shift: float,
-                                                                      consistent: bool) -> None:  # fmt: skip
+def test_fresh_seeds_run_beside_the_original_and_each_claim_is_judged(
+    tmp_path: Path, monkeypatch, shift: float, consistent: bool
+) -> None:
     monkeypatch.setattr(replication, "STEP_CLAIMS", {"overhead_training": _read_claims})
     calls: list[tuple[str, list[int]]] = []
     out = tmp_path / "r"
@@ -99,8 +109,9 @@ def test_fresh_seeds_run_beside_the_original_and_each_claim_is_judged(tmp_path: 
     text = (out / "fresh" / "replication.md").read_text()
     assert ("| consistent (Welch t = " if consistent else "| inconsistent (Welch t = ") in text
     assert "replication on 6 fresh seeds: overhead_training: " in (tmp_path / "log").read_text()
-    body, summary = replication.with_replication(["## Overhead"], "**Overhead.** ...", "overhead", {
-        "overhead_training": record})  # fmt: skip
+    body, summary = replication.with_replication(
+        ["## Overhead"], "**Overhead.** ...", "overhead", {"overhead_training": record}
+    )
     assert any("Replicated on 6 fresh seeds" in line for line in body) and "Replication: " in summary
     assert f"`overhead_training` on 6 fresh seeds: {int(consistent)} of 1 claims consistent between" in summary
 
@@ -109,12 +120,14 @@ def test_quick_caps_the_fresh_seeds_and_steps_without_claims_are_refused(tmp_pat
     monkeypatch.setattr(replication, "STEP_CLAIMS", {"overhead_training": _read_claims})
     calls: list[tuple[str, list[int]]] = []
     with open(tmp_path / "log", "w") as log:
-        reproduce.reproduce(quick=True, out=tmp_path / "q", fresh_seeds=50, runner=_fake_runner(calls, 0.0),
-                            progress=log)  # fmt: skip
+        reproduce.reproduce(
+            quick=True, out=tmp_path / "q", fresh_seeds=50, runner=_fake_runner(calls, 0.0), progress=log
+        )
     assert calls[0][1] == list(range(reproduce.QUICK["overhead_training"]["seeds"]))
     assert len(calls[1][1]) == QUICK_FRESH_CAP
-    with pytest.raises(ConfigError, match="step\\(s\\) cost state no claims to replicate; steps with claims: "
-                                          "overhead_training"):  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="step\\(s\\) cost state no claims to replicate; steps with claims: overhead_training"
+    ):
         reproduce.reproduce(out=tmp_path / "c", fresh_seeds=3, steps="cost", runner=_fake_runner(calls, 0.0))
 
 
@@ -126,8 +139,17 @@ def test_cli_refuses_a_bad_count_or_colliding_seeds_with_exit_2(tmp_path: Path, 
     shutil.copytree(CONFIGS, configs)
     edited = (configs / "sweep_overhead.toml").read_text().replace("seed = [0, 1, 2, 3, 4]", "seed = [0, 2000001]")
     (configs / "sweep_overhead.toml").write_text(edited)
-    argv = ["reproduce", "--fresh-seeds", "20", "--steps", "overhead_training", "--configs", str(configs),
-            "--out", str(tmp_path / "r")]  # fmt: skip
+    argv = [
+        "reproduce",
+        "--fresh-seeds",
+        "20",
+        "--steps",
+        "overhead_training",
+        "--configs",
+        str(configs),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "grid.seed): the fresh seeds 2000000..2000019 include the evaluation seed(s) 2000001" in err

@@ -94,8 +94,11 @@ def test_mean_sd_and_pm() -> None:
 
 
 def test_first_reach() -> None:
-    curve = [{"test_error": 0.9, "effective_epochs": 0.0}, {"test_error": 0.05, "effective_epochs": 20.0},
-             {"test_error": 0.04, "effective_epochs": 40.0}]  # fmt: skip
+    curve = [
+        {"test_error": 0.9, "effective_epochs": 0.0},
+        {"test_error": 0.05, "effective_epochs": 20.0},
+        {"test_error": 0.04, "effective_epochs": 40.0},
+    ]
     assert findings.first_reach(curve, 0.05, "effective_epochs") == 20.0
     assert findings.first_reach(curve, 0.01, "effective_epochs") is None
 
@@ -118,14 +121,16 @@ def test_quick_changes_only_the_sizes() -> None:
             sizes = ("trials", "replicates", "seeds")
             assert all(q["config"]["tuning"].get(k, 0) <= f["config"]["tuning"].get(k, 0) for k in sizes)
             assert {k: v for k, v in f["config"]["tuning"].items() if k not in sizes} == {
-                k: v for k, v in q["config"]["tuning"].items() if k not in sizes}  # fmt: skip
+                k: v for k, v in q["config"]["tuning"].items() if k not in sizes
+            }
         if f["kind"] == "sweep":
             assert len(q["config"]["grid"]["seed"]) <= min(3, len(f["config"]["grid"]["seed"]))
             rest_f = {k: v for k, v in f["config"].items() if k not in ("grid", "set", "tuning")}
             rest_q = {k: v for k, v in q["config"].items() if k not in ("grid", "set", "tuning")}
             assert rest_f == rest_q
             assert {k: v for k, v in f["config"]["grid"].items() if k != "seed"} == {
-                k: v for k, v in q["config"]["grid"].items() if k != "seed"}  # fmt: skip
+                k: v for k, v in q["config"]["grid"].items() if k != "seed"
+            }
         if f["kind"] == "run":  # the tuning's sizes aside (above)
             assert q["config"]["replicates"] <= f["config"]["replicates"]
             assert q["config"]["problem"] == f["config"]["problem"]
@@ -180,16 +185,30 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> None:
     root, doc = tiny_run
     text = doc.read_text()
-    for heading in ("## Q1. Cost", "## Q2. Exponentiated versus direct smoothing", "## Q3. Other MCMC",
-                    "## Sensitivity", "## Cutting the overhead", "## Recurrent networks",
-                    "## P1. Parle at scale", "## Summary"):  # fmt: skip
+    for heading in (
+        "## Q1. Cost",
+        "## Q2. Exponentiated versus direct smoothing",
+        "## Q3. Other MCMC",
+        "## Sensitivity",
+        "## Cutting the overhead",
+        "## Recurrent networks",
+        "## P1. Parle at scale",
+        "## Summary",
+    ):
         assert heading in text
     assert "QUICK run" in text
     assert text.count("**What the evidence supports.**") == 6
     assert text.count("**What it does not support.**") == 6
     figures = doc.parent / "findings"
-    for name in ("targets.png", "cost_curves.png", "sensitivity.png", "recurrent_char.png", "recurrent_row.png",
-                 "scale.png", "findings.json"):
+    for name in (
+        "targets.png",
+        "cost_curves.png",
+        "sensitivity.png",
+        "recurrent_char.png",
+        "recurrent_row.png",
+        "scale.png",
+        "findings.json",
+    ):
         assert (figures / name).is_file(), name
     for link in [part.split(")")[0] for part in text.split("](")[1:]]:
         assert (doc.parent / link).is_file(), link
@@ -205,8 +224,17 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
     claims = numbers["numbers"]["claims"]
     assert set(claims) == set(STEP_CLAIMS)  # every run and sweep step
     # the paired differences exist on any 2 seeds (verdicts may be empty: a near-zero truth, no best set)
-    for step in ("cost", "flatness", "samplers_training", "sensitivity", "scoping", "overhead_training",
-                 "recurrent_char", "recurrent_row", "scale"):  # fmt: skip
+    for step in (
+        "cost",
+        "flatness",
+        "samplers_training",
+        "sensitivity",
+        "scoping",
+        "overhead_training",
+        "recurrent_char",
+        "recurrent_row",
+        "scale",
+    ):
         assert claims[step] and all(c["kind"] == "difference" for c in claims[step][-1:]), step
     assert numbers["numbers"]["replication"] == {} and "### Replication on fresh seeds" in text
     assert numbers["meta"]["mode"] == "quick"
@@ -278,8 +306,15 @@ def test_steps_are_registered_with_their_section_and_a_subset_runs(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"unknown step\(s\) 'nope'; allowed: shootout, "):
         registry.select_steps("nope")
     with pytest.raises(ValueError, match="already registered"):
-        registry.register_step("shootout", kind="run", config="shootout.toml", question="Q3", section="samplers",
-                               full_minutes=1, quick_minutes=1)  # fmt: skip
+        registry.register_step(
+            "shootout",
+            kind="run",
+            config="shootout.toml",
+            question="Q3",
+            section="samplers",
+            full_minutes=1,
+            quick_minutes=1,
+        )
     calls: list[str] = []
 
     def runner(step, config, configs, out, workers, progress):
@@ -288,8 +323,9 @@ def test_steps_are_registered_with_their_section_and_a_subset_runs(tmp_path: Pat
         return "fresh"
 
     with open(tmp_path / "log", "w") as log:
-        doc, mode = reproduce.reproduce(quick=True, out=tmp_path / "r", doc=tmp_path / "d.md", steps="cost,shootout",
-                                        runner=runner, progress=log)  # fmt: skip
+        doc, mode = reproduce.reproduce(
+            quick=True, out=tmp_path / "r", doc=tmp_path / "d.md", steps="cost,shootout", runner=runner, progress=log
+        )
     assert calls == ["shootout", "cost"] and doc is None and mode == "quick"
     assert "findings not written" in (tmp_path / "log").read_text() and not (tmp_path / "d.md").exists()
 
@@ -322,8 +358,15 @@ def test_fresh_replicates_are_compared_beside_the_claims(tiny_run: tuple[Path, P
     patch.setattr(reproduce, "QUICK", TINY)
     try:
         with open(root / "log3.txt", "w") as log:
-            reproduce.reproduce(quick=True, out=root / "runs", doc=doc, workers=1, progress=log, fresh_seeds=2,
-                                steps="shootout,smoothing_quadratic,scoping")  # fmt: skip
+            reproduce.reproduce(
+                quick=True,
+                out=root / "runs",
+                doc=doc,
+                workers=1,
+                progress=log,
+                fresh_seeds=2,
+                steps="shootout,smoothing_quadratic,scoping",
+            )
     finally:
         patch.undo()
     results = json.loads((root / "runs" / "fresh" / "shootout" / "results.json").read_text())

@@ -18,9 +18,18 @@ from localentropy.experiments.reproduce.steps import SECTIONS, registered_steps
 from localentropy.experiments.training.scaling import LINKS, ring_allreduce_seconds
 
 PARAMETERS = 1000
-COMPUTE = {"model": "small-mnistfc", "input_shape": [1, 28, 28], "repeats": 3, "threads": 1, "nproc": 2,
-           "parameters": PARAMETERS, "batch_size": 100, "gradient": 0.01, "sgd_update": 0.001,
-           "entropy_update": 0.002}  # fmt: skip
+COMPUTE = {
+    "model": "small-mnistfc",
+    "input_shape": [1, 28, 28],
+    "repeats": 3,
+    "threads": 1,
+    "nproc": 2,
+    "parameters": PARAMETERS,
+    "batch_size": 100,
+    "gradient": 0.01,
+    "sgd_update": 0.001,
+    "entropy_update": 0.002,
+}
 ERRORS = {"sgd-ddp": [0.10, 0.12, 0.11], "entropy-sgd-ddp": [0.13, 0.15, 0.14], "parle": [0.12, 0.13, 0.125]}
 INNER = 5
 
@@ -29,20 +38,40 @@ def _record(label: str, seed: int) -> dict:
     error = ERRORS[label][seed]
     passes = 50
     calls = passes if label != PARLE else passes // INNER + 1
-    rows = [{"epoch": e, "seconds": 0.1 * e, "test_error": error + 0.1 * (2 - e), "effective_epochs": e,
-             "grad_evals": 25 * e, "bytes_communicated": calls * 4 * PARAMETERS * e // 2}
-            for e in range(3)]  # fmt: skip
+    rows = [
+        {
+            "epoch": e,
+            "seconds": 0.1 * e,
+            "test_error": error + 0.1 * (2 - e),
+            "effective_epochs": e,
+            "grad_evals": 25 * e,
+            "bytes_communicated": calls * 4 * PARAMETERS * e // 2,
+        }
+        for e in range(3)
+    ]
     final = {"test_error": error, "effective_epochs": 2.0, "seconds": 0.2 + 0.01 * seed, "grad_evals": passes}
-    return {"label": label, "kind": label, "status": "ok", "world_size": 2, "rows": rows, "final": final,
-            "bytes_communicated": calls * 4 * PARAMETERS, "collective_calls": calls}  # fmt: skip
+    return {
+        "label": label,
+        "kind": label,
+        "status": "ok",
+        "world_size": 2,
+        "rows": rows,
+        "final": final,
+        "bytes_communicated": calls * 4 * PARAMETERS,
+        "collective_calls": calls,
+    }
 
 
 def fake_step(out: Path) -> Path:
     """A finished `scale` sweep of 3 seeds and a `scale_compute` measurement, as the steps write them."""
-    base = {"batch_size": 100, "optimizers": [{"label": "sgd-ddp", "kind": "sgd"},
-                                              {"label": "entropy-sgd-ddp", "kind": "entropy-sgd"},
-                                              {"label": "parle", "kind": "parle",
-                                               "options": {"inner_steps": INNER}}]}  # fmt: skip
+    base = {
+        "batch_size": 100,
+        "optimizers": [
+            {"label": "sgd-ddp", "kind": "sgd"},
+            {"label": "entropy-sgd-ddp", "kind": "entropy-sgd"},
+            {"label": "parle", "kind": "parle", "options": {"inner_steps": INNER}},
+        ],
+    }
     runs = []
     for seed in range(3):
         records = [_record(label, seed) for label in LABELS]
@@ -50,8 +79,16 @@ def fake_step(out: Path) -> Path:
         run_dir.mkdir(parents=True)
         (run_dir / "results.json").write_text(json.dumps({"data": {"sizes": {"train": 1000}}, "records": records}))
         summary = [{k: r[k] for k in ("label", "kind", "status", "final")} | {"curve": r["rows"]} for r in records]
-        runs.append({"id": f"seed-{seed}", "dir": f"runs/seed-{seed}", "overrides": {"seed": seed},
-                     "touched": {"seed": None}, "status": "ok", "records": summary})  # fmt: skip
+        runs.append(
+            {
+                "id": f"seed-{seed}",
+                "dir": f"runs/seed-{seed}",
+                "overrides": {"seed": seed},
+                "touched": {"seed": None},
+                "status": "ok",
+                "records": summary,
+            }
+        )
     results = {"config": {"base": base, "nproc": 2}, "axes": [{"key": "seed", "values": [0, 1, 2]}], "runs": runs}
     (out / "scale" / "results.json").write_text(json.dumps(results))
     (out / "scale_compute").mkdir()

@@ -22,10 +22,29 @@ from localentropy.samplers import available_samplers
 BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"
 # Every section at tiny sizes, every repeat kept (the test must not depend on a quiet machine).
 TINY_RUN_ALL = [
-    "--quick", "--full-inner", "--hidden", "8", "--batch", "4", "--threads", "1", "--warmup", "0",
-    "--entropy-repeats", "1", "--sampler-repeats", "1", "--estimator-repeats", "1", "--estimator-dim", "3",
-    "--estimator-steps", "2", "--max-other-cores", "-1",
-]  # fmt: skip
+    "--quick",
+    "--full-inner",
+    "--hidden",
+    "8",
+    "--batch",
+    "4",
+    "--threads",
+    "1",
+    "--warmup",
+    "0",
+    "--entropy-repeats",
+    "1",
+    "--sampler-repeats",
+    "1",
+    "--estimator-repeats",
+    "1",
+    "--estimator-dim",
+    "3",
+    "--estimator-steps",
+    "2",
+    "--max-other-cores",
+    "-1",
+]
 
 
 def test_bench_samplers_wrapper_runs_and_reports_every_row(
@@ -58,8 +77,9 @@ def test_bench_samplers_wrapper_runs_and_reports_every_row(
 
 def test_samplers_main_returns_what_it_writes(tmp_path: Path) -> None:
     out = tmp_path / "samplers.json"
-    report = samplers.main(["--hidden", "8", "--batch", "4", "--repeats", "1", "--warmup", "0", "--threads", "1",
-                            "--json", str(out)])  # fmt: skip
+    report = samplers.main(
+        ["--hidden", "8", "--batch", "4", "--repeats", "1", "--warmup", "0", "--threads", "1", "--json", str(out)]
+    )
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(report["rows"]))
 
 

@@ -27,16 +27,26 @@ from localentropy.experiments.sweeps.runner import (
 pytest.importorskip("sklearn")
 
 BASE = {
-    "seed": 0, "threads": 1, "batch_size": 128, "effective_epochs": 2, "eval_batch_size": 2000,
+    "seed": 0,
+    "threads": 1,
+    "batch_size": 128,
+    "effective_epochs": 2,
+    "eval_batch_size": 2000,
     "data": {"source": "digits", "validation_fraction": 0.1},
     "model": {"name": "mlp", "options": {"hidden": [16]}},
     "flatness": {"measures": []},
     "optimizers": [
         {"label": "sgd", "kind": "sgd", "lr": 0.1, "options": {"momentum": 0.9}},
-        {"label": "esgd", "kind": "entropy-sgd", "lr": 0.5, "options": {"gamma": 1.0, "inner_steps": 2},
-         "sampler": "sgld", "sampler_options": {"step_size": 0.1, "temperature": 1e-8}},
+        {
+            "label": "esgd",
+            "kind": "entropy-sgd",
+            "lr": 0.5,
+            "options": {"gamma": 1.0, "inner_steps": 2},
+            "sampler": "sgld",
+            "sampler_options": {"step_size": 0.1, "temperature": 1e-8},
+        },
     ],
-}  # fmt: skip
+}
 
 
 def sweep(grid=None, runs=None, base=None, **top) -> dict:
@@ -64,8 +74,7 @@ def finals(results: dict) -> dict[str, float]:
 def test_parse_path():
     assert parse_path("seed") == ("seed",)
     assert parse_path("optimizers[0].options.gamma") == ("optimizers", 0, "options", "gamma")
-    assert parse_path("optimizers[*].sampler_options.step_size") == ("optimizers", STAR, "sampler_options",
-                                                                     "step_size")  # fmt: skip
+    assert parse_path("optimizers[*].sampler_options.step_size") == ("optimizers", STAR, "sampler_options", "step_size")
     assert parse_path('optimizers["entropy-sgd (sgld)"].lr') == ("optimizers", ("entropy-sgd (sgld)",), "lr")
     assert parse_path("model.options.hidden[1]") == ("model", "options", "hidden", 1)
     for bad in ("", ".seed", "seed.", "optimizers[x].lr", "optimizers[0]lr", "[0]", "a..b", "a b"):
@@ -77,9 +86,17 @@ def test_grid_expansion_order_ids_and_overrides():
     config = parse_sweep_config(sweep({"optimizer": ["sgd", "esgd"], "gamma": [0.1, 1.0], "seed": [0, 1, 2]}))
     ids = [r.id for r in config.runs]
     # gamma does not apply to SGD: its runs are not repeated per gamma (2 x 3 + 3 runs, not 12)
-    assert ids == ["sgd_seed-0", "sgd_seed-1", "sgd_seed-2",
-                   "esgd_gamma-0.1_seed-0", "esgd_gamma-0.1_seed-1", "esgd_gamma-0.1_seed-2",
-                   "esgd_gamma-1_seed-0", "esgd_gamma-1_seed-1", "esgd_gamma-1_seed-2"]  # fmt: skip
+    assert ids == [
+        "sgd_seed-0",
+        "sgd_seed-1",
+        "sgd_seed-2",
+        "esgd_gamma-0.1_seed-0",
+        "esgd_gamma-0.1_seed-1",
+        "esgd_gamma-0.1_seed-2",
+        "esgd_gamma-1_seed-0",
+        "esgd_gamma-1_seed-1",
+        "esgd_gamma-1_seed-2",
+    ]
     run = config.runs[4]
     assert run.overrides == {"optimizer": "esgd", "gamma": 0.1, "seed": 1}
     assert run.touched == {"optimizer": ["esgd"], "gamma": ["esgd"], "seed": None}
@@ -94,15 +111,23 @@ def test_explicit_paths_lists_of_runs_and_nested_toml_keys():
     data = sweep(
         grid={"optimizers[1].sampler_options.step_size": [0.05, 0.2], "model": {"options": {"dropout": [0.0, 0.1]}}},
         runs=[{"optimizers[1].options.inner_steps": 2}, {"optimizers[1].options.inner_steps": 4, "seed": 7}],
-    )  # fmt: skip
+    )
     config = parse_sweep_config(data)
     assert len(config.runs) == 2 * 2 * 2
     keys = [a.key for a in config.axes]
-    assert keys == ["optimizers[1].sampler_options.step_size", "model.options.dropout",
-                    "optimizers[1].options.inner_steps", "seed"]  # fmt: skip
+    assert keys == [
+        "optimizers[1].sampler_options.step_size",
+        "model.options.dropout",
+        "optimizers[1].options.inner_steps",
+        "seed",
+    ]
     last = config.runs[-1]
-    assert last.overrides == {"optimizers[1].sampler_options.step_size": 0.2, "model.options.dropout": 0.1,
-                              "optimizers[1].options.inner_steps": 4, "seed": 7}  # fmt: skip
+    assert last.overrides == {
+        "optimizers[1].sampler_options.step_size": 0.2,
+        "model.options.dropout": 0.1,
+        "optimizers[1].options.inner_steps": 4,
+        "seed": 7,
+    }
     assert last.config["model"]["options"] == {"hidden": [16], "dropout": 0.1}
     assert last.config["optimizers"][1]["sampler_options"]["step_size"] == 0.2
     assert last.config["optimizers"][0] == BASE["optimizers"][0]  # SGD keeps its settings and stays in the run
@@ -137,26 +162,38 @@ def test_long_run_ids_are_cut_and_hashed():
 
 
 def test_every_problem_is_listed_at_once():
-    data = sweep({
-        "optimizers[0].options.gama": [0.1],             # unknown option (from the training config parser)
-        "nonexistent.x": [1],                           # unknown top-level field
-        "optimizers[5].lr": [0.1],                      # no such optimizer
-        "optimizers[*].options.rho": [0.05],            # a wildcard no optimizer takes (no SAM here)
-        'optimizers["adam"].lr': [0.1],                 # no such label
-        "optimizer": ["sgd", "adam"],                   # a label the base does not have
-        "gamma": [-1.0, 1.0],                           # a bad value: found by parsing every run
-        "seed": 3,                                      # not a list
-        "batch_size": [],                               # empty
-        "name": ["a"],                                  # not sweepable
-        "optimizers[0]..lr": [1],                       # not a path
-        "data.source.x": [1],                           # below a value that is not a table
-    }, unknown_field=1)  # fmt: skip
+    data = sweep(
+        {
+            "optimizers[0].options.gama": [0.1],  # unknown option (from the training config parser)
+            "nonexistent.x": [1],  # unknown top-level field
+            "optimizers[5].lr": [0.1],  # no such optimizer
+            "optimizers[*].options.rho": [0.05],  # a wildcard no optimizer takes (no SAM here)
+            'optimizers["adam"].lr': [0.1],  # no such label
+            "optimizer": ["sgd", "adam"],  # a label the base does not have
+            "gamma": [-1.0, 1.0],  # a bad value: found by parsing every run
+            "seed": 3,  # not a list
+            "batch_size": [],  # empty
+            "name": ["a"],  # not sweepable
+            "optimizers[0]..lr": [1],  # not a path
+            "data.source.x": [1],  # below a value that is not a table
+        },
+        unknown_field=1,
+    )
     found = problems(data)
     text = "\n".join(found)
-    expected = ["unknown_field: unknown field", "nonexistent.x", "no optimizer 5",
-                "no optimizer of the base config takes options.rho", "no optimizer labelled 'adam'",
-                "grid.optimizer[1]", "grid.seed", "grid.batch_size", "'name' cannot be swept", "not a dotted path",
-                "data.source is 'digits', not a table"]  # fmt: skip
+    expected = [
+        "unknown_field: unknown field",
+        "nonexistent.x",
+        "no optimizer 5",
+        "no optimizer of the base config takes options.rho",
+        "no optimizer labelled 'adam'",
+        "grid.optimizer[1]",
+        "grid.seed",
+        "grid.batch_size",
+        "'name' cannot be swept",
+        "not a dotted path",
+        "data.source is 'digits', not a table",
+    ]
     for piece in expected:
         assert piece in text, piece
     assert len(found) == len(expected)  # path problems first: the runs are parsed only when every path is good
@@ -173,8 +210,9 @@ def test_base_file_problems_and_runs_conflicts(tmp_path):
     assert any("runs[1]" in p and "a table" in p for p in found)
     assert any("give a [grid]" in p for p in problems(sweep()))
     assert any("name" in p for p in problems(sweep({"seed": [0]}, name="../x")))
-    (tmp_path / "train.toml").write_text("seed = 0\n[data]\nsource = 'digits'\n[model]\nname = 'mlp'\n"
-                                         "[[optimizers]]\nkind = 'sgd'\nlr = 0.1\n")  # fmt: skip
+    (tmp_path / "train.toml").write_text(
+        "seed = 0\n[data]\nsource = 'digits'\n[model]\nname = 'mlp'\n[[optimizers]]\nkind = 'sgd'\nlr = 0.1\n"
+    )
     (tmp_path / "sw.toml").write_text('base = "train.toml"\n[grid]\nseed = [0, 1]\n')
     with pytest.raises(ConfigError) as info:  # the base lacks a budget: every run says so, once
         load_sweep_config(tmp_path / "sw.toml")
@@ -192,8 +230,12 @@ def test_shipped_sweep_configs_are_valid():
     from localentropy.experiments.training.config import load_train_config
 
     train = load_train_config(shipped_dir() / "mnist_paper_train.toml")
-    assert train.effective_epochs == 100 and [o.label for o in train.optimizers] == ["entropy-sgd", "adam", "sgd",
-                                                                                     "lpf-sgd"]  # fmt: skip
+    assert train.effective_epochs == 100 and [o.label for o in train.optimizers] == [
+        "entropy-sgd",
+        "adam",
+        "sgd",
+        "lpf-sgd",
+    ]
     assert len(load_sweep_config(shipped_dir() / "mnist_paper.toml").runs) == 12
     assert len(load_sweep_config(shipped_dir() / "sweep_sensitivity.toml").runs) == 27 * 3 + 3
 
@@ -234,8 +276,11 @@ def test_rerun_skips_completed_runs_and_a_failed_run_does_not_stop_the_others(tm
     _, state, results = run_sweep(config, out, executor="inline")
     assert state == "retry"
     assert {r["id"]: (r["status"], r["state"]) for r in results["runs"]} == {
-        "sgd_seed-0": ("ok", "skip"), "sgd_seed-1": ("ok", "skip"), "esgd_seed-0": ("ok", "skip"),
-        "esgd_seed-1": ("ok", "fresh")}  # fmt: skip
+        "sgd_seed-0": ("ok", "skip"),
+        "sgd_seed-1": ("ok", "skip"),
+        "esgd_seed-0": ("ok", "skip"),
+        "esgd_seed-1": ("ok", "fresh"),
+    }
     assert {p: [f.stat().st_mtime_ns for f in sorted(p.rglob("*"))] for p in done} == mtimes
     marker = (out / "COMPLETE").stat().st_mtime_ns
     _, state, again = run_sweep(config, out, executor="inline")  # all complete: skipped, nothing rewritten

@@ -32,15 +32,23 @@ def test_a_bad_nproc_names_the_field(value: object, expected: str) -> None:
 
 
 def test_nproc_refuses_token_streams_as_train_nproc_does() -> None:
-    base = copy.deepcopy(BASE) | {"data": {"source": "markov-text"}, "model": {"name": "char-lstm"},
-                                  "flatness": {"measures": []}}  # fmt: skip
+    base = copy.deepcopy(BASE) | {
+        "data": {"source": "markov-text"},
+        "model": {"name": "char-lstm"},
+        "flatness": {"measures": []},
+    }
     with pytest.raises(ConfigError, match="data-parallel training"):
         parse_sweep_config(sweep(grid={"seed": [0]}, base=base, nproc=2))
 
 
 def test_toml_text_reads_back_equal() -> None:
-    config = copy.deepcopy(BASE) | {"name": "x", "weird key": "a \"quoted\" \\ string", "big": 1e-300,
-                                    "inf": math.inf, "nested": {"list": [[1, 2], {"a": True}]}}  # fmt: skip
+    config = copy.deepcopy(BASE) | {
+        "name": "x",
+        "weird key": 'a "quoted" \\ string',
+        "big": 1e-300,
+        "inf": math.inf,
+        "nested": {"list": [[1, 2], {"a": True}]},
+    }
     import tomllib
 
     assert tomllib.loads(toml_text(config)) == config
@@ -52,8 +60,9 @@ def test_toml_text_reads_back_equal() -> None:
 def test_a_sweep_run_goes_through_the_launcher(tmp_path: Path) -> None:
     base = copy.deepcopy(BASE) | {"data": {"source": "digits", "validation_fraction": 0.1, "train_limit": 256}}
     base["optimizers"] = [BASE["optimizers"][0]]
-    path, _, results = run_sweep(parse_sweep_config(sweep(grid={"seed": [0]}, base=base, nproc=2)), tmp_path / "s",
-                                 workers=2)  # fmt: skip
+    path, _, results = run_sweep(
+        parse_sweep_config(sweep(grid={"seed": [0]}, base=base, nproc=2)), tmp_path / "s", workers=2
+    )
     (run,) = results["runs"]
     assert run["status"] == "ok", run["message"]
     trained = json.loads((path / run["dir"] / "results.json").read_text())

@@ -8,6 +8,7 @@ import tomllib
 
 def toml_text(cfg: dict) -> str:
     """A training config dict as TOML text (checked to read back equal)."""
+
     def value(v):
         if isinstance(v, bool):
             return "true" if v else "false"

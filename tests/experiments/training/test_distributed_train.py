@@ -19,16 +19,26 @@ from tests.experiments.training.helpers import toml_text
 ROOT = Path(__file__).resolve().parents[3]
 HIDDEN = 16
 CONFIG = {
-    "name": "tiny_parallel", "seed": 0, "batch_size": 64, "epochs": 2, "eval_batch_size": 2000,
+    "name": "tiny_parallel",
+    "seed": 0,
+    "batch_size": 64,
+    "epochs": 2,
+    "eval_batch_size": 2000,
     "data": {"source": "digits", "validation_fraction": 0.1, "test_fraction": 0.2, "train_limit": 512},
-    "model": {"name": "mlp", "options": {"hidden": [HIDDEN]}}, "flatness": {"measures": []},
+    "model": {"name": "mlp", "options": {"hidden": [HIDDEN]}},
+    "flatness": {"measures": []},
     "optimizers": [
-        {"label": "entropy-sgd", "kind": "entropy-sgd", "lr": 0.5, "sampler": "sgld",
-         "options": {"gamma": 1.0, "inner_steps": 3, "momentum": 0.9, "nesterov": True},
-         "sampler_options": {"step_size": 0.1, "temperature": 1e-4}},
+        {
+            "label": "entropy-sgd",
+            "kind": "entropy-sgd",
+            "lr": 0.5,
+            "sampler": "sgld",
+            "options": {"gamma": 1.0, "inner_steps": 3, "momentum": 0.9, "nesterov": True},
+            "sampler_options": {"step_size": 0.1, "temperature": 1e-4},
+        },
         {"label": "sgd", "kind": "sgd", "lr": 0.1, "options": {"momentum": 0.9}},
     ],
-}  # fmt: skip
+}
 # Two ranks average the means of 32 examples each; one process takes the mean of 64: float32 rounding only.
 TOLERANCE = 1e-5
 

@@ -24,16 +24,25 @@ ROOT = Path(__file__).resolve().parents[3]
 HIDDEN = 16
 PARAM_BYTES = 4 * (64 * HIDDEN + HIDDEN + HIDDEN * 10 + 10)  # the 64-16-10 MLP in float32
 INNER = 4
-PARLE = {"label": "parle", "kind": "parle", "lr": 0.5,
-         "options": {"gamma": 0.03, "rho": 0.01, "inner_steps": INNER, "momentum": 0.9, "nesterov": True},
-         "sampler_options": {"step_size": 0.1, "temperature": 1e-4}}  # fmt: skip
+PARLE = {
+    "label": "parle",
+    "kind": "parle",
+    "lr": 0.5,
+    "options": {"gamma": 0.03, "rho": 0.01, "inner_steps": INNER, "momentum": 0.9, "nesterov": True},
+    "sampler_options": {"step_size": 0.1, "temperature": 1e-4},
+}
 SGD = {"label": "sgd", "kind": "sgd", "lr": 0.1, "options": {"momentum": 0.9}}
 CONFIG = {
-    "name": "tiny_parle", "seed": 0, "batch_size": 64, "effective_epochs": 8, "eval_batch_size": 2000,
+    "name": "tiny_parle",
+    "seed": 0,
+    "batch_size": 64,
+    "effective_epochs": 8,
+    "eval_batch_size": 2000,
     "data": {"source": "digits", "validation_fraction": 0.1, "test_fraction": 0.2, "train_limit": 512},
-    "model": {"name": "mlp", "options": {"hidden": [HIDDEN]}}, "flatness": {"measures": []},
+    "model": {"name": "mlp", "options": {"hidden": [HIDDEN]}},
+    "flatness": {"measures": []},
     "optimizers": [PARLE, SGD],  # Parle first: the fault below stops a rank in Parle's second epoch
-}  # fmt: skip
+}
 
 
 def _train(config_dir: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -94,15 +103,27 @@ def test_a_killed_replica_stops_the_run_and_the_rerun_resumes_bit_identically(
 
 def test_one_process_parle_is_entropy_sgd_without_noise(tmp_path: Path) -> None:
     """The n = 1 identity from the CLI: x_ref = x, the elastic term vanishes, Parle steps as Entropy-SGD."""
-    shared = {"gamma": 0.03, "inner_steps": INNER, "momentum": 0.9, "nesterov": True, "averaging": 0.75,
-              "outer_scale": "gamma"}  # fmt: skip
+    shared = {
+        "gamma": 0.03,
+        "inner_steps": INNER,
+        "momentum": 0.9,
+        "nesterov": True,
+        "averaging": 0.75,
+        "outer_scale": "gamma",
+    }
     cfg = copy.deepcopy(CONFIG) | {"epochs": 2}
     del cfg["effective_epochs"]
     cfg["optimizers"] = [
         {"label": "parle", "kind": "parle", "lr": 0.5, "options": {**shared, "rho": 0.5, "inner_noise": False}},
-        {"label": "entropy-sgd", "kind": "entropy-sgd", "lr": 0.5, "options": shared, "sampler": "sgld",
-         "sampler_options": {"step_size": 0.1, "temperature": 0.0}},
-    ]  # fmt: skip
+        {
+            "label": "entropy-sgd",
+            "kind": "entropy-sgd",
+            "lr": 0.5,
+            "options": shared,
+            "sampler": "sgld",
+            "sampler_options": {"step_size": 0.1, "temperature": 0.0},
+        },
+    ]
     with open(os.devnull, "w") as quiet:
         path, _ = run_training(parse_train_config(cfg), tmp_path / "run", progress=quiet)
     parle, entropy = json.loads((path / "results.json").read_text())["records"]
@@ -116,13 +137,15 @@ def test_one_process_parle_is_entropy_sgd_without_noise(tmp_path: Path) -> None:
     ("change", "expected"),
     [
         ({"options": {"gamma": 0.03, "rhoo": 1.0}}, "optimizers[0].options.rhoo: unknown for 'parle'; allowed: "),
-        ({"options": {"gamma": 0.03, "reduction": "both"}},
-         "optimizers[0].options.reduction: reduction must be one of 'weights', 'averages_then_weights'"),
+        (
+            {"options": {"gamma": 0.03, "reduction": "both"}},
+            "optimizers[0].options.reduction: reduction must be one of 'weights', 'averages_then_weights'",
+        ),
         ({"preset": "author"}, "optimizers[0].preset: got 'author' (str), expected one of 'paper', 'authors'"),
         ({"options": {"inner_steps": 5}}, "optimizers[0].options.gamma: missing"),
         ({"sampler": "nope"}, "optimizers[0].sampler: got 'nope'"),
     ],
-)  # fmt: skip
+)
 def test_bad_parle_options_name_the_field_and_the_allowed_values(change: dict, expected: str) -> None:
     cfg = copy.deepcopy(CONFIG)
     cfg["optimizers"] = [{**PARLE, **change}]

@@ -81,8 +81,9 @@ def test_state_is_carried_across_entropy_sgd_inner_and_outer_steps(single_thread
 
     model.forward = recording  # type: ignore[method-assign]
     stream = TextStream(model, data, batch_size=2, bptt=5, seed=0)
-    optimizer = EntropySGD(model.parameters(), lr=0.1, gamma=0.1, inner_steps=3,
-                           sampler_options={"step_size": 0.05, "temperature": 1e-8})  # fmt: skip
+    optimizer = EntropySGD(
+        model.parameters(), lr=0.1, gamma=0.1, inner_steps=3, sampler_options={"step_size": 0.05, "temperature": 1e-8}
+    )
     for _ in range(2):
         optimizer.step(stream)
     assert len(seen) == 6 and stream.calls == 6 and stream.position == 6
@@ -127,13 +128,20 @@ def test_evaluation_reads_whole_rows_with_the_state_carried(single_thread) -> No
 
 
 TEXT_CONFIG = {
-    "name": "lm", "seed": 0, "batch_size": 16, "bptt": 16, "clip_grad_norm": 5.0, "effective_epochs": 6,
+    "name": "lm",
+    "seed": 0,
+    "batch_size": 16,
+    "bptt": 16,
+    "clip_grad_norm": 5.0,
+    "effective_epochs": 6,
     "epoch_unit": "effective",
-    "data": {"source": "markov-text", "options": {"order": 1, "alphabet": 4, "concentration": 0.2, "length": 24000,
-                                                  "chain_seed": 1}},
+    "data": {
+        "source": "markov-text",
+        "options": {"order": 1, "alphabet": 4, "concentration": 0.2, "length": 24000, "chain_seed": 1},
+    },
     "model": {"name": "char-lstm", "options": {"embedding": 8, "hidden": 16, "layers": 1}},
     "optimizers": [{"kind": "adam", "lr": 0.02, "options": {"betas": [0.5, 0.999]}}],
-}  # fmt: skip
+}
 
 
 def test_char_lstm_approaches_the_entropy_rate_and_never_beats_it(tmp_path, single_thread) -> None:
@@ -156,19 +164,34 @@ def test_char_lstm_approaches_the_entropy_rate_and_never_beats_it(tmp_path, sing
 
 
 def test_train_cli_on_markov_text_a_text_file_and_digits(tmp_path, capsys, single_thread) -> None:
-    entropy_adam = {"kind": "entropy-adam", "lr": 0.01, "options": {"gamma": 0.01, "inner_steps": 2,
-                    "betas": [0.5, 0.999]}, "sampler": "sgld", "sampler_options": {"step_size": 0.1}}  # fmt: skip
+    entropy_adam = {
+        "kind": "entropy-adam",
+        "lr": 0.01,
+        "options": {"gamma": 0.01, "inner_steps": 2, "betas": [0.5, 0.999]},
+        "sampler": "sgld",
+        "sampler_options": {"step_size": 0.1},
+    }
     adam = {"kind": "adam", "lr": 0.01}
     text = tmp_path / "book.txt"
     text.write_text("It was the best of times, it was the worst of times.\n" * 60, encoding="utf-8")
     configs = {
         "markov": {**TEXT_CONFIG, "effective_epochs": 1, "optimizers": [adam, entropy_adam]},
-        "book": {**TEXT_CONFIG, "effective_epochs": 1, "data": {"source": "text", "path": str(text)},
-                 "optimizers": [adam, entropy_adam]},
-        "rows": {"name": "rows", "effective_epochs": 1, "clip_grad_norm": 5.0, "data": {"source": "digits"},
-                 "model": {"name": "row-lstm", "options": {"hidden": 16}}, "flatness": {"measures": []},
-                 "optimizers": [adam, entropy_adam]},
-    }  # fmt: skip
+        "book": {
+            **TEXT_CONFIG,
+            "effective_epochs": 1,
+            "data": {"source": "text", "path": str(text)},
+            "optimizers": [adam, entropy_adam],
+        },
+        "rows": {
+            "name": "rows",
+            "effective_epochs": 1,
+            "clip_grad_norm": 5.0,
+            "data": {"source": "digits"},
+            "model": {"name": "row-lstm", "options": {"hidden": 16}},
+            "flatness": {"measures": []},
+            "optimizers": [adam, entropy_adam],
+        },
+    }
     for name, cfg in configs.items():
         path = tmp_path / f"{name}.toml"
         path.write_text(_toml(cfg))
@@ -183,16 +206,19 @@ def test_train_cli_on_markov_text_a_text_file_and_digits(tmp_path, capsys, singl
             assert all((f["entropy_rate"] is None) == (name == "book") for f in finals)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"bptt": 8, "data": {"source": "digits"}, "model": {"name": "mlp"}}, "bptt: got 8"),
-    ({"model": {"name": "mlp"}}, "model.name"),
-    ({"data": {"source": "digits"}}, "model.name"),
-    ({"flatness": {"measures": ["trace"]}}, "flatness.measures"),
-    ({"data": {"source": "markov-text", "options": {"order": "two"}}}, "data.options.order"),
-    ({"data": {"source": "digits", "options": {"order": 2}}}, "data.options"),
-    ({"clip_grad_norm": -1}, "clip_grad_norm"),
-    ({"epoch_unit": "pass"}, "epoch_unit"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"bptt": 8, "data": {"source": "digits"}, "model": {"name": "mlp"}}, "bptt: got 8"),
+        ({"model": {"name": "mlp"}}, "model.name"),
+        ({"data": {"source": "digits"}}, "model.name"),
+        ({"flatness": {"measures": ["trace"]}}, "flatness.measures"),
+        ({"data": {"source": "markov-text", "options": {"order": "two"}}}, "data.options.order"),
+        ({"data": {"source": "digits", "options": {"order": 2}}}, "data.options"),
+        ({"clip_grad_norm": -1}, "clip_grad_norm"),
+        ({"epoch_unit": "pass"}, "epoch_unit"),
+    ],
+)
 def test_bad_recurrent_configs_name_the_field(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_train_config({**copy.deepcopy(TEXT_CONFIG), **change})

@@ -36,27 +36,61 @@ SGLD = {"step_size": 0.1, "temperature": 1e-8}
 OPTIMIZERS = {
     "sgd": {"kind": "sgd", "lr": 0.1, "options": {"momentum": 0.9}},
     "adam": {"kind": "adam", "lr": 3e-3},
-    "entropy-sgd sgld": {"kind": "entropy-sgd", "lr": 0.5, "options": ENTROPY, "sampler": "sgld",
-                         "sampler_options": SGLD},
-    "entropy-sgd sghmc": {"kind": "entropy-sgd", "lr": 0.5, "options": ENTROPY, "sampler": "sghmc",
-                          "sampler_options": {"step_size": 0.05, "friction": 0.5, "temperature": 1e-8}},
-    "entropy-sgd paper": {"kind": "entropy-sgd", "lr": 1.0, "options": {"gamma": 1.0, "inner_steps": 3},
-                          "preset": "paper", "sampler_options": {"step_size": 0.1, "noise_scale": 1e-4}},
-    "entropy-adam": {"kind": "entropy-adam", "lr": 1e-2, "options": {"gamma": 1.0, "inner_steps": 3},
-                     "sampler": "sgld", "sampler_options": SGLD},
+    "entropy-sgd sgld": {
+        "kind": "entropy-sgd",
+        "lr": 0.5,
+        "options": ENTROPY,
+        "sampler": "sgld",
+        "sampler_options": SGLD,
+    },
+    "entropy-sgd sghmc": {
+        "kind": "entropy-sgd",
+        "lr": 0.5,
+        "options": ENTROPY,
+        "sampler": "sghmc",
+        "sampler_options": {"step_size": 0.05, "friction": 0.5, "temperature": 1e-8},
+    },
+    "entropy-sgd paper": {
+        "kind": "entropy-sgd",
+        "lr": 1.0,
+        "options": {"gamma": 1.0, "inner_steps": 3},
+        "preset": "paper",
+        "sampler_options": {"step_size": 0.1, "noise_scale": 1e-4},
+    },
+    "entropy-adam": {
+        "kind": "entropy-adam",
+        "lr": 1e-2,
+        "options": {"gamma": 1.0, "inner_steps": 3},
+        "sampler": "sgld",
+        "sampler_options": SGLD,
+    },
     "lpf-sgd": {"kind": "lpf-sgd", "lr": 0.1, "options": {"sigma": 1e-3, "n_samples": 2}},
     "sam": {"kind": "sam", "lr": 0.1, "options": {"rho": 0.05, "momentum": 0.9}},
-}  # fmt: skip
-PASSES = {"sgd": 1, "adam": 1, "entropy-sgd sgld": 3, "entropy-sgd sghmc": 3, "entropy-sgd paper": 3,
-          "entropy-adam": 3, "lpf-sgd": 2, "sam": 2}  # fmt: skip
+}
+PASSES = {
+    "sgd": 1,
+    "adam": 1,
+    "entropy-sgd sgld": 3,
+    "entropy-sgd sghmc": 3,
+    "entropy-sgd paper": 3,
+    "entropy-adam": 3,
+    "lpf-sgd": 2,
+    "sam": 2,
+}
 
 
 def config(labels, **top) -> dict:
     data = {
-        "name": "t", "seed": 0, "batch_size": BATCH, "epochs": 2, "eval_batch_size": 2000,
-        "data": {"source": "digits"}, "model": {"name": "mlp", "options": {"hidden": [32]}},
-        "flatness": {"measures": []}, "optimizers": [{"label": k, **copy.deepcopy(OPTIMIZERS[k])} for k in labels],
-    }  # fmt: skip
+        "name": "t",
+        "seed": 0,
+        "batch_size": BATCH,
+        "epochs": 2,
+        "eval_batch_size": 2000,
+        "data": {"source": "digits"},
+        "model": {"name": "mlp", "options": {"hidden": [32]}},
+        "flatness": {"measures": []},
+        "optimizers": [{"label": k, **copy.deepcopy(OPTIMIZERS[k])} for k in labels],
+    }
     if "effective_epochs" in top:
         data.pop("epochs")
     data.update(top)
@@ -196,13 +230,18 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, single_thread):
 @pytest.mark.slow
 def test_killed_process_resumes_bit_identically(tmp_path):
     """SIGKILL a real `localentropy train` after its first checkpoints, resume, compare with a clean run."""
-    cfg = config(["entropy-sgd sgld", "sam"], epochs=6, model={"name": "mlp", "options": {"hidden": [256],
-                                                                                       "dropout": 0.1}})  # fmt: skip
+    cfg = config(
+        ["entropy-sgd sgld", "sam"], epochs=6, model={"name": "mlp", "options": {"hidden": [256], "dropout": 0.1}}
+    )
     path = tmp_path / "c.toml"
     path.write_text(_toml(cfg))
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "localentropy", "train", str(path), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localentropy", "train", str(path), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     checkpoint = out / "checkpoints" / "entropy-sgd_sgld.pt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -237,8 +276,7 @@ def test_divergence_stops_only_that_optimizer_and_never_reports_nan(tmp_path, si
         rec = results[label]
         assert rec["status"] == "diverged" and rec["final"] is None and rec["flatness"] is None
         assert f"{label}: diverged at optimizer step" in rec["message"] and "(epoch 1" in rec["message"]
-        assert all(v is None or math.isfinite(v) for row in rec["rows"] for v in row.values()
-                   if isinstance(v, float))  # fmt: skip
+        assert all(v is None or math.isfinite(v) for row in rec["rows"] for v in row.values() if isinstance(v, float))
     assert results["adam"]["status"] == "ok" and results["adam"]["final"]["test_error"] < 0.5
     report = (out / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("|")]
@@ -248,21 +286,43 @@ def test_divergence_stops_only_that_optimizer_and_never_reports_nan(tmp_path, si
 
 
 def test_outputs_cli_skip_force_and_changed_config(tmp_path, capsys, single_thread):
-    cfg = config(["sgd", "entropy-sgd sgld"], epochs=1, schedule={"kind": "step", "step_size": 1, "gamma": 0.5},
-                 flatness={"examples": 100, "power_iterations": 10, "hutchinson_samples": 3, "lanczos_steps": 8,
-                           "lanczos_runs": 1, "sharpness_iterations": 2,
-                           "local_entropy": {"steps": 3, "chains": 2, "burn_in": 1}})  # fmt: skip
+    cfg = config(
+        ["sgd", "entropy-sgd sgld"],
+        epochs=1,
+        schedule={"kind": "step", "step_size": 1, "gamma": 0.5},
+        flatness={
+            "examples": 100,
+            "power_iterations": 10,
+            "hutchinson_samples": 3,
+            "lanczos_steps": 8,
+            "lanczos_runs": 1,
+            "sharpness_iterations": 2,
+            "local_entropy": {"steps": 3, "chains": 2, "burn_in": 1},
+        },
+    )
     path = tmp_path / "c.toml"
     path.write_text(_toml(cfg))
     out = tmp_path / "run"
     assert main(["train", str(path), "--out", str(out)]) == 0
     assert "completed" in capsys.readouterr().out
-    for name in ("results.json", "epochs.csv", "final.csv", "report.md", "curves.png", "density.png", "COMPLETE",
-                 "config.json"):  # fmt: skip
+    for name in (
+        "results.json",
+        "epochs.csv",
+        "final.csv",
+        "report.md",
+        "curves.png",
+        "density.png",
+        "COMPLETE",
+        "config.json",
+    ):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "epochs.csv").open()))
-    assert [(r["optimizer"], r["epoch"]) for r in rows] == [("sgd", "0"), ("sgd", "1"), ("entropy-sgd sgld", "0"),
-                                                            ("entropy-sgd sgld", "1")]  # fmt: skip
+    assert [(r["optimizer"], r["epoch"]) for r in rows] == [
+        ("sgd", "0"),
+        ("sgd", "1"),
+        ("entropy-sgd sgld", "0"),
+        ("entropy-sgd sgld", "1"),
+    ]
     assert float(rows[1]["lr"]) == 0.1 and float(rows[3]["effective_epochs"]) == 3.0
     results = records(json.loads((out / "results.json").read_text()))
     flat = results["sgd"]["flatness"]
@@ -284,30 +344,48 @@ def test_outputs_cli_skip_force_and_changed_config(tmp_path, capsys, single_thre
 
 def test_config_errors_are_listed_together(tmp_path, capsys):
     bad = {
-        "name": "bad", "epochs": 2, "effective_epochs": 3, "colour": "red", "batch_size": 0,
-        "data": {"source": "digits", "path": "/x"}, "model": {"name": "lenet"},
+        "name": "bad",
+        "epochs": 2,
+        "effective_epochs": 3,
+        "colour": "red",
+        "batch_size": 0,
+        "data": {"source": "digits", "path": "/x"},
+        "model": {"name": "lenet"},
         "schedule": {"kind": "multistep", "milestones": [5, 3]},
         "optimizers": [
             {"kind": "sgd", "lr": -1, "options": {"momentun": 0.9}},
             {"kind": "entropy-sgd", "lr": 0.1, "sampler": "nuts"},
-            {"label": "e2", "kind": "entropy-sgd", "lr": 0.1, "options": {"gamma": 1.0}, "sampler": "sgld",
-             "sampler_options": {"step_size": -0.1}},
+            {
+                "label": "e2",
+                "kind": "entropy-sgd",
+                "lr": 0.1,
+                "options": {"gamma": 1.0},
+                "sampler": "sgld",
+                "sampler_options": {"step_size": -0.1},
+            },
             {"kind": "adagrad", "lr": 0.1},
             {"label": "s/1", "kind": "sgd", "lr": 0.1},
             {"label": "s_1", "kind": "sgd", "lr": 0.1},
         ],
-    }  # fmt: skip
+    }
     with pytest.raises(ConfigError) as info:
         parse_train_config(bad)
     text = "\n".join(info.value.problems)
-    for expected in ("colour: unknown field", "exactly one budget", "batch_size: got 0", "data.path",
-                     "model.name: got 'lenet'", "schedule.milestones", "optimizers[0].lr",
-                     "optimizers[0].options.momentun",
-                     "optimizers[1].sampler: got 'nuts'", "optimizers[1].options.gamma: missing",
-                     "optimizers[2].sampler_options.step_size: step_size must be in (0, inf)",
-                     "optimizers[3].kind: got 'adagrad'",
-                     "optimizers[5].label: got 's_1' (str), expected a label whose file name (s_1) differs from that "
-                     "of 's/1'"):  # fmt: skip
+    for expected in (
+        "colour: unknown field",
+        "exactly one budget",
+        "batch_size: got 0",
+        "data.path",
+        "model.name: got 'lenet'",
+        "schedule.milestones",
+        "optimizers[0].lr",
+        "optimizers[0].options.momentun",
+        "optimizers[1].sampler: got 'nuts'",
+        "optimizers[1].options.gamma: missing",
+        "optimizers[2].sampler_options.step_size: step_size must be in (0, inf)",
+        "optimizers[3].kind: got 'adagrad'",
+        "optimizers[5].label: got 's_1' (str), expected a label whose file name (s_1) differs from that of 's/1'",
+    ):
         assert expected in text, expected
     path = tmp_path / "bad.toml"
     path.write_text('name = "bad"\nepochs = 0\n')
@@ -329,7 +407,12 @@ def test_shipped_configs_are_valid(name):
 
 def test_learning_rate_schedules():
     assert [learning_rate(ScheduleConfig("step", step_size=2, gamma=0.5), 1.0, e, 6) for e in range(5)] == [
-        1.0, 1.0, 0.5, 0.5, 0.25]  # fmt: skip
+        1.0,
+        1.0,
+        0.5,
+        0.5,
+        0.25,
+    ]
     multistep = ScheduleConfig("multistep", gamma=0.1, milestones=[2, 4])
     assert [learning_rate(multistep, 1.0, e, 6) for e in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     cosine = ScheduleConfig("cosine", min_lr=0.1)
@@ -338,8 +421,11 @@ def test_learning_rate_schedules():
 
 
 def test_missing_data_files_are_a_config_error_before_the_run_directory_exists(tmp_path, capsys):
-    cfg = config(["sgd"], data={"source": "mnist", "path": str(tmp_path / "nowhere")},
-                 model={"name": "small-mnistfc", "options": {"hidden": 8}})  # fmt: skip
+    cfg = config(
+        ["sgd"],
+        data={"source": "mnist", "path": str(tmp_path / "nowhere")},
+        model={"name": "small-mnistfc", "options": {"hidden": 8}},
+    )
     path = tmp_path / "c.toml"
     path.write_text(_toml(cfg))
     assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2

@@ -55,7 +55,9 @@ def test_a_best_value_at_the_edge_extends_its_log_range_and_a_stubborn_one_is_re
     config = TuningConfig(method="grid", trials=9, seed=0, max_extensions=2)
     record = search(_space(), _bowl(1.0), config, units=1)
     assert [(e["round"], e["side"], e["high"]) for e in record["extensions"]] == [
-        (0, "high", pytest.approx(1.0)), (1, "high", pytest.approx(10.0))]
+        (0, "high", pytest.approx(1.0)),
+        (1, "high", pytest.approx(10.0)),
+    ]
     assert record["space"]["step_size"]["high"] == pytest.approx(10.0)
     assert record["initial_space"]["step_size"]["high"] == pytest.approx(0.1)
     assert record["chosen"]["step_size"] == pytest.approx(1.0, rel=0.3) and record["at_edge"] == []
@@ -71,8 +73,13 @@ def test_a_range_is_never_extended_past_its_hard_limit():
     def evaluate(values, unit):
         return -values["friction"], 1
 
-    record = search(space, evaluate, TuningConfig(method="grid", trials=6, max_extensions=2), units=1,
-                    limits={"friction": (0.0, 1.0)})  # fmt: skip
+    record = search(
+        space,
+        evaluate,
+        TuningConfig(method="grid", trials=6, max_extensions=2),
+        units=1,
+        limits={"friction": (0.0, 1.0)},
+    )
     assert record["extensions"] == [] and record["space"]["friction"]["high"] == 1.0
     assert record["at_edge"] == [{"name": "friction", "side": "high", "bound": 1.0, "hard_limit": True}]
 
@@ -84,16 +91,21 @@ def test_diverged_trials_score_infinity_and_pruning_stops_trailing_trials():
     record = search(_space(), evaluate, TuningConfig(method="sobol", trials=8, max_extensions=0), units=2)
     assert record["diverged"] >= 1 and record["chosen"]["step_size"] <= 0.05
     assert all(t["objective"] is None for t in record["history"] if t["state"] == "diverged")
-    pruned = search(_space(), _bowl(0.01), TuningConfig(trials=12, pruner="successive-halving", max_extensions=0),
-                    units=4)  # fmt: skip
+    pruned = search(
+        _space(), _bowl(0.01), TuningConfig(trials=12, pruner="successive-halving", max_extensions=0), units=4
+    )
     assert pruned["pruned"] >= 1 and pruned["grad_evals"] < 12 * 4 * 10
     assert all(t["units"] < 4 for t in pruned["history"] if t["state"] == "pruned")
 
 
 def test_choices_and_the_grid_design():
     space = {"step_size": Dimension(1e-3, 1e-1, log=True), "n_cycles": Dimension(choices=[1, 2, 4])}
-    record = search(space, lambda v, u: (v["n_cycles"] + v["step_size"], 1), TuningConfig(method="grid", trials=6,
-                                                                                          max_extensions=0), units=1)
+    record = search(
+        space,
+        lambda v, u: (v["n_cycles"] + v["step_size"], 1),
+        TuningConfig(method="grid", trials=6, max_extensions=0),
+        units=1,
+    )
     assert {t["params"]["n_cycles"] for t in record["history"]} <= {1, 2, 4}
     assert record["chosen"]["n_cycles"] == 1 and record["trials"] == 6
     assert round_sizes(20, 3) == [7, 7, 6]

@@ -13,18 +13,33 @@ from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.sweeps.config import parse_sweep_config
 from tests.cli.common import RUN_BASE, SWEEP_BASE, to_toml
 
-RUN: dict[str, Any] = {**copy.deepcopy(RUN_BASE), "estimators": [
-    {"label": "a", "sampler": "sgld", "step_size_fraction": 0.5, "budgets": [8, 16]},
-    {"label": "b", "sampler": "sghmc", "step_size_fraction": 0.5, "hyperparameters": {"friction": 0.2},
-     "budgets": [8, 16]},
-    {"label": "s", "kind": "smoothing", "budgets": [4]},
-], "tuning": {"trials": 4, "replicates": 2}}  # fmt: skip
+RUN: dict[str, Any] = {
+    **copy.deepcopy(RUN_BASE),
+    "estimators": [
+        {"label": "a", "sampler": "sgld", "step_size_fraction": 0.5, "budgets": [8, 16]},
+        {
+            "label": "b",
+            "sampler": "sghmc",
+            "step_size_fraction": 0.5,
+            "hyperparameters": {"friction": 0.2},
+            "budgets": [8, 16],
+        },
+        {"label": "s", "kind": "smoothing", "budgets": [4]},
+    ],
+    "tuning": {"trials": 4, "replicates": 2},
+}
 SWEEP: dict[str, Any] = copy.deepcopy(SWEEP_BASE)
 SWEEP["base"]["optimizers"] = [
-    {"label": "esgd", "kind": "entropy-sgd", "lr": 0.5, "options": {"gamma": 1.0, "inner_steps": 2},
-     "sampler": "sghmc", "sampler_options": {"step_size": 0.05, "friction": 0.5, "temperature": 1e-8}},
+    {
+        "label": "esgd",
+        "kind": "entropy-sgd",
+        "lr": 0.5,
+        "options": {"gamma": 1.0, "inner_steps": 2},
+        "sampler": "sghmc",
+        "sampler_options": {"step_size": 0.05, "friction": 0.5, "temperature": 1e-8},
+    },
     {"kind": "sgd", "lr": 0.1},
-]  # fmt: skip
+]
 SWEEP["grid"] = {"optimizer": ["esgd", "sgd"], "seed": [1, 2]}
 SWEEP["tuning"] = {"trials": 4}
 
@@ -46,28 +61,39 @@ def test_a_valid_tuning_table_is_read_with_its_defaults():
     assert config.as_dict()["tuning"]["trials"] == 4
 
 
-@pytest.mark.parametrize(("tuning", "expected"), [
-    ({"method": "random"}, "tuning.method: got 'random' (str), expected one of 'tpe', 'sobol', 'grid'"),
-    ({"trials": 0}, "tuning.trials: got 0"),
-    ({"trials": 2, "max_extensions": 2}, "tuning.trials: got 2 (int), expected at least max_extensions + 1 = 3"),
-    ({"pruner": "hyperband"}, "tuning.pruner: got 'hyperband' (str), expected one of 'none', 'successive-halving'"),
-    ({"pruner": "successive-halving", "replicates": 1}, "give tuning.replicates >= 2"),
-    ({"speed": 1}, "tuning.speed: unknown field; allowed: budget, estimators, extension_factor"),
-    ({"seeds": 2}, "tuning.seeds: unknown field"),  # a sweep's field
-    ({"estimators": ["s"]}, "tuning.estimators: 's' is not a local-entropy estimator of this config"),
-    ({"budget": 3}, "tuning.budget: got 3 (int), expected at least 2 steps per chain (>= 4)"),
-    ({"space": {"sgld": {"friction": {"low": 0.1, "high": 1.0}}}},
-     "tuning.space.sgld.friction: not a tunable hyperparameter of estimator 'a'; allowed: step_size"),
-    ({"space": {"b": {"temperature": {"low": 0.1, "high": 1.0}}}}, "allowed: step_size, friction, noise_estimate"),
-    ({"space": {"adam": {"step_size": {"low": 0.1, "high": 1.0}}}},
-     "tuning.space.adam: not a tuned estimator label nor a registered sampler; allowed: a, b, baoab, cyclical"),
-    ({"space": {"a": {"step_size": {"low": 0.1, "high": 0.1}}}},
-     "tuning.space.a.step_size.high: got 0.1 (float), expected a number > low (0.1)"),
-    ({"space": {"a": {"step_size": {"low": 0.0, "high": 0.1, "log": True}}}},
-     "tuning.space.a.step_size.low: got 0.0 (float), expected a number in (0, inf)"),
-    ({"space": {"a": {"step_size": {"choices": []}}}}, "tuning.space.a.step_size.choices: got []"),
-    ({"space": {"a": {"step_size": 0.1}}}, "tuning.space.a.step_size: got 0.1 (float), expected a table"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("tuning", "expected"),
+    [
+        ({"method": "random"}, "tuning.method: got 'random' (str), expected one of 'tpe', 'sobol', 'grid'"),
+        ({"trials": 0}, "tuning.trials: got 0"),
+        ({"trials": 2, "max_extensions": 2}, "tuning.trials: got 2 (int), expected at least max_extensions + 1 = 3"),
+        ({"pruner": "hyperband"}, "tuning.pruner: got 'hyperband' (str), expected one of 'none', 'successive-halving'"),
+        ({"pruner": "successive-halving", "replicates": 1}, "give tuning.replicates >= 2"),
+        ({"speed": 1}, "tuning.speed: unknown field; allowed: budget, estimators, extension_factor"),
+        ({"seeds": 2}, "tuning.seeds: unknown field"),  # a sweep's field
+        ({"estimators": ["s"]}, "tuning.estimators: 's' is not a local-entropy estimator of this config"),
+        ({"budget": 3}, "tuning.budget: got 3 (int), expected at least 2 steps per chain (>= 4)"),
+        (
+            {"space": {"sgld": {"friction": {"low": 0.1, "high": 1.0}}}},
+            "tuning.space.sgld.friction: not a tunable hyperparameter of estimator 'a'; allowed: step_size",
+        ),
+        ({"space": {"b": {"temperature": {"low": 0.1, "high": 1.0}}}}, "allowed: step_size, friction, noise_estimate"),
+        (
+            {"space": {"adam": {"step_size": {"low": 0.1, "high": 1.0}}}},
+            "tuning.space.adam: not a tuned estimator label nor a registered sampler; allowed: a, b, baoab, cyclical",
+        ),
+        (
+            {"space": {"a": {"step_size": {"low": 0.1, "high": 0.1}}}},
+            "tuning.space.a.step_size.high: got 0.1 (float), expected a number > low (0.1)",
+        ),
+        (
+            {"space": {"a": {"step_size": {"low": 0.0, "high": 0.1, "log": True}}}},
+            "tuning.space.a.step_size.low: got 0.0 (float), expected a number in (0, inf)",
+        ),
+        ({"space": {"a": {"step_size": {"choices": []}}}}, "tuning.space.a.step_size.choices: got []"),
+        ({"space": {"a": {"step_size": 0.1}}}, "tuning.space.a.step_size: got 0.1 (float), expected a table"),
+    ],
+)
 def test_comparison_tuning_mistakes_name_the_field(tuning, expected):
     assert expected in _problems(lambda d: parse_config(d), RUN, **tuning)
 
@@ -97,10 +123,12 @@ def test_sweep_tuning_mistakes_name_the_field():
         ({"seed_offset": 1}, "tuning.seed_offset: got 1 (int), expected tuning seeds apart from the sweep's seeds"),
         ({"optimizers": ["adam"]}, "tuning.optimizers: 'adam' is not an optimizer this sweep runs; allowed: esgd"),
         ({"replicates": 2}, "tuning.replicates: unknown field"),
-        ({"space": {"sgd": {"momentum": {"low": 0.1, "high": 0.9}}}},
-         "tuning.space.sgd.momentum: not a tunable hyperparameter of optimizer 'sgd'; allowed: lr"),
+        (
+            {"space": {"sgd": {"momentum": {"low": 0.1, "high": 0.9}}}},
+            "tuning.space.sgd.momentum: not a tunable hyperparameter of optimizer 'sgd'; allowed: lr",
+        ),
         ({"space": {"esgd": {"beta": {"low": 0.1, "high": 0.9}}}}, "allowed: lr, step_size, friction"),
-    ]:  # fmt: skip
+    ]:
         assert expected in _problems(lambda d: parse_sweep_config(d), SWEEP, **tuning), tuning
 
 

@@ -71,8 +71,10 @@ def paired_text(d: dict[str, Any], a: str, b: str, scale: float = 100.0, unit: s
         verdict = f"{a} is {'worse' if d['mean'] > 0 else 'better'} than {b}"
     else:
         verdict = f"{a} and {b} are not distinguishable at this number of seeds"
-    return (f"{a} minus {b}: {size}{interval}, higher on {d['higher']} and lower on {d['lower']} of {d['n']} "
-            f"paired seeds: {verdict}.")  # fmt: skip
+    return (
+        f"{a} minus {b}: {size}{interval}, higher on {d['higher']} and lower on {d['lower']} of {d['n']} "
+        f"paired seeds: {verdict}."
+    )
 
 
 def table(header: list[str], rows: list[list[str]]) -> Lines:
@@ -152,9 +154,17 @@ def group_rows(items: list[dict[str, Any]], label: str, axes: list[str]) -> list
     for key, members in cells.items():
         errs = by_seed(members)
         m, s = mean_sd(list(errs.values()))
-        out.append({"setting": dict(zip(axes, key, strict=True)), "by_seed": errs, "mean": m, "sd": s,
-                    "bad": sum(e["status"] != "ok" for e in members), "n": len(members),
-                    "seconds": mean_sd(finals(members, "seconds"))[0]})  # fmt: skip
+        out.append(
+            {
+                "setting": dict(zip(axes, key, strict=True)),
+                "by_seed": errs,
+                "mean": m,
+                "sd": s,
+                "bad": sum(e["status"] != "ok" for e in members),
+                "n": len(members),
+                "seconds": mean_sd(finals(members, "seconds"))[0],
+            }
+        )
     return out
 
 

@@ -43,9 +43,15 @@ def cost_claims(step_dir: Path) -> list[Claim]:
     _, items = sweep_entries(step_dir)
     labels = list(dict.fromkeys(e["label"] for e in items))
     entropy = _entropy_label(labels)
-    return [difference_claim(f"cost/{entropy} - {lab}", f"final test error, `{entropy}` minus `{lab}`",
-                             paired(by_seed(select(items, entropy)), by_seed(select(items, lab))))
-            for lab in labels if lab != entropy]  # fmt: skip
+    return [
+        difference_claim(
+            f"cost/{entropy} - {lab}",
+            f"final test error, `{entropy}` minus `{lab}`",
+            paired(by_seed(select(items, entropy)), by_seed(select(items, lab))),
+        )
+        for lab in labels
+        if lab != entropy
+    ]
 
 
 def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers: dict[str, Any]) -> tuple[Lines, str]:
@@ -62,16 +68,31 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         reach_ep = [first_reach(e["curve"], level, "effective_epochs") for e in mine]
         reach_s = [first_reach(e["curve"], level, "seconds") for e in mine]
         ratio = (mean_sd(secs)[0] / sgd_seconds) if sgd_seconds and secs else None
-        spacing = min((r["effective_epochs"] for e in mine for r in e["curve"] if r.get("effective_epochs")),
-                      default=None)  # fmt: skip
-        info[lab] = {"test_error": finals(mine, "test_error"), "seconds": secs, "reach_epochs": reach_ep,
-                     "grad_evals": finals(mine, "grad_evals"), "effective_epochs": finals(mine, "effective_epochs"),
-                     "eval_spacing": spacing,
-                     "reach_seconds": reach_s, "seconds_over_sgd": ratio}  # fmt: skip
-        rows.append([lab, f"{pm(finals(mine, 'test_error'), 100)} %", fmt(mean_sd(finals(mine, 'effective_epochs'))[0]),
-                     fmt(mean_sd(finals(mine, "grad_evals"))[0], 5), pm(secs, 1, 0), fmt(ratio, 3),
-                     pm([r for r in reach_ep if r is not None], 1, 0) + _missing(reach_ep),
-                     pm([r for r in reach_s if r is not None], 1, 0) + _missing(reach_s)])  # fmt: skip
+        spacing = min(
+            (r["effective_epochs"] for e in mine for r in e["curve"] if r.get("effective_epochs")), default=None
+        )
+        info[lab] = {
+            "test_error": finals(mine, "test_error"),
+            "seconds": secs,
+            "reach_epochs": reach_ep,
+            "grad_evals": finals(mine, "grad_evals"),
+            "effective_epochs": finals(mine, "effective_epochs"),
+            "eval_spacing": spacing,
+            "reach_seconds": reach_s,
+            "seconds_over_sgd": ratio,
+        }
+        rows.append(
+            [
+                lab,
+                f"{pm(finals(mine, 'test_error'), 100)} %",
+                fmt(mean_sd(finals(mine, "effective_epochs"))[0]),
+                fmt(mean_sd(finals(mine, "grad_evals"))[0], 5),
+                pm(secs, 1, 0),
+                fmt(ratio, 3),
+                pm([r for r in reach_ep if r is not None], 1, 0) + _missing(reach_ep),
+                pm([r for r in reach_s if r is not None], 1, 0) + _missing(reach_s),
+            ]
+        )
     n_seeds = len({e["seed"] for e in items})
     entropy = _entropy_label(labels)
     d_sgd = paired(by_seed(select(items, entropy)), by_seed(select(items, "sgd")))
@@ -114,8 +135,12 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
     ]
     matched_lines, matched = matched_epochs_table(items, labels, entropy)
     numbers["cost"]["matched_epochs"] = matched
-    lines += ["Test error at the effective epochs where Entropy-SGD was evaluated (mean ± sd over seeds):", "",
-              *matched_lines, ""]  # fmt: skip
+    lines += [
+        "Test error at the effective epochs where Entropy-SGD was evaluated (mean ± sd over seeds):",
+        "",
+        *matched_lines,
+        "",
+    ]
     fig = copy_figure(out / "cost" / "curves.png", figures, "cost_curves.png")
     if fig:
         lines += [f"![test error against effective epochs and seconds]({fig})", ""]
@@ -193,28 +218,42 @@ def _lowest_at(matched: dict[str, dict[str, list[float]]], entropy: str) -> str:
     lowest = []
     for point in points:
         means = {lab: mean_sd(v.get(point, []))[0] for lab, v in matched.items()}
-        if means[entropy] is not None and all(m is None or means[entropy] < m for lab, m in means.items()
-                                              if lab != entropy):  # fmt: skip
+        if means[entropy] is not None and all(
+            m is None or means[entropy] < m for lab, m in means.items() if lab != entropy
+        ):
             lowest.append(point)
     if not points:
         return ""
     if not lowest:
         return f"Its mean test error was the lowest of all optimizers at none of its {len(points)} evaluation points."
-    return (f"Its mean test error was the lowest of all optimizers at {len(lowest)} of its {len(points)} evaluation "
-            f"points ({', '.join(lowest)} effective epochs).")  # fmt: skip
+    return (
+        f"Its mean test error was the lowest of all optimizers at {len(lowest)} of its {len(points)} evaluation "
+        f"points ({', '.join(lowest)} effective epochs)."
+    )
 
 
 def matched_epochs_table(items: list[dict[str, Any]], labels: list[str], entropy: str) -> tuple[Lines, dict]:
     """Test error of every optimizer at the effective epochs where Entropy-SGD was evaluated (mean ± sd)."""
-    points = sorted({round(float(r["effective_epochs"]), 6) for e in select(items, entropy) for r in e["curve"]
-                     if r.get("effective_epochs") and r.get("test_error") is not None})  # fmt: skip
+    points = sorted(
+        {
+            round(float(r["effective_epochs"]), 6)
+            for e in select(items, entropy)
+            for r in e["curve"]
+            if r.get("effective_epochs") and r.get("test_error") is not None
+        }
+    )
     rows, numbers = [], {}
     for lab in labels:
         row, mine = [lab], {}
         for point in points:
-            errs = [r["test_error"] for e in select(items, lab) for r in e["curve"]
-                    if r.get("effective_epochs") is not None and abs(r["effective_epochs"] - point) < 1e-6
-                    and r.get("test_error") is not None]  # fmt: skip
+            errs = [
+                r["test_error"]
+                for e in select(items, lab)
+                for r in e["curve"]
+                if r.get("effective_epochs") is not None
+                and abs(r["effective_epochs"] - point) < 1e-6
+                and r.get("test_error") is not None
+            ]
             mine[point] = errs
             row.append(f"{pm(errs, 100)} %")
         rows.append(row)

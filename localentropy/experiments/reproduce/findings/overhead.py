@@ -31,10 +31,17 @@ def section_overhead(
     from localentropy.experiments.overhead import accuracy_table
 
     _, items, axes, cells = training_cells(out / "overhead_training")
-    default = next((c for c in cells if c["setting"].get("inner_steps") == "5"
-                    and c["setting"].get("warm_start") == "false"
-                    and c["setting"].get("noise") == "gaussian"
-                    and c["setting"].get("temperature", "1e-08") == "1e-08"), None)  # fmt: skip
+    default = next(
+        (
+            c
+            for c in cells
+            if c["setting"].get("inner_steps") == "5"
+            and c["setting"].get("warm_start") == "false"
+            and c["setting"].get("noise") == "gaussian"
+            and c["setting"].get("temperature", "1e-08") == "1e-08"
+        ),
+        None,
+    )
     sgd = by_seed(select(items, "sgd"))
     rows, minus_reference = [], []
     for c in sorted(cells, key=lambda c: tuple(sort_key(c["setting"].get(a)) for a in axes)):
@@ -60,11 +67,14 @@ def section_overhead(
     sgld_t0 = speed_ratio(speed, "sgld, T=0 (no noise)", section="samplers")
     sgld_g = speed_ratio(speed, "sgld", section="samplers")
     sgld_r = speed_ratio(speed, "sgld, rademacher", section="samplers")
-    numbers["overhead"] = {"training": [{k: v for k, v in c.items()} for c in cells], "sgd": sgd,
-                           "speed": speed_info, "sgd_step": sgd_step,
-                           "accuracy": {k: v for k, v in accuracy.items() if k != "rows"} | {
-                               "rows": [{k: v for k, v in r.items() if not k.endswith("_by_step")}
-                                        for r in accuracy.get("rows", [])]}}  # fmt: skip
+    numbers["overhead"] = {
+        "training": [{k: v for k, v in c.items()} for c in cells],
+        "sgd": sgd,
+        "speed": speed_info,
+        "sgd_step": sgd_step,
+        "accuracy": {k: v for k, v in accuracy.items() if k != "rows"}
+        | {"rows": [{k: v for k, v in r.items() if not k.endswith("_by_step")} for r in accuracy.get("rows", [])]},
+    }
     n_seeds = len({e["seed"] for e in items})
     vs_default = {id(c): paired(c["by_seed"], default["by_seed"]) for c in cells if default and c is not default}
     worse = [c for c in cells if id(c) in vs_default and distinct(vs_default[id(c)]) and vs_default[id(c)]["mean"] > 0]
@@ -122,9 +132,11 @@ def section_overhead(
     ent = speed_info.get("L=5 sgld")
     ent_r = speed_info.get("L=5 sgld, rademacher")
     noise = _noise_short(effects)
-    summary = (f"**Overhead.** An SGLD inner step costs {fmt(ent, 3)} G with Gaussian and {fmt(ent_r, 3)} G with "
-               f"Rademacher noise (an SGD step {fmt(sgd_step, 3)} G). {_accuracy_short(accuracy)} Rademacher minus "
-               f"Gaussian test error: {noise}.")  # fmt: skip
+    summary = (
+        f"**Overhead.** An SGLD inner step costs {fmt(ent, 3)} G with Gaussian and {fmt(ent_r, 3)} G with "
+        f"Rademacher noise (an SGD step {fmt(sgd_step, 3)} G). {_accuracy_short(accuracy)} Rademacher minus "
+        f"Gaussian test error: {noise}."
+    )
     return lines, summary
 
 
@@ -138,8 +150,10 @@ def training_cells(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
 def training_claims(step_dir: Path) -> list[Claim]:
     """The claims of table (c): each factor's effect on the test error, paired by seed (the factor table's rows)."""
     _, _, axes, cells = training_cells(step_dir)
-    return [difference_claim(f"overhead_training/{key}", f"test error, {key}", d)
-            for key, d in factor_table(cells, axes)[1].items()]  # fmt: skip
+    return [
+        difference_claim(f"overhead_training/{key}", f"test error, {key}", d)
+        for key, d in factor_table(cells, axes)[1].items()
+    ]
 
 
 def _effects_text(effects: dict[str, dict[str, Any]]) -> str:
@@ -147,8 +161,10 @@ def _effects_text(effects: dict[str, dict[str, Any]]) -> str:
     said = []
     for key, d in effects.items():
         if distinct(d):
-            said.append(f"{key} {'raised' if d['mean'] > 0 else 'lowered'} the test error by "
-                        f"{abs(100 * d['mean']):.2f} ± {100 * d['ci95']:.2f} points")  # fmt: skip
+            said.append(
+                f"{key} {'raised' if d['mean'] > 0 else 'lowered'} the test error by "
+                f"{abs(100 * d['mean']):.2f} ± {100 * d['ci95']:.2f} points"
+            )
     if not effects:
         return ""
     n = max(d["n"] for d in effects.values())
@@ -157,19 +173,24 @@ def _effects_text(effects: dict[str, dict[str, Any]]) -> str:
     return f"Beyond a 95 % t-interval over {n} seeds: " + "; ".join(said) + "."
 
 
-def _cost_text(sgd_step: float | None, t0: float | None, gauss: float | None, rad: float | None,
-               speed: dict[str, float]) -> str:  # fmt: skip
+def _cost_text(
+    sgd_step: float | None, t0: float | None, gauss: float | None, rad: float | None, speed: dict[str, float]
+) -> str:
     """What the inner step's cost is made of, from the benchmark's ratios."""
     if None in (sgd_step, t0, gauss, rad):
         return "The sampler table of the benchmark was not measured."
     inner = speed.get("L=20 sgld") or speed.get("L=5 sgld")
-    text = (f"For scale: a `torch.optim.SGD` step with its gradient costs {sgd_step:.2f} G, an SGLD step without "
-            f"noise (T = 0) {t0:.2f} G, with Gaussian noise {gauss:.2f} G and with Rademacher noise {rad:.2f} G. "
-            f"So the sampler's own update costs {max(t0 - sgd_step, 0.0):.2f} G more than SGD's, the Gaussian draw "
-            f"{gauss - t0:.2f} G and the Rademacher draw {rad - t0:.2f} G")  # fmt: skip
+    text = (
+        f"For scale: a `torch.optim.SGD` step with its gradient costs {sgd_step:.2f} G, an SGLD step without "
+        f"noise (T = 0) {t0:.2f} G, with Gaussian noise {gauss:.2f} G and with Rademacher noise {rad:.2f} G. "
+        f"So the sampler's own update costs {max(t0 - sgd_step, 0.0):.2f} G more than SGD's, the Gaussian draw "
+        f"{gauss - t0:.2f} G and the Rademacher draw {rad - t0:.2f} G"
+    )
     if inner:
-        text += (f"; Entropy-SGD's coupling and running average add {inner - gauss:+.2f} G on top of an SGLD step "
-                 f"({inner:.2f} G per inner step)")  # fmt: skip
+        text += (
+            f"; Entropy-SGD's coupling and running average add {inner - gauss:+.2f} G on top of an SGLD step "
+            f"({inner:.2f} G per inner step)"
+        )
     return text + "."
 
 
@@ -182,8 +203,10 @@ def _accuracy_text(accuracy: dict[str, Any]) -> str:
         steps = sorted({k[0] for k in mine})
         lo, hi = steps[0], steps[-1]
         if (lo, True) in mine and (hi, False) in mine and (lo, False) in mine:
-            parts.append(f"{sampler}: warm L = {lo} {mine[(lo, True)]:.3f}, cold L = {lo} {mine[(lo, False)]:.3f}, "
-                         f"cold L = {hi} {mine[(hi, False)]:.3f}")  # fmt: skip
+            parts.append(
+                f"{sampler}: warm L = {lo} {mine[(lo, True)]:.3f}, cold L = {lo} {mine[(lo, False)]:.3f}, "
+                f"cold L = {hi} {mine[(hi, False)]:.3f}"
+            )
             wins.append((sampler, mine[(lo, True)] <= mine[(hi, False)], hi / lo))
     if not parts:
         return ""
@@ -198,8 +221,11 @@ def _accuracy_text(accuracy: dict[str, Any]) -> str:
 
 
 def _accuracy_short(accuracy: dict[str, Any]) -> str:
-    rows = {(r["sampler"], r["inner_steps"], r["warm_start"]): r["rel_error_mean"]
-            for r in accuracy.get("rows", []) if r["noise"] == "gaussian"}  # fmt: skip
+    rows = {
+        (r["sampler"], r["inner_steps"], r["warm_start"]): r["rel_error_mean"]
+        for r in accuracy.get("rows", [])
+        if r["noise"] == "gaussian"
+    }
     steps = sorted({k[1] for k in rows})
     if not steps or ("sgld", steps[0], True) not in rows:
         return ""
@@ -210,8 +236,9 @@ def _accuracy_short(accuracy: dict[str, Any]) -> str:
     )
 
 
-def factor_effect(cells: list[dict[str, Any]], axes: list[str], axis: str, a: str, b: str,
-                  by: str | None = None) -> dict[str, dict[Any, list[float]]]:  # fmt: skip
+def factor_effect(
+    cells: list[dict[str, Any]], axes: list[str], axis: str, a: str, b: str, by: str | None = None
+) -> dict[str, dict[Any, list[float]]]:
     """Test error at ``axis = a`` minus at ``axis = b``, paired by seed and every other setting, kept per seed
     (the independent unit); grouped by ``by``."""
     others = [x for x in axes if x != axis]
@@ -232,8 +259,11 @@ def _effect_cell(d: dict[str, Any]) -> list[str]:
     return [f"{100 * d['mean']:+.2f}{ci}", str(d["n"]), str(d["higher"]), str(d["pairs"]), str(d["identical"])]
 
 
-FACTORS = (("warm_start", "true", "false", "temperature"), ("noise", "rademacher", "gaussian", "temperature"),
-           ("temperature", "0.001", "1e-08", None))  # fmt: skip
+FACTORS = (
+    ("warm_start", "true", "false", "temperature"),
+    ("noise", "rademacher", "gaussian", "temperature"),
+    ("temperature", "0.001", "1e-08", None),
+)
 
 
 def factor_table(cells: list[dict[str, Any]], axes: list[str]) -> tuple[Lines, dict[str, Any]]:
@@ -247,10 +277,16 @@ def factor_table(cells: list[dict[str, Any]], axes: list[str]) -> tuple[Lines, d
         for group, per_seed in factor_effect(cells, axes, axis, a, b, by if by in axes else None).items():
             d = over_seeds(per_seed)
             effects[f"{axis}: {a} - {b}" + ("" if group == "all" else f" ({by} = {group})")] = d
-            rows.append([f"{axis}: {a} minus {b}", "all" if group == "all" else f"{by} = {group}",
-                         *_effect_cell(d)])  # fmt: skip
-    header = ["contrast", "within", "test error difference (points, mean ± 95 % t-interval over seeds)", "seeds",
-              "seeds higher", "pairs averaged", "identical pairs"]  # fmt: skip
+            rows.append([f"{axis}: {a} minus {b}", "all" if group == "all" else f"{by} = {group}", *_effect_cell(d)])
+    header = [
+        "contrast",
+        "within",
+        "test error difference (points, mean ± 95 % t-interval over seeds)",
+        "seeds",
+        "seeds higher",
+        "pairs averaged",
+        "identical pairs",
+    ]
     return table(header, rows), effects
 
 

@@ -96,11 +96,20 @@ def _plot(chosen: dict[str, dict[str, Any]], metric: str, floor: float | None, y
         y = np.array([[c[i].get(metric) for i in range(n)] for c in curves], dtype=float)
         for ax, key in zip(axes, ("effective_epochs", "seconds"), strict=True):
             x = np.array([[c[i].get(key) or 0.0 for i in range(n)] for c in curves], dtype=float).mean(axis=0)
-            line = ax.plot(x, y.mean(axis=0), marker="o", markersize=3, label=label,
-                           linestyle="--" if label.startswith("entropy") else "-")[0]  # fmt: skip
+            line = ax.plot(
+                x,
+                y.mean(axis=0),
+                marker="o",
+                markersize=3,
+                label=label,
+                linestyle="--" if label.startswith("entropy") else "-",
+            )[0]
             ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.15)
-    for ax, xlabel in zip(axes, ("effective epochs (forward-backward passes / training size)",
-                                 "training seconds (mean over seeds)"), strict=True):  # fmt: skip
+    for ax, xlabel in zip(
+        axes,
+        ("effective epochs (forward-backward passes / training size)", "training seconds (mean over seeds)"),
+        strict=True,
+    ):
         if floor is not None:
             ax.axhline(floor, color="black", linestyle=":", linewidth=1.0, label="entropy rate (floor)")
         ax.set_xlabel(xlabel)
@@ -122,8 +131,14 @@ def _task(out: Path, step: str, figures: Path | None, text: bool) -> dict[str, A
     finals = {lab: _by_seed(g["ok"], lambda e: e["final"].get(final_key)) for lab, g in chosen.items()}
     means = {lab: mean_sd(list(v.values()))[0] for lab, v in finals.items()}
     level = max((m for m in means.values() if m is not None), default=None)  # every method's mean reaches it
-    reach = {lab: {key: _reach(g["ok"], level, key, metric) for key in ("effective_epochs", "seconds")}
-             for lab, g in chosen.items()} if level is not None else {}  # fmt: skip
+    reach = (
+        {
+            lab: {key: _reach(g["ok"], level, key, metric) for key in ("effective_epochs", "seconds")}
+            for lab, g in chosen.items()
+        }
+        if level is not None
+        else {}
+    )
     pairs = {}
     for a, b in PAIRS:
         if a in chosen and b in chosen:
@@ -135,12 +150,22 @@ def _task(out: Path, step: str, figures: Path | None, text: bool) -> dict[str, A
     name = f"{step}.png"
     if figures is not None:
         _plot(chosen, metric, floor, "bits per character" if text else "test error", figures / name)
-    tried = {lab: sorted({_setting(g["settings"]) for g in groups(items) if g["label"] == lab}, key=_value)
-             for lab in chosen}  # fmt: skip
-    return {"results": results, "chosen": chosen, "floor": floor, "finals": finals, "level": level, "reach": reach,
-            "pairs": pairs, "figure": None if figures is None else f"{figures.name}/{name}",
-            "seeds": len({e["seed"] for e in items}),
-            "tried": tried, "budget": results["config"]["base"].get("effective_epochs")}  # fmt: skip
+    tried = {
+        lab: sorted({_setting(g["settings"]) for g in groups(items) if g["label"] == lab}, key=_value) for lab in chosen
+    }
+    return {
+        "results": results,
+        "chosen": chosen,
+        "floor": floor,
+        "finals": finals,
+        "level": level,
+        "reach": reach,
+        "pairs": pairs,
+        "figure": None if figures is None else f"{figures.name}/{name}",
+        "seeds": len({e["seed"] for e in items}),
+        "tried": tried,
+        "budget": results["config"]["base"].get("effective_epochs"),
+    }
 
 
 def _value(text: str) -> float:
@@ -153,20 +178,30 @@ def _rows(task: dict[str, Any], scale: float, digits: int, unit: str) -> list[li
         g = task["chosen"][lab]
         ep, sec = task["reach"][lab]["effective_epochs"], task["reach"][lab]["seconds"]
         missing = len(g["ok"]) - len(ep)
-        rows.append([lab, _setting(g["settings"]), pm(list(task["finals"][lab].values()), scale, digits, unit),
-                     pm(list(ep.values()), 1, 1) + (f" ({missing} never)" if missing else ""),
-                     pm(list(sec.values()), 1, 1), pm([e["final"]["seconds"] for e in g["ok"]], 1, 1)])  # fmt: skip
+        rows.append(
+            [
+                lab,
+                _setting(g["settings"]),
+                pm(list(task["finals"][lab].values()), scale, digits, unit),
+                pm(list(ep.values()), 1, 1) + (f" ({missing} never)" if missing else ""),
+                pm(list(sec.values()), 1, 1),
+                pm([e["final"]["seconds"] for e in g["ok"]], 1, 1),
+            ]
+        )
     return rows
 
 
 def _pair_lines(task: dict[str, Any], scale: float, unit: str) -> Lines:
     lines = []
     for name, d in task["pairs"].items():
-        final = {k: (v * scale if isinstance(v, float) and k in ("mean", "sd", "ci95") else v)
-                 for k, v in d["final"].items()}  # fmt: skip
-        lines.append(f"* {name}: effective epochs to reach the level {_diff_text(d['reach_epochs'], 'epochs', 1)}; "
-                     f"seconds {_diff_text(d['reach_seconds'], 's', 1)}; final held-out "
-                     f"{_diff_text(final, unit, 3)}.")  # fmt: skip
+        final = {
+            k: (v * scale if isinstance(v, float) and k in ("mean", "sd", "ci95") else v) for k, v in d["final"].items()
+        }
+        lines.append(
+            f"* {name}: effective epochs to reach the level {_diff_text(d['reach_epochs'], 'epochs', 1)}; "
+            f"seconds {_diff_text(d['reach_seconds'], 's', 1)}; final held-out "
+            f"{_diff_text(final, unit, 3)}."
+        )
     return lines
 
 
@@ -178,9 +213,12 @@ def _direction(d: dict[str, Any], lower: str, higher: str) -> str:
 
 def _verdict(task: dict[str, Any]) -> str:
     """Per pair, the direction of the paired differences in effective epochs and seconds to the level."""
-    parts = [f"`{name}`: effective epochs to the level {_direction(d['reach_epochs'], 'fewer', 'more')}, seconds "
-             f"{_direction(d['reach_seconds'], 'fewer', 'more')}, final held-out "
-             f"{_direction(d['final'], 'lower', 'higher')}" for name, d in task["pairs"].items()]  # fmt: skip
+    parts = [
+        f"`{name}`: effective epochs to the level {_direction(d['reach_epochs'], 'fewer', 'more')}, seconds "
+        f"{_direction(d['reach_seconds'], 'fewer', 'more')}, final held-out "
+        f"{_direction(d['final'], 'lower', 'higher')}"
+        for name, d in task["pairs"].items()
+    ]
     return "; ".join(parts) or "no pair of optimizers finished"
 
 
@@ -189,22 +227,36 @@ def recurrent_claims(step_dir: Path) -> list[Claim]:
     differences in effective epochs and seconds to the level and in the final held-out value."""
     text = step_dir.name.endswith("char")
     task = _task(step_dir.parent, step_dir.name, None, text)
-    final = ((1.0, "bits per character", 3) if text else (100.0, "points", 2))
-    kinds = (("reach_epochs", "effective epochs to the level", 1.0, "effective epochs", 1),
-             ("reach_seconds", "seconds to the level", 1.0, "s", 1), ("final", "final held-out", *final))
-    return [difference_claim(f"{step_dir.name}/{name}: {key}", f"{words}, `{name}`", d[key], scale, unit, digits)
-            for name, d in task["pairs"].items() for key, words, scale, unit, digits in kinds]  # fmt: skip
+    final = (1.0, "bits per character", 3) if text else (100.0, "points", 2)
+    kinds = (
+        ("reach_epochs", "effective epochs to the level", 1.0, "effective epochs", 1),
+        ("reach_seconds", "seconds to the level", 1.0, "s", 1),
+        ("final", "final held-out", *final),
+    )
+    return [
+        difference_claim(f"{step_dir.name}/{name}: {key}", f"{words}, `{name}`", d[key], scale, unit, digits)
+        for name, d in task["pairs"].items()
+        for key, words, scale, unit, digits in kinds
+    ]
 
 
 def section_recurrent(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
     char = _task(out, "recurrent_char", figures, text=True)
     row = _task(out, "recurrent_row", figures, text=False)
-    numbers["recurrent"] = {name: {k: v for k, v in t.items() if k not in ("results", "chosen")} | {
-        "chosen": {lab: dict(g["settings"]) for lab, g in t["chosen"].items()}} for name, t in
-        (("char", char), ("row", row))}  # fmt: skip
+    numbers["recurrent"] = {
+        name: {k: v for k, v in t.items() if k not in ("results", "chosen")}
+        | {"chosen": {lab: dict(g["settings"]) for lab, g in t["chosen"].items()}}
+        for name, t in (("char", char), ("row", row))
+    }
     floor, level = char["floor"], char["level"]
-    header = ["optimizer", "chosen (validation)", "final held-out", "effective epochs to the level",
-              "seconds to the level", "training seconds"]  # fmt: skip
+    header = [
+        "optimizer",
+        "chosen (validation)",
+        "final held-out",
+        "effective epochs to the level",
+        "seconds to the level",
+        "training seconds",
+    ]
     tried = "; ".join(f"{lab}: {', '.join(v)}" for lab, v in char["tried"].items())
     lines = [
         "## Recurrent networks: does Entropy-SGD train LSTMs faster?",
@@ -260,13 +312,16 @@ def section_recurrent(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
         "measures the inner loop's cost in one process).",
         "",
     ]
-    summary = (f"**Recurrent networks.** char-LSTM on a Markov source (floor {fmt(floor, 3)} bits/char): "
-               f"{_verdict(char)}; row-LSTM on MNIST-5k: {_verdict(row)}.")  # fmt: skip
+    summary = (
+        f"**Recurrent networks.** char-LSTM on a Markov source (floor {fmt(floor, 3)} bits/char): "
+        f"{_verdict(char)}; row-LSTM on MNIST-5k: {_verdict(row)}."
+    )
     return lines, summary
 
 
-def write_section(out: str | Path, doc: str | Path,
-                  replication: Callable[[Lines, str], tuple[Lines, str]] | None = None) -> Path:  # fmt: skip
+def write_section(
+    out: str | Path, doc: str | Path, replication: Callable[[Lines, str], tuple[Lines, str]] | None = None
+) -> Path:
     """This section alone, as ``doc`` (figures and numbers in ``<doc stem>/``), from a reproduction's ``out``;
     ``replication`` adds the replication of its claims (the findings package's :func:`write_recurrent` passes it)."""
     out, doc = Path(out), Path(doc)
@@ -276,12 +331,22 @@ def write_section(out: str | Path, doc: str | Path,
     lines, summary = section_recurrent(out, figures, numbers)
     if replication is not None:
         lines, summary = replication(lines, summary)
-    commits = sorted({str(sweep_entries(out / s)[0].get("meta", {}).get("git_commit") or "")[:12]
-                      for s in ("recurrent_char", "recurrent_row")} - {""})  # fmt: skip
-    head = ["# Findings: recurrent networks", "",
-            f"> Written by `write_recurrent` from `localentropy reproduce --steps recurrent_char,recurrent_row` "
-            f"(steps run at commit {', '.join(commits) or 'unknown'}); every number below comes from those runs.",
-            "", f"* {summary}", ""]  # fmt: skip
+    commits = sorted(
+        {
+            str(sweep_entries(out / s)[0].get("meta", {}).get("git_commit") or "")[:12]
+            for s in ("recurrent_char", "recurrent_row")
+        }
+        - {""}
+    )
+    head = [
+        "# Findings: recurrent networks",
+        "",
+        f"> Written by `write_recurrent` from `localentropy reproduce --steps recurrent_char,recurrent_row` "
+        f"(steps run at commit {', '.join(commits) or 'unknown'}); every number below comes from those runs.",
+        "",
+        f"* {summary}",
+        "",
+    ]
     atomic_write_json(figures / "findings.json", numbers)
     atomic_write_bytes(doc, "\n".join(head + lines).encode())
     return doc

@@ -37,8 +37,10 @@ def _edge_text(info: dict[str, Any], tuned: dict[str, Any]) -> str:
         edge = [f"`{lab}` ({', '.join(e['name'] for e in r['at_edge'])})" for lab, r in tuned.items() if r["at_edge"]]
         if not edge:
             return "every method's tuned values lie inside the ranges searched."
-        return (f"{len(edge)} of the methods ({', '.join(edge)}) chose a value at the edge of the range searched "
-                "after its extensions, so their optimum may lie outside it.")
+        return (
+            f"{len(edge)} of the methods ({', '.join(edge)}) chose a value at the edge of the range searched "
+            "after its extensions, so their optimum may lie outside it."
+        )
     edge = []
     for lab, entry in info.items():
         tried = sorted(entry.get("tried", {}), key=sort_key)
@@ -46,8 +48,10 @@ def _edge_text(info: dict[str, Any], tuned: dict[str, Any]) -> str:
             edge.append(f"`{lab}`")
     if not edge:
         return "every sampler chose an inner step size, so each optimum lies inside the grid."
-    return (f"{len(edge)} of the samplers ({', '.join(edge)}) chose the largest or smallest step tried, so their "
-            "optimum may lie outside the grid.")
+    return (
+        f"{len(edge)} of the samplers ({', '.join(edge)}) chose the largest or smallest step tried, so their "
+        "optimum may lie outside the grid."
+    )
 
 
 def _beats_sgld(ranking: list[tuple[int, list[str]]], cell: dict[tuple, dict[str, Any]]) -> str:
@@ -75,18 +79,35 @@ def _beats_sgld(ranking: list[tuple[int, list[str]]], cell: dict[tuple, dict[str
         always_worse = set(higher) if always_worse is None else always_worse & set(higher)
     if not parts:
         return "SGLD was not run."
-    how = ("by point estimates (this run kept no per-replicate errors, so no interval)" if unpaired else
-           "beyond Bonferroni-adjusted 95 % paired t-intervals over the replicates")  # fmt: skip
+    how = (
+        "by point estimates (this run kept no per-replicate errors, so no interval)"
+        if unpaired
+        else "beyond Bonferroni-adjusted 95 % paired t-intervals over the replicates"
+    )
     text = f"samplers with a lower MSE than SGLD at the same gradient budget, {how}: " + "; ".join(parts) + "."
     if always_worse:
         text += f" Worse than SGLD at every budget: {', '.join(f'`{e}`' for e in sorted(always_worse))}."
     return text
 
 
-TRAINING_HEADER = ["inner sampler", "chosen step size", "test error", "train loss", "minus SGLD (paired)",
-                   "mean test error per step size tried", "failed/diverged runs"]  # fmt: skip
-TUNED_HEADER = ["inner sampler", "chosen values (tuned)", "test error", "train loss", "minus SGLD (paired)",
-                "validation error reached in tuning", "failed/diverged runs"]  # fmt: skip
+TRAINING_HEADER = [
+    "inner sampler",
+    "chosen step size",
+    "test error",
+    "train loss",
+    "minus SGLD (paired)",
+    "mean test error per step size tried",
+    "failed/diverged runs",
+]
+TUNED_HEADER = [
+    "inner sampler",
+    "chosen values (tuned)",
+    "test error",
+    "train loss",
+    "minus SGLD (paired)",
+    "validation error reached in tuning",
+    "failed/diverged runs",
+]
 
 
 def _tuned_values(record: dict[str, Any] | None) -> str:
@@ -100,8 +121,10 @@ def _tuning_text(tuning: dict[str, Any] | None, units: str) -> str:
     if not tuning:
         return ""
     pruned = ", successive halving" if tuning.get("pruner") == "successive-halving" else ""
-    return (f" Every method was first tuned alike ({tuning['method']}{pruned}, {tuning['trials']} trials each, "
-            f"each trial {units}, apart from the reported data; tuning tables in the step's report.md).")
+    return (
+        f" Every method was first tuned alike ({tuning['method']}{pruned}, {tuning['trials']} trials each, "
+        f"each trial {units}, apart from the reported data; tuning tables in the step's report.md)."
+    )
 
 
 def _error_cell(m: dict[str, Any]) -> str:
@@ -135,8 +158,9 @@ def _verdicts(results: dict[str, Any], budgets: list[int]) -> list[tuple[int, st
     return out
 
 
-def training_choices(step_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]],
-                                              dict[str, Any], dict[str, dict[Any, float]]]:  # fmt: skip
+def training_choices(
+    step_dir: Path,
+) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]], dict[str, Any], dict[str, dict[Any, float]]]:
     """The training sweep's entries, labels, groups, each label's best group (the step size with the lowest mean
     validation error) and its test errors by seed."""
     _, items = sweep_entries(step_dir)
@@ -153,9 +177,13 @@ def training_claims(step_dir: Path) -> list[Claim]:
     for reference in ("sgld", "sgd"):
         for lab in labels:
             if lab not in ("sgld", "sgd") and reference in chosen:
-                claims.append(difference_claim(f"samplers_training/{lab} - {reference}",
-                                               f"test error, `{lab}` minus `{reference}`",
-                                               paired(chosen[lab], chosen[reference])))  # fmt: skip
+                claims.append(
+                    difference_claim(
+                        f"samplers_training/{lab} - {reference}",
+                        f"test error, `{lab}` minus `{reference}`",
+                        paired(chosen[lab], chosen[reference]),
+                    )
+                )
     return claims
 
 
@@ -225,13 +253,16 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
     for lab in sorted(labels, key=lambda lab: mean_sd(list(chosen[lab].values()))[0] or math.inf):
         mine = best[lab]["ok"] if lab in best else []
         d = paired(chosen[lab], reference) if lab != "sgld" else None
-        tried = sorted((g for g in all_groups if g["label"] == lab and g["test_mean"] is not None),
-                       key=lambda g: sort_key(next(iter(dict(g["settings"]).values()), "")))  # fmt: skip
+        tried = sorted(
+            (g for g in all_groups if g["label"] == lab and g["test_mean"] is not None),
+            key=lambda g: sort_key(next(iter(dict(g["settings"]).values()), "")),
+        )
         step = next(iter(dict(best[lab]["settings"]).values()), "—") if lab in best else "—"
         if lab in tuned:
             step = _tuned_values(tuned[lab])
-        tried_text = "; ".join(f"{next(iter(dict(g['settings']).values()), '—')}: {100 * g['test_mean']:.2f} %"
-                               for g in tried)  # fmt: skip
+        tried_text = "; ".join(
+            f"{next(iter(dict(g['settings']).values()), '—')}: {100 * g['test_mean']:.2f} %" for g in tried
+        )
         tr_info[lab] = {
             "test_error": list(chosen[lab].values()),
             "step_size": step,
@@ -247,8 +278,9 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
                 f"{pm(list(chosen[lab].values()), 100)} %",
                 pm(finals(mine, "train_loss"), 1, 4),
                 "—" if d is None else short(d),
-                (f"{100 * tuned[lab]['objective']:.2f} %" if tuned.get(lab, {}).get("objective") is not None
-                 else "—") if tuned else tried_text or "—",
+                (f"{100 * tuned[lab]['objective']:.2f} %" if tuned.get(lab, {}).get("objective") is not None else "—")
+                if tuned
+                else tried_text or "—",
                 str(failed),
             ]
         )
@@ -278,9 +310,14 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         f"*Config:* `shootout.toml`: a 50-D quadratic with eigenvalues 1..100, gamma = 1, T = 0.1, 4 chains, "
         f"{so_results['config']['replicates']} replicates, uniform averaging, the same gradient budgets for every "
         "sampler (MALA's two evaluations per step counted). Cells: relative MSE ± its MCSE against the closed form "
-        "(rank at that budget by MSE; gradient evaluations)." + _tuning_text(so_results.get("tuning"), (
-            f"{(so_results.get('tuning') or {}).get('replicates')} estimates of "
-            f"{(so_results.get('tuning') or {}).get('budget')} gradient evaluations scored by their MSE")),
+        "(rank at that budget by MSE; gradient evaluations)."
+        + _tuning_text(
+            so_results.get("tuning"),
+            (
+                f"{(so_results.get('tuning') or {}).get('replicates')} estimates of "
+                f"{(so_results.get('tuning') or {}).get('budget')} gradient evaluations scored by their MSE"
+            ),
+        ),
         "",
         *table(["sampler", *(f"budget {b}" for b in budgets), f"seconds per estimate at {largest}"], rows),
         "",
@@ -295,12 +332,17 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         f"*Config:* `sweep_samplers.toml`: Entropy-SGD (gamma = 1, L = 5, outer Nesterov SGD) with each sampler that "
         f"runs on minibatches, on digits (MLP 64-64-10), 30 effective epochs, {n_seeds} seeds; SGD on the same "
         "budget as a reference. "
-        + (_tuning_text(sweep_results.get("tuning"), "a training run on each tuning seed scored by its validation "
-                        "error").strip() + " The reported seeds trained each method at its chosen values (the SGD "
-           "row's: its lr)." if tuned else
-           "Each sampler ran at four step sizes (its effective step x 0.3, 1, 3 and 10) and SGD at four learning "
-           "rates (0.03 to 1); the table reports, for each, the one with the lowest mean validation error, so the "
-           "test error is not the selection criterion (the SGD row's step size is its lr).")
+        + (
+            _tuning_text(
+                sweep_results.get("tuning"), "a training run on each tuning seed scored by its validation error"
+            ).strip()
+            + " The reported seeds trained each method at its chosen values (the SGD "
+            "row's: its lr)."
+            if tuned
+            else "Each sampler ran at four step sizes (its effective step x 0.3, 1, 3 and 10) and SGD at four learning "
+            "rates (0.03 to 1); the table reports, for each, the one with the lowest mean validation error, so the "
+            "test error is not the selection criterion (the SGD row's step size is its lr)."
+        )
         + " MALA is left out: its accept step needs the full-batch loss.",
         "",
         *table(TUNED_HEADER if tuned else TRAINING_HEADER, tr_rows),
@@ -319,9 +361,11 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
         "preconditioning may pay.",
         "",
     ]
-    summary = (f"**Other samplers (Q3).** Per gradient evaluation of the local-entropy gradient, best MSE "
-               f"(ties: not distinguishable at 95 %): {best_by_budget};"
-               f" in training, `{best_train}` gave the lowest mean test error of the inner samplers, "
-               f"{len(differ)} sampler(s) differed from SGLD beyond the seed noise and {len(beat_sgd)} beat plain "
-               "SGD.")  # fmt: skip
+    summary = (
+        f"**Other samplers (Q3).** Per gradient evaluation of the local-entropy gradient, best MSE "
+        f"(ties: not distinguishable at 95 %): {best_by_budget};"
+        f" in training, `{best_train}` gave the lowest mean test error of the inner samplers, "
+        f"{len(differ)} sampler(s) differed from SGLD beyond the seed noise and {len(beat_sgd)} beat plain "
+        "SGD."
+    )
     return lines, summary

@@ -47,8 +47,9 @@ def _run_records(step: Path, results: dict[str, Any]) -> dict[str, dict[str, Any
     return out
 
 
-def projection(compute: dict[str, Any], examples: int, inner_steps: int,
-               workers: tuple[int, ...] = WORKERS) -> list[dict[str, Any]]:  # fmt: skip
+def projection(
+    compute: dict[str, Any], examples: int, inner_steps: int, workers: tuple[int, ...] = WORKERS
+) -> list[dict[str, Any]]:
     """Projected seconds per epoch (one pass over ``examples`` by all workers together, global batch as measured)
     of SGD-DDP, Entropy-SGD-DDP and Parle, per link and worker count, and Parle's speed-up over SGD-DDP."""
     passes = -(-examples // int(compute["batch_size"]))
@@ -64,8 +65,11 @@ def projection(compute: dict[str, Any], examples: int, inner_steps: int,
     return rows
 
 
-def measured(step: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[Any, float]], list[Any],
-                                   Any, dict[str, dict[str, Any]]]:  # fmt: skip
+def measured(
+    step: Path,
+) -> tuple[
+    dict[str, Any], list[dict[str, Any]], dict[str, dict[Any, float]], list[Any], Any, dict[str, dict[str, Any]]
+]:
     """The scale sweep's results, entries, test errors by label and seed, the seeds all labels share, the best set
     over them, and the paired differences in test error."""
     results, items = sweep_entries(step)
@@ -80,9 +84,12 @@ def scale_claims(step_dir: Path) -> list[Claim]:
     """The lowest test error of the three (Holm's best set over the seeds) and the paired differences."""
     _, _, errors, seeds, verdict, pairs = measured(step_dir)
     values = {label: [errors[label][s] for s in seeds] for label in LABELS}
-    return [verdict_claim("scale/lowest test error", "lowest test error", verdict.best, len(seeds), "seeds",
-                          verdict.as_dict(), values),
-            *(difference_claim(f"scale/{name}", f"test error, `{name}`", d) for name, d in pairs.items())]
+    return [
+        verdict_claim(
+            "scale/lowest test error", "lowest test error", verdict.best, len(seeds), "seeds", verdict.as_dict(), values
+        ),
+        *(difference_claim(f"scale/{name}", f"test error, `{name}`", d) for name, d in pairs.items()),
+    ]
 
 
 def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
@@ -101,14 +108,19 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
     rows = []
     for label in LABELS:
         recs = list(records[label].values())
-        rows.append([
-            label, f"{pm(list(errors[label].values()), 100)} %",
-            pm([r["final"]["effective_epochs"] for r in recs], 1, 2),
-            pm([r["final"]["seconds"] for r in recs], 1, 1, " s"),
-            f"{np.mean([r['bytes_communicated'] for r in recs]) / 1e6:.1f}" if recs else "—",
-            f"{np.mean([r['collective_calls'] for r in recs]):.0f}" if recs else "—",
-            f"{1e3 * np.mean([r['final']['seconds'] / r['final']['grad_evals'] for r in recs]):.2f}" if recs else "—",
-        ])  # fmt: skip
+        rows.append(
+            [
+                label,
+                f"{pm(list(errors[label].values()), 100)} %",
+                pm([r["final"]["effective_epochs"] for r in recs], 1, 2),
+                pm([r["final"]["seconds"] for r in recs], 1, 1, " s"),
+                f"{np.mean([r['bytes_communicated'] for r in recs]) / 1e6:.1f}" if recs else "—",
+                f"{np.mean([r['collective_calls'] for r in recs]):.0f}" if recs else "—",
+                f"{1e3 * np.mean([r['final']['seconds'] / r['final']['grad_evals'] for r in recs]):.2f}"
+                if recs
+                else "—",
+            ]
+        )
     per_run = {
         label: {
             "megabytes": [r["bytes_communicated"] / 1e6 for r in records[label].values()],
@@ -120,9 +132,18 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
     bytes_ratio = _ratio(records, "bytes_communicated")
     projected = projection(compute, examples, inner)
     figure = _plot(records, figures)
-    numbers["scale"] = {"test_error": errors, "best_set": verdict.as_dict(), "paired": pairs, "seconds": time_pairs,
-                        "bytes_ratio_parle_sgd": bytes_ratio, "compute": compute, "projection": projected,
-                        "examples": examples, "inner_steps": inner, "world_size": world}  # fmt: skip
+    numbers["scale"] = {
+        "test_error": errors,
+        "best_set": verdict.as_dict(),
+        "paired": pairs,
+        "seconds": time_pairs,
+        "bytes_ratio_parle_sgd": bytes_ratio,
+        "compute": compute,
+        "projection": projected,
+        "examples": examples,
+        "inner_steps": inner,
+        "world_size": world,
+    }
     numbers["scale"]["per_run"] = per_run  # the values behind the table's means
     lines = [
         "## P1. Parle at scale: replicas that communicate once per outer step",
@@ -136,8 +157,18 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
         "each step on their own share of the same global batches with their own noise and all-reduce their weights "
         "once per outer step; every number is of the reference, the replicas' mean.",
         "",
-        *table(["optimizer", "test error (mean ± sd)", "effective epochs", "training wall-clock",
-                "MB all-reduced per rank", "all-reduce calls", "ms per pass (measured, 2 ranks)"], rows),
+        *table(
+            [
+                "optimizer",
+                "test error (mean ± sd)",
+                "effective epochs",
+                "training wall-clock",
+                "MB all-reduced per rank",
+                "all-reduce calls",
+                "ms per pass (measured, 2 ranks)",
+            ],
+            rows,
+        ),
         "",
         f"* Lowest test error: {verdict_text(verdict, fmt=lambda v: f'{100 * v:.2f} %')}",
         *(f"* Test error, {name}: {short(d)}." for name, d in pairs.items()),
@@ -149,9 +180,11 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
     if figure:
         lines += [f"![test error against wall-clock and bytes]({figure})", ""]
     lines += _projection_lines(compute, projected, examples, inner)
-    summary = (f"**P1 (scale).** On 2 processes Parle all-reduced {_pct(bytes_ratio)} of SGD-DDP's bytes at equal "
-               f"effective epochs; test error: {parle_sgd} against SGD-DDP. Projected per epoch: "
-               f"{_crossover_text(projected)} (time per epoch only, not Parle's convergence at large n).")  # fmt: skip
+    summary = (
+        f"**P1 (scale).** On 2 processes Parle all-reduced {_pct(bytes_ratio)} of SGD-DDP's bytes at equal "
+        f"effective epochs; test error: {parle_sgd} against SGD-DDP. Projected per epoch: "
+        f"{_crossover_text(projected)} (time per epoch only, not Parle's convergence at large n)."
+    )
     return lines, summary
 
 
@@ -190,8 +223,7 @@ def _entropy_text(projected: list[dict[str, Any]]) -> str:
     return "faster than SGD-DDP at " + ", ".join(faster) if faster else "slower than SGD-DDP at every n and link"
 
 
-def _projection_lines(compute: dict[str, Any], projected: list[dict[str, Any]], examples: int,
-                      inner: int) -> Lines:  # fmt: skip
+def _projection_lines(compute: dict[str, Any], projected: list[dict[str, Any]], examples: int, inner: int) -> Lines:
     links = list(dict.fromkeys(r["link"] for r in projected))
     header = ["workers n"] + [f"{label} s/epoch ({link})" for link in links for label in (SGD, ENTROPY, PARLE)]
     header += [f"Parle speed-up over SGD-DDP ({link})" for link in links]
@@ -247,8 +279,10 @@ def _plot(records: dict[str, dict[str, Any]], figures: Path) -> str | None:
         if not runs:
             continue
         length = min(len(r["rows"]) for r in runs)
-        curves = {key: [float(np.mean([r["rows"][i].get(key) or 0 for r in runs])) for i in range(length)]
-                  for key in ("test_error", "seconds", "bytes_communicated")}  # fmt: skip
+        curves = {
+            key: [float(np.mean([r["rows"][i].get(key) or 0 for r in runs])) for i in range(length)]
+            for key in ("test_error", "seconds", "bytes_communicated")
+        }
         error = [100 * e for e in curves["test_error"]]
         axes[0].plot(curves["seconds"], error, marker="o", ms=3, label=label)
         axes[1].plot([b / 1e6 for b in curves["bytes_communicated"]], error, marker="o", ms=3, label=label)

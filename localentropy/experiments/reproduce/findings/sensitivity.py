@@ -39,13 +39,20 @@ def sensitivity_claims(step_dir: Path) -> list[Claim]:
     better or worse than SGD rests on these)."""
     _, items, _, cells = _grid(step_dir)
     sgd = by_seed(select(items, "sgd"))
-    return [difference_claim(f"sensitivity/{setting_text(c['setting'])} - sgd",
-                             f"test error, {setting_text(c['setting'])} minus SGD", paired(c["by_seed"], sgd))
-            for c in cells if c["by_seed"]]  # fmt: skip
+    return [
+        difference_claim(
+            f"sensitivity/{setting_text(c['setting'])} - sgd",
+            f"test error, {setting_text(c['setting'])} minus SGD",
+            paired(c["by_seed"], sgd),
+        )
+        for c in cells
+        if c["by_seed"]
+    ]
 
 
-def _scoping_effect(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[str],
-                                             list[str], dict[str, Any]]:  # fmt: skip
+def _scoping_effect(
+    step_dir: Path,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[str], list[str], dict[str, Any]]:
     """The scoping sweep's results, entries, cells, gammas, scopings, and per gamma the largest scoping minus none
     (paired by seed)."""
     results, items = sweep_entries(step_dir)
@@ -64,8 +71,10 @@ def _scoping_effect(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]
 def scoping_claims(step_dir: Path) -> list[Claim]:
     """Per gamma, the largest scoping's test error minus no scoping's."""
     *_, scopings, effect = _scoping_effect(step_dir)
-    return [difference_claim(f"scoping/gamma = {g}", f"test error at gamma = {g}, scoping {scopings[-1]} minus none",
-                             d) for g, d in effect.items()]  # fmt: skip
+    return [
+        difference_claim(f"scoping/gamma = {g}", f"test error at gamma = {g}, scoping {scopings[-1]} minus none", d)
+        for g, d in effect.items()
+    ]
 
 
 def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
@@ -80,15 +89,20 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         for v in values:
             errs = [x for c in cells if c["setting"][a] == _text(v) for x in c["by_seed"].values()]
             bad = sum(c["bad"] for c in cells if c["setting"][a] == _text(v))
-            best = min((c["mean"] for c in cells if c["setting"][a] == _text(v) and c["mean"] is not None),
-                       default=None)  # fmt: skip
-            marg_rows.append([a, _text(v), f"{pm(errs, 100)} %", "—" if best is None else f"{100 * best:.2f} %",
-                              str(bad)])  # fmt: skip
+            best = min(
+                (c["mean"] for c in cells if c["setting"][a] == _text(v) and c["mean"] is not None), default=None
+            )
+            marg_rows.append(
+                [a, _text(v), f"{pm(errs, 100)} %", "—" if best is None else f"{100 * best:.2f} %", str(bad)]
+            )
             marginals.append({"axis": a, "value": _text(v), "test_errors": errs, "best_mean": best, "bad": bad})
-    top = [[setting_text(c["setting"]), f"{pm(list(c['by_seed'].values()), 100)} %",
-            short(paired(c["by_seed"], sgd))] for c in ranked[:5]]  # fmt: skip
-    bottom = [[setting_text(c["setting"]), f"{pm(list(c['by_seed'].values()), 100)} %", str(c["bad"])]
-              for c in ranked[-3:]]  # fmt: skip
+    top = [
+        [setting_text(c["setting"]), f"{pm(list(c['by_seed'].values()), 100)} %", short(paired(c["by_seed"], sgd))]
+        for c in ranked[:5]
+    ]
+    bottom = [
+        [setting_text(c["setting"]), f"{pm(list(c['by_seed'].values()), 100)} %", str(c["bad"])] for c in ranked[-3:]
+    ]
     within = [c for c in ranked if sgd_m is not None and c["mean"] <= sgd_m + 0.005]
     better = [c for c in ranked if distinct(d := paired(c["by_seed"], sgd)) and d["mean"] < 0]
     worse = [c for c in ranked if distinct(d := paired(c["by_seed"], sgd)) and d["mean"] > 0]
@@ -100,14 +114,20 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         row = [g]
         for s_ in scopings:
             c = lookup.get((g, s_))
-            row.append("—" if c is None else f"{pm(list(c['by_seed'].values()), 100)} %" + (
-                f" ({c['bad']} bad)" if c["bad"] else ""))  # fmt: skip
+            row.append(
+                "—"
+                if c is None
+                else f"{pm(list(c['by_seed'].values()), 100)} %" + (f" ({c['bad']} bad)" if c["bad"] else "")
+            )
         sc_rows.append(row)
     sc_sgd = by_seed(select(sc_items, "sgd"))
     n_seeds = len({e["seed"] for e in items})
-    numbers["sensitivity"] = {"cells": [{k: v for k, v in c.items() if k != "by_seed"} | {"by_seed": c["by_seed"]}
-                                        for c in cells], "sgd": sgd, "scoping": [c for c in sc_cells],
-                              "scoping_effect": scoping_effect}  # fmt: skip
+    numbers["sensitivity"] = {
+        "cells": [{k: v for k, v in c.items() if k != "by_seed"} | {"by_seed": c["by_seed"]} for c in cells],
+        "sgd": sgd,
+        "scoping": [c for c in sc_cells],
+        "scoping_effect": scoping_effect,
+    }
     numbers["sensitivity"]["marginals"] = marginals  # the runs behind each row of the axis table
     best_by_axis = {a: [(r[1], r[3]) for r in marg_rows if r[0] == a] for a in axes}
     chance = [c for c in ranked if c["mean"] > 0.5]  # 10 classes: no better than guessing, or diverged
@@ -123,8 +143,16 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         "",
         "Each value of one axis, averaged over the other axes and the seeds (and the best setting with it):",
         "",
-        *table(["axis", "value", "mean ± sd over its runs (settings x seeds)", "best setting's mean",
-                "diverged/failed runs"], marg_rows),
+        *table(
+            [
+                "axis",
+                "value",
+                "mean ± sd over its runs (settings x seeds)",
+                "best setting's mean",
+                "diverged/failed runs",
+            ],
+            marg_rows,
+        ),
         "",
         "The five best settings, with the paired difference to SGD (same seeds):",
         "",
@@ -160,9 +188,11 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         "on a harder task.",
         "",
     ]
-    summary = (f"**Sensitivity.** Of {len(cells)} settings of gamma x eta' x L, {len(all_bad) + len(chance)} "
-               f"diverged or failed to learn and "
-               f"the rest span {fmt(None if spread is None else 100 * spread, 3)} points of test error; "
-               f"{len(within)} settings are within 0.5 points of SGD, {len(better)} beat it beyond the seed "
-               "noise.")  # fmt: skip
+    summary = (
+        f"**Sensitivity.** Of {len(cells)} settings of gamma x eta' x L, {len(all_bad) + len(chance)} "
+        f"diverged or failed to learn and "
+        f"the rest span {fmt(None if spread is None else 100 * spread, 3)} points of test error; "
+        f"{len(within)} settings are within 0.5 points of SGD, {len(better)} beat it beyond the seed "
+        "noise."
+    )
     return lines, summary

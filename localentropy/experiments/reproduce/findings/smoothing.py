@@ -33,21 +33,46 @@ def _estimator_rows(records: list[dict[str, Any]], points: list[list[float]] | N
     norm (the table); every budget in the returned list."""
     rows, flat = [], []
     largest = max(r["key"]["budget"] for r in records)
-    for r in sorted(records, key=lambda r: (r["key"].get("temperature", 0), r["key"].get("point", 0),
-                                            r["key"]["budget"], r["key"]["estimator"])):  # fmt: skip
+    for r in sorted(
+        records,
+        key=lambda r: (
+            r["key"].get("temperature", 0),
+            r["key"].get("point", 0),
+            r["key"]["budget"],
+            r["key"]["estimator"],
+        ),
+    ):
         k, m = r["key"], r["metrics"]
         where = "x0"
         if points is not None:
             where = POINT_NAMES.get(tuple(points[k["point"]]), str(points[k["point"]]))
         if k["budget"] == largest:
-            rows.append([fmt(k["temperature"]), where, str(k["budget"]), f"`{k['estimator']}`",
-                         _relative_cell(m, k["estimator"]), f"{fmt(m['bias_norm'])} ± {fmt(m['bias_norm_mcse'], 2)}",
-                         fmt(m["variance"]), fmt(m["truth_norm"])])  # fmt: skip
-        flat.append({"temperature": k["temperature"], "point": where, "budget": k["budget"],
-                     "estimator": k["estimator"], **{x: m[x] for x in ("relative_mse", "mse", "bias_norm",
-                     "bias_norm_mcse", "variance", "truth_norm")},
-                     **{x: m[x] for x in ("truth_near_zero", "squared_errors", "mse_mcse", "efficiency_ratio",
-                                          "grad_evals") if x in m}})  # fmt: skip
+            rows.append(
+                [
+                    fmt(k["temperature"]),
+                    where,
+                    str(k["budget"]),
+                    f"`{k['estimator']}`",
+                    _relative_cell(m, k["estimator"]),
+                    f"{fmt(m['bias_norm'])} ± {fmt(m['bias_norm_mcse'], 2)}",
+                    fmt(m["variance"]),
+                    fmt(m["truth_norm"]),
+                ]
+            )
+        flat.append(
+            {
+                "temperature": k["temperature"],
+                "point": where,
+                "budget": k["budget"],
+                "estimator": k["estimator"],
+                **{x: m[x] for x in ("relative_mse", "mse", "bias_norm", "bias_norm_mcse", "variance", "truth_norm")},
+                **{
+                    x: m[x]
+                    for x in ("truth_near_zero", "squared_errors", "mse_mcse", "efficiency_ratio", "grad_evals")
+                    if x in m
+                },
+            }
+        )
     header = ["T", "point", "budget", "estimator", "relative MSE", "bias norm ± MCSE", "variance", "norm of the target"]
     return table(header, rows), flat
 
@@ -127,8 +152,12 @@ def estimator_claims(step_dir: Path) -> list[Claim]:
     return claims
 
 
-FLATNESS = (("top_eigenvalue", "value", "top Hessian eigenvalue"), ("trace", "value", "Hessian trace"),
-            ("sharpness", "value", "eps-sharpness (%)"), ("local_entropy", "norm", "norm of g_LE"))  # fmt: skip
+FLATNESS = (
+    ("top_eigenvalue", "value", "top Hessian eigenvalue"),
+    ("trace", "value", "Hessian trace"),
+    ("sharpness", "value", "eps-sharpness (%)"),
+    ("local_entropy", "norm", "norm of g_LE"),
+)
 
 
 def flatness_by_label(step_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, dict[Any, float]]]]:
@@ -162,8 +191,9 @@ def flatness_comparisons(flat: dict[str, dict[str, dict[Any, float]]]) -> tuple[
     comparisons = {}
     for other in ("lpf-sgd", "sgd", "sam"):
         if entropy and other in flat:
-            comparisons[other] = {m: paired(flat[entropy].get(m, {}), flat[other].get(m, {}))
-                                  for m, _, _ in FLATNESS_CLAIMS}  # fmt: skip
+            comparisons[other] = {
+                m: paired(flat[entropy].get(m, {}), flat[other].get(m, {})) for m, _, _ in FLATNESS_CLAIMS
+            }
     return entropy, comparisons
 
 
@@ -171,10 +201,17 @@ def flatness_claims(step_dir: Path) -> list[Claim]:
     """The paired differences of the flatness table: Entropy-SGD (SGLD) minus each flat-minima rival."""
     entropy, comparisons = flatness_comparisons(flatness_by_label(step_dir)[1])
     names = {name: words for name, _, words in FLATNESS} | {"test_error": "test error"}
-    return [difference_claim(f"flatness/{measure}: {entropy} - {other}",
-                             f"{names[measure]}, `{entropy}` minus `{other}`", d[measure], scale, unit)
-            for other, d in comparisons.items()
-            for measure, scale, unit in FLATNESS_CLAIMS]  # fmt: skip
+    return [
+        difference_claim(
+            f"flatness/{measure}: {entropy} - {other}",
+            f"{names[measure]}, `{entropy}` minus `{other}`",
+            d[measure],
+            scale,
+            unit,
+        )
+        for other, d in comparisons.items()
+        for measure, scale, unit in FLATNESS_CLAIMS
+    ]
 
 
 def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
@@ -191,17 +228,35 @@ def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
     n_seeds = len(fl_results["runs"])
     fl_rows = []
     for label, measures in flat.items():
-        fl_rows.append([label, f"{pm(list(measures.get('test_error', {}).values()), 100)} %",
-                        *(pm(list(measures.get(name, {}).values()), 1, 3 if name != "local_entropy" else 5)
-                          for name, _, _ in FLATNESS)])  # fmt: skip
+        fl_rows.append(
+            [
+                label,
+                f"{pm(list(measures.get('test_error', {}).values()), 100)} %",
+                *(
+                    pm(list(measures.get(name, {}).values()), 1, 3 if name != "local_entropy" else 5)
+                    for name, _, _ in FLATNESS
+                ),
+            ]
+        )
     entropy, comparisons = flatness_comparisons(flat)
     means = [m for m in (mean_sd(list(v.get("test_error", {}).values()))[0] for v in flat.values()) if m is not None]
     err_lo, err_hi = 100 * min(means, default=0.0), 100 * max(means, default=0.0)
-    numbers["smoothing"] = {"sharp_wide": sw_flat, "quadratic": q_flat, "wins_sharp_wide": sw_wins,
-                            "wins_quadratic": q_wins, "flatness": flat,
-                            "targets": [{"gamma": s["gamma"], "temperature": s["temperature"], "sigma": s["sigma"],
-                                         **{k: s["objectives"][k]["minimiser"] for k in (LE, SMOOTHED)}}
-                                        for s in targets.get("settings", [])]}  # fmt: skip
+    numbers["smoothing"] = {
+        "sharp_wide": sw_flat,
+        "quadratic": q_flat,
+        "wins_sharp_wide": sw_wins,
+        "wins_quadratic": q_wins,
+        "flatness": flat,
+        "targets": [
+            {
+                "gamma": s["gamma"],
+                "temperature": s["temperature"],
+                "sigma": s["sigma"],
+                **{k: s["objectives"][k]["minimiser"] for k in (LE, SMOOTHED)},
+            }
+            for s in targets.get("settings", [])
+        ],
+    }
     base = fl_results["config"]["base"]
     lines = [
         "## Q2. Exponentiated versus direct smoothing",
@@ -261,9 +316,11 @@ def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
         "",
     ]
     for other, comp in comparisons.items():
-        lines.append(f"* vs {other}: test error {short(comp['test_error'])}; top eigenvalue "
-                     f"{short(comp['top_eigenvalue'], 1.0, '')}; trace "
-                     f"{short(comp['trace'], 1.0, '')}.")  # fmt: skip
+        lines.append(
+            f"* vs {other}: test error {short(comp['test_error'])}; top eigenvalue "
+            f"{short(comp['top_eigenvalue'], 1.0, '')}; trace "
+            f"{short(comp['trace'], 1.0, '')}."
+        )
     lines += [
         "",
         "**What the evidence supports.** "
@@ -292,10 +349,12 @@ def _quadratic_targets_text(flat: list[dict[str, Any]]) -> str:
     sm = next((f["truth_norm"] for f in flat if f["estimator"].startswith("smoothing")), None)
     if le is None or sm is None:
         return ""
-    return (f"On the quadratic the two targets differ: the local-entropy gradient has norm {fmt(le)} against "
-            f"{fmt(sm)} for grad f_sigma, which equals grad f (Gaussian smoothing leaves a quadratic's gradient "
-            "unchanged), while local entropy scales each eigendirection by gamma / (lambda + gamma), capping the "
-            "curvature at gamma.")  # fmt: skip
+    return (
+        f"On the quadratic the two targets differ: the local-entropy gradient has norm {fmt(le)} against "
+        f"{fmt(sm)} for grad f_sigma, which equals grad f (Gaussian smoothing leaves a quadratic's gradient "
+        "unchanged), while local entropy scales each eigendirection by gamma / (lambda + gamma), capping the "
+        "curvature at gamma."
+    )
 
 
 def _wins_text(wins: dict[str, int]) -> str:
@@ -307,8 +366,11 @@ def _basin(setting: dict[str, Any], objective: str) -> str:
 
 
 def _switch(targets: dict[str, Any], objective: str) -> list[str]:
-    return [f"(gamma={s['gamma']:g}, T={s['temperature']:g})" for s in targets.get("settings", [])
-            if _basin(s, objective) == "wide"]  # fmt: skip
+    return [
+        f"(gamma={s['gamma']:g}, T={s['temperature']:g})"
+        for s in targets.get("settings", [])
+        if _basin(s, objective) == "wide"
+    ]
 
 
 def _targets_text(targets: dict[str, Any]) -> str:
@@ -316,16 +378,22 @@ def _targets_text(targets: dict[str, Any]) -> str:
     le_wide, sm_wide = _switch(targets, LE), _switch(targets, SMOOTHED)
     only_le = [s for s in settings if _basin(s, LE) == "wide" and _basin(s, SMOOTHED) == "sharp"]
     only_sm = [s for s in settings if _basin(s, SMOOTHED) == "wide" and _basin(s, LE) == "sharp"]
-    return (f"-F prefers the wide minimum at {len(le_wide)} of {len(settings)} settings, f_sigma at {len(sm_wide)}. "
-            f"Settings where only -F prefers the wide basin: {len(only_le)}; where only f_sigma does: {len(only_sm)}. "
-            "At small T the local-entropy target tends to the Moreau envelope of f, which keeps the sharp minimum's "
-            "depth, and the wide basin wins only once T is large enough for its volume to count; f_sigma depends on "
-            "sigma alone and flattens the sharp well (width w) by the factor w/sqrt(w^2 + sigma^2) at any T."
-        )  # fmt: skip
+    return (
+        f"-F prefers the wide minimum at {len(le_wide)} of {len(settings)} settings, f_sigma at {len(sm_wide)}. "
+        f"Settings where only -F prefers the wide basin: {len(only_le)}; where only f_sigma does: {len(only_sm)}. "
+        "At small T the local-entropy target tends to the Moreau envelope of f, which keeps the sharp minimum's "
+        "depth, and the wide basin wins only once T is large enough for its volume to count; f_sigma depends on "
+        "sigma alone and flattens the sharp well (width w) by the factor w/sqrt(w^2 + sigma^2) at any T."
+    )
 
 
-def _smoothing_verdict(sw_flat: list[dict[str, Any]], sw_wins: dict[str, int], q_wins: dict[str, int],
-                       comparisons: dict[str, Any], entropy: str | None) -> str:  # fmt: skip
+def _smoothing_verdict(
+    sw_flat: list[dict[str, Any]],
+    sw_wins: dict[str, int],
+    q_wins: dict[str, int],
+    comparisons: dict[str, Any],
+    entropy: str | None,
+) -> str:
     le = sum(v for k, v in sw_wins.items() if k.startswith("local-entropy"))
     qle = sum(v for k, v in q_wins.items() if k.startswith("local-entropy"))
     parts = [
@@ -371,8 +439,10 @@ def _apart(*counts: dict[str, int]) -> str:
     """How many cells had no single winner: tied at 95 %, or a truth near zero (no relative error)."""
     tied = sum(c.get(TIED, 0) for c in counts)
     near = sum(c.get(NEAR_ZERO, 0) for c in counts)
-    return (f"tied in {tied} (paired over replicates, 95 %); {near} cells with a truth near zero, where a relative "
-            "error means nothing, not counted as wins; direct smoothing lowest in the rest")  # fmt: skip
+    return (
+        f"tied in {tied} (paired over replicates, 95 %); {near} cells with a truth near zero, where a relative "
+        "error means nothing, not counted as wins; direct smoothing lowest in the rest"
+    )
 
 
 def _smoothing_summary(sw_wins, q_wins, targets, comparisons, entropy) -> str:
@@ -382,11 +452,15 @@ def _smoothing_summary(sw_wins, q_wins, targets, comparisons, entropy) -> str:
     cells = {"sharp/wide": sw_wins, "quadratic": q_wins}
     le = {k: sum(v for e, v in w.items() if e.startswith("local-entropy")) for k, w in cells.items()}
     total = {k: sum(w.values()) for k, w in cells.items()}
-    text = (f"The two targets differ (-F picks the wide minimum at {le_wide} of {len(settings)} scales, f_sigma at "
-            f"{sm_wide}); per gradient evaluation a local-entropy estimate had the lowest relative error in "
-            + " and ".join(f"{le[k]} of {total[k]} {k} cells" for k in cells)
-            + f" ({_apart(sw_wins, q_wins)})")  # fmt: skip
+    text = (
+        f"The two targets differ (-F picks the wide minimum at {le_wide} of {len(settings)} scales, f_sigma at "
+        f"{sm_wide}); per gradient evaluation a local-entropy estimate had the lowest relative error in "
+        + " and ".join(f"{le[k]} of {total[k]} {k} cells" for k in cells)
+        + f" ({_apart(sw_wins, q_wins)})"
+    )
     if lpf and entropy:
-        text += (f"; on digits, Entropy-SGD minus LPF-SGD test error {short(lpf['test_error'])}, top eigenvalue "
-                 f"{short(lpf['top_eigenvalue'], 1.0, '')}")  # fmt: skip
+        text += (
+            f"; on digits, Entropy-SGD minus LPF-SGD test error {short(lpf['test_error'])}, top eigenvalue "
+            f"{short(lpf['top_eigenvalue'], 1.0, '')}"
+        )
     return text + "."
