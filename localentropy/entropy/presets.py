@@ -114,8 +114,10 @@ INNER_LOOP_PRESETS: dict[str, InnerLoopConvention] = {
         "on the newest iterate, no momentum",
     ),
 }
+# One vocabulary: a preset's name means the same inner loop wherever it is accepted. The estimator has no coupling
+# after a momentum buffer, so it takes the two SGLD conventions; the optimizers take all three.
 ESTIMATOR_PRESETS = ("paper", "authors-sgld")
-OPTIMIZER_PRESETS = ("paper", "authors")
+OPTIMIZER_PRESETS = ("paper", "authors", "authors-sgld")
 RENAMED = {"authors": "authors-sgld"}  # the estimator's old name for "authors-sgld" (before the optimizer's "authors")
 
 

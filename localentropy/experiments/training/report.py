@@ -315,7 +315,7 @@ class TrainResults(BaseModel):
     """A training run's ``results.json``, as ``localentropy report DIR`` reads it back."""
 
     model_config = ConfigDict(extra="allow")
-    schema_: Literal[1] = Field(alias="schema")
+    schema_: Literal[1, 2] = Field(alias="schema")  # 2 adds device and precision
     name: str
     config: dict[str, Any]
     records: list[TrainRecord] = Field(min_length=1)

@@ -58,7 +58,8 @@ from localentropy.experiments.training.replicas import (
 )
 from localentropy.experiments.training.text import TextStream, evaluate_text, text_columns, text_final
 
-SCHEMA = 1
+# 2: results.json gains the resolved device and the precision (version 1 files are read as before)
+SCHEMA = 2
 CHECKPOINT_FORMAT = 1
 AfterEpoch = Callable[[str, int], None]
 

@@ -129,3 +129,20 @@ def test_temperature_argument_replaces_the_samplers_own():
     assert opt.sampler.temperature == 1e-3 and opt.sampler.step_size == 0.1
     assert template.temperature == 5.0  # the template is left alone
     copy.deepcopy(opt.state_dict())  # state_dict is plain data
+
+
+def test_one_preset_vocabulary_the_optimizer_takes_the_estimators_sgld_convention() -> None:
+    """'authors-sgld' means the same inner loop in an optimizer as in a comparison config's estimator."""
+    from localentropy.entropy.presets import ESTIMATOR_PRESETS, OPTIMIZER_PRESETS, estimator_preset
+
+    assert set(ESTIMATOR_PRESETS) <= set(OPTIMIZER_PRESETS)
+    opt = EntropySGD(
+        [torch.nn.Parameter(torch.zeros(3))],
+        lr=0.1,
+        gamma=0.3,
+        preset="authors-sgld",
+        sampler_options={"step_size": 0.01, "noise_scale": 1e-3},
+    )
+    convention = estimator_preset("authors-sgld")
+    assert opt.sampler.name == convention.sampler and opt.sampler.temperature == convention.temperature(1e-3)
+    assert (opt.averaging, opt.outer_scale, opt.coupling) == (convention.averaging, "unit", "inside")
