@@ -175,11 +175,14 @@ def inner_update(
     averaging: str | float,
     generator: torch.Generator | None,
     noise: list[Tensor] | None = None,
+    average_start: list[Tensor] | None = None,
 ) -> Any:
     """One inner step of Entropy-SGD on some tensors (a whole group or one chunk of it); returns the new state.
 
     grad U = grad f + weight_decay x' + gamma (x' - x) goes into ``grads`` or, with ``force`` (the authors'
     coupling after the momentum), into ``force``; then the sampler steps and x' is folded into the average.
+    ``average_start`` (weighted averaging only): the average's value before this step, read from these tensors
+    instead of ``average`` (the first step's mu_0 = x, so that mu needs no copy of x before the loop).
     """
     coupled = grads if force is None else force
     if force is not None:
@@ -192,6 +195,9 @@ def inner_update(
     state = sampler.step(state, grads, generator, noise=noise, **extra)
     if averaging == "uniform":
         torch._foreach_add_(average, params)
-    else:
+    elif average_start is None:
         torch._foreach_lerp_(average, params, averaging)
+    else:
+        for mean, start, param in zip(average, average_start, params, strict=True):
+            torch.lerp(start, param, averaging, out=mean)
     return state

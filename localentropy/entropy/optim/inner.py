@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -48,6 +48,13 @@ from localentropy.entropy.optim.chunks import (
 from localentropy.samplers import Sampler, SamplerContractError
 
 Layout = list[tuple[int, torch.dtype, torch.Size]]
+
+
+class Direction(NamedTuple):
+    """What the last inner update needs to write the direction too: L and the scale (None: x - mu)."""
+
+    inner_steps: int
+    scale: float | None
 
 
 def layout(*lists: list[Tensor] | None) -> Layout:
@@ -77,7 +84,8 @@ class GroupLoop(ABC):
         )
 
     def begin(self, averaging: str | float, keep: bool) -> None:
-        """Start an outer step: mu at 0 (``"uniform"``) or at x'; the sampler restarted unless ``keep``."""
+        """Start an outer step: mu at 0 (``"uniform"``) or at x'; the sampler restarted unless ``keep`` (a warm
+        start). Without ``keep`` the chain starts at x: the parameters equal the anchor."""
         if averaging == "uniform":
             torch._foreach_zero_(self.average)
         else:
@@ -98,9 +106,17 @@ class GroupLoop(ABC):
         gamma: float,
         weight_decay: float,
         averaging: str | float,
+        direction: Direction | None = None,
     ) -> None:
         """One inner step given the gradients of f at x' (overwritten with grad U); ``generator`` is the
-        optimizer's (the serial loop draws from it, the chunked loop from its own chunk generators)."""
+        optimizer's (the serial loop draws from it, the chunked loop from its own chunk generators). ``direction``
+        (on the last inner step) lets a loop write the direction as it goes; :meth:`finish` then writes what is
+        left."""
+
+    def average_finite(self, flag: Tensor) -> None:
+        """Fold "mu is not finite" (its norm overflowed or is NaN) into the on-device ``flag``."""
+        norms = torch._foreach_norm(self.average)
+        torch.logical_or(flag, ~torch.isfinite(torch.stack(norms)).all(), out=flag)
 
     def finish(self, *, inner_steps: int, averaging: str | float, scale: float | None) -> None:
         """Write scale (x - mu) into the parameters' gradients (``scale=None``: x - mu)."""
@@ -131,9 +147,11 @@ class SerialLoop(GroupLoop):
         gamma: float,
         weight_decay: float,
         averaging: str | float,
+        direction: Direction | None = None,
         noise: list[Tensor] | None = None,
     ) -> None:
-        """See :meth:`GroupLoop.update`; ``noise`` (shaped like the parameters) is used instead of a draw."""
+        """See :meth:`GroupLoop.update`; ``noise`` (shaped like the parameters) is used instead of a draw; the
+        direction is written by :meth:`finish`."""
         self.state = inner_update(
             self.sampler,
             self.state,
@@ -180,6 +198,10 @@ class ChunkedLoop(GroupLoop):
         self.average_views = [slice_views(self.average, s) for s in plan]
         self.force_views = None if self.force is None else [slice_views(self.force, s) for s in plan]
         self.checked = False  # whether an update has shown that the sampler draws no noise of its own
+        # the elementwise path folds the per-outer-step passes into the chunk workers, while a chunk is in cache:
+        # mu's start into the first update (mu_0 = x read from the anchor), the direction and mu's norm into the last
+        self.average_from_anchor = False  # the next update starts mu from the anchor (begin made no copy)
+        self.written: list[Tensor] | None = None  # the last update wrote the direction; mu's norm per chunk slice
         if self.elementwise:
             self.states: list[Any] = [sampler.init(views) for views in self.param_views]
             self.scratch = threading.local()  # each worker's noise buffer, one chunk long
@@ -191,6 +213,25 @@ class ChunkedLoop(GroupLoop):
 
     def reset(self) -> None:
         self.states = [self.sampler.reset(state) for state in self.states]
+
+    def begin(self, averaging: str | float, keep: bool) -> None:
+        # weighted averaging from x' = x (no warm chain): mu_0 = x is the anchor, read by the first update
+        if self.elementwise and averaging != "uniform" and not keep:
+            self.average_from_anchor, self.written = True, None
+            self.reset()
+            return
+        self.average_from_anchor, self.written = False, None
+        super().begin(averaging, keep)
+
+    def average_finite(self, flag: Tensor) -> None:
+        if self.written is None:
+            super().average_finite(flag)
+        else:  # the norms of mu's chunk slices, taken by the last update
+            torch.logical_or(flag, ~torch.isfinite(torch.stack(self.written)).all(), out=flag)
+
+    def finish(self, *, inner_steps: int, averaging: str | float, scale: float | None) -> None:
+        if self.written is None:
+            super().finish(inner_steps=inner_steps, averaging=averaging, scale=scale)
 
     def draw(self, k: int) -> list[Tensor]:
         """Chunk k's noise, one ``normal_`` with its generator, shaped like chunk k's parameter views."""
@@ -217,13 +258,14 @@ class ChunkedLoop(GroupLoop):
         gamma: float,
         weight_decay: float,
         averaging: str | float,
+        direction: Direction | None = None,
     ) -> None:
         options = {"gamma": gamma, "weight_decay": weight_decay, "averaging": averaging}
         noisy = self.sampler.temperature > 0
         watch = noisy and not self.checked
         before = torch.random.get_rng_state() if watch else None
         if self.elementwise:
-            self._update_chunks(grads, noisy, options)
+            self._update_chunks(grads, noisy, options, direction)
         else:
             if noisy:
                 run_chunks(self.draw, len(self.plan))
@@ -249,25 +291,43 @@ class ChunkedLoop(GroupLoop):
                 )
             self.checked = True
 
-    def _update_chunks(self, grads: list[Tensor], noisy: bool, options: dict[str, Any]) -> None:
-        force_views = self.force_views
+    def _update_chunks(
+        self, grads: list[Tensor], noisy: bool, options: dict[str, Any], direction: Direction | None
+    ) -> None:
+        force_views, from_anchor = self.force_views, self.average_from_anchor
+        self.average_from_anchor = False
 
-        def work(k: int) -> None:
+        def work(k: int) -> list[Tensor]:
             noise = self.draw(k) if noisy else None
+            grad, anchor, average = slice_views(grads, self.plan[k]), self.anchor_views[k], self.average_views[k]
             self.states[k] = inner_update(
                 self.sampler,
                 self.states[k],
                 self.param_views[k],
-                slice_views(grads, self.plan[k]),
-                self.anchor_views[k],
-                self.average_views[k],
+                grad,
+                anchor,
+                average,
                 None if force_views is None else force_views[k],
                 generator=None,
                 noise=noise,
+                average_start=anchor if from_anchor else None,
                 **options,
             )
+            if direction is None:
+                return []
+            # the last step: the direction scale (x - mu) into the gradients and mu's norm, while in cache
+            if options["averaging"] == "uniform":
+                torch._foreach_mul_(average, 1.0 / direction.inner_steps)
+            norms = list(torch._foreach_norm(average))
+            for g, a, m in zip(grad, anchor, average, strict=True):
+                torch.sub(a, m, out=g)
+            if direction.scale is not None:
+                torch._foreach_mul_(grad, direction.scale)
+            return norms
 
-        run_chunks(work, len(self.plan))
+        norms = run_chunks(work, len(self.plan))
+        if direction is not None:
+            self.written = [n for chunk in norms for n in chunk]
 
 
 def chunked(noise_stream: str, sampler: Sampler, params: list[Tensor]) -> bool:

@@ -16,7 +16,7 @@ from localentropy._checks import check_choice, check_int, check_nonnegative, che
 from localentropy.entropy.optim.base import Closure, DirectionOptimizer, DivergenceError, check_finite_loss
 from localentropy.entropy.optim.batchnorm import RunningStats
 from localentropy.entropy.optim.chunks import NOISE_STREAMS
-from localentropy.entropy.optim.inner import GroupLoop, GroupLoops
+from localentropy.entropy.optim.inner import Direction, GroupLoop, GroupLoops
 from localentropy.entropy.presets import OPTIMIZER_PRESETS, optimizer_preset
 from localentropy.samplers import Sampler, make_sampler
 
@@ -249,17 +249,19 @@ class EntropyOptimizer(DirectionOptimizer):
             if k > 0:
                 check_finite_loss(nonfinite, self._call_closure(closure, trainable)[0])
             for loop, group, gamma in loops:
+                # the last step may write the direction as it goes (a chunked loop, while each chunk is in cache)
+                last = k == self.inner_steps - 1
                 loop.update(
                     self._grads(loop.params),
                     generator,
                     gamma=gamma,
                     weight_decay=group["inner_weight_decay"],
                     averaging=self.averaging,
+                    direction=Direction(self.inner_steps, self._scale(gamma)) if last else None,
                 )
 
         for loop, _, _ in loops:
-            norms = torch._foreach_norm(loop.average)
-            torch.logical_or(nonfinite, ~torch.isfinite(torch.stack(norms)).all(), out=nonfinite)
+            loop.average_finite(nonfinite)
         if self._check_step(nonfinite, first_loss):  # the one host synchronisation of the step
             raise self._divergence_error()
         for loop, _, gamma in loops:
@@ -267,15 +269,15 @@ class EntropyOptimizer(DirectionOptimizer):
                 self._keep_chains(loop.params)
             # direction = scale * (x - mu), written into the gradients the base optimizer reads (the parameters
             # are put back to x by _direction)
-            loop.finish(
-                inner_steps=self.inner_steps,
-                averaging=self.averaging,
-                scale=gamma if self.outer_scale == "gamma" else None,
-            )
+            loop.finish(inner_steps=self.inner_steps, averaging=self.averaging, scale=self._scale(gamma))
         for p in trainable:  # the base optimizer steps every parameter with a gradient: not the skipped ones
             if id(p) not in reached_ids:
                 p.grad = None
         return first_loss, [loop for loop, _, _ in loops]
+
+    def _scale(self, gamma: float) -> float | None:
+        """The factor of the direction scale (x - mu): gamma_t for ``outer_scale="gamma"``, none for ``"unit"``."""
+        return gamma if self.outer_scale == "gamma" else None
 
     def _start_chains(self, params: list[Tensor]) -> bool:
         """With a warm start, put each parameter's chain where the previous outer step left it; whether any was."""

@@ -63,7 +63,7 @@ def chunked_and_serial(sampler_name: str, options: dict) -> None:
     sampler = make_sampler(sampler_name, **options)
     params = [torch.randn(700, 400, generator=gen(1)), torch.randn(700, generator=gen(2)), torch.randn(4, 700)]
     twins = [p.clone() for p in params]
-    anchor = [p + 0.01 for p in params]
+    anchor = [p.clone() for p in params]  # an outer step starts with x' = x
     plan = chunk_plan([p.numel() for p in params])
     chunked = ChunkedLoop(sampler, params, anchor, False, chunk_generators(gen(3), len(plan)), plan)
     assert len(plan) > 1 and chunked.elementwise
