@@ -51,10 +51,12 @@ Layout = list[tuple[int, torch.dtype, torch.Size]]
 
 
 class Direction(NamedTuple):
-    """What the last inner update needs to write the direction too: L and the scale (None: x - mu)."""
+    """What the last inner update needs to write the direction too: L, the scale (None: x - mu), and whether it
+    may also put the parameters back at x (not with a warm start, which keeps x'_L)."""
 
     inner_steps: int
     scale: float | None
+    restore: bool
 
 
 def layout(*lists: list[Tensor] | None) -> Layout:
@@ -73,6 +75,7 @@ class GroupLoop(ABC):
         self.average = [torch.empty_like(p) for p in params]
         self.force = [torch.empty_like(p) for p in params] if after_momentum else None
         self.layout = layout(params, anchor)
+        self.restored = False  # whether the last update put the parameters back at x (the optimizer then does not)
 
     def fits(self, sampler: Sampler, params: list[Tensor], anchor: list[Tensor]) -> bool:
         """Whether this loop was built for this sampler object and exactly these tensors, in the same storage."""
@@ -216,11 +219,12 @@ class ChunkedLoop(GroupLoop):
 
     def begin(self, averaging: str | float, keep: bool) -> None:
         # weighted averaging from x' = x (no warm chain): mu_0 = x is the anchor, read by the first update
+        self.written, self.restored = None, False
         if self.elementwise and averaging != "uniform" and not keep:
-            self.average_from_anchor, self.written = True, None
+            self.average_from_anchor = True
             self.reset()
             return
-        self.average_from_anchor, self.written = False, None
+        self.average_from_anchor = False
         super().begin(averaging, keep)
 
     def average_finite(self, flag: Tensor) -> None:
@@ -323,11 +327,14 @@ class ChunkedLoop(GroupLoop):
                 torch.sub(a, m, out=g)
             if direction.scale is not None:
                 torch._foreach_mul_(grad, direction.scale)
+            if direction.restore:
+                torch._foreach_copy_(self.param_views[k], anchor)
             return norms
 
         norms = run_chunks(work, len(self.plan))
         if direction is not None:
             self.written = [n for chunk in norms for n in chunk]
+            self.restored = direction.restore
 
 
 def chunked(noise_stream: str, sampler: Sampler, params: list[Tensor]) -> bool:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any
 
 import torch
@@ -196,15 +197,27 @@ class EntropyOptimizer(DirectionOptimizer):
         try:
             first_loss, loops = self._inner_loop(closure, groups, anchors)
         except BaseException:
-            # an interrupted inner loop leaves no half-advanced sampler state (momenta) behind
+            # an interrupted inner loop leaves no half-advanced sampler state (momenta) behind, and x again, whether
+            # the loop diverged or was interrupted (Ctrl-C, OOM, StopIteration)
             self._loops.forget()
+            self._restore(groups, anchors)
             raise
-        finally:  # x again, whether the loop completed, diverged or was interrupted (Ctrl-C, OOM, StopIteration)
-            for (_, params, _), anchor in zip(groups, anchors, strict=True):
-                torch._foreach_copy_(params, anchor)
+        finally:
             self._running_stats.restore()
+        # x again: what a chunked loop did not put back in its last update
+        self._restore(groups, anchors, skip={id(p) for loop in loops if loop.restored for p in loop.params})
         self._extend_direction(loops)
         return first_loss, self.inner_steps, [p for loop in loops for p in loop.params]
+
+    @staticmethod
+    def _restore(
+        groups: list[tuple[Any, list[Tensor], float]], anchors: list[list[Tensor]], skip: Set[int] = frozenset()
+    ) -> None:
+        """Put every trainable parameter back at x (its anchor), but those in ``skip`` (restored already)."""
+        for (_, params, _), anchor in zip(groups, anchors, strict=True):
+            pairs = [(p, a) for p, a in zip(params, anchor, strict=True) if id(p) not in skip]
+            if pairs:
+                torch._foreach_copy_([p for p, _ in pairs], [a for _, a in pairs])
 
     def _extend_direction(self, loops: list[GroupLoop]) -> None:
         """A hook for subclasses, called once per step after the inner loop with the parameters back at x.
@@ -257,7 +270,7 @@ class EntropyOptimizer(DirectionOptimizer):
                     gamma=gamma,
                     weight_decay=group["inner_weight_decay"],
                     averaging=self.averaging,
-                    direction=Direction(self.inner_steps, self._scale(gamma)) if last else None,
+                    direction=Direction(self.inner_steps, self._scale(gamma), not self.warm_start) if last else None,
                 )
 
         for loop, _, _ in loops:
