@@ -85,3 +85,27 @@ def test_a_killed_rank_stops_the_run_cleanly(tmp_path: Path) -> None:
     assert "a rank of the data-parallel run failed" in done.stderr and "is not marked complete" in done.stderr
     assert not (out / "COMPLETE").exists() and not (out / "results.json").exists()
     RunDirectory(out).check_free()  # the launching process let go of the lock
+
+
+@pytest.mark.slow  # three launches of 2 processes: about 40 s alone on 2 cores
+def test_a_killed_data_parallel_run_resumes_bit_identically(tmp_path: Path) -> None:
+    """DDP on 2 ranks: a rank killed in epoch 2 leaves the epoch-1 checkpoints; the rerun resumes from them and ends
+    with the numbers of the uninterrupted run."""
+    reference_dir = tmp_path / "uninterrupted"
+    done = _train(tmp_path, reference_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reference = json.loads((reference_dir / "results.json").read_text())
+    out = tmp_path / "killed"
+    killed = _train(tmp_path, out, env={FAULT_ENV: "1:12"})  # the 12th step of the first optimizer: epoch 2
+    assert killed.returncode == 1 and "rank 1: exiting at step 12" in killed.stderr
+    assert not (out / "COMPLETE").exists()
+    resumed = _train(tmp_path, out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed" in resumed.stdout
+    results = json.loads((out / "results.json").read_text())
+    for rec, ref in zip(results["records"], reference["records"], strict=True):
+        assert [r["train_loss"] for r in rec["rows"]] == [r["train_loss"] for r in ref["rows"]]
+        assert [r["test_error"] for r in rec["rows"]] == [r["test_error"] for r in ref["rows"]]
+        # a resumed Entropy-SGD broadcasts rank 0's generator state once more (5056 bytes): every rank takes it again
+        resync = 5056 if rec["kind"] == "entropy-sgd" else 0
+        assert rec["bytes_communicated"] == ref["bytes_communicated"] + resync
