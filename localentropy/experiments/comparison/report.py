@@ -280,9 +280,9 @@ def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path 
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     colors = {label: to_hex(cmap(i % cmap.N)) for i, label in enumerate(labels)}
 
-    lines = [f"# Local-entropy gradient report: {' + '.join(f'`{_md(r[0])}`' for r in runs)}", ""]
-    for run in runs:
-        lines += _meta(*run)
+    title_line = f"# Local-entropy gradient report: {' + '.join(f'`{_md(r[0])}`' for r in runs)}"
+    answer: list[str] = []  # the verdicts of every (point, gamma, T), first in the report
+    lines = []
     for run in runs:
         lines += _tuning(run[0], run[2])
     lines += ["## How to read this", "", HOW_TO_READ.format(dash=DASH, method=METHOD), ""]
@@ -302,6 +302,8 @@ def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path 
         if ok_rows:
             verdicts = _verdict_lines(ok_rows)
             lines += [*_table(ok_rows), "", *_near_zero_note(ok_rows), *verdicts, *([""] if verdicts else [])]
+            if verdicts:
+                answer += [f"**{title}**", "", *verdicts[2:], ""]
         else:
             lines += ["No record finished for this combination.", ""]
         failed = [row for row in in_group if not _is_ok(row["record"])]
@@ -330,6 +332,11 @@ def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path 
     if images or notes:
         lines += ["## Inner chains: trace and rank plots", ""]
         lines += [*(f"{_md(note)}\n" for note in notes), *(f"{image}\n" for image in images)]
+    # the answer first, what ran and its resolved config last
+    if answer:
+        answer = ["## Answer", "", "Lowest MSE at each budget (paired over replicates, 95 %):", "", *answer]
+    meta = [line for run in runs for line in _meta(*run)]
+    lines = [title_line, "", *answer, *lines, "## What ran", "", *meta]
     report = out_dir / "report.md"
     text = "\n".join(lines).rstrip() + "\n"
     plots.atomic_write(report, lambda handle: handle.write(text.encode("utf-8")))
