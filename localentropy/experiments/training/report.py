@@ -242,6 +242,59 @@ def _communication(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _flatness_sentence(fl: dict[str, Any]) -> str:
+    """What the flatness columns measured: only the measures the run asked for."""
+    measured = set(fl.get("measures") or [])
+    parts = {
+        "top_eigenvalue": "top Hessian eigenvalue (power iteration)",
+        "trace": f"trace (Hutchinson, {fl['hutchinson_samples']} Rademacher vectors, ± one MCSE)",
+        "sharpness": f"Keskar eps-sharpness (eps = {fl['sharpness_epsilon']:g}, in %)",
+        "local_entropy": f"local-entropy gradient norm (full training loss, gamma = {fl['local_entropy']['gamma']:g}, "
+        f"T = {fl['local_entropy']['temperature']:g}) beside the gradient norm",
+        "llc": "local learning coefficient (SGLD, localentropy.llc)",
+    }
+    named = [text for key, text in parts.items() if key in measured]
+    if not named:
+        return " No flatness was measured."
+    return (
+        f" Flatness at the final weights in eval mode on {fl['examples']} training examples: " + "; ".join(named) + "."
+    )
+
+
+def _what_ran(results: dict[str, Any]) -> list[str]:
+    """Each optimizer with the values it ran with: its learning rate, options and inner-loop sampler."""
+    config = results["config"]
+    lines = ["## What ran", ""]
+    for spec in config.get("optimizers", []):
+        options = ", ".join(f"{k} = {v}" for k, v in sorted((spec.get("options") or {}).items()))
+        text = f"- `{spec.get('label')}` ({spec.get('kind')}): lr {spec.get('lr')}"
+        text += f"; {options}" if options else ""
+        if spec.get("preset"):
+            text += f"; preset {spec['preset']}"
+        if spec.get("sampler"):
+            sampler_options = ", ".join(f"{k} = {v}" for k, v in sorted((spec.get("sampler_options") or {}).items()))
+            text += f"; inner sampler `{spec['sampler']}`" + (f" ({sampler_options})" if sampler_options else "")
+        lines.append(text)
+    device, precision = results.get("device"), results.get("precision")
+    if device or precision:
+        lines += ["", f"Device {device or 'cpu'}, precision {precision or '32-true'}."]
+    return [*lines, ""]
+
+
+def _density_section(fl: dict[str, Any]) -> list[str]:
+    if "density" not in (fl.get("measures") or []):
+        return []
+    return [
+        "## Hessian eigenvalue density (stochastic Lanczos quadrature)",
+        "",
+        f"{fl['lanczos_runs']} run(s) of {fl['lanczos_steps']} Lanczos steps with full re-orthogonalisation, "
+        f"Gaussian broadening of {fl['broadening']:g} times the spread of the nodes.",
+        "",
+        "![SLQ density](density.png)",
+        "",
+    ]
+
+
 def report_markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     config, data, model = results["config"], results.get("data", {}), results.get("model", {})
     budget = (
@@ -265,12 +318,9 @@ def report_markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         "Test error at the final weights. Effective epochs: examples forward-backwarded / training-set size "
         "(Entropy-SGD's inner steps, LPF-SGD's samples and SAM's second pass included); grad evals: "
-        "forward-backward passes; seconds: training wall-clock time (evaluation excluded). Flatness at the final "
-        f"weights in eval mode on {fl['examples']} training examples: top Hessian eigenvalue (power iteration), "
-        f"trace (Hutchinson, {fl['hutchinson_samples']} Rademacher vectors, ± one MCSE), Keskar eps-sharpness "
-        f"(eps = {fl['sharpness_epsilon']:g}, in %), local-entropy gradient norm (full training loss, gamma = "
-        f"{fl['local_entropy']['gamma']:g}, T = {fl['local_entropy']['temperature']:g}) beside the gradient norm.",
+        "forward-backward passes; seconds: training wall-clock time (evaluation excluded)." + _flatness_sentence(fl),
         "",
+        *_what_ran(results),
     ]
     lines += _communication(results)
     failed = [r for r in results["records"] if r["status"] != "ok"]
@@ -281,13 +331,7 @@ def report_markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         "![test error against effective epochs and seconds](curves.png)",
         "",
-        "## Hessian eigenvalue density (stochastic Lanczos quadrature)",
-        "",
-        f"{fl['lanczos_runs']} run(s) of {fl['lanczos_steps']} Lanczos steps with full re-orthogonalisation, "
-        f"Gaussian broadening of {fl['broadening']:g} times the spread of the nodes.",
-        "",
-        "![SLQ density](density.png)",
-        "",
+        *_density_section(fl),
         "Files: `results.json` (everything), `epochs.csv` (one row per optimizer and epoch), `final.csv`, "
         "`checkpoints/` (the last epoch of each optimizer: `torch.load(path, weights_only=True)`).",
         "",
