@@ -4,7 +4,7 @@ Why: a refactor of the inner loop must not change a single number. Run this at t
 compare the two outputs line by line (``diff``); every line is one configuration and the SHA-256 of its final
 parameters (and of its ``state_dict`` tensors, which hold the warm chains and the chunk generators).
 
-    python benchmarks/hash_inner_loop.py > new.txt   # about a minute on 2 cores
+    python benchmarks/hash_inner_loop.py > new.txt   # about 16 s on 2 cores
 
 The model has a group large enough to be chunked (two chunks of the "chunked-v1" stream), a small group that stays
 on the serial path, a frozen parameter and a parameter the loss does not use (skipped, as torch skips it).
