@@ -37,10 +37,8 @@ EPOCH_COLUMNS = (
     "test_loss",
     "test_error",
 )
-FINAL_COLUMNS = (
-    "optimizer",
-    "kind",
-    "status",
+# the columns of final.csv read from each record's final row
+FINAL_METRICS = (
     "test_error",
     "test_loss",
     "val_error",
@@ -50,6 +48,12 @@ FINAL_COLUMNS = (
     "seconds",
     "grad_evals",
     "steps",
+)
+FINAL_COLUMNS = (
+    "optimizer",
+    "kind",
+    "status",
+    *FINAL_METRICS,
     "top_eigenvalue",
     "trace",
     "trace_mcse",
@@ -78,20 +82,7 @@ def final_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "optimizer": rec["label"],
                 "kind": rec["kind"],
                 "status": rec["status"],
-                **{
-                    k: final.get(k)
-                    for k in (
-                        "test_error",
-                        "test_loss",
-                        "val_error",
-                        "train_error",
-                        "train_loss",
-                        "effective_epochs",
-                        "seconds",
-                        "grad_evals",
-                        "steps",
-                    )
-                },
+                **{k: final.get(k) for k in FINAL_METRICS},
                 "top_eigenvalue": _flat(rec, "top_eigenvalue", "value"),
                 "trace": _flat(rec, "trace", "value"),
                 "trace_mcse": _flat(rec, "trace", "mcse"),
