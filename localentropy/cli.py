@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="K",
         help="then rerun the steps (default: those with claims) on K seeds never used before, into <out>/fresh, and "
-        "say beside each claim whether it held (with --quick at most 3)",
+        "say beside each claim whether the two batches are consistent or inconsistent and its estimate pooled over "
+        "both (with --quick at most 3)",
     )
     reproduce.set_defaults(func=_cmd_reproduce)
 
