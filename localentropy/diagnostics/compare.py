@@ -6,6 +6,8 @@ seed is shared by every estimator at a point: common random numbers, so that pai
 
 * :func:`paired_difference`: mean of a - b over the units both have, with a t-interval on n - 1 degrees of
   freedom (the standard error is sd / sqrt(n) of the per-unit differences);
+* :func:`paired_ratio`: a / b over the units both have (a wall-clock ratio), the geometric mean of the per-unit
+  ratios with the t-interval of the mean log ratio;
 * :func:`best_set`: the set of candidates not distinguishable from the one with the lowest mean, ranked among
   the *stable* candidates only. A unit whose value is not finite, or exceeds :data:`RUNAWAY` times the reference
   (the median of the absolute values of every candidate on the same units), has **diverged**; a candidate with a
@@ -128,6 +130,42 @@ def mean_interval(values: Units, *, level: float = LEVEL, unit: str = "seed") ->
     """The mean of ``values`` over its units with a t-interval (a paired difference against zero)."""
     x = np.asarray(list(values.values()) if isinstance(values, Mapping) else values, float).ravel()
     return paired_difference(x, np.zeros_like(x), level=level, unit=unit)
+
+
+@dataclass
+class PairedRatio:
+    """a / b over ``n`` paired units as the geometric mean of the per-unit ratios, with the t-interval of the mean
+    log ratio taken back to ratios (``low``, ``high``; None below 2 units): a wall-clock ratio, whose noise is
+    multiplicative, stated with its uncertainty over the seeds or repeats that were timed."""
+
+    ratio: float | None
+    low: float | None
+    high: float | None
+    n: int
+    level: float
+    unit: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_ratio(a: Units, b: Units, *, level: float = LEVEL, unit: str = "seed") -> PairedRatio:
+    """a / b over the paired units with positive finite values: exp of the mean log ratio, and exp of its
+    t-interval on n - 1 df (log a - log b is a paired difference, so the interval is :func:`paired_difference`'s)."""
+    x, y = _aligned(a, b)
+    keep = (x > 0) & (y > 0)
+    d = paired_difference(np.log(x[keep]), np.log(y[keep]), level=level, unit=unit)
+    if d.mean is None:
+        return PairedRatio(None, None, None, 0, level, unit)
+    low, high = (None, None) if d.half_width is None else (d.mean - d.half_width, d.mean + d.half_width)
+    return PairedRatio(
+        math.exp(d.mean),
+        None if low is None else math.exp(low),
+        None if high is None else math.exp(high),
+        d.n,
+        level,
+        unit,
+    )
 
 
 @dataclass

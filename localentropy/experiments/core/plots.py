@@ -7,6 +7,7 @@ Each plotting function takes plain numbers, so it can be tested without a run di
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -190,3 +191,48 @@ def plot_chains(draws: np.ndarray, coords: Sequence[tuple[int, str]], title: str
     note = f" (first {shown} of {n_chains} chains shown; ranks pooled over all)" if shown < n_chains else ""
     fig.suptitle(f"{title}{note}; dashed lines in rank plots: uniform ranks (well-mixed chains)")
     return save_figure(fig, path)
+
+
+# A forest plot's series: (name, colour, marker), drawn top to bottom within each row.
+ForestSeries = tuple[tuple[str, str, str], ...]
+
+
+def plot_forest(
+    rows: Sequence[Mapping[str, object]],
+    path: Path,
+    title: str,
+    series: ForestSeries = (("estimate", "black", "D"),),
+    interval: str = "mean and 95 % CI over the units",
+) -> Path | None:
+    """A forest plot: per row (``label``, ``unit``, and per series name a mapping with ``mean`` and ``ci95``, the
+    interval's half-width) a point and its interval for each series, the zero line, one panel per unit (points and
+    bits do not share an axis). None when no row has an estimate."""
+    names = [name for name, _, _ in series]
+    rows = [r for r in rows if any(r.get(n) for n in names)]
+    if not rows:
+        return None
+    units = list(dict.fromkeys(str(r["unit"]) for r in rows))
+    heights = [sum(str(r["unit"]) == u for r in rows) for u in units]
+    fig = Figure(figsize=(12, 1.4 + 0.5 * sum(heights) + 0.8 * len(units)))
+    axes = fig.subplots(len(units), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)
+    offsets = np.linspace(0.22, -0.22, len(series)) if len(series) > 1 else np.zeros(1)
+    for ax, unit in zip(axes[:, 0], units, strict=True):
+        mine = [r for r in rows if str(r["unit"]) == unit]
+        for i, row in enumerate(mine):
+            y = len(mine) - 1 - i
+            for offset, (name, colour, marker) in zip(offsets, series, strict=True):
+                c = row.get(name)
+                if c:
+                    ax.errorbar(
+                        c["mean"], y + offset, xerr=c["ci95"], fmt=marker, color=colour, ms=4, capsize=2, label=name
+                    )
+        ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_yticks(range(len(mine)), [textwrap.fill(str(r["label"]), 50) for r in reversed(mine)], fontsize=7)
+        ax.set_xlabel(f"difference ({unit or 'the measure itself'}), {interval}")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    if len(series) > 1:
+        fig.legend(unique.values(), unique.keys(), fontsize=8, loc="upper right", ncols=len(series))
+    fig.suptitle(title, fontsize=9, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))

@@ -17,6 +17,7 @@ from localentropy.diagnostics.compare import (
     holm,
     mean_interval,
     paired_difference,
+    paired_ratio,
     runaway_threshold,
     verdict_text,
 )
@@ -200,3 +201,16 @@ def test_a_label_may_not_name_what_does_not_run():
     assert lying_label("my favourite", {"sghmc"}, samplers, "sampler 'sghmc'") is None
     reason = lying_label("sgld", {"sghmc"}, samplers, "sampler 'sghmc'")
     assert reason.startswith("got 'sgld', which names 'sgld' but this entry runs sampler 'sghmc'")
+
+
+def test_a_paired_ratio_is_the_geometric_mean_with_the_log_t_interval() -> None:
+    a = {1: 2.0, 2: 4.4, 3: 3.3, 4: 2.1}
+    b = {1: 1.0, 2: 2.0, 3: 1.5, 4: 1.0, 5: 9.0}  # seed 5 has no pair
+    logs = np.log([2.0, 2.2, 2.2, 2.1])
+    r = paired_ratio(a, b)
+    half = stats.t.ppf(0.975, 3) * logs.std(ddof=1) / 2
+    assert r.n == 4 and r.ratio == pytest.approx(np.exp(logs.mean()))
+    assert (r.low, r.high) == pytest.approx((np.exp(logs.mean() - half), np.exp(logs.mean() + half)))
+    one = paired_ratio({1: 3.0}, {1: 1.5})
+    assert one.ratio == pytest.approx(2.0) and one.low is None and one.high is None
+    assert paired_ratio({}, {}).ratio is None
