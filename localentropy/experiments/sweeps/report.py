@@ -14,13 +14,25 @@ finished when there is one.
 
 from __future__ import annotations
 
+import json
 import math
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
+from localentropy.diagnostics.compare import (
+    best_set,
+    divergence_text,
+    mean_interval,
+    paired_difference,
+    paired_ratio,
+)
+from localentropy.experiments.core import templates
 from localentropy.experiments.core.files import atomic_write_bytes, csv_bytes
+from localentropy.experiments.core.plots import plot_forest
 from localentropy.experiments.sweeps.figures import (
     IGNORED_AXES,
     Settings,
@@ -29,9 +41,25 @@ from localentropy.experiments.sweeps.figures import (
     setting_text,
     value_text,
 )
+from localentropy.experiments.sweeps.paths import optimizer_label
+from localentropy.experiments.sweeps.tuning import with_chosen
 from localentropy.experiments.tuning.record import tuning_summary, tuning_table
+from localentropy.experiments.tuning.record import value_text as record_value_text
 
 DASH = "—"
+PACKAGE = "localentropy.experiments.sweeps"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = templates.environment(PACKAGE)
+    env.filters.update(quoted=lambda name: f"`{name}`", plural=lambda n, word: f"{n} {word}{'' if n == 1 else 's'}")
+    return env
+
+
+def _render(template: str, **data: Any) -> list[str]:
+    _environment()
+    return [*templates.render(PACKAGE, template, **data).split("\n"), ""]
 
 
 def entries(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -242,13 +270,127 @@ def _tuning_lines(tuning: dict[str, Any] | None, budget: str) -> list[str]:
     ]
 
 
+def _by_seed(g: dict[str, Any], key: str) -> dict[Any, float]:
+    """seed -> final ``key`` of a group's finished runs."""
+    return {m["seed"]: float(m["final"][key]) for m in g["ok"] if m["final"].get(key) is not None}
+
+
+def answer(all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]], varied: bool) -> dict[str, Any] | None:
+    """The report's answer: which optimizer (each at its best setting) has the lowest mean final test error, with
+    its 95 % t-interval over seeds, the best set over the seeds every optimizer ran (a diverged run counts as a
+    diverged unit, ranked out; a failed one drops its seed), and each optimizer's paired difference to the lowest.
+    None when no optimizer finished a seed."""
+    chosen = [best[label] for label in dict.fromkeys(g["label"] for g in all_groups) if label in best]
+    if not chosen:
+        return None
+    seeds = sorted({m["seed"] for g in chosen for m in g["members"]}, key=str)
+
+    def value(g: dict[str, Any], seed: Any) -> float | None:
+        m = next((m for m in g["members"] if m["seed"] == seed), None)
+        if m is None or m["status"] == "failed":
+            return None
+        if m["status"] == "diverged" or not m["final"] or m["final"].get("test_error") is None:
+            return math.inf
+        return float(m["final"]["test_error"])
+
+    units = [seed for seed in seeds if all(value(g, seed) is not None for g in chosen)]
+    verdict = None
+    if len(chosen) > 1 and units:
+        verdict = best_set({g["label"]: [value(g, seed) for seed in units] for g in chosen}, unit="seed").as_dict()
+    groups_by_label = {g["label"]: g for g in chosen}
+    lowest_label = (verdict or {}).get("lowest") or min(
+        chosen, key=lambda g: math.inf if g["test_mean"] is None else g["test_mean"]
+    )["label"]
+    low = groups_by_label[lowest_label]
+
+    def described(g: dict[str, Any]) -> dict[str, Any]:
+        d = mean_interval(_by_seed(g, "test_error"), unit="seed")
+        ci = f" ± {100 * d.half_width:.2f}" if d.half_width is not None else ""
+        text = f"{100 * d.mean:.2f}{ci} % (mean{' ± 95 % t-interval' if ci else ''} over {d.n} seeds)"
+        return {"label": g["label"], "setting": setting_text(g["settings"]) if varied else "", "text": text}
+
+    differences = []
+    for g in chosen:
+        if g is low:
+            continue
+        d = paired_difference(_by_seed(g, "test_error"), _by_seed(low, "test_error"), unit="seed")
+        r = paired_ratio(_by_seed(g, "seconds"), _by_seed(low, "seconds"), unit="seed")
+        differences.append({"label": g["label"], "difference": d, "ratio": r})
+    return {
+        "lowest": described(low),
+        "verdict": verdict,
+        "diverged": divergence_text(verdict, name=lambda k: f"`{k}`") if verdict else "",
+        "differences": differences,
+    }
+
+
+def _difference_rows(differences: list[dict[str, Any]]) -> list[dict[str, str]]:
+    rows = []
+    for e in differences:
+        d, r = e["difference"], e["ratio"]
+        ratio = DASH if r.ratio is None else f"{r.ratio:.2f}"
+        if r.low is not None:
+            ratio += f" ({r.low:.2f} to {r.high:.2f})"
+        difference = DASH if d.mean is None else f"{100 * d.mean:+.2f}"
+        if d.half_width is not None:
+            difference += f" ± {100 * d.half_width:.2f}"
+        rows.append({"label": e["label"], "difference": difference, "n": str(d.n), "ratio": ratio})
+    return rows
+
+
+def _values_text(opt: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
+    """An optimizer's values as it ran: lr, its options, its sampler and the sampler's options, tuned ones marked."""
+
+    def item(name: str, value: Any, key: str) -> str:
+        return f"{name} = {record_value_text(value)}" + (" (**tuned**)" if key in tuned else "")
+
+    out = [item("lr", opt["lr"], "lr")] if opt.get("lr") is not None else []
+    out += [item(k, v, "") for k, v in (opt.get("options") or {}).items()]
+    if opt.get("sampler"):
+        sampler_options = opt.get("sampler_options") or {}
+        inner = [item(k, v, k) for k, v in sampler_options.items() if not isinstance(v, dict)]
+        for k, v in sampler_options.items():
+            if isinstance(v, dict):  # a wrapper's sampler
+                inner += [item(f"{k}.{kk}", vv, kk) for kk, vv in v.items()]
+        out.append(f"sampler `{opt['sampler']}`" + (f" ({', '.join(inner)})" if inner else ""))
+    return out
+
+
+def _chosen(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    tuning = results.get("tuning") if isinstance(results.get("tuning"), dict) else {}
+    return {label: r["chosen"] for label, r in (tuning.get("optimizers") or {}).items() if r.get("chosen")}
+
+
+def what_ran(results: dict[str, Any], best: dict[str, dict[str, Any]], varied: bool) -> list[dict[str, Any]]:
+    """Per optimizer of the base config: its label, kind and values as they ran (tuned values in place and marked),
+    and the swept setting the report shows it at."""
+    chosen = _chosen(results)
+    base = with_chosen(results["config"]["base"], chosen)
+    out = []
+    for i, opt in enumerate(base.get("optimizers", [])):
+        label = optimizer_label(opt, i)
+        g = best.get(label)
+        out.append(
+            {
+                "label": label,
+                "kind": opt.get("kind"),
+                "ran_with": _values_text(opt, chosen.get(label, {})) or ["its defaults"],
+                "setting": setting_text(g["settings"]) if varied and g else "",
+            }
+        )
+    return out
+
+
 def report_markdown(
     results: dict[str, Any],
     all_groups: list[dict[str, Any]],
     best: dict[str, dict[str, Any]],
     only_best: bool,
     sensitivity: bool,
+    forest: bool = False,
 ) -> str:
+    """The report: its answer first, what ran with the values it ran with, the tables and figures of what was
+    measured, and the resolved config last."""
     counts = results.get("counts", {})
     base = results["config"]["base"]
     budget = (
@@ -257,17 +399,26 @@ def report_markdown(
         else f"{base.get('effective_epochs')} effective epochs per optimizer"
     )
     axes = ", ".join(f"`{a['key']}` ({', '.join(value_text(v) for v in a['values'])})" for a in results["axes"])
-    data = base.get("data", {})
     labels = [g["label"] for g in all_groups]
     varied = len(labels) > len(set(labels))
-    lines = [
-        f"# Sweep: {results['name']}",
-        "",
-        f"{len(results['runs'])} runs ({counts.get('ok', 0)} ok, {counts.get('diverged', 0)} with a diverged "
-        f"optimizer, {counts.get('failed', 0)} failed) over {axes}. Base: data `{data.get('source')}`, model "
-        f"`{base.get('model', {}).get('name')}`, batch size {base.get('batch_size', 64)}, budget {budget} "
-        "(unless swept). Each run is a `localentropy train` run in `runs/<run id>/` (its own report.md).",
-        "",
+    found = answer(all_groups, best, varied)
+    timing = results.get("timing")
+    lines = [f"# Sweep: {results['name']}", "", *_render("answer.md.j2", answer=found)]
+    lines += _render(
+        "ran.md.j2",
+        counts={"runs": len(results["runs"]), **{k: counts.get(k, 0) for k in ("ok", "diverged", "failed")}},
+        axes=axes,
+        base={
+            "data": base.get("data", {}).get("source"),
+            "model": base.get("model", {}).get("name"),
+            "batch_size": base.get("batch_size", 64),
+            "budget": budget,
+        },
+        tuned=bool(_chosen(results)),
+        optimizers=what_ran(results, best, varied),
+        timing=timing,
+    )
+    lines += [
         "## Summary" + (": each optimizer at its best setting" if varied else ""),
         "",
         ("Best setting: the lowest mean final validation error (not the test error). " if varied else "")
@@ -277,6 +428,14 @@ def report_markdown(
         *summary_table(all_groups, best, varied),
         "",
     ]
+    if found and found["differences"] and forest:
+        lines += _render(
+            "differences.md.j2",
+            varied=varied,
+            reference=found["lowest"]["label"],
+            rows=_difference_rows(found["differences"]),
+            timing=timing,
+        )
     lines += _tuning_lines(results.get("tuning"), budget)
     per_seed = seed_table(all_groups, best)
     if per_seed:
@@ -324,11 +483,37 @@ def report_markdown(
     meta = results.get("meta", {})
     lines += [
         "Files: `results.json` (everything), `summary.csv` (one row per optimizer and setting), `runs.csv` "
-        "(one row per run and optimizer), `runs/<id>/` (each run's directory), `logs/<id>.log`.",
-        "",
+        "(one row per run and optimizer), `runs/<id>/` (each run's directory), `logs/<id>.log`; "
         f"torch {meta.get('versions', {}).get('torch')}, commit {meta.get('git_commit') or 'unknown'}.",
+        "",
     ]
-    return "\n".join(lines) + "\n"
+    config = {**results["config"], "base": with_chosen(results["config"]["base"], _chosen(results))}
+    lines += _render(
+        "config.md.j2", tuned=bool(_chosen(results)), config=json.dumps(config, indent=2, sort_keys=True, default=str)
+    )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_differences(found: dict[str, Any] | None, path: Path) -> Path | None:
+    """The forest plot of the paired differences to the lowest (points of test error, 95 % t-intervals)."""
+    if not found:
+        return None
+    reference = found["lowest"]["label"]
+    rows = [
+        {
+            "label": f"{e['label']} minus {reference}",
+            "unit": "points of test error",
+            "estimate": {"mean": 100 * d.mean, "ci95": 100 * d.half_width},
+        }
+        for e in found["differences"]
+        if (d := e["difference"]).mean is not None and d.half_width is not None
+    ]
+    return plot_forest(
+        rows,
+        path,
+        f"final test error minus {reference}'s, paired over seeds",
+        interval="mean and 95 % t-interval over the paired seeds",
+    )
 
 
 def write_sweep_report(sweep_dir: Path, results: dict[str, Any]) -> Path:
@@ -417,6 +602,9 @@ def write_sweep_report(sweep_dir: Path, results: dict[str, Any]) -> Path:
     )
     _, only_best = plot_curves(all_groups, best, sweep_dir / "curves.png")
     drawn = plot_sensitivity(results, all_groups, best, sweep_dir / "sensitivity.png") is not None
-    text = report_markdown(results, all_groups, best, only_best, drawn)
+    labels = [g["label"] for g in all_groups]
+    found = answer(all_groups, best, len(labels) > len(set(labels)))
+    forest = plot_differences(found, sweep_dir / "forest.png") is not None
+    text = report_markdown(results, all_groups, best, only_best, drawn, forest)
     atomic_write_bytes(sweep_dir / "report.md", text.encode())
     return sweep_dir / "report.md"

@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -277,6 +278,29 @@ def run_sweep(
         out_dir.release()
 
 
+IDLE_LOAD = 0.5  # a 1-minute load average below this when the runs start: nothing else was running
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+
+
+def timing_record(runs_at_a_time: int, load_start: float | None, load_end: float | None) -> dict[str, Any]:
+    """How a sweep's seconds were measured: runs at a time and the machine's 1-minute load average when they
+    started and ended; ``alone`` (timed alone) when one run ran at a time on a machine idle at the start."""
+    alone = runs_at_a_time == 1 and load_start is not None and load_start < IDLE_LOAD
+    return {
+        "runs_at_a_time": runs_at_a_time,
+        "load_start": load_start,
+        "load_end": load_end,
+        "idle_load": IDLE_LOAD,
+        "alone": alone,
+    }
+
+
 def _run_prepared(
     config: SweepConfig,
     out_dir: RunDirectory,
@@ -325,11 +349,19 @@ def _run_prepared(
     tuning = _tune(config, out_dir, executor, workers, address, progress) if config.tuning is not None else None
     chosen = {label: r["chosen"] for label, r in (tuning or {}).get("optimizers", {}).items() if r["chosen"]}
     jobs = [(run.id, with_chosen(run.config, chosen), str(runs_dir / run.id)) for run in todo]
+    load_start = _load_average()
     with bar:
         _execute(jobs, executor, workers, address, done, nproc=config.nproc)
     results = collect_results(config, out_dir, outcomes)
     if tuning is not None:
         results["tuning"] = tuning
+    if jobs:  # how the runs of this call were timed (a sweep that ran nothing keeps the record it had)
+        at_once = min(workers or 1, len(jobs)) if executor != "ray" else (workers or len(jobs))
+        results["timing"] = timing_record(at_once, load_start, _load_average())
+    elif (out_dir.path / "results.json").is_file():
+        previous = json.loads((out_dir.path / "results.json").read_text()).get("timing")
+        if previous is not None:
+            results["timing"] = previous
     atomic_write_json(out_dir.path / "results.json", results)
     write_sweep_report(out_dir.path, results)
     out_dir.mark_complete()

@@ -365,6 +365,17 @@ def test_report_groups_settings_over_seeds(tmp_path):
     assert (tmp_path / "s" / "sensitivity.png").stat().st_size > 1000
     summary = list(csv.DictReader((tmp_path / "s" / "summary.csv").open()))
     assert {r["gamma"] for r in summary} == {"", "0.3", "1"}
+    # the answer first, with its interval; what ran with its values; the paired differences and their forest plot;
+    # the resolved config last
+    headings = [line for line in report.split("\n") if line.startswith("## ")]
+    assert headings[:3] == ["## Answer", "## What ran", "## Summary: each optimizer at its best setting"]
+    assert headings[-1] == "## Resolved config" and report.rstrip().endswith("```")
+    answer = report.split("## What ran")[0]
+    assert "Lowest mean final test error: `" in answer and "95 % t-interval over 2 seeds" in answer
+    assert "- `sgd` (sgd): lr = " in report and "Timing: 1 run at a time" in report
+    assert "## Paired differences" in report and "](forest.png)" in report
+    assert (tmp_path / "s" / "forest.png").stat().st_size > 1000
+    assert results["timing"]["runs_at_a_time"] == 1 and "load_start" in results["timing"]
 
 
 @pytest.mark.slow  # 10-25 s: Ray starts a raylet, a GCS and two workers that import torch

@@ -20,8 +20,10 @@ import jinja2
 import numpy as np
 
 from localentropy.diagnostics.compare import sample_sd
+from localentropy.experiments.core import templates
 from localentropy.experiments.reproduce.claims import claim_text, consistency_text, outcome_text, pooled_claim
 
+PACKAGE = "localentropy.experiments.reproduce.findings"
 NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?")
 # a number shown as a percentage (x 100), as minutes of stored seconds (/ 60), or as stored
 SCALES = (1.0, 100.0, 1 / 60)
@@ -29,14 +31,7 @@ SCALES = (1.0, 100.0, 1 / 60)
 
 @cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("localentropy.experiments.reproduce.findings", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-        autoescape=False,  # markdown, not HTML
-    )
+    env = templates.environment(PACKAGE)
     env.filters.update(
         claim=claim_text,
         outcome=outcome_text,
@@ -57,7 +52,8 @@ def claim_label(entry: dict[str, Any]) -> str:
 
 def render(template: str, **data: Any) -> str:
     """The template ``templates/<template>`` rendered with ``data``."""
-    return environment().get_template(template).render(**data).strip("\n")
+    environment()  # the filters registered on the package's environment
+    return templates.render(PACKAGE, template, **data)
 
 
 def record_numbers(record: Any) -> np.ndarray:
