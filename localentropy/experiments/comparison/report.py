@@ -214,6 +214,7 @@ def _meta(run_label: str, run_dir: Path, data: dict[str, Any]) -> list[str]:
         f"{meta.get('git_commit') or 'unknown'}",
         "- versions: " + (", ".join(f"{k} {v or '?'}" for k, v in versions.items()) or "unknown"),
         f"- records: {len(data['records'])}",
+        *(["- estimators as they ran:", *(f"  {line}" for line in _ran_with(data))] if _ran_with(data) else []),
     ]
     if data.get("config") is not None:
         config = json.dumps(data["config"], indent=2, sort_keys=True, default=str)
@@ -249,6 +250,74 @@ def _series(ok_rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, ...]]]
         names = ("grad_evals", "mse", "bias_norm", "bias_norm_mcse", "variance")
         out[row["label"]].append(tuple(_metric(row, n) for n in names))
     return dict(out)
+
+
+def _clipped_note(ok_rows: list[dict[str, Any]]) -> list[str]:
+    """The points the log-scaled panels of the errors figure cannot show: a bias corrected to 0 (variance / R
+    subtracted, clipped at 0) has no place on the bias² axis, nor a variance or MSE of 0 on theirs."""
+    lost = defaultdict(list)
+    for row in ok_rows:
+        for name, panel in (("bias_norm", "bias²"), ("mse", "MSE"), ("variance", "variance")):
+            value = _metric(row, name)
+            if not math.isnan(value) and value <= 0:
+                lost[(panel, row["label"])].append(fmt_count(row["record"]["key"].get("budget")))
+    if not lost:
+        return []
+    parts = [f"{panel}: {quoted(label)} at budget {', '.join(budgets)}" for (panel, label), budgets in lost.items()]
+    return [
+        "Not drawn in the figure below (a value of 0, which a log axis cannot show; the bias is corrected for "
+        f"replicate noise and clipped at 0): {'; '.join(parts)}.",
+        "",
+    ]
+
+
+def _difference_forest(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    """The forest plot of every verdict's paired differences (each stable estimator's mean squared error minus
+    the lowest's at the same point and budget, with the Bonferroni simultaneous 95 % t-interval over the
+    replicates), one panel per (point, gamma, T, budget); nothing when no verdict has a difference."""
+    ok_rows = [row for row in rows if _is_ok(row["record"])]
+    labels = {id(row["record"]): row["label"] for row in ok_rows}
+    verdicts = comparison_verdicts([row["record"] for row in ok_rows], label=lambda record: labels[id(record)])
+    drawn = [
+        {
+            "label": f"{c['name']} minus {v['lowest']}",
+            "unit": f"MSE, {_group_title((v['point'], v['gamma'], v['temperature']))}, budget {fmt_count(v['budget'])}",
+            "estimate": {"mean": c["difference"], "ci95": c["half_width"]},
+        }
+        for v in sorted(
+            verdicts, key=lambda v: tuple(_sort_key(v[k]) for k in ("point", "gamma", "temperature", "budget"))
+        )
+        for c in v["comparisons"]
+        if c["half_width"] is not None
+    ]
+    interval = "mean and Bonferroni simultaneous 95 % t-interval over the paired replicates"
+    if plots.plot_forest(drawn, out_dir / "forest.png", "paired differences to the lowest MSE", interval=interval):
+        return [
+            "## Paired differences",
+            "",
+            "Each stable estimator's MSE minus the lowest's at the same (point, gamma, T) and budget, paired replicate "
+            f"by replicate ({interval}; an interval that holds 0: tied):",
+            "",
+            "![paired differences in MSE to the lowest, with their intervals](forest.png)",
+            "",
+        ]
+    return []
+
+
+def _ran_with(data: dict[str, Any]) -> list[str]:
+    """Each estimator with the values it ran with: the tuned ones (the search's choice, in place of the
+    configured ones, which the resolved config below still shows) marked."""
+    tuning = data.get("tuning") if isinstance(data.get("tuning"), dict) else {}
+    chosen = {k: r["chosen"] for k, r in (tuning.get("estimators") or {}).items() if r.get("chosen")}
+    lines = []
+    for e in (data.get("config") or {}).get("estimators", []):
+        tuned = chosen.get(e["label"], {})
+        values = {**(e.get("hyperparameters") or {}), **tuned}
+        text = ", ".join(f"{k} = {fmt(v)}" + (" (**tuned**)" if k in tuned else "") for k, v in values.items())
+        sampler = f", sampler `{e['sampler']}`" if e.get("sampler") else ""
+        budgets = ", ".join(fmt_count(b) for b in e.get("budgets", []))
+        lines.append(f"- `{_md(e['label'])}` ({e.get('kind')}{sampler}): {text or 'its defaults'}; budgets {budgets}")
+    return lines
 
 
 def write_report(run_dirs: Sequence[Path | str], out_dir: Path | str) -> Path:
@@ -302,6 +371,7 @@ def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path 
         if ok_rows:
             verdicts = _verdict_lines(ok_rows)
             lines += [*_table(ok_rows), "", *_near_zero_note(ok_rows), *verdicts, *([""] if verdicts else [])]
+            lines += _clipped_note(ok_rows) if group in plotted else []
             if verdicts:
                 answer += [f"**{title}**", "", *verdicts[2:], ""]
         else:
@@ -328,6 +398,7 @@ def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path 
         lines += ["## Efficiency ratios", "", "![efficiency ratio against gradient evaluations](efficiency.png)", ""]
         if without:
             lines += [f"No efficiency ratio (no Gibbs measure to compare with): {', '.join(map(quoted, without))}.", ""]
+    lines += _difference_forest(rows, out_dir)
     images, notes = chain_figures(rows, out_dir, _group_title)
     if images or notes:
         lines += ["## Inner chains: trace and rank plots", ""]

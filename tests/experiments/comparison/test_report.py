@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from localentropy.experiments.comparison.report import load_run, record_ids, write_report
+from localentropy.experiments.comparison.report import _ran_with, load_run, record_ids, write_report
 from localentropy.experiments.core.plots import rank_counts
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -229,3 +229,35 @@ def test_load_run_errors_name_the_file(tmp_path: Path, content: str | None, mess
     assert str(tmp_path / "results.json") in str(info.value)
     with pytest.raises(ValueError, match=r"results\.json"):
         write_report([tmp_path], tmp_path / "out")
+
+
+def test_paired_differences_clipped_bias_and_tuned_values_are_reported(tmp_path: Path) -> None:
+    """A verdict's paired differences get a forest plot; a bias corrected to 0 (not drawable on the bias² log axis)
+    is named in the text; the estimators as they ran carry their tuned values, marked."""
+    rng = np.random.default_rng(3)
+    records = []
+    for name, scale in (("sgld", 1.0), ("sghmc", 2.0)):
+        record = ok_record(name, 0, 100, 0.05 * scale)
+        record["metrics"]["squared_errors"] = list(scale * rng.uniform(0.04, 0.06, size=20))
+        records.append(record)
+    records[1]["metrics"]["bias_norm"] = 0.0  # corrected for replicate noise and clipped at 0
+    run = write_run(tmp_path / "r", "r", records)
+    results = json.loads((run / "results.json").read_text())
+    results["config"]["estimators"] = [
+        {"label": "sgld", "kind": "local-entropy", "sampler": "sgld", "hyperparameters": {}, "budgets": [100]},
+        {
+            "label": "sghmc",
+            "kind": "local-entropy",
+            "sampler": "sghmc",
+            "hyperparameters": {"friction": 0.2},
+            "budgets": [100],
+        },
+    ]
+    (run / "results.json").write_text(json.dumps(results))
+    text = write_report([run], tmp_path / "out").read_text()
+    assert "## Paired differences" in text and (tmp_path / "out" / "forest.png").stat().st_size > 1000
+    assert "Not drawn in the figure below" in text and "bias²: `sghmc` at budget 100" in text
+    assert "`sghmc` (local-entropy, sampler `sghmc`): friction = 0.2; budgets 100" in text
+    results["tuning"] = {"estimators": {"sgld": {"chosen": {"step_size": 0.0023}}, "sghmc": {"chosen": None}}}
+    ran = _ran_with(results)
+    assert ran[0] == "- `sgld` (local-entropy, sampler `sgld`): step_size = 0.0023 (**tuned**); budgets 100"
