@@ -141,7 +141,7 @@ def _run_step(step: Step, config: dict[str, Any], configs: Path, out: Path, work
 
         sweep = parse_sweep_config(copy.deepcopy(config), name=Path(source).stem, source=source)
         force = _changed(out, sweep.resolved())
-        state = run_sweep(sweep, out, workers=workers, force=force, progress=progress)[1]
+        state = run_sweep(sweep, out, workers=1 if step.timed else workers, force=force, progress=progress)[1]
         return "rerun" if force else state
     with RunDirectory(out).locked() as run_dir:
         return _run_computation(step, config, run_dir, progress)

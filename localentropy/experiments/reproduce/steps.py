@@ -35,6 +35,7 @@ class Step:
     quick_minutes: float
     section: str = ""
     quick: dict[str, Any] = field(default_factory=dict, compare=False)
+    timed: bool = False  # its wall-clock seconds are findings: its runs go one at a time (timed alone)
 
 
 _STEPS: dict[str, Step] = {}
@@ -50,8 +51,10 @@ def register_step(
     quick_minutes: float,
     config: str | None = None,
     quick: dict[str, Any] | None = None,
+    timed: bool = False,
 ) -> Step:
-    """Add a step (run in registration order); a name may be registered once."""
+    """Add a step (run in registration order); a name may be registered once. ``timed``: the findings state
+    ratios of its runs' seconds, so its runs go one at a time whatever ``--workers`` says."""
     if name in _STEPS:
         raise ValueError(f"a reproduce step named {name!r} is already registered")
     if kind not in KINDS:
@@ -60,7 +63,7 @@ def register_step(
         raise ValueError(f"step {name!r}: section must be one of {', '.join(SECTIONS)}, got {section!r}")
     if (config is None) != (kind not in CONFIG_KINDS):
         raise ValueError(f"step {name!r}: a {kind} step {'needs' if config is None else 'takes no'} config file")
-    step = Step(name, kind, config, question, full_minutes, quick_minutes, section, dict(quick or {}))
+    step = Step(name, kind, config, question, full_minutes, quick_minutes, section, dict(quick or {}), timed)
     _STEPS[name] = step
     return step
 
@@ -155,6 +158,7 @@ register_step(
     full_minutes=20,
     quick_minutes=1.6,
     quick={"seeds": 3, "set": {"effective_epochs": 8}},
+    timed=True,  # Q1's seconds per effective epoch: one run at a time
 )
 register_step(
     "samplers_training",

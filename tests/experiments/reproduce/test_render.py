@@ -202,3 +202,23 @@ def test_the_header_renders_from_a_fresh_runs_meta_and_states_the_provenance() -
     assert "1 step that took 1.5 minutes of wall time when they ran, at commit 094d0f724b70:" in text
     assert "re-rendered" not in text
     assert unsupported_numbers(text, {"meta": meta, "provenance": p}) == []
+
+
+def test_a_wall_clock_ratio_states_its_interval_or_why_it_has_none() -> None:
+    """A ratio of paired per-seed times carries its 95 % CI and how the runs were timed; a stored ratio of means
+    without per-seed times says that it has no interval and why."""
+    from localentropy.diagnostics.compare import paired_ratio
+    from localentropy.experiments.reproduce.findings.render import environment
+
+    say = environment().get_template("_macros.md.j2").module
+    ratio = paired_ratio({0: 2.0, 1: 2.4, 2: 2.2}, {0: 1.0, 1: 1.1, 2: 1.0}).as_dict()
+    alone = {"runs_at_a_time": 1, "load_start": 0.1, "load_end": 1.0, "idle_load": 0.5, "alone": True}
+    text = say.time_ratio({"ratio": ratio, "of_means": 2.2, "timing": alone}, "entropy-sgd", "SGD")
+    assert text.startswith(f"{ratio['ratio']:.3g}x SGD's training seconds (the geometric mean of the per-seed ratios")
+    assert f"95 % CI {ratio['low']:.3g} to {ratio['high']:.3g} over 3 seeds; runs timed alone)" in text
+    shared = {**alone, "runs_at_a_time": 2, "alone": False}
+    assert "runs 2 at a time: not timed alone" in say.time_ratio(
+        {"ratio": ratio, "of_means": 2.2, "timing": shared}, "e", "SGD"
+    )
+    old = say.time_ratio({"ratio": None, "of_means": 2.22, "timing": None}, "entropy-sgd", "SGD")
+    assert old == "2.22x SGD's mean training seconds (a ratio of means; no interval: per-seed times not recorded)"

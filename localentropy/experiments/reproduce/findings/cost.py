@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from localentropy.diagnostics.compare import PairedRatio, paired_ratio
 from localentropy.experiments.reproduce.claims import Claim, difference_claim
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
@@ -15,14 +16,13 @@ from localentropy.experiments.reproduce.findings.common import (
     fmt,
     mean_sd,
     paired,
-    paired_text,
     pm,
     select,
-    short,
     speed_ratio,
     sweep_entries,
     table,
 )
+from localentropy.experiments.reproduce.findings.render import section_text
 
 
 def first_reach(curve: list[dict[str, Any]], level: float, key: str, metric: str = "test_error") -> float | None:
@@ -68,6 +68,7 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         reach_ep = [first_reach(e["curve"], level, "effective_epochs") for e in mine]
         reach_s = [first_reach(e["curve"], level, "seconds") for e in mine]
         ratio = (mean_sd(secs)[0] / sgd_seconds) if sgd_seconds and secs else None
+        per_seed = paired_ratio(by_seed(mine, "seconds"), by_seed(select(items, "sgd"), "seconds"), unit="seed")
         spacing = min(
             (r["effective_epochs"] for e in mine for r in e["curve"] if r.get("effective_epochs")), default=None
         )
@@ -80,6 +81,7 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
             "eval_spacing": spacing,
             "reach_seconds": reach_s,
             "seconds_over_sgd": ratio,
+            "seconds_ratio_to_sgd": per_seed.as_dict(),
         }
         rows.append(
             [
@@ -88,7 +90,7 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
                 fmt(mean_sd(finals(mine, "effective_epochs"))[0]),
                 fmt(mean_sd(finals(mine, "grad_evals"))[0], 5),
                 pm(secs, 1, 0),
-                fmt(ratio, 3),
+                ratio_cell(per_seed),
                 pm([r for r in reach_ep if r is not None], 1, 0) + _missing(reach_ep),
                 pm([r for r in reach_s if r is not None], 1, 0) + _missing(reach_s),
             ]
@@ -97,86 +99,62 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
     entropy = _entropy_label(labels)
     d_sgd = paired(by_seed(select(items, entropy)), by_seed(select(items, "sgd")))
     d_adam = paired(by_seed(select(items, entropy)), by_seed(select(items, "adam")))
-    numbers["cost"] = {"optimizers": info, "level": level, "entropy_minus_sgd": d_sgd, "entropy_minus_adam": d_adam}
-    inner = speed_ratio(speed, "L=20 preset authors (msgld)") or speed_ratio(speed, "L=5 preset authors (msgld)")
-    sgd_step = speed_ratio(speed, "sgd", section="samplers")
-    data = base.get("data", {})
-    lines = [
-        "## Q1. Cost: test error against effective epochs and wall-clock time",
-        "",
-        "*Config:* `sweep_cost.toml` (base "
-        f"`mnist_paper_train.toml`): the paper's mnistfc on real MNIST images ({data.get('source', 'mnist5k')}), "
-        f"batch {base.get('batch_size')}, "
-        f"{base.get('effective_epochs')} effective epochs for every optimizer (forward-backward passes, Entropy-SGD's "
-        f"inner steps included), {n_seeds} seeds (a seed sets the split, the weights, the minibatch order and the "
-        "noise; the optimizers of one seed share them). Entropy-SGD runs the authors' settings (the `authors` "
-        "preset); Adam the paper's MNIST schedule; SGD (Nesterov) and LPF-SGD the same schedule.",
-        "",
-        *table(
-            [
-                "optimizer",
-                "final test error (mean ± sd)",
-                "effective epochs",
-                "grad evals",
-                "training seconds (mean ± sd)",
-                "seconds / SGD's",
-                f"effective epochs to reach {100 * level:.2f} %",
-                f"seconds to reach {100 * level:.2f} %",
-            ],
-            rows,
-        ),
-        "",
-        f"The level {100 * level:.2f} % is the highest of the optimizers' mean final errors, so every optimizer can "
-        "reach it; a run that never did is counted in brackets. Seconds are training time only (evaluation "
-        "excluded), measured with runs two at a time on a 2-core machine shared with other work (its load was not "
-        "recorded): the ratios are of means over seeds, without an interval, and rough; the effective epochs are "
-        "exact.",
-        "",
-    ]
+    seconds = {lab: by_seed(select(items, lab), "seconds") for lab in labels}
+    numbers["cost"] = {
+        "optimizers": info,
+        "level": level,
+        "entropy_minus_sgd": d_sgd,
+        "entropy_minus_adam": d_adam,
+        "seconds_by_seed": seconds,
+        "timing": results.get("timing"),
+    }
     matched_lines, matched = matched_epochs_table(items, labels, entropy)
     numbers["cost"]["matched_epochs"] = matched
-    lines += [
-        "Test error at the effective epochs where Entropy-SGD was evaluated (mean ± sd over seeds):",
-        "",
-        *matched_lines,
-        "",
-    ]
-    fig = copy_figure(out / "cost" / "curves.png", figures, "cost_curves.png")
-    if fig:
-        lines += [f"![test error against effective epochs and seconds]({fig})", ""]
-    ent_ratio = info.get(entropy, {}).get("seconds_over_sgd")
-    lines += [
-        "**What the evidence supports.**",
-        "",
-        f"* At equal effective epochs: {paired_text(d_sgd, entropy, 'sgd')} {paired_text(d_adam, entropy, 'adam')}",
-        f"* Per effective epoch Entropy-SGD took {fmt(ent_ratio, 3)}x SGD's mean training seconds here (a ratio of "
-        "means, no interval)"
-        + (
-            f"; the speed benchmark (overhead section) puts one inner step of this preset at {inner:.2f} G against "
-            f"{sgd_step:.2f} G for an SGD step (G = one forward-backward pass of mnistfc at batch 128)"
-            if inner and sgd_step
-            else ""
-        )
-        + ".",
-        f"* {_reach_text(info, entropy, level)}",
-        "",
-        "**What it does not support.** A 5,000-image subset instead of the full training set: the test error is "
-        "set by the small data (one small test set's binomial noise), so differences of a few tenths of a point "
-        "are not resolved on one batch of seeds. The wall-clock ratio is for a CPU "
-        "with small models; the ratio of an inner step to a gradient evaluation on a GPU or with a large model "
-        "(where the noise draw matters less relative to the backward pass) is not measured here. Full MNIST is one "
-        "config away (`mnist_paper_full.toml`, several hours on 2 cores).",
-        "",
-    ]
-    summary = (
-        f"**Cost (Q1).** At the same effective epochs on MNIST-5k, Entropy-SGD ended at "
-        f"{pm(info[entropy]['test_error'], 100)} % test error (mean ± sd over {n_seeds} seeds) against SGD's "
-        f"{pm(info.get('sgd', {}).get('test_error', []), 100)} % (paired {short(d_sgd)}) and Adam's "
-        f"{pm(info.get('adam', {}).get('test_error', []), 100)} % (paired {short(d_adam)}), and cost "
-        f"{fmt(ent_ratio, 3)}x SGD's mean seconds per effective epoch (a ratio of means over seeds, no interval, runs "
-        f"two at a time). {_lowest_at(matched, entropy)}"
-    )
-    return lines, summary
+    data = base.get("data", {})
+    numbers["cost"]["view"] = {
+        "data_source": data.get("source", "mnist5k"),
+        "batch_size": base.get("batch_size"),
+        "effective_epochs": base.get("effective_epochs"),
+        "n_seeds": n_seeds,
+        "table": "\n".join(
+            table(
+                [
+                    "optimizer",
+                    "final test error (mean ± sd)",
+                    "effective epochs",
+                    "grad evals",
+                    "training seconds (mean ± sd)",
+                    "seconds / SGD's (per-seed geometric mean, 95 % CI)",
+                    f"effective epochs to reach {100 * level:.2f} %",
+                    f"seconds to reach {100 * level:.2f} %",
+                ],
+                rows,
+            )
+        ),
+        "level": level,
+        "timing": results.get("timing"),
+        "time_ratio": time_ratio(seconds.get(entropy, {}), seconds.get("sgd", {}), info.get(entropy, {})),
+        "matched_table": "\n".join(matched_lines),
+        "figure": copy_figure(out / "cost" / "curves.png", figures, "cost_curves.png"),
+        "d_sgd": d_sgd,
+        "d_adam": d_adam,
+        "entropy": entropy,
+        "inner": speed_ratio(speed, "L=20 preset authors (msgld)") or speed_ratio(speed, "L=5 preset authors (msgld)"),
+        "sgd_step": speed_ratio(speed, "sgd", section="samplers"),
+        "reach": _reach_text(info, entropy, level),
+        "entropy_errors": info[entropy]["test_error"],
+        "sgd_errors": info.get("sgd", {}).get("test_error", []),
+        "adam_errors": info.get("adam", {}).get("test_error", []),
+        "lowest_at": _lowest_at(matched, entropy),
+    }
+    return section_text("cost", numbers["cost"]["view"])
+
+
+def time_ratio(a: dict[Any, float], b: dict[Any, float], info: dict[str, Any]) -> dict[str, Any]:
+    """a's training seconds over b's: the paired per-seed ratio with its 95 % interval (t on the log ratio) when
+    per-seed times are recorded, else the stored ratio of means (``of_means``), which carries no interval."""
+    ratio = paired_ratio(a, b, unit="seed").as_dict() if a and b else None
+    return {"ratio": ratio, "of_means": info.get("seconds_over_sgd")}
 
 
 def _reach_text(info: dict[str, Any], entropy: str, level: float) -> str:
@@ -259,6 +237,13 @@ def matched_epochs_table(items: list[dict[str, Any]], labels: list[str], entropy
         rows.append(row)
         numbers[lab] = {str(k): v for k, v in mine.items()}
     return table(["optimizer", *(f"{p:g} eff. epochs" for p in points)], rows), numbers
+
+
+def ratio_cell(r: PairedRatio) -> str:
+    """A seconds ratio for a table: the geometric mean of the per-seed ratios and its 95 % CI."""
+    if r.ratio is None:
+        return "—"
+    return f"{r.ratio:.3g}" + (f" ({r.low:.3g} to {r.high:.3g})" if r.low is not None else "")
 
 
 def _missing(values: list[Any]) -> str:

@@ -16,7 +16,7 @@ from localentropy.experiments.reproduce.findings.common import Lines, read_json
 from localentropy.experiments.reproduce.findings.cost import section_cost
 from localentropy.experiments.reproduce.findings.overhead import section_overhead
 from localentropy.experiments.reproduce.findings.recurrent import section_recurrent
-from localentropy.experiments.reproduce.findings.render import render
+from localentropy.experiments.reproduce.findings.render import render, section_text
 from localentropy.experiments.reproduce.findings.replication import (
     CONSISTENCY,
     SUMMARY_CLAIMS,
@@ -182,6 +182,15 @@ def _step_rows(resolved: dict[str, Any], numbers: dict[str, Any]) -> list[dict[s
     return rows
 
 
+def _section(name: str, numbers: dict[str, Any], text: dict[str, Any]) -> tuple[Lines, str]:
+    """A section's body and summary: rendered from its view in findings.json by its templates, or, for a record
+    written before the sections had views, the text stored in sections.json."""
+    view = (numbers.get(name) or {}).get("view")
+    if view is not None:
+        return section_text(name, view)
+    return text["bodies"][name].split("\n"), text["summaries"][name]
+
+
 def render_findings(doc: Path) -> Path:
     """Render ``doc`` from ``<doc stem>/findings.json`` and ``<doc stem>/sections.json`` alone: the sections' text
     with the replication of their claims, the forest plots, the header's provenance and the summary."""
@@ -190,10 +199,7 @@ def render_findings(doc: Path) -> Path:
     text = read_json(figures / "sections.json")
     meta, resolved, numbers = stored["meta"], stored["plan"], stored["numbers"]
     replicated = numbers.get("replication", {})
-    sections = [
-        with_replication(text["bodies"][name].split("\n"), text["summaries"][name], name, replicated, figures)
-        for name in SECTIONS
-    ]
+    sections = [with_replication(*_section(name, numbers, text), name, replicated, figures) for name in SECTIONS]
     quick = meta.get("mode") == "quick"
     command = "localentropy reproduce" + (" --quick" if quick else "")
     prov = numbers.get("provenance") or summarise_provenance({"steps": {}, "fresh": {}})

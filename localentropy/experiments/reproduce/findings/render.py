@@ -22,6 +22,7 @@ import numpy as np
 from localentropy.diagnostics.compare import sample_sd
 from localentropy.experiments.core import templates
 from localentropy.experiments.reproduce.claims import claim_text, consistency_text, outcome_text, pooled_claim
+from localentropy.experiments.reproduce.findings.common import distinct, pm, short
 
 PACKAGE = "localentropy.experiments.reproduce.findings"
 NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?")
@@ -40,8 +41,43 @@ def environment() -> jinja2.Environment:
         label=claim_label,
         plural=lambda n, word: f"{n} {word}{'' if n == 1 else 's'}",
         minutes=lambda seconds: f"{seconds / 60:.1f}",
+        pm=pm,
+        short=short,
+        distinct=distinct,
+        timed=timed_text,
+        timed_runs=timed_runs_text,
     )
     return env
+
+
+def timed_text(t: dict[str, Any]) -> str:
+    """How the seconds of a ratio were measured, from the sweep's timing record (None: not recorded)."""
+    timing = t.get("timing")
+    if timing is None:
+        return "how the runs were timed was not recorded"
+    return "runs timed alone" if timing["alone"] else f"runs {timing['runs_at_a_time']} at a time: not timed alone"
+
+
+def timed_runs_text(timing: dict[str, Any] | None) -> str:
+    """The conditions of a sweep's timed runs, from its timing record (None: not recorded)."""
+    if timing is None:
+        return "measured in runs whose conditions (how many ran at a time, the machine's load) were not recorded"
+    load = (
+        f", the machine's 1-minute load average {timing['load_start']:.1f} when they started and "
+        f"{timing['load_end']:.1f} when they ended"
+        if timing.get("load_start") is not None and timing.get("load_end") is not None
+        else ""
+    )
+    alone = "timed alone" if timing["alone"] else "not timed alone"
+    runs = timing["runs_at_a_time"]
+    return f"measured with {runs} run{'s' if runs != 1 else ''} at a time{load}: {alone}"
+
+
+def section_text(name: str, view: dict[str, Any]) -> tuple[list[str], str]:
+    """A findings section's body (lines) and summary item, rendered from its view (the section's record in
+    findings.json) by ``templates/sections/<name>.md.j2`` and ``<name>_summary.md.j2``."""
+    body = render(f"sections/{name}.md.j2", **view)
+    return [*body.split("\n"), ""], render(f"sections/{name}_summary.md.j2", **view)
 
 
 def claim_label(entry: dict[str, Any]) -> str:

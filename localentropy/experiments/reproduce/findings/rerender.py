@@ -72,6 +72,32 @@ def legacy_records(markdown: str) -> dict[str, Any]:
     return {"fresh_minutes": minutes, "legacy_commits": commits}
 
 
+# The cost section's wall-clock ratio as written before per-seed times were kept by seed (and before a sweep recorded
+# how its runs were timed): its stored text said "no interval" without the reason; the record cannot give one.
+LEGACY_TIMING = (
+    (
+        "(a ratio of means over seeds, no interval, runs two at a time)",
+        "(a ratio of means over seeds, runs two at a time, not timed alone; no interval: per-seed times not recorded)",
+    ),
+    ("(a ratio of means, no interval)", "(a ratio of means; no interval: per-seed times not recorded)"),
+    (
+        "the ratios are of means over seeds, without an interval, and rough",
+        "the ratios are of means over seeds, rough, and carry no interval: per-seed times not recorded",
+    ),
+)
+
+
+def legacy_timing(text: dict[str, Any]) -> dict[str, Any]:
+    """Stored section text with the old wall-clock ratios saying why they carry no interval (:data:`LEGACY_TIMING`)."""
+
+    def fix(value: str) -> str:
+        for old, new in LEGACY_TIMING:
+            value = value.replace(old, new)
+        return value
+
+    return {part: {name: fix(value) for name, value in items.items()} for part, items in text.items()}
+
+
 def _rerun_provenance(runs: Path, record: str, name: str, step_dir: Path) -> dict[str, Any] | None:
     path = runs / "records" / f"{record}.json"
     return step_provenance(read_json(path).get(name) if path.is_file() else None, step_dir)
@@ -89,6 +115,7 @@ def rerender(doc: Path, runs: Path | None = None, readme: Path | None = None) ->
         legacy = legacy_records(markdown)
     else:
         legacy = {"legacy_commits": (numbers.get("provenance") or {}).get("legacy_commits", []), "fresh_minutes": {}}
+    atomic_write_json(figures / "sections.json", legacy_timing(read_json(figures / "sections.json")))
     prov = numbers.get("provenance") or {
         "steps": {
             name: {**t, "commit": t.get("commit"), "finished": t.get("finished")} if t else None
