@@ -22,7 +22,7 @@ import numpy as np
 from localentropy.diagnostics.compare import sample_sd
 from localentropy.experiments.core import templates
 from localentropy.experiments.reproduce.claims import claim_text, consistency_text, outcome_text, pooled_claim
-from localentropy.experiments.reproduce.findings.common import distinct, pm, short
+from localentropy.experiments.reproduce.findings.common import distinct, fmt, pm, short
 
 PACKAGE = "localentropy.experiments.reproduce.findings"
 NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?")
@@ -42,6 +42,7 @@ def environment() -> jinja2.Environment:
         plural=lambda n, word: f"{n} {word}{'' if n == 1 else 's'}",
         minutes=lambda seconds: f"{seconds / 60:.1f}",
         pm=pm,
+        fmt=fmt,
         short=short,
         distinct=distinct,
         timed=timed_text,
