@@ -11,19 +11,17 @@ from localentropy.experiments.reproduce.findings.common import (
     by_seed,
     copy_figure,
     distinct,
-    fmt,
     group_rows,
     mean_sd,
     paired,
-    paired_text,
     pm,
     select,
     setting_text,
-    settings_list,
     short,
     sweep_entries,
     table,
 )
+from localentropy.experiments.reproduce.findings.render import section_text
 from localentropy.experiments.sweeps.figures import value_text as _text
 
 
@@ -133,66 +131,37 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
     chance = [c for c in ranked if c["mean"] > 0.5]  # 10 classes: no better than guessing, or diverged
     learned = [c for c in ranked if c["mean"] <= 0.5]
     spread = (learned[-1]["mean"] - learned[0]["mean"]) if learned else None
-    lines = [
-        "## Sensitivity: gamma, scoping, the inner step size eta' and L",
-        "",
-        f"*Configs:* `sweep_sensitivity.toml` (gamma x eta' x L, {len(cells)} settings x {n_seeds} seeds) and "
-        "`sweep_scoping.toml` (gamma x scoping), both on `train_digits_small.toml`: Entropy-SGD with SGLD at "
-        "T = 1e-8 on digits (MLP 64-64-10), 30 effective epochs for every run (a larger L leaves fewer outer steps), "
-        f"SGD (Nesterov) on the same budget as the reference: {pm(list(sgd.values()), 100)} % test error.",
-        "",
-        "Each value of one axis, averaged over the other axes and the seeds (and the best setting with it):",
-        "",
-        *table(
-            [
-                "axis",
-                "value",
-                "mean ± sd over its runs (settings x seeds)",
-                "best setting's mean",
-                "diverged/failed runs",
-            ],
-            marg_rows,
+    view = {
+        "n_cells": len(cells),
+        "n_seeds": n_seeds,
+        "sgd_errors": list(sgd.values()),
+        "marginal_table": "\n".join(
+            table(
+                [
+                    "axis",
+                    "value",
+                    "mean ± sd over its runs (settings x seeds)",
+                    "best setting's mean",
+                    "diverged/failed runs",
+                ],
+                marg_rows,
+            )
         ),
-        "",
-        "The five best settings, with the paired difference to SGD (same seeds):",
-        "",
-        *table(["setting", "test error", "minus SGD (paired)"], top),
-        "",
-        "The three worst:",
-        "",
-        *table(["setting", "test error", "diverged/failed runs"], bottom),
-        "",
-    ]
-    if fig:
-        lines += [f"![final test error against each swept field]({fig})", ""]
-    lines += [
-        f"Scoping (`sweep_scoping.toml`, gamma_t = gamma (1 + scoping)^t; SGD {pm(list(sc_sgd.values()), 100)} %):",
-        "",
-        *table(["gamma", *(f"scoping {s_}" for s_ in scopings)], sc_rows),
-        "",
-        f"Largest scoping ({scopings[-1]}) minus none, per gamma: "
-        + " ".join(f"gamma = {g}: {paired_text(d, 'scoping', 'none')}" for g, d in scoping_effect.items()),
-        "",
-        f"**What the evidence supports.** Of the {len(cells)} settings, {len(all_bad)} diverged in every run "
-        f"({settings_list(all_bad)}) and {len(chance)} more failed to learn (mean test error above 50 %: "
-        f"{settings_list(chance)}); among the others "
-        f"the final error spans {fmt(None if spread is None else 100 * spread, 3)} points. {len(within)} of "
-        f"the {len(ranked)} settings that finished end within 0.5 points of SGD's mean; {len(better)} are better "
-        f"than SGD and {len(worse)} worse beyond a 95 % paired interval. The best setting's mean error for each value: "
-        + "; ".join(f"{a}: " + ", ".join(f"{v} {b}" for v, b in best_by_axis[a]) for a in axes)
-        + ". With the budget fixed, a larger L leaves fewer outer steps.",
-        "",
-        f"**What it does not support.** One small dataset and model, {n_seeds} seeds, and a 3-value grid per axis "
-        "at a fixed lr and schedule: the optimum of each field depends on the others and on lr, which is not "
-        "swept. Digits is an easy task, so a flat region here need not be flat "
-        "on a harder task.",
-        "",
-    ]
-    summary = (
-        f"**Sensitivity.** Of {len(cells)} settings of gamma x eta' x L, {len(all_bad) + len(chance)} "
-        f"diverged or failed to learn and "
-        f"the rest span {fmt(None if spread is None else 100 * spread, 3)} points of test error; "
-        f"{len(within)} settings are within 0.5 points of SGD, {len(better)} beat it beyond the seed "
-        "noise."
-    )
-    return lines, summary
+        "top_table": "\n".join(table(["setting", "test error", "minus SGD (paired)"], top)),
+        "bottom_table": "\n".join(table(["setting", "test error", "diverged/failed runs"], bottom)),
+        "figure": fig,
+        "scoping_sgd_errors": list(sc_sgd.values()),
+        "scoping_table": "\n".join(table(["gamma", *(f"scoping {s_}" for s_ in scopings)], sc_rows)),
+        "scopings": scopings,
+        "scoping_effect": list(scoping_effect.items()),
+        "all_bad": [setting_text(c["setting"]) for c in all_bad],
+        "chance": [setting_text(c["setting"]) for c in chance],
+        "spread": None if spread is None else 100 * spread,
+        "within": len(within),
+        "finished": len(ranked),
+        "better": len(better),
+        "worse": len(worse),
+        "best_by_axis": list(best_by_axis.items()),
+    }
+    numbers["sensitivity"]["view"] = view
+    return section_text("sensitivity", view)
