@@ -23,10 +23,10 @@ from localentropy.experiments.reproduce.findings.common import (
     pm,
     read_json,
     select,
-    short,
     sweep_entries,
     table,
 )
+from localentropy.experiments.reproduce.findings.render import section_text
 from localentropy.experiments.training.scaling import LINKS, WORKERS, epoch_seconds
 
 SGD, ENTROPY, PARLE = "sgd-ddp", "entropy-sgd-ddp", "parle"
@@ -104,7 +104,6 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
     inner = int(parle_spec["options"].get("inner_steps", 25))
     world = sorted({r["world_size"] for recs in records.values() for r in recs.values()})
     examples = _train_examples(step, results)
-    parle_sgd = short(pairs[f"{PARLE} - {SGD}"])
     rows = []
     for label in LABELS:
         recs = list(records[label].values())
@@ -145,47 +144,39 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
         "world_size": world,
     }
     numbers["scale"]["per_run"] = per_run  # the values behind the table's means
-    lines = [
-        "## P1. Parle at scale: replicas that communicate once per outer step",
-        "",
-        f"Config: `sweep_scale.toml` (base `train_scale.toml`): SGD-DDP, Entropy-SGD-DDP (L = {inner}) and Parle with "
-        f"{'/'.join(map(str, world)) or '?'} replicas (the same inner loop, L = {inner}) on MNIST-5k, each run "
-        f"`localentropy train --nproc {results['config'].get('nproc', 1)}` on this machine, {len(seeds)} paired "
-        "seeds, the same budget of effective epochs for all (examples processed on all ranks over the training set). "
-        "Data-parallel runs split each global batch of "
-        f"{base.get('batch_size')} across the ranks and all-reduce the gradient after every pass; Parle's replicas "
-        "each step on their own share of the same global batches with their own noise and all-reduce their weights "
-        "once per outer step; every number is of the reference, the replicas' mean.",
-        "",
-        *table(
-            [
-                "optimizer",
-                "test error (mean ± sd)",
-                "effective epochs",
-                "training wall-clock",
-                "MB all-reduced per rank",
-                "all-reduce calls",
-                "ms per pass (measured, 2 ranks)",
-            ],
-            rows,
+    numbers["scale"]["view"] = {
+        "inner": inner,
+        "world": world,
+        "nproc": results["config"].get("nproc", 1),
+        "n_seeds": len(seeds),
+        "batch_size": base.get("batch_size"),
+        "table": "\n".join(
+            table(
+                [
+                    "optimizer",
+                    "test error (mean ± sd)",
+                    "effective epochs",
+                    "training wall-clock",
+                    "MB all-reduced per rank",
+                    "all-reduce calls",
+                    "ms per pass (measured, 2 ranks)",
+                ],
+                rows,
+            )
         ),
-        "",
-        f"* Lowest test error: {verdict_text(verdict, fmt=lambda v: f'{100 * v:.2f} %')}",
-        *(f"* Test error, {name}: {short(d)}." for name, d in pairs.items()),
-        *(f"* Training wall-clock, {name}: {short(d, 1.0, ' s')}." for name, d in time_pairs.items()),
-        f"* Bytes: Parle all-reduced {_pct(bytes_ratio)} of SGD-DDP's payload for the same effective epochs "
-        f"(1 / L = {100 / inner:.0f} %: one all-reduce of the weights per {inner} passes, plus one at the first step).",
-        "",
-    ]
-    if figure:
-        lines += [f"![test error against wall-clock and bytes]({figure})", ""]
-    lines += _projection_lines(compute, projected, examples, inner)
-    summary = (
-        f"**P1 (scale).** On 2 processes Parle all-reduced {_pct(bytes_ratio)} of SGD-DDP's bytes at equal "
-        f"effective epochs; test error: {parle_sgd} against SGD-DDP. Projected per epoch: "
-        f"{_crossover_text(projected)} (time per epoch only, not Parle's convergence at large n)."
-    )
-    return lines, summary
+        "lowest": verdict_text(verdict, fmt=lambda v: f"{100 * v:.2f} %"),
+        "pairs": list(pairs.items()),
+        "time_pairs": list(time_pairs.items()),
+        "parle_sgd": pairs[f"{PARLE} - {SGD}"],
+        "bytes_ratio": bytes_ratio,
+        "figure": figure,
+        "compute": compute,
+        "examples": examples,
+        "projection_table": "\n".join(_projection_table(projected)),
+        "projected": projected,
+        "entropy_faster": [f"n = {r['n']} ({r['link']})" for r in projected if r[ENTROPY] < r[SGD]],
+    }
+    return section_text("scale", numbers["scale"]["view"])
 
 
 def _train_examples(step: Path, results: dict[str, Any]) -> int:
@@ -203,27 +194,8 @@ def _ratio(records: dict[str, dict[str, Any]], key: str) -> float | None:
     return float(np.mean([records[PARLE][s][key] / records[SGD][s][key] for s in shared]))
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f} %"
-
-
-def _crossover_text(projected: list[dict[str, Any]]) -> str:
-    parts = []
-    for link in dict.fromkeys(r["link"] for r in projected):
-        rows = [r for r in projected if r["link"] == link]
-        wins = [r["n"] for r in rows if r["speedup"] > 1]
-        top = max(rows, key=lambda r: r["n"])
-        where = f"at n = {', '.join(map(str, wins))}" if wins else f"at no n up to {top['n']}"
-        parts.append(f"at {link} Parle is faster than SGD-DDP {where} ({top['speedup']:.2f}x at n = {top['n']})")
-    return "; ".join(parts)
-
-
-def _entropy_text(projected: list[dict[str, Any]]) -> str:
-    faster = [f"n = {r['n']} ({r['link']})" for r in projected if r[ENTROPY] < r[SGD]]
-    return "faster than SGD-DDP at " + ", ".join(faster) if faster else "slower than SGD-DDP at every n and link"
-
-
-def _projection_lines(compute: dict[str, Any], projected: list[dict[str, Any]], examples: int, inner: int) -> Lines:
+def _projection_table(projected: list[dict[str, Any]]) -> Lines:
+    """Seconds per epoch of each method at each n and link, and Parle's speed-up over SGD-DDP."""
     links = list(dict.fromkeys(r["link"] for r in projected))
     header = ["workers n"] + [f"{label} s/epoch ({link})" for link in links for label in (SGD, ENTROPY, PARLE)]
     header += [f"Parle speed-up over SGD-DDP ({link})" for link in links]
@@ -234,34 +206,7 @@ def _projection_lines(compute: dict[str, Any], projected: list[dict[str, Any]], 
         cells += [f"{mine[link][label]:.3f}" for link in links for label in (SGD, ENTROPY, PARLE)]
         cells += [f"{mine[link]['speedup']:.2f}x" for link in links]
         body.append(cells)
-    payload = 4 * compute["parameters"]
-    return [
-        "### Projected wall-clock per epoch at n = 2..64 workers",
-        "",
-        f"Measured in one process on 1 thread (`scale_compute`, medians of {compute['repeats']}): a forward-backward "
-        f"of the {compute['model']} model ({compute['parameters']:,} weights, {payload / 1e6:.2f} MB in float32) "
-        f"on the global batch of {compute['batch_size']}: {1e3 * compute['gradient']:.2f} ms; an SGD step "
-        f"{1e3 * compute['sgd_update']:.2f} ms; an Entropy-SGD inner update {1e3 * compute['entropy_update']:.2f} ms. "
-        f"An epoch is {examples:,} examples processed by all workers together, at the same global batch (each of "
-        "n workers computes 1 / n of every batch). Per pass: gradient / n + the update every rank repeats; "
-        "data-parallel training adds a ring all-reduce of the gradient after every pass, Parle one of the weights "
-        f"every L = {inner} passes (2 (n - 1) alpha + 2 (n - 1) / n x bytes / bandwidth each; docs/distributed.md).",
-        "",
-        *table(header, body),
-        "",
-        f"Where Parle's once-per-L communication wins: {_crossover_text(projected)}. Parle saves (1 - 1 / L) of the "
-        "all-reduce time per pass and pays the Entropy-SGD inner update instead of the SGD step, so it wins once "
-        "an all-reduce costs more than L / (L - 1) times that difference: at large n, or on a slow link. "
-        f"Entropy-SGD-DDP pays the inner update and every all-reduce: {_entropy_text(projected)}.",
-        "",
-        "What this does not show: the projection covers the time per epoch only, not Parle's convergence at large "
-        "n (how the replicas' mean learns with 64 replicas, each on 1 / 64 of every global batch, is not measured "
-        "here; the measured comparison above is at n = 2). The compute is assumed to split perfectly across "
-        "workers (at n = 64 each worker's share of a batch of 128 is 2 examples, where a real forward-backward is "
-        "less efficient); the links are the stated alpha-beta models, not measurements; the 2-process runs above "
-        "ran on one machine's loopback, sharing 2 cores.",
-        "",
-    ]
+    return table(header, body)
 
 
 def _plot(records: dict[str, dict[str, Any]], figures: Path) -> str | None:
