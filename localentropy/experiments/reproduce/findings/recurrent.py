@@ -21,8 +21,6 @@ from localentropy.experiments.core.plots import save_figure
 from localentropy.experiments.reproduce.claims import Claim, difference_claim
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
-    distinct,
-    fmt,
     mean_sd,
     paired,
     pm,
@@ -31,6 +29,7 @@ from localentropy.experiments.reproduce.findings.common import (
     table,
 )
 from localentropy.experiments.reproduce.findings.cost import first_reach
+from localentropy.experiments.reproduce.findings.render import section_text
 from localentropy.experiments.sweeps.report import groups
 
 PAIRS = (("entropy-sgd", "sgd"), ("entropy-adam", "adam"))
@@ -63,7 +62,7 @@ def _setting(settings: Any) -> str:
     return re.sub(r"optimizers\[\d+\]\.", "", setting_text(dict(settings)))
 
 
-def _edges(task: dict[str, Any]) -> str:
+def _edges(task: dict[str, Any]) -> list[str]:
     """The optimizers whose chosen value is the smallest or largest tried: their optimum may lie outside the grid."""
     edge = []
     for lab, g in task["chosen"].items():
@@ -71,19 +70,7 @@ def _edges(task: dict[str, Any]) -> str:
         chosen = float(dict(g["settings"]).popitem()[1]) if g["settings"] else None
         if len(values) > 1 and chosen in (values[0], values[-1]):
             edge.append(f"`{lab}` ({_setting(g['settings'])})")
-    return ", ".join(edge) or "none"
-
-
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f} %"
-
-
-def _diff_text(d: dict[str, Any], unit: str, digits: int = 2) -> str:
-    if d["mean"] is None:
-        return "no paired seeds"
-    ci = f" ± {d['ci95']:.{digits}f}" if d["ci95"] is not None else ""
-    verdict = ("fewer/lower" if d["mean"] < 0 else "more/higher") if distinct(d) else "not distinguishable"
-    return f"{d['mean']:+.{digits}f}{ci} {unit} (95 % CI, {d['n']} seeds; {verdict})"
+    return edge
 
 
 def _plot(chosen: dict[str, dict[str, Any]], metric: str, floor: float | None, ylabel: str, path: Path) -> Path:
@@ -191,37 +178,6 @@ def _rows(task: dict[str, Any], scale: float, digits: int, unit: str) -> list[li
     return rows
 
 
-def _pair_lines(task: dict[str, Any], scale: float, unit: str) -> Lines:
-    lines = []
-    for name, d in task["pairs"].items():
-        final = {
-            k: (v * scale if isinstance(v, float) and k in ("mean", "sd", "ci95") else v) for k, v in d["final"].items()
-        }
-        lines.append(
-            f"* {name}: effective epochs to reach the level {_diff_text(d['reach_epochs'], 'epochs', 1)}; "
-            f"seconds {_diff_text(d['reach_seconds'], 's', 1)}; final held-out "
-            f"{_diff_text(final, unit, 3)}."
-        )
-    return lines
-
-
-def _direction(d: dict[str, Any], lower: str, higher: str) -> str:
-    if not distinct(d):
-        return "no difference beyond the seed noise"
-    return lower if d["mean"] < 0 else higher
-
-
-def _verdict(task: dict[str, Any]) -> str:
-    """Per pair, the direction of the paired differences in effective epochs and seconds to the level."""
-    parts = [
-        f"`{name}`: effective epochs to the level {_direction(d['reach_epochs'], 'fewer', 'more')}, seconds "
-        f"{_direction(d['reach_seconds'], 'fewer', 'more')}, final held-out "
-        f"{_direction(d['final'], 'lower', 'higher')}"
-        for name, d in task["pairs"].items()
-    ]
-    return "; ".join(parts) or "no pair of optimizers finished"
-
-
 def recurrent_claims(step_dir: Path) -> list[Claim]:
     """Per pair (Entropy-SGD - SGD, Entropy-Adam - Adam), each at its value chosen on validation: the paired
     differences in effective epochs and seconds to the level and in the final held-out value."""
@@ -248,7 +204,6 @@ def section_recurrent(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
         | {"chosen": {lab: dict(g["settings"]) for lab, g in t["chosen"].items()}}
         for name, t in (("char", char), ("row", row))
     }
-    floor, level = char["floor"], char["level"]
     header = [
         "optimizer",
         "chosen (validation)",
@@ -257,66 +212,23 @@ def section_recurrent(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
         "seconds to the level",
         "training seconds",
     ]
-    tried = "; ".join(f"{lab}: {', '.join(v)}" for lab, v in char["tried"].items())
-    lines = [
-        "## Recurrent networks: does Entropy-SGD train LSTMs faster?",
-        "",
-        "The paper reports that Entropy-SGD (PTB word-LSTM) and Entropy-Adam (War-and-Peace char-LSTM) reach the "
-        "baselines' perplexity in fewer effective epochs. Here, in shape: SGD, Adam, Entropy-SGD and Entropy-Adam "
-        "with the paper's char-LSTM settings where they transfer (Adam beta1 = 0.5 for both Adam methods, L = 5, "
-        "Entropy-Adam gamma = 0.01; Entropy-SGD as the authors' code ran the PTB LSTM: gamma = 1e-3, eta' = 1, "
-        "eps = 1e-4, outer eta = 1), gradients clipped to norm 5 inside the closure, the same effective-epoch "
-        "budget for all, each method's main step tried at three values a factor 3 apart and chosen on the "
-        "validation split (one knob per method: a fuller tuning of every method alike is not built yet).",
-        "",
-        f"### (a) char-LSTM on a Markov source (`sweep_recurrent_char.toml`, {char['seeds']} seeds, "
-        f"{fmt(char['budget'])} effective epochs)",
-        "",
-        f"Entropy rate of the source (the floor): **{fmt(floor, 4)} bits per character**. The level is the worst "
-        f"method's mean final held-out value, {fmt(level, 4)} bits ({fmt(None if level is None else level - floor, 3)}"
-        " above the floor), so every method's mean reaches it; held-out = the test block, evaluated after every "
-        "pass over the training text. Values tried: " + tried + ".",
-        "",
-        *table(header, _rows(char, 1.0, 4, " bits")),
-        "",
-        *_pair_lines(char, 1.0, "bits per character"),
-        "",
-        f"![held-out bits per character against effective epochs and seconds]({char['figure']})",
-        "",
-        f"### (b) row-LSTM on MNIST-5k (`sweep_recurrent_row.toml`, {row['seeds']} seeds, "
-        f"{fmt(row['budget'])} effective epochs)",
-        "",
-        f"The level is the worst method's mean final test error, {_percent(row['level'])}.",
-        "",
-        *table(header, _rows(row, 100.0, 2, " %")),
-        "",
-        *_pair_lines(row, 100.0, "points of test error"),
-        "",
-        f"![test error against effective epochs and seconds]({row['figure']})",
-        "",
-        f"**What the evidence supports.** char-LSTM: {_verdict(char)}. row-LSTM: {_verdict(row)}. Seconds include "
-        "the inner loop's overhead (the training wall-clock, evaluation excluded); an effective epoch counts every "
-        "forward-backward pass, inner steps included.",
-        "",
-        "**What it does not support.** Small models on 2 CPU threads, synthetic text from an "
-        "order-2 chain over 12 symbols and 5,000 MNIST images, a few seeds and a budget of a few effective epochs: "
-        "the shape of the paper's curves can be compared, not its values (its LSTMs, corpora, perplexities and "
-        "schedules differ). The level is one distance above the floor; another level can order the methods "
-        "differently (the figure shows the whole curves). Each method had one knob at three values; the other "
-        "settings (gamma, L, the inner step of Entropy-Adam) are the paper's, not tuned here, and a value chosen "
-        f"at the edge of its grid may have a better neighbour outside it (char-LSTM: {_edges(char)}; row-LSTM: "
-        f"{_edges(row)}). Curves are evaluated once per pass over the data, so reaching times are resolved to about "
-        "one effective epoch, and a seed that never reaches the level is left out of the paired difference. The "
-        "seconds come from a 2-core machine shared with other work, and the sweep runs one optimizer's runs after "
-        "another's, so the load differs between optimizers: seconds compare only roughly (the overhead section "
-        "measures the inner loop's cost in one process).",
-        "",
-    ]
-    summary = (
-        f"**Recurrent networks.** char-LSTM on a Markov source (floor {fmt(floor, 3)} bits/char): "
-        f"{_verdict(char)}; row-LSTM on MNIST-5k: {_verdict(row)}."
-    )
-    return lines, summary
+
+    def view(task: dict[str, Any], scale: float, digits: int, unit: str) -> dict[str, Any]:
+        return {
+            "seeds": task["seeds"],
+            "budget": task["budget"],
+            "floor": task["floor"],
+            "level": task["level"],
+            "tried": list(task["tried"].items()),
+            "table": "\n".join(table(header, _rows(task, scale, digits, unit))),
+            "pairs": list(task["pairs"].items()),
+            "figure": task["figure"],
+            "edges": _edges(task),
+            "timing": task["results"].get("timing"),
+        }
+
+    numbers["recurrent"]["view"] = {"char": view(char, 1.0, 4, " bits"), "row": view(row, 100.0, 2, " %")}
+    return section_text("recurrent", numbers["recurrent"]["view"])
 
 
 def write_section(
