@@ -43,6 +43,7 @@ def environment() -> jinja2.Environment:
         minutes=lambda seconds: f"{seconds / 60:.1f}",
         pm=pm,
         fmt=fmt,
+        quoted=lambda name: f"`{name}`",
         percent=lambda value: "—" if value is None else f"{100 * value:.1f} %",
         short=short,
         distinct=distinct,

@@ -26,37 +26,28 @@ from localentropy.experiments.reproduce.findings.common import (
     sweep_entries,
     table,
 )
+from localentropy.experiments.reproduce.findings.render import section_text
 from localentropy.experiments.sweeps.report import best_groups, groups
 from localentropy.experiments.tuning.record import value_text
 
 
-def _edge_text(info: dict[str, Any], tuned: dict[str, Any]) -> str:
-    """Which samplers chose the largest or smallest step size tried (or tuned to a value at the edge of the range
-    searched): their optimum may lie outside it."""
+def _edges(info: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
+    """The samplers whose optimum may lie outside what was tried: tuned to a value at the edge of the range
+    searched (with the parameters at the edge), or, untuned, at the largest or smallest step size of the grid."""
     if tuned:
-        edge = [f"`{lab}` ({', '.join(e['name'] for e in r['at_edge'])})" for lab, r in tuned.items() if r["at_edge"]]
-        if not edge:
-            return "every method's tuned values lie inside the ranges searched."
-        return (
-            f"{len(edge)} of the methods ({', '.join(edge)}) chose a value at the edge of the range searched "
-            "after its extensions, so their optimum may lie outside it."
-        )
+        return [f"`{lab}` ({', '.join(e['name'] for e in r['at_edge'])})" for lab, r in tuned.items() if r["at_edge"]]
     edge = []
     for lab, entry in info.items():
         tried = sorted(entry.get("tried", {}), key=sort_key)
         if len(tried) > 1 and entry["step_size"] in (tried[0], tried[-1]):
             edge.append(f"`{lab}`")
-    if not edge:
-        return "every sampler chose an inner step size, so each optimum lies inside the grid."
-    return (
-        f"{len(edge)} of the samplers ({', '.join(edge)}) chose the largest or smallest step tried, so their "
-        "optimum may lie outside the grid."
-    )
+    return edge
 
 
-def _beats_sgld(ranking: list[tuple[int, list[str]]], cell: dict[tuple, dict[str, Any]]) -> str:
-    """Per budget, the samplers whose MSE is lower / higher than SGLD's beyond Bonferroni-adjusted 95 % paired
-    t-intervals over the replicates (common random numbers); point estimates only for a run without them."""
+def _beats_sgld(ranking: list[tuple[int, list[str]]], cell: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """Per budget, the samplers whose MSE is lower than SGLD's beyond Bonferroni-adjusted 95 % paired t-intervals
+    over the replicates (common random numbers; point estimates for a run without them), and those worse at every
+    budget."""
     parts, always_worse, unpaired = [], None, False
     for budget, ranked in ranking:
         if "sgld" not in ranked:
@@ -75,19 +66,9 @@ def _beats_sgld(ranking: list[tuple[int, list[str]]], cell: dict[tuple, dict[str
                     continue
                 worse = d.mean > 0
             (higher if worse else lower).append(e)
-        parts.append(f"budget {budget}: {', '.join(f'`{e}`' for e in lower) or 'none'}")
+        parts.append([budget, lower])
         always_worse = set(higher) if always_worse is None else always_worse & set(higher)
-    if not parts:
-        return "SGLD was not run."
-    how = (
-        "by point estimates (this run kept no per-replicate errors, so no interval)"
-        if unpaired
-        else "beyond Bonferroni-adjusted 95 % paired t-intervals over the replicates"
-    )
-    text = f"samplers with a lower MSE than SGLD at the same gradient budget, {how}: " + "; ".join(parts) + "."
-    if always_worse:
-        text += f" Worse than SGLD at every budget: {', '.join(f'`{e}`' for e in sorted(always_worse))}."
-    return text
+    return {"ran": bool(parts), "unpaired": unpaired, "parts": parts, "always_worse": sorted(always_worse or [])}
 
 
 TRAINING_HEADER = [
@@ -116,15 +97,10 @@ def _tuned_values(record: dict[str, Any] | None) -> str:
     return ", ".join(f"{k} {value_text(v)}" for k, v in record["chosen"].items())
 
 
-def _tuning_text(tuning: dict[str, Any] | None, units: str) -> str:
-    """How the methods were tuned before the reported runs, in a sentence (empty without tuning)."""
-    if not tuning:
-        return ""
-    pruned = ", successive halving" if tuning.get("pruner") == "successive-halving" else ""
-    return (
-        f" Every method was first tuned alike ({tuning['method']}{pruned}, {tuning['trials']} trials each, "
-        f"each trial {units}, apart from the reported data; tuning tables in the step's report.md)."
-    )
+def _search(tuning: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the findings say of a tuning record: the search, its pruner, trials and the evaluation of a trial."""
+    keys = ("method", "pruner", "trials", "replicates", "budget")
+    return {k: tuning.get(k) for k in keys} if tuning else None
 
 
 def _error_cell(m: dict[str, Any]) -> str:
@@ -296,76 +272,28 @@ def section_samplers(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple
     }
     for lab, entry in tr_info.items():
         entry["tuning_objective"] = (tuned.get(lab) or {}).get("objective")
-    best_by_budget = "; ".join(f"{b}: {text}" for b, text in _verdicts(so_results, budgets))
     entropy_labels = [lab for lab in labels if lab != "sgd"]
     best_train = min(entropy_labels, key=lambda lab: mean_sd(tr_info[lab]["test_error"])[0] or math.inf)
     differ = [lab for lab in entropy_labels if lab != "sgld" and distinct(tr_info[lab]["vs_sgld"])]
     sgd_by_seed = chosen.get("sgd", {})
     beat_sgd = [lab for lab in entropy_labels if distinct(d := paired(chosen[lab], sgd_by_seed)) and d["mean"] < 0]
-    lines = [
-        "## Q3. Other MCMC samplers in the inner loop",
-        "",
-        "### (a) Error of the local-entropy gradient per gradient evaluation",
-        "",
-        f"*Config:* `shootout.toml`: a 50-D quadratic with eigenvalues 1..100, gamma = 1, T = 0.1, 4 chains, "
-        f"{so_results['config']['replicates']} replicates, uniform averaging, the same gradient budgets for every "
-        "sampler (MALA's two evaluations per step counted). Cells: relative MSE ± its MCSE against the closed form "
-        "(rank at that budget by MSE; gradient evaluations)."
-        + _tuning_text(
-            so_results.get("tuning"),
-            (
-                f"{(so_results.get('tuning') or {}).get('replicates')} estimates of "
-                f"{(so_results.get('tuning') or {}).get('budget')} gradient evaluations scored by their MSE"
-            ),
+    numbers["samplers"]["view"] = {
+        "replicates": so_results["config"]["replicates"],
+        "shootout_tuning": _search(so_results.get("tuning")),
+        "table": "\n".join(
+            table(["sampler", *(f"budget {b}" for b in budgets), f"seconds per estimate at {largest}"], rows)
         ),
-        "",
-        *table(["sampler", *(f"budget {b}" for b in budgets), f"seconds per estimate at {largest}"], rows),
-        "",
-        f"Verdict per budget ({METHOD}, 95 %): {best_by_budget}.",
-        "",
-    ]
-    if fig:
-        lines += [f"![MSE, bias and variance against the budget]({fig})", ""]
-    lines += [
-        "### (b) The test error each sampler leads to",
-        "",
-        f"*Config:* `sweep_samplers.toml`: Entropy-SGD (gamma = 1, L = 5, outer Nesterov SGD) with each sampler that "
-        f"runs on minibatches, on digits (MLP 64-64-10), 30 effective epochs, {n_seeds} seeds; SGD on the same "
-        "budget as a reference. "
-        + (
-            _tuning_text(
-                sweep_results.get("tuning"), "a training run on each tuning seed scored by its validation error"
-            ).strip()
-            + " The reported seeds trained each method at its chosen values (the SGD "
-            "row's: its lr)."
-            if tuned
-            else "Each sampler ran at four step sizes (its effective step x 0.3, 1, 3 and 10) and SGD at four learning "
-            "rates (0.03 to 1); the table reports, for each, the one with the lowest mean validation error, so the "
-            "test error is not the selection criterion (the SGD row's step size is its lr)."
-        )
-        + " MALA is left out: its accept step needs the full-batch loss.",
-        "",
-        *table(TUNED_HEADER if tuned else TRAINING_HEADER, tr_rows),
-        "",
-        f"**What the evidence supports.** On the exact-gradient problem, {_beats_sgld(ranking, cell)} In training, the "
-        f"lowest mean test error among the inner samplers came from `{best_train}`; samplers distinguishable from "
-        f"SGLD at {n_seeds} paired seeds: {', '.join(f'`{d}`' for d in differ) or 'none'}; better than plain SGD "
-        f"beyond the seed noise: {', '.join(f'`{d}`' for d in beat_sgd) or 'none'}.",
-        "",
-        "**What it does not support.** At the temperature used in training (T = 1e-8, the paper's practice) the "
-        "inner loop is an optimiser, not a sampler: its noise is far below the minibatch noise, so a better mixing "
-        "sampler has nothing to mix, and the training differences reflect each scheme's step dynamics over "
-        "L = 5 steps (momentum schemes barely build momentum in 5 steps)"
-        + (", tuned alike: " if tuned else ", tuned over four step sizes only: ")
-        + f"{_edge_text(tr_info, tuned)} The estimator ranking is for one quadratic; on rough landscapes pSGLD's "
-        "preconditioning may pay.",
-        "",
-    ]
-    summary = (
-        f"**Other samplers (Q3).** Per gradient evaluation of the local-entropy gradient, best MSE "
-        f"(ties: not distinguishable at 95 %): {best_by_budget};"
-        f" in training, `{best_train}` gave the lowest mean test error of the inner samplers, "
-        f"{len(differ)} sampler(s) differed from SGLD beyond the seed noise and {len(beat_sgd)} beat plain "
-        "SGD."
-    )
-    return lines, summary
+        "method": METHOD,
+        "verdicts": _verdicts(so_results, budgets),
+        "figure": fig,
+        "n_seeds": n_seeds,
+        "tuned": bool(tuned),
+        "training_tuning": _search(sweep_results.get("tuning")),
+        "training_table": "\n".join(table(TUNED_HEADER if tuned else TRAINING_HEADER, tr_rows)),
+        "beats": _beats_sgld(ranking, cell),
+        "best_train": best_train,
+        "differ": differ,
+        "beat_sgd": beat_sgd,
+        "edges": _edges(tr_info, tuned),
+    }
+    return section_text("samplers", numbers["samplers"]["view"])
