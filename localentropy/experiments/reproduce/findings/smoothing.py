@@ -18,9 +18,9 @@ from localentropy.experiments.reproduce.findings.common import (
     pm,
     read_json,
     run_records,
-    short,
     table,
 )
+from localentropy.experiments.reproduce.findings.render import section_text
 
 LE, SMOOTHED = "neg_local_entropy", "smoothed_loss"
 
@@ -258,107 +258,50 @@ def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
         ],
     }
     base = fl_results["config"]["base"]
-    lines = [
-        "## Q2. Exponentiated versus direct smoothing",
-        "",
-        "Local entropy smooths the *exponentiated* loss: -F(x) = -T log ∫ exp(-[f(x') + gamma/2 ||x - x'||²]/T) dx', "
-        "whose gradient gamma(x - <x'>) needs samples of x' from a Gibbs measure (the inner loop). Direct smoothing "
-        "averages the loss itself: f_sigma(x) = E f(x + sigma xi), whose gradient E ∇f(x + sigma xi) needs only "
-        "independent Gaussian draws. The matched scale is sigma^2 = T/gamma, the width of the Gibbs measure where f "
-        "is flat. Three "
-        "comparisons: how well each gradient can be estimated, what each target does to a landscape with a "
-        "sharp and a wide minimum, and what the optimizers built on each do to a trained network.",
-        "",
-        "### (a) Estimating each gradient, against its exact value",
-        "",
-        "*Configs:* `smoothing.toml` (the 1-D sharp/wide problem at its sharp minimum, its barrier and its wide "
-        f"minimum, gamma = 1, T in {sorted({f['temperature'] for f in sw_flat})}, {sw_results['config']['replicates']} "
-        "replicates, 4 chains) and `smoothing_quadratic.toml` (20-D quadratic, eigenvalues 1..100, gamma = 1, "
-        f"T = 0.1, {q_results['config']['replicates']} replicates). Local entropy by SGLD or SGHMC; direct "
-        "smoothing by the order-1 estimator (mean of ∇f at x + sigma xi) and the order-0 (Stein, loss values only) "
-        "estimator at the matched sigma. Every estimator is judged against the exact value of what *it* estimates "
-        "(quadrature or closed form): relative MSE = MSE / ||target||², bias with its Monte Carlo standard error.",
-        "",
-        "At the largest budget (every budget: the numbers file; each run's `report.md`). Sharp/wide problem:",
-        "",
-        *sw_table,
-        "",
-        "Quadratic:",
-        "",
-        *q_table,
-        "",
-        f"Lowest relative MSE per (T, point, budget) cell, every budget: sharp/wide {_wins_text(sw_wins)}; quadratic "
-        f"{_wins_text(q_wins)}. {_quadratic_targets_text(q_flat)}",
-        "",
-        "### (b) What each target does on the sharp/wide problem (exact, no sampling)",
-        "",
-        "f has a sharp, deeper minimum (x = -1.5, curvature 100) and a wide, shallower one (x = 1.4, curvature "
-        "0.74). For each (gamma, T), -F by quadrature and f_sigma in closed form at sigma = sqrt(T/gamma):",
-        "",
-        *targets_table(targets),
-        "",
-    ]
-    if fig_targets:
-        lines += [f"![f, -F and f_sigma on the sharp/wide problem]({fig_targets})", ""]
-    lines += [
-        _targets_text(targets),
-        "",
-        "### (c) Trained networks: test error and flatness",
-        "",
-        f"*Config:* `sweep_flatness.toml` = `train_digits.toml` over {n_seeds} seeds: an MLP (64-256-10, dropout "
-        f"0.1) on scikit-learn's digits, {base.get('effective_epochs')} effective epochs for every optimizer. "
-        "Flatness at the final weights on 1,000 training examples: top Hessian eigenvalue (power iteration), "
-        "Hessian trace (Hutchinson), Keskar's eps-sharpness, and the norm of the local-entropy gradient (gamma = 1).",
-        "",
-        *table(["optimizer", "test error", *(title for _, _, title in FLATNESS)], fl_rows),
-        "",
-        "Mean ± sd over seeds. Paired differences (Entropy-SGD with SGLD minus the other, per seed):",
-        "",
-    ]
-    for other, comp in comparisons.items():
-        lines.append(
-            f"* vs {other}: test error {short(comp['test_error'])}; top eigenvalue "
-            f"{short(comp['top_eigenvalue'], 1.0, '')}; trace "
-            f"{short(comp['trace'], 1.0, '')}."
-        )
-    lines += [
-        "",
-        "**What the evidence supports.** "
-        + _smoothing_verdict(sw_flat, sw_wins, q_wins, comparisons, entropy)
-        + " "
-        + _targets_text(targets).split(". ")[0]
-        + ".",
-        "",
-        "**What it does not support.** The estimator comparison is per gradient evaluation on exact-gradient "
-        "problems: with minibatch noise the direct-smoothing estimators also pay for the data noise, which this "
-        "does not model. The targets are 1-D; the volume factor that lets -F prefer the wide basin grows with "
-        "dimension, so the switch happens at smaller T in more dimensions, as the 2-D problem's docstring notes. "
-        "Flatness measures depend on the parametrisation (a rescaled ReLU network has the same function and "
-        f"different curvature), and on digits the optimizers' mean test errors lie between {err_lo:.2f} and "
-        f"{err_hi:.2f} %, so the flatness differences are not shown to cause the error differences. "
-        "Generalisation bounds (the review's 'tighter bounds') are not measured.",
-        "",
-    ]
-    summary = "**Direct smoothing (Q2).** " + _smoothing_summary(sw_wins, q_wins, targets, comparisons, entropy)
-    return lines, summary
+    settings = targets.get("settings", [])
+    counts = {"sharp/wide": sw_wins, "quadratic": q_wins}
+    numbers["smoothing"]["view"] = {
+        "temperatures": sorted({f["temperature"] for f in sw_flat}),
+        "sw_replicates": sw_results["config"]["replicates"],
+        "q_replicates": q_results["config"]["replicates"],
+        "sw_table": "\n".join(sw_table),
+        "q_table": "\n".join(q_table),
+        "sw_wins": sw_wins,
+        "q_wins": q_wins,
+        "quad_norms": _quadratic_norms(q_flat),
+        "targets_table": "\n".join(targets_table(targets)),
+        "fig_targets": fig_targets,
+        "basins": {
+            "settings": len(settings),
+            "le_wide": len(_switch(targets, LE)),
+            "sm_wide": len(_switch(targets, SMOOTHED)),
+            "only_le": sum(_basin(s, LE) == "wide" and _basin(s, SMOOTHED) == "sharp" for s in settings),
+            "only_sm": sum(_basin(s, SMOOTHED) == "wide" and _basin(s, LE) == "sharp" for s in settings),
+        },
+        "n_seeds": n_seeds,
+        "effective_epochs": base.get("effective_epochs"),
+        "flatness_table": "\n".join(table(["optimizer", "test error", *(title for _, _, title in FLATNESS)], fl_rows)),
+        "comparisons": list(comparisons.items()),
+        "entropy": entropy,
+        "lpf": comparisons.get("lpf-sgd"),
+        "cells": {
+            "le": {k: sum(v for e, v in w.items() if e.startswith("local-entropy")) for k, w in counts.items()},
+            "total": {k: sum(w.values()) for k, w in counts.items()},
+            "tied": sum(c.get(TIED, 0) for c in counts.values()),
+            "near": sum(c.get(NEAR_ZERO, 0) for c in counts.values()),
+        },
+        "ratios": _variance_ratios(sw_flat),
+        "err_lo": err_lo,
+        "err_hi": err_hi,
+    }
+    return section_text("smoothing", numbers["smoothing"]["view"])
 
 
-def _quadratic_targets_text(flat: list[dict[str, Any]]) -> str:
-    """The two targets on the quadratic are different vectors: say how different, from their exact norms."""
+def _quadratic_norms(flat: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The exact norms of the two targets on the quadratic (they are different vectors), or None."""
     le = next((f["truth_norm"] for f in flat if f["estimator"].startswith("local-entropy")), None)
     sm = next((f["truth_norm"] for f in flat if f["estimator"].startswith("smoothing")), None)
-    if le is None or sm is None:
-        return ""
-    return (
-        f"On the quadratic the two targets differ: the local-entropy gradient has norm {fmt(le)} against "
-        f"{fmt(sm)} for grad f_sigma, which equals grad f (Gaussian smoothing leaves a quadratic's gradient "
-        "unchanged), while local entropy scales each eigendirection by gamma / (lambda + gamma), capping the "
-        "curvature at gamma."
-    )
-
-
-def _wins_text(wins: dict[str, int]) -> str:
-    return ", ".join(f"`{k}` {v}" for k, v in wins.items()) or "none"
+    return None if le is None or sm is None else {"le": le, "sm": sm}
 
 
 def _basin(setting: dict[str, Any], objective: str) -> str:
@@ -373,34 +316,9 @@ def _switch(targets: dict[str, Any], objective: str) -> list[str]:
     ]
 
 
-def _targets_text(targets: dict[str, Any]) -> str:
-    settings = targets.get("settings", [])
-    le_wide, sm_wide = _switch(targets, LE), _switch(targets, SMOOTHED)
-    only_le = [s for s in settings if _basin(s, LE) == "wide" and _basin(s, SMOOTHED) == "sharp"]
-    only_sm = [s for s in settings if _basin(s, SMOOTHED) == "wide" and _basin(s, LE) == "sharp"]
-    return (
-        f"-F prefers the wide minimum at {len(le_wide)} of {len(settings)} settings, f_sigma at {len(sm_wide)}. "
-        f"Settings where only -F prefers the wide basin: {len(only_le)}; where only f_sigma does: {len(only_sm)}. "
-        "At small T the local-entropy target tends to the Moreau envelope of f, which keeps the sharp minimum's "
-        "depth, and the wide basin wins only once T is large enough for its volume to count; f_sigma depends on "
-        "sigma alone and flattens the sharp well (width w) by the factor w/sqrt(w^2 + sigma^2) at any T."
-    )
-
-
-def _smoothing_verdict(
-    sw_flat: list[dict[str, Any]],
-    sw_wins: dict[str, int],
-    q_wins: dict[str, int],
-    comparisons: dict[str, Any],
-    entropy: str | None,
-) -> str:
-    le = sum(v for k, v in sw_wins.items() if k.startswith("local-entropy"))
-    qle = sum(v for k, v in q_wins.items() if k.startswith("local-entropy"))
-    parts = [
-        f"Per gradient evaluation, a local-entropy estimate had the lowest relative MSE in {le} of "
-        f"{sum(sw_wins.values())} sharp/wide cells and {qle} of {sum(q_wins.values())} quadratic cells "
-        f"({_apart(sw_wins, q_wins)})."
-    ]
+def _variance_ratios(sw_flat: list[dict[str, Any]]) -> list[list[float]]:
+    """At the wide minimum and the largest budget, each local-entropy estimate's variance over the order-1
+    smoothing estimate's at the same T: [ratio, T] pairs."""
     largest = max((f["budget"] for f in sw_flat), default=None)
     ratios = []
     for f in sw_flat:
@@ -417,50 +335,5 @@ def _smoothing_verdict(
                 None,
             )
             if other and other["variance"] > 0:
-                ratios.append(f"{f['variance'] / other['variance']:.0f}x at T = {fmt(f['temperature'])}")
-    if ratios:
-        parts.append(
-            "On the sharp/wide problem the chain's step size must be stable in the sharp well (curvature "
-            "100), so in the wide well it crawls: at the wide minimum the local-entropy estimate's variance "
-            f"was {', '.join(ratios)} that of the order-1 smoothing estimate, whose draws are independent."
-        )
-    for other, comp in comparisons.items():
-        eig, tr = comp["top_eigenvalue"], comp["trace"]
-        if eig["n"]:
-            parts.append(
-                f"Against {other}, {entropy}'s networks had the larger top eigenvalue on {eig['higher']} "
-                f"of {eig['n']} seeds and the larger trace on {tr['higher']} of {tr['n']}; test error: "
-                f"{short(comp['test_error'])}."
-            )
-    return " ".join(parts)
-
-
-def _apart(*counts: dict[str, int]) -> str:
-    """How many cells had no single winner: tied at 95 %, or a truth near zero (no relative error)."""
-    tied = sum(c.get(TIED, 0) for c in counts)
-    near = sum(c.get(NEAR_ZERO, 0) for c in counts)
-    return (
-        f"tied in {tied} (paired over replicates, 95 %); {near} cells with a truth near zero, where a relative "
-        "error means nothing, not counted as wins; direct smoothing lowest in the rest"
-    )
-
-
-def _smoothing_summary(sw_wins, q_wins, targets, comparisons, entropy) -> str:
-    settings = targets.get("settings", [])
-    le_wide, sm_wide = len(_switch(targets, LE)), len(_switch(targets, SMOOTHED))
-    lpf = comparisons.get("lpf-sgd")
-    cells = {"sharp/wide": sw_wins, "quadratic": q_wins}
-    le = {k: sum(v for e, v in w.items() if e.startswith("local-entropy")) for k, w in cells.items()}
-    total = {k: sum(w.values()) for k, w in cells.items()}
-    text = (
-        f"The two targets differ (-F picks the wide minimum at {le_wide} of {len(settings)} scales, f_sigma at "
-        f"{sm_wide}); per gradient evaluation a local-entropy estimate had the lowest relative error in "
-        + " and ".join(f"{le[k]} of {total[k]} {k} cells" for k in cells)
-        + f" ({_apart(sw_wins, q_wins)})"
-    )
-    if lpf and entropy:
-        text += (
-            f"; on digits, Entropy-SGD minus LPF-SGD test error {short(lpf['test_error'])}, top eigenvalue "
-            f"{short(lpf['top_eigenvalue'], 1.0, '')}"
-        )
-    return text + "."
+                ratios.append([f["variance"] / other["variance"], f["temperature"]])
+    return ratios
