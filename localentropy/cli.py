@@ -275,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train a model with several optimizers (a training config)",
         "Train one model with each optimizer of the config on the same data, initial weights and "
         "batch order;\nrecord test error per epoch, time, gradient evaluations and the flatness of "
-        "the final weights.\nWith --nproc N, data-parallel on N local processes (torch.distributed, "
-        "gloo); under torchrun,\none rank of its run (`localentropy docs distributed`).\n"
+        "the final weights.\nWith --nproc N, data-parallel on N local processes (torch.distributed: "
+        "gloo on the CPU,\nnccl with one GPU per rank); under torchrun, one rank of its run "
+        "(`localentropy docs distributed`).\n"
         "Example: localentropy train train_digits_small --nproc 2",
         _cmd_train,
     )
