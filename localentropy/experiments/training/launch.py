@@ -72,15 +72,17 @@ def launch_training(
     drift_every: int = DEFAULT_DRIFT_CHECK,
     timeout: float = DEFAULT_TIMEOUT,
     output: Path | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[Path, str]:
     """Validate, prepare and lock the run directory here, run ``nproc`` ranks through torch's launcher, wait.
 
     ``output``: a file for the launcher's and the ranks' output (default: this process's stdout and stderr).
+    ``overrides``: the command line's ``device`` / ``precision``, applied here and passed on to every rank.
 
     Returns (directory, "fresh" | "resume" | "skip"); a failed rank raises
     :class:`~localentropy.experiments.training.parallel.RankFailedError` (the directory is then not complete).
     """
-    config = load_train_config(config_path)
+    config = load_train_config(config_path).model_copy(update=overrides or {})
     check_data_parallel(config, str(config_path), nproc)
     out_dir = RunDirectory(out if out is not None else default_out(config))
     out_dir.check_free()
@@ -90,7 +92,7 @@ def launch_training(
     try:
         if state == "skip":
             return out_dir.path, state
-        command = launch_command(Path(config_path), out_dir.path, nproc, drift_every, timeout)
+        command = launch_command(Path(config_path), out_dir.path, nproc, drift_every, timeout, overrides)
         run_ranks(command, state, out_dir.path, output)
         if not out_dir.complete:
             raise RuntimeError(f"the ranks exited without error but {out_dir.path} is not marked complete")
@@ -106,9 +108,12 @@ def run_rank(
     force: bool = False,
     drift_every: int = DEFAULT_DRIFT_CHECK,
     timeout: float = DEFAULT_TIMEOUT,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[Path, str, bool]:
-    """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer)."""
-    config = load_train_config(config_path)
+    """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer).
+
+    ``overrides``: the command line's ``device`` / ``precision`` (checked by their option types)."""
+    config = load_train_config(config_path).model_copy(update=overrides or {})
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     kind = check_data_parallel(config, str(config_path), local_world_size)

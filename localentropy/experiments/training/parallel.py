@@ -162,8 +162,18 @@ class Ranks:
             os._exit(3)
 
 
-def launch_command(config_path: Path, out: Path, nproc: int, drift_every: int, timeout: float) -> list[str]:
-    """The torch.distributed.run command line that starts ``nproc`` ranks of ``localentropy train``."""
+def launch_command(
+    config_path: Path,
+    out: Path,
+    nproc: int,
+    drift_every: int,
+    timeout: float,
+    overrides: dict[str, str] | None = None,
+) -> list[str]:
+    """The torch.distributed.run command line that starts ``nproc`` ranks of ``localentropy train``.
+
+    ``overrides`` (``device``, ``precision``): the command line's values, passed on to every rank."""
+    passed = [part for key, value in (overrides or {}).items() for part in (f"--{key}", value)]
     return [
         sys.executable,
         "-m",
@@ -182,6 +192,7 @@ def launch_command(config_path: Path, out: Path, nproc: int, drift_every: int, t
         "--dist-timeout",
         str(timeout),
         "--quiet",
+        *passed,
     ]
 
 
