@@ -102,22 +102,19 @@ def _device_name(text: str) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     from localentropy.experiments.training.parallel import PREPARED_ENV, under_launcher
 
+    overrides = {key: value for key in ("device", "precision") if (value := getattr(args, key)) is not None}
     options = {"force": args.force, "drift_every": args.drift_check, "timeout": args.dist_timeout}
     if under_launcher():  # one rank of a data-parallel run (started by --nproc or by torchrun)
         from localentropy.experiments.training.launch import run_rank
 
-        path, state, writer = run_rank(resolve_config(args.config), args.out, **options)
+        path, state, writer = run_rank(resolve_config(args.config), args.out, overrides=overrides, **options)
         return _report_outcome(path, state) if writer and PREPARED_ENV not in os.environ else 0
     _out_is_free(args)
-    overrides = {key: value for key in ("device", "precision") if (value := getattr(args, key)) is not None}
     if args.nproc > 1:
-        if overrides:
-            names = " and ".join(f"--{key}" for key in overrides)
-            print(f"localentropy train: error: {names}: not with --nproc; set them in the config", file=sys.stderr)
-            return 2
         from localentropy.experiments.training.launch import launch_training
 
-        return _report_outcome(*launch_training(resolve_config(args.config), args.out, args.nproc, **options))
+        config = resolve_config(args.config)
+        return _report_outcome(*launch_training(config, args.out, args.nproc, overrides=overrides, **options))
     from localentropy.experiments.training.config import load_train_config
     from localentropy.experiments.training.trainer import run_training
 
@@ -275,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train a model with several optimizers (a training config)",
         "Train one model with each optimizer of the config on the same data, initial weights and "
         "batch order;\nrecord test error per epoch, time, gradient evaluations and the flatness of "
-        "the final weights.\nWith --nproc N, data-parallel on N local processes (torch.distributed, "
-        "gloo); under torchrun,\none rank of its run (`localentropy docs distributed`).\n"
+        "the final weights.\nWith --nproc N, data-parallel on N local processes (torch.distributed: "
+        "gloo on the CPU,\nnccl with one GPU per rank); under torchrun, one rank of its run "
+        "(`localentropy docs distributed`).\n"
         "Example: localentropy train train_digits_small --nproc 2",
         _cmd_train,
     )

@@ -176,13 +176,13 @@ def load_data(
     ``train_limit`` / ``test_limit`` keep the first examples of the (seeded, shuffled) training / test sets.
     Pixels are scaled to [0, 1]; CIFAR-10 is then standardised per channel with the training split's mean
     and standard deviation; MNIST-1D comes standardised by its generator. Text sources take ``options``
-    (:func:`localentropy.data.text.load_text`: contiguous blocks, the seed unused; ``train_limit`` / ``test_limit``
-    count tokens).
+    (:func:`localentropy.data.text.load_text`: contiguous blocks; the seed draws the Markov text when its
+    ``sample_seed`` is "run"; ``train_limit`` / ``test_limit`` count tokens).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; available: {', '.join(SOURCES)}")
     if source in TEXT_SOURCES:
-        return _text_splits(source, path, options, validation_fraction, test_fraction, train_limit, test_limit)
+        return _text_splits(source, path, options, validation_fraction, test_fraction, train_limit, test_limit, seed)
     if options:
         raise ValueError(f"the {source!r} source takes no options, got {sorted(options)}")
     if source in FILE_SOURCES:
@@ -244,6 +244,7 @@ def _text_splits(
     test_fraction: float,
     train_limit: int | None,
     test_limit: int | None,
+    seed: int,
 ) -> DataSplits:
     train, validation, test, info = load_text(
         source,
@@ -253,6 +254,7 @@ def _text_splits(
         test_fraction=test_fraction,
         train_limit=train_limit,
         test_limit=test_limit,
+        seed=seed,
     )
     splits = DataSplits(
         name=source,

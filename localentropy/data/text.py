@@ -36,7 +36,16 @@ MIX = 1e-3  # weight of the uniform law in every transition: all positive, so ir
 MAX_CONTEXTS = 1_000_000
 DIRECT_BELOW = 2000
 POWER_ITERATIONS = 20_000
-MARKOV_DEFAULTS: dict[str, Any] = {"order": 2, "alphabet": 24, "concentration": 0.3, "length": 200_000, "chain_seed": 0}
+# sample_seed: the seed of the text sampled from the chain; None: chain_seed + 1 (one text for every run), "run":
+# one text per training seed (a run's seed draws its own sample of the same source)
+MARKOV_DEFAULTS: dict[str, Any] = {
+    "order": 2,
+    "alphabet": 24,
+    "concentration": 0.3,
+    "length": 200_000,
+    "chain_seed": 0,
+    "sample_seed": None,
+}
 TEXT_DEFAULTS: dict[str, Any] = {"unit": "char"}
 OPTIONS: dict[str, dict[str, Any]] = {"markov-text": MARKOV_DEFAULTS, "text": TEXT_DEFAULTS}
 
@@ -70,6 +79,15 @@ def check_text_options(source: str, options: dict[str, Any]) -> list[str]:
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             problems.append(f"data.options.{key}: an integer in [{low}, {high}], got {value!r}")
+    sample = merged["sample_seed"]
+    if (
+        sample is not None
+        and sample != "run"
+        and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 0)
+    ):
+        problems.append(
+            f'data.options.sample_seed: "run" (a text per training seed) or an integer >= 0, got {sample!r}'
+        )
     c = merged["concentration"]
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not (math.isfinite(c) and c > 0):
         problems.append(f"data.options.concentration: a positive number (the Dirichlet's), got {c!r}")
@@ -155,6 +173,37 @@ class MarkovSource:
         return out[k:]
 
 
+def count_model_bits(train: np.ndarray, held_out: np.ndarray, order: int, alphabet: int, pseudo: float = 0.5) -> float:
+    r"""Held-out bits per symbol of the order-k count model fitted on ``train``: the baseline a model must beat.
+
+    P(s | c) = (n(c, s) + a) / (n(c) + a m), n counted over the training block's (context, next symbol) pairs, a =
+    ``pseudo`` (1/2: the Krichevsky-Trofimov estimator), m = ``alphabet``; scored on ``held_out``'s symbols after its
+    first k. It knows the source's order, so it approaches the entropy rate as the training block grows, at a rate
+    set by the m^(k+1) counts it must fill: what a finite training block allows without any network.
+    """
+    m, k = int(alphabet), int(order)
+
+    def pairs(ids: np.ndarray) -> np.ndarray:
+        context = np.zeros(len(ids) - k, dtype=np.int64)
+        for j in range(k):  # oldest first, as MarkovSource numbers its contexts
+            context = context * m + ids[j : len(ids) - k + j]
+        return context * m + ids[k:]
+
+    counts = np.bincount(pairs(np.asarray(train)), minlength=m ** (k + 1)).reshape(m**k, m).astype(np.float64)
+    probabilities = (counts + pseudo) / (counts.sum(axis=1, keepdims=True) + pseudo * m)
+    scored = pairs(np.asarray(held_out))
+    return float(-np.log2(probabilities.reshape(-1)[scored]).mean())
+
+
+def sample_seed(settings: dict[str, Any], run_seed: int) -> int:
+    """The seed of the Markov text: ``sample_seed``, chain_seed + 1 when it is None, or one spread from the chain's
+    and the run's seeds when it is "run" (numpy's SeedSequence: distinct runs, distinct texts)."""
+    chosen = settings.get("sample_seed")
+    if chosen == "run":
+        return int(np.random.SeedSequence([int(settings["chain_seed"]), int(run_seed), 1]).generate_state(1)[0])
+    return int(settings["chain_seed"]) + 1 if chosen is None else int(chosen)
+
+
 def _blocks(n: int, validation_fraction: float, test_fraction: float) -> tuple[int, int]:
     """The ends of the train and validation blocks of a text of n tokens."""
     n_test = round(test_fraction * n)
@@ -189,8 +238,11 @@ def load_text(
     test_fraction: float = 0.2,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    seed: int = 0,
 ) -> Streams:
-    """(train, validation or None, test, info) token streams of a text source; ``info`` holds the vocabulary."""
+    """(train, validation or None, test, info) token streams of a text source; ``info`` holds the vocabulary.
+
+    ``seed``: the run's seed, which draws the Markov source's text when ``options["sample_seed"]`` is "run"."""
     options = dict(options or {})
     problems = check_text_options(source, options)
     if problems:
@@ -199,7 +251,10 @@ def load_text(
     info: dict[str, Any] = {"source": source, "options": settings}
     if source == "markov-text":
         chain = MarkovSource(settings["order"], settings["alphabet"], settings["concentration"], settings["chain_seed"])
-        ids = chain.sample(settings["length"], seed=settings["chain_seed"] + 1)
+        ids = chain.sample(settings["length"], seed=sample_seed(settings, seed))
+        info["sample_seed"] = sample_seed(settings, seed)
+        train_end, val_end = _blocks(len(ids), validation_fraction, test_fraction)
+        info["count_model_bits"] = count_model_bits(ids[:train_end], ids[val_end:], chain.order, chain.alphabet)
         vocabulary = list(SYMBOLS[: chain.alphabet])
         info["entropy_rate_bits"] = chain.entropy_rate
         info["path"] = None

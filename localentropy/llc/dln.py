@@ -20,7 +20,8 @@ The conditions make Sigma a set of the ell + 1 smallest Delta:
 :func:`aoyagi_llc` tries ell = 1, 2, ... on the sorted Delta and takes the first set that meets them. Cases worked by
 hand (tests/llc/test_dln.py): one layer gives H_1 H_2 / 2 (a regular model); two layers give Aoyagi and
 Watanabe's (2005) reduced-rank regression; all widths 1 and r = 0 give 1/2 for any depth, the learning coefficient
-of (w_1 ... w_M)^2.
+of (w_1 ... w_M)^2. The same test file restates the rule in the arithmetic of public LLC experiment code (sets by
+size, a from a ceiling) and checks that both give the same value on every network of depth 1 to 4 with widths 1 to 4.
 
 With inputs x ~ N(0, I) and noiseless targets y = P* x (P* the true product), the population loss is
 L(w) = E ||P(w) x - P* x||^2 = ||P(w) - P*||_F^2: :class:`DeepLinearPotential` evaluates it for a batch of chains.

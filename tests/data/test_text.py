@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from localentropy.data import load_data
-from localentropy.data.text import UNKNOWN, MarkovSource, check_text_options
+from localentropy.data.text import UNKNOWN, MarkovSource, check_text_options, count_model_bits
 
 
 def _brute_force_rate(chain: MarkovSource) -> float:
@@ -72,6 +72,37 @@ def test_markov_text_is_seeded_and_reports_its_floor() -> None:
     assert a.sizes() == {"train": 3499, "validation": 499, "test": 999}
 
 
+def test_each_run_seed_samples_its_own_text_of_the_same_source_when_asked() -> None:
+    options = {"length": 5000, "chain_seed": 3, "sample_seed": "run"}
+    a, again, b = (load_data("markov-text", options=options, seed=s) for s in (1, 1, 2))
+    assert a.train.tokens.equal(again.train.tokens) and not a.train.tokens.equal(b.train.tokens)
+    assert a.info["entropy_rate_bits"] == b.info["entropy_rate_bits"]  # one source, two samples
+    assert a.info["sample_seed"] != b.info["sample_seed"]
+    fixed = load_data("markov-text", options={**options, "sample_seed": 4}, seed=9)
+    default = load_data("markov-text", options={"length": 5000, "chain_seed": 3}, seed=9)
+    assert fixed.train.tokens.equal(default.train.tokens)  # the default is chain_seed + 1 = 4
+    for bad in (-1, 1.5, "seed", True):
+        assert check_text_options("markov-text", {"sample_seed": bad}) == [
+            f'data.options.sample_seed: "run" (a text per training seed) or an integer >= 0, got {bad!r}'
+        ]
+
+
+def test_the_count_model_is_the_smoothed_frequency_and_reaches_the_floor_on_long_text() -> None:
+    # order 1 over 2 symbols, by hand: training pairs 01, 10, 01, 11 -> n(0) = (0, 2), n(1) = (1, 1);
+    # P(1 | 0) = (2 + 1/2) / (2 + 1), P(0 | 1) = (1 + 1/2) / (2 + 1); held-out 0 1 0: -(log2(5/6) + log2(1/2)) / 2
+    value = count_model_bits(np.array([0, 1, 0, 1, 1]), np.array([0, 1, 0]), order=1, alphabet=2)
+    assert value == pytest.approx(-(np.log2(5 / 6) + np.log2(1 / 2)) / 2)
+    chain = MarkovSource(2, 6, 0.3, 0)
+    ids = chain.sample(400_000, seed=1)
+    held_out = chain.sample(100_000, seed=2)
+    losses = -np.log2(chain.transitions[held_out[:-2] * 6 + held_out[1:-1], held_out[2:]])
+    exact_on_sample = losses.mean()  # the true model's loss on the same held-out symbols
+    se = losses.std() / np.sqrt(len(losses))
+    fitted = count_model_bits(ids, held_out, order=2, alphabet=6)
+    # 180 probabilities estimated from 400 000 pairs cost about 180 / (2 n ln 2) = 3e-4 bits in expectation
+    assert abs(fitted - exact_on_sample) < 0.003 and se < 0.01
+
+
 def test_text_file_splits_are_contiguous_and_deterministic(tmp_path: Path) -> None:
     text = "abcab" * 160 + "xyz" * 100  # 1,100 characters; x, y, z only in the held-out blocks
     path = tmp_path / "t.txt"
@@ -107,7 +138,7 @@ def test_bad_text_input_names_the_problem(tmp_path: Path) -> None:
         load_data("text")
     assert check_text_options("markov-text", {"order": 0, "colour": 1}) == [
         "data.options.colour: unknown for source 'markov-text'; allowed: alphabet, chain_seed, concentration, "
-        "length, order",
+        "length, order, sample_seed",
         "data.options.order: an integer in [1, 8], got 0",
     ]
     assert "contexts" in check_text_options("markov-text", {"order": 8, "alphabet": 40})[0]

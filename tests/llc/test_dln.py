@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -107,3 +108,41 @@ def test_sgld_estimate_matches_aoyagi_for_two_layers(widths, rank, single_thread
     )
     assert abs(result.mean - potential.theory.llc) < 0.08 * potential.theory.llc
     assert result.rhat < 1.05
+
+
+def aoyagi_as_stated_elsewhere(widths: tuple[int, ...], rank: int) -> float:
+    """Aoyagi's rule in the arithmetic of public LLC experiment code, written independently of ``aoyagi_llc``.
+
+    Candidate sets are the k smallest Delta for k = 1, 2, ... (not ell = 1, 2, ...); a = S - (ceil(S / ell) - 1) ell
+    (not S - ell floor(S / ell)); the third term -ell (ell - 1) / 4 (S / ell)^2. The two agree where a differs only by
+    a = 0 versus a = ell, both of which make a (ell - a) vanish.
+    """
+    delta = [w - rank for w in widths]
+    order = sorted(range(len(delta)), key=lambda j: delta[j])
+    for k in range(1, len(delta) + 1):
+        ell = k - 1
+        inside = [delta[j] for j in order[:k]]
+        outside = [delta[j] for j in order[k:]]
+        if outside and not max(inside) < min(outside):
+            continue
+        if not sum(inside) >= ell * max(inside):
+            continue
+        if outside and not sum(inside) < ell * min(outside):
+            continue
+        s = sum(inside)
+        a = s - (math.ceil(s / ell) - 1) * ell
+        pairs = sum(x * y for x, y in itertools.combinations(inside, 2))
+        first = (-(rank**2) + rank * (widths[0] + widths[-1])) / 2
+        return first + a * (ell - a) / (4 * ell) - ell * (ell - 1) / 4 * (s / ell) ** 2 + pairs / 2
+    raise AssertionError("no set found")
+
+
+def test_agrees_with_an_independent_statement_of_the_rule() -> None:
+    # Every width sequence of depth 1 to 4 with widths 1..4 and every admissible rank: 3144 cases.
+    checked = 0
+    for depth in range(1, 5):
+        for widths in itertools.product(range(1, 5), repeat=depth + 1):
+            for r in range(min(widths) + 1):
+                assert aoyagi_llc(widths, r).llc == pytest.approx(aoyagi_as_stated_elsewhere(widths, r)), (widths, r)
+                checked += 1
+    assert checked > 1000

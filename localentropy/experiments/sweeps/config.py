@@ -363,8 +363,8 @@ def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = N
             run.config["name"] = run.id
             try:
                 parsed = parse_train_config(copy.deepcopy(run.config), name=run.id)
-                if nproc > 1:  # what `localentropy train --nproc` refuses (token streams)
-                    check_data_parallel(parsed, None)
+                if nproc > 1:  # what `localentropy train --nproc` refuses (token streams, too few GPUs)
+                    check_data_parallel(parsed, None, nproc)
             except ConfigError as exc:
                 for p in exc.problems:
                     run_problems.setdefault(p, []).append(run.id)

@@ -1,5 +1,10 @@
-"""``[tuning]`` in a sweep: each optimizer's sampler step size and own hyperparameters (SGD's lr) searched alike
-before the sweep's runs, which then train at the chosen values.
+"""``[tuning]`` in a sweep: each optimizer's learning rate, its own options and its sampler's hyperparameters
+searched alike before the sweep's runs, which then train at the chosen values.
+
+A space names ``lr``, the sampler's hyperparameters by their names (``step_size``, ``friction``, ...) and the
+optimizer's options as ``options.NAME`` (``options.momentum``, ``options.gamma``, ``options.scoping``,
+``options.sigma``, ``options.rho``, ``options.inner_steps``: any option the optimizer's kind takes, a range for a
+number, ``choices`` for an integer or a flag such as ``options.nesterov``).
 
 Every tuned optimizer gets the same search (:mod:`localentropy.experiments.tuning.search`): the same number of
 trials, each trial a training run per tuning seed at the base config's budget (its epochs or effective epochs:
@@ -20,6 +25,7 @@ from typing import Any
 from localentropy.experiments.core.config import got, path_text
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.sweeps.paths import optimizer_label
+from localentropy.experiments.training.optim import OPTIONS
 from localentropy.experiments.tuning.search import search
 from localentropy.experiments.tuning.space import (
     Dimension,
@@ -34,6 +40,11 @@ from localentropy.experiments.tuning.space import (
 )
 from localentropy.samplers import available_samplers, sampler_class, sampler_hyperparameters
 
+OPTION_PREFIX = "options."  # a space's name for one of the optimizer's own options
+# options never searched: the temperature is the config's (as for samplers), the noise stream and the schedule's
+# length are not hyperparameters of the method
+FIXED_OPTIONS = ("temperature", "noise_stream", "total_steps")
+
 
 def _sampler_of(opt: dict[str, Any]) -> str | None:
     sampler = opt.get("sampler")
@@ -43,7 +54,10 @@ def _sampler_of(opt: dict[str, Any]) -> str | None:
 def _names(opt: dict[str, Any]) -> list[str]:
     sampler = _sampler_of(opt)
     options = opt.get("sampler_options") if isinstance(opt.get("sampler_options"), dict) else {}
-    return tunable_names(sampler, wrapped_sampler(sampler, options), preset="preset" in opt, lr=True)
+    names = tunable_names(sampler, wrapped_sampler(sampler, options), preset="preset" in opt, lr=True)
+    kind = opt.get("kind")
+    own = sorted(set(OPTIONS.get(kind, ())) - set(FIXED_OPTIONS)) if isinstance(kind, str) else []
+    return [*names, *(f"{OPTION_PREFIX}{name}" for name in own)]
 
 
 def _center(opt: dict[str, Any]) -> float | None:
@@ -104,9 +118,9 @@ def check_sweep_tuning(problems: list[str], tuning: TuningConfig, spaces: dict[s
         )
     for run in runs:
         for key, labels in run.touched.items():
-            name = key.rsplit(".", 1)[-1]
+            name = key.rsplit(".", 1)[-1]  # a shorthand ("gamma") or the path's last part
             for label in labels or []:
-                if label in spaces and name in spaces[label]:
+                if label in spaces and (name in spaces[label] or f"{OPTION_PREFIX}{name}" in spaces[label]):
                     problems.append(
                         f"grid / runs: {key!r} sets {name} of {label!r}, which [tuning] chooses; remove one of the two"
                     )
@@ -114,13 +128,17 @@ def check_sweep_tuning(problems: list[str], tuning: TuningConfig, spaces: dict[s
 
 
 def apply_values(opt: dict[str, Any], values: dict[str, Any]) -> None:
-    """Set the searched values in one optimizer's table (in place): lr, or the sampler's (a wrapper's sampler's)."""
+    """Set the searched values in one optimizer's table (in place): lr, its options (``options.NAME``), or the
+    sampler's (a wrapper's sampler's)."""
     sampler = _sampler_of(opt)
     own = set(sampler_hyperparameters(sampler)) if sampler else set()
     wraps = sampler is not None and sampler_class(sampler).wraps_sampler
     for name, value in values.items():
         if name == "lr":
             opt["lr"] = value
+            continue
+        if name.startswith(OPTION_PREFIX):
+            opt.setdefault("options", {})[name.removeprefix(OPTION_PREFIX)] = value
             continue
         options = opt.setdefault("sampler_options", {})
         if wraps and name not in own:

@@ -6,6 +6,8 @@ import contextlib
 import os
 from pathlib import Path
 
+import torch
+
 from localentropy.data.text import TEXT_SOURCES
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.rundir import RunDirectory
@@ -21,9 +23,14 @@ from localentropy.experiments.training.parallel import (
 from localentropy.experiments.training.trainer import default_out, load_splits, run_training
 
 
-def check_data_parallel(config: TrainConfig, source: str | None) -> None:
-    """Refuse what the data-parallel trainer does not support: token streams (truncated BPTT keeps hidden state),
-    and any device but the CPU (its backend is gloo; nccl with one GPU per rank is not wired yet)."""
+def check_data_parallel(config: TrainConfig, source: str | None, local_world_size: int = 1) -> str:
+    """Refuse what the data-parallel trainer does not support; return the kind of device its ranks use.
+
+    Token streams are refused (truncated BPTT keeps hidden state). ``device``: "cpu" trains every rank on the CPU
+    (gloo); "cuda" gives each of the ``local_world_size`` ranks on this machine its own GPU, ``cuda:LOCAL_RANK``
+    (nccl); "auto" is "cuda" when this machine has CUDA, else "cpu". "cuda:N" (one GPU for every rank) and "mps"
+    (no torch.distributed backend) are refused, naming the field.
+    """
     if config.data.source in TEXT_SOURCES:
         raise ConfigError(
             [
@@ -32,11 +39,28 @@ def check_data_parallel(config: TrainConfig, source: str | None) -> None:
             ],
             source,
         )
-    if config.device not in ("cpu", "auto"):
+    kind = config.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind not in ("cpu", "cuda"):
         raise ConfigError(
-            [f"device: {config.device!r}: data-parallel training (--nproc > 1 or torchrun) runs on the CPU (gloo)"],
+            [
+                f'device: {config.device!r}: data-parallel training (--nproc > 1 or torchrun) takes "cpu" (gloo), '
+                '"cuda" (nccl, one GPU per rank: cuda:LOCAL_RANK) or "auto"'
+            ],
             source,
         )
+    count = torch.cuda.device_count() if kind == "cuda" and torch.cuda.is_available() else 0
+    if kind == "cuda" and count < local_world_size:
+        have = f"{count} CUDA device(s)" if count else "no CUDA device"
+        raise ConfigError(
+            [
+                f"device: 'cuda' with {local_world_size} data-parallel processes on this machine needs "
+                f'{local_world_size} CUDA devices (one per rank); it has {have}: use "cpu" or fewer processes'
+            ],
+            source,
+        )
+    return kind
 
 
 def launch_training(
@@ -48,16 +72,18 @@ def launch_training(
     drift_every: int = DEFAULT_DRIFT_CHECK,
     timeout: float = DEFAULT_TIMEOUT,
     output: Path | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[Path, str]:
     """Validate, prepare and lock the run directory here, run ``nproc`` ranks through torch's launcher, wait.
 
     ``output``: a file for the launcher's and the ranks' output (default: this process's stdout and stderr).
+    ``overrides``: the command line's ``device`` / ``precision``, applied here and passed on to every rank.
 
     Returns (directory, "fresh" | "resume" | "skip"); a failed rank raises
     :class:`~localentropy.experiments.training.parallel.RankFailedError` (the directory is then not complete).
     """
-    config = load_train_config(config_path)
-    check_data_parallel(config, str(config_path))
+    config = load_train_config(config_path).model_copy(update=overrides or {})
+    check_data_parallel(config, str(config_path), nproc)
     out_dir = RunDirectory(out if out is not None else default_out(config))
     out_dir.check_free()
     if not out_dir.complete or force:
@@ -66,7 +92,7 @@ def launch_training(
     try:
         if state == "skip":
             return out_dir.path, state
-        command = launch_command(Path(config_path), out_dir.path, nproc, drift_every, timeout)
+        command = launch_command(Path(config_path), out_dir.path, nproc, drift_every, timeout, overrides)
         run_ranks(command, state, out_dir.path, output)
         if not out_dir.complete:
             raise RuntimeError(f"the ranks exited without error but {out_dir.path} is not marked complete")
@@ -82,13 +108,19 @@ def run_rank(
     force: bool = False,
     drift_every: int = DEFAULT_DRIFT_CHECK,
     timeout: float = DEFAULT_TIMEOUT,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[Path, str, bool]:
-    """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer)."""
-    config = load_train_config(config_path)
-    check_data_parallel(config, str(config_path))
-    config = config.model_copy(update={"device": "cpu"})  # "auto" too: the ranks' backend is gloo
+    """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer).
+
+    ``overrides``: the command line's ``device`` / ``precision`` (checked by their option types)."""
+    config = load_train_config(config_path).model_copy(update=overrides or {})
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    kind = check_data_parallel(config, str(config_path), local_world_size)
+    device = torch.device("cuda", local_rank) if kind == "cuda" else torch.device("cpu")
+    config = config.model_copy(update={"device": str(device)})  # "auto" resolved: every rank on the same kind
     prepared = PREPARED_ENV in os.environ  # the launching process prepared the directory: --force was done there
-    ranks = Ranks.start(timeout, drift_every)
+    ranks = Ranks.start(timeout, drift_every, device)
     try:
         with contextlib.ExitStack() as stack:
             progress = None if ranks.writer else stack.enter_context(open(os.devnull, "w"))

@@ -10,8 +10,9 @@ learn rank 0's decisions (fresh / resume / skip, which optimizers are done, the 
 ``broadcast_object_list``. The results and ``COMPLETE`` are written after a barrier that every rank reaches only
 when all have finished, so a run with a dead rank is never marked complete.
 
-The trainer keeps its tensors on the CPU, so it always uses the gloo backend; the optimizers' own synchronisation
-(:mod:`localentropy.entropy.optim.distributed`) works with NCCL too.
+The backend follows the config's device: gloo for ranks on the CPU, nccl for ranks on CUDA (each rank on its own
+GPU, ``cuda:LOCAL_RANK``). The optimizers' own synchronisation (:mod:`localentropy.entropy.optim.distributed`) moves
+its tensors to the backend's device for each collective.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class RankFailedError(RuntimeError):
     """A rank of a data-parallel run failed; the run directory is not complete."""
 
 
+def backend_for(device: torch.device) -> str:
+    """The torch.distributed backend for ranks on ``device``: nccl for CUDA, gloo for the CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def under_launcher() -> bool:
     """Whether this process was started by torch's launcher (torchrun / torch.distributed.run) as one rank."""
     return all(name in os.environ for name in LAUNCHER_VARIABLES)
@@ -65,10 +71,22 @@ class Ranks:
         return self.rank == 0
 
     @classmethod
-    def start(cls, timeout: float = DEFAULT_TIMEOUT, drift_every: int = DEFAULT_DRIFT_CHECK) -> Ranks:
-        """Join the process group the launcher's environment describes (gloo; ``timeout`` seconds per collective)."""
+    def start(
+        cls,
+        timeout: float = DEFAULT_TIMEOUT,
+        drift_every: int = DEFAULT_DRIFT_CHECK,
+        device: torch.device | None = None,
+    ) -> Ranks:
+        """Join the process group the launcher's environment describes (``timeout`` seconds per collective).
+
+        The backend is :func:`backend_for` ``device`` (the CPU by default): nccl for a CUDA device, which becomes
+        this process's current device first (nccl's object collectives and barriers use the current device).
+        """
+        device = device if device is not None else torch.device("cpu")
         if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend_for(device), timeout=timedelta(seconds=timeout))
         local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
         ranks = cls(dist.get_rank(), dist.get_world_size(), local, drift_every, timeout, True)
         return ranks
@@ -115,13 +133,16 @@ class Ranks:
     def wrap(self, model: nn.Module, counter: CommunicationCounter) -> nn.Module:
         """The module to run forward and backward through: ``model`` itself, or DDP around it with counted traffic.
 
-        On the CPU (gloo) BatchNorm stays per rank: ``SyncBatchNorm`` takes CUDA tensors only. Each rank normalises
-        by its own share's statistics, and DDP broadcasts rank 0's running statistics before every training
-        forward (counted here: one coalesced broadcast of the buffers).
+        BatchNorm stays per rank on every backend (``SyncBatchNorm`` takes CUDA tensors only, and one behaviour for
+        both backends keeps their numbers comparable): each rank normalises by its own share's statistics, and DDP
+        broadcasts rank 0's running statistics before every training forward (counted here: one coalesced broadcast
+        of the buffers).
         """
         if not self.distributed:
             return model
-        ddp = nn.parallel.DistributedDataParallel(model)  # buffers synced from rank 0 before each forward
+        device = next(model.parameters()).device
+        ids = [device.index] if device.type == "cuda" else None  # one GPU per rank
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)  # buffers synced from rank 0 each forward
         ddp.register_comm_hook(None, counting_allreduce_hook(counter))
         buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
 
@@ -141,8 +162,18 @@ class Ranks:
             os._exit(3)
 
 
-def launch_command(config_path: Path, out: Path, nproc: int, drift_every: int, timeout: float) -> list[str]:
-    """The torch.distributed.run command line that starts ``nproc`` ranks of ``localentropy train``."""
+def launch_command(
+    config_path: Path,
+    out: Path,
+    nproc: int,
+    drift_every: int,
+    timeout: float,
+    overrides: dict[str, str] | None = None,
+) -> list[str]:
+    """The torch.distributed.run command line that starts ``nproc`` ranks of ``localentropy train``.
+
+    ``overrides`` (``device``, ``precision``): the command line's values, passed on to every rank."""
+    passed = [part for key, value in (overrides or {}).items() for part in (f"--{key}", value)]
     return [
         sys.executable,
         "-m",
@@ -161,6 +192,7 @@ def launch_command(config_path: Path, out: Path, nproc: int, drift_every: int, t
         "--dist-timeout",
         str(timeout),
         "--quiet",
+        *passed,
     ]
 
 

@@ -206,6 +206,11 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _backend(results: dict[str, Any]) -> str:
+    """The process group's backend, from the device the ranks trained on (older results name none: the CPU)."""
+    return "nccl" if str(results.get("device", "cpu")).startswith("cuda") else "gloo"
+
+
 def _communication(results: dict[str, Any]) -> list[str]:
     """The data-parallel section: world size and each optimizer's traffic (nothing for one process)."""
     world = results.get("world_size", 1)
@@ -214,8 +219,8 @@ def _communication(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Communication",
         "",
-        f"Data-parallel on {world} processes (torch.distributed, gloo): every rank reads its share of each "
-        f"global batch of {results['config']['batch_size']} examples and DDP all-reduces the gradients. Bytes: "
+        f"Data-parallel on {world} processes (torch.distributed, {_backend(results)}): every rank reads its share "
+        f"of each global batch of {results['config']['batch_size']} examples and DDP all-reduces the gradients. Bytes: "
         "the payload each rank handed to collectives (gradient all-reduces, the noise broadcast, drift checks, "
         "BatchNorm buffer broadcasts); a ring all-reduce sends 2 (n - 1) / n of it "
         "(`localentropy docs distributed`).",

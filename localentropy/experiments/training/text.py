@@ -167,11 +167,13 @@ def text_columns(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def text_final(last: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """The final text metrics: test and validation bits per token, test perplexity, the source's entropy rate."""
+    """The final text metrics: test and validation bits per token, test perplexity, the source's entropy rate and
+    the held-out bits of the count model of the source's order fitted on the training block (Markov sources)."""
     loss = last.get("test_loss")
     return {
         "bits_per_char": bits(loss),
         "val_bits_per_char": bits(last.get("val_loss")),
         "perplexity": None if loss is None else math.exp(loss),
         "entropy_rate": info.get("entropy_rate_bits"),
+        "count_model_bits": info.get("count_model_bits"),
     }

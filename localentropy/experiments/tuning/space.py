@@ -37,6 +37,13 @@ HARD_LIMITS: dict[str, tuple[float | None, float | None]] = {
     "momentum@msgld": (0.0, 0.99),
     "beta@psgld": (0.0, 0.9999),
     "exploration_fraction@cyclical": (0.0, 1.0),
+    # an optimizer's own options in a sweep's space (sweeps/tuning.py), whatever its sampler
+    "options.momentum": (0.0, 0.999),
+    "options.gamma": (0.0, None),
+    "options.scoping": (0.0, None),
+    "options.sigma": (0.0, None),
+    "options.rho": (0.0, None),
+    "options.weight_decay": (0.0, None),
 }
 POSITIVE = ("step_size", "lr", "damping", "diffusion", "friction")
 KIND_FIELDS = {"comparison": {"budget", "replicates", "estimators"}, "sweep": {"seeds", "optimizers"}}
@@ -294,6 +301,8 @@ def hard_limits(name: str, samplers: tuple[str | None, ...]) -> tuple[float | No
     for sampler in samplers:
         if f"{name}@{sampler}" in HARD_LIMITS:
             return HARD_LIMITS[f"{name}@{sampler}"]
+    if name in HARD_LIMITS:
+        return HARD_LIMITS[name]
     return (0.0, None) if name in POSITIVE else (None, None)
 
 

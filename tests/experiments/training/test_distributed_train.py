@@ -109,3 +109,25 @@ def test_a_killed_data_parallel_run_resumes_bit_identically(tmp_path: Path) -> N
         # a resumed Entropy-SGD broadcasts rank 0's generator state once more (5056 bytes): every rank takes it again
         resync = 5056 if rec["kind"] == "entropy-sgd" else 0
         assert rec["bytes_communicated"] == ref["bytes_communicated"] + resync
+
+
+def test_the_command_line_device_and_precision_reach_every_rank(tmp_path: Path) -> None:
+    out = tmp_path / "bf16"
+    done = _train(tmp_path, out, "--device", "cpu", "--precision", "bf16-mixed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert (results["world_size"], results["device"], results["precision"]) == (2, "cpu", "bf16-mixed")
+    assert [r["status"] for r in results["records"]] == ["ok", "ok"]
+    assert "(torch.distributed, gloo)" in (out / "report.md").read_text()
+
+
+def test_cuda_ranks_without_gpus_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    out = tmp_path / "cuda"
+    done = _train(tmp_path, out, "--device", "cuda")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "device: 'cuda' with 2 data-parallel processes on this machine needs 2 CUDA devices" in done.stderr
+    assert not out.exists()

@@ -80,6 +80,43 @@ def test_a_tuned_sweep_trains_every_method_at_its_chosen_values_on_other_seeds(t
     assert again["tuning"]["optimizers"] == json.loads(json.dumps(records))
 
 
+@pytest.mark.parametrize(
+    "executor",
+    ["inline", pytest.param("ray", marks=pytest.mark.slow)],  # ray: 30-50 s (a raylet, a GCS and two workers)
+)
+def test_a_sweep_tunes_each_optimizers_own_options_on_any_executor(tmp_path, executor):
+    if executor == "ray":
+        pytest.importorskip("ray", reason="the Ray executor needs ray (pip install 'localentropy[ray]')")
+    data = copy.deepcopy(SWEEP)
+    data["base"]["optimizers"][1]["options"] = {"momentum": 0.9, "nesterov": True}
+    data["tuning"] = {
+        "trials": 2,
+        "max_extensions": 0,
+        "seeds": 1,
+        "space": {
+            "esgd": {
+                "options.gamma": {"low": 0.3, "high": 3.0, "log": True},
+                "options.inner_steps": {"choices": [2, 3]},
+                "step_size": {"low": 0.01, "high": 0.1, "log": True},
+            },
+            "sgd": {"lr": {"low": 0.05, "high": 0.2, "log": True}, "options.momentum": {"low": 0.5, "high": 0.95}},
+        },
+    }
+    sweep = parse_sweep_config(data)
+    out, _, results = run_sweep(sweep, tmp_path / executor, executor=executor, workers=2)
+    records = results["tuning"]["optimizers"]
+    assert set(records["esgd"]["chosen"]) == {"options.gamma", "options.inner_steps", "step_size"}
+    assert set(records["sgd"]["chosen"]) == {"lr", "options.momentum"}
+    assert records["esgd"]["chosen"]["options.inner_steps"] in (2, 3)
+    for run in results["runs"]:
+        optimizer = json.loads((out / run["dir"] / "results.json").read_text())["config"]["optimizers"][0]
+        for name, value in records[optimizer["label"]]["chosen"].items():
+            if name.startswith("options."):
+                assert optimizer["options"][name.removeprefix("options.")] == pytest.approx(value)
+        if optimizer["label"] == "sgd":
+            assert optimizer["options"]["nesterov"] is True  # what the space leaves out stays as configured
+
+
 def test_a_budget_buys_every_sampler_the_same_gradient_evaluations():
     """MALA evaluates two gradients per step: at a budget it runs half the steps, so a trial (and a record) costs
     it what it costs the others."""

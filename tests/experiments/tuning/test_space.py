@@ -125,7 +125,15 @@ def test_sweep_tuning_mistakes_name_the_field():
         ({"replicates": 2}, "tuning.replicates: unknown field"),
         (
             {"space": {"sgd": {"momentum": {"low": 0.1, "high": 0.9}}}},
-            "tuning.space.sgd.momentum: not a tunable hyperparameter of optimizer 'sgd'; allowed: lr",
+            "tuning.space.sgd.momentum: not a tunable hyperparameter of optimizer 'sgd'; allowed: lr, "
+            "options.dampening, options.momentum, options.nesterov, options.weight_decay",
+        ),
+        (
+            {"space": {"esgd": {"options.rho": {"low": 0.1, "high": 0.9}}}},
+            "tuning.space.esgd.'options.rho': not a tunable hyperparameter of optimizer 'esgd'; allowed: lr, "
+            "step_size, friction, noise_estimate, options.averaging, options.coupling, options.gamma, "
+            "options.inner_steps, options.momentum, options.nesterov, options.outer_scale, options.scoping, "
+            "options.warm_start, options.weight_decay",
         ),
         ({"space": {"esgd": {"beta": {"low": 0.1, "high": 0.9}}}}, "allowed: lr, step_size, friction"),
     ]:
