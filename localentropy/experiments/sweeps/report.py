@@ -42,7 +42,7 @@ from localentropy.experiments.sweeps.figures import (
     value_text,
 )
 from localentropy.experiments.sweeps.paths import optimizer_label
-from localentropy.experiments.sweeps.tuning import with_chosen
+from localentropy.experiments.sweeps.tuning import OPTION_PREFIX, with_chosen
 from localentropy.experiments.tuning.record import tuning_summary, tuning_table
 from localentropy.experiments.tuning.record import value_text as record_value_text
 
@@ -345,7 +345,7 @@ def _values_text(opt: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
         return f"{name} = {record_value_text(value)}" + (" (**tuned**)" if key in tuned else "")
 
     out = [item("lr", opt["lr"], "lr")] if opt.get("lr") is not None else []
-    out += [item(k, v, "") for k, v in (opt.get("options") or {}).items()]
+    out += [item(k, v, f"{OPTION_PREFIX}{k}") for k, v in (opt.get("options") or {}).items()]
     if opt.get("sampler"):
         sampler_options = opt.get("sampler_options") or {}
         inner = [item(k, v, k) for k, v in sampler_options.items() if not isinstance(v, dict)]

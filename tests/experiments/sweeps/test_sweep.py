@@ -432,3 +432,14 @@ def test_sigterm_stops_the_workers_and_the_same_command_resumes(tmp_path):
     assert [f.stat().st_mtime_ns for f in sorted(first.rglob("*"))] == mtimes
     results = json.loads((out / "results.json").read_text())
     assert {r["state"] for r in results["runs"] if r["id"] in done_before} == {"skip"}
+
+
+def test_what_ran_marks_the_tuned_values():
+    from localentropy.experiments.sweeps.report import _values_text
+
+    opt = {"lr": 0.1, "options": {"gamma": 0.3}, "sampler": "sgld", "sampler_options": {"step_size": 0.05}}
+    assert _values_text(opt, {"options.gamma": 0.3, "step_size": 0.05}) == [
+        "lr = 0.1",
+        "gamma = 0.3 (**tuned**)",
+        "sampler `sgld` (step_size = 0.05 (**tuned**))",
+    ]
