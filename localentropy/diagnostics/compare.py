@@ -8,6 +8,8 @@ seed is shared by every estimator at a point: common random numbers, so that pai
   freedom (the standard error is sd / sqrt(n) of the per-unit differences);
 * :func:`paired_ratio`: a / b over the units both have (a wall-clock ratio), the geometric mean of the per-unit
   ratios with the t-interval of the mean log ratio;
+* :func:`median_interval`: the distribution-free (order-statistic) interval of a median, for a benchmark's
+  repeats;
 * :func:`best_set`: the set of candidates not distinguishable from the one with the lowest mean, ranked among
   the *stable* candidates only. A unit whose value is not finite, or exceeds :data:`RUNAWAY` times the reference
   (the median of the absolute values of every candidate on the same units), has **diverged**; a candidate with a
@@ -166,6 +168,19 @@ def paired_ratio(a: Units, b: Units, *, level: float = LEVEL, unit: str = "seed"
         level,
         unit,
     )
+
+
+def median_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float] | None:
+    """The distribution-free interval of a median: order statistics x_(j) <= x_(n + 1 - j) with the largest j such
+    that Binomial(n, 1/2) puts at least ``level`` between them (P(j <= B <= n - j) >= level); None when even the
+    sample's extremes cover less (fewer than 6 values at 95 %). A benchmark's repeats need not be normal."""
+    x = np.sort(np.asarray([v for v in values if math.isfinite(v)], float))
+    n = x.size
+    best = None
+    for j in range(1, n // 2 + 1):  # 1-based rank of the lower bound
+        if stats.binom.cdf(n - j, n, 0.5) - stats.binom.cdf(j - 1, n, 0.5) >= level:
+            best = j
+    return None if best is None else (float(x[best - 1]), float(x[n - best]))
 
 
 @dataclass

@@ -222,7 +222,7 @@ def summarise_bracketed(unit: Row, rows: list[Row]) -> list[dict[str, Any]]:
     """timing.summarise's entries, each row's ratios taken against its own bracketing G."""
     first = summarise(Row(unit.name, unit.kind, unit.settings, None, times=list(unit.times)), [])[0]
     if unit.times:  # G over itself; left None (not measured) when every pair was dropped
-        first.update(ratio=1.0, ratio_q25=1.0, ratio_q75=1.0, ratio_iqr=0.0)
+        first.update(ratio=1.0, ratio_q25=1.0, ratio_q75=1.0, ratio_iqr=0.0, ratio_ci95=[1.0, 1.0])
     out = [first]
     for row in rows:
         (entry,) = summarise(Row(unit.name, "unit", {}, None, times=row.unit_times), [row])[1:]

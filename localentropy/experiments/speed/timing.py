@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 import localentropy
+from localentropy.diagnostics.compare import median_interval
 
 NOT_MEASURED = "not measured (every repeat dropped for contention)"
 
@@ -196,7 +197,8 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def summarise(unit: Row, rows: list[Row]) -> list[dict[str, Any]]:
-    """One entry per row (the unit first): median time, median ratio to the same repeat's G and its IQR."""
+    """One entry per row (the unit first): median time, median ratio to the same repeat's G, its IQR and its 95 %
+    distribution-free interval over the repeats (``ratio_ci95``, None below 6 repeats), and the per-repeat ratios."""
     out = []
     for row in [unit, *rows]:
         entry: dict[str, Any] = {
@@ -210,16 +212,28 @@ def summarise(unit: Row, rows: list[Row]) -> list[dict[str, Any]]:
         if row.times:
             ratios = [t / g for t, g in zip(row.times, unit.times, strict=True)]
             q25, q75 = quantile(ratios, 0.25), quantile(ratios, 0.75)
+            ci = median_interval(ratios)
             entry.update(
                 median_ms=1e3 * statistics.median(row.times),
                 ratio=statistics.median(ratios),
                 ratio_q25=q25,
                 ratio_q75=q75,
                 ratio_iqr=q75 - q25,
+                ratio_ci95=None if ci is None else list(ci),
+                ratios=ratios,
                 n=len(ratios),
             )
         else:
-            entry.update(median_ms=None, ratio=None, ratio_q25=None, ratio_q75=None, ratio_iqr=None, n=0)
+            entry.update(
+                median_ms=None,
+                ratio=None,
+                ratio_q25=None,
+                ratio_q75=None,
+                ratio_iqr=None,
+                ratio_ci95=None,
+                ratios=[],
+                n=0,
+            )
         out.append(entry)
     return out
 

@@ -214,3 +214,16 @@ def test_a_paired_ratio_is_the_geometric_mean_with_the_log_t_interval() -> None:
     one = paired_ratio({1: 3.0}, {1: 1.5})
     assert one.ratio == pytest.approx(2.0) and one.low is None and one.high is None
     assert paired_ratio({}, {}).ratio is None
+
+
+def test_the_median_interval_holds_its_level_by_the_binomial_law() -> None:
+    from localentropy.diagnostics.compare import median_interval
+
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # 5 values: the extremes cover 1 - 2 / 32 < 95 %
+    assert median_interval([float(v) for v in range(6)]) == (0.0, 5.0)  # 1 - 2 / 64 >= 95 %
+    values = [float(v) for v in range(20)]
+    lo, hi = median_interval(values)
+    j = int(lo) + 1  # the 1-based rank of the lower bound
+    assert stats.binom.cdf(20 - j, 20, 0.5) - stats.binom.cdf(j - 1, 20, 0.5) >= 0.95
+    assert stats.binom.cdf(20 - j - 1, 20, 0.5) - stats.binom.cdf(j, 20, 0.5) < 0.95  # the narrowest such
+    assert hi == 19.0 - lo

@@ -62,7 +62,9 @@ def section_overhead(
         for r in speed["entropy"]["rows"][1:]:
             if r.get("ratio") is None:
                 continue
-            speed_rows.append([r["row"], f"{r['ratio']:.2f}", f"{r.get('ratio_iqr') or 0:.2f}", str(r.get("n"))])
+            speed_rows.append(
+                [r["row"], f"{r['ratio']:.2f}", f"{r.get('ratio_iqr') or 0:.2f}", _median_ci(r), str(r.get("n"))]
+            )
             speed_info[r["row"]] = r["ratio"]
     sgd_step = speed_ratio(speed, "torch.optim.SGD", section="samplers")
     numbers["overhead"] = {
@@ -83,7 +85,10 @@ def section_overhead(
     rows_by_accuracy = _accuracy_rows(accuracy)
     numbers["overhead"]["view"] = {
         "G": speed["entropy"]["G_median_ms"] if speed and "entropy" in speed else None,
-        "speed_table": "\n".join(table(["inner loop", "cost per inner step (G)", "IQR", "repeats"], speed_rows)),
+        "speed_table": "\n".join(
+            table(["inner loop", "cost per inner step (G)", "IQR", "95 % CI of the median", "repeats"], speed_rows)
+        ),
+        "speed_intervals": any("ratio_ci95" in r for r in (speed or {}).get("entropy", {}).get("rows", [])),
         "sgd_step": sgd_step,
         "t0": speed_ratio(speed, "sgld, T=0 (no noise)", section="samplers"),
         "gauss": speed_ratio(speed, "sgld", section="samplers"),
@@ -117,6 +122,14 @@ def section_overhead(
         "short_accuracy": _accuracy_short(accuracy),
     }
     return section_text("overhead", numbers["overhead"]["view"])
+
+
+def _median_ci(row: dict[str, Any]) -> str:
+    """A benchmark row's 95 % distribution-free interval of its median ratio over the repeats, or why there is none."""
+    if "ratio_ci95" not in row:
+        return "not recorded"
+    ci = row["ratio_ci95"]
+    return "— (fewer than 6 repeats)" if ci is None else f"{ci[0]:.2f} to {ci[1]:.2f}"
 
 
 def training_cells(step_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], list[dict[str, Any]]]:
