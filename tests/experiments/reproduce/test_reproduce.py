@@ -218,6 +218,8 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
     steps = numbers["numbers"]["provenance"]["steps"]
     assert set(steps) == {s.name for s in reproduce.STEPS} and all(s["seconds"] > 0 for s in steps.values())
     assert (figures / "sections.json").is_file()  # the document re-renders from its records alone
+    assert all("view" in numbers["numbers"][s] for s in sections)  # every section's sentences come from its view
+    assert "Entropy-SGD took" in text and "the geometric mean of the per-seed ratios" in text  # Q1's time ratio
     before = text
     findings.render_findings(doc)
     assert doc.read_text() == before

@@ -114,6 +114,12 @@ def test_the_scale_section_renders_from_a_step_directory(tmp_path: Path) -> None
     assert "22.0 % of SGD-DDP's payload" in text and "1 / L = 20 %" in text
     assert "not Parle's convergence at large n" in text and "not Parle's convergence at large n" in summary
     assert "| 64 |" in text and "Projected wall-clock per epoch" in text
+    # the section is rendered from its view, which findings.json stores: the stored view renders the same text
+    from localentropy.experiments.reproduce.findings.render import section_text
+
+    stored = json.loads(json.dumps(scale["view"]))
+    assert section_text("scale", stored) == (lines, summary)
+    assert "{{" not in text and "{%" not in text
 
 
 def test_the_projection_follows_the_alpha_beta_model() -> None:
