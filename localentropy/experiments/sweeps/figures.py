@@ -51,6 +51,30 @@ def _band(members: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
     }
 
 
+BAND_FLOOR = 1e-3  # test error (%) where the log-scaled curves cut a band reaching 0
+
+
+def clipped_on_log_axes(all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]]) -> list[str]:
+    """What the log-scaled test-error axes of curves.png and sensitivity.png cannot show, per optimizer and setting
+    drawn: points at 0 % (not drawn), and sd bands or bars reaching 0 (cut at the axis)."""
+    shown = all_groups if len(all_groups) <= MAX_CURVE_GROUPS else list(best.values())
+    notes = []
+    for g in shown:
+        band = _band(g["ok"] or [m for m in g["members"] if m["curve"]])
+        if band is None:
+            continue
+        name = f"`{g['label']}`" + (f" ({setting_text(g['settings'])})" if g["settings"] else "")
+        zero = int((band["mean"] <= 0).sum())
+        cut = int((band["mean"] - band["sd"] < BAND_FLOOR).sum()) - zero
+        parts = [f"{zero} curve point(s) at 0 % not drawn"] * bool(zero)
+        parts += [f"its sd band cut at {BAND_FLOOR:g} % at {cut} point(s)"] * bool(cut)
+        if g["test_mean"] is not None and g["test_sd"] and g["test_mean"] - g["test_sd"] <= 0:
+            parts.append("its final sd bar reaches 0 and is cut")
+        if parts:
+            notes.append(f"{name}: {', '.join(parts)}")
+    return notes
+
+
 def plot_curves(all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]], path: Path) -> tuple[Path, bool]:
     """Test error (mean ± sd over seeds) against effective epochs and seconds; (path, whether only the best shown)."""
     shown = all_groups if len(all_groups) <= MAX_CURVE_GROUPS else list(best.values())
@@ -70,7 +94,7 @@ def plot_curves(all_groups: list[dict[str, Any]], best: dict[str, dict[str, Any]
         k = per_label.setdefault(g["label"], 0)
         per_label[g["label"]] = k + 1
         name = g["label"] + (f" ({setting_text(g['settings'])})" if g["settings"] else "") + f" [n={band['count']}]"
-        low = np.maximum(band["mean"] - band["sd"], 1e-3)
+        low = np.maximum(band["mean"] - band["sd"], BAND_FLOOR)
         for ax, x in zip(axes, (band["effective_epochs"], band["seconds"]), strict=True):
             ax.plot(
                 x,

@@ -36,6 +36,7 @@ from localentropy.experiments.core.plots import plot_forest
 from localentropy.experiments.sweeps.figures import (
     IGNORED_AXES,
     Settings,
+    clipped_on_log_axes,
     plot_curves,
     plot_sensitivity,
     setting_text,
@@ -464,6 +465,12 @@ def report_markdown(
         + (" With more settings than fit one plot, each optimizer is shown at its best setting." if only_best else ""),
         "",
     ]
+    clipped = clipped_on_log_axes(all_groups, best)
+    if clipped:
+        lines += [
+            f"Not shown on the log-scaled test-error axes (a value of 0 has no place there): {'; '.join(clipped)}.",
+            "",
+        ]
     if sensitivity:
         lines += [
             "## Sensitivity",

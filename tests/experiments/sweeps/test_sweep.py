@@ -443,3 +443,21 @@ def test_what_ran_marks_the_tuned_values():
         "gamma = 0.3 (**tuned**)",
         "sampler `sgld` (step_size = 0.05 (**tuned**))",
     ]
+
+
+def test_points_the_log_axes_cannot_show_are_named():
+    from localentropy.experiments.sweeps.figures import clipped_on_log_axes
+
+    def member(errors):
+        curve = [{"test_error": e, "effective_epochs": i, "seconds": i} for i, e in enumerate(errors)]
+        return {"curve": curve, "status": "ok"}
+
+    members = [member([0.0, 0.10, 0.0]), member([0.0, 0.30, 0.02])]
+    group = {"label": "sgd", "settings": (), "ok": members, "members": members, "test_mean": 0.01, "test_sd": 0.014}
+    steady = {**group, "label": "adam", "ok": [member([0.5, 0.4])] * 2, "test_mean": 0.4, "test_sd": 0.0}
+    steady["members"] = steady["ok"]
+    notes = clipped_on_log_axes([group, steady], {"sgd": group, "adam": steady})
+    assert notes == [
+        "`sgd`: 1 curve point(s) at 0 % not drawn, its sd band cut at 0.001 % at 1 point(s), "
+        "its final sd bar reaches 0 and is cut"
+    ]
