@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from localentropy.experiments.reproduce.findings.common import mean_sd, paired, paired_text, pm
+from localentropy.experiments.reproduce.findings.common import mean_sd, paired, pm
 from localentropy.experiments.reproduce.findings.cost import first_reach
 from localentropy.experiments.reproduce.findings.document import readme_paragraph, render_findings, write_findings
 from localentropy.experiments.reproduce.findings.recurrent import write_section
+from localentropy.experiments.reproduce.findings.render import paired_text
 from localentropy.experiments.reproduce.findings.replication import replicated_claims, with_replication
 
 

@@ -61,22 +61,6 @@ def over_seeds(per_seed: dict[Any, list[float]]) -> dict[str, Any]:
     return {**d, "ci95": d["half_width"]}
 
 
-def paired_text(d: dict[str, Any], a: str, b: str, scale: float = 100.0, unit: str = " points") -> str:
-    """A sentence on a paired difference in test error: direction, size, interval and the seed count."""
-    if d["mean"] is None:
-        return f"{a} and {b} share no finished seed."
-    size = f"{d['mean'] * scale:+.2f}{unit}"
-    interval = f" (95 % t-interval ± {d['ci95'] * scale:.2f})" if d["ci95"] is not None else ""
-    if distinct(d):
-        verdict = f"{a} is {'worse' if d['mean'] > 0 else 'better'} than {b}"
-    else:
-        verdict = f"{a} and {b} are not distinguishable at this number of seeds"
-    return (
-        f"{a} minus {b}: {size}{interval}, higher on {d['higher']} and lower on {d['lower']} of {d['n']} "
-        f"paired seeds: {verdict}."
-    )
-
-
 def table(header: list[str], rows: list[list[str]]) -> Lines:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
@@ -177,7 +161,3 @@ def sort_key(text: Any) -> tuple[int, float, str]:
 
 def setting_text(setting: dict[str, Any]) -> str:
     return ", ".join(f"{k} = {v}" for k, v in setting.items())
-
-
-def settings_list(cells: list[dict[str, Any]]) -> str:
-    return "; ".join(f"({setting_text(c['setting'])})" for c in cells) or "none"

@@ -141,7 +141,7 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         "entropy": entropy,
         "inner": speed_ratio(speed, "L=20 preset authors (msgld)") or speed_ratio(speed, "L=5 preset authors (msgld)"),
         "sgd_step": speed_ratio(speed, "sgd", section="samplers"),
-        "reach": _reach_text(info, entropy, level),
+        "reach": _reach(info, entropy),
         "entropy_errors": info[entropy]["test_error"],
         "sgd_errors": info.get("sgd", {}).get("test_error", []),
         "adam_errors": info.get("adam", {}).get("test_error", []),
@@ -157,40 +157,28 @@ def time_ratio(a: dict[Any, float], b: dict[Any, float], info: dict[str, Any]) -
     return {"ratio": ratio, "of_means": info.get("seconds_over_sgd")}
 
 
-def _reach_text(info: dict[str, Any], entropy: str, level: float) -> str:
-    """When each optimizer first reached ``level``, counted in effective epochs (inner steps included)."""
-
-    def when(label: str) -> str:
-        reach = info.get(label, {}).get("reach_epochs", [])
-        done = [r for r in reach if r is not None]
-        m, _ = mean_sd(done)
-        never = len(reach) - len(done)
-        return ("never" if m is None else f"after {m:.0f} effective epochs") + (
-            f" ({never} of {len(reach)} runs never)" if never and m is not None else ""
-        )
+def _reach(info: dict[str, Any], entropy: str) -> dict[str, Any]:
+    """When each optimizer first reached the level, in effective epochs (inner steps included): per optimizer
+    (Entropy-SGD first) the mean over the runs that did, how many never did and of how many; whom Entropy-SGD was
+    faster than by this count, and its evaluation spacing."""
 
     def mean(label: str) -> float:
         done = [r for r in info.get(label, {}).get("reach_epochs", []) if r is not None]
         return mean_sd(done)[0] if done and len(done) == len(info[label]["reach_epochs"]) else math.inf
 
-    others = [lab for lab in info if lab != entropy]
-    faster = [lab for lab in others if mean(entropy) < mean(lab)]
-    spacing = info.get(entropy, {}).get("eval_spacing")
-    return (
-        f"Counting inner steps (each outer step of L inner steps costs L passes), {entropy} first reached "
-        f"{100 * level:.2f} % {when(entropy)}; "
-        + ", ".join(f"{lab} {when(lab)}" for lab in others)
-        + f". It was faster than {', '.join(faster) if faster else 'none of them'} by this count"
-        + (
-            f", which resolves {entropy} only to its evaluation spacing of {spacing:g} effective epochs (one "
-            "evaluation per outer epoch); the table of errors at equal effective epochs above has no such bias."
-            if spacing and spacing > 1
-            else "."
-        )
-    )
+    rows = []
+    for lab in [entropy, *(lab for lab in info if lab != entropy)]:
+        reach = info.get(lab, {}).get("reach_epochs", [])
+        done = [r for r in reach if r is not None]
+        rows.append({"label": lab, "mean": mean_sd(done)[0], "never": len(reach) - len(done), "runs": len(reach)})
+    return {
+        "rows": rows,
+        "faster": [lab for lab in info if lab != entropy and mean(entropy) < mean(lab)],
+        "spacing": info.get(entropy, {}).get("eval_spacing"),
+    }
 
 
-def _lowest_at(matched: dict[str, dict[str, list[float]]], entropy: str) -> str:
+def _lowest_at(matched: dict[str, dict[str, list[float]]], entropy: str) -> dict[str, Any]:
     """At which of Entropy-SGD's evaluation points its mean test error was the lowest of all optimizers."""
     points = list(matched.get(entropy, {}))
     lowest = []
@@ -200,14 +188,7 @@ def _lowest_at(matched: dict[str, dict[str, list[float]]], entropy: str) -> str:
             m is None or means[entropy] < m for lab, m in means.items() if lab != entropy
         ):
             lowest.append(point)
-    if not points:
-        return ""
-    if not lowest:
-        return f"Its mean test error was the lowest of all optimizers at none of its {len(points)} evaluation points."
-    return (
-        f"Its mean test error was the lowest of all optimizers at {len(lowest)} of its {len(points)} evaluation "
-        f"points ({', '.join(lowest)} effective epochs)."
-    )
+    return {"points": len(points), "lowest": lowest}
 
 
 def matched_epochs_table(items: list[dict[str, Any]], labels: list[str], entropy: str) -> tuple[Lines, dict]:

@@ -76,6 +76,12 @@ def timed_runs_text(timing: dict[str, Any] | None) -> str:
     return f"measured with {runs} run{'s' if runs != 1 else ''} at a time{load}: {alone}"
 
 
+def paired_text(d: dict[str, Any], a: str, b: str, scale: float = 100.0, unit: str = " points") -> str:
+    """A sentence on a paired difference in test error: direction, size, interval and the seed count (the
+    ``paired`` macro of ``templates/_macros.md.j2``, which the sections' templates call)."""
+    return str(environment().get_template("_macros.md.j2").module.paired(d, a, b, scale, unit))
+
+
 def section_text(name: str, view: dict[str, Any]) -> tuple[list[str], str]:
     """A findings section's body (lines) and summary item, rendered from its view (the section's record in
     findings.json) by ``templates/sections/<name>.md.j2`` and ``<name>_summary.md.j2``."""
