@@ -8,6 +8,7 @@ from pathlib import Path
 
 from localentropy.data.text import TEXT_SOURCES
 from localentropy.experiments.core.config import ConfigError
+from localentropy.experiments.core.lifeline import die_with_parent, launcher_parent
 from localentropy.experiments.core.rundir import RunDirectory
 from localentropy.experiments.training.config import TrainConfig, load_train_config
 from localentropy.experiments.training.parallel import (
@@ -83,7 +84,10 @@ def run_rank(
     drift_every: int = DEFAULT_DRIFT_CHECK,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> tuple[Path, str, bool]:
-    """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer)."""
+    """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer).
+
+    The rank dies (SIGKILL) with the launcher that started it: a launcher killed outright leaves no rank behind."""
+    die_with_parent(launcher_parent())
     config = load_train_config(config_path)
     check_data_parallel(config, str(config_path))
     config = config.model_copy(update={"device": "cpu"})  # "auto" too: the ranks' backend is gloo
