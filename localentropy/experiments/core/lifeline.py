@@ -68,8 +68,9 @@ def die_with_parent(parent: int | None = None, signum: int = signal.SIGKILL, pol
 
     The kernel's parent-death signal where there is one, else :func:`watch_parent`; a parent that is already gone
     (``os.getppid() != parent``) ends this process now. SIGKILL (the default) ends a worker wherever it is, asleep
-    on a pipe or inside a collective (a process that handles SIGTERM may take its time over it). Pass the parent's pid when the child knows it: ``os.getppid()`` taken here is already the
-    adopting process's if the parent died while the child was starting."""
+    on a pipe or inside a collective (a process that handles SIGTERM may take its time over it). Pass the parent's
+    pid when the child knows it: ``os.getppid()`` taken here is already the adopting process's if the parent died
+    while the child was starting."""
     parent = os.getppid() if parent is None else int(parent)
     if not _kernel_lifeline(signum):
         watch_parent(parent, signum, poll)
