@@ -6,13 +6,15 @@ on a pipe for as long as the machine runs (with the resource tracker that their 
 launcher would train on to the end. Every child this package starts therefore calls :func:`die_with_parent` first:
 
 * on Linux the kernel sends the child a signal when its parent exits: ``prctl(PR_SET_PDEATHSIG, sig)``
-  (man 2 prctl). The "parent" there is the *thread* that started the child, so children are started from a thread
-  that lives as long as they are needed (the main thread, or the pool's own). The setting is kept across ``execve``.
+  (man 2 prctl). The "parent" there is the *thread* that started the child: here always the thread that waits for
+  the children's work (the one that submits to the pool, or waits for torch's launcher), so it outlives them. The
+  setting is kept across ``execve``.
 * the parent may die before the child sets it (the child is then already an orphan): the child compares
   ``os.getppid()`` with the parent's pid that it was given, right after setting it, and signals itself if they
   differ.
-* where ``prctl`` is missing (macOS, Windows' absence of it, a seccomp filter) a daemon thread polls
-  ``os.getppid()`` every ``poll`` seconds and signals the process when the parent is gone.
+* where ``prctl`` is missing (macOS and the BSDs, or a sandbox that refuses it) a daemon thread polls
+  ``os.getppid()`` every ``poll`` seconds and signals the process when the parent is gone (an orphan is adopted,
+  so the pid changes). Not on Windows, where a child keeps its dead parent's pid: there is no lifeline there.
 
 ``python -m localentropy.experiments.core.lifeline PARENT SIGNAL MODULE ARGS...`` runs ``python -m MODULE ARGS...``
 in a process with a lifeline to ``PARENT``: :func:`lifeline_command` builds it (torch's launcher, the speed
@@ -34,6 +36,7 @@ import time
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 LIFELINE_ENV = "LOCALENTROPY_LIFELINE_PID"  # the pid of a process run under the lifeline, for its children
 DEFAULT_POLL = 1.0
+KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
 
 
 def _kernel_lifeline(signum: int) -> bool:
@@ -47,7 +50,7 @@ def _kernel_lifeline(signum: int) -> bool:
         return False
 
 
-def watch_parent(parent: int, signum: int = signal.SIGKILL, poll: float = DEFAULT_POLL) -> threading.Thread:
+def watch_parent(parent: int, signum: int = KILL, poll: float = DEFAULT_POLL) -> threading.Thread:
     """Start a daemon thread that sends ``signum`` to this process once ``parent`` is no longer its parent.
 
     The portable fallback of :func:`die_with_parent`: an orphan is adopted by another process (init or a
@@ -63,7 +66,7 @@ def watch_parent(parent: int, signum: int = signal.SIGKILL, poll: float = DEFAUL
     return thread
 
 
-def die_with_parent(parent: int | None = None, signum: int = signal.SIGKILL, poll: float = DEFAULT_POLL) -> None:
+def die_with_parent(parent: int | None = None, signum: int = KILL, poll: float = DEFAULT_POLL) -> None:
     """End this process with ``signum`` when ``parent`` (the pid that started it; default ``os.getppid()``) dies.
 
     The kernel's parent-death signal where there is one, else :func:`watch_parent`; a parent that is already gone
@@ -87,7 +90,7 @@ def launcher_parent() -> int:
     return os.getppid()
 
 
-def lifeline_command(module: str, args: list[str], signum: int = signal.SIGKILL) -> list[str]:
+def lifeline_command(module: str, args: list[str], signum: int = KILL) -> list[str]:
     """``python -m MODULE ARGS...`` in a process that gets ``signum`` when this process dies."""
     name = signal.Signals(signum).name
     return [sys.executable, "-m", __name__, str(os.getpid()), name, module, *args]
