@@ -38,6 +38,7 @@ def _count(commands: list[str], part: str) -> int:
     return sum(part in command for command in commands)
 
 
+# the next two: 7-12 s, up to 28 s on the 2 cores shared with other work (two workers import torch at once)
 def test_a_killed_sweep_leaves_no_worker_and_no_resource_tracker(tmp_path: Path) -> None:
     data = sweep(grid={"seed": [0, 1, 2]}, base=_long_base())
     started = lambda out: len(list((out / "runs").glob("*/config.json"))) >= 2  # noqa: E731 (their directories)
