@@ -31,7 +31,9 @@ def fmt(value: Any) -> str:
 
 
 def fmt_count(value: Any) -> str:
-    if isinstance(value, int | float) and math.isfinite(value) and float(value).is_integer():
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # any size: never through a float (an integer beyond its range would overflow)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))
     return fmt(value)
 

@@ -28,8 +28,17 @@ from localentropy.experiments.comparison.formatting import (
     quoted,
 )
 from localentropy.experiments.comparison.formatting import md as _md
-from localentropy.experiments.comparison.results import Chains, Meta, Metrics, Record, Results, Timing, load_run
-from localentropy.experiments.comparison.verdicts import Verdict, comparison_verdicts
+from localentropy.experiments.comparison.results import (
+    Chains,
+    Meta,
+    Metrics,
+    Record,
+    Results,
+    Timing,
+    Verdict,
+    load_run,
+)
+from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core import plots
 from localentropy.experiments.tuning.record import tuning_summary, tuning_table
 

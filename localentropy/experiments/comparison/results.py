@@ -16,16 +16,20 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, ValidationError, model_validator
 
-from localentropy.experiments.comparison.verdicts import Verdict, comparison_verdicts
+from localentropy.diagnostics.compare import LEVEL
 from localentropy.experiments.core.config import got, path_text, shown
 
 SCHEMA = 1  # the format: every reader of schema 1 reads the file
 SCHEMA_VERSION = 2  # its revision: 2 added schema_version (a file without the field is revision 1)
 SCHEMAS = (SCHEMA,)
 MAX_PROBLEMS = 10
+METRIC = "squared error per replicate (its mean is the MSE)"  # what the verdicts compare
+UNIT = "replicate"
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # an int is taken as a float; true and "1" are not
-Count = Annotated[int, Strict(), Field(ge=0)]
+Integer = Annotated[int, Strict()]  # of any size: never 10.0, true or "3"
+Flag = Annotated[bool, Strict()]
+Count = Annotated[Integer, Field(ge=0)]
 
 
 class Model(BaseModel):
@@ -43,7 +47,7 @@ class RecordKey(Model):
     point: Count
     gamma: Annotated[Number, Field(gt=0)]
     temperature: Annotated[Number, Field(gt=0)]
-    budget: Annotated[int, Strict(), Field(ge=1)]
+    budget: Annotated[Integer, Field(ge=1)]
 
     @property
     def group(self) -> tuple[int, float, float]:
@@ -129,15 +133,57 @@ class Record(Model):
         return getattr(self.metrics, name, None) if self.metrics is not None else None
 
 
+class Comparison(Model):
+    """One stable candidate against the lowest (:class:`localentropy.diagnostics.compare.Comparison`)."""
+
+    name: str
+    mean: Number | None = None
+    difference: Number | None = None
+    half_width: Number | None = None
+    p_adjusted: Number | None = None
+    distinguishable: Flag = False
+    p_rank: Number | None = None
+    agree: Flag = True
+
+
+class Verdict(Model):
+    """The verdict at one (point, gamma, T, budget): which estimators have the lowest MSE, paired over replicates
+    (:class:`localentropy.diagnostics.compare.BestSet`, with where it was reached and on which metric)."""
+
+    point: Integer
+    gamma: Number
+    temperature: Number
+    budget: Integer
+    metric: str = METRIC
+    lowest: str | None = None
+    best: list[str] = Field(default_factory=list)
+    n: Integer = 0
+    unit: str = UNIT
+    level: Number = LEVEL
+    method: str = ""
+    detectable: Number | None = None
+    comparisons: list[Comparison] = Field(default_factory=list)
+    excluded: list[str] = Field(default_factory=list)
+    divergence: dict[str, Integer] = Field(default_factory=dict)
+    runaway_threshold: Number | None = None
+    governs: str = ""
+    diverged: list[str] = Field(default_factory=list)
+
+    @property
+    def group(self) -> tuple[int, float, float]:
+        """The (point, gamma, T) of the verdict: the report's table it belongs to."""
+        return (self.point, self.gamma, self.temperature)
+
+
 class Meta(Model):
     """Where and how the run ran: its seed, package versions, device, threads, noise stream, platform and commit."""
 
     model_config = ConfigDict(extra="allow")  # what environment() records besides these is kept
 
-    seed: int | None = None
+    seed: Integer | None = None
     versions: dict[str, str | None] = Field(default_factory=dict)
     device: str | None = None
-    torch_threads: int | None = None
+    torch_threads: Integer | None = None
     noise_stream: str | None = None
     platform: str | None = None
     git_commit: str | None = None
@@ -149,7 +195,7 @@ class Results(Model):
     A file written before the verdicts were stored gets them when it is read (:func:`comparison_verdicts`)."""
 
     schema_: int = Field(SCHEMA, alias="schema")
-    schema_version: Annotated[int, Strict(), Field(ge=1)] = 1  # files without the field are revision 1
+    schema_version: Annotated[Integer, Field(ge=1)] = 1  # files without the field are revision 1
     name: str
     config: dict[str, Any] | None = None  # the resolved config (its model: RunConfig)
     meta: Meta | None = None
@@ -162,6 +208,8 @@ class Results(Model):
     @model_validator(mode="after")
     def _verdicts_once(self) -> Results:
         if "verdicts" not in self.model_fields_set:
+            from localentropy.experiments.comparison.verdicts import comparison_verdicts  # which imports this module
+
             self.verdicts = comparison_verdicts(self.records)
         return self
 

@@ -10,64 +10,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Annotated
-
-from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from localentropy.diagnostics.compare import LEVEL, best_set
+from localentropy.experiments.comparison.results import METRIC, UNIT, Record, Verdict
 from localentropy.experiments.core.rundir import finite_or_none
-
-if TYPE_CHECKING:
-    from localentropy.experiments.comparison.results import Record
-
-METRIC = "squared error per replicate (its mean is the MSE)"
-UNIT = "replicate"
-
-Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-
-
-class Comparison(BaseModel):
-    """One stable candidate against the lowest (:class:`localentropy.diagnostics.compare.Comparison`)."""
-
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
-
-    name: str
-    mean: Number | None = None
-    difference: Number | None = None
-    half_width: Number | None = None
-    p_adjusted: Number | None = None
-    distinguishable: bool = False
-    p_rank: Number | None = None
-    agree: bool = True
-
-
-class Verdict(BaseModel):
-    """The verdict at one (point, gamma, T, budget): the best set of :func:`best_set` with where it was reached."""
-
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
-
-    point: int
-    gamma: Number
-    temperature: Number
-    budget: int
-    metric: str = METRIC
-    lowest: str | None = None
-    best: list[str] = Field(default_factory=list)
-    n: int = 0
-    unit: str = UNIT
-    level: Number = LEVEL
-    method: str = ""
-    detectable: Number | None = None
-    comparisons: list[Comparison] = Field(default_factory=list)
-    excluded: list[str] = Field(default_factory=list)
-    divergence: dict[str, int] = Field(default_factory=dict)
-    runaway_threshold: Number | None = None
-    governs: str = ""
-    diverged: list[str] = Field(default_factory=list)
-
-    @property
-    def group(self) -> tuple[int, float, float]:
-        return (self.point, self.gamma, self.temperature)
 
 
 def comparison_verdicts(
