@@ -192,6 +192,10 @@ def _verdict_lines(ok_rows: list[Row], verdicts: list[Verdict]) -> list[str]:
             )
         else:
             text = verdict_text(v.model_dump(), fmt=fmt, name=quoted)
+            if v.excluded:  # a record that did not finish (or has other replicates) is named, not silently left out
+                text += (
+                    f"; not compared (no squared errors on the common replicates): {', '.join(map(quoted, v.excluded))}"
+                )
         lines.append(f"- budget {fmt_count(v.budget)}: {text}")
     if not lines:
         return []

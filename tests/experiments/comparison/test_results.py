@@ -166,3 +166,18 @@ def test_results_hold_typed_records(tiny_run: Path) -> None:
     smooth = by_key[("smooth", 16)]
     assert smooth.estimator is not None and smooth.estimator.kind == "smoothing" and smooth.chains is None
     assert copy.deepcopy(results) == results
+
+
+def test_a_record_left_out_of_a_verdict_is_named(tiny_run: Path, tmp_path: Path) -> None:
+    def diverge(data: dict[str, Any]) -> None:
+        data.pop("verdicts")  # an older file: the verdicts are computed when it is read
+        for record in data["records"]:
+            if record["key"]["estimator"] == "sgld" and record["key"]["budget"] == 16:
+                record.update(status="diverged", error="the chains left the finite range", metrics=None, chains=None)
+
+    run = damaged(tiny_run, tmp_path, diverge)
+    assert load_run(run).verdicts[0].excluded == ["sgld"]
+    assert main(["report", str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert "- budget 16: lowest: `smooth`, distinguishable from every other" in text
+    assert "not compared (no squared errors on the common replicates): `sgld`" in text
