@@ -1,8 +1,10 @@
 """A run directory's report: ``report.md`` with one table per (point, gamma, temperature) and PNG figures.
 
-``write_report([run_dir], out_dir)`` rebuilds one run's report; several run directories are merged into one
-report (an estimator name found in more than one run is labelled ``<run name>/<estimator>``). Figures are
-drawn by :mod:`localentropy.experiments.core.plots`; every file is written atomically.
+:func:`render_report` draws it from typed results held in memory (:class:`~localentropy.experiments.comparison
+.results.Results`, the verdicts included: the run computed them once, the report reads them) and each run's
+draws.nc; ``write_report([run_dir], out_dir)`` rebuilds one run's report from disk; several run directories are
+merged into one report (an estimator name found in more than one run is labelled ``<run name>/<estimator>``).
+Figures are drawn by :mod:`localentropy.experiments.core.plots`; every file is written atomically.
 """
 
 from __future__ import annotations

@@ -107,9 +107,8 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[Record, T
         evals = result.grad_evals
         if r == 0 and spec.kind == "local-entropy":
             first_draws = result.draws
-    record.timing = Timing(
-        seconds_per_replicate=seconds / max(len(estimates), 1), seconds_total=time.perf_counter() - start
-    )
+    timing = {"seconds_per_replicate": seconds / max(len(estimates), 1), "seconds_total": time.perf_counter() - start}
+    record.timing = Timing.model_validate(finite_or_none(timing))
     if record.status != "ok":
         return record, None
     quality = estimator_quality(
