@@ -218,7 +218,8 @@ def test_rank_counts_partition_the_pooled_draws() -> None:
         ("[1, 2]", "must hold a JSON object"),
         ('{"schema": 99, "records": []}', "has schema 99"),
         ('{"schema": 1}', "no 'records' list"),
-        ('{"schema": 1, "records": [{"key": {}}]}', "record 0 has no key"),
+        ('{"schema": 1, "records": [{"key": {}}]}', r"records\[0\]\.key\.estimator: missing \(required\)"),
+        ('{"schema": 1, "records": [{"key": {"estimator": "a", "point": 0, "gamma": true}}]}', r"key\.gamma: got True"),
     ],
 )
 def test_load_run_errors_name_the_file(tmp_path: Path, content: str | None, message: str) -> None:
