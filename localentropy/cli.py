@@ -85,7 +85,8 @@ def _out_is_free(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _out_is_free(args)
+    # the run directory is checked once, under its lock, by run_comparison (its config is read and checked in
+    # well under a second: no earlier look is needed)
     from localentropy.experiments.comparison.runner import run_comparison
 
     return _report_outcome(*run_comparison(resolve_config(args.config), args.out, force=args.force))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from localentropy.experiments.comparison.report import write_report
+from localentropy.experiments.comparison.report import render_report
 from localentropy.experiments.comparison.results import load_run
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.core.rundir import RunDirectory, RunDirectoryError
@@ -37,9 +37,7 @@ def rebuild_report(runs: list[str], out: str | None = None) -> Path:
         trained = [_train_results(d) for d in dirs]
         if any(t is not None for t in trained) and len(dirs) > 1:
             raise ValueError("a training run's report is rebuilt alone: give one training run directory")
-        for d, t in zip(dirs, trained, strict=True):
-            if t is None:
-                load_run(d)
+        loaded = [(d, load_run(d)) for d, t in zip(dirs, trained, strict=True) if t is None]
     except ValueError as exc:
         raise RunDirectoryError(str(exc)) from None
     if out is not None:
@@ -59,4 +57,4 @@ def rebuild_report(runs: list[str], out: str | None = None) -> Path:
     with RunDirectory(target).locked():
         if trained[0] is not None:
             return write_train_outputs(target, trained[0])
-        return write_report(dirs, target)
+        return render_report(loaded, target)  # the runs as loaded and checked above, not read again

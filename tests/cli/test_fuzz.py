@@ -77,7 +77,7 @@ def test_fuzz_sweep_refuses_malformed_configs(workspace, capsys, data):
 
 NOT_A_STRING = st.sampled_from([0, 1.5, True, [], {}, ["a"]])
 NOT_AN_OBJECT = st.sampled_from([0, 1.5, "x", True, [], [1]])
-NOT_A_METRIC = st.sampled_from(["0.1", "", True, False, {"a": "b"}, ["x"], [True]])
+NOT_A_METRIC = st.sampled_from(["0.1", "", True, False, {"a": "b"}, ["x"], [True], 10**400])  # 10**400: no float
 RESULTS_FIELDS: list[tuple[Path_, st.SearchStrategy]] = [
     (("schema",), st.sampled_from([0, 2, 99, "1", None, [], {}, 1.5])),
     (("records",), NOT_A_LIST | st.just([]) | st.just({"a": 1})),
@@ -85,8 +85,8 @@ RESULTS_FIELDS: list[tuple[Path_, st.SearchStrategy]] = [
     (("records", 0, "key"), NOT_AN_OBJECT | st.just({})),
     (("records", 0, "key", "estimator"), NOT_A_STRING | st.just("")),
     (("records", 0, "key", "point"), st.sampled_from([-1, 1.5, "0", None, True, [], {}])),
-    (("records", 1, "key", "gamma"), st.sampled_from([0, -1.0, "1", None, True, [], {}])),
-    (("records", 1, "key", "temperature"), st.sampled_from([0.0, -2, "x", None, False, [1.0]])),
+    (("records", 1, "key", "gamma"), st.sampled_from([0, -1.0, "1", None, True, [], {}, 10**400])),
+    (("records", 1, "key", "temperature"), st.sampled_from([0.0, -2, "x", None, False, [1.0], -(10**400)])),
     (("records", 2, "key", "budget"), st.sampled_from([0, -5, 1.5, "8", None, True, [8]])),
     (("records", 0, "status"), st.sampled_from([0, None, True, [], {}])),
     (("records", 2, "error"), st.sampled_from([0, 1.5, True, [], {"a": 1}])),
@@ -97,7 +97,7 @@ RESULTS_FIELDS: list[tuple[Path_, st.SearchStrategy]] = [
     (("records", 0, "chains", "max_rhat"), NOT_A_METRIC),
     (("records", 0, "timing"), NOT_AN_OBJECT),
     (("records", 0, "timing", "seconds_per_replicate"), NOT_A_METRIC),
-    (("records", 0, "ksd"), st.sampled_from(["0.3", True, [], {}, [0.3]])),
+    (("records", 0, "ksd"), st.sampled_from(["0.3", True, [], {}, [0.3], 10**400])),
     (("records", 0, "estimator"), NOT_AN_OBJECT),
     (("records", 0, "estimator", "kind"), NOT_A_STRING),
     (("name",), NOT_A_STRING),

@@ -11,65 +11,62 @@ import contextlib
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from localentropy.experiments.comparison.formatting import figure_name, fmt, fmt_count
+from localentropy.experiments.comparison.results import RecordKey
 from localentropy.experiments.core import plots
 from localentropy.experiments.core.files import slug
+
+if TYPE_CHECKING:
+    from localentropy.experiments.comparison.report import Row
 
 MAX_CHAIN_FIGURES = 12
 
 
-def record_ids(key: dict[str, Any]) -> list[str]:
+def record_ids(key: RecordKey | dict[str, Any]) -> list[str]:
     """The record's possible node names in draws.nc: gamma and T as Python prints them, then in ``:g`` form."""
+    key = RecordKey.model_validate(key)
     ids = []
     for form in ("{}", "{:g}"):
-        parts = [key.get(name) for name in ("gamma", "temperature")]
-        with contextlib.suppress(TypeError, ValueError):
-            parts = [form.format(v) for v in parts]
-        raw = f"{key['estimator']}__p{key.get('point')}__g{parts[0]}__T{parts[1]}__b{key.get('budget')}"
-        ids.append(slug(raw))
+        gamma, temperature = form.format(key.gamma), form.format(key.temperature)
+        ids.append(slug(f"{key.estimator}__p{key.point}__g{gamma}__T{temperature}__b{key.budget}"))
     return list(dict.fromkeys(ids))
 
 
-def find_node(tree: Any, key: dict[str, Any]) -> str | None:
+def find_node(tree: Any, key: RecordKey) -> str | None:
     """The draws.nc node holding a record's draws: by name, else by the key stored in the node's attributes."""
     for rid in record_ids(key):
         if rid in tree.children and "posterior" in tree[rid].children:
             return rid
-    wanted = {k: str(v) for k, v in key.items()}
+    wanted = {k: str(v) for k, v in key.model_dump().items()}
     for name, node in tree.children.items():
         if "posterior" in node.children and {k: str(node.attrs.get(k)) for k in wanted} == wanted:
             return name
     return None
 
 
-def _rhat(row: dict[str, Any]) -> float:
-    value = (row["record"].get("chains") or {}).get("max_rhat")
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else -math.inf
+def _rhat(row: Row) -> float:
+    value = row.record.chains.max_rhat if row.record.chains is not None else None
+    return value if value is not None else -math.inf
 
 
-def _budget(row: dict[str, Any]) -> float:
-    value = row["record"]["key"].get("budget")
-    return float(value) if isinstance(value, int | float) else -math.inf
-
-
-def worst_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def worst_records(rows: list[Row]) -> list[Row]:
     """Per (run, estimator) with chains, its record with the highest R-hat (then the largest budget)."""
-    worst: dict[tuple, dict[str, Any]] = {}
+    worst: dict[tuple, Row] = {}
     for row in rows:
-        record = row["record"]
-        if record.get("status") != "ok" or (record.get("estimator") or {}).get("kind") == "smoothing":
+        record = row.record
+        if record.status != "ok" or (record.estimator is not None and record.estimator.kind == "smoothing"):
             continue
-        key = (row["run"], row["label"])
-        if key not in worst or (_rhat(row), _budget(row)) > (_rhat(worst[key]), _budget(worst[key])):
+        key = (row.run, row.label)
+        if key not in worst or (_rhat(row), record.key.budget) > (_rhat(worst[key]), worst[key].record.key.budget):
             worst[key] = row
-    return sorted(worst.values(), key=lambda r: (-_rhat(r), r["label"]))
+    return sorted(worst.values(), key=lambda r: (-_rhat(r), r.label))
 
 
-def chain_figures(rows: list[dict[str, Any]], out_dir: Path, title_of: Any) -> tuple[list[str], list[str]]:
+def chain_figures(rows: list[Row], out_dir: Path, title_of: Any) -> tuple[list[str], list[str]]:
     """Trace and rank plots of every estimator's worst-mixed record: (image lines, notes)."""
     import xarray as xr
 
@@ -84,7 +81,7 @@ def chain_figures(rows: list[dict[str, Any]], out_dir: Path, title_of: Any) -> t
         chosen = chosen[:MAX_CHAIN_FIGURES]
     by_run = defaultdict(list)
     for row in chosen:
-        by_run[(row["run"], row["run_dir"])].append(row)
+        by_run[(row.run, row.run_dir)].append(row)
     for (run_label, run_dir), run_rows in by_run.items():
         path = Path(run_dir) / "draws.nc"
         if not path.exists():
@@ -93,11 +90,10 @@ def chain_figures(rows: list[dict[str, Any]], out_dir: Path, title_of: Any) -> t
         try:
             with xr.open_datatree(path, engine="h5netcdf") as tree:
                 for row in run_rows:
-                    rid = find_node(tree, row["record"]["key"])
+                    rid = find_node(tree, row.record.key)
                     if rid is None:
-                        notes.append(
-                            f"draws.nc of run `{run_label}` has no draws for `{record_ids(row['record']['key'])[0]}`."
-                        )
+                        missing = record_ids(row.record.key)[0]
+                        notes.append(f"draws.nc of run `{run_label}` has no draws for `{missing}`.")
                         continue
                     draws = np.asarray(tree[rid]["posterior"]["x"].values, float)
                     images.append(_chain_figure(draws.reshape(*draws.shape[:2], -1), row, rid, out_dir, title_of))
@@ -106,7 +102,7 @@ def chain_figures(rows: list[dict[str, Any]], out_dir: Path, title_of: Any) -> t
     return images, list(dict.fromkeys(notes))
 
 
-def _chain_figure(draws: np.ndarray, row: dict[str, Any], rid: str, out_dir: Path, title_of: Any) -> str:
+def _chain_figure(draws: np.ndarray, row: Row, rid: str, out_dir: Path, title_of: Any) -> str:
     import arviz_stats
 
     coords = [(0, "coordinate 0")]
@@ -114,9 +110,9 @@ def _chain_figure(draws: np.ndarray, row: dict[str, Any], rid: str, out_dir: Pat
         ess = np.asarray(arviz_stats.ess(draws, method="bulk"), float)
         low = int(np.nanargmin(ess))
         coords = [(0, f"ESS {fmt(ess[0])}")] + ([(low, f"lowest ESS, {fmt(ess[low])}")] if low != 0 else [])
-    name = figure_name(f"chains_{row['run']}_{rid}")
+    name = figure_name(f"chains_{row.run}_{rid}")
     rhat = _rhat(row)
-    title = f"{row['label']}, {title_of(row['group'])}, budget {fmt_count(row['record']['key'].get('budget'))}" + (
+    title = f"{row.label}, {title_of(row.group)}, budget {fmt_count(row.record.key.budget)}" + (
         f", max R-hat {fmt(rhat)}" if math.isfinite(rhat) else ""
     )
     plots.plot_chains(draws, coords, title, out_dir / name)

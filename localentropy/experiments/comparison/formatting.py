@@ -6,6 +6,7 @@ import hashlib
 import math
 from typing import Any
 
+from localentropy.experiments.comparison.results import EstimatorInfo, Record
 from localentropy.experiments.core.files import slug
 
 DASH = "—"
@@ -30,7 +31,9 @@ def fmt(value: Any) -> str:
 
 
 def fmt_count(value: Any) -> str:
-    if isinstance(value, int | float) and math.isfinite(value) and float(value).is_integer():
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # any size: never through a float (an integer beyond its range would overflow)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))
     return fmt(value)
 
@@ -51,19 +54,18 @@ def figure_name(stem: str) -> str:
     return f"{name}.png"
 
 
-def estimator_description(record: dict[str, Any]) -> str | None:
+def estimator_description(record: Record) -> str | None:
     """What a record's estimator runs: its sampler (and preset), or "smoothing, order k"; None when unknown."""
-    estimator = record.get("estimator") or {}
-    settings = estimator.get("settings") or {}
-    if estimator.get("kind") == "smoothing":
+    estimator = record.estimator or EstimatorInfo()
+    settings = estimator.settings
+    if estimator.kind == "smoothing":
         return "smoothing" + (f", order {settings['order']}" if "order" in settings else "")
-    sampler = estimator.get("sampler")
-    if not sampler:
+    if not estimator.sampler:
         return None
-    return sampler + (f", preset {settings['preset']}" if settings.get("preset") else "")
+    return estimator.sampler + (f", preset {settings['preset']}" if settings.get("preset") else "")
 
 
-def estimator_cell(label: str, record: dict[str, Any]) -> str:
+def estimator_cell(label: str, record: Record) -> str:
     """The label, with what the estimator runs beside it when the label is not that name."""
     description = estimator_description(record)
     plain = label.rsplit("/", 1)[-1]  # a merged report prefixes the run's name

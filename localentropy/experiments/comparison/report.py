@@ -1,8 +1,10 @@
 """A run directory's report: ``report.md`` with one table per (point, gamma, temperature) and PNG figures.
 
-``write_report([run_dir], out_dir)`` rebuilds one run's report; several run directories are merged into one
-report (an estimator name found in more than one run is labelled ``<run name>/<estimator>``). Figures are
-drawn by :mod:`localentropy.experiments.core.plots`; every file is written atomically.
+:func:`render_report` draws it from typed results held in memory (:class:`~localentropy.experiments.comparison
+.results.Results`, the verdicts included: the run computed them once, the report reads them) and each run's
+draws.nc; ``write_report([run_dir], out_dir)`` rebuilds one run's report from disk; several run directories are
+merged into one report (an estimator name found in more than one run is labelled ``<run name>/<estimator>``).
+Figures are drawn by :mod:`localentropy.experiments.core.plots`; every file is written atomically.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
@@ -28,12 +30,21 @@ from localentropy.experiments.comparison.formatting import (
     quoted,
 )
 from localentropy.experiments.comparison.formatting import md as _md
-from localentropy.experiments.comparison.results import load_run
+from localentropy.experiments.comparison.results import (
+    Chains,
+    Meta,
+    Metrics,
+    Record,
+    Results,
+    Timing,
+    Verdict,
+    load_run,
+)
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core import plots
 from localentropy.experiments.tuning.record import tuning_summary, tuning_table
 
-__all__ = ["load_run", "record_ids", "write_report"]
+__all__ = ["load_run", "record_ids", "render_report", "write_report"]
 
 MAX_GROUPS_PLOTTED = 6
 COLUMNS = (
@@ -73,117 +84,128 @@ identical numbers. Method: {method}, at 95 %. **Tied** lists the estimators not 
 with the largest simultaneous half-width among them: smaller differences could not have been detected."""
 
 
-def _sort_key(value: Any) -> tuple:
-    return (0, value, "") if isinstance(value, int | float) else (1, 0, str(value))
-
-
 def _group_title(group: tuple) -> str:
     point, gamma, temperature = group
     return f"point {point}, gamma = {fmt(gamma)}, T = {fmt(temperature)}"
 
 
-def _is_ok(record: dict[str, Any]) -> bool:
-    return record.get("status") == "ok" and isinstance(record.get("metrics"), dict)
+class Run(NamedTuple):
+    """One run of the report: its label (its name, numbered when two runs share one), directory and results."""
+
+    label: str
+    path: Path
+    results: Results
 
 
-def _metric(row: dict[str, Any], name: str) -> float:
-    value = (row["record"].get("metrics") or {}).get(name)
-    return float(value) if isinstance(value, int | float) else math.nan
+class Row(NamedTuple):
+    """A record with its display label (``<run>/<estimator>`` when two merged runs have that estimator)."""
+
+    label: str
+    run: str
+    run_dir: Path
+    group: tuple[int, float, float]
+    record: Record
 
 
-def _rows(runs: list[tuple[str, Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+def _metric(row: Row, name: str) -> float:
+    value = row.record.metric(name)
+    return float(value) if value is not None else math.nan
+
+
+def _rows(runs: list[Run]) -> list[Row]:
     """Every record with its display label, run and group."""
     owners = defaultdict(set)
-    for run_label, _, data in runs:
-        for record in data["records"]:
-            owners[str(record["key"]["estimator"])].add(run_label)
+    for run in runs:
+        for record in run.results.records:
+            owners[record.key.estimator].add(run.label)
     rows = []
-    for run_label, run_dir, data in runs:
-        for record in data["records"]:
-            key = record["key"]
-            name = str(key["estimator"])
-            label = f"{run_label}/{name}" if len(owners[name]) > 1 else name
-            group = (key.get("point"), key.get("gamma"), key.get("temperature"))
-            rows.append({"label": label, "run": run_label, "run_dir": run_dir, "group": group, "record": record})
+    for run in runs:
+        for record in run.results.records:
+            name = record.key.estimator
+            label = f"{run.label}/{name}" if len(owners[name]) > 1 else name
+            rows.append(Row(label, run.label, run.path, record.key.group, record))
     return rows
 
 
-def _ordered(ok_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _ordered(ok_rows: list[Row]) -> list[Row]:
     """Rows by estimator (lowest MSE at the largest budget first), then budget."""
     by_label = defaultdict(list)
     for row in ok_rows:
-        by_label[row["label"]].append(row)
-    budgets = [row["record"]["key"].get("budget") for row in ok_rows]
-    top = max((b for b in budgets if isinstance(b, int | float)), default=None)
+        by_label[row.label].append(row)
+    top = max((row.record.key.budget for row in ok_rows), default=None)
 
     def rank(label: str) -> tuple:
-        rows = sorted(by_label[label], key=lambda r: _sort_key(r["record"]["key"].get("budget")))
-        at_top = [r for r in rows if r["record"]["key"].get("budget") == top]
+        rows = sorted(by_label[label], key=lambda r: r.record.key.budget)
+        at_top = [r for r in rows if r.record.key.budget == top]
         mse = _metric((at_top or rows)[-1], "mse")
         return (not at_top, math.isnan(mse), mse, label)
 
     out = []
     for label in sorted(by_label, key=rank):
-        out.extend(sorted(by_label[label], key=lambda r: _sort_key(r["record"]["key"].get("budget"))))
+        out.extend(sorted(by_label[label], key=lambda r: r.record.key.budget))
     return out
 
 
-def _table(rows: list[dict[str, Any]]) -> list[str]:
+def _table(rows: list[Row]) -> list[str]:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        record = row["record"]
-        m, chains = record["metrics"], record.get("chains") or {}
-        mse = fmt(m.get("mse")) + (f" ± {fmt(m['mse_mcse'])}" if m.get("mse_mcse") is not None else "")
+        record = row.record
+        m, chains, timing = record.metrics or Metrics(), record.chains or Chains(), record.timing or Timing()
+        mse = fmt(m.mse) + (f" ± {fmt(m.mse_mcse)}" if m.mse_mcse is not None else "")
         cells = [
-            estimator_cell(row["label"], record),
-            fmt_count(record["key"].get("budget")),
-            fmt_count(m.get("grad_evals")),
+            estimator_cell(row.label, record),
+            fmt_count(record.key.budget),
+            fmt_count(m.grad_evals),
             mse,
-            DASH if m.get("truth_near_zero") else fmt(m.get("relative_mse")),
-            f"{fmt(m.get('bias_norm'))} ± {fmt(m.get('bias_norm_mcse'))}",
-            fmt(m.get("variance")),
-            fmt(m.get("cosine")),
-            fmt(m.get("efficiency_ratio")),
-            fmt(chains.get("min_ess_bulk")),
-            fmt(chains.get("max_rhat")),
-            fmt(record.get("ksd")),
-            fmt((record.get("timing") or {}).get("seconds_per_replicate")),
+            DASH if m.truth_near_zero else fmt(m.relative_mse),
+            f"{fmt(m.bias_norm)} ± {fmt(m.bias_norm_mcse)}",
+            fmt(m.variance),
+            fmt(m.cosine),
+            fmt(m.efficiency_ratio),
+            fmt(chains.min_ess_bulk),
+            fmt(chains.max_rhat),
+            fmt(record.ksd),
+            fmt(timing.seconds_per_replicate),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _verdict_lines(ok_rows: list[dict[str, Any]]) -> list[str]:
-    """One verdict per budget with two or more estimators, from the statistics module."""
-    labels = {id(row["record"]): row["label"] for row in ok_rows}
-    verdicts = comparison_verdicts([row["record"] for row in ok_rows], label=lambda record: labels[id(record)])
+def _group_verdicts(ok_rows: list[Row], runs: list[Run]) -> list[Verdict]:
+    """The verdicts of the rows' (point, gamma, T): the ones their run computed, read from its results; rows of
+    several merged runs are compared here, across the runs (a comparison no run holds)."""
+    owners = {row.run for row in ok_rows}
+    if len(owners) == 1:
+        results = next(run.results for run in runs if run.label in owners)
+        return [v for v in results.verdicts if v.group == ok_rows[0].group]
+    labels = {id(row.record): row.label for row in ok_rows}
+    return comparison_verdicts([row.record for row in ok_rows], label=lambda record: labels[id(record)])
+
+
+def _verdict_lines(ok_rows: list[Row], verdicts: list[Verdict]) -> list[str]:
+    """One verdict per budget with two or more estimators, in words."""
     lines = []
-    for v in sorted(verdicts, key=lambda v: _sort_key(v["budget"])):
-        if not v["best"]:
-            lowest = min(
-                ok_rows,
-                key=lambda r: _metric(r, "mse") if r["record"]["key"].get("budget") == v["budget"] else math.inf,
-            )
+    for v in sorted(verdicts, key=lambda v: v.budget):
+        if not v.best and not v.divergence:
+            lowest = min(ok_rows, key=lambda r: _metric(r, "mse") if r.record.key.budget == v.budget else math.inf)
             text = (
                 f"no per-replicate errors in this run (written before they were kept), so no verdict; lowest "
-                f"MSE {quoted(lowest['label'])}"
+                f"MSE {quoted(lowest.label)}"
             )
         else:
-            text = verdict_text(v, fmt=fmt, name=quoted)
-        lines.append(f"- budget {fmt_count(v['budget'])}: {text}")
+            text = verdict_text(v.model_dump(), fmt=fmt, name=quoted)
+            if v.excluded:  # a record that did not finish (or has other replicates) is named, not silently left out
+                text += (
+                    f"; not compared (no squared errors on the common replicates): {', '.join(map(quoted, v.excluded))}"
+                )
+        lines.append(f"- budget {fmt_count(v.budget)}: {text}")
     if not lines:
         return []
     return ["**Verdicts** (lowest MSE at each budget; paired over replicates, 95 %):", "", *lines]
 
 
-def _near_zero_note(ok_rows: list[dict[str, Any]]) -> list[str]:
-    norms = sorted(
-        {
-            fmt(r["record"]["metrics"].get("truth_norm"))
-            for r in ok_rows
-            if r["record"]["metrics"].get("truth_near_zero")
-        }
-    )
+def _near_zero_note(ok_rows: list[Row]) -> list[str]:
+    norms = sorted({fmt(r.record.metric("truth_norm")) for r in ok_rows if r.record.metric("truth_near_zero")})
     if not norms:
         return []
     return [
@@ -193,38 +215,38 @@ def _near_zero_note(ok_rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _not_ok(rows: list[dict[str, Any]]) -> list[str]:
+def _not_ok(rows: list[Row]) -> list[str]:
     lines = []
     for row in rows:
-        record, key = row["record"], row["record"]["key"]
-        status = record.get("status") if record.get("status") != "ok" else "ok, but no metrics"
-        error = record.get("error") or "no error message"
-        lines.append(f"- `{_md(row['label'])}`, budget {fmt_count(key.get('budget'))}: **{status}**: {_md(error)}")
+        record = row.record
+        status = record.status if record.status != "ok" else "ok, but no metrics"
+        error = record.error or "no error message"
+        lines.append(f"- `{_md(row.label)}`, budget {fmt_count(record.key.budget)}: **{_md(status)}**: {_md(error)}")
     return lines
 
 
-def _meta(run_label: str, run_dir: Path, data: dict[str, Any]) -> list[str]:
-    meta = data.get("meta") or {}
-    versions = meta.get("versions") or {}
+def _meta(run: Run) -> list[str]:
+    results = run.results
+    meta = results.meta or Meta()
     lines = [
-        f"### Run `{_md(run_label)}`",
+        f"### Run `{_md(run.label)}`",
         "",
-        f"- directory: `{run_dir}`",
-        f"- seed: {meta.get('seed', DASH)}; device: {meta.get('device', DASH)}; git commit: "
-        f"{meta.get('git_commit') or 'unknown'}",
-        "- versions: " + (", ".join(f"{k} {v or '?'}" for k, v in versions.items()) or "unknown"),
-        f"- records: {len(data['records'])}",
-        *(["- estimators as they ran:", *(f"  {line}" for line in _ran_with(data))] if _ran_with(data) else []),
+        f"- directory: `{run.path}`",
+        f"- seed: {DASH if meta.seed is None else meta.seed}; device: {meta.device or DASH}; git commit: "
+        f"{meta.git_commit or 'unknown'}",
+        "- versions: " + (", ".join(f"{k} {v or '?'}" for k, v in meta.versions.items()) or "unknown"),
+        f"- records: {len(results.records)}",
+        *(["- estimators as they ran:", *(f"  {line}" for line in _ran_with(results))] if _ran_with(results) else []),
     ]
-    if data.get("config") is not None:
-        config = json.dumps(data["config"], indent=2, sort_keys=True, default=str)
+    if results.config is not None:
+        config = json.dumps(results.config, indent=2, sort_keys=True, default=str)
         lines += ["", "<details><summary>resolved config</summary>", "", "```json", config, "```", "</details>"]
     return [*lines, ""]
 
 
-def _tuning(run_label: str, data: dict[str, Any]) -> list[str]:
+def _tuning(run: Run) -> list[str]:
     """The run's tuning section: the search, the equal budget, where the trials ran, and a row per estimator."""
-    tuning = data.get("tuning")
+    tuning = run.results.tuning
     if not isinstance(tuning, dict) or not isinstance(tuning.get("estimators"), dict):
         return []
     units = (
@@ -232,7 +254,7 @@ def _tuning(run_label: str, data: dict[str, Any]) -> list[str]:
         f"(gamma {tuning['gamma']:g}, T {tuning['temperature']:g}, {tuning['chains']} chains)"
     )
     return [
-        f"## Tuning (run `{_md(run_label)}`)",
+        f"## Tuning (run `{_md(run.label)}`)",
         "",
         tuning_summary(tuning, units) + " "
         f"Objective: the mean squared error against the truth. Trials ran on {tuning['points']}, with replicate "
@@ -244,15 +266,15 @@ def _tuning(run_label: str, data: dict[str, Any]) -> list[str]:
     ]
 
 
-def _series(ok_rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, ...]]]:
+def _series(ok_rows: list[Row]) -> dict[str, list[tuple[float, ...]]]:
     out = defaultdict(list)
     for row in sorted(ok_rows, key=lambda r: _metric(r, "grad_evals")):
         names = ("grad_evals", "mse", "bias_norm", "bias_norm_mcse", "variance")
-        out[row["label"]].append(tuple(_metric(row, n) for n in names))
+        out[row.label].append(tuple(_metric(row, n) for n in names))
     return dict(out)
 
 
-def _clipped_note(ok_rows: list[dict[str, Any]]) -> list[str]:
+def _clipped_note(ok_rows: list[Row]) -> list[str]:
     """The points the log-scaled panels of the errors figure cannot show: a bias corrected to 0 (variance / R
     subtracted, clipped at 0) has no place on the bias² axis, nor a variance or MSE of 0 on theirs."""
     lost = defaultdict(list)
@@ -260,7 +282,7 @@ def _clipped_note(ok_rows: list[dict[str, Any]]) -> list[str]:
         for name, panel in (("bias_norm", "bias²"), ("mse", "MSE"), ("variance", "variance")):
             value = _metric(row, name)
             if not math.isnan(value) and value <= 0:
-                lost[(panel, row["label"])].append(fmt_count(row["record"]["key"].get("budget")))
+                lost[(panel, row.label)].append(fmt_count(row.record.key.budget))
     if not lost:
         return []
     parts = [f"{panel}: {quoted(label)} at budget {', '.join(budgets)}" for (panel, label), budgets in lost.items()]
@@ -271,25 +293,24 @@ def _clipped_note(ok_rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _difference_forest(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+def _difference_forest(rows: list[Row], runs: list[Run], out_dir: Path) -> list[str]:
     """The forest plot of every verdict's paired differences (each stable estimator's mean squared error minus
     the lowest's at the same point and budget, with the Bonferroni simultaneous 95 % t-interval over the
     replicates), one panel per (point, gamma, T, budget); nothing when no verdict has a difference."""
-    ok_rows = [row for row in rows if _is_ok(row["record"])]
-    labels = {id(row["record"]): row["label"] for row in ok_rows}
-    verdicts = comparison_verdicts([row["record"] for row in ok_rows], label=lambda record: labels[id(record)])
-    drawn = [
-        {
-            "label": f"{c['name']} minus {v['lowest']}",
-            "unit": f"MSE, {_group_title((v['point'], v['gamma'], v['temperature']))}, budget {fmt_count(v['budget'])}",
-            "estimate": {"mean": c["difference"], "ci95": c["half_width"]},
-        }
-        for v in sorted(
-            verdicts, key=lambda v: tuple(_sort_key(v[k]) for k in ("point", "gamma", "temperature", "budget"))
-        )
-        for c in v["comparisons"]
-        if c["half_width"] is not None
-    ]
+    drawn = []
+    for group in sorted({row.group for row in rows}):
+        ok_rows = [row for row in rows if row.group == group and row.record.ok]
+        verdicts = sorted(_group_verdicts(ok_rows, runs), key=lambda v: v.budget) if ok_rows else []
+        drawn += [
+            {
+                "label": f"{c.name} minus {v.lowest}",
+                "unit": f"MSE, {_group_title(group)}, budget {fmt_count(v.budget)}",
+                "estimate": {"mean": c.difference, "ci95": c.half_width},
+            }
+            for v in verdicts
+            for c in v.comparisons
+            if c.difference is not None and c.half_width is not None
+        ]
     interval = "mean and Bonferroni simultaneous 95 % t-interval over the paired replicates"
     if plots.plot_forest(drawn, out_dir / "forest.png", "paired differences to the lowest MSE", interval=interval):
         return [
@@ -304,13 +325,13 @@ def _difference_forest(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
     return []
 
 
-def _ran_with(data: dict[str, Any]) -> list[str]:
+def _ran_with(results: Results) -> list[str]:
     """Each estimator with the values it ran with: the tuned ones (the search's choice, in place of the
     configured ones, which the resolved config below still shows) marked."""
-    tuning = data.get("tuning") if isinstance(data.get("tuning"), dict) else {}
+    tuning = results.tuning if isinstance(results.tuning, dict) else {}
     chosen = {k: r["chosen"] for k, r in (tuning.get("estimators") or {}).items() if r.get("chosen")}
     lines = []
-    for e in (data.get("config") or {}).get("estimators", []):
+    for e in (results.config or {}).get("estimators", []):
         tuned = chosen.get(e["label"], {})
         values = {**(e.get("hyperparameters") or {}), **tuned}
         text = ", ".join(f"{k} = {fmt(v)}" + (" (**tuned**)" if k in tuned else "") for k, v in values.items())
@@ -325,35 +346,37 @@ def write_report(run_dirs: Sequence[Path | str], out_dir: Path | str) -> Path:
     results.json read back (checked by :func:`load_run`), then :func:`render_report`."""
     if not run_dirs:
         raise ValueError("write_report needs at least one run directory")
-    loaded = []
-    for run_dir in run_dirs:
-        data = load_run(run_dir)
-        run_dir = Path(run_dir)
-        loaded.append((run_dir.parent if run_dir.name == "results.json" and run_dir.is_file() else run_dir, data))
-    return render_report(loaded, out_dir)
+    return render_report([(run_path(run_dir), load_run(run_dir)) for run_dir in run_dirs], out_dir)
 
 
-def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path | str) -> Path:
-    """report.md and its figures from results held in memory, each with its run directory (where its draws.nc
-    lies): what a run writes as it finishes, and what ``localentropy report`` rebuilds from disk."""
+def run_path(run_dir: Path | str) -> Path:
+    """The run directory of a directory or of its results.json."""
+    path = Path(run_dir)
+    return path.parent if path.name == "results.json" and path.is_file() else path
+
+
+def render_report(results: Sequence[tuple[Path, Results]], out_dir: Path | str) -> Path:
+    """report.md and its figures, a pure function of the results held in memory (verdicts included) and the draws
+    (each run's draws.nc, in its run directory): what a run writes as it finishes, and what ``localentropy report``
+    rebuilds from disk."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs, seen = [], defaultdict(int)
+    runs: list[Run] = []
+    seen: dict[str, int] = defaultdict(int)
     for run_dir, data in results:
-        name = str(data.get("name"))
-        seen[name] += 1
-        runs.append((name if seen[name] == 1 else f"{name}#{seen[name]}", run_dir, data))
+        seen[data.name] += 1
+        runs.append(Run(data.name if seen[data.name] == 1 else f"{data.name}#{seen[data.name]}", run_dir, data))
     rows = _rows(runs)
-    groups = sorted({row["group"] for row in rows}, key=lambda g: tuple(_sort_key(v) for v in g))
-    labels = sorted({row["label"] for row in rows})
+    groups = sorted({row.group for row in rows})
+    labels = sorted({row.label for row in rows})
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     colors = {label: to_hex(cmap(i % cmap.N)) for i, label in enumerate(labels)}
 
-    title_line = f"# Local-entropy gradient report: {' + '.join(f'`{_md(r[0])}`' for r in runs)}"
+    title_line = f"# Local-entropy gradient report: {' + '.join(f'`{_md(run.label)}`' for run in runs)}"
     answer: list[str] = []  # the verdicts of every (point, gamma, T), first in the report
     lines = []
     for run in runs:
-        lines += _tuning(run[0], run[2])
+        lines += _tuning(run)
     lines += ["## How to read this", "", HOW_TO_READ.format(dash=DASH, method=METHOD), ""]
     plotted = groups[:MAX_GROUPS_PLOTTED]
     if len(groups) > MAX_GROUPS_PLOTTED:
@@ -365,18 +388,18 @@ def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path 
     efficiency_panels = []
     for group in groups:
         title = _group_title(group)
-        in_group = [row for row in rows if row["group"] == group]
-        ok_rows = _ordered([row for row in in_group if _is_ok(row["record"])])
+        in_group = [row for row in rows if row.group == group]
+        ok_rows = _ordered([row for row in in_group if row.record.ok])
         lines += [f"## {title}", ""]
         if ok_rows:
-            verdicts = _verdict_lines(ok_rows)
+            verdicts = _verdict_lines(ok_rows, _group_verdicts(ok_rows, runs))
             lines += [*_table(ok_rows), "", *_near_zero_note(ok_rows), *verdicts, *([""] if verdicts else [])]
             lines += _clipped_note(ok_rows) if group in plotted else []
             if verdicts:
                 answer += [f"**{title}**", "", *verdicts[2:], ""]
         else:
             lines += ["No record finished for this combination.", ""]
-        failed = [row for row in in_group if not _is_ok(row["record"])]
+        failed = [row for row in in_group if not row.record.ok]
         if failed:
             lines += ["Not in the table (status not ok):", "", *_not_ok(failed), ""]
         if group in plotted and ok_rows:
@@ -386,19 +409,19 @@ def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path 
             eff = defaultdict(list)
             for row in sorted(ok_rows, key=lambda r: _metric(r, "grad_evals")):
                 if not math.isnan(_metric(row, "efficiency_ratio")):  # smoothing has none: named apart
-                    eff[row["label"]].append((_metric(row, "grad_evals"), _metric(row, "efficiency_ratio")))
+                    eff[row.label].append((_metric(row, "grad_evals"), _metric(row, "efficiency_ratio")))
             if any(not math.isnan(e) for points in eff.values() for _, e in points):
                 efficiency_panels.append((title, dict(eff)))
     if efficiency_panels:  # a section with nothing in it is left out
         without = sorted(
-            {row["label"] for row in rows if _is_ok(row["record"])}
+            {row.label for row in rows if row.record.ok}
             - {label for _, series in efficiency_panels for label in series}
         )
         plots.plot_efficiency(efficiency_panels, out_dir / "efficiency.png", colors, without=without)
         lines += ["## Efficiency ratios", "", "![efficiency ratio against gradient evaluations](efficiency.png)", ""]
         if without:
             lines += [f"No efficiency ratio (no Gibbs measure to compare with): {', '.join(map(quoted, without))}.", ""]
-    lines += _difference_forest(rows, out_dir)
+    lines += _difference_forest(rows, runs, out_dir)
     images, notes = chain_figures(rows, out_dir, _group_title)
     if images or notes:
         lines += ["## Inner chains: trace and rank plots", ""]
@@ -406,7 +429,7 @@ def render_report(results: Sequence[tuple[Path, dict[str, Any]]], out_dir: Path 
     # the answer first, what ran and its resolved config last
     if answer:
         answer = ["## Answer", "", "Lowest MSE at each budget (paired over replicates, 95 %):", "", *answer]
-    meta = [line for run in runs for line in _meta(*run)]
+    meta = [line for run in runs for line in _meta(run)]
     lines = [title_line, "", *answer, *lines, "## What ran", "", *meta]
     report = out_dir / "report.md"
     text = "\n".join(lines).rstrip() + "\n"

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import Tensor
 
 from localentropy.diagnostics import chain_summary, estimator_quality, imq_ksd, to_datatree
@@ -29,6 +30,18 @@ from localentropy.experiments.comparison.plan import (
     smoothing_estimator,
     step_size_for,
 )
+from localentropy.experiments.comparison.results import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    Chains,
+    EstimatorInfo,
+    Meta,
+    Metrics,
+    Record,
+    RecordKey,
+    Results,
+    Timing,
+)
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import atomic_path, atomic_write_bytes, atomic_write_json
@@ -36,7 +49,6 @@ from localentropy.experiments.core.progress import Progress
 from localentropy.experiments.core.rundir import RunDirectory, environment, finite_or_none
 from localentropy.samplers import SamplerDivergenceError, sampler_class
 
-SCHEMA = 1
 MAX_KEPT_DRAWS = 500  # per chain, in draws.nc
 MAX_KSD_POINTS = 1000
 
@@ -48,28 +60,19 @@ def _draws_bytes(draws: Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str, Any], Tensor | None]:
+def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[Record, Tensor | None]:
     """Run one record: R replicate estimates, their quality against the truth, chain diagnostics, KSD."""
     spec, x, gamma, temperature = task.spec, task.x, task.gamma, task.temperature
-    record: dict[str, Any] = {
-        "key": task.key,
-        "status": "ok",
-        "error": None,
-        "metrics": None,
-        "chains": None,
-        "ksd": None,
-        "estimator": {"kind": spec.kind, "sampler": spec.sampler, "settings": {}},
-    }
     if spec.kind == "smoothing":
         estimator: Any = smoothing_estimator(task, problem)
         sigma = estimator.sigma
         truth = problem.smoothed_grad(x, sigma)
-        record["estimator"]["settings"] = {"sigma": sigma, "order": spec.order}
+        settings: dict[str, Any] = {"sigma": sigma, "order": spec.order}
         gibbs_cov = None
     else:
         estimator = local_entropy_estimator(task, problem, config.chains)
         truth = problem.local_entropy_grad(x, gamma, temperature)
-        record["estimator"]["settings"] = {
+        settings = {
             "sampler": repr(estimator.sampler),
             "n_steps": estimator.n_steps,
             "burn_in": estimator.burn_in,
@@ -78,6 +81,11 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
             "preset": spec.preset,
         }
         gibbs_cov = problem.gibbs_cov(gamma, temperature, x)
+    record = Record(
+        key=RecordKey(**task.key),
+        status="ok",
+        estimator=EstimatorInfo(kind=spec.kind, sampler=spec.sampler, settings=finite_or_none(settings)),
+    )
     # a local-entropy budget is split over the chains; a smoothing budget is its n_samples, drawn as one block
     chains = config.chains if spec.kind == "local-entropy" else 1
     estimates, seconds, evals, first_draws = [], 0.0, 0, None
@@ -90,20 +98,18 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
         except SamplerDivergenceError:
             finite = False
         if not finite:
-            record["status"] = "diverged"
             replicate = config.first_replicate + r
-            record["error"] = divergence_message(task, problem, estimator, replicate, config.chains, seed)
+            record.status = "diverged"
+            record.error = divergence_message(task, problem, estimator, replicate, config.chains, seed)
             break
         estimates.append(result.grad)
         seconds += result.seconds
         evals = result.grad_evals
         if r == 0 and spec.kind == "local-entropy":
             first_draws = result.draws
-    record["timing"] = {
-        "seconds_per_replicate": seconds / max(len(estimates), 1),
-        "seconds_total": time.perf_counter() - start,
-    }
-    if record["status"] != "ok":
+    timing = {"seconds_per_replicate": seconds / max(len(estimates), 1), "seconds_total": time.perf_counter() - start}
+    record.timing = Timing.model_validate(finite_or_none(timing))
+    if record.status != "ok":
         return record, None
     quality = estimator_quality(
         torch.stack(estimates),
@@ -115,15 +121,16 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
     )
     metrics = quality.as_dict()
     metrics.pop("seconds")
-    record["metrics"] = metrics
+    # JSON has no NaN: a non-finite number (e.g. R-hat of a single chain) is null, never a result
+    record.metrics = Metrics.model_validate(finite_or_none(metrics))
     if first_draws is not None:
         if first_draws.shape[1] >= 4:
-            record["chains"] = chain_summary(first_draws).as_dict()
+            record.chains = Chains.model_validate(finite_or_none(chain_summary(first_draws).as_dict()))
         if config.ksd:
             pooled = first_draws.reshape(-1, x.shape[-1])
             pooled = pooled[:: max(1, math.ceil(pooled.shape[0] / MAX_KSD_POINTS))]
             score = -(problem.grad(pooled) + gamma * (pooled - x)) / temperature
-            record["ksd"] = imq_ksd(pooled, score)
+            record.ksd = finite_or_none(imq_ksd(pooled, score))
     return record, first_draws
 
 
@@ -181,19 +188,18 @@ def divergence_message(task: Task, problem: Problem, estimator: Any, replicate: 
     )
 
 
-def _progress_line(index: int, total: int, task: Task, record: dict[str, Any], resumed: bool) -> str:
-    k = task.key
-    status = "resumed" if resumed else f"{record['timing']['seconds_total']:.2f}s"
-    metrics = record.get("metrics") or {}
-    mse, mcse = metrics.get("mse"), metrics.get("mse_mcse")
-    detail = str(record.get("error") or record["status"])
+def _progress_line(index: int, total: int, record: Record, resumed: bool) -> str:
+    k, seconds = record.key, record.timing.seconds_total if record.timing is not None else None
+    status = "resumed" if resumed or seconds is None else f"{seconds:.2f}s"
+    mse, mcse, relative = record.metric("mse"), record.metric("mse_mcse"), record.metric("relative_mse")
+    detail = str(record.error or record.status)
     if mse is not None:
         detail = f"MSE {mse:.3g} ± {mcse:.2g}" if mcse is not None else f"MSE {mse:.3g}"
-        if not metrics.get("truth_near_zero") and metrics.get("relative_mse") is not None:
-            detail += f" (rel. {metrics['relative_mse']:.3g})"
+        if not record.metric("truth_near_zero") and relative is not None:
+            detail += f" (rel. {relative:.3g})"
     return (
-        f"[{index}/{total}] {k['estimator']} x{k['point']} gamma={k['gamma']:g} T={k['temperature']:g} "
-        f"budget={k['budget']}: {detail} ({status})"
+        f"[{index}/{total}] {k.estimator} x{k.point} gamma={k.gamma:g} T={k.temperature:g} "
+        f"budget={k.budget}: {detail} ({status})"
     )
 
 
@@ -212,7 +218,6 @@ def run_comparison(
     source = None if isinstance(config, RunConfig) else str(config)
     config = config if isinstance(config, RunConfig) else load_config(config)
     out_dir = RunDirectory(out if out is not None else default_out(config))
-    out_dir.check_free()
     try:
         problem = build_problem(config)
         points = build_points(config, problem.dim)
@@ -222,7 +227,7 @@ def run_comparison(
     except ConfigError as exc:
         raise ConfigError(exc.problems, exc.source or source) from None
     resolved = config.as_dict()
-    state = out_dir.prepare(resolved, force=force)
+    state = out_dir.prepare(resolved, force=force)  # the one check of the directory, under its lock
     threads = torch.get_num_threads()
     try:
         if state == "skip":
@@ -259,29 +264,39 @@ def _run_tasks(
             outcome = _run_task_once(config, problem, task, out_dir)
             records.append(outcome.record)
             bar.advance()
-            bar.line(_progress_line(i, len(tasks), task, outcome.record, outcome.resumed))
+            bar.line(_progress_line(i, len(tasks), outcome.record, outcome.resumed))
     _finish_run(config, tasks, out_dir, resolved, records, tuning)
 
 
 class Outcome(NamedTuple):
     """A task's record and whether it was resumed from the run directory rather than computed now."""
 
-    record: dict[str, Any]
+    record: Record
     resumed: bool
+
+
+def _saved_record(out_dir: RunDirectory, task: Task) -> Record | None:
+    """The record saved under the task's name, or None when there is none or it is not this task's (a torn, foreign
+    or hand-edited file: redone)."""
+    saved = out_dir.load_record(task.id)
+    try:
+        record = Record.model_validate(saved) if saved is not None else None
+    except ValidationError:
+        return None
+    if record is None or record.key != RecordKey(**task.key) or record.status not in ("ok", "diverged"):
+        return None
+    return record
 
 
 def _run_task_once(config: RunConfig, problem: Problem, task: Task, out_dir: RunDirectory) -> Outcome:
     """The per-record cache around :func:`run_task`: the saved record (resumed), or computed and saved now."""
-    record = out_dir.load_record(task.id)
-    if record is not None and (record.get("key") != task.key or record.get("status") not in ("ok", "diverged")):
-        record = None  # not this record's (a foreign or hand-edited file under its name): redo it
+    record = _saved_record(out_dir, task)
     if record is not None:
         return Outcome(record, True)
     record, draws = run_task(task, problem, config)
     if draws is not None and config.keep_draws:
         atomic_write_bytes(out_dir.records / f"{task.id}.npy", _draws_bytes(draws))
-    record = finite_or_none(record)
-    out_dir.save_record(task.id, record)
+    out_dir.save_record(task.id, record.model_dump())
     return Outcome(record, False)
 
 
@@ -290,23 +305,22 @@ def _finish_run(
     tasks: list[Task],
     out_dir: RunDirectory,
     resolved: dict[str, Any],
-    records: list[dict[str, Any]],
+    records: list[Record],
     tuning: dict[str, Any] | None = None,
 ) -> None:
-    meta = {"seed": config.seed, **environment("cpu")}
-    results = {
-        "schema": SCHEMA,
-        "name": config.name,
-        "config": resolved,
-        "meta": meta,
-        "records": records,
-        "verdicts": comparison_verdicts(records),
-    }
-    if tuning is not None:
-        results["tuning"] = tuning
+    """results.json, draws.nc and the report from the records in hand; the verdicts are computed here, once."""
     # a runaway estimate (finite, near the float range) can overflow a derived number: stored as null, never as inf
-    results = finite_or_none(results)
-    atomic_write_json(out_dir.path / "results.json", results)
+    results = Results(
+        schema=SCHEMA,
+        schema_version=SCHEMA_VERSION,
+        name=config.name,
+        config=finite_or_none(resolved),
+        meta=Meta.model_validate(finite_or_none({"seed": config.seed, **environment("cpu")})),
+        records=records,
+        verdicts=comparison_verdicts(records),
+        tuning=finite_or_none(tuning),
+    )
+    atomic_write_json(out_dir.path / "results.json", results.dump())
     if config.keep_draws:
         write_draws(out_dir, tasks)
     from localentropy.experiments.comparison.report import render_report

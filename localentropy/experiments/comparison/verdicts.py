@@ -10,32 +10,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from localentropy.diagnostics.compare import LEVEL, best_set
-
-METRIC = "squared error per replicate (its mean is the MSE)"
-UNIT = "replicate"
-
-
-def verdict_key(key: dict[str, Any]) -> tuple:
-    return (key.get("point"), key.get("gamma"), key.get("temperature"), key.get("budget"))
+from localentropy.experiments.comparison.results import METRIC, UNIT, Record, Verdict
+from localentropy.experiments.core.rundir import finite_or_none
 
 
 def comparison_verdicts(
-    records: Iterable[dict[str, Any]], *, label: Callable[[dict[str, Any]], str] | None = None, level: float = LEVEL
-) -> list[dict[str, Any]]:
-    """One verdict per (point, gamma, temperature, budget) with at least two finished estimators.
+    records: Iterable[Record], *, label: Callable[[Record], str] | None = None, level: float = LEVEL
+) -> list[Verdict]:
+    """One verdict per (point, gamma, temperature, budget) with at least two estimators.
 
     ``label`` names a record (default: its key's estimator); records without per-replicate squared errors
-    (status not ok, or an older run) are listed in the verdict's ``excluded``.
+    (status not ok, or an older run) are listed in the verdict's ``excluded``. A number that overflowed (a runaway
+    estimate's difference) is null, as in results.json.
     """
-    label = label or (lambda record: str(record["key"]["estimator"]))
-    groups: dict[tuple, dict[str, Any]] = defaultdict(dict)
+    label = label or (lambda record: record.key.estimator)
+    groups: dict[tuple, dict[str, list[float | None] | None]] = defaultdict(dict)
     for record in records:
-        metrics = record.get("metrics") if record.get("status") == "ok" else None
-        errors = (metrics or {}).get("squared_errors")
-        groups[verdict_key(record["key"])][label(record)] = errors if isinstance(errors, list) else None
+        errors = record.metrics.squared_errors if record.status == "ok" and record.metrics is not None else None
+        key = record.key
+        groups[(key.point, key.gamma, key.temperature, key.budget)][label(record)] = errors
     verdicts = []
     for (point, gamma, temperature, budget), samples in groups.items():
         usable = {name: errors for name, errors in samples.items() if errors is not None}
@@ -43,7 +38,6 @@ def comparison_verdicts(
             continue
         verdict = best_set(usable, level=level, unit=UNIT).as_dict()
         verdict["excluded"] = sorted(set(verdict["excluded"]) | (set(samples) - set(usable)))
-        verdicts.append(
-            {"point": point, "gamma": gamma, "temperature": temperature, "budget": budget, "metric": METRIC, **verdict}
-        )
+        where = {"point": point, "gamma": gamma, "temperature": temperature, "budget": budget, "metric": METRIC}
+        verdicts.append(Verdict.model_validate(finite_or_none({**where, **verdict})))
     return verdicts

@@ -15,6 +15,8 @@
   operating system releases if the process dies) and records the holder (pid, host, command) in
   ``.lock.holder.json``; a second command on it stops at once with a :class:`RunDirectoryError` naming the
   holder. The process that launches worker processes holds the lock of the directory they write into.
+* The directory is checked once, by :meth:`RunDirectory.prepare`, under the lock (nothing can change it between
+  the check and the run); a refused directory keeps no lock file that the refusal created.
 """
 
 from __future__ import annotations
@@ -116,12 +118,18 @@ class RunDirectory:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock: FileLock | None = None
+        self._created: list[Path] = []  # what acquire() created (the lock file, the directory): a refusal removes it
 
     def acquire(self) -> None:
         """Lock the directory (creating it) for this process; in use by another: RunDirectoryError at once."""
         if self._lock is not None:
             return
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"--out {self.path} exists and is not a directory")
+        self._created = [] if self.path.is_dir() else [self.path]
         self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / LOCK).exists():
+            self._created.insert(0, self.path / LOCK)
         lock = FileLock(str(self.path / LOCK), timeout=0)
         try:
             lock.acquire()
@@ -188,12 +196,12 @@ class RunDirectory:
         """
         held = self._lock is not None
         try:
-            self._check(force)  # before the lock: refused directories get no lock file
             self.acquire()
             return self._prepare(resolved_config, force)
         except BaseException as exc:
-            if not held:  # refused: the lock goes with the refusal
+            if not held:  # refused: the lock goes with the refusal, and what acquiring it created
                 self.release()
+                self._remove_created()
             if not isinstance(exc, OSError):
                 raise
             # a parent that is a file, no permission, a name too long, a read-only disk...
@@ -201,10 +209,16 @@ class RunDirectory:
             where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(self.path) else ""
             raise RunDirectoryError(f"--out {self.path}: cannot use it as the run directory: {reason}{where}") from None
 
+    def _remove_created(self) -> None:
+        """Remove the lock file and directory that :meth:`acquire` created (a directory only while empty)."""
+        for path in self._created:
+            with contextlib.suppress(OSError):
+                path.rmdir() if path == self.path else path.unlink()
+        self._created = []
+
     def _check(self, force: bool) -> None:
-        if self.path.exists() and not self.path.is_dir():
-            raise RunDirectoryError(f"--out {self.path} exists and is not a directory")
-        if self.path.is_dir() and not (self.path / "config.json").is_file() and _user_files(self.path):
+        """The one check of the directory, under its lock: refused when it holds files but no run."""
+        if not (self.path / "config.json").is_file() and _user_files(self.path):
             action = "--force would delete" if force else "a run would write into"
             raise RunDirectoryError(
                 f"{action} {self.path}, which is not empty and is not a run directory (no config.json); "

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 from localentropy.experiments.comparison.config import parse_config
 from localentropy.experiments.core.config import ConfigError, read_toml
 from localentropy.experiments.core.files import atomic_path, atomic_write_json
+from localentropy.experiments.core.lifeline import lifeline_command
 from localentropy.experiments.core.progress import Progress
 from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment, git_commit
 from localentropy.experiments.core.shipped import shipped_dir
@@ -193,8 +194,9 @@ def _run_speed(out: Path, args: list[str], progress: TextIO) -> None:
     package_root = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     with atomic_path(out / "speed.json") as tmp:  # the benchmark writes its JSON, moved into place if it succeeds
-        command = [sys.executable, "-m", SPEED_MODULE, *args, "--json", str(tmp)]
-        print("  " + " ".join(command[1:]), file=progress, flush=True)
+        args = [*args, "--json", str(tmp)]
+        print("  " + " ".join(["-m", SPEED_MODULE, *args]), file=progress, flush=True)
+        command = lifeline_command(SPEED_MODULE, args)  # it dies with this process, killed or not
         with open(out / "speed.log", "w") as log:
             done = subprocess.run(command, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
         if done.returncode != 0:

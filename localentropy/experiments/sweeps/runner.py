@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
+from localentropy.experiments.core.lifeline import die_with_parent
 from localentropy.experiments.core.progress import Progress
 from localentropy.experiments.core.rundir import MARKER, RunDirectory, environment, finite_or_none
 from localentropy.experiments.sweeps.config import (
@@ -145,7 +146,9 @@ def _execute_inline(jobs: list[Job], done: Done, work: Work = run_one, nproc: in
 
 def _execute_local(jobs: list[Job], workers: int, done: Done, work: Work = run_one, nproc: int = 1) -> None:
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context)
+    size = max(1, min(workers, len(jobs)))
+    # a worker whose sweep is killed (SIGKILL: no chance to stop it) dies too, as does the resource tracker then
+    pool = ProcessPoolExecutor(size, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))
     futures = {pool.submit(work, config, directory, *_extra(nproc)): run for run, config, directory in jobs}
     try:
         pending = set(futures)

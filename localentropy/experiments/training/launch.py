@@ -10,6 +10,7 @@ import torch
 
 from localentropy.data.text import TEXT_SOURCES
 from localentropy.experiments.core.config import ConfigError
+from localentropy.experiments.core.lifeline import die_with_parent, launcher_parent
 from localentropy.experiments.core.rundir import RunDirectory
 from localentropy.experiments.training.config import TrainConfig, load_train_config
 from localentropy.experiments.training.parallel import (
@@ -112,7 +113,9 @@ def run_rank(
 ) -> tuple[Path, str, bool]:
     """One rank under torch's launcher: join the group, train, leave. Returns (directory, state, writer).
 
-    ``overrides``: the command line's ``device`` / ``precision`` (checked by their option types)."""
+    ``overrides``: the command line's ``device`` / ``precision`` (checked by their option types). The rank dies
+    (SIGKILL) with the launcher that started it: a launcher killed outright leaves no rank behind."""
+    die_with_parent(launcher_parent())
     config = load_train_config(config_path).model_copy(update=overrides or {})
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))

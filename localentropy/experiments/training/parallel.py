@@ -2,7 +2,8 @@
 
 ``localentropy train CONFIG --nproc N`` (N > 1) validates the config, prepares and locks the run directory in the
 launching process, then starts N local processes with torch's own launcher
-(``python -m torch.distributed.run --standalone --nproc-per-node N -m localentropy train CONFIG ...``) and waits.
+(``python -m torch.distributed.run --standalone --nproc-per-node N -m localentropy train CONFIG ...``, under a
+lifeline that ends it and its ranks when the launching process dies) and waits.
 Each process finds the launcher's environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so the same command runs under ``torchrun`` directly, on one
 machine or many; then rank 0 prepares and locks the run directory itself. Only rank 0 writes files; the other ranks
@@ -31,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 
 from localentropy.entropy.optim.distributed import CommunicationCounter, counting_allreduce_hook
+from localentropy.experiments.core.lifeline import lifeline_command
 from localentropy.experiments.core.rundir import RunDirectory, RunDirectoryError
 
 PREPARED_ENV = "LOCALENTROPY_RUN_PREPARED"  # set by `train --nproc`: it holds the lock; the value is the state
@@ -172,28 +174,16 @@ def launch_command(
 ) -> list[str]:
     """The torch.distributed.run command line that starts ``nproc`` ranks of ``localentropy train``.
 
-    ``overrides`` (``device``, ``precision``): the command line's values, passed on to every rank."""
+    ``overrides`` (``device``, ``precision``): the command line's values, passed on to every rank.
+    The launcher runs under a lifeline to this process (:mod:`localentropy.experiments.core.lifeline`): this
+    process killed with SIGKILL cannot stop it, so the kernel kills it, and its ranks die with it (``run_rank``).
+    Not SIGTERM: a rank stopped by the launcher's SIGTERM can take the launcher's whole grace period (30 s) to
+    exit, and with no one left to report to, a graceful stop buys nothing (the run resumes from its checkpoints)."""
     passed = [part for key, value in (overrides or {}).items() for part in (f"--{key}", value)]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "--max-restarts=0",
-        "-m",
-        "localentropy",
-        "train",
-        str(config_path),
-        "--out",
-        str(out),
-        "--drift-check",
-        str(drift_every),
-        "--dist-timeout",
-        str(timeout),
-        "--quiet",
-        *passed,
-    ]
+    ranks = ["-m", "localentropy", "train", str(config_path), "--out", str(out), "--quiet", *passed]
+    settings = ["--drift-check", str(drift_every), "--dist-timeout", str(timeout)]
+    launcher = ["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0"]
+    return lifeline_command("torch.distributed.run", [*launcher, *ranks, *settings])
 
 
 def run_ranks(command: list[str], state: str, out: Path, output: Path | None = None) -> None:

@@ -12,6 +12,7 @@ import pytest
 import xarray as xr
 
 from localentropy.experiments.comparison.report import _ran_with, load_run, record_ids, write_report
+from localentropy.experiments.comparison.results import Results
 from localentropy.experiments.core.plots import rank_counts
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -218,7 +219,8 @@ def test_rank_counts_partition_the_pooled_draws() -> None:
         ("[1, 2]", "must hold a JSON object"),
         ('{"schema": 99, "records": []}', "has schema 99"),
         ('{"schema": 1}', "no 'records' list"),
-        ('{"schema": 1, "records": [{"key": {}}]}', "record 0 has no key"),
+        ('{"schema": 1, "records": [{"key": {}}]}', r"records\[0\]\.key\.estimator: missing \(required\)"),
+        ('{"schema": 1, "records": [{"key": {"estimator": "a", "point": 0, "gamma": true}}]}', r"key\.gamma: got True"),
     ],
 )
 def test_load_run_errors_name_the_file(tmp_path: Path, content: str | None, message: str) -> None:
@@ -259,5 +261,5 @@ def test_paired_differences_clipped_bias_and_tuned_values_are_reported(tmp_path:
     assert "Not drawn in the figure below" in text and "bias²: `sghmc` at budget 100" in text
     assert "`sghmc` (local-entropy, sampler `sghmc`): friction = 0.2; budgets 100" in text
     results["tuning"] = {"estimators": {"sgld": {"chosen": {"step_size": 0.0023}}, "sghmc": {"chosen": None}}}
-    ran = _ran_with(results)
+    ran = _ran_with(Results.model_validate(results))
     assert ran[0] == "- `sgld` (local-entropy, sampler `sgld`): step_size = 0.0023 (**tuned**); budgets 100"

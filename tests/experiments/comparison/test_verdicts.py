@@ -12,6 +12,7 @@ import pytest
 from localentropy._threads import torch_threads
 from localentropy.cli import main
 from localentropy.experiments.comparison.config import parse_config
+from localentropy.experiments.comparison.results import Results
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core.config import ConfigError
 
@@ -89,7 +90,8 @@ def test_verdicts_never_separate_identical_estimators(twins_run: Path):
         assert "Holm" in v["method"] and v["unit"] == "replicate"
         assert ("first copy" in v["best"]) == ("second copy" in v["best"])
         assert v["best"][0] == v["lowest"]
-    assert verdicts == comparison_verdicts(results["records"])  # the report and the file agree
+    records = Results.model_validate(results).records
+    assert verdicts == [v.model_dump() for v in comparison_verdicts(records)]  # computed once, as stored
 
 
 def test_report_shows_ties_mcse_and_samplers_beside_labels(twins_run: Path):

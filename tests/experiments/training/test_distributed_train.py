@@ -14,6 +14,7 @@ import pytest
 from localentropy.experiments.core.rundir import RunDirectory
 from localentropy.experiments.training.parallel import FAULT_ENV
 from localentropy.experiments.training.trainer import run_training
+from tests.experiments.core.orphans import kill_when_ready, launcher_and_ranks
 from tests.experiments.training.helpers import toml_text
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -131,3 +132,16 @@ def test_cuda_ranks_without_gpus_are_refused_before_anything_starts(tmp_path: Pa
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "device: 'cuda' with 2 data-parallel processes on this machine needs 2 CUDA devices" in done.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow  # one launch of 2 processes, killed at its first checkpoint: about 20-40 s on the loaded 2 cores
+def test_a_launch_killed_with_sigkill_leaves_no_launcher_and_no_rank(tmp_path: Path) -> None:
+    """The launching process is killed outright (as a scheduler or a timeout kills): it cannot stop torch's launcher
+    and the ranks itself; they die with it."""
+    config, out = tmp_path / "long.toml", tmp_path / "parallel"
+    config.write_text(toml_text(CONFIG | {"epochs": 5000}))
+    argv = ["train", str(config), "--out", str(out), "--nproc", "2"]
+    saved = lambda: any((out / "checkpoints").glob("*.pt"))  # noqa: E731
+    commands, survivors = kill_when_ready(argv, tmp_path, saved, "the ranks' first checkpoint")
+    assert launcher_and_ranks(commands) == (1, 2), commands
+    assert survivors == [], f"alive after the launching process was killed: {survivors}"
