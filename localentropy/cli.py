@@ -110,7 +110,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         path, state, writer = run_rank(resolve_config(args.config), args.out, overrides=overrides, **options)
         return _report_outcome(path, state) if writer and PREPARED_ENV not in os.environ else 0
-    _out_is_free(args)
+    # the run directory: probed by run_training / launch_training before the data load, then prepared under its lock
     if args.nproc > 1:
         from localentropy.experiments.training.launch import launch_training
 
