@@ -2,7 +2,7 @@
 merged into one report.
 
 This is the one place a run is loaded back from disk: a comparison run's results.json is checked by
-:func:`~localentropy.experiments.comparison.results.load_run`, a training run's by
+:func:`~localentropy.experiments.comparison.loading.load_run`, a training run's by
 :func:`~localentropy.experiments.training.report.check_train_results`; a file that is neither is bad input
 (:class:`RunDirectoryError`, exit 2) naming it.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from localentropy.experiments.comparison.loading import load_run
 from localentropy.experiments.comparison.report import render_report
-from localentropy.experiments.comparison.results import load_run
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.core.rundir import RunDirectory, RunDirectoryError
 from localentropy.experiments.training.report import check_train_results, is_train_results, write_train_outputs

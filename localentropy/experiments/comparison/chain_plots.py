@@ -11,17 +11,14 @@ import contextlib
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from localentropy.experiments.comparison.formatting import figure_name, fmt, fmt_count
+from localentropy.experiments.comparison.formatting import Row, figure_name, fmt, fmt_count
 from localentropy.experiments.comparison.results import RecordKey
 from localentropy.experiments.core import plots
 from localentropy.experiments.core.files import slug
-
-if TYPE_CHECKING:
-    from localentropy.experiments.comparison.report import Row
 
 MAX_CHAIN_FIGURES = 12
 

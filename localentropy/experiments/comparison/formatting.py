@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from localentropy.experiments.comparison.results import EstimatorInfo, Record
 from localentropy.experiments.core.files import slug
@@ -71,3 +72,13 @@ def estimator_cell(label: str, record: Record) -> str:
     plain = label.rsplit("/", 1)[-1]  # a merged report prefixes the run's name
     shown = description is not None and plain != description and plain != description.replace(", ", " ")
     return quoted(label) + (f" ({md(description)})" if shown else "")
+
+
+class Row(NamedTuple):
+    """A record with its display label (``<run>/<estimator>`` when two merged runs have that estimator)."""
+
+    label: str
+    run: str
+    run_dir: Path
+    group: tuple[int, float, float]
+    record: Record

@@ -23,6 +23,7 @@ from localentropy.diagnostics.compare import METHOD, verdict_text
 from localentropy.experiments.comparison.chain_plots import chain_figures, record_ids
 from localentropy.experiments.comparison.formatting import (
     DASH,
+    Row,
     estimator_cell,
     figure_name,
     fmt,
@@ -30,15 +31,14 @@ from localentropy.experiments.comparison.formatting import (
     quoted,
 )
 from localentropy.experiments.comparison.formatting import md as _md
+from localentropy.experiments.comparison.loading import load_run
 from localentropy.experiments.comparison.results import (
     Chains,
     Meta,
     Metrics,
-    Record,
     Results,
     Timing,
     Verdict,
-    load_run,
 )
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core import plots
@@ -95,16 +95,6 @@ class Run(NamedTuple):
     label: str
     path: Path
     results: Results
-
-
-class Row(NamedTuple):
-    """A record with its display label (``<run>/<estimator>`` when two merged runs have that estimator)."""
-
-    label: str
-    run: str
-    run_dir: Path
-    group: tuple[int, float, float]
-    record: Record
 
 
 def _metric(row: Row, name: str) -> float:

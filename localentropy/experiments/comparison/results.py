@@ -1,5 +1,6 @@
 """A comparison run's records and results as typed models: the runner builds them in memory, ``results.json`` is
-their dump (:meth:`Results.dump`), and :func:`load_run` (``localentropy report DIR``) validates the file back into
+their dump (:meth:`Results.dump`), and :func:`~localentropy.experiments.comparison.loading.load_run`
+(``localentropy report DIR``) validates the file back into
 them, so that a damaged or foreign file is refused with one message naming every field that is wrong.
 
 Numbers are finite or null (JSON has no NaN; a non-finite value is written as null). A number field takes an
@@ -10,14 +11,12 @@ integers are unbounded; pydantic's float check refuses them instead of overflowi
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, ValidationError
 
 from localentropy.diagnostics.compare import LEVEL
-from localentropy.experiments.core.config import got, path_text, shown
+from localentropy.experiments.core.config import got, path_text
 
 SCHEMA = 1  # the format: every reader of schema 1 reads the file
 SCHEMA_VERSION = 2  # its revision: 2 added schema_version (a file without the field is revision 1)
@@ -192,7 +191,8 @@ class Meta(Model):
 class Results(Model):
     """A comparison run: its resolved config, meta, every record, and the verdicts computed once from them.
 
-    A file written before the verdicts were stored gets them when it is read (:func:`comparison_verdicts`)."""
+    A file written before the verdicts were stored has none here;
+    :func:`~localentropy.experiments.comparison.loading.load_run` computes them when it reads one."""
 
     schema_: int = Field(SCHEMA, alias="schema")
     schema_version: Annotated[Integer, Field(ge=1)] = 1  # files without the field are revision 1
@@ -204,14 +204,6 @@ class Results(Model):
     tuning: dict[str, Any] | None = None  # the search (localentropy.experiments.tuning.record)
 
     model_config = ConfigDict(populate_by_name=True)
-
-    @model_validator(mode="after")
-    def _verdicts_once(self) -> Results:
-        if "verdicts" not in self.model_fields_set:
-            from localentropy.experiments.comparison.verdicts import comparison_verdicts  # which imports this module
-
-            self.verdicts = comparison_verdicts(self.records)
-        return self
 
     def dump(self) -> dict[str, Any]:
         """results.json's content: every field under its name, ``tuning`` only when the run tuned."""
@@ -229,46 +221,3 @@ def problems_of(error: ValidationError, limit: int = MAX_PROBLEMS) -> list[str]:
             expected = e["msg"].removeprefix("Input should be ").removeprefix("Value should be ")
             out.append(f"{where}: {got(e.get('input'), expected)}")
     return out
-
-
-def _undefined(name: str) -> None:
-    """NaN and Infinity are not JSON (this package writes null); another writer's are read as undefined (null)."""
-    return None
-
-
-def load_run(run_dir: Path | str) -> Results:
-    """The :class:`Results` of a run directory's ``results.json`` (or of the file itself); ValueError naming the
-    file, and every field that is wrong, when it cannot be read as one."""
-    path = Path(run_dir)
-    if path.is_dir() or path.name != "results.json":
-        path = path / "results.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): not a results.json") from None
-    try:
-        data = json.loads(text, parse_constant=_undefined)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits, or nested too deeply
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ValueError(f"{path} is not valid JSON: {reason}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    if data.get("schema") not in SCHEMAS:
-        raise ValueError(f"{path} has schema {shown(data.get('schema'))}; this version reads schema {SCHEMAS}")
-    records = data.get("records")
-    if not isinstance(records, list) or not records:
-        raise ValueError(f"{path} has no 'records' list (or it is empty)")
-    if all(isinstance(r, dict) and "label" in r and "rows" in r for r in records):
-        raise ValueError(
-            f"{path} is the results of a `localentropy train` run, whose report.md that command writes "
-            "(run it again: a complete run is skipped, an incomplete one resumes)"
-        )
-    try:
-        return Results.model_validate({"name": path.parent.name, **data})
-    except ValidationError as exc:
-        problems = "; ".join(problems_of(exc))
-        raise ValueError(f"{path} is not a results.json this version can read: {problems}") from None

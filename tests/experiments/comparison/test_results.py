@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from localentropy.cli import main
-from localentropy.experiments.comparison.results import SCHEMA, SCHEMA_VERSION, Record, Results, load_run
+from localentropy.experiments.comparison.loading import load_run
+from localentropy.experiments.comparison.results import SCHEMA, SCHEMA_VERSION, Record, Results
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core.rundir import LOCK, RunDirectory
 from tests.experiments.comparison.test_cli_run import write_config
