@@ -17,7 +17,7 @@ from torch import Tensor
 from localentropy.diagnostics import chain_summary, estimator_quality, imq_ksd, to_datatree
 from localentropy.entropy import LocalEntropyEstimator
 from localentropy.entropy.problems import Problem
-from localentropy.experiments.comparison import tuned
+from localentropy.experiments.comparison import estimand, tuned
 from localentropy.experiments.comparison.config import RunConfig, load_config
 from localentropy.experiments.comparison.plan import (
     Task,
@@ -68,7 +68,7 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
         gibbs_cov = None
     else:
         estimator = local_entropy_estimator(task, problem, config.chains)
-        truth = problem.local_entropy_grad(x, gamma, temperature)
+        truth = estimand.truth(config.estimand, problem, x, gamma, temperature)
         record["estimator"]["settings"] = {
             "sampler": repr(estimator.sampler),
             "n_steps": estimator.n_steps,
@@ -77,24 +77,33 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
             "chains": config.chains,
             "preset": spec.preset,
         }
-        gibbs_cov = problem.gibbs_cov(gamma, temperature, x)
+        if config.estimand == "llc":
+            record["estimator"]["settings"]["truth"] = estimand.truth_text(problem)
+        gibbs_cov = problem.gibbs_cov(gamma, temperature, x) if config.estimand == "gradient" else None
     # a local-entropy budget is split over the chains; a smoothing budget is its n_samples, drawn as one block
     chains = config.chains if spec.kind == "local-entropy" else 1
-    estimates, seconds, evals, first_draws = [], 0.0, 0, None
+    estimates, seconds, evals, first_draws, llcs = [], 0.0, 0, None, []
     start = time.perf_counter()
     for r in range(config.replicates):
         seed = replicate_seed(config.seed, task.key["point"], config.first_replicate + r)
         try:
-            result = estimator.estimate(x, chains, torch.Generator().manual_seed(seed))
-            finite = bool(torch.isfinite(result.grad).all())
-        except SamplerDivergenceError:
-            finite = False
+            result = estimand.estimate(
+                config.estimand, estimator, problem, x, chains, torch.Generator().manual_seed(seed)
+            )
+            finite, runaway = bool(torch.isfinite(result.grad).all()), None
+        except SamplerDivergenceError as exc:
+            finite, runaway = False, exc if config.estimand == "llc" else None  # the LLC's rule names its cause
         if not finite:
             record["status"] = "diverged"
             replicate = config.first_replicate + r
-            record["error"] = divergence_message(task, problem, estimator, replicate, config.chains, seed)
+            record["error"] = (
+                f"diverged in replicate {replicate}: {runaway}"
+                if runaway is not None
+                else divergence_message(task, problem, estimator, replicate, config.chains, seed)
+            )
             break
         estimates.append(result.grad)
+        llcs += [result.llc] if isinstance(result, estimand.LLCEstimate) else []
         seconds += result.seconds
         evals = result.grad_evals
         if r == 0 and spec.kind == "local-entropy":
@@ -117,7 +126,10 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[dict[str,
     metrics.pop("seconds")
     record["metrics"] = metrics
     if first_draws is not None:
-        if first_draws.shape[1] >= 4:
+        if llcs:  # the LLC's own MCSE, and the chain diagnostics of the trace of L it averages
+            metrics |= estimand.llc_metrics(llcs, float(truth[0]))
+            record["chains"] = estimand.llc_chains(llcs[0])
+        elif first_draws.shape[1] >= 4:
             record["chains"] = chain_summary(first_draws).as_dict()
         if config.ksd:
             pooled = first_draws.reshape(-1, x.shape[-1])
@@ -201,6 +213,20 @@ def default_out(config: RunConfig) -> Path:
     return Path("runs") / config.name
 
 
+def checked_plan(config: RunConfig, source: str | None = None) -> tuple[Problem, Tensor, list[Task]]:
+    """The problem, the points and every record of a one-problem config, each estimator (and the tuning space's
+    ends) built once: a config that passes runs. Problems raise :class:`ConfigError` naming ``source``."""
+    try:
+        problem = build_problem(config)
+        points = build_points(config, problem.dim, problem)
+        tasks = plan(config, problem, points)
+        if config.tuning is not None:
+            tuned.check(config, problem, points)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, exc.source or source) from None
+    return problem, points, tasks
+
+
 def run_comparison(
     config: RunConfig | str | Path,
     out: str | Path | None = None,
@@ -211,16 +237,13 @@ def run_comparison(
     """Run a comparison config into a run directory; returns (directory, "fresh" | "resume" | "skip")."""
     source = None if isinstance(config, RunConfig) else str(config)
     config = config if isinstance(config, RunConfig) else load_config(config)
+    if config.problems is not None:  # one comparison per problem, each in its own subdirectory
+        from localentropy.experiments.comparison.suite import run_suite
+
+        return run_suite(config, out, force=force, progress=progress, source=source)
     out_dir = RunDirectory(out if out is not None else default_out(config))
     out_dir.check_free()
-    try:
-        problem = build_problem(config)
-        points = build_points(config, problem.dim)
-        tasks = plan(config, problem, points)
-        if config.tuning is not None:
-            tuned.check(config, problem, points)
-    except ConfigError as exc:
-        raise ConfigError(exc.problems, exc.source or source) from None
+    problem, points, tasks = checked_plan(config, source)
     resolved = config.as_dict()
     state = out_dir.prepare(resolved, force=force)
     threads = torch.get_num_threads()

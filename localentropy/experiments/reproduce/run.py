@@ -385,7 +385,7 @@ def _validate(entry: dict[str, Any], configs: Path) -> None:
         run_config = parse_config(copy.deepcopy(entry["config"]), source=source)
         try:
             problem = build_problem(run_config)
-            plan_records(run_config, problem, build_points(run_config, problem.dim))
+            plan_records(run_config, problem, build_points(run_config, problem.dim, problem))
         except ConfigError as exc:
             raise ConfigError(exc.problems, source) from None
     elif entry["kind"] in ("sweep", "compute"):
