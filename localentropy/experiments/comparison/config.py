@@ -136,6 +136,8 @@ class ProblemConfig(Table):
         """The toys are 2-D; a deep linear network's dim is its number of weights, set from its widths."""
         if self.kind != "deep-linear":
             expected = 2
+        elif not self.widths:  # missing: said once, by precheck
+            return []
         elif len(self.widths) < 2 or self.rank > min(self.widths):
             wrong = ("widths",) if len(self.widths) < 2 else ("rank",)
             allowed = "at least two widths" if len(self.widths) < 2 else f"an integer in [0, {min(self.widths)}]"
@@ -148,12 +150,12 @@ class ProblemConfig(Table):
         return []
 
     def as_dict(self) -> dict[str, Any]:
-        """The resolved table: the fields of other kinds left out, so runs recorded before they existed match."""
+        """The resolved table: an LLC problem's own fields; the others' as before LLC problems existed (every field
+        but label, widths and rank), so that runs recorded then still match."""
         data = self.model_dump()
-        if self.label is None:
-            del data["label"]
-        if self.kind != "deep-linear":
-            del data["widths"], data["rank"]
+        if self.kind in LLC_PROBLEM_KINDS:
+            return {k: v for k, v in data.items() if k in self.allowed(data) and (k != "label" or v is not None)}
+        del data["label"], data["widths"], data["rank"]
         return data
 
 

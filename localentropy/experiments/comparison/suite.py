@@ -25,8 +25,10 @@ SUITE_FILE = "suite.json"
 
 
 def single_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
-    """One single-problem config per ``[[problems]]`` table, by label (named ``<name>-<label>``)."""
-    assert config.problems is not None
+    """One single-problem config per ``[[problems]]`` table, by label (named ``<name>-<label>``); a config of one
+    ``[problem]`` is its own, labelled ``""``."""
+    if config.problems is None:
+        return [("", config)]
     return [
         (str(p.label), config.model_copy(update={"problem": p, "problems": None, "name": f"{config.name}-{p.label}"}))
         for p in config.problems

@@ -20,7 +20,7 @@ from localentropy.experiments.core.config import ConfigError
 KINDS = ("run", "sweep", "targets", "accuracy", "speed", "atlas", "compute")
 CONFIG_KINDS = ("run", "sweep", "compute")  # the kinds that read a shipped config file
 # the findings document's sections
-SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent", "scale")
+SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent", "scale", "llc")
 
 
 @dataclass(frozen=True)
@@ -259,4 +259,21 @@ register_step(
     full_minutes=0.2,
     quick_minutes=0.1,
     quick={"repeats": 10},
+)
+# the LLC: every sampler on the exact toys and a deep linear network, tuned alike (issue 34); --quick: 64 chains of
+# 375 steps on the same budget, 3 trials of 2 replicates, 4 replicates, no draws kept (no chain figures)
+register_step(
+    "llc_samplers",
+    kind="run",
+    config="llc_samplers.toml",
+    question="Q3",
+    section="llc",
+    full_minutes=15,
+    quick_minutes=1,
+    quick={
+        "replicates": 4,
+        "budgets": 1,
+        "set": {"chains": 64, "keep_draws": False},
+        "tuning": {"trials": 3, "replicates": 2},
+    },
 )
