@@ -47,6 +47,12 @@ TINY = {
     "atlas": {"quick": True, "samplers": ["sgld"], "targets": ["banana"]},
     "scale": {"seeds": 2, "set": {"effective_epochs": 1}},
     "scale_compute": {"repeats": 3},
+    "llc_samplers": {
+        "replicates": 2,
+        "budgets": 1,
+        "set": {"chains": 64, "keep_draws": False},
+        "tuning": {"trials": 3, "replicates": 2},
+    },
     "overhead_speed": {
         "args": [
             "--quick",
@@ -133,7 +139,8 @@ def test_quick_changes_only_the_sizes() -> None:
             }
         if f["kind"] == "run":  # the tuning's sizes aside (above)
             assert q["config"]["replicates"] <= f["config"]["replicates"]
-            assert q["config"]["problem"] == f["config"]["problem"]
+            assert q["config"].get("problem") == f["config"].get("problem")
+            assert q["config"].get("problems") == f["config"].get("problems")
     assert reproduce.expected_minutes(True) < 10 < reproduce.expected_minutes(False) < 90
 
 
@@ -193,12 +200,13 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
         "## Cutting the overhead",
         "## Recurrent networks",
         "## P1. Parle at scale",
+        "## LLC. Which sampler estimates the local learning coefficient best",
         "## Summary",
     ):
         assert heading in text
     assert "QUICK run" in text
-    assert text.count("**What the evidence supports.**") == 6
-    assert text.count("**What it does not support.**") == 6
+    assert text.count("**What the evidence supports.**") == 7
+    assert text.count("**What it does not support.**") == 7
     figures = doc.parent / "findings"
     for name in (
         "targets.png",
@@ -213,7 +221,7 @@ def test_tiny_reproduction_writes_every_section(tiny_run: tuple[Path, Path]) -> 
     for link in [part.split(")")[0] for part in text.split("](")[1:]]:
         assert (doc.parent / link).is_file(), link
     numbers = json.loads((figures / "findings.json").read_text())
-    sections = {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent", "scale"}
+    sections = {"cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent", "scale", "llc"}
     assert set(numbers["numbers"]) == sections | {"claims", "replication", "provenance"}
     steps = numbers["numbers"]["provenance"]["steps"]
     assert set(steps) == {s.name for s in reproduce.STEPS} and all(s["seconds"] > 0 for s in steps.values())

@@ -14,6 +14,7 @@ from localentropy.experiments.core.rundir import MARKER
 from localentropy.experiments.core.seeds import FRESH_SEED_OFFSET, TUNING_SEED_OFFSET
 from localentropy.experiments.reproduce.findings.common import Lines, read_json
 from localentropy.experiments.reproduce.findings.cost import section_cost
+from localentropy.experiments.reproduce.findings.llc import section_llc
 from localentropy.experiments.reproduce.findings.overhead import section_overhead
 from localentropy.experiments.reproduce.findings.recurrent import section_recurrent
 from localentropy.experiments.reproduce.findings.render import render
@@ -142,6 +143,7 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         section_overhead(out, figures, speed, numbers),
         section_recurrent(out, figures, numbers),
         section_scale(out, figures, numbers),
+        section_llc(out, figures, numbers),
     ]
     numbers["claims"] = step_claims(out)
     numbers["replication"] = replicated_claims(out)
@@ -193,6 +195,7 @@ def render_findings(doc: Path) -> Path:
     sections = [
         with_replication(text["bodies"][name].split("\n"), text["summaries"][name], name, replicated, figures)
         for name in SECTIONS
+        if name in text["bodies"]  # a record written before a section existed renders without it
     ]
     quick = meta.get("mode") == "quick"
     command = "localentropy reproduce" + (" --quick" if quick else "")

@@ -16,6 +16,7 @@ from localentropy.experiments.reproduce.claims import Claim, compare_claims, exc
 from localentropy.experiments.reproduce.findings.common import Lines, read_json
 from localentropy.experiments.reproduce.findings.cost import cost_claims
 from localentropy.experiments.reproduce.findings.forest import forest_plot
+from localentropy.experiments.reproduce.findings.llc import llc_claims
 from localentropy.experiments.reproduce.findings.overhead import training_claims as overhead_claims
 from localentropy.experiments.reproduce.findings.recurrent import recurrent_claims
 from localentropy.experiments.reproduce.findings.render import render
@@ -40,6 +41,7 @@ STEP_CLAIMS: dict[str, Callable[[Path], list[Claim]]] = {
     "recurrent_char": recurrent_claims,
     "recurrent_row": recurrent_claims,
     "scale": scale_claims,
+    "llc_samplers": llc_claims,
 }
 
 
