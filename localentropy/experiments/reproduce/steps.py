@@ -260,20 +260,22 @@ register_step(
     quick_minutes=0.1,
     quick={"repeats": 10},
 )
-# the LLC: every sampler on the exact toys and a deep linear network, tuned alike (issue 34); --quick: 64 chains of
-# 375 steps on the same budget, 3 trials of 2 replicates, 4 replicates, no draws kept (no chain figures)
+# the LLC: every sampler on the exact toys and a deep linear network, tuned alike (issue 34). Full: 13.1 minutes of
+# wall time at load ~5 on the 2 cores, 4.4 minutes of CPU time (2026-12-07). --quick: 48 chains of 500 steps on the
+# same budget (pSGLD adapts for 100), 3 trials of 2 replicates, 2 replicates, no draws kept: 24 s of wall time at
+# load ~3.5 (21 s of CPU time). It takes the registered --quick total from 9.9 to 10.3 minutes, over the 10 budgeted.
 register_step(
     "llc_samplers",
     kind="run",
     config="llc_samplers.toml",
     question="Q3",
     section="llc",
-    full_minutes=15,
-    quick_minutes=1,
+    full_minutes=5,
+    quick_minutes=0.4,
     quick={
-        "replicates": 4,
+        "replicates": 2,
         "budgets": 1,
-        "set": {"chains": 64, "keep_draws": False},
+        "set": {"chains": 48, "keep_draws": False},
         "tuning": {"trials": 3, "replicates": 2},
     },
 )
