@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from localentropy.experiments.comparison.estimator import (
     EstimatorConfig,
@@ -235,6 +235,14 @@ class RunConfig(Table):
     tuning: ComparisonTuning | None = Field(
         None, description="Search each estimator's hyperparameters alike before the run: `[tuning]` below."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_problem_by_default(cls, data: Any) -> Any:
+        """No [problem] and no [[problems]]: the [problem] table is the one missing (its required fields named)."""
+        if isinstance(data, dict) and "problem" not in data and "problems" not in data:
+            return {**data, "problem": {}}
+        return data
 
     @field_validator("points")
     @classmethod
