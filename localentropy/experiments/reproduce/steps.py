@@ -279,3 +279,16 @@ register_step(
         "tuning": {"trials": 3, "replicates": 2},
     },
 )
+# the LLC along training: Entropy-SGD, SGD, SAM and LPF-SGD on digits, the LLC at each final weight vector, 6 seeds.
+# Full: 54 s of wall time with 2 workers at load ~4 (2026-12-07); --quick (2 seeds, 2 effective epochs, the flatness
+# passes on 300 examples): 26 s at load ~4. With llc_samplers' 0.4 it takes the --quick total to 10.8 minutes.
+register_step(
+    "llc_training",
+    kind="sweep",
+    config="sweep_llc.toml",
+    question="Q2",
+    section="llc",
+    full_minutes=1,
+    quick_minutes=0.5,
+    quick={"seeds": 2, "set": {"effective_epochs": 2, "flatness.examples": 300, "flatness.power_iterations": 10}},
+)

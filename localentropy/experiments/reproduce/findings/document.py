@@ -33,7 +33,7 @@ from localentropy.experiments.reproduce.findings.samplers import section_sampler
 from localentropy.experiments.reproduce.findings.scale import section_scale
 from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
-from localentropy.experiments.reproduce.fresh import fresh_dir
+from localentropy.experiments.reproduce.fresh import fresh_dir, results_path
 from localentropy.experiments.reproduce.steps import SECTIONS
 
 QUESTIONS = [
@@ -94,8 +94,8 @@ def step_provenance(timing: dict[str, Any] | None, step_dir: Path) -> dict[str, 
     if not timing:
         return None
     commit, finished = timing.get("commit"), timing.get("finished")
-    if commit is None and (step_dir / "results.json").is_file():
-        commit = read_json(step_dir / "results.json").get("meta", {}).get("git_commit")
+    if commit is None and results_path(step_dir).is_file():
+        commit = read_json(results_path(step_dir)).get("meta", {}).get("git_commit")
     if finished is None and (step_dir / MARKER).is_file():
         finished = datetime.fromtimestamp((step_dir / MARKER).stat().st_mtime, UTC).isoformat(timespec="seconds")
     return {"seconds": timing.get("seconds"), "state": timing.get("state"), "commit": commit, "finished": finished}

@@ -11,13 +11,100 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from localentropy.diagnostics.compare import METHOD, verdict_text
+from localentropy.diagnostics.compare import METHOD, best_set, verdict_text
 from localentropy.experiments.comparison.suite import SUITE_FILE
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
-from localentropy.experiments.reproduce.claims import Claim, verdict_claim
-from localentropy.experiments.reproduce.findings.common import Lines, fmt, read_json, table
+from localentropy.experiments.reproduce.claims import Claim, difference_claim, verdict_claim
+from localentropy.experiments.reproduce.findings.common import Lines, fmt, paired, pm, read_json, short, table
+from localentropy.experiments.reproduce.findings.smoothing import flatness_by_label
 
 STEP = "llc_samplers"
+TRAINING = "llc_training"
+ENTROPY = "entropy-sgd"
+LLC_MEASURE = (("llc", "value", "the LLC"),)  # flatness_by_label's (name, field, words)
+
+
+def training_llc(step_dir: Path) -> tuple[int, dict[str, dict[str, dict[Any, float]]], dict[str, dict[str, Any]]]:
+    """The seeds, label -> {"llc", "test_error"} -> seed -> value, and Entropy-SGD minus each other optimizer in
+    LLC and in test error, paired by seed."""
+    results, by_label = flatness_by_label(step_dir, LLC_MEASURE)
+    others = [label for label in by_label if label != ENTROPY]
+    pairs = {
+        other: {m: paired(by_label[ENTROPY].get(m, {}), by_label[other].get(m, {})) for m in ("llc", "test_error")}
+        for other in others
+        if ENTROPY in by_label
+    }
+    return len(results["runs"]), by_label, pairs
+
+
+def _relation(higher: list[str], lower: list[str], tied: list[str]) -> str:
+    """ "higher than a, lower than b and not told apart from c's", the parts that apply."""
+    parts = [f"{words} {_names(names)}" for words, names in (("higher than", higher), ("lower than", lower)) if names]
+    parts += [f"not told apart from {_names(tied)}'s"] if tied else []
+    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+
+
+def llc_training_claims(step_dir: Path) -> list[Claim]:
+    """Entropy-SGD minus SGD, SAM and LPF-SGD in the LLC of their final weights, paired by seed."""
+    _, _, pairs = training_llc(step_dir)
+    return [
+        difference_claim(f"{TRAINING}/llc: {ENTROPY} - {other}", f"LLC, `{ENTROPY}` minus `{other}`", d["llc"], 1.0, "")
+        for other, d in pairs.items()
+    ]
+
+
+def training_lines(step_dir: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
+    """The LLC along training: each optimizer's LLC and test error over seeds, the paired differences, the best set
+    (lowest LLC), and one sentence for the summary."""
+    n_seeds, by_label, pairs = training_llc(step_dir)
+    llc = {label: m.get("llc", {}) for label, m in by_label.items()}
+    shared = sorted(set.intersection(*(set(v) for v in llc.values())), key=str) if llc else []
+    verdict = best_set({label: [v[seed] for seed in shared] for label, v in llc.items()}, unit="seed")
+    numbers["llc"]["training"] = {
+        "seeds": n_seeds,
+        "by_label": by_label,
+        "paired": pairs,
+        "best_set": verdict.as_dict(),
+    }
+    rows = [
+        [
+            f"`{label}`",
+            pm(list(m.get("llc", {}).values()), 1, 2),
+            f"{pm(list(m['test_error'].values()), 100, 2)} %",
+            "—" if label == ENTROPY else short(pairs[label]["llc"], 1.0, ""),
+        ]
+        for label, m in by_label.items()
+    ]
+    higher = [
+        o
+        for o, d in pairs.items()
+        if d["llc"]["mean"] is not None and d["llc"]["ci95"] is not None and d["llc"]["mean"] - d["llc"]["ci95"] > 0
+    ]
+    lower = [
+        o
+        for o, d in pairs.items()
+        if d["llc"]["mean"] is not None and d["llc"]["ci95"] is not None and d["llc"]["mean"] + d["llc"]["ci95"] < 0
+    ]
+    tied = [o for o in pairs if o not in higher and o not in lower]
+    lines = [
+        "### Along training: the LLC of the minima each optimizer finds",
+        "",
+        f"Config: `sweep_llc.toml`: Entropy-SGD, SGD, SAM and LPF-SGD on digits from the same initial weights and "
+        f"minibatch order per seed, {n_seeds} seeds, the LLC measured at each final weight vector (flatness "
+        "measure `llc`; its settings in docs/diagnostics.md). Mean ± sd over the seeds; the difference is "
+        "Entropy-SGD minus the row's optimizer, paired by seed.",
+        "",
+        *table(["optimizer", "LLC", "test error", "Entropy-SGD minus this (LLC)"], rows),
+        "",
+        f"* Lowest LLC: {verdict_text(verdict, name=lambda n: f'`{n}`')}",
+        "",
+        f"Entropy-SGD's minima have an LLC {_relation(higher, lower, tied)} (95 % intervals over the seeds).",
+        "",
+    ]
+    summary = (
+        f" Along training (digits, {n_seeds} seeds), Entropy-SGD's minima have an LLC {_relation(higher, lower, tied)}."
+    )
+    return lines, summary
 
 
 def llc_claims(step_dir: Path) -> list[Claim]:
@@ -216,11 +303,16 @@ def section_llc(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Line
         "which a user estimating an unknown LLC does not have.",
         "",
     ]
+    train_summary = ""
+    if (out / TRAINING / "results.json").is_file():
+        train, train_summary = training_lines(out / TRAINING, numbers)
+        lines += train
     summary = (
-        f"**LLC (Q3).** Tuned alike at equal gradient evaluations on {len(problems)} problems with a known LLC, "
+        f"**LLC (Q3, Q2).** Tuned alike at equal gradient evaluations on {len(problems)} problems with a known LLC, "
         f"in the best set everywhere: {everywhere}; never in it: {_names(verdict['never_best'])}; separated from "
         f"every other sampler on {_names(verdict['separated'])}"
         + "".join(f" (`{verdict['problems'][label]['lowest']}`)" for label in verdict["separated"][:1])
         + "."
+        + train_summary
     )
     return lines, summary
