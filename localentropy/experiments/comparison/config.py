@@ -317,13 +317,12 @@ class RunConfig(Table):
         if (self.problem is None) == (self.problems is None):
             problems.append(((), "needs either a [problem] table or a [[problems]] array, not both"))
         tables = (
-            [("problem",)] if self.problem is not None else [("problems", i) for i in range(len(self.problems or []))]
+            [(("problem",), self.problem)]
+            if self.problem is not None
+            else [(("problems", i), spec) for i, spec in enumerate(self.problems or [])]
         )
-        specs = [self.problem] if self.problem is not None else list(self.problems or [])
         labels: set[str] = set()
-        for where, spec in zip(tables, specs, strict=True):
-            if spec is None:
-                continue
+        for where, spec in tables:
             if self.problems is not None:
                 spec.label = spec.label or spec.kind
                 if spec.label in labels:
