@@ -1,10 +1,11 @@
 """The LLC of deep linear networks at a true parameter against Aoyagi's (2024) learning coefficient.
 
-    python benchmarks/llc_dln.py [--steps 80000] [--chains 16]
+    python benchmarks/llc_dln.py [--steps 80000] [--chains 16] [--sampler sgld] [--fraction 0.05] [--cases 0 1 ...]
 
 For each (widths, rank): w* has every layer of rank r (:meth:`DeepLinearPotential.true_point`, seed 1), L the
-population loss ||W_M ... W_1 - P*||_F^2, SGLD at step_size = 0.05 / (nbeta lambda_max + localization) (lambda_max
-of the Hessian of L at w*, at least 1), localization 1, a quarter of the steps burn-in. The soft directions relax in
+population loss ||W_M ... W_1 - P*||_F^2, the sampler (SGLD by default; MALA, with its accept-reject step, has no
+step-size bias) at step_size = fraction / (nbeta lambda_max + localization) (lambda_max of the Hessian of L at w*, at
+least 1; fraction 0.05 by default), localization 1, a quarter of the steps burn-in. The soft directions relax in
 time ~ 1 / localization = nbeta lambda_max / 0.05 steps: 20000 at nbeta = 1000. Prints a markdown table with the
 estimate +- MCSE, R-hat and the relative error.
 """
@@ -26,13 +27,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80000)
     parser.add_argument("--chains", type=int, default=16)
     parser.add_argument("--nbeta", type=float, nargs="+", default=[1000.0, 10000.0])
+    parser.add_argument("--sampler", default="sgld", help="a registered sampler (mala: no step-size bias)")
+    parser.add_argument("--fraction", type=float, default=0.05, help="step size x (nbeta lambda_max + localization)")
+    parser.add_argument("--cases", type=int, nargs="+", default=list(range(len(CASES))), help="indices into CASES")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    print(f"localization 1, {args.chains} chains x {args.steps} steps (burn-in {args.steps // 4}), c = 0.05\n")
+    print(
+        f"{args.sampler}, localization 1, {args.chains} chains x {args.steps} steps (burn-in {args.steps // 4}), "
+        f"c = {args.fraction:g}\n"
+    )
     print("| widths | rank | Aoyagi | nbeta | estimate ± MCSE | R-hat | relative error |")
     print("|---|---|---|---|---|---|---|")
-    for widths, rank in CASES:
+    for widths, rank in (CASES[i] for i in args.cases):
         potential = DeepLinearPotential(widths, rank)
         w_star = potential.true_point(torch.Generator().manual_seed(1))
         hessian = torch.autograd.functional.hessian(lambda v, p=potential: p(v[None])[0], w_star)
@@ -44,7 +51,8 @@ def main() -> None:
                 w_star,
                 nbeta=nbeta,
                 localization=1.0,
-                sampler_options={"step_size": 0.05 / (nbeta * lmax + 1)},
+                sampler=args.sampler,
+                sampler_options={"step_size": args.fraction / (nbeta * lmax + 1)},
                 chains=args.chains,
                 steps=args.steps,
                 burn_in=args.steps // 4,

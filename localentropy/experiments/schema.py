@@ -44,10 +44,11 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 SECTIONS: list[tuple[str, type[Table], str]] = [
     ("## Comparison configs (`localentropy run`)", RunConfig, ""),
     (
-        "### `[problem]`",
+        "### `[problem]` (or each of `[[problems]]`)",
         ProblemConfig,
         "A quadratic takes condition, n_negative and seed; python takes factory and "
-        "options; double-well and sharp-wide take options.",
+        "options; double-well and sharp-wide take options; deep-linear takes widths, rank and seed; regular, "
+        "crossing and quartic take none. Every kind takes a label (in `[[problems]]`).",
     ),
     ("### `[points]`", PointsConfig, ""),
     (

@@ -19,6 +19,20 @@ draw, the chains having equal length) and ``mcse`` is nbeta times ArviZ's MCSE o
 The local free energy beside it is the local WBIC (Watanabe 2013, "A widely applicable Bayesian information
 criterion", JMLR 14): F_hat = n E_p[L] at nbeta = n / log n, so that F_hat - n L(w*) = lambda_hat log n. It is
 reported when ``n`` (the number of examples L averages over) is given.
+
+**Diverged chains.** A chain has diverged when its trace of L (or its last position) is not finite, or when it
+ran away while staying finite: its lambda_c exceeds :data:`LLC_RUNAWAY` x max(median_c |lambda_c|, d / 2), d the
+number of parameters. The reference is robust (a median moves with no runaway as long as fewer than half of the
+chains run away) and never below d / 2, the largest learning coefficient of a minimum in d dimensions (a regular
+one), so that chains which all barely move (a median near 0) still have a threshold. A working chain never comes
+near it: at a minimum, one draw of nbeta (L - L(w*)) is about a chi-square with d degrees of freedom over 2, and
+P(chi2_d / 2 > 100 d / 2) < exp(-40 d); where w* is not a minimum the median term scales the threshold with the
+chains' own values. ``on_divergence="raise"`` (the default) raises
+:class:`~localentropy.samplers.SamplerDivergenceError` on any diverged chain; ``"drop"`` leaves diverged chains
+out of ``mean``, ``mcse``, ``per_chain`` and the trace and counts them in ``n_diverged`` (all chains diverged still
+raises). Dropping is a choice for a caller who reports the count beside the estimate: a dropped chain's draws are
+not from p, but leaving it out conditions the estimate on the chains that stayed, which is biased low when the
+runaway is a property of p (heavy tails) rather than of the step size.
 """
 
 from __future__ import annotations
@@ -34,11 +48,22 @@ import torch
 import xarray as xr
 from torch import Tensor
 
-from localentropy._checks import check_int, check_nonnegative, check_positive
+from localentropy._checks import check_choice, check_int, check_nonnegative, check_positive
 from localentropy.diagnostics.chains import to_datatree
 from localentropy.samplers import Sampler, SamplerDivergenceError, make_sampler, sampler_class, sampler_hyperparameters
+from localentropy.samplers.divergence import DIVERGENCE_POLICIES
 
-__all__ = ["LLCResult", "build_sampler", "divergence_error", "estimate_llc", "summarise"]
+__all__ = [
+    "LLC_RUNAWAY",
+    "LLCResult",
+    "build_sampler",
+    "diverged_chains",
+    "divergence_error",
+    "estimate_llc",
+    "summarise",
+]
+
+LLC_RUNAWAY = 100.0  # a chain whose lambda_c exceeds 100 x max(median |lambda_c|, d / 2) ran away (module docstring)
 
 Potential = Callable[[Tensor], Tensor]
 
@@ -63,6 +88,7 @@ class LLCResult:
     free_energy: float | None = None  # local WBIC n E_p[L] (module docstring)
     free_energy_mcse: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    n_diverged: int = 0  # chains left out as diverged (``on_divergence="drop"``; module docstring)
 
     @property
     def chains(self) -> int:
@@ -84,6 +110,20 @@ class LLCResult:
         return to_datatree({"loss": self.loss_trace, "llc": llc}, attrs=attrs)
 
 
+def diverged_chains(
+    trace: np.ndarray, loss_at_w_star: float, nbeta: float, dim: int, factor: float = LLC_RUNAWAY
+) -> np.ndarray:
+    """Which chains of a (chains, draws) trace of L diverged: not finite, or lambda_c above ``factor`` x
+    max(median |lambda_c| of the finite chains, dim / 2) (module docstring)."""
+    trace = np.asarray(trace, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        per_chain = nbeta * (trace.mean(axis=1) - loss_at_w_star)
+    bad = ~np.isfinite(per_chain)
+    finite = np.abs(per_chain[~bad])
+    reference = max(float(np.median(finite)) if finite.size else 0.0, dim / 2)
+    return bad | (np.where(bad, 0.0, per_chain) > factor * reference)
+
+
 def summarise(
     trace: np.ndarray,
     loss_at_w_star: float,
@@ -93,13 +133,31 @@ def summarise(
     sampler: str,
     sampler_options: dict[str, Any],
     grad_evals: int,
+    dim: int,
     n: int | None = None,
     extra: dict[str, Any] | None = None,
+    on_divergence: str = "raise",
+    divergence: Callable[[int], SamplerDivergenceError] | None = None,
 ) -> LLCResult:
-    """An :class:`LLCResult` from the kept trace of L, (chains, draws) with draws >= 4."""
+    """An :class:`LLCResult` from the kept trace of L, (chains, draws) with draws >= 4, its diverged chains (any
+    non-finite value, or a runaway: :func:`diverged_chains`) raised or dropped by ``on_divergence``.
+
+    ``dim`` is the number of parameters (for the runaway threshold); ``divergence(n_bad)`` builds the error raised.
+    """
+    on_divergence = check_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
     trace = np.asarray(trace, dtype=np.float64)
     if trace.ndim != 2 or trace.shape[1] < 4:
         raise ValueError(f"the trace of L must be (chains, draws) with at least 4 draws, got shape {trace.shape}")
+    bad = diverged_chains(trace, loss_at_w_star, nbeta, dim)
+    n_bad = int(bad.sum())
+    if n_bad and (on_divergence == "raise" or n_bad == trace.shape[0]):
+        if divergence is None:
+            raise SamplerDivergenceError(
+                f"{n_bad} of {trace.shape[0]} chains of the LLC measure diverged (not finite, or ran away: lambda_c "
+                f"above {LLC_RUNAWAY:g} x max(median |lambda_c|, d / 2))"
+            )
+        raise divergence(n_bad)
+    trace = trace[~bad]
     per_chain = nbeta * (trace.mean(axis=1) - loss_at_w_star)
     mcse_loss = float(arviz_stats.mcse(trace, method="mean"))
     mean_loss = float(trace.mean())
@@ -120,6 +178,7 @@ def summarise(
         free_energy=None if n is None else n * mean_loss,
         free_energy_mcse=None if n is None else n * mcse_loss,
         extra=dict(extra or {}),
+        n_diverged=n_bad,
     )
 
 
@@ -168,13 +227,15 @@ def build_sampler(
 
 
 def divergence_error(sampler: Sampler, n_bad: int, chains: int, steps: int) -> SamplerDivergenceError:
-    """The error for chains of the LLC measure that turned NaN or infinite: which sampler, its step size, how many."""
+    """The error for diverged chains of the LLC measure (NaN, infinite or ran away): which sampler, its step size,
+    how many."""
     step_size = getattr(sampler, "step_size", None)
     at = "" if step_size is None else f" at step_size={step_size:g}"
     return SamplerDivergenceError(
-        f"{type(sampler).__name__}{at}: {n_bad} of {chains} chains of the LLC measure became NaN or infinite within "
-        f"{steps} steps. Try a smaller step size: SGLD is stable only for step_size < 2 / lambda_max, lambda_max the "
-        "largest eigenvalue of the Hessian of U = nbeta L + localization / 2 ||w - w*||^2 where the chains go."
+        f"{type(sampler).__name__}{at}: {n_bad} of {chains} chains of the LLC measure diverged (NaN, infinite, or "
+        f"ran away: lambda_c above {LLC_RUNAWAY:g} x max(median |lambda_c|, d / 2)) within {steps} steps. Try a "
+        "smaller step size: SGLD is stable only for step_size < 2 / lambda_max, lambda_max the largest eigenvalue of "
+        "the Hessian of U = nbeta L + localization / 2 ||w - w*||^2 where the chains go."
     )
 
 
@@ -207,6 +268,7 @@ def estimate_llc(
     burn_in: int,
     generator: torch.Generator | None = None,
     n: int | None = None,
+    on_divergence: str = "raise",
 ) -> LLCResult:
     """lambda_hat(w*) = nbeta (E_p[L] - L(w*)) from ``chains`` chains of ``steps`` steps (module docstring).
 
@@ -214,9 +276,12 @@ def estimate_llc(
     autograd); ``w_star`` is a [d] tensor. ``sampler`` is a registered name and ``sampler_options`` its
     hyperparameters (``step_size`` at least; never ``temperature``). Cost: chains * steps * gradients_per_step
     gradient evaluations. ``n`` (optional) is the number of examples behind L, for the local free energy.
-    A chain that turns non-finite raises :class:`~localentropy.samplers.SamplerDivergenceError`.
+    A chain that turns non-finite or runs away has diverged: ``on_divergence`` raises
+    :class:`~localentropy.samplers.SamplerDivergenceError` (``"raise"``) or leaves it out and counts it in the
+    result's ``n_diverged`` (``"drop"``; module docstring).
     """
     nbeta, localization, chains, steps, burn_in = check_settings(nbeta, localization, chains, steps, burn_in)
+    on_divergence = check_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
     if not isinstance(w_star, Tensor) or w_star.ndim != 1:
         raise ValueError("w_star must be a 1-D tensor [d]")
     w_star = w_star.detach()
@@ -234,9 +299,7 @@ def estimate_llc(
             trace[:, k - burn_in] = values
         grad.mul_(nbeta).add_(state.position - w_star, alpha=localization)
         state = chosen.step(state, grad, generator)
-    bad = ~torch.isfinite(trace).all(dim=1) | ~torch.isfinite(state.position).all(dim=1)
-    if bool(bad.any()):
-        raise divergence_error(chosen, int(bad.sum()), chains, steps)
+    trace[~torch.isfinite(state.position).all(dim=1)] = math.nan  # a chain that left the finite range last step
     return summarise(
         trace.numpy(),
         l_star,
@@ -245,5 +308,8 @@ def estimate_llc(
         sampler=sampler,
         sampler_options=dict(sampler_options or {}),
         grad_evals=chains * steps * int(chosen.gradients_per_step),
+        dim=int(w_star.shape[0]),
         n=n,
+        on_divergence=on_divergence,
+        divergence=lambda n_bad: divergence_error(chosen, n_bad, chains, steps),
     )

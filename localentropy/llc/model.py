@@ -30,9 +30,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from localentropy._checks import check_positive
+from localentropy._checks import check_choice, check_positive
 from localentropy.llc.estimate import LLCResult, build_sampler, check_settings, divergence_error, summarise
 from localentropy.samplers import sampler_class
+from localentropy.samplers.divergence import DIVERGENCE_POLICIES
 
 __all__ = ["default_nbeta", "devinterp_settings", "estimate_llc_model"]
 
@@ -100,12 +101,14 @@ def estimate_llc_model(
     steps: int,
     burn_in: int,
     generator: torch.Generator | None = None,
+    on_divergence: str = "raise",
 ) -> LLCResult:
     """lambda_hat(w*) at the model's current weights w* from minibatch chains (module docstring).
 
     ``loader`` yields (inputs, targets) batches (a torch DataLoader or any re-iterable); ``loss_fn`` is mean-reduced.
     The chains run one after another, each reading the loader from a fresh epoch. ``nbeta`` defaults to n / log n.
-    The result's ``n`` is the number of examples and its ``free_energy`` the local WBIC n E_p[L_n].
+    The result's ``n`` is the number of examples and its ``free_energy`` the local WBIC n E_p[L_n]. Diverged chains
+    (not finite, or ran away) are raised or dropped by ``on_divergence`` as in :func:`~localentropy.llc.estimate_llc`.
     """
     names = [k for k, p in model.named_parameters() if p.requires_grad]
     if not names:
@@ -115,6 +118,7 @@ def estimate_llc_model(
     l_star, n = _full_loss(model, star | fixed, loss_fn, loader)
     nbeta = default_nbeta(n) if nbeta is None else nbeta
     nbeta, localization, chains, steps, burn_in = check_settings(nbeta, localization, chains, steps, burn_in)
+    on_divergence = check_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
     if sampler_class(sampler).needs_potential:
         raise ValueError(f"sampler {sampler!r} needs the exact potential; minibatch chains cannot give it")
     chosen = build_sampler(sampler, sampler_options, steps, burn_in)
@@ -135,7 +139,7 @@ def estimate_llc_model(
                 for g, p, k_name in zip(grads, position, names, strict=True):
                     g.mul_(nbeta).add_(p - star[k_name], alpha=localization)
             state = chosen.step(state, grads, generator)
-        if not bool(torch.isfinite(trace[c]).all()):
+        if on_divergence == "raise" and not bool(torch.isfinite(trace[c]).all()):  # no use running the others
             raise divergence_error(chosen, 1, chains, steps)
     return summarise(
         trace.numpy(),
@@ -145,5 +149,8 @@ def estimate_llc_model(
         sampler=sampler,
         sampler_options=dict(sampler_options or {}),
         grad_evals=chains * steps * int(chosen.gradients_per_step),
+        dim=sum(star[k].numel() for k in names),
         n=n,
+        on_divergence=on_divergence,
+        divergence=lambda n_bad: divergence_error(chosen, n_bad, chains, steps),
     )

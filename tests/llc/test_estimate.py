@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from localentropy.llc import estimate_llc
+from localentropy.llc.estimate import diverged_chains, summarise
 from localentropy.llc.toys import exact_llc, toy
 from localentropy.samplers import SamplerDivergenceError
 
@@ -137,3 +138,62 @@ def test_bad_settings_get_clear_errors() -> None:
         estimate_llc(loss, W0, sampler="psgld", sampler_options={"step_size": 0.01, "freeze_after": 10}, **kw)
     with pytest.raises(SamplerDivergenceError, match="SGLD at step_size=10: 2 of 2 chains of the LLC measure"):
         estimate_llc(loss, W0, sampler_options={"step_size": 10.0}, **(kw | {"steps": 400}))
+
+
+def _runaway_potential(w: torch.Tensor) -> torch.Tensor:
+    """The regular toy plus 1e6 past |w1| > 0.9 (the gradient unchanged): a chain that crosses reads a runaway
+    loss and comes back, finite throughout."""
+    return (w**2).sum(-1) + 1e6 * (w[:, 0].abs() > 0.9)
+
+
+def test_diverged_chains_flags_nonfinite_and_finite_runaways() -> None:
+    # chains 0..3 near lambda 1 (d = 2: reference max(median, 1)); chain 4 finite at 1e3 x; chain 5 NaN
+    trace = np.ones((6, 10)) * 0.01
+    trace[4] = 10.0
+    trace[5, 3] = math.nan
+    bad = diverged_chains(trace, 0.0, nbeta=100.0, dim=2)
+    assert bad.tolist() == [False, False, False, False, True, True]
+    # the threshold is 100 x max(median |lambda_c|, d / 2): lambda_c = 99 stays, 101 is flagged at median 1
+    trace = np.full((3, 4), 0.01)
+    trace[2] = 0.99
+    assert not diverged_chains(trace, 0.0, nbeta=100.0, dim=2).any()
+    trace[2] = 1.01
+    assert diverged_chains(trace, 0.0, nbeta=100.0, dim=2).tolist() == [False, False, True]
+
+
+def test_a_finite_runaway_chain_is_diverged_raised_or_dropped_and_counted() -> None:
+    # one chain starts far out (a finite runaway) by shifting its trace: built with summarise on a crafted trace
+    kw = {"nbeta": 10.0, "localization": 1.0, "sampler": "sgld", "sampler_options": {}, "grad_evals": 0, "dim": 2}
+    rng = np.random.default_rng(0)
+    trace = rng.chisquare(2, size=(4, 50)) / 20  # nbeta L ~ chi2_2 / 2: lambda about 1
+    trace[1] += 1e8  # finite, far out
+    with pytest.raises(SamplerDivergenceError, match="1 of 4 chains of the LLC measure diverged"):
+        summarise(trace, 0.0, **kw)
+    dropped = summarise(trace, 0.0, **kw, on_divergence="drop")
+    assert dropped.n_diverged == 1 and dropped.chains == 3
+    kept = summarise(np.delete(trace, 1, axis=0), 0.0, **kw)
+    assert dropped.mean == kept.mean and dropped.mcse == kept.mcse and kept.n_diverged == 0
+    with pytest.raises(SamplerDivergenceError):  # every chain diverged: no estimate to give
+        summarise(trace * math.nan, 0.0, **kw, on_divergence="drop")
+    # chains that all sit far out are not runaways of each other: the median moves with them
+    assert summarise(trace + 1e8, 0.0, **kw).n_diverged == 0
+    with pytest.raises(ValueError, match="on_divergence"):
+        summarise(trace, 0.0, **kw, on_divergence="ignore")
+
+
+def test_estimate_llc_flags_a_chain_that_runs_away_but_stays_finite() -> None:
+    # with seed 2, 3 of 8 chains cross |w1| = 0.9 (4 sd of the measure), where the loss is 1e6 larger: finite, a runaway
+    kw = {"nbeta": 10.0, "localization": 1.0, "chains": 8, "steps": 200, "burn_in": 50}
+    options = {"step_size": 0.04}
+    with pytest.raises(SamplerDivergenceError, match="chains of the LLC measure diverged"):
+        estimate_llc(_runaway_potential, W0, sampler_options=options, generator=torch.Generator().manual_seed(2), **kw)
+    result = estimate_llc(
+        _runaway_potential,
+        W0,
+        sampler_options=options,
+        generator=torch.Generator().manual_seed(2),
+        on_divergence="drop",
+        **kw,
+    )
+    assert result.n_diverged == 3 and result.chains == 8 - result.n_diverged
+    assert np.isfinite(result.mean) and result.mean < 100 * 1.0  # the kept chains' lambda is O(d / 2)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from localentropy.experiments.comparison.estimator import (
     EstimatorConfig,
@@ -48,8 +48,10 @@ from localentropy.experiments.tuning.space import (
     tuned_labels,
 )
 
-PROBLEM_KINDS = ("quadratic", "double-well", "sharp-wide", "python")
-POINT_KINDS = ("random", "origin", "explicit")
+LLC_PROBLEM_KINDS = ("regular", "crossing", "quartic", "deep-linear")  # problems with an LLC answer
+PROBLEM_KINDS = ("quadratic", "double-well", "sharp-wide", "python", *LLC_PROBLEM_KINDS)
+POINT_KINDS = ("random", "origin", "explicit", "minimum")
+ESTIMANDS = ("gradient", "llc")
 MAX_QUADRATIC_DIM = 10_000  # A is a dense d x d matrix
 FACTORY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 
@@ -59,16 +61,29 @@ class ProblemConfig(Table):
 
     kind: choice(PROBLEM_KINDS) = Field(
         description="quadratic: closed-form truth; double-well, sharp-wide: truth by quadrature; python: your own "
-        "Problem."
+        "Problem. LLC problems: regular (w1^2 + w2^2), crossing ((w1 w2)^2), quartic (w1^2 + w2^4), whose LLC is "
+        "exact by quadrature, and deep-linear (||W_M ... W_1 - P*||_F^2, scored against Aoyagi's coefficient)."
+    )
+    label: run_name() | None = Field(
+        None, description="In `[[problems]]`: the problem's name, which names its run's subdirectory (default: kind)."
     )
     dim: integer(1, MAX_QUADRATIC_DIM) = Field(
-        1, description="The dimension: required for a quadratic (at most 10000); double-well and sharp-wide: 1 or 2."
+        1,
+        description="The dimension: required for a quadratic (at most 10000); double-well and sharp-wide: 1 or 2; "
+        "regular, crossing, quartic: 2; deep-linear: its number of weights (set from `widths`).",
     )
+    widths: list[integer(1, 64)] = Field(
+        default_factory=list,
+        description="Deep-linear: the layer widths H_1 (input), ..., H_{M+1} (output), at least two (required then).",
+    )
+    rank: integer(0, 64) = Field(0, description="Deep-linear: the rank r of the true map (at most the least width).")
     condition: number(1.0) = Field(
         10.0, description="Quadratic: the ratio of the largest to the smallest eigenvalue magnitude (1 in 1-D)."
     )
     n_negative: integer(0) = Field(0, description="Quadratic: how many eigenvalues are negative (saddle directions).")
-    seed: integer(0) = Field(0, description="Quadratic: the seed of its random rotation.")
+    seed: integer(0) = Field(
+        0, description="Quadratic: the seed of its random rotation; deep-linear: the seed of its true parameter w*."
+    )
     factory: nonempty_text() | None = Field(
         None, description="Python: `package.module:function` returning a Problem of dimension `dim` (required then)."
     )
@@ -80,8 +95,13 @@ class ProblemConfig(Table):
     def allowed(cls, data: dict[str, Any]) -> set[str]:
         # a quadratic is built from its own fields: options would be ignored
         kind = data.get("kind") if data.get("kind") in PROBLEM_KINDS else "quadratic"
-        own = {"quadratic": {"condition", "n_negative", "seed"}, "python": {"factory", "options"}}
-        return {"kind", "dim"} | own.get(kind, {"options"})
+        own = {
+            "quadratic": {"condition", "n_negative", "seed"},
+            "python": {"factory", "options"},
+            "deep-linear": {"widths", "rank", "seed"},
+            **{toy: set() for toy in LLC_PROBLEM_KINDS[:3]},  # the toys take no options
+        }
+        return {"kind", "dim", "label"} | own.get(kind, {"options"})
 
     @classmethod
     def precheck(cls, data: dict[str, Any]) -> list[Problem]:
@@ -91,10 +111,14 @@ class ProblemConfig(Table):
             problems.append((("dim",), "missing (required)"))
         if kind == "python" and "factory" not in data:
             problems.append((("factory",), "missing (required)"))
+        if kind == "deep-linear" and "widths" not in data:
+            problems.append((("widths",), "missing (required)"))
         return problems
 
     def check(self) -> list[Problem]:
         problems: list[Problem] = []
+        if self.kind in LLC_PROBLEM_KINDS:
+            problems += self._check_llc()
         if self.kind in ("double-well", "sharp-wide") and self.dim > 2:
             problems.append((("dim",), got(self.dim, "an integer in [1, 2]")))
         if self.kind == "quadratic":
@@ -108,12 +132,41 @@ class ProblemConfig(Table):
             problems.append((("factory",), got(self.factory, "'package.module:function' returning a Problem")))
         return problems
 
+    def _check_llc(self) -> list[Problem]:
+        """The toys are 2-D; a deep linear network's dim is its number of weights, set from its widths."""
+        if self.kind != "deep-linear":
+            expected = 2
+        elif not self.widths:  # missing: said once, by precheck
+            return []
+        elif len(self.widths) < 2 or self.rank > min(self.widths):
+            wrong = ("widths",) if len(self.widths) < 2 else ("rank",)
+            allowed = "at least two widths" if len(self.widths) < 2 else f"an integer in [0, {min(self.widths)}]"
+            return [(wrong, got(getattr(self, wrong[0]), allowed))]
+        else:
+            expected = sum(a * b for a, b in zip(self.widths, self.widths[1:], strict=False))
+        if "dim" in self.model_fields_set and self.dim != expected:
+            return [(("dim",), got(self.dim, f"{expected} (the {self.kind} problem's number of parameters)"))]
+        self.dim = expected
+        return []
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved table: an LLC problem's own fields; the others' as before LLC problems existed (every field
+        but label, widths and rank), so that runs recorded then still match."""
+        data = self.model_dump()
+        if self.kind in LLC_PROBLEM_KINDS:
+            return {k: v for k, v in data.items() if k in self.allowed(data) and (k != "label" or v is not None)}
+        del data["label"], data["widths"], data["rank"]
+        return data
+
 
 class PointsConfig(Table):
     """``[points]``: where the gradient is estimated."""
 
     kind: choice(POINT_KINDS) = Field(
-        "random", description="random: x = scale * N(0, I); origin: x = 0; explicit: the listed `values`."
+        "random",
+        description="random: x = scale * N(0, I); origin: x = 0; explicit: the listed `values`; minimum: the "
+        "problem's w* (LLC problems: 0 for the toys, the true parameter of a deep linear network; the default "
+        "with estimand = 'llc').",
     )
     count: integer(1, 1000) = Field(1, description="Random: how many points.")
     scale: number(0.0) = Field(1.0, description="Random: the scale of the points.")
@@ -153,7 +206,20 @@ class RunConfig(Table):
         "a number or a non-empty list of numbers",
         lambda v: as_number(v, 0.0, None, True),
     ) = Field([1.0], alias="temperature", description="The temperature(s) T of the Gibbs measure: a number or a list.")
-    problem: ProblemConfig = Field(default_factory=dict, description="The test problem: `[problem]` below.")
+    estimand: choice(ESTIMANDS) = Field(
+        "gradient",
+        description="gradient: the local-entropy gradient g(x) (or the smoothed gradient); llc: the local learning "
+        "coefficient at each point w*, nbeta (E_p[L] - L(w*)) with p the local-entropy Gibbs measure at w*, i.e. "
+        "nbeta = 1 / temperature and localization = gamma / temperature.",
+    )
+    problem: ProblemConfig | None = Field(
+        None, description="The test problem: `[problem]` below (or several, as `[[problems]]`)."
+    )
+    problems: Annotated[list[ProblemConfig], array("a non-empty array of [[problems]] tables")] | None = Field(
+        None,
+        description="Several test problems, each a `[problem]` table with its own `label`: each runs as its own "
+        "comparison (tuned on its own) into `<run>/<label>/`, the run's report.md gathering their verdicts.",
+    )
     points: PointsConfig = Field(default_factory=dict, description="Where the gradient is estimated: `[points]` below.")
     estimators: Annotated[list[EstimatorConfig], array("a non-empty array of [[estimators]] tables")] = Field(
         description="The estimators compared: `[[estimators]]` below."
@@ -170,10 +236,18 @@ class RunConfig(Table):
         None, description="Search each estimator's hyperparameters alike before the run: `[tuning]` below."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_problem_by_default(cls, data: Any) -> Any:
+        """No [problem] and no [[problems]]: the [problem] table is the one missing (its required fields named)."""
+        if isinstance(data, dict) and "problem" not in data and "problems" not in data:
+            return {**data, "problem": {}}
+        return data
+
     @field_validator("points")
     @classmethod
     def _points(cls, points: PointsConfig, info: ValidationInfo) -> PointsConfig:
-        if points.kind != "explicit" or "problem" not in info.data:
+        if points.kind != "explicit" or info.data.get("problem") is None:
             return points
         dim = info.data["problem"].dim
         problems: list[Problem] = []
@@ -238,14 +312,88 @@ class RunConfig(Table):
             fail(problems)
         return tuning
 
+    def check(self) -> list[Problem]:
+        problems: list[Problem] = []
+        if (self.problem is None) == (self.problems is None):
+            problems.append(((), "needs either a [problem] table or a [[problems]] array, not both"))
+        tables = (
+            [(("problem",), self.problem)]
+            if self.problem is not None
+            else [(("problems", i), spec) for i, spec in enumerate(self.problems or [])]
+        )
+        labels: set[str] = set()
+        for where, spec in tables:
+            if self.problems is not None:
+                spec.label = spec.label or spec.kind
+                if spec.label in labels:
+                    problems.append(((*where, "label"), got(spec.label, "a label not used by another problem")))
+                labels.add(spec.label)
+            if self.estimand == "llc" and spec.kind not in LLC_PROBLEM_KINDS:
+                allowed = f"one of {', '.join(map(repr, LLC_PROBLEM_KINDS))} (a problem with an LLC answer)"
+                problems.append(((*where, "kind"), got(spec.kind, allowed)))
+            if self.estimand == "gradient" and spec.kind == "deep-linear":
+                problems.append(
+                    (
+                        (*where, "kind"),
+                        got(spec.kind, "a problem with an exact gradient (estimand 'llc' for a deep linear network)"),
+                    )
+                )
+        if self.problems is not None and self.points.kind == "explicit":
+            problems.append((("points", "kind"), got("explicit", "random, origin or minimum with [[problems]]")))
+        if self.estimand == "llc":
+            problems += self._check_llc()
+        return problems
+
+    def _check_llc(self) -> list[Problem]:
+        """The LLC averages L over every chain's kept draws at the measure's temperature: a local-entropy
+        estimator with uniform averaging and no preset (a preset sets the temperature from its noise scale)."""
+        if "points" not in self.model_fields_set:
+            self.points = PointsConfig(kind="minimum")
+        problems: list[Problem] = []
+        for i, est in enumerate(self.estimators):
+            if est.kind != "local-entropy":
+                problems.append(
+                    (("estimators", i, "kind"), got(est.kind, "'local-entropy' (estimand 'llc' needs chains)"))
+                )
+            elif est.preset is not None:
+                problems.append(
+                    (
+                        ("estimators", i, "preset"),
+                        got(est.preset, "no preset with estimand 'llc' (give sampler and step size)"),
+                    )
+                )
+            elif min(_kept_steps(b, self.chains, est) for b in est.budgets) < 4:
+                expected = "budgets of at least 4 kept steps per chain (the LLC's ESS and R-hat need 4 draws)"
+                problems.append((("estimators", i, "budgets"), got(est.budgets, expected)))
+            elif est.averaging != "uniform":
+                problems.append(
+                    (
+                        ("estimators", i, "averaging"),
+                        got(est.averaging, "'uniform' (the LLC is the uniform mean of L over the kept draws)"),
+                    )
+                )
+        return problems
+
     def as_dict(self) -> dict[str, Any]:
-        data = self.model_dump(exclude={"tuning"})
+        data = self.model_dump(exclude={"tuning", "problem", "problems"})
+        if self.problem is not None:
+            data["problem"] = self.problem.as_dict()
+        if self.problems is not None:
+            data["problems"] = [p.as_dict() for p in self.problems]
         # left out at their defaults, so the runs recorded before these fields existed still match
+        if self.estimand == "gradient":
+            del data["estimand"]
         if not self.first_replicate:
             del data["first_replicate"]
         if self.tuning is not None:
             data["tuning"] = self.tuning.as_dict()
         return data
+
+
+def _kept_steps(budget: int, chains: int, estimator: EstimatorConfig) -> int:
+    """The steps each chain keeps after burn-in on a budget."""
+    n_steps = steps_per_chain(budget, chains, gradients_per_step(estimator))
+    return n_steps - int(estimator.burn_in_fraction * n_steps)
 
 
 def check_tuning(

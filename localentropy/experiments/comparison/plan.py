@@ -15,11 +15,13 @@ from localentropy.entropy import GaussianSmoothingEstimator, LocalEntropyEstimat
 from localentropy.entropy.presets import inner_loop_settings
 from localentropy.entropy.problems import Problem, Quadratic
 from localentropy.entropy.problems.lowdim import DoubleWell, SharpWide
-from localentropy.experiments.comparison.config import RunConfig
+from localentropy.experiments.comparison.config import LLC_PROBLEM_KINDS, RunConfig
 from localentropy.experiments.comparison.estimator import EstimatorConfig, gradients_per_step, steps_per_chain
 from localentropy.experiments.core.config import ConfigError, constructor_problem, key_text, shown
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.core.seeds import stable_seed
+from localentropy.llc.problems import DeepLinearProblem, minimum
+from localentropy.llc.toys import toy
 from localentropy.samplers import make_sampler, sampler_class, sampler_hyperparameters
 
 
@@ -36,6 +38,8 @@ def build_problem(config: RunConfig) -> Problem:
             return DoubleWell(dim=p.dim, **p.options)
         if p.kind == "sharp-wide":
             return SharpWide(dim=p.dim, **p.options)
+        if p.kind in LLC_PROBLEM_KINDS:  # checked with the config: the toys take no options, widths and rank fit
+            return DeepLinearProblem(p.widths, p.rank, p.seed) if p.kind == "deep-linear" else toy(p.kind)
         module_name, _, attribute = (p.factory or "").partition(":")
         factory = getattr(importlib.import_module(module_name), attribute)
         problem = factory(**p.options)
@@ -48,12 +52,18 @@ def build_problem(config: RunConfig) -> Problem:
     return problem
 
 
-def build_points(config: RunConfig, dim: int) -> Tensor:
+def build_points(config: RunConfig, dim: int, problem: Problem | None = None) -> Tensor:
+    """The points of ``[points]`` ([count, dim]); ``problem`` gives w* for ``kind = "minimum"``."""
     pts = config.points
     if pts.kind == "explicit":
         return torch.tensor(pts.values, dtype=torch.float64)
     if pts.kind == "origin":
         return torch.zeros(1, dim, dtype=torch.float64)
+    if pts.kind == "minimum":
+        try:
+            return minimum(problem)[None]  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ConfigError([f"points.kind: {exc}"]) from None
     generator = torch.Generator().manual_seed(stable_seed(config.seed, "points"))
     return pts.scale * torch.randn(pts.count, dim, generator=generator, dtype=torch.float64)
 
@@ -195,7 +205,7 @@ def plan(config: RunConfig, problem: Problem, points: Tensor) -> list[Task]:
     """Every (estimator, point, gamma, temperature, budget) to run, with problems checked up front: every
     estimator is built once before anything runs."""
     problems, tasks = [], []
-    for gi, gamma in enumerate(config.gammas):
+    for gi, gamma in enumerate(config.gammas if config.estimand == "gradient" else []):
         try:
             problem.gibbs_cov(gamma, config.temperatures[0], points[0])
         except ValueError as exc:

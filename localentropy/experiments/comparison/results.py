@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    Strict,
+    ValidationError,
+    model_serializer,
+)
 
 from localentropy.diagnostics.compare import LEVEL
 from localentropy.experiments.core.config import got, path_text
@@ -24,6 +33,7 @@ SCHEMAS = (SCHEMA,)
 MAX_PROBLEMS = 10
 METRIC = "squared error per replicate (its mean is the MSE)"  # what the verdicts compare
 UNIT = "replicate"
+LLC_METRICS = ("nbeta", "localization", "llc_truth", "llc_mean", "llc_mean_mcse", "llc_ess_bulk", "llc_rhat")
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # an int is taken as a float; true and "1" are not
 Integer = Annotated[int, Strict()]  # of any size: never 10.0, true or "3"
@@ -73,6 +83,21 @@ class Metrics(Model):
     squared_errors: list[Number | None] | None = None
     efficiency_ratio: Number | None = None
     grad_evals: Number | None = None
+    # an ``estimand = "llc"`` record's own figures (absent from a gradient record's dump): the measure's nbeta and
+    # localization, the exact or theoretical value, the estimates' mean and mean MCSE, the first replicate's ESS and
+    # R-hat of its trace of L
+    nbeta: Number | None = None
+    localization: Number | None = None
+    llc_truth: Number | None = None
+    llc_mean: Number | None = None
+    llc_mean_mcse: Number | None = None
+    llc_ess_bulk: Number | None = None
+    llc_rhat: Number | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unmeasured_llc(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if not (k in LLC_METRICS and v is None)}
 
 
 class Quantiles(Model):

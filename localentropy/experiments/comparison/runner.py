@@ -18,8 +18,9 @@ from torch import Tensor
 from localentropy.diagnostics import chain_summary, estimator_quality, imq_ksd, to_datatree
 from localentropy.entropy import LocalEntropyEstimator
 from localentropy.entropy.problems import Problem
-from localentropy.experiments.comparison import tuned
+from localentropy.experiments.comparison import estimand, tuned
 from localentropy.experiments.comparison.config import RunConfig, load_config
+from localentropy.experiments.comparison.loading import load_run
 from localentropy.experiments.comparison.plan import (
     Task,
     build_points,
@@ -42,6 +43,7 @@ from localentropy.experiments.comparison.results import (
     Results,
     Timing,
 )
+from localentropy.experiments.comparison.suite import SUITE_FILE, single_configs, suite_markdown, suite_summary
 from localentropy.experiments.comparison.verdicts import comparison_verdicts
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import atomic_path, atomic_write_bytes, atomic_write_json
@@ -71,7 +73,7 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[Record, T
         gibbs_cov = None
     else:
         estimator = local_entropy_estimator(task, problem, config.chains)
-        truth = problem.local_entropy_grad(x, gamma, temperature)
+        truth = estimand.truth(config.estimand, problem, x, gamma, temperature)
         settings = {
             "sampler": repr(estimator.sampler),
             "n_steps": estimator.n_steps,
@@ -80,7 +82,9 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[Record, T
             "chains": config.chains,
             "preset": spec.preset,
         }
-        gibbs_cov = problem.gibbs_cov(gamma, temperature, x)
+        if config.estimand == "llc":
+            settings["truth"] = estimand.truth_text(problem)
+        gibbs_cov = problem.gibbs_cov(gamma, temperature, x) if config.estimand == "gradient" else None
     record = Record(
         key=RecordKey(**task.key),
         status="ok",
@@ -88,21 +92,28 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[Record, T
     )
     # a local-entropy budget is split over the chains; a smoothing budget is its n_samples, drawn as one block
     chains = config.chains if spec.kind == "local-entropy" else 1
-    estimates, seconds, evals, first_draws = [], 0.0, 0, None
+    estimates, seconds, evals, first_draws, llcs = [], 0.0, 0, None, []
     start = time.perf_counter()
     for r in range(config.replicates):
         seed = replicate_seed(config.seed, task.key["point"], config.first_replicate + r)
         try:
-            result = estimator.estimate(x, chains, torch.Generator().manual_seed(seed))
-            finite = bool(torch.isfinite(result.grad).all())
-        except SamplerDivergenceError:
-            finite = False
+            result = estimand.estimate(
+                config.estimand, estimator, problem, x, chains, torch.Generator().manual_seed(seed)
+            )
+            finite, runaway = bool(torch.isfinite(result.grad).all()), None
+        except SamplerDivergenceError as exc:
+            finite, runaway = False, exc if config.estimand == "llc" else None  # the LLC's rule names its cause
         if not finite:
             replicate = config.first_replicate + r
             record.status = "diverged"
-            record.error = divergence_message(task, problem, estimator, replicate, config.chains, seed)
+            record.error = (
+                f"diverged in replicate {replicate}: {runaway}"
+                if runaway is not None
+                else divergence_message(task, problem, estimator, replicate, config.chains, seed)
+            )
             break
         estimates.append(result.grad)
+        llcs += [result.llc] if isinstance(result, estimand.LLCEstimate) else []
         seconds += result.seconds
         evals = result.grad_evals
         if r == 0 and spec.kind == "local-entropy":
@@ -124,7 +135,11 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[Record, T
     # JSON has no NaN: a non-finite number (e.g. R-hat of a single chain) is null, never a result
     record.metrics = Metrics.model_validate(finite_or_none(metrics))
     if first_draws is not None:
-        if first_draws.shape[1] >= 4:
+        if llcs:  # the LLC's own MCSE, and the chain diagnostics of the trace of L it averages
+            metrics |= estimand.llc_metrics(llcs, float(truth[0]))
+            record.metrics = Metrics.model_validate(finite_or_none(metrics))
+            record.chains = Chains.model_validate(finite_or_none(estimand.llc_chains(llcs[0])))
+        elif first_draws.shape[1] >= 4:
             record.chains = Chains.model_validate(finite_or_none(chain_summary(first_draws).as_dict()))
         if config.ksd:
             pooled = first_draws.reshape(-1, x.shape[-1])
@@ -207,6 +222,20 @@ def default_out(config: RunConfig) -> Path:
     return Path("runs") / config.name
 
 
+def checked_plan(config: RunConfig, source: str | None = None) -> tuple[Problem, Tensor, list[Task]]:
+    """The problem, the points and every record of a one-problem config, each estimator (and the tuning space's
+    ends) built once: a config that passes runs. Problems raise :class:`ConfigError` naming ``source``."""
+    try:
+        problem = build_problem(config)
+        points = build_points(config, problem.dim, problem)
+        tasks = plan(config, problem, points)
+        if config.tuning is not None:
+            tuned.check(config, problem, points)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, exc.source or source) from None
+    return problem, points, tasks
+
+
 def run_comparison(
     config: RunConfig | str | Path,
     out: str | Path | None = None,
@@ -217,15 +246,10 @@ def run_comparison(
     """Run a comparison config into a run directory; returns (directory, "fresh" | "resume" | "skip")."""
     source = None if isinstance(config, RunConfig) else str(config)
     config = config if isinstance(config, RunConfig) else load_config(config)
+    if config.problems is not None:  # one comparison per problem, each in its own subdirectory
+        return _run_suite(config, out, force=force, progress=progress, source=source)
     out_dir = RunDirectory(out if out is not None else default_out(config))
-    try:
-        problem = build_problem(config)
-        points = build_points(config, problem.dim)
-        tasks = plan(config, problem, points)
-        if config.tuning is not None:
-            tuned.check(config, problem, points)
-    except ConfigError as exc:
-        raise ConfigError(exc.problems, exc.source or source) from None
+    problem, points, tasks = checked_plan(config, source)
     resolved = config.as_dict()
     state = out_dir.prepare(resolved, force=force)  # the one check of the directory, under its lock
     threads = torch.get_num_threads()
@@ -343,3 +367,35 @@ def write_draws(out_dir: RunDirectory, tasks: list[Task]) -> None:
         return
     with atomic_path(out_dir.path / "draws.nc") as tmp:
         tree.to_netcdf(tmp, engine="h5netcdf")
+
+
+def _run_suite(
+    config: RunConfig,
+    out: str | Path | None,
+    *,
+    force: bool = False,
+    progress: TextIO | None = None,
+    source: str | None = None,
+) -> tuple[Path, str]:
+    """Run every problem's comparison into ``out/<label>`` (:mod:`localentropy.experiments.comparison.suite`);
+    returns (directory, "fresh" | "resume" | "skip")."""
+    out_dir = RunDirectory(out if out is not None else default_out(config))
+    singles = single_configs(config)
+    for _, single in singles:  # every problem checked before anything runs
+        checked_plan(single, source)
+    state = out_dir.prepare(config.as_dict(), force=force)  # the one check of the directory, under its lock
+    try:
+        if state == "skip":
+            return out_dir.path, state
+        progress = progress if progress is not None else sys.stderr
+        runs = []
+        for label, single in singles:
+            path, _ = run_comparison(single, out_dir.path / label, progress=progress)
+            runs.append((label, load_run(path).dump()))  # a problem's run may have been skipped: read it back
+        summary = suite_summary(config, runs)
+        atomic_write_json(out_dir.path / SUITE_FILE, summary)
+        atomic_write_bytes(out_dir.path / "report.md", suite_markdown(summary).encode())
+        out_dir.mark_complete()
+    finally:
+        out_dir.release()
+    return out_dir.path, state

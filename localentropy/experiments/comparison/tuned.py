@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from localentropy.entropy.problems import Problem, Quadratic
+from localentropy.experiments.comparison import estimand
 from localentropy.experiments.comparison.config import RunConfig
 from localentropy.experiments.comparison.estimator import EstimatorConfig, tuning_targets
 from localentropy.experiments.comparison.plan import Task, local_entropy_estimator, replicate_seed, step_size_for
@@ -145,7 +146,7 @@ def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) 
     assert tuning is not None and tuning.budget is not None
     gamma, temperature = config.gammas[0], config.temperatures[0]
     trial_problem, trial_points, where = tuning_problem(config, problem, points)
-    truths = [trial_problem.local_entropy_grad(x, gamma, temperature) for x in trial_points]
+    truths = [estimand.truth(config.estimand, trial_problem, x, gamma, temperature) for x in trial_points]
     seeds = [
         [replicate_seed(config.seed + tuning.seed_offset, p, r) for r in range(tuning.replicates)]
         for p in range(len(trial_points))
@@ -167,7 +168,10 @@ def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) 
                     task = Task({"budget": budget}, with_values(spec, values), x, gamma, temperature)
                     try:
                         estimator = local_entropy_estimator(task, trial_problem, config.chains)
-                        result = estimator.estimate(x, config.chains, torch.Generator().manual_seed(seeds[p][unit]))
+                        generator = torch.Generator().manual_seed(seeds[p][unit])
+                        result = estimand.estimate(
+                            config.estimand, estimator, trial_problem, x, config.chains, generator
+                        )
                     except (SamplerDivergenceError, ValueError, ArithmeticError):
                         return math.inf, evals
                     evals += int(result.grad_evals)

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from localentropy.experiments.comparison.suite import SUITE_FILE
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.core.files import atomic_write_json
 from localentropy.experiments.core.seeds import check_disjoint, fresh_offset, fresh_seeds
@@ -69,9 +70,15 @@ def fresh_dir(out: Path, step: Step | str) -> Path:
     return out / FRESH_DIR / (step if isinstance(step, str) else step.name)
 
 
-def record_fresh(step_out: Path, record: dict[str, Any]) -> None:
-    """Write the fresh-seed record into the step's results.json (idempotent: a skipped step rewrites the same)."""
+def results_path(step_out: Path) -> Path:
+    """A step's results file: its results.json, or the suite.json of a comparison of several problems."""
     path = step_out / "results.json"
+    return path if path.is_file() or not (step_out / SUITE_FILE).is_file() else step_out / SUITE_FILE
+
+
+def record_fresh(step_out: Path, record: dict[str, Any]) -> None:
+    """Write the fresh-seed record into the step's results file (idempotent: a skipped step rewrites the same)."""
+    path = results_path(step_out)
     results = json.loads(path.read_text())
     if results.get("fresh_seeds") != record:
         atomic_write_json(path, {**results, "fresh_seeds": record})

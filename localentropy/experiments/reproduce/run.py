@@ -71,6 +71,7 @@ def _quick_run(data: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
     data["replicates"] = min(int(data.get("replicates", 10)), quick["replicates"])
     for est in data.get("estimators", []):
         est["budgets"] = list(est["budgets"])[: quick["budgets"]]
+    data |= quick.get("set", {})  # top-level fields (more chains: shorter chains on the same budget)
     return _quick_tuning(data, quick)
 
 
@@ -381,15 +382,12 @@ def _fresh_jobs(jobs: list[_Job], k: int, round_: int, configs: Path, out: Path)
 def _validate(entry: dict[str, Any], configs: Path) -> None:
     source = str(configs / str(entry["file"]))
     if entry["kind"] == "run":  # built as the run builds it: the problem, the points, every estimator
-        from localentropy.experiments.comparison.plan import build_points, build_problem
-        from localentropy.experiments.comparison.plan import plan as plan_records
+        from localentropy.experiments.comparison.runner import checked_plan
+        from localentropy.experiments.comparison.suite import single_configs
 
         run_config = parse_config(copy.deepcopy(entry["config"]), source=source)
-        try:
-            problem = build_problem(run_config)
-            plan_records(run_config, problem, build_points(run_config, problem.dim))
-        except ConfigError as exc:
-            raise ConfigError(exc.problems, source) from None
+        for _, single in single_configs(run_config):  # each problem of a [[problems]] config
+            checked_plan(single, source)
     elif entry["kind"] in ("sweep", "compute"):
         from localentropy.experiments.sweeps.runner import parse_sweep_config
 

@@ -20,7 +20,7 @@ from localentropy.experiments.core.config import ConfigError
 KINDS = ("run", "sweep", "targets", "accuracy", "speed", "atlas", "compute")
 CONFIG_KINDS = ("run", "sweep", "compute")  # the kinds that read a shipped config file
 # the findings document's sections
-SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent", "scale")
+SECTIONS = ("cost", "smoothing", "samplers", "sensitivity", "overhead", "recurrent", "scale", "llc")
 
 
 @dataclass(frozen=True)
@@ -263,4 +263,36 @@ register_step(
     full_minutes=0.2,
     quick_minutes=0.1,
     quick={"repeats": 10},
+)
+# the LLC: every sampler on the exact toys and a deep linear network, tuned alike (issue 34). Full: 13.1 minutes of
+# wall time at load ~5 on the 2 cores, 4.4 minutes of CPU time (2026-12-07). --quick: 48 chains of 500 steps on the
+# same budget (pSGLD adapts for 100), 3 trials of 2 replicates, 2 replicates, no draws kept: 24 s of wall time at
+# load ~3.5 (21 s of CPU time). It takes the registered --quick total from 9.9 to 10.3 minutes, over the 10 budgeted.
+register_step(
+    "llc_samplers",
+    kind="run",
+    config="llc_samplers.toml",
+    question="Q3",
+    section="llc",
+    full_minutes=5,
+    quick_minutes=0.4,
+    quick={
+        "replicates": 2,
+        "budgets": 1,
+        "set": {"chains": 48, "keep_draws": False},
+        "tuning": {"trials": 3, "replicates": 2},
+    },
+)
+# the LLC along training: Entropy-SGD, SGD, SAM and LPF-SGD on digits, the LLC at each final weight vector, 6 seeds.
+# Full: 54 s of wall time with 2 workers at load ~4 (2026-12-07); --quick (2 seeds, 2 effective epochs, the flatness
+# passes on 300 examples): 26 s at load ~4. With llc_samplers' 0.4 it takes the --quick total to 10.8 minutes.
+register_step(
+    "llc_training",
+    kind="sweep",
+    config="sweep_llc.toml",
+    question="Q2",
+    section="llc",
+    full_minutes=1,
+    quick_minutes=0.5,
+    quick={"seeds": 2, "set": {"effective_epochs": 2, "flatness.examples": 300, "flatness.power_iterations": 10}},
 )

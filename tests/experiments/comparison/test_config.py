@@ -21,6 +21,7 @@ from localentropy.experiments.comparison.config import (
     parse_config,
 )
 from localentropy.experiments.comparison.runner import build_points, build_problem, plan
+from localentropy.experiments.comparison.suite import single_configs
 from localentropy.experiments.core.shipped import shipped_dir
 from localentropy.samplers import available_samplers
 
@@ -84,9 +85,10 @@ def test_shipped_config_parses_and_plans(path):
     assert isinstance(config, RunConfig)
     assert config.name == path.stem
     assert config.estimators and all(e.budgets for e in config.estimators)
-    problem = build_problem(config)
-    tasks = plan(config, problem, build_points(config, problem.dim))
-    assert len({t.id for t in tasks}) == len(tasks)  # every record has its own file
+    for _, single in single_configs(config):  # each problem of a [[problems]] config
+        problem = build_problem(single)
+        tasks = plan(single, problem, build_points(single, problem.dim, problem))
+        assert len({t.id for t in tasks}) == len(tasks)  # every record has its own file
 
 
 def test_minimal_config_defaults():

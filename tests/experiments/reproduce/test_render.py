@@ -36,7 +36,9 @@ FIGURES = ROOT / "docs" / "findings"
 # objective (samplers), each gamma/eta'/L value's mean over all its runs (sensitivity), one paired effect
 # (overhead), bytes and megabytes (scale), and one count (smoothing). They stay until the sections store the
 # values behind their tables and a full reproduction rewrites the record; every other number of the document,
-# and every number of the text rendered from templates, is in the record.
+# and every number of the text rendered from templates, is in the record. (The samplers' 0.000297 left the list when
+# the LLC section's record came in, and 5.67 with its training part: values of that record match them to the digits
+# shown.)
 SECTION_NUMBERS_NOT_STORED = [
     "2900",
     "-1.485",
@@ -49,12 +51,10 @@ SECTION_NUMBERS_NOT_STORED = [
     "951",
     "0.000734",
     "0.712",
-    "0.000297",
     "2.08",
     "0.0871",
     "37.57",
     "31.85",
-    "5.67",
     "16.30",
     "30.91",
     "33.04",

@@ -14,6 +14,7 @@ from localentropy.experiments.core.rundir import MARKER
 from localentropy.experiments.core.seeds import FRESH_SEED_OFFSET, TUNING_SEED_OFFSET
 from localentropy.experiments.reproduce.findings.common import Lines, read_json
 from localentropy.experiments.reproduce.findings.cost import section_cost
+from localentropy.experiments.reproduce.findings.llc import section_llc
 from localentropy.experiments.reproduce.findings.overhead import section_overhead
 from localentropy.experiments.reproduce.findings.recurrent import section_recurrent
 from localentropy.experiments.reproduce.findings.render import render, section_text
@@ -32,7 +33,7 @@ from localentropy.experiments.reproduce.findings.samplers import section_sampler
 from localentropy.experiments.reproduce.findings.scale import section_scale
 from localentropy.experiments.reproduce.findings.sensitivity import section_sensitivity
 from localentropy.experiments.reproduce.findings.smoothing import section_smoothing
-from localentropy.experiments.reproduce.fresh import fresh_dir
+from localentropy.experiments.reproduce.fresh import fresh_dir, results_path
 from localentropy.experiments.reproduce.steps import SECTIONS
 
 QUESTIONS = [
@@ -93,8 +94,8 @@ def step_provenance(timing: dict[str, Any] | None, step_dir: Path) -> dict[str, 
     if not timing:
         return None
     commit, finished = timing.get("commit"), timing.get("finished")
-    if commit is None and (step_dir / "results.json").is_file():
-        commit = read_json(step_dir / "results.json").get("meta", {}).get("git_commit")
+    if commit is None and results_path(step_dir).is_file():
+        commit = read_json(results_path(step_dir)).get("meta", {}).get("git_commit")
     if finished is None and (step_dir / MARKER).is_file():
         finished = datetime.fromtimestamp((step_dir / MARKER).stat().st_mtime, UTC).isoformat(timespec="seconds")
     return {"seconds": timing.get("seconds"), "state": timing.get("state"), "commit": commit, "finished": finished}
@@ -142,6 +143,7 @@ def write_findings(out: Path, doc: Path, resolved: dict[str, Any], meta: dict[st
         section_overhead(out, figures, speed, numbers),
         section_recurrent(out, figures, numbers),
         section_scale(out, figures, numbers),
+        section_llc(out, figures, numbers),
     ]
     numbers["claims"] = step_claims(out)
     numbers["replication"] = replicated_claims(out)
@@ -199,7 +201,12 @@ def render_findings(doc: Path) -> Path:
     text = read_json(figures / "sections.json")
     meta, resolved, numbers = stored["meta"], stored["plan"], stored["numbers"]
     replicated = numbers.get("replication", {})
-    sections = [with_replication(*_section(name, numbers, text), name, replicated, figures) for name in SECTIONS]
+    sections = [
+        with_replication(*_section(name, numbers, text), name, replicated, figures)
+        for name in SECTIONS
+        # a record written before a section existed renders without it
+        if (numbers.get(name) or {}).get("view") is not None or name in text["bodies"]
+    ]
     quick = meta.get("mode") == "quick"
     command = "localentropy reproduce" + (" --quick" if quick else "")
     prov = numbers.get("provenance") or summarise_provenance({"steps": {}, "fresh": {}})

@@ -16,6 +16,7 @@ from localentropy.experiments.reproduce.claims import Claim, compare_claims, exc
 from localentropy.experiments.reproduce.findings.common import Lines, read_json
 from localentropy.experiments.reproduce.findings.cost import cost_claims
 from localentropy.experiments.reproduce.findings.forest import forest_plot
+from localentropy.experiments.reproduce.findings.llc import llc_claims, llc_training_claims
 from localentropy.experiments.reproduce.findings.overhead import training_claims as overhead_claims
 from localentropy.experiments.reproduce.findings.recurrent import recurrent_claims
 from localentropy.experiments.reproduce.findings.render import render
@@ -23,7 +24,7 @@ from localentropy.experiments.reproduce.findings.samplers import shootout_claims
 from localentropy.experiments.reproduce.findings.scale import scale_claims
 from localentropy.experiments.reproduce.findings.sensitivity import scoping_claims, sensitivity_claims
 from localentropy.experiments.reproduce.findings.smoothing import estimator_claims, flatness_claims
-from localentropy.experiments.reproduce.fresh import FRESH_DIR, fresh_dir
+from localentropy.experiments.reproduce.fresh import FRESH_DIR, fresh_dir, results_path
 from localentropy.experiments.reproduce.steps import registered_steps, select_steps
 
 # Every run and sweep step has claims; NOT_REPLICATED says why the other steps have none.
@@ -40,6 +41,8 @@ STEP_CLAIMS: dict[str, Callable[[Path], list[Claim]]] = {
     "recurrent_char": recurrent_claims,
     "recurrent_row": recurrent_claims,
     "scale": scale_claims,
+    "llc_samplers": llc_claims,
+    "llc_training": llc_training_claims,
 }
 
 
@@ -81,7 +84,7 @@ def replicated_claims(out: Path) -> dict[str, Any]:
         original, fresh = out / name, fresh_dir(out, name)
         if not ((original / MARKER).is_file() and (fresh / MARKER).is_file()):
             continue
-        seeds = read_json(fresh / "results.json").get("fresh_seeds", {})
+        seeds = read_json(results_path(fresh)).get("fresh_seeds", {})
         record[name] = step_record(seeds, read(original), read(fresh))
     return record
 

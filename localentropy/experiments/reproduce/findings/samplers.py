@@ -119,14 +119,14 @@ def _error_values(m: dict[str, Any]) -> list[float | None]:
     return [m["mse"] / scale, mcse]
 
 
-def _verdicts_now(results: dict[str, Any]) -> list[dict[str, Any]]:
+def verdicts_now(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The verdicts judged again, with the statistics module's current rule, from the run's records."""
     return [v.model_dump() for v in comparison_verdicts(map(Record.model_validate, results["records"]))]
 
 
 def _verdicts(results: dict[str, Any], budgets: list[int]) -> list[tuple[int, str]]:
     """The run's verdict per budget from the statistics module ("tied: ..." or the one lowest), in words."""
-    verdicts = results.get("verdicts") or _verdicts_now(results)
+    verdicts = results.get("verdicts") or verdicts_now(results)
     by_budget = {v["budget"]: v for v in verdicts}
     out = []
     for b in budgets:
@@ -174,7 +174,7 @@ def shootout_claims(step_dir: Path) -> list[Claim]:
     with the statistics module's current rule from the per-replicate squared errors (kept in the claim, so that a
     replication can pool them); a run without them keeps its recorded verdicts."""
     results = read_json(step_dir / "results.json")
-    verdicts = _verdicts_now(results)
+    verdicts = verdicts_now(results)
     if not any(v["best"] for v in verdicts):
         verdicts = results.get("verdicts") or verdicts
     errors: dict[Any, dict[str, list[float]]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +161,11 @@ FLATNESS = (
 )
 
 
-def flatness_by_label(step_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, dict[Any, float]]]]:
-    """label -> measure -> seed -> value, from every run directory of the flatness sweep."""
+def flatness_by_label(
+    step_dir: Path, measures: Sequence[tuple[str, str, Any]] | None = None
+) -> tuple[dict[str, Any], dict[str, dict[str, dict[Any, float]]]]:
+    """label -> measure -> seed -> value, from every run directory of a flatness sweep (``measures``: (name, field
+    of its record, words), by default :data:`FLATNESS`)."""
     results = read_json(step_dir / "results.json")
     out: dict[str, dict[str, dict[Any, float]]] = {}
     for run in results["runs"]:
@@ -174,7 +178,7 @@ def flatness_by_label(step_dir: Path) -> tuple[dict[str, Any], dict[str, dict[st
                 continue
             mine = out.setdefault(rec["label"], {})
             mine.setdefault("test_error", {})[seed] = rec["final"]["test_error"]
-            for name, field, _ in FLATNESS:
+            for name, field, _ in FLATNESS if measures is None else measures:
                 value = (rec.get("flatness") or {}).get(name, {})
                 if isinstance(value, dict) and value.get(field) is not None:
                     mine.setdefault(name, {})[seed] = float(value[field])

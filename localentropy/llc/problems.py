@@ -1,0 +1,107 @@
+r"""LLC problems: a loss, the point w* where the LLC is asked, and the answer an estimate is scored against.
+
+The LLC measure p(w) ∝ exp(-nbeta L(w) - (localization / 2) ||w - w*||^2) is the local-entropy Gibbs measure
+rho(w | x) ∝ exp(-[L(w) + (gamma / 2) ||w - x||^2] / T) at x = w*, T = 1 / nbeta and gamma = localization / nbeta,
+so the chains of a local-entropy estimator at (w*, gamma, T) sample p, and
+
+    lambda_hat = (1 / T) (mean of L over the kept draws - L(w*)).
+
+:func:`llc_truth` gives the answer for a problem that has one (:data:`TRUTHS` says of which kind):
+
+* the 2-D toys (:mod:`localentropy.llc.toys`): the exact finite-nbeta value, by quadrature;
+* :class:`DeepLinearProblem`: Aoyagi's (2024) learning coefficient, the nbeta -> infinity limit. An estimate at
+  finite nbeta differs from it by the finite-nbeta bias as well as the sampler's (docs/diagnostics.md measures
+  +3.5% for widths (2, 2, 2), rank 0, and -0.8% for (3, 2, 3), rank 1, at nbeta 1000): every sampler shares that
+  part of its error, so a comparison ranks the samplers by their error against the theory, not by their bias alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from localentropy.entropy.problems import Problem
+from localentropy.llc.dln import DeepLinearPotential
+from localentropy.llc.toys import _Toy as Toy
+from localentropy.llc.toys import exact_llc
+
+__all__ = ["TRUTHS", "DeepLinearProblem", "has_llc_truth", "llc_truth", "measure_settings", "minimum", "truth_kind"]
+
+TRUTHS = {
+    "exact": "the exact value at this nbeta and localization (quadrature)",
+    "limit": "Aoyagi's learning coefficient (the nbeta -> infinity limit; the finite-nbeta bias is in every error)",
+}
+
+
+class DeepLinearProblem(Problem):
+    """L(w) = ||W_M ... W_1 - P*||_F^2 (:class:`DeepLinearPotential`) as a Problem: loss and gradient (autograd)
+    for the samplers, w* its true parameter drawn from ``seed``, and Aoyagi's coefficient as the LLC's answer.
+
+    It has no exact Gibbs mean or smoothing: only the LLC is scored on it.
+    """
+
+    def __init__(self, widths: Sequence[int], rank: int, seed: int = 0) -> None:
+        self.potential = DeepLinearPotential(widths, rank)
+        self.widths, self.rank, self.seed = list(self.potential.widths), self.potential.rank, int(seed)
+        self.dim = self.potential.dim
+        self.w_star = self.potential.true_point(torch.Generator().manual_seed(self.seed))
+
+    def __repr__(self) -> str:
+        return f"DeepLinearProblem(widths={self.widths}, rank={self.rank}, seed={self.seed})"
+
+    def loss(self, x: Tensor) -> Tensor:
+        x = self._point(x)
+        return self.potential(x.reshape(-1, self.dim)).reshape(x.shape[:-1])
+
+    def grad(self, x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            y = self._point(x).detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.loss(y).sum(), y)
+        return g
+
+    def _no_exact(self, what: str) -> ValueError:
+        return ValueError(f"a deep linear network has no exact {what}: it is an LLC problem (estimand = 'llc')")
+
+    def gibbs_mean(self, x: Tensor, gamma: float, temperature: float) -> Tensor:
+        raise self._no_exact("Gibbs mean")
+
+    def gibbs_cov(self, gamma: float, temperature: float, x: Tensor | None = None) -> Tensor:
+        raise self._no_exact("Gibbs covariance")
+
+    def smoothed_grad(self, x: Tensor, sigma: float) -> Tensor:
+        raise self._no_exact("smoothed gradient")
+
+
+def has_llc_truth(problem: Problem) -> bool:
+    return isinstance(problem, Toy | DeepLinearProblem)
+
+
+def truth_kind(problem: Problem) -> str:
+    """``"exact"`` (a toy) or ``"limit"`` (a deep linear network): keys of :data:`TRUTHS`."""
+    return "limit" if isinstance(problem, DeepLinearProblem) else "exact"
+
+
+def minimum(problem: Problem) -> Tensor:
+    """The problem's w*: 0 for the toys, the true parameter of a deep linear network."""
+    if isinstance(problem, DeepLinearProblem):
+        return problem.w_star.clone()
+    if isinstance(problem, Toy):
+        return torch.zeros(problem.dim, dtype=torch.float64)
+    raise ValueError(f"{problem!r} has no designated minimum w*: give the points explicitly")
+
+
+def measure_settings(gamma: float, temperature: float) -> tuple[float, float]:
+    """(nbeta, localization) of the local-entropy measure at (gamma, T): nbeta = 1 / T, localization = gamma / T."""
+    return 1.0 / temperature, gamma / temperature
+
+
+def llc_truth(problem: Problem, w_star: Tensor, gamma: float, temperature: float) -> float:
+    """The answer an LLC estimate at w* of the measure at (gamma, T) is scored against (module docstring)."""
+    nbeta, localization = measure_settings(gamma, temperature)
+    if isinstance(problem, DeepLinearProblem):
+        return float(problem.potential.theory.llc)
+    if isinstance(problem, Toy):
+        return exact_llc(problem, nbeta, localization, w_star)
+    raise ValueError(f"{problem!r} has no LLC answer: use a toy (regular, crossing, quartic) or a deep linear network")
