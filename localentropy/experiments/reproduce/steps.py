@@ -98,7 +98,9 @@ def expected_minutes(quick: bool, steps: Iterable[Step] | None = None) -> float:
 # ([tuning]). --quick: one run of all quick steps took 19.6 minutes of wall time and 21.7 of CPU time with a second
 # reproduction sharing the cores (load ~4) for its first 14 minutes; the quick sizes were then cut (cost's epochs, two
 # seeds for the factor sweeps, fewer tuning trials, shorter recurrent runs): alone on the machine it then took 10.4
-# minutes (the quick minutes below), and the recurrent steps were cut to 2 seeds (about 0.8 minutes less, not timed).
+# minutes, and the recurrent steps were cut to 2 seeds (about 0.8 minutes less, not timed).
+# The quick minutes below are each step's wall time in one --quick run alone on the machine (2026-12-07, load
+# below 1, 5.5 minutes in all, ``records/timings.json``), rounded up to a tenth of a minute.
 register_step(
     "shootout",
     kind="run",
@@ -106,7 +108,7 @@ register_step(
     question="Q3",
     section="samplers",
     full_minutes=3,
-    quick_minutes=0.4,  # full: 4.7 at load ~4
+    quick_minutes=0.2,  # full: 4.7 at load ~4
     quick={"replicates": 4, "budgets": 2, "tuning": {"trials": 9, "replicates": 2}},
 )
 register_step(
@@ -116,7 +118,7 @@ register_step(
     question="Q2",
     section="smoothing",
     full_minutes=0.4,
-    quick_minutes=0.15,
+    quick_minutes=0.1,
     quick={"replicates": 6, "budgets": 2},
 )
 register_step(
@@ -145,7 +147,7 @@ register_step(
     question="Q2",
     section="smoothing",
     full_minutes=1.2,
-    quick_minutes=0.7,
+    quick_minutes=0.4,
     quick={"seeds": 3, "set": {"effective_epochs": 30}},
 )
 # cost: 20 minutes measured alone (2026-11-28); 79 in the final reproduction, at load ~11
@@ -156,7 +158,7 @@ register_step(
     question="Q1",
     section="cost",
     full_minutes=20,
-    quick_minutes=1.6,
+    quick_minutes=1.7,
     quick={"seeds": 3, "set": {"effective_epochs": 8}},
     timed=True,  # Q1's seconds per effective epoch: one run at a time
 )
@@ -167,7 +169,7 @@ register_step(
     question="Q3",
     section="samplers",
     full_minutes=2,
-    quick_minutes=0.7,
+    quick_minutes=0.4,
     quick={"seeds": 3, "tuning": {"trials": 4, "seeds": 1}},
 )
 register_step(
@@ -177,7 +179,7 @@ register_step(
     question="S3",
     section="sensitivity",
     full_minutes=1.5,
-    quick_minutes=0.7,
+    quick_minutes=0.4,
     quick={"seeds": 2},
 )
 register_step(
@@ -187,7 +189,7 @@ register_step(
     question="S3",
     section="sensitivity",
     full_minutes=0.8,
-    quick_minutes=0.4,
+    quick_minutes=0.2,
     quick={"seeds": 2},
 )
 register_step(
@@ -197,7 +199,7 @@ register_step(
     question="S4",
     section="overhead",
     full_minutes=1.7,
-    quick_minutes=1.0,
+    quick_minutes=0.4,
     quick={"seeds": 2},
 )
 register_step(
@@ -206,7 +208,7 @@ register_step(
     question="S4",
     section="overhead",
     full_minutes=0.8,
-    quick_minutes=0.15,
+    quick_minutes=0.1,
     quick={"replicates": 3, "outer_steps": 30, "inner_steps": (1, 5, 20)},
 )
 register_step(
@@ -215,7 +217,7 @@ register_step(
     question="S4",
     section="overhead",
     full_minutes=4.5,
-    quick_minutes=0.5,
+    quick_minutes=0.3,
     quick={"args": ["--quick"]},
 )
 register_step(
@@ -225,7 +227,7 @@ register_step(
     question="R1",
     section="recurrent",
     full_minutes=2,
-    quick_minutes=0.6,
+    quick_minutes=0.3,
     quick={"seeds": 2, "set": {"effective_epochs": 2}},
 )
 register_step(
@@ -235,13 +237,13 @@ register_step(
     question="R1",
     section="recurrent",
     full_minutes=3,
-    quick_minutes=1.2,
+    quick_minutes=0.5,
     quick={"seeds": 2, "set": {"effective_epochs": 2}},
 )
 # the samplers' accuracy atlas (docs/samplers.md; ``localentropy samplers --accuracy``), for docs/samplers.md, not the
 # findings: 3.1 minutes full, 0.7 quick
 register_step(
-    "atlas", kind="atlas", question="Q3", section="samplers", full_minutes=3.5, quick_minutes=0.7, quick={"quick": True}
+    "atlas", kind="atlas", question="Q3", section="samplers", full_minutes=3.5, quick_minutes=0.3, quick={"quick": True}
 )
 # the scale steps: 2.4 minutes full (5 runs of 2 processes, most of each run starting processes and loading data)
 register_step(
@@ -251,7 +253,7 @@ register_step(
     question="P1",
     section="scale",
     full_minutes=2.5,
-    quick_minutes=0.8,
+    quick_minutes=0.4,
     quick={"seeds": 2, "set": {"effective_epochs": 3}},
 )
 register_step(
@@ -275,7 +277,7 @@ register_step(
     question="Q3",
     section="llc",
     full_minutes=5,
-    quick_minutes=0.4,
+    quick_minutes=0.3,
     quick={
         "replicates": 2,
         "budgets": 1,
@@ -293,6 +295,6 @@ register_step(
     question="Q2",
     section="llc",
     full_minutes=1,
-    quick_minutes=0.5,
+    quick_minutes=0.2,
     quick={"seeds": 2, "set": {"effective_epochs": 2, "flatness.examples": 300, "flatness.power_iterations": 10}},
 )
