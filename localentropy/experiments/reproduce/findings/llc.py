@@ -15,6 +15,7 @@ from localentropy.diagnostics.compare import METHOD, best_set, verdict_text
 from localentropy.experiments.comparison.suite import SUITE_FILE
 from localentropy.experiments.reproduce.claims import Claim, difference_claim, verdict_claim
 from localentropy.experiments.reproduce.findings.common import Lines, fmt, paired, pm, read_json, short, table
+from localentropy.experiments.reproduce.findings.render import section_text
 from localentropy.experiments.reproduce.findings.samplers import verdicts_now
 from localentropy.experiments.reproduce.findings.smoothing import flatness_by_label
 
@@ -53,9 +54,9 @@ def llc_training_claims(step_dir: Path) -> list[Claim]:
     ]
 
 
-def training_lines(step_dir: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
-    """The LLC along training: each optimizer's LLC and test error over seeds, the paired differences, the best set
-    (lowest LLC), and one sentence for the summary."""
+def training_view(step_dir: Path, numbers: dict[str, Any]) -> dict[str, Any]:
+    """The LLC along training for the template: each optimizer's LLC and test error over seeds (a table), the paired
+    differences, the best set (lowest LLC) and how Entropy-SGD's minima relate to the others'."""
     n_seeds, by_label, pairs = training_llc(step_dir)
     llc = {label: m.get("llc", {}) for label, m in by_label.items()}
     shared = sorted(set.intersection(*(set(v) for v in llc.values())), key=str) if llc else []
@@ -75,36 +76,19 @@ def training_lines(step_dir: Path, numbers: dict[str, Any]) -> tuple[Lines, str]
         ]
         for label, m in by_label.items()
     ]
-    higher = [
-        o
-        for o, d in pairs.items()
-        if d["llc"]["mean"] is not None and d["llc"]["ci95"] is not None and d["llc"]["mean"] - d["llc"]["ci95"] > 0
-    ]
-    lower = [
-        o
-        for o, d in pairs.items()
-        if d["llc"]["mean"] is not None and d["llc"]["ci95"] is not None and d["llc"]["mean"] + d["llc"]["ci95"] < 0
-    ]
+
+    def excludes(d: dict[str, Any], sign: int) -> bool:  # the 95 % interval lies on that side of 0
+        return d["mean"] is not None and d["ci95"] is not None and sign * d["mean"] - d["ci95"] > 0
+
+    higher = [o for o, d in pairs.items() if excludes(d["llc"], 1)]
+    lower = [o for o, d in pairs.items() if excludes(d["llc"], -1)]
     tied = [o for o in pairs if o not in higher and o not in lower]
-    lines = [
-        "### Along training: the LLC of the minima each optimizer finds",
-        "",
-        f"Config: `sweep_llc.toml`: Entropy-SGD, SGD, SAM and LPF-SGD on digits from the same initial weights and "
-        f"minibatch order per seed, {n_seeds} seeds, the LLC measured at each final weight vector (flatness "
-        "measure `llc`; its settings in docs/diagnostics.md). Mean ± sd over the seeds; the difference is "
-        "Entropy-SGD minus the row's optimizer, paired by seed.",
-        "",
-        *table(["optimizer", "LLC", "test error", "Entropy-SGD minus this (LLC)"], rows),
-        "",
-        f"* Lowest LLC: {verdict_text(verdict, name=lambda n: f'`{n}`')}",
-        "",
-        f"Entropy-SGD's minima have an LLC {_relation(higher, lower, tied)} (95 % intervals over the seeds).",
-        "",
-    ]
-    summary = (
-        f" Along training (digits, {n_seeds} seeds), Entropy-SGD's minima have an LLC {_relation(higher, lower, tied)}."
-    )
-    return lines, summary
+    return {
+        "seeds": n_seeds,
+        "table": "\n".join(table(["optimizer", "LLC", "test error", "Entropy-SGD minus this (LLC)"], rows)),
+        "best_text": verdict_text(verdict, name=lambda n: f"`{n}`"),
+        "relation": _relation(higher, lower, tied),
+    }
 
 
 def llc_claims(step_dir: Path) -> list[Claim]:
@@ -206,7 +190,8 @@ def _problem_sentence(label: str, a: dict[str, Any], samplers: int) -> str:
 
 
 def section_llc(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
-    """The LLC section's lines and its summary sentence (``figures`` is unused: the section draws none)."""
+    """The LLC section's lines and its summary sentence, rendered from its view (``figures`` is unused: the section
+    draws none)."""
     suite = read_json(out / STEP / SUITE_FILE)
     config = suite["config"]
     problems = suite["problems"]
@@ -226,93 +211,40 @@ def section_llc(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Line
         "tuning": {"trials": tuning.get("trials"), "replicates": tuning.get("replicates")},
         "answer": verdict,
     }
-    lines = [
-        "## LLC. Which sampler estimates the local learning coefficient best",
-        "",
-        f"Config: `{STEP}.toml`. Every registered sampler ({len(verdict['samplers'])}) estimates the LLC "
-        f"lambda(w*) = nbeta (E_p[L] - L(w*)) at nbeta = {first['nbeta']:g} and localization "
-        f"{first['localization']:g} on {len(problems)} problems with a known answer, each with {config['chains']} "
-        f"chains and {', '.join(map(str, budgets))} gradient evaluations per estimate (MALA's two per step counted). "
-        f"On each problem every sampler is first tuned alike ({tuning.get('trials')} TPE trials of "
-        f"{tuning.get('replicates')} replicate estimates, on seeds apart from the reported ones, scored by the "
-        f"squared error), then {config['replicates']} replicates on seeds shared by every sampler go to the verdict: "
-        f"{METHOD}. The truth of the toys is their exact finite-nbeta LLC (quadrature); a deep linear network's is "
-        "Aoyagi's learning coefficient, the nbeta -> infinity limit, so its errors include the finite-nbeta bias "
-        "that every sampler shares. Bias ± its standard error over the replicates; RMSE over the replicates; mean "
-        "MCSE: the estimator's own (ArviZ) error bar, averaged over the replicates; ESS and R-hat: ArviZ's, of the "
-        "first replicate's trace of L.",
-        "",
-    ]
+    limit = {
+        p["label"] for p in problems if p["rows"] and "limit" in str(p["rows"][0].get("truth_kind"))
+    }  # scored against the nbeta -> infinity limit (a deep linear network)
+    shown = []
     for p in problems:
-        rows = p["rows"]
-        truth = next((r for r in rows if r["status"] == "ok"), None)
-        head = f"### {p['label']}" + (f": truth {truth['truth']:.4f} ({truth['truth_kind']})" if truth else "")
-        lines += [
-            head,
-            "",
-            *table(
-                ["sampler", "tuned", "estimate", "bias ± SE", "RMSE", "mean MCSE", "ESS (bulk)", "R-hat"],
-                [_row(r) for r in rows],
-            ),
-            "",
-            *(f"* Lowest squared error: {verdict_text(v, name=lambda n: f'`{n}`')}" for v in p["verdicts"]),
-            "",
-        ]
-    everywhere = _names(verdict["best_everywhere"])
-    n = len(verdict["samplers"])
-    diverged = {label: a["diverged"] for label, a in verdict["problems"].items() if a["diverged"]}
-    dln = [
-        label
-        for label, p in zip(verdict["problems"], problems, strict=True)
-        if p["rows"] and "limit" in str(p["rows"][0].get("truth_kind"))
-    ]
-    lines += [
-        f"**Answer.** In the best set on every problem: {everywhere}; never in it: {_names(verdict['never_best'])}. "
-        + " ".join(_problem_sentence(label, a, n) for label, a in verdict["problems"].items())
-        + " "
-        + (
-            "Diverged (a replicate not finite or run away, ranked out): "
-            + "; ".join(f"{_names(names)} on `{label}`" for label, names in diverged.items())
-            + "."
-            if diverged
-            else "No sampler diverged after tuning."
-        ),
-        "",
-        "**What the evidence supports.** "
-        + (
-            f"A single sampler is separated from every other on {_names(verdict['separated'])}. "
-            if verdict["separated"]
-            else "No sampler is separated from every other on any problem. "
+        truth = next((r for r in p["rows"] if r["status"] == "ok"), None)
+        columns = ["sampler", "tuned", "estimate", "bias ± SE", "RMSE", "mean MCSE", "ESS (bulk)", "R-hat"]
+        shown.append(
+            {
+                "label": p["label"],
+                "truth": None if truth is None else truth["truth"],
+                "truth_kind": None if truth is None else truth["truth_kind"],
+                "table": "\n".join(table(columns, [_row(r) for r in p["rows"]])),
+                "verdicts": [verdict_text(v, name=lambda n: f"`{n}`") for v in p["verdicts"]],
+            }
         )
-        + f"Where several are tied, the tie says that {config['replicates']} replicates cannot separate them by "
-        "the t-test on the squared errors, not that they are as accurate: a sampler whose errors vary a lot stays "
-        "tied with the lowest at a larger RMSE (the largest in each best set is named above), and the Wilcoxon test "
-        "beside it separates some of them (named above). "
-        + "".join(
-            f"On `{label}` every sampler's estimate lies below Aoyagi's value (biases from "
-            f"{a['bias_range'][0]:+.4f} to {a['bias_range'][1]:+.4f}): part of that is the finite-nbeta bias that "
-            "every sampler shares, so the verdict there favours the samplers with the least downward bias, which "
-            "are not necessarily the most accurate for the finite-nbeta value. "
-            for label, a in verdict["problems"].items()
-            if label in dln and a["bias_range"][1] < 0
-        ).rstrip(),
-        "",
-        "**What it does not support.** A ranking on networks: three of the problems are two-dimensional and the "
-        "fourth is a small deep linear network scored against the nbeta -> infinity limit. The verdicts hold for "
-        "this budget, nbeta and localization, and for hyperparameters tuned on each problem against its answer, "
-        "which a user estimating an unknown LLC does not have.",
-        "",
-    ]
-    train_summary = ""
-    if (out / TRAINING / "results.json").is_file():
-        train, train_summary = training_lines(out / TRAINING, numbers)
-        lines += train
-    summary = (
-        f"**LLC (Q3, Q2).** Tuned alike at equal gradient evaluations on {len(problems)} problems with a known LLC, "
-        f"in the best set everywhere: {everywhere}; never in it: {_names(verdict['never_best'])}; separated from "
-        f"every other sampler on {_names(verdict['separated'])}"
-        + "".join(f" (`{verdict['problems'][label]['lowest']}`)" for label in verdict["separated"][:1])
-        + "."
-        + train_summary
-    )
-    return lines, summary
+    view = {
+        "step": STEP,
+        "n_samplers": len(verdict["samplers"]),
+        "nbeta": first["nbeta"],
+        "localization": first["localization"],
+        "chains": config["chains"],
+        "budgets": budgets,
+        "trials": tuning.get("trials"),
+        "tuning_replicates": tuning.get("replicates"),
+        "replicates": config["replicates"],
+        "method": METHOD,
+        "problems": shown,
+        "answer": verdict,
+        "diverged": {label: a["diverged"] for label, a in verdict["problems"].items() if a["diverged"]},
+        "below_limit": {
+            label: a for label, a in verdict["problems"].items() if label in limit and a["bias_range"][1] < 0
+        },
+        "training": training_view(out / TRAINING, numbers) if (out / TRAINING / "results.json").is_file() else None,
+    }
+    numbers["llc"]["view"] = view
+    return section_text("llc", view)
