@@ -135,7 +135,7 @@ Work = Callable[..., dict[str, Any]]  # run_one (config, directory[, nproc]), or
 
 
 def _extra(nproc: int) -> tuple[int, ...]:
-    """run_one's ``nproc`` argument when runs go through the launcher (tune_one is never given one)."""
+    """The ``nproc`` argument of run_one and tune_one when runs go through the launcher."""
     return (nproc,) if nproc > 1 else ()
 
 
@@ -399,7 +399,7 @@ def _tune(
     """Each tuned optimizer's search, one job each (saved records are reused); results.json's ``tuning``."""
     assert config.tuning is not None
     folder = out_dir.path / "tuning"
-    jobs = tuning_jobs(config.base, config.tuning, config.spaces)
+    jobs = tuning_jobs(config.base, config.tuning, config.spaces, config.nproc)
     records: dict[str, dict[str, Any]] = {}
     for label, _, name in jobs:
         if (folder / name).is_file():
@@ -422,7 +422,7 @@ def _tune(
             file=progress,
             flush=True,
         )
-    _execute(todo, executor, workers, address, done, tune_one)
+    _execute(todo, executor, workers, address, done, tune_one, nproc=config.nproc)
     seeds = list(range(config.tuning.seed_offset, config.tuning.seed_offset + config.tuning.seeds))
     return {
         **config.tuning_dict(),

@@ -20,6 +20,7 @@ import copy
 import io
 import math
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from localentropy.experiments.core.config import got, path_text
@@ -157,8 +158,11 @@ def with_chosen(run_config: dict[str, Any], chosen: dict[str, dict[str, Any]]) -
     return config
 
 
-def tuning_jobs(base: dict[str, Any], tuning: TuningConfig, spaces: dict[str, Space]) -> list[tuple[str, dict, str]]:
-    """One job per tuned optimizer: (label, payload for :func:`tune_one`, file name of its record)."""
+def tuning_jobs(
+    base: dict[str, Any], tuning: TuningConfig, spaces: dict[str, Space], nproc: int = 1
+) -> list[tuple[str, dict, str]]:
+    """One job per tuned optimizer: (label, payload for :func:`tune_one`, file name of its record); ``nproc`` > 1:
+    every trial is a ``localentropy train --nproc`` run, as the sweep's own runs are."""
     jobs = []
     for i, opt in enumerate(base.get("optimizers", [])):
         label = optimizer_label(opt, i)
@@ -171,6 +175,7 @@ def tuning_jobs(base: dict[str, Any], tuning: TuningConfig, spaces: dict[str, Sp
             "tuning": tuning.as_dict(),
             "threads": base.get("threads", 1),
             "space": {n: d.as_dict() for n, d in spaces[label].items()},
+            "nproc": nproc,
         }
         jobs.append((label, payload, f"{slug(label)}.json"))
     return jobs
@@ -202,14 +207,38 @@ def validation_error(config_dict: dict[str, Any]) -> tuple[float, int]:
         from localentropy.experiments.core.rundir import RunDirectory
 
         record = Trial(config, config.optimizers[0], splits, RunDirectory(tmp), io.StringIO()).train()
+    return _objective(record)
+
+
+def launched_validation_error(config_dict: dict[str, Any], nproc: int) -> tuple[float, int]:
+    """:func:`validation_error` of a trial that runs as ``localentropy train --nproc`` (data-parallel ranks, Parle's
+    replicas): its config written as TOML, one run into a temporary directory, its one record read back."""
+    import json
+
+    from localentropy.experiments.core.config import toml_text
+    from localentropy.experiments.training.launch import launch_training
+
+    with tempfile.TemporaryDirectory(prefix="tuning-trial-") as tmp:
+        folder = Path(tmp)
+        path = folder / f"{config_dict.get('name', 'trial')}.toml"
+        path.write_text(toml_text(config_dict))
+        launch_training(path, folder / "run", nproc, output=folder / "ranks.log")  # a failed rank raises
+        record = json.loads((folder / "run" / "results.json").read_text())["records"][0]
+    return _objective(record)
+
+
+def _objective(record: dict[str, Any]) -> tuple[float, int]:
+    """(final validation error, gradient evaluations) of a trial's record; +inf when it diverged."""
     evals = int(record["rows"][-1]["grad_evals"]) if record["rows"] else 0
     final = record.get("final") or {}
     value = final.get("val_error") if record["status"] == "ok" else None
     return (float(value) if value is not None and math.isfinite(value) else math.inf), evals
 
 
-def tune_one(payload: dict[str, Any], directory: str) -> dict[str, Any]:
-    """Search one optimizer's space (what a worker process or Ray task runs); returns its tuning record."""
+def tune_one(payload: dict[str, Any], directory: str, nproc: int = 1) -> dict[str, Any]:
+    """Search one optimizer's space (what a worker process or Ray task runs); returns its tuning record. ``nproc``
+    (> 1 for a sweep whose runs are ``train --nproc``; the executor passes it as it does to a run, so that Ray
+    reserves the trial's processes): every trial runs through the launcher."""
     import torch
 
     torch.set_num_threads(int(payload.get("threads", 1)))
@@ -220,11 +249,13 @@ def tune_one(payload: dict[str, Any], directory: str) -> dict[str, Any]:
     options = opt.get("sampler_options") if isinstance(opt.get("sampler_options"), dict) else {}
     samplers = (wrapped_sampler(sampler, options), sampler)
 
+    nproc = max(nproc, int(payload.get("nproc", 1)))
+
     def evaluate(values: dict[str, Any], unit: int) -> tuple[float, int]:
         config = copy.deepcopy(payload["config"])
         apply_values(config["optimizers"][0], values)
         config["seed"] = tuning.seed_offset + unit
-        return validation_error(config)
+        return validation_error(config) if nproc == 1 else launched_validation_error(config, nproc)
 
     limits = {name: hard_limits(name, samplers) for name in space}
     return search(space, evaluate, tuning, tuning.seeds, limits)

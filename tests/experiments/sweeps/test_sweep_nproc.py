@@ -67,3 +67,60 @@ def test_a_sweep_run_goes_through_the_launcher(tmp_path: Path) -> None:
     assert run["status"] == "ok", run["message"]
     trained = json.loads((path / run["dir"] / "results.json").read_text())
     assert trained["world_size"] == 2 and trained["records"][0]["bytes_communicated"] > 0
+
+
+@pytest.mark.slow  # two tuning trials and one evaluation run, each a launch of 2 processes: about 1 minute alone
+def test_a_tuned_sweep_tunes_parle_through_the_launcher_on_its_replicas(tmp_path: Path) -> None:
+    base = copy.deepcopy(BASE) | {"data": {"source": "digits", "validation_fraction": 0.1, "train_limit": 256}}
+    base["optimizers"] = [
+        {
+            "label": "parle",
+            "kind": "parle",
+            "lr": 0.5,
+            "options": {"gamma": 1.0, "rho": 0.1, "inner_steps": 2},
+            "sampler": "sgld",
+            "sampler_options": {"step_size": 0.1, "temperature": 1e-8},
+        }
+    ]
+    space = {"parle": {"options.rho": {"low": 0.01, "high": 1.0, "log": True}}}
+    data = sweep(grid={"seed": [0]}, base=base, nproc=2)
+    data["tuning"] = {"trials": 2, "max_extensions": 0, "seeds": 1, "space": space}
+    path, _, results = run_sweep(parse_sweep_config(data), tmp_path / "s", workers=2)
+    record = results["tuning"]["optimizers"]["parle"]
+    assert record["trials"] == 2 and set(record["chosen"]) == {"options.rho"}
+    assert [trial["state"] for trial in record["history"]] == ["complete", "complete"]
+    assert all(math.isfinite(trial["objective"]) for trial in record["history"])
+    (run,) = results["runs"]
+    trained = json.loads((path / run["dir"] / "results.json").read_text())
+    assert trained["world_size"] == 2
+    assert trained["config"]["optimizers"][0]["options"]["rho"] == pytest.approx(record["chosen"]["options.rho"])
+
+
+def test_tuning_trials_of_an_nproc_sweep_go_through_the_launcher(tmp_path: Path, monkeypatch) -> None:
+    """Each trial is `train --nproc` (Parle's replicas; one process would train Parle without its elastic term)."""
+    from localentropy.experiments.sweeps import tuning
+
+    calls = []
+
+    def launched(config: dict, nproc: int) -> tuple[float, int]:
+        calls.append((config["seed"], nproc, config["optimizers"][0]["options"]["rho"]))
+        return 0.5, 10
+
+    monkeypatch.setattr(tuning, "launched_validation_error", launched)
+    monkeypatch.setattr(tuning, "validation_error", lambda config: pytest.fail("a trial ran in one process"))
+    base = copy.deepcopy(BASE)
+    base["optimizers"] = [
+        {"label": "parle", "kind": "parle", "lr": 0.5, "options": {"gamma": 1.0, "rho": 0.1, "inner_steps": 2}}
+    ]
+    data = sweep(grid={"seed": [0]}, base=base, nproc=2)
+    data["tuning"] = {
+        "trials": 3,
+        "max_extensions": 0,
+        "seeds": 2,
+        "space": {"parle": {"options.rho": {"low": 0.01, "high": 1.0, "log": True}}},
+    }
+    config = parse_sweep_config(data)
+    job = tuning.tuning_jobs(config.base, config.tuning, config.spaces, config.nproc)[0][1]
+    record = tuning.tune_one(job, str(tmp_path))
+    assert len(calls) == 6 and {(seed, nproc) for seed, nproc, _ in calls} == {(1_000_000, 2), (1_000_001, 2)}
+    assert record["chosen"]["options.rho"] in {rho for _, _, rho in calls}
