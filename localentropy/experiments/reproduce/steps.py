@@ -178,9 +178,9 @@ register_step(
     config="sweep_sensitivity.toml",
     question="S3",
     section="sensitivity",
-    full_minutes=1.5,
+    full_minutes=2.6,  # +1.1 for tuning the SGD reference (32 runs of ~2 s alone)
     quick_minutes=0.4,
-    quick={"seeds": 2},
+    quick={"seeds": 2, "tuning": {"trials": 2, "seeds": 1}},
 )
 register_step(
     "scoping",
@@ -188,9 +188,9 @@ register_step(
     config="sweep_scoping.toml",
     question="S3",
     section="sensitivity",
-    full_minutes=0.8,
-    quick_minutes=0.2,
-    quick={"seeds": 2},
+    full_minutes=1.9,  # +1.1 for tuning the SGD reference (32 runs of ~2 s alone)
+    quick_minutes=0.3,
+    quick={"seeds": 2, "tuning": {"trials": 2, "seeds": 1}},
 )
 register_step(
     "overhead_training",
@@ -198,9 +198,9 @@ register_step(
     config="sweep_overhead.toml",
     question="S4",
     section="overhead",
-    full_minutes=1.7,
-    quick_minutes=0.4,
-    quick={"seeds": 2},
+    full_minutes=2.8,  # +1.1 for tuning the SGD reference (32 runs of ~2 s alone)
+    quick_minutes=0.6,
+    quick={"seeds": 2, "tuning": {"trials": 2, "seeds": 1}},
 )
 register_step(
     "overhead_accuracy",

@@ -161,3 +161,19 @@ def sort_key(text: Any) -> tuple[int, float, str]:
 
 def setting_text(setting: dict[str, Any]) -> str:
     return ", ".join(f"{k} = {v}" for k, v in setting.items())
+
+
+def tuned_reference(results: dict[str, Any], label: str = "sgd") -> dict[str, Any] | None:
+    """How a sweep tuned one of its optimizers (a factor sweep's reference), from its results.json: the chosen
+    values, the trials, the number of tuning seeds and the ranges whose best lay at an edge; None when it was not
+    tuned (the sweep then ran the configured values)."""
+    tuning = results.get("tuning") or {}
+    record = (tuning.get("optimizers") or {}).get(label)
+    if not record:
+        return None
+    return {
+        "chosen": record.get("chosen") or {},
+        "trials": record.get("trials"),
+        "seeds": len(tuning.get("tuning_seeds") or []),
+        "at_edge": [e["name"] for e in record.get("at_edge") or []],
+    }

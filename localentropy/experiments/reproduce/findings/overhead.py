@@ -22,6 +22,7 @@ from localentropy.experiments.reproduce.findings.common import (
     speed_ratio,
     sweep_entries,
     table,
+    tuned_reference,
 )
 from localentropy.experiments.reproduce.findings.render import section_text
 
@@ -31,7 +32,7 @@ def section_overhead(
 ) -> tuple[Lines, str]:
     from localentropy.experiments.overhead import accuracy_table
 
-    _, items, axes, cells = training_cells(out / "overhead_training")
+    results, items, axes, cells = training_cells(out / "overhead_training")
     default = next(
         (
             c
@@ -98,6 +99,7 @@ def section_overhead(
         "accuracy_table": "\n".join(accuracy_table(accuracy)),
         "n_seeds": n_seeds,
         "sgd_errors": list(sgd.values()),
+        "sgd_tuning": tuned_reference(results),
         "table": "\n".join(table([*axes, "test error", "seconds", "minus the reference (paired)"], rows)),
         "effect_table": "\n".join(effect_lines),
         "accuracy": rows_by_accuracy,

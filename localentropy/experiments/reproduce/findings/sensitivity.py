@@ -20,6 +20,7 @@ from localentropy.experiments.reproduce.findings.common import (
     short,
     sweep_entries,
     table,
+    tuned_reference,
 )
 from localentropy.experiments.reproduce.findings.render import section_text
 from localentropy.experiments.sweeps.figures import value_text as _text
@@ -105,7 +106,7 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
     better = [c for c in ranked if distinct(d := paired(c["by_seed"], sgd)) and d["mean"] < 0]
     worse = [c for c in ranked if distinct(d := paired(c["by_seed"], sgd)) and d["mean"] > 0]
     fig = copy_figure(out / "sensitivity" / "sensitivity.png", figures, "sensitivity.png")
-    _, sc_items, sc_cells, gammas, scopings, scoping_effect = _scoping_effect(out / "scoping")
+    sc_results, sc_items, sc_cells, gammas, scopings, scoping_effect = _scoping_effect(out / "scoping")
     lookup = {(c["setting"]["gamma"], c["setting"]["scoping"]): c for c in sc_cells}
     sc_rows = []
     for g in gammas:
@@ -135,6 +136,8 @@ def section_sensitivity(out: Path, figures: Path, numbers: dict[str, Any]) -> tu
         "n_cells": len(cells),
         "n_seeds": n_seeds,
         "sgd_errors": list(sgd.values()),
+        "sgd_tuning": tuned_reference(results),
+        "scoping_sgd_tuning": tuned_reference(sc_results),
         "marginal_table": "\n".join(
             table(
                 [
