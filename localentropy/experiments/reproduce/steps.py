@@ -146,9 +146,9 @@ register_step(
     config="sweep_flatness.toml",
     question="Q2",
     section="smoothing",
-    full_minutes=1.2,
-    quick_minutes=0.4,
-    quick={"seeds": 3, "set": {"effective_epochs": 30}},
+    full_minutes=1.8,  # with every optimizer tuned: 102 s alone (2026-12-07)
+    quick_minutes=0.5,
+    quick={"seeds": 3, "set": {"effective_epochs": 30}, "tuning": {"trials": 2, "seeds": 1}},
 )
 # cost: 20 minutes measured alone (2026-11-28); 79 in the final reproduction, at load ~11
 register_step(

@@ -163,17 +163,31 @@ def setting_text(setting: dict[str, Any]) -> str:
     return ", ".join(f"{k} = {v}" for k, v in setting.items())
 
 
-def tuned_reference(results: dict[str, Any], label: str = "sgd") -> dict[str, Any] | None:
-    """How a sweep tuned one of its optimizers (a factor sweep's reference), from its results.json: the chosen
-    values, the trials, the number of tuning seeds and the ranges whose best lay at an edge; None when it was not
-    tuned (the sweep then ran the configured values)."""
+def sweep_tuning(results: dict[str, Any]) -> dict[str, Any] | None:
+    """How a sweep tuned its optimizers, from its results.json: the trials, the number of tuning seeds, and per
+    tuned label its chosen values and the ranges whose best lay at an edge; None when it tuned none."""
     tuning = results.get("tuning") or {}
-    record = (tuning.get("optimizers") or {}).get(label)
-    if not record:
+    records = tuning.get("optimizers") or {}
+    if not records:
         return None
     return {
-        "chosen": record.get("chosen") or {},
-        "trials": record.get("trials"),
+        "trials": tuning.get("trials"),
         "seeds": len(tuning.get("tuning_seeds") or []),
-        "at_edge": [e["name"] for e in record.get("at_edge") or []],
+        "chosen": {label: r.get("chosen") or {} for label, r in records.items()},
+        "at_edge": {label: [e["name"] for e in r["at_edge"]] for label, r in records.items() if r.get("at_edge")},
+    }
+
+
+def tuned_reference(results: dict[str, Any], label: str = "sgd") -> dict[str, Any] | None:
+    """How a sweep tuned one of its optimizers (a factor sweep's reference): its chosen values, the trials, the
+    number of tuning seeds and its ranges whose best lay at an edge; None when it was not tuned (the sweep then ran
+    the configured values)."""
+    tuning = sweep_tuning(results)
+    if tuning is None or label not in tuning["chosen"]:
+        return None
+    return {
+        "chosen": tuning["chosen"][label],
+        "trials": tuning["trials"],
+        "seeds": tuning["seeds"],
+        "at_edge": tuning["at_edge"].get(label, []),
     }

@@ -19,6 +19,7 @@ from localentropy.experiments.reproduce.findings.common import (
     pm,
     read_json,
     run_records,
+    sweep_tuning,
     table,
 )
 from localentropy.experiments.reproduce.findings.render import section_text
@@ -284,6 +285,7 @@ def section_smoothing(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
         },
         "n_seeds": n_seeds,
         "effective_epochs": base.get("effective_epochs"),
+        "flatness_tuning": sweep_tuning(fl_results),
         "flatness_table": "\n".join(table(["optimizer", "test error", *(title for _, _, title in FLATNESS)], fl_rows)),
         "comparisons": list(comparisons.items()),
         "entropy": entropy,
