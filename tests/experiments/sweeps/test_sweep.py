@@ -348,7 +348,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_report_groups_settings_over_seeds(tmp_path):
-    from localentropy.experiments.sweeps.report import best_groups, entries, groups
+    from localentropy.experiments.sweeps.summary import best_groups, entries, groups
 
     config = parse_sweep_config(sweep({"optimizer": ["sgd", "esgd"], "gamma": [0.3, 1.0], "seed": [0, 1]}))
     _, _, results = run_sweep(config, tmp_path / "s", executor="inline")

@@ -12,7 +12,7 @@ import numpy as np
 from localentropy.diagnostics.compare import mean_interval, paired_difference
 from localentropy.experiments.core.files import atomic_write_bytes
 from localentropy.experiments.sweeps.figures import value_text as _text
-from localentropy.experiments.sweeps.report import entries
+from localentropy.experiments.sweeps.summary import entries
 
 Lines = list[str]
 

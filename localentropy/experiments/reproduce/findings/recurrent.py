@@ -30,7 +30,7 @@ from localentropy.experiments.reproduce.findings.common import (
 )
 from localentropy.experiments.reproduce.findings.cost import first_reach
 from localentropy.experiments.reproduce.findings.render import section_text
-from localentropy.experiments.sweeps.report import groups
+from localentropy.experiments.sweeps.summary import groups
 
 PAIRS = (("entropy-sgd", "sgd"), ("entropy-adam", "adam"))
 ORDER = ("sgd", "adam", "entropy-sgd", "entropy-adam")

@@ -28,7 +28,7 @@ from localentropy.experiments.reproduce.findings.common import (
     table,
 )
 from localentropy.experiments.reproduce.findings.render import section_text
-from localentropy.experiments.sweeps.report import best_groups, groups
+from localentropy.experiments.sweeps.summary import best_groups, groups
 from localentropy.experiments.tuning.record import value_text
 
 
