@@ -37,11 +37,12 @@ EPOCH_COLUMNS = (
     "test_loss",
     "test_error",
 )
-# the columns of final.csv read from each record's final row
-FINAL_METRICS = (
+# the metrics of a record's final row (the trainer fills them from its last evaluated row)
+FINAL_ROW_KEYS = (
     "test_error",
     "test_loss",
     "val_error",
+    "val_loss",
     "train_error",
     "train_loss",
     "effective_epochs",
@@ -49,6 +50,8 @@ FINAL_METRICS = (
     "grad_evals",
     "steps",
 )
+# the columns of final.csv read from each record's final row: all but the validation loss
+FINAL_METRICS = tuple(k for k in FINAL_ROW_KEYS if k != "val_loss")
 FINAL_COLUMNS = (
     "optimizer",
     "kind",

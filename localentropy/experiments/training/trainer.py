@@ -354,6 +354,8 @@ class OptimizerRun:
         return ". Likely cause: " + advice.format(lr=lr)
 
     def record(self, status: str, message: str | None) -> dict[str, Any]:
+        from localentropy.experiments.training.report import FINAL_ROW_KEYS  # lazy: it imports matplotlib
+
         last = self.rows[-1]
         counter = getattr(self.optimizer, "grad_evals", None)
         return {
@@ -373,22 +375,7 @@ class OptimizerRun:
             **self.communication(),
             "final": None
             if status != "ok"
-            else {
-                k: last[k]
-                for k in (
-                    "test_error",
-                    "test_loss",
-                    "val_error",
-                    "val_loss",
-                    "train_error",
-                    "train_loss",
-                    "effective_epochs",
-                    "seconds",
-                    "grad_evals",
-                    "steps",
-                )
-            }
-            | (text_final(last, self.splits.info) if self.text else {}),
+            else {k: last[k] for k in FINAL_ROW_KEYS} | (text_final(last, self.splits.info) if self.text else {}),
             "flatness": None,
         }
 
