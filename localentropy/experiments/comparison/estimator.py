@@ -15,6 +15,7 @@ from localentropy.experiments.core.config import (
     choice,
     got,
     integer,
+    label_field,
     label_text,
     number,
     one_or_many,
@@ -33,12 +34,7 @@ MAX_BUDGET = 10_000_000
 class EstimatorConfig(Table):
     """``[[estimators]]``: one estimator compared; its kind narrows the fields it takes."""
 
-    label: label_text() = Field(
-        "",
-        validate_default=False,
-        description="The name in records, reports and file names (default: what runs, and the settings that "
-        "set it apart); unique.",
-    )
+    label: label_text() = label_field()
     kind: choice(ESTIMATOR_KINDS) = Field(
         "local-entropy",
         description="local-entropy: a sampler's chains estimate g(x) = gamma (x - <x'>); "

@@ -214,6 +214,16 @@ def label_text() -> Any:
     ]
 
 
+def label_field() -> Any:
+    """The ``label`` field of an estimator or an optimizer compared: optional, named by default from what runs."""
+    return Field(
+        "",
+        validate_default=False,
+        description="The name in records, reports and file names (default: what runs, and the settings that "
+        "set it apart); unique.",
+    )
+
+
 def run_name(pattern: re.Pattern[str] = NAME_PATTERN, rule: str = NAME_RULE) -> Any:
     """A run name: it names the run directory, so only the characters ``pattern`` allows, at most MAX_NAME."""
     allowed = f"at most {MAX_NAME} {rule} (it names the run directory)"

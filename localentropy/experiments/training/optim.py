@@ -28,6 +28,7 @@ from localentropy.experiments.core.config import (
     fail,
     got,
     integer,
+    label_field,
     label_text,
     nonempty_text,
     number,
@@ -123,12 +124,7 @@ class ScheduleConfig(Table):
 class OptimizerConfig(Table):
     """``[[optimizers]]``: one optimizer compared; its kind narrows the fields it takes."""
 
-    label: label_text() = Field(
-        "",
-        validate_default=False,
-        description="The name in records, reports and file "
-        "names (default: what runs, and the settings that set it apart); unique.",
-    )
+    label: label_text() = label_field()
     kind: choice(OPTIMIZER_KINDS) = Field(description="The optimizer.")
     lr: number(0.0, low_open=True) = Field(description="The (outer) learning rate.")
     options: table() = Field(
