@@ -251,10 +251,8 @@ def load_text(
     info: dict[str, Any] = {"source": source, "options": settings}
     if source == "markov-text":
         chain = MarkovSource(settings["order"], settings["alphabet"], settings["concentration"], settings["chain_seed"])
-        ids = chain.sample(settings["length"], seed=sample_seed(settings, seed))
         info["sample_seed"] = sample_seed(settings, seed)
-        train_end, val_end = _blocks(len(ids), validation_fraction, test_fraction)
-        info["count_model_bits"] = count_model_bits(ids[:train_end], ids[val_end:], chain.order, chain.alphabet)
+        ids = chain.sample(settings["length"], seed=info["sample_seed"])
         vocabulary = list(SYMBOLS[: chain.alphabet])
         info["entropy_rate_bits"] = chain.entropy_rate
         info["path"] = None
@@ -271,6 +269,8 @@ def load_text(
         info["unknown_tokens"] = int(sum(t not in index for t in tokens[train_end:]))
     train_end, val_end = _blocks(len(ids), validation_fraction, test_fraction)
     train, val, test = ids[:train_end], ids[train_end:val_end], ids[val_end:]
+    if source == "markov-text":  # the baseline of the whole blocks, before any limit
+        info["count_model_bits"] = count_model_bits(train, test, chain.order, chain.alphabet)
     if train_limit is not None:
         train = train[: train_limit + 1]
     if test_limit is not None:
