@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -102,17 +101,10 @@ def run_one(run_config: dict[str, Any], run_dir: str, nproc: int = 1) -> dict[st
 
 
 def _launch(run_config: dict[str, Any], run_dir: str, nproc: int, log: io.StringIO) -> tuple[Path, str]:
-    """The run through ``localentropy train --nproc``: its config written as TOML for the ranks to read."""
-    from localentropy.experiments.core.config import toml_text
-    from localentropy.experiments.training.launch import launch_training
+    """The run through ``localentropy train --nproc``: its config handed to the ranks as TOML."""
+    from localentropy.experiments.training.launch import launch_table
 
-    with tempfile.TemporaryDirectory(prefix="sweep-run-") as tmp:
-        path, output = Path(tmp) / f"{run_config['name']}.toml", Path(tmp) / "ranks.log"
-        path.write_text(toml_text(run_config))
-        try:
-            return launch_training(path, run_dir, nproc, output=output)
-        finally:
-            log.write(output.read_text() if output.is_file() else "")
+    return launch_table(run_config, run_dir, nproc, log)
 
 
 def _failed(message: str) -> dict[str, Any]:

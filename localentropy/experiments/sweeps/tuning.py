@@ -215,15 +215,11 @@ def launched_validation_error(config_dict: dict[str, Any], nproc: int) -> tuple[
     replicas): its config written as TOML, one run into a temporary directory, its one record read back."""
     import json
 
-    from localentropy.experiments.core.config import toml_text
-    from localentropy.experiments.training.launch import launch_training
+    from localentropy.experiments.training.launch import launch_table
 
     with tempfile.TemporaryDirectory(prefix="tuning-trial-") as tmp:
-        folder = Path(tmp)
-        path = folder / f"{config_dict.get('name', 'trial')}.toml"
-        path.write_text(toml_text(config_dict))
-        launch_training(path, folder / "run", nproc, output=folder / "ranks.log")  # a failed rank raises
-        record = json.loads((folder / "run" / "results.json").read_text())["records"][0]
+        run_dir, _ = launch_table(config_dict, Path(tmp) / "run", nproc)  # a failed rank raises
+        record = json.loads((run_dir / "results.json").read_text())["records"][0]
     return _objective(record)
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
+from typing import Any, TextIO
 
 import torch
 
 from localentropy.data.text import TEXT_SOURCES
-from localentropy.experiments.core.config import ConfigError
+from localentropy.experiments.core.config import ConfigError, toml_text
 from localentropy.experiments.core.lifeline import die_with_parent, launcher_parent
 from localentropy.experiments.core.rundir import RunDirectory
 from localentropy.experiments.training.config import TrainConfig, load_train_config
@@ -100,6 +102,20 @@ def launch_training(
     finally:
         out_dir.release()
     return out_dir.path, state
+
+
+def launch_table(config: dict[str, Any], out: str | Path, nproc: int, log: TextIO | None = None) -> tuple[Path, str]:
+    """:func:`launch_training` of a config given as a table (a sweep's run, a tuning trial): written as TOML into a
+    temporary directory for the ranks to read; the launcher's and the ranks' output goes to ``log`` (whether the
+    ranks succeed or fail)."""
+    with tempfile.TemporaryDirectory(prefix="ranks-") as tmp:
+        path, output = Path(tmp) / f"{config.get('name', 'run')}.toml", Path(tmp) / "ranks.log"
+        path.write_text(toml_text(config))
+        try:
+            return launch_training(path, out, nproc, output=output)
+        finally:
+            if log is not None and output.is_file():
+                log.write(output.read_text())
 
 
 def run_rank(
