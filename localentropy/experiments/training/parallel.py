@@ -19,6 +19,7 @@ its tensors to the backend's device for each collective.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -95,6 +96,9 @@ class Ranks:
 
     def stop(self) -> None:
         if self.distributed and dist.is_initialized():
+            # A DDP wrapper left in a reference cycle keeps the group alive past destroy_process_group; gloo's threads
+            # are then torn down at interpreter exit, which aborts the process (SIGABRT) after its work is done.
+            gc.collect()
             dist.destroy_process_group()
 
     def threads(self, configured: int) -> int:

@@ -9,6 +9,7 @@ half of every batch. The reference is one process with rank 0's seed on the whol
 
 from __future__ import annotations
 
+import gc
 import math
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def _worker(rank: int, world: int, store: str, out: str, kinds: list[str], sync:
             results[kind] = _train(kind, ddp, model, rank, world, sync) | {"ddp": counter.communication()}
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
+        # DDP's reducer holds the process group; drop it before the group is destroyed, or gloo's threads may be torn
+        # down at interpreter exit, which aborts the process (SIGABRT, "terminate called without an active exception").
+        results = ddp = None
+        gc.collect()
         dist.destroy_process_group()
 
 
