@@ -128,8 +128,19 @@ def _changed(out: Path, resolved: dict[str, Any]) -> bool:
     return RunDirectory(out).holds_other_config(resolved)
 
 
-def _run_step(step: Step, config: dict[str, Any], configs: Path, out: Path, workers: int, progress: TextIO) -> str:
-    """Run one step into ``out``; returns "fresh", "resume", "skip" or "rerun" (its config changed)."""
+def _run_step(
+    step: Step,
+    config: dict[str, Any],
+    configs: Path,
+    out: Path,
+    workers: int,
+    progress: TextIO,
+    tuned_in: Path | None = None,
+) -> str:
+    """Run one step into ``out``; returns "fresh", "resume", "skip" or "rerun" (its config changed).
+
+    ``tuned_in``: the original step's directory, for a fresh-seed rerun of a tuned sweep, whose searches (on the
+    same tuning seeds) it reuses: the rerun trains at the values the original chose, on seeds neither saw."""
     source = str(configs / str(step.config))
     if step.kind == "run":
         from localentropy.experiments.comparison.runner import run_comparison
@@ -143,7 +154,9 @@ def _run_step(step: Step, config: dict[str, Any], configs: Path, out: Path, work
 
         sweep = parse_sweep_config(copy.deepcopy(config), name=Path(source).stem, source=source)
         force = _changed(out, sweep.resolved())
-        state = run_sweep(sweep, out, workers=1 if step.timed else workers, force=force, progress=progress)[1]
+        tuning_from = tuned_in / "tuning" if tuned_in is not None else None
+        workers = 1 if step.timed else workers
+        state = run_sweep(sweep, out, workers=workers, force=force, progress=progress, tuning_from=tuning_from)[1]
         return "rerun" if force else state
     with RunDirectory(out).locked() as run_dir:
         return _run_computation(step, config, run_dir, progress)
@@ -276,7 +289,7 @@ def reproduce(
                     f"{', ' + str(step.config) if step.config else ''})"
                 )
                 start = time.perf_counter()
-                step_state = runner(step, job.config, configs_dir, job.where, workers, progress)
+                step_state = runner(step, job.config, configs_dir, job.where, workers, progress, job.tuned_in)
                 seconds = time.perf_counter() - start
                 if job.fresh is not None:
                     record_fresh(job.where, job.fresh)
@@ -347,6 +360,7 @@ class _Job:
     minutes: float
     record: str
     fresh: dict[str, Any] | None = None
+    tuned_in: Path | None = None  # a fresh rerun: the original's directory, whose tuning it reuses
 
 
 def _claim_steps(steps: tuple[Step, ...] | str | None) -> tuple[Step, ...]:
@@ -374,7 +388,16 @@ def _fresh_jobs(jobs: list[_Job], k: int, round_: int, configs: Path, out: Path)
         _validate({"kind": job.step.kind, "file": job.step.config, "config": config}, configs)
         minutes = job.minutes * k / max(len(record["evaluation_seeds"]), 1)
         fresh.append(
-            _Job(f"fresh/{job.name}", job.step, config, fresh_dir(out, job.step), minutes, "fresh_timings", record)
+            _Job(
+                f"fresh/{job.name}",
+                job.step,
+                config,
+                fresh_dir(out, job.step),
+                minutes,
+                "fresh_timings",
+                record,
+                job.where,
+            )
         )
     return fresh
 

@@ -36,7 +36,7 @@ from localentropy.experiments.sweeps.config import (
     parse_sweep_config,
 )
 from localentropy.experiments.sweeps.paths import STAR, format_path, parse_path
-from localentropy.experiments.sweeps.tuning import tune_one, tuning_jobs, with_chosen
+from localentropy.experiments.sweeps.tuning import job_key, tune_one, tuning_jobs, with_chosen
 from localentropy.experiments.tuning.record import tuned_line
 
 # ------------------------------------------------------------------------------------------------ execution
@@ -249,13 +249,16 @@ def run_sweep(
     address: str | None = None,
     force: bool = False,
     progress: TextIO | None = None,
+    tuning_from: str | Path | None = None,
 ) -> tuple[Path, str, dict[str, Any]]:
     """Run a sweep into a directory; returns (directory, "fresh" | "resume" | "retry" | "skip", results).
 
     ``executor``: "local" (a spawn ``ProcessPoolExecutor`` of ``workers`` processes, default 1), "ray" (tasks on
     ``ray.init(address=address)``, or on a local instance of ``workers`` CPUs), or "inline" (this process, one
     run after another: for debugging). Runs whose directory is complete are not redone; runs that failed before
-    are retried (also when the sweep itself is complete).
+    are retried (also when the sweep itself is complete). ``tuning_from``: another sweep's ``tuning`` folder whose
+    searches are taken instead of rerun where they are the same job (same base, space, trials and tuning seeds):
+    the same sweep on other evaluation seeds (``reproduce --fresh-seeds``) then trains at the values already chosen.
     """
     if executor not in (*EXECUTORS, "inline"):
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
@@ -268,7 +271,7 @@ def run_sweep(
     resolved = config.resolved()
     state = out_dir.prepare(resolved, force=force)
     try:  # this process holds the sweep directory's lock while its workers run
-        return _run_prepared(config, out_dir, state, executor, workers, address, progress)
+        return _run_prepared(config, out_dir, state, executor, workers, address, progress, tuning_from)
     finally:
         out_dir.release()
 
@@ -304,6 +307,7 @@ def _run_prepared(
     workers: int | None,
     address: str | None,
     progress: TextIO,
+    tuning_from: str | Path | None = None,
 ) -> tuple[Path, str, dict[str, Any]]:
     from localentropy.experiments.sweeps.report import write_sweep_report
 
@@ -341,7 +345,9 @@ def _run_prepared(
         bar.advance()
         bar.line(f"[{next(counter)}/{total}] {_one_line(run, outcome)} ({bar.times()})")
 
-    tuning = _tune(config, out_dir, executor, workers, address, progress) if config.tuning is not None else None
+    tuning = None
+    if config.tuning is not None:
+        tuning = _tune(config, out_dir, executor, workers, address, progress, tuning_from)
     chosen = {label: r["chosen"] for label, r in (tuning or {}).get("optimizers", {}).items() if r["chosen"]}
     jobs = [(run.id, with_chosen(run.config, chosen), str(runs_dir / run.id)) for run in todo]
     load_start = _load_average()
@@ -387,20 +393,30 @@ def _tune(
     workers: int | None,
     address: str | None,
     progress: TextIO,
+    tuning_from: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Each tuned optimizer's search, one job each (saved records are reused); results.json's ``tuning``."""
+    """Each tuned optimizer's search, one job each (saved records are reused, and so are ``tuning_from``'s records
+    of the same job); results.json's ``tuning``."""
     assert config.tuning is not None
     folder = out_dir.path / "tuning"
     jobs = tuning_jobs(config.base, config.tuning, config.spaces, config.nproc)
+    keys = {label: job_key(payload) for label, payload, _ in jobs}
     records: dict[str, dict[str, Any]] = {}
     for label, _, name in jobs:
         if (folder / name).is_file():
             records[label] = json.loads((folder / name).read_text())
+        elif tuning_from is not None and (Path(tuning_from) / name).is_file():
+            record = json.loads((Path(tuning_from) / name).read_text())
+            if record.get("job") == keys[label]:
+                atomic_write_json(folder / name, record)
+                records[label] = record
+                print(f"tuning {label}: the same search as {Path(tuning_from) / name}, reused", file=progress)
     names = {label: name for label, _, name in jobs}
 
     def done(label: str, record: dict[str, Any]) -> None:
         if "history" not in record:  # the job failed (a worker died): the sweep cannot go on without its values
             raise RuntimeError(f"tuning {label!r} failed: {record.get('message')}")
+        record = {**record, "job": keys[label]}
         atomic_write_json(folder / names[label], finite_or_none(record))
         records[label] = record
         value = record["objective"]

@@ -17,7 +17,9 @@ sweep's executor (local processes or Ray); its record is saved in ``<sweep>/tuni
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -181,14 +183,18 @@ def tuning_jobs(
     return jobs
 
 
+def job_key(payload: dict[str, Any]) -> str:
+    """A tuning job's fingerprint (its config, space, trials and tuning seeds): equal keys run the same search."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 _SPLITS: dict[str, Any] = {}  # a worker's loaded data, by data config and seed: the trials share the tuning seeds
 
 
 def validation_error(config_dict: dict[str, Any]) -> tuple[float, int]:
     """Train the config's one optimizer (no files kept) and return (final validation error, gradient evaluations);
     +inf when it diverged."""
-    import json
-
     from localentropy.experiments.training.config import parse_train_config
     from localentropy.experiments.training.trainer import OptimizerRun, load_splits
 
@@ -213,8 +219,6 @@ def validation_error(config_dict: dict[str, Any]) -> tuple[float, int]:
 def launched_validation_error(config_dict: dict[str, Any], nproc: int) -> tuple[float, int]:
     """:func:`validation_error` of a trial that runs as ``localentropy train --nproc`` (data-parallel ranks, Parle's
     replicas): its config written as TOML, one run into a temporary directory, its one record read back."""
-    import json
-
     from localentropy.experiments.training.launch import launch_table
 
     with tempfile.TemporaryDirectory(prefix="tuning-trial-") as tmp:

@@ -68,9 +68,11 @@ def test_first_replicate_is_recorded_only_when_set() -> None:
 def _fake_runner(calls: list[tuple[str, list[int]]], shift: float):
     """A sweep that "measures" one number per seed: original seeds near +1, fresh ones near +1 + shift."""
 
-    def runner(step, config, configs, out, workers, progress):
+    def runner(step, config, configs, out, workers, progress, tuned_in=None):
         seeds = config["grid"]["seed"]
         calls.append((str(out), seeds))
+        # a fresh rerun is handed the original's directory, whose tuning it reuses; an original none
+        assert tuned_in == (out.parent.parent / step.name if out.parent.name == "fresh" else None)
         if (out / MARKER).is_file():
             return "skip"
         out.mkdir(parents=True, exist_ok=True)

@@ -158,7 +158,7 @@ def test_missing_configs_directory_is_bad_input(tmp_path: Path, capsys: pytest.C
 def test_a_failed_step_writes_no_document_and_the_rerun_resumes(tmp_path: Path) -> None:
     calls: list[str] = []
 
-    def runner(step, config, configs, out, workers, progress):
+    def runner(step, config, configs, out, workers, progress, tuned_in=None):
         calls.append(step.name)
         if step.name == "smoothing_quadratic" and calls.count(step.name) == 1:
             raise KeyboardInterrupt
@@ -275,7 +275,7 @@ def test_rerun_skips_every_step_and_rewrites_the_same_numbers(tiny_run: tuple[Pa
 
 
 def test_the_quick_and_full_runs_refuse_each_others_directory(tmp_path: Path) -> None:
-    def runner(step, config, configs, out, workers, progress):
+    def runner(step, config, configs, out, workers, progress, tuned_in=None):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -333,7 +333,7 @@ def test_steps_are_registered_with_their_section_and_a_subset_runs(tmp_path: Pat
         )
     calls: list[str] = []
 
-    def runner(step, config, configs, out, workers, progress):
+    def runner(step, config, configs, out, workers, progress, tuned_in=None):
         calls.append(step.name)
         out.mkdir(parents=True, exist_ok=True)
         return "fresh"

@@ -4,6 +4,7 @@ tuning points and seeds apart from the reported ones, and the evaluation run at 
 from __future__ import annotations
 
 import copy
+import io
 import json
 
 import pytest
@@ -78,6 +79,23 @@ def test_a_tuned_sweep_trains_every_method_at_its_chosen_values_on_other_seeds(t
     # a rerun reuses the saved searches: the same chosen values, nothing retuned
     again = run_sweep(parse_sweep_config(copy.deepcopy(data)), tmp_path / "sweep", executor="inline")[2]
     assert again["tuning"]["optimizers"] == json.loads(json.dumps(records))
+    # the same sweep on other evaluation seeds (a fresh-seed rerun) takes the same searches, not a second run of them
+    fresh = copy.deepcopy(data)
+    fresh["grid"]["seed"] = [7, 8]
+    log = io.StringIO()
+    _, _, replicated = run_sweep(
+        parse_sweep_config(fresh), tmp_path / "fresh", executor="inline", progress=log, tuning_from=out / "tuning"
+    )
+    assert replicated["tuning"]["optimizers"] == json.loads(json.dumps(records))
+    assert "reused" in log.getvalue() and "tuning 2 optimizer(s)" not in log.getvalue()
+    assert replicated["tuning"]["evaluation_seeds"] == [7, 8]
+    # another search (one trial more) is a different job: it runs
+    other = copy.deepcopy(fresh) | {"tuning": {**data["tuning"], "trials": 2}}
+    log = io.StringIO()
+    run_sweep(
+        parse_sweep_config(other), tmp_path / "other", executor="inline", progress=log, tuning_from=out / "tuning"
+    )
+    assert "reused" not in log.getvalue() and "tuning 2 optimizer(s)" in log.getvalue()
 
 
 @pytest.mark.parametrize(
