@@ -14,7 +14,8 @@ from pathlib import Path
 
 from localentropy.experiments.comparison.loading import load_run
 from localentropy.experiments.comparison.report import render_report
-from localentropy.experiments.core.files import slug
+from localentropy.experiments.comparison.suite import SUITE_FILE, suite_markdown
+from localentropy.experiments.core.files import atomic_write_bytes, slug
 from localentropy.experiments.core.rundir import RunDirectory, RunDirectoryError
 from localentropy.experiments.training.report import check_train_results, is_train_results, write_train_outputs
 
@@ -29,10 +30,38 @@ def _train_results(run: Path) -> dict | None:
     return check_train_results(data, path) if is_train_results(data) else None
 
 
+def _rebuild_suite(run: Path, out: str | None) -> Path:
+    """A comparison of several problems (suite.json): each problem's report rebuilt in its own directory, then the
+    suite's report.md from suite.json, in place (a suite is rebuilt alone, never merged or moved)."""
+    if out is not None and Path(out).resolve() != run.resolve():
+        raise RunDirectoryError(f"--out {out}: a run of several problems ({run}) has its report rebuilt in place")
+    try:
+        summary = json.loads((run / SUITE_FILE).read_text(encoding="utf-8"))
+        labels = [str(problem["label"]) for problem in summary["problems"]]
+        loaded = [(run / label, load_run(run / label)) for label in labels]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise RunDirectoryError(f"{run / SUITE_FILE}: not a readable run of several problems: {exc}") from None
+    with RunDirectory(run).locked():
+        for problem_dir, results in loaded:
+            render_report([(problem_dir, results)], problem_dir)
+        report = run / "report.md"
+        atomic_write_bytes(report, suite_markdown(summary).encode())
+    return report
+
+
 def rebuild_report(runs: list[str], out: str | None = None) -> Path:
     """Rebuild one run's report (in place, or in ``out``) or merge several comparison runs (into ``out``, by default
-    ``runs/report-<name>-<name>``; the merged runs are never changed). Returns the report's path."""
-    dirs = [Path(r).parent if Path(r).name == "results.json" else Path(r) for r in runs]
+    ``runs/report-<name>-<name>``; the merged runs are never changed). A run of several problems (``suite.json``)
+    is rebuilt in place, alone. Returns the report's path."""
+    dirs = [Path(r).parent if Path(r).name in ("results.json", SUITE_FILE) else Path(r) for r in runs]
+    suites = [d for d in dirs if (d / SUITE_FILE).is_file() and not (d / "results.json").is_file()]
+    if suites:
+        if len(dirs) > 1:
+            raise RunDirectoryError(
+                f"{suites[0]}: a run of several problems has its report rebuilt alone; to merge problems, give "
+                "their directories (<run>/<problem>)"
+            )
+        return _rebuild_suite(suites[0], out)
     try:  # a missing or unreadable results.json is bad input (exit 2), not a failure
         trained = [_train_results(d) for d in dirs]
         if any(t is not None for t in trained) and len(dirs) > 1:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,9 +84,53 @@ identical numbers. Method: {method}, at 95 %. **Tied** lists the estimators not 
 with the largest simultaneous half-width among them: smaller differences could not have been detected."""
 
 
+HOW_TO_READ_LLC = """\
+Each table row is one sampler at one budget, measured over independent replicates of the LLC estimate
+nbeta (E_p[L] - L(w*)) at w*, where p is proportional to exp(-nbeta L(w) - localization/2 |w - w*|^2) (Entropy-SGD's
+inner measure at x = w*: nbeta = 1/T, localization = gamma/T). The truth is exact at this nbeta and localization (by
+quadrature) for the 2-D potentials, and Aoyagi's asymptotic value for a deep linear network, which a finite nbeta
+(below it) and a sampler's step (above it, for SGLD) both move the estimate away from. **MSE** is the mean squared
+error of one replicate's estimate (= bias² + variance), ± its Monte Carlo standard error over the replicates;
+**relative MSE** divides it by the LLC². A label that is not the name of what the estimator runs has its sampler
+beside it. **Bias norm** is |mean estimate - LLC| corrected for replicate noise (variance / R subtracted, clipped at
+0), ± its Monte Carlo standard error. **Cosine** is the sign of the mean estimate against the LLC's (1: same sign).
+**Grad evals** are gradient evaluations per replicate, the cost a budget buys. **Min ESS (bulk)** and **max R-hat**
+are ArviZ diagnostics of the first replicate's chains (R-hat above 1.01: chains not mixed); {dash} means not
+applicable. Rows are grouped by sampler, the one with the lowest MSE at the largest budget first; numbers have
+3 significant digits.
+"""
+
+
+class Wording(NamedTuple):
+    """How a report names what its runs estimate: its title, how to read its tables and each group's title."""
+
+    title: str
+    how_to_read: str
+    group_title: Callable[[tuple], str]
+
+
 def _group_title(group: tuple) -> str:
     point, gamma, temperature = group
     return f"point {point}, gamma = {fmt(gamma)}, T = {fmt(temperature)}"
+
+
+def _llc_group_title(group: tuple) -> str:
+    point, gamma, temperature = group
+    return f"point {point}, nbeta = {fmt(1 / temperature)}, localization = {fmt(gamma / temperature)}"
+
+
+WORDINGS = {
+    "gradient": Wording("Local-entropy gradient report", HOW_TO_READ, _group_title),
+    "llc": Wording("LLC estimator report", HOW_TO_READ_LLC, _llc_group_title),
+}
+
+
+def wording(results: Sequence[Results]) -> Wording:
+    """The runs' wording: by their estimand (a run of another config's estimand is refused, not mixed)."""
+    estimands = {(r.config or {}).get("estimand", "gradient") for r in results}
+    if len(estimands) > 1:
+        raise ValueError(f"runs of different estimands ({', '.join(sorted(estimands))}) cannot share one report")
+    return WORDINGS[estimands.pop() if estimands else "gradient"]
 
 
 class Run(NamedTuple):
@@ -283,7 +327,9 @@ def _clipped_note(ok_rows: list[Row]) -> list[str]:
     ]
 
 
-def _difference_forest(rows: list[Row], runs: list[Run], out_dir: Path) -> list[str]:
+def _difference_forest(
+    rows: list[Row], runs: list[Run], out_dir: Path, group_title: Callable[[tuple], str] = _group_title
+) -> list[str]:
     """The forest plot of every verdict's paired differences (each stable estimator's mean squared error minus
     the lowest's at the same point and budget, with the Bonferroni simultaneous 95 % t-interval over the
     replicates), one panel per (point, gamma, T, budget); nothing when no verdict has a difference."""
@@ -294,7 +340,7 @@ def _difference_forest(rows: list[Row], runs: list[Run], out_dir: Path) -> list[
         drawn += [
             {
                 "label": f"{c.name} minus {v.lowest}",
-                "unit": f"MSE, {_group_title(group)}, budget {fmt_count(v.budget)}",
+                "unit": f"MSE, {group_title(group)}, budget {fmt_count(v.budget)}",
                 "estimate": {"mean": c.difference, "ci95": c.half_width},
             }
             for v in verdicts
@@ -362,12 +408,13 @@ def render_report(results: Sequence[tuple[Path, Results]], out_dir: Path | str) 
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     colors = {label: to_hex(cmap(i % cmap.N)) for i, label in enumerate(labels)}
 
-    title_line = f"# Local-entropy gradient report: {' + '.join(f'`{_md(run.label)}`' for run in runs)}"
+    words = wording([run.results for run in runs])
+    title_line = f"# {words.title}: {' + '.join(f'`{_md(run.label)}`' for run in runs)}"
     answer: list[str] = []  # the verdicts of every (point, gamma, T), first in the report
     lines = []
     for run in runs:
         lines += _tuning(run)
-    lines += ["## How to read this", "", HOW_TO_READ.format(dash=DASH, method=METHOD), ""]
+    lines += ["## How to read this", "", words.how_to_read.format(dash=DASH, method=METHOD), ""]
     plotted = groups[:MAX_GROUPS_PLOTTED]
     if len(groups) > MAX_GROUPS_PLOTTED:
         lines += [
@@ -377,7 +424,7 @@ def render_report(results: Sequence[tuple[Path, Results]], out_dir: Path | str) 
         ]
     efficiency_panels = []
     for group in groups:
-        title = _group_title(group)
+        title = words.group_title(group)
         in_group = [row for row in rows if row.group == group]
         ok_rows = _ordered([row for row in in_group if row.record.ok])
         lines += [f"## {title}", ""]
@@ -411,8 +458,8 @@ def render_report(results: Sequence[tuple[Path, Results]], out_dir: Path | str) 
         lines += ["## Efficiency ratios", "", "![efficiency ratio against gradient evaluations](efficiency.png)", ""]
         if without:
             lines += [f"No efficiency ratio (no Gibbs measure to compare with): {', '.join(map(quoted, without))}.", ""]
-    lines += _difference_forest(rows, runs, out_dir)
-    images, notes = chain_figures(rows, out_dir, _group_title)
+    lines += _difference_forest(rows, runs, out_dir, words.group_title)
+    images, notes = chain_figures(rows, out_dir, words.group_title)
     if images or notes:
         lines += ["## Inner chains: trace and rank plots", ""]
         lines += [*(f"{_md(note)}\n" for note in notes), *(f"{image}\n" for image in images)]

@@ -13,6 +13,8 @@ from localentropy.experiments.comparison import estimand
 from localentropy.experiments.comparison.config import ConfigError, parse_config
 from localentropy.experiments.comparison.runner import run_comparison
 from localentropy.experiments.comparison.suite import SUITE_FILE, single_configs
+from localentropy.experiments.core.rundir import RunDirectoryError
+from localentropy.experiments.reports import rebuild_report
 from localentropy.llc.problems import DeepLinearProblem
 from localentropy.llc.toys import exact_llc, toy
 
@@ -146,7 +148,18 @@ def test_llc_suite_runs_each_problem_reports_and_resumes(tmp_path, single_thread
     assert suite["problems"][1]["rows"][0]["truth"] == 1.5  # Aoyagi: widths (2, 1, 2), rank 1
     report = (path / "report.md").read_text()
     assert "## crossing: LLC truth" in report and "## dln: LLC truth 1.5" in report
+    problem_report = (path / "crossing" / "report.md").read_text()
+    assert problem_report.startswith("# LLC estimator report") and "gradient" not in problem_report.split("##")[0]
+    assert "nbeta = 100, localization = 20" in problem_report
     assert run_comparison(parse_config(llc_with()), out)[1] == "skip"
+    # `localentropy report` rebuilds a run of several problems in place: each problem's report and the suite's
+    for stale in (path / "report.md", path / "crossing" / "report.md"):
+        stale.unlink()
+    assert rebuild_report([str(path)]) == path / "report.md"
+    assert (path / "report.md").read_text() == report
+    assert (path / "crossing" / "report.md").read_text() == problem_report
+    with pytest.raises(RunDirectoryError, match="rebuilt alone"):
+        rebuild_report([str(path), str(path / "dln")])
 
 
 def test_a_diverged_llc_replicate_makes_its_record_diverged_and_ranks_it_out(tmp_path, single_thread) -> None:
