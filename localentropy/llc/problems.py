@@ -9,10 +9,12 @@ so the chains of a local-entropy estimator at (w*, gamma, T) sample p, and
 :func:`llc_truth` gives the answer for a problem that has one (:data:`TRUTHS` says of which kind):
 
 * the 2-D toys (:mod:`localentropy.llc.toys`): the exact finite-nbeta value, by quadrature;
-* :class:`DeepLinearProblem`: Aoyagi's (2024) learning coefficient, the nbeta -> infinity limit. An estimate at
-  finite nbeta differs from it by the finite-nbeta bias as well as the sampler's (docs/diagnostics.md measures
-  +3.5% for widths (2, 2, 2), rank 0, and -0.8% for (3, 2, 3), rank 1, at nbeta 1000): every sampler shares that
-  part of its error, so a comparison ranks the samplers by their error against the theory, not by their bias alone.
+* :class:`DeepLinearProblem` with a shipped reference for its widths, rank, seed, nbeta and localization
+  (:mod:`localentropy.llc.reference`): the finite-nbeta value from long MALA chains, exact up to its MCSE;
+* any other :class:`DeepLinearProblem`: Aoyagi's (2024) learning coefficient, the nbeta -> infinity limit. An
+  estimate at finite nbeta differs from it by the finite-nbeta bias (downward: docs/diagnostics.md measures it with
+  MALA) as well as the sampler's, so a comparison scored against the limit rewards a sampler whose step bias is
+  upward (SGLD's on these networks).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor
 
 from localentropy.entropy.problems import Problem
 from localentropy.llc.dln import DeepLinearPotential
+from localentropy.llc.reference import Reference, find_reference
 from localentropy.llc.toys import _Toy as Toy
 from localentropy.llc.toys import exact_llc
 
@@ -31,6 +34,8 @@ __all__ = ["TRUTHS", "DeepLinearProblem", "has_llc_truth", "llc_truth", "measure
 
 TRUTHS = {
     "exact": "the exact value at this nbeta and localization (quadrature)",
+    "reference": "the value at this nbeta and localization from long MALA chains (no step-size bias; exact up to its "
+    "Monte Carlo standard error)",
     "limit": "Aoyagi's learning coefficient (the nbeta -> infinity limit; the finite-nbeta bias is in every error)",
 }
 
@@ -73,14 +78,24 @@ class DeepLinearProblem(Problem):
     def smoothed_grad(self, x: Tensor, sigma: float) -> Tensor:
         raise self._no_exact("smoothed gradient")
 
+    def reference(self, point: Tensor, nbeta: float, localization: float) -> Reference | None:
+        """The shipped finite-nbeta reference of this network for the measure (nbeta, localization) at ``point``, if
+        any: there is one only at w* itself."""
+        if not torch.equal(self._point(point).to(self.w_star.dtype), self.w_star):
+            return None
+        return find_reference(self.widths, self.rank, self.seed, nbeta, localization)
+
 
 def has_llc_truth(problem: Problem) -> bool:
     return isinstance(problem, Toy | DeepLinearProblem)
 
 
-def truth_kind(problem: Problem) -> str:
-    """``"exact"`` (a toy) or ``"limit"`` (a deep linear network): keys of :data:`TRUTHS`."""
-    return "limit" if isinstance(problem, DeepLinearProblem) else "exact"
+def truth_kind(problem: Problem, w_star: Tensor, gamma: float, temperature: float) -> str:
+    """``"exact"`` (a toy), ``"reference"`` or ``"limit"`` (a deep linear network with or without a reference at
+    this point and measure): keys of :data:`TRUTHS`."""
+    if not isinstance(problem, DeepLinearProblem):
+        return "exact"
+    return "limit" if problem.reference(w_star, *measure_settings(gamma, temperature)) is None else "reference"
 
 
 def minimum(problem: Problem) -> Tensor:
@@ -101,7 +116,8 @@ def llc_truth(problem: Problem, w_star: Tensor, gamma: float, temperature: float
     """The answer an LLC estimate at w* of the measure at (gamma, T) is scored against (module docstring)."""
     nbeta, localization = measure_settings(gamma, temperature)
     if isinstance(problem, DeepLinearProblem):
-        return float(problem.potential.theory.llc)
+        reference = problem.reference(w_star, nbeta, localization)
+        return float(problem.potential.theory.llc) if reference is None else reference.llc
     if isinstance(problem, Toy):
         return exact_llc(problem, nbeta, localization, w_star)
     raise ValueError(f"{problem!r} has no LLC answer: use a toy (regular, crossing, quartic) or a deep linear network")

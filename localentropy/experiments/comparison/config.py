@@ -62,7 +62,9 @@ class ProblemConfig(Table):
     kind: choice(PROBLEM_KINDS) = Field(
         description="quadratic: closed-form truth; double-well, sharp-wide: truth by quadrature; python: your own "
         "Problem. LLC problems: regular (w1^2 + w2^2), crossing ((w1 w2)^2), quartic (w1^2 + w2^4), whose LLC is "
-        "exact by quadrature, and deep-linear (||W_M ... W_1 - P*||_F^2, scored against Aoyagi's coefficient)."
+        "exact by quadrature, and deep-linear (||W_M ... W_1 - P*||_F^2, scored at w* against the shipped "
+        "finite-nbeta MALA reference for its widths, rank, seed, nbeta and localization when there is one, else "
+        "against Aoyagi's coefficient)."
     )
     label: run_name() | None = Field(
         None, description="In `[[problems]]`: the problem's name, which names its run's subdirectory (default: kind)."

@@ -92,9 +92,10 @@ def estimate(
     )
 
 
-def truth_text(problem: Problem) -> str:
-    """What the LLC's truth is on this problem (exact at finite nbeta, or Aoyagi's limit)."""
-    return TRUTHS[truth_kind(problem)]
+def truth_text(problem: Problem, x: Tensor, gamma: float, temperature: float) -> str:
+    """What the LLC's truth is on this problem at x and (gamma, T): exact at finite nbeta, a Monte Carlo reference
+    at finite nbeta, or Aoyagi's limit."""
+    return TRUTHS[truth_kind(problem, x, gamma, temperature)]
 
 
 def llc_metrics(results: list[LLCResult], truth_value: float) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def run_task(task: Task, problem: Problem, config: RunConfig) -> tuple[Record, T
             "preset": spec.preset,
         }
         if config.estimand == "llc":
-            settings["truth"] = estimand.truth_text(problem)
+            settings["truth"] = estimand.truth_text(problem, x, gamma, temperature)
         gibbs_cov = problem.gibbs_cov(gamma, temperature, x) if config.estimand == "gradient" else None
     record = Record(
         key=RecordKey(**task.key),

@@ -86,3 +86,20 @@ def test_the_training_part_states_the_paired_llc_differences_from_its_record(llc
     claims = llc_training_claims(root / "llc_training")
     assert [c["id"] for c in claims] == ["llc_training/llc: entropy-sgd - sgd", "llc_training/llc: entropy-sgd - sam"]
     assert claims[0]["mean"] == pytest.approx(0.9) and claims[0]["n"] == 4
+
+
+def test_a_network_with_a_shipped_reference_is_scored_and_described_against_it(tmp_path: Path, monkeypatch) -> None:
+    from localentropy.llc import reference as ref
+    from tests.llc.test_reference import _entry
+
+    monkeypatch.setattr(ref, "REFERENCES_FILE", tmp_path / "references.json")
+    ref.write_reference(_entry(llc=1.2345, mcse=0.0067))  # widths (2, 1, 2), rank 1, seed 0, nbeta 100, loc. 20
+    run_comparison(parse_config(llc_with(name=STEP)), tmp_path / "r" / STEP)
+    numbers: dict = {}
+    lines, summary = section_llc(tmp_path / "r", tmp_path, numbers)
+    text = "\n".join([*lines, summary])
+    assert "### dln: truth 1.2345 ± 0.0067 (MCSE) (the value at this nbeta and localization from long MALA" in text
+    assert "on `dln` it is the value at the same nbeta and localization from long MALA chains" in text
+    assert "Aoyagi" not in text and unsupported_numbers(text, numbers) == []
+    rows = json.loads((tmp_path / "r" / STEP / "dln" / "results.json").read_text())["records"]
+    assert {r["metrics"]["llc_truth"] for r in rows} == {1.2345}

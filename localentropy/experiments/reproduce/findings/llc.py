@@ -18,6 +18,8 @@ from localentropy.experiments.reproduce.findings.common import Lines, fmt, paire
 from localentropy.experiments.reproduce.findings.render import section_text
 from localentropy.experiments.reproduce.findings.samplers import verdicts_now
 from localentropy.experiments.reproduce.findings.smoothing import flatness_by_label
+from localentropy.llc.problems import TRUTHS
+from localentropy.llc.reference import find_reference
 
 STEP = "llc_samplers"
 TRAINING = "llc_training"
@@ -189,6 +191,17 @@ def _problem_sentence(label: str, a: dict[str, Any], samplers: int) -> str:
     return text + "."
 
 
+def _truth_kind(problem: dict[str, Any]) -> str | None:
+    """The key of :data:`TRUTHS` whose text a problem's rows record (None for a problem with no row)."""
+    text = problem["rows"][0].get("truth_kind") if problem["rows"] else None
+    return next((kind for kind, said in TRUTHS.items() if said == text), None)
+
+
+def _problem_specs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resolved config's problem tables, in the suite's order (one ``problem`` or ``problems``)."""
+    return list(config.get("problems") or [config["problem"]])
+
+
 def section_llc(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Lines, str]:
     """The LLC section's lines and its summary sentence, rendered from its view (``figures`` is unused: the section
     draws none)."""
@@ -211,18 +224,23 @@ def section_llc(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Line
         "tuning": {"trials": tuning.get("trials"), "replicates": tuning.get("replicates")},
         "answer": verdict,
     }
-    limit = {
-        p["label"] for p in problems if p["rows"] and "limit" in str(p["rows"][0].get("truth_kind"))
-    }  # scored against the nbeta -> infinity limit (a deep linear network)
+    kinds = {p["label"]: _truth_kind(p) for p in problems}
+    limit = {label for label, kind in kinds.items() if kind == "limit"}  # Aoyagi's nbeta -> infinity limit
     shown = []
-    for p in problems:
+    for p, spec in zip(problems, _problem_specs(config), strict=True):
         truth = next((r for r in p["rows"] if r["status"] == "ok"), None)
         columns = ["sampler", "tuned", "estimate", "bias ± SE", "RMSE", "mean MCSE", "ESS (bulk)", "R-hat"]
+        reference = None
+        if kinds[p["label"]] == "reference":
+            widths, rank, seed = spec["widths"], spec["rank"], spec.get("seed", 0)
+            found = find_reference(widths, rank, seed, first["nbeta"], first["localization"])
+            reference = None if found is None else found.model_dump()
         shown.append(
             {
                 "label": p["label"],
                 "truth": None if truth is None else truth["truth"],
                 "truth_kind": None if truth is None else truth["truth_kind"],
+                "reference": reference,
                 "table": "\n".join(table(columns, [_row(r) for r in p["rows"]])),
                 "verdicts": [verdict_text(v, name=lambda n: f"`{n}`") for v in p["verdicts"]],
             }
@@ -241,6 +259,9 @@ def section_llc(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Line
         "problems": shown,
         "answer": verdict,
         "diverged": {label: a["diverged"] for label, a in verdict["problems"].items() if a["diverged"]},
+        "limit_labels": sorted(limit),
+        "reference_labels": sorted(label for label, kind in kinds.items() if kind == "reference"),
+        "toy_count": sum(kind == "exact" for kind in kinds.values()),
         "below_limit": {
             label: a for label, a in verdict["problems"].items() if label in limit and a["bias_range"][1] < 0
         },
