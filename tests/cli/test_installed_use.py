@@ -250,7 +250,7 @@ def test_quiet_is_accepted_by_the_long_commands(tmp_path: Path, capsys: pytest.C
 def test_reproduce_shows_a_bar_over_its_steps_weighted_by_their_expected_minutes(tmp_path: Path) -> None:
     from localentropy.experiments.reproduce import run as reproduce
 
-    def runner(step, config, configs, out, workers, progress):
+    def runner(step, config, configs, out, workers, progress, tuned_in=None):
         out.mkdir(parents=True, exist_ok=True)
         return "fresh"
 
