@@ -254,7 +254,7 @@ register_step(
     section="scale",
     full_minutes=2.5,
     quick_minutes=0.4,
-    quick={"seeds": 2, "set": {"effective_epochs": 3}},
+    quick={"seeds": 2, "set": {"effective_epochs": 3}, "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0}},
 )
 register_step(
     "scale_compute",
