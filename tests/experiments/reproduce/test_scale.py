@@ -75,6 +75,7 @@ def _record(label: str, seed: int, inner: int) -> dict:
         "status": "ok",
         "world_size": 2,
         "passes_per_step": 1 if label == SGD else inner,
+        "steps": passes if label == SGD else passes // inner,
         "rows": rows,
         "final": final,
         "bytes_communicated": calls * 4 * PARAMETERS,
@@ -162,6 +163,7 @@ def test_the_scale_section_reports_the_tuned_values_and_parle_beside_entropy_sgd
     assert scale["projection"] == projection(COMPUTE, 1000, 25)
     # the chosen values in a table, the edge named
     assert "| `parle` | 1.5 | 0.1 | 25 | — | 0.95 | — |" in text
+    assert "| parle | 12.50 ± 0.50 % | 2.00 ± 0.00 | 2 |" in text  # 50 passes: 2 outer steps of L = 25
     assert "`parle` options.rho" in text and "the optimum may lie beyond" in text
     # Parle beside Entropy-SGD-DDP: the paired difference with its interval, in the section and the summary
     d = scale["paired"]["parle - entropy-sgd-ddp"]
@@ -171,6 +173,10 @@ def test_the_scale_section_reports_the_tuned_values_and_parle_beside_entropy_sgd
     assert f"Parle minus Entropy-SGD-DDP: {short(d)}" in summary and "Tuned alike (8 trials each" in summary
     assert "`parle` minus `entropy-sgd-ddp`: -1.50 points (95 % t-interval" in text
     assert "L = 25 for Parle, 5 for Entropy-SGD-DDP" in summary
+    # every number it states is in its record (findings.json)
+    from localentropy.experiments.reproduce.findings.render import unsupported_numbers
+
+    assert unsupported_numbers(text + summary, numbers) == []
 
 
 def test_the_projection_follows_the_alpha_beta_model() -> None:

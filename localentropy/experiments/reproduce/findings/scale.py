@@ -118,6 +118,7 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
                 label,
                 f"{pm(list(errors[label].values()), 100)} %",
                 pm([r["final"]["effective_epochs"] for r in recs], 1, 2),
+                f"{np.mean([r['steps'] for r in recs]):.0f}" if recs and all("steps" in r for r in recs) else "—",
                 pm([r["final"]["seconds"] for r in recs], 1, 1, " s"),
                 f"{np.mean([r['bytes_communicated'] for r in recs]) / 1e6:.1f}" if recs else "—",
                 f"{np.mean([r['collective_calls'] for r in recs]):.0f}" if recs else "—",
@@ -128,6 +129,7 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
         )
     per_run = {
         label: {
+            "steps": [r["steps"] for r in records[label].values() if "steps" in r],
             "megabytes": [r["bytes_communicated"] / 1e6 for r in records[label].values()],
             "collective_calls": [r["collective_calls"] for r in records[label].values()],
             "ms_per_pass": [1e3 * r["final"]["seconds"] / r["final"]["grad_evals"] for r in records[label].values()],
@@ -166,6 +168,7 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
                     "optimizer",
                     "test error (mean ± sd)",
                     "effective epochs",
+                    "steps (outer steps of L passes)",
                     "training wall-clock",
                     "MB all-reduced per rank",
                     "all-reduce calls",
