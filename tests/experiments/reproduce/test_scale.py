@@ -48,6 +48,11 @@ TUNING = {
         "parle": {
             "chosen": {"lr": 1.5, "options.gamma": 0.1, "options.inner_steps": 25, "options.rho": 0.95},
             "at_edge": [{"name": "options.rho", "side": "high"}],
+            "space": {
+                "options.inner_steps": {"choices": [5, 25]},
+                "options.rho": {"low": 0.01, "high": 1.0, "log": True},
+            },
+            "objective": 0.0825,
         },
     },
 }
@@ -162,7 +167,10 @@ def test_the_scale_section_reports_the_tuned_values_and_parle_beside_entropy_sgd
     assert scale["view"]["inner_entropy"] == 5 and "1 / L = 4 %" in text
     assert scale["projection"] == projection(COMPUTE, 1000, 25)
     # the chosen values in a table, the edge named
-    assert "| `parle` | 1.5 | 0.1 | 25 | — | 0.95 | — |" in text
+    assert (
+        "| `parle` | 1.5 | 0.1 | 25 | — | 0.95 | — | options.inner_steps {5, 25}; options.rho [0.01, 1] log | 8.25 % |"
+        in text
+    )
     assert "| parle | 12.50 ± 0.50 % | 2.00 ± 0.00 | 2 |" in text  # 50 passes: 2 outer steps of L = 25
     assert "`parle` options.rho" in text and "the optimum may lie beyond" in text
     # Parle beside Entropy-SGD-DDP: the paired difference with its interval, in the section and the summary

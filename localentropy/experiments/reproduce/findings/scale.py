@@ -106,7 +106,7 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
     seconds = {label: {s: r["final"]["seconds"] for s, r in records[label].items()} for label in LABELS}
     time_pairs = {f"{a} - {b}": paired(seconds[a], seconds[b]) for a, b in ((PARLE, SGD), (ENTROPY, SGD))}
     base = results["config"]["base"]
-    tuning = sweep_tuning(results)
+    tuning = _tuning(results)
     inner = {label: inner_steps(records, base, tuning, label) for label in (ENTROPY, PARLE)}
     world = sorted({r["world_size"] for recs in records.values() for r in recs.values()})
     examples = _train_examples(step, results)
@@ -210,11 +210,40 @@ def inner_steps(
     return int(value) if value is not None else None
 
 
+def _tuning(results: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`sweep_tuning`, plus per tuned label the space it searched in the end (after any extension) and the
+    validation error its chosen values reached on the tuning seeds; None when the sweep tuned none."""
+    tuning = sweep_tuning(results)
+    if tuning is None:
+        return None
+    records = results["tuning"]["optimizers"]
+    tuning["space"] = {label: r.get("space") or {} for label, r in records.items()}
+    tuning["objective"] = {label: r.get("objective") for label, r in records.items()}
+    return tuning
+
+
 def _tuning_table(tuning: dict[str, Any]) -> Lines:
-    """One row per tuned optimizer: the value it chose of each hyperparameter searched (— where it searched none)."""
+    """One row per tuned optimizer: the value it chose of each hyperparameter (— where it searched none), the range
+    or choices it searched, and the validation error reached on the tuning seeds."""
     names = sorted({name for chosen in tuning["chosen"].values() for name in chosen})
-    rows = [[f"`{label}`", *(fmt(chosen.get(name)) for name in names)] for label, chosen in tuning["chosen"].items()]
-    return table(["optimizer", *(f"`{name}`" for name in names)], rows)
+    rows = [
+        [
+            f"`{label}`",
+            *(fmt(chosen.get(name)) for name in names),
+            "; ".join(f"{name} {_searched(d)}" for name, d in tuning["space"].get(label, {}).items()),
+            f"{100 * tuning['objective'][label]:.2f} %" if tuning["objective"].get(label) is not None else "—",
+        ]
+        for label, chosen in tuning["chosen"].items()
+    ]
+    header = ["optimizer", *(f"`{name}`" for name in names), "searched", "validation error (tuning seeds)"]
+    return table(header, rows)
+
+
+def _searched(d: dict[str, Any]) -> str:
+    """A searched dimension as the tuning record holds it: ``{a, b}`` (choices) or ``[low, high]`` (log)."""
+    if d.get("choices") is not None:
+        return "{" + ", ".join(str(c) for c in d["choices"]) + "}"
+    return f"[{fmt(d['low'])}, {fmt(d['high'])}]{' log' if d.get('log') else ''}"
 
 
 def _train_examples(step: Path, results: dict[str, Any]) -> int:
