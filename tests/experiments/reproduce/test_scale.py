@@ -214,3 +214,13 @@ def test_the_scale_steps_are_registered_and_their_compute_is_measured() -> None:
     assert measured["model"] == "small-mnistfc" and measured["batch_size"] == 128 and measured["nproc"] == 2
     assert measured["parameters"] == 784 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
     assert measured["gradient"] > 0 and measured["entropy_update"] > 0
+
+
+def test_the_readme_summary_repeats_parle_beside_entropy_sgd_ddp_and_sgd_ddp(tmp_path: Path) -> None:
+    from localentropy.experiments.reproduce.findings.replication import headline_claims
+    from localentropy.experiments.reproduce.findings.scale import scale_claims
+
+    out = fake_step(tmp_path / "reproduce", tuned=True)
+    record = {"scale": {"claims": scale_claims(out / "scale")}}
+    ids = [c["id"] for c in headline_claims("scale", record)]
+    assert ids == ["scale/parle - sgd-ddp", "scale/parle - entropy-sgd-ddp"]
