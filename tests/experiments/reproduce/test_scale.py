@@ -224,3 +224,15 @@ def test_the_readme_summary_repeats_parle_beside_entropy_sgd_ddp_and_sgd_ddp(tmp
     record = {"scale": {"claims": scale_claims(out / "scale")}}
     ids = [c["id"] for c in headline_claims("scale", record)]
     assert ids == ["scale/parle - sgd-ddp", "scale/parle - entropy-sgd-ddp"]
+
+
+def test_l_is_read_from_the_runs_then_from_the_config_with_the_chosen_values() -> None:
+    from localentropy.experiments.reproduce.findings.scale import inner_steps
+
+    base = {"optimizers": [{"label": "parle", "kind": "parle", "options": {"inner_steps": 5}}]}
+    tuned = {"chosen": {"parle": {"options.inner_steps": 25}}}
+    assert inner_steps({PARLE: {0: {"passes_per_step": 25}, 1: {"passes_per_step": 25}}}, base, None, PARLE) == 25
+    assert inner_steps({PARLE: {0: {}}}, base, tuned, PARLE) == 25  # an older record: the config as tuned
+    assert inner_steps({PARLE: {}}, base, None, PARLE) == 5
+    with pytest.raises(ValueError, match="different L"):
+        inner_steps({PARLE: {0: {"passes_per_step": 5}, 1: {"passes_per_step": 25}}}, base, None, PARLE)
