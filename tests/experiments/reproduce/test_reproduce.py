@@ -45,7 +45,7 @@ TINY = {
     "recurrent_char": {"seeds": 2, "set": {"effective_epochs": 1, "data.options.length": 20000}},
     "recurrent_row": {"seeds": 2, "set": {"effective_epochs": 1, "data.train_limit": 500}},
     "atlas": {"quick": True, "samplers": ["sgld"], "targets": ["banana"]},
-    "scale": {"seeds": 2, "set": {"effective_epochs": 1}},
+    "scale": {"seeds": 2, "set": {"effective_epochs": 1}, "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0}},
     "scale_compute": {"repeats": 3},
     "llc_samplers": {
         "replicates": 2,
@@ -127,8 +127,8 @@ def test_every_step_config_is_valid(quick: bool) -> None:
 def test_quick_changes_only_the_sizes() -> None:
     full, quick = reproduce.plan(CONFIGS, False), reproduce.plan(CONFIGS, True)
     for f, q in zip(full["steps"], quick["steps"], strict=True):
-        if "tuning" in f.get("config", {}):  # a smaller search: fewer trials, replicates or seeds per trial
-            sizes = ("trials", "replicates", "seeds")
+        if "tuning" in f.get("config", {}):  # a smaller search: fewer trials, replicates, seeds per trial or rounds
+            sizes = ("trials", "replicates", "seeds", "max_extensions")
             assert all(q["config"]["tuning"].get(k, 0) <= f["config"]["tuning"].get(k, 0) for k in sizes)
             assert {k: v for k, v in f["config"]["tuning"].items() if k not in sizes} == {
                 k: v for k, v in q["config"]["tuning"].items() if k not in sizes

@@ -31,13 +31,37 @@ COMPUTE = {
     "entropy_update": 0.002,
 }
 ERRORS = {"sgd-ddp": [0.10, 0.12, 0.11], "entropy-sgd-ddp": [0.13, 0.15, 0.14], "parle": [0.12, 0.13, 0.125]}
-INNER = 5
+INNER = 5  # Parle's L as configured
+TUNED_INNER = {"entropy-sgd-ddp": 5, "parle": 25}  # L as the fake search chose it
+# results.json's tuning record of a sweep whose [tuning] searched every optimizer (sweeps.runner), trimmed to what
+# the section reads: parle's rho ended at the edge of its range
+TUNING = {
+    "method": "tpe",
+    "trials": 8,
+    "tuning_seeds": [1000000],
+    "optimizers": {
+        "sgd-ddp": {"chosen": {"lr": 0.2, "options.momentum": 0.85}, "at_edge": []},
+        "entropy-sgd-ddp": {
+            "chosen": {"lr": 0.7, "options.gamma": 0.3, "options.inner_steps": 5, "options.scoping": 0.002},
+            "at_edge": [],
+        },
+        "parle": {
+            "chosen": {"lr": 1.5, "options.gamma": 0.1, "options.inner_steps": 25, "options.rho": 0.95},
+            "at_edge": [{"name": "options.rho", "side": "high"}],
+            "space": {
+                "options.inner_steps": {"choices": [5, 25]},
+                "options.rho": {"low": 0.01, "high": 1.0, "log": True},
+            },
+            "objective": 0.0825,
+        },
+    },
+}
 
 
-def _record(label: str, seed: int) -> dict:
+def _record(label: str, seed: int, inner: int) -> dict:
     error = ERRORS[label][seed]
     passes = 50
-    calls = passes if label != PARLE else passes // INNER + 1
+    calls = passes if label != PARLE else passes // inner + 1
     rows = [
         {
             "epoch": e,
@@ -55,6 +79,8 @@ def _record(label: str, seed: int) -> dict:
         "kind": label,
         "status": "ok",
         "world_size": 2,
+        "passes_per_step": 1 if label == SGD else inner,
+        "steps": passes if label == SGD else passes // inner,
         "rows": rows,
         "final": final,
         "bytes_communicated": calls * 4 * PARAMETERS,
@@ -62,19 +88,20 @@ def _record(label: str, seed: int) -> dict:
     }
 
 
-def fake_step(out: Path) -> Path:
-    """A finished `scale` sweep of 3 seeds and a `scale_compute` measurement, as the steps write them."""
+def fake_step(out: Path, tuned: bool = False) -> Path:
+    """A finished `scale` sweep of 3 seeds (``tuned``: after its [tuning], the runs at the chosen L) and a
+    `scale_compute` measurement, as the steps write them."""
     base = {
         "batch_size": 100,
         "optimizers": [
             {"label": "sgd-ddp", "kind": "sgd"},
-            {"label": "entropy-sgd-ddp", "kind": "entropy-sgd"},
+            {"label": "entropy-sgd-ddp", "kind": "entropy-sgd", "options": {"inner_steps": INNER}},
             {"label": "parle", "kind": "parle", "options": {"inner_steps": INNER}},
         ],
     }
     runs = []
     for seed in range(3):
-        records = [_record(label, seed) for label in LABELS]
+        records = [_record(label, seed, TUNED_INNER[label] if tuned and label != SGD else INNER) for label in LABELS]
         run_dir = out / "scale" / "runs" / f"seed-{seed}"
         run_dir.mkdir(parents=True)
         (run_dir / "results.json").write_text(json.dumps({"data": {"sizes": {"train": 1000}}, "records": records}))
@@ -90,6 +117,8 @@ def fake_step(out: Path) -> Path:
             }
         )
     results = {"config": {"base": base, "nproc": 2}, "axes": [{"key": "seed", "values": [0, 1, 2]}], "runs": runs}
+    if tuned:
+        results["tuning"] = TUNING
     (out / "scale" / "results.json").write_text(json.dumps(results))
     (out / "scale_compute").mkdir()
     (out / "scale_compute" / "compute.json").write_text(json.dumps(COMPUTE))
@@ -120,6 +149,42 @@ def test_the_scale_section_renders_from_a_step_directory(tmp_path: Path) -> None
     stored = json.loads(json.dumps(scale["view"]))
     assert section_text("scale", stored) == (lines, summary)
     assert "{{" not in text and "{%" not in text
+    # untuned: said so, and L is the configured one
+    assert scale["tuning"] is None and scale["inner_steps"] == {"entropy-sgd-ddp": INNER, "parle": INNER}
+    assert "the sweep tuned none" in text and "At hand-set values (untuned)" in summary
+
+
+def test_the_scale_section_reports_the_tuned_values_and_parle_beside_entropy_sgd(tmp_path: Path) -> None:
+    out = fake_step(tmp_path / "reproduce", tuned=True)
+    figures = tmp_path / "findings"
+    figures.mkdir()
+    numbers: dict = {}
+    lines, summary = section_scale(out, figures, numbers)
+    text = "\n".join(lines)
+    scale = numbers["scale"]
+    # L as the runs ran it (the tuned one), in the projection and the bytes sentence
+    assert scale["inner_steps"] == TUNED_INNER and scale["view"]["inner"] == 25
+    assert scale["view"]["inner_entropy"] == 5 and "1 / L = 4 %" in text
+    assert scale["projection"] == projection(COMPUTE, 1000, 25)
+    # the chosen values in a table, the edge named
+    assert (
+        "| `parle` | 1.5 | 0.1 | 25 | — | 0.95 | — | options.inner_steps {5, 25}; options.rho [0.01, 1] log | 8.25 % |"
+        in text
+    )
+    assert "| parle | 12.50 ± 0.50 % | 2.00 ± 0.00 | 2 |" in text  # 50 passes: 2 outer steps of L = 25
+    assert "`parle` options.rho" in text and "the optimum may lie beyond" in text
+    # Parle beside Entropy-SGD-DDP: the paired difference with its interval, in the section and the summary
+    d = scale["paired"]["parle - entropy-sgd-ddp"]
+    assert d["n"] == 3 and d["mean"] == pytest.approx(-0.015)
+    from localentropy.experiments.reproduce.findings.common import short
+
+    assert f"Parle minus Entropy-SGD-DDP: {short(d)}" in summary and "Tuned alike (8 trials each" in summary
+    assert "`parle` minus `entropy-sgd-ddp`: -1.50 points (95 % t-interval" in text
+    assert "L = 25 for Parle, 5 for Entropy-SGD-DDP" in summary
+    # every number it states is in its record (findings.json)
+    from localentropy.experiments.reproduce.findings.render import unsupported_numbers
+
+    assert unsupported_numbers(text + summary, numbers) == []
 
 
 def test_the_projection_follows_the_alpha_beta_model() -> None:
@@ -149,3 +214,25 @@ def test_the_scale_steps_are_registered_and_their_compute_is_measured() -> None:
     assert measured["model"] == "small-mnistfc" and measured["batch_size"] == 128 and measured["nproc"] == 2
     assert measured["parameters"] == 784 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
     assert measured["gradient"] > 0 and measured["entropy_update"] > 0
+
+
+def test_the_readme_summary_repeats_parle_beside_entropy_sgd_ddp_and_sgd_ddp(tmp_path: Path) -> None:
+    from localentropy.experiments.reproduce.findings.replication import headline_claims
+    from localentropy.experiments.reproduce.findings.scale import scale_claims
+
+    out = fake_step(tmp_path / "reproduce", tuned=True)
+    record = {"scale": {"claims": scale_claims(out / "scale")}}
+    ids = [c["id"] for c in headline_claims("scale", record)]
+    assert ids == ["scale/parle - sgd-ddp", "scale/parle - entropy-sgd-ddp"]
+
+
+def test_l_is_read_from_the_runs_then_from_the_config_with_the_chosen_values() -> None:
+    from localentropy.experiments.reproduce.findings.scale import inner_steps
+
+    base = {"optimizers": [{"label": "parle", "kind": "parle", "options": {"inner_steps": 5}}]}
+    tuned = {"chosen": {"parle": {"options.inner_steps": 25}}}
+    assert inner_steps({PARLE: {0: {"passes_per_step": 25}, 1: {"passes_per_step": 25}}}, base, None, PARLE) == 25
+    assert inner_steps({PARLE: {0: {}}}, base, tuned, PARLE) == 25  # an older record: the config as tuned
+    assert inner_steps({PARLE: {}}, base, None, PARLE) == 5
+    with pytest.raises(ValueError, match="different L"):
+        inner_steps({PARLE: {0: {"passes_per_step": 5}, 1: {"passes_per_step": 25}}}, base, None, PARLE)

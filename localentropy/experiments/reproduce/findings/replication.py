@@ -167,7 +167,7 @@ SUMMARY_CLAIMS = {
     "samplers": ("shootout/",),
     "overhead": ("overhead_training/noise:",),
     "recurrent": ("recurrent_char/entropy-sgd - sgd: final", "recurrent_row/entropy-sgd - sgd: final"),
-    "scale": ("scale/parle - sgd-ddp",),
+    "scale": ("scale/parle - entropy-sgd-ddp", "scale/parle - sgd-ddp"),  # Parle beside the Entropy-SGD it runs
 }
 
 

@@ -2,8 +2,10 @@
 
 The measured part reads the ``scale`` sweep (each run ``localentropy train --nproc 2``): test error at equal
 effective epochs, with paired seed-level intervals and Holm's best set, against the training wall-clock and the
-bytes each rank handed to all-reduces. The projected part feeds the ``scale_compute`` step's compute per pass
-(one process) and the payload of the model into the alpha-beta ring all-reduce model of
+bytes each rank handed to all-reduces. When the sweep tuned its optimizers (``[tuning]``), the values each chose
+and those at the edge of a range are reported, and every L is the one the runs ran (their records' passes per
+outer step), the tuned one when the search chose it. The projected part feeds the ``scale_compute`` step's compute
+per pass (one process), the payload of the model and Parle's L into the alpha-beta ring all-reduce model of
 :mod:`localentropy.experiments.training.scaling`.
 """
 
@@ -19,14 +21,18 @@ from localentropy.experiments.reproduce.claims import Claim, difference_claim, v
 from localentropy.experiments.reproduce.findings.common import (
     Lines,
     by_seed,
+    fmt,
     paired,
     pm,
     read_json,
     select,
     sweep_entries,
+    sweep_tuning,
     table,
 )
 from localentropy.experiments.reproduce.findings.render import section_text
+from localentropy.experiments.sweeps.paths import optimizer_label
+from localentropy.experiments.sweeps.tuning import with_chosen
 from localentropy.experiments.training.scaling import LINKS, WORKERS, epoch_seconds
 
 SGD, ENTROPY, PARLE = "sgd-ddp", "entropy-sgd-ddp", "parle"
@@ -100,8 +106,8 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
     seconds = {label: {s: r["final"]["seconds"] for s, r in records[label].items()} for label in LABELS}
     time_pairs = {f"{a} - {b}": paired(seconds[a], seconds[b]) for a, b in ((PARLE, SGD), (ENTROPY, SGD))}
     base = results["config"]["base"]
-    parle_spec = next(o for o in base["optimizers"] if o.get("label") == PARLE)
-    inner = int(parle_spec["options"].get("inner_steps", 25))
+    tuning = _tuning(results)
+    inner = {label: inner_steps(records, base, tuning, label) for label in (ENTROPY, PARLE)}
     world = sorted({r["world_size"] for recs in records.values() for r in recs.values()})
     examples = _train_examples(step, results)
     rows = []
@@ -112,6 +118,7 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
                 label,
                 f"{pm(list(errors[label].values()), 100)} %",
                 pm([r["final"]["effective_epochs"] for r in recs], 1, 2),
+                f"{np.mean([r['steps'] for r in recs]):.0f}" if recs and all("steps" in r for r in recs) else "—",
                 pm([r["final"]["seconds"] for r in recs], 1, 1, " s"),
                 f"{np.mean([r['bytes_communicated'] for r in recs]) / 1e6:.1f}" if recs else "—",
                 f"{np.mean([r['collective_calls'] for r in recs]):.0f}" if recs else "—",
@@ -122,6 +129,7 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
         )
     per_run = {
         label: {
+            "steps": [r["steps"] for r in records[label].values() if "steps" in r],
             "megabytes": [r["bytes_communicated"] / 1e6 for r in records[label].values()],
             "collective_calls": [r["collective_calls"] for r in records[label].values()],
             "ms_per_pass": [1e3 * r["final"]["seconds"] / r["final"]["grad_evals"] for r in records[label].values()],
@@ -129,7 +137,7 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
         for label in LABELS
     }
     bytes_ratio = _ratio(records, "bytes_communicated")
-    projected = projection(compute, examples, inner)
+    projected = projection(compute, examples, inner[PARLE])
     figure = _plot(records, figures)
     numbers["scale"] = {
         "test_error": errors,
@@ -142,10 +150,14 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
         "examples": examples,
         "inner_steps": inner,
         "world_size": world,
+        "tuning": tuning,
     }
     numbers["scale"]["per_run"] = per_run  # the values behind the table's means
     numbers["scale"]["view"] = {
-        "inner": inner,
+        "inner": inner[PARLE],
+        "inner_entropy": inner[ENTROPY],
+        "tuning": tuning,
+        "tuning_table": "\n".join(_tuning_table(tuning)) if tuning else None,
         "world": world,
         "nproc": results["config"].get("nproc", 1),
         "n_seeds": len(seeds),
@@ -156,6 +168,7 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
                     "optimizer",
                     "test error (mean ± sd)",
                     "effective epochs",
+                    "steps (outer steps of L passes)",
                     "training wall-clock",
                     "MB all-reduced per rank",
                     "all-reduce calls",
@@ -168,6 +181,7 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
         "pairs": list(pairs.items()),
         "time_pairs": list(time_pairs.items()),
         "parle_sgd": pairs[f"{PARLE} - {SGD}"],
+        "parle_entropy": pairs[f"{PARLE} - {ENTROPY}"],
         "bytes_ratio": bytes_ratio,
         "figure": figure,
         "compute": compute,
@@ -177,6 +191,59 @@ def section_scale(out: Path, figures: Path, numbers: dict[str, Any]) -> tuple[Li
         "entropy_faster": [f"n = {r['n']} ({r['link']})" for r in projected if r[ENTROPY] < r[SGD]],
     }
     return section_text("scale", numbers["scale"]["view"])
+
+
+def inner_steps(
+    records: dict[str, dict[str, Any]], base: dict[str, Any], tuning: dict[str, Any] | None, label: str
+) -> int | None:
+    """L of ``label`` as its runs ran it: the passes per outer step their records report (all runs of a sweep
+    share it: the tuned value when the search chose it); from the config with the chosen values applied when no
+    record says (an older record); None when neither does."""
+    ran = {int(r["passes_per_step"]) for r in records[label].values() if r.get("passes_per_step")}
+    if len(ran) > 1:
+        raise ValueError(f"scale: the runs of {label!r} ran different L ({sorted(ran)}); one L per optimizer expected")
+    if ran:
+        return ran.pop()
+    config = with_chosen(base, tuning["chosen"] if tuning else {})
+    spec = next((o for i, o in enumerate(config["optimizers"]) if optimizer_label(o, i) == label), {})
+    value = (spec.get("options") or {}).get("inner_steps")
+    return int(value) if value is not None else None
+
+
+def _tuning(results: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`sweep_tuning`, plus per tuned label the space it searched in the end (after any extension) and the
+    validation error its chosen values reached on the tuning seeds; None when the sweep tuned none."""
+    tuning = sweep_tuning(results)
+    if tuning is None:
+        return None
+    records = results["tuning"]["optimizers"]
+    tuning["space"] = {label: r.get("space") or {} for label, r in records.items()}
+    tuning["objective"] = {label: r.get("objective") for label, r in records.items()}
+    return tuning
+
+
+def _tuning_table(tuning: dict[str, Any]) -> Lines:
+    """One row per tuned optimizer: the value it chose of each hyperparameter (— where it searched none), the range
+    or choices it searched, and the validation error reached on the tuning seeds."""
+    names = sorted({name for chosen in tuning["chosen"].values() for name in chosen})
+    rows = [
+        [
+            f"`{label}`",
+            *(fmt(chosen.get(name)) for name in names),
+            "; ".join(f"{name} {_searched(d)}" for name, d in tuning["space"].get(label, {}).items()),
+            f"{100 * tuning['objective'][label]:.2f} %" if tuning["objective"].get(label) is not None else "—",
+        ]
+        for label, chosen in tuning["chosen"].items()
+    ]
+    header = ["optimizer", *(f"`{name}`" for name in names), "searched", "validation error (tuning seeds)"]
+    return table(header, rows)
+
+
+def _searched(d: dict[str, Any]) -> str:
+    """A searched dimension as the tuning record holds it: ``{a, b}`` (choices) or ``[low, high]`` (log)."""
+    if d.get("choices") is not None:
+        return "{" + ", ".join(str(c) for c in d["choices"]) + "}"
+    return f"[{fmt(d['low'])}, {fmt(d['high'])}]{' log' if d.get('log') else ''}"
 
 
 def _train_examples(step: Path, results: dict[str, Any]) -> int:
