@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 import sys
 import time
@@ -242,12 +243,16 @@ def run_comparison(
     *,
     force: bool = False,
     progress: TextIO | None = None,
+    tuning_from: str | Path | None = None,
 ) -> tuple[Path, str]:
-    """Run a comparison config into a run directory; returns (directory, "fresh" | "resume" | "skip")."""
+    """Run a comparison config into a run directory; returns (directory, "fresh" | "resume" | "skip").
+
+    ``tuning_from``: another run directory whose search is taken instead of rerun when it is this config's (the
+    same config on other replicates, as ``reproduce --fresh-seeds`` runs it)."""
     source = None if isinstance(config, RunConfig) else str(config)
     config = config if isinstance(config, RunConfig) else load_config(config)
     if config.problems is not None:  # one comparison per problem, each in its own subdirectory
-        return _run_suite(config, out, force=force, progress=progress, source=source)
+        return _run_suite(config, out, force=force, progress=progress, source=source, tuning_from=tuning_from)
     out_dir = RunDirectory(out if out is not None else default_out(config))
     problem, points, tasks = checked_plan(config, source)
     resolved = config.as_dict()
@@ -262,7 +267,8 @@ def run_comparison(
         torch.set_num_threads(config.threads)
         tuning = None
         if config.tuning is not None:  # the search first (saved: a resumed run reuses it), then the tuned plan
-            tuning = out_dir.load_record("tuning") or tuned.tune(config, problem, points, progress)
+            tuning = out_dir.load_record("tuning") or _reused_search(tuning_from, config, len(points), progress)
+            tuning = tuning or tuned.tune(config, problem, points, progress)
             out_dir.save_record("tuning", finite_or_none(tuning))
             config = tuned.tuned_config(config, tuning)
             tasks = plan(config, problem, points)
@@ -369,6 +375,19 @@ def write_draws(out_dir: RunDirectory, tasks: list[Task]) -> None:
         tree.to_netcdf(tmp, engine="h5netcdf")
 
 
+def _reused_search(
+    tuning_from: str | Path | None, config: RunConfig, n_points: int, progress: TextIO
+) -> dict[str, Any] | None:
+    """``tuning_from``'s saved search, if it is this config's (:func:`tuned.reused`)."""
+    if tuning_from is None:
+        return None
+    path = RunDirectory(tuning_from).records / "tuning.json"
+    record = tuned.reused(json.loads(path.read_text()) if path.is_file() else None, config, n_points)
+    if record is not None:
+        print(f"tuning: the same search as {path}, reused", file=progress, flush=True)
+    return record
+
+
 def _run_suite(
     config: RunConfig,
     out: str | Path | None,
@@ -376,6 +395,7 @@ def _run_suite(
     force: bool = False,
     progress: TextIO | None = None,
     source: str | None = None,
+    tuning_from: str | Path | None = None,
 ) -> tuple[Path, str]:
     """Run every problem's comparison into ``out/<label>`` (:mod:`localentropy.experiments.comparison.suite`);
     returns (directory, "fresh" | "resume" | "skip")."""
@@ -390,7 +410,8 @@ def _run_suite(
         progress = progress if progress is not None else sys.stderr
         runs = []
         for label, single in singles:
-            path, _ = run_comparison(single, out_dir.path / label, progress=progress)
+            problem_from = Path(tuning_from) / label if tuning_from is not None else None
+            path, _ = run_comparison(single, out_dir.path / label, progress=progress, tuning_from=problem_from)
             runs.append((label, load_run(path).dump()))  # a problem's run may have been skipped: read it back
         summary = suite_summary(config, runs)
         atomic_write_json(out_dir.path / SUITE_FILE, summary)

@@ -22,6 +22,8 @@ at 6400.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 from typing import Any, TextIO
 
@@ -140,6 +142,29 @@ def tuning_problem(config: RunConfig, problem: Problem, points: Tensor) -> tuple
     return problem, points, "the reported points (fixed points of a problem without a seed): only the seeds differ"
 
 
+def search_key(config: RunConfig) -> str:
+    """The fingerprint of a config's search: everything but which replicates are evaluated (``replicates`` and
+    ``first_replicate``), which the search never sees. Equal keys run the same search."""
+    data = config.as_dict()
+    for evaluated in ("replicates", "first_replicate"):
+        data.pop(evaluated, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def evaluation_seeds(config: RunConfig, n_points: int) -> list[list[int]]:
+    """The seeds of the replicates the evaluation runs, per point (never those of the search)."""
+    first = config.first_replicate
+    return [[replicate_seed(config.seed, p, first + r) for r in range(config.replicates)] for p in range(n_points)]
+
+
+def reused(record: dict[str, Any] | None, config: RunConfig, n_points: int) -> dict[str, Any] | None:
+    """Another run's search ``record`` when it is this config's search (the same :func:`search_key`: the run on
+    other replicates that ``reproduce --fresh-seeds`` makes), with this run's evaluation seeds; else None."""
+    if record is None or record.get("job") != search_key(config):
+        return None
+    return {**record, "evaluation_seeds": evaluation_seeds(config, n_points)}
+
+
 def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) -> dict[str, Any]:
     """Search every tuned estimator's space; returns results.json's ``tuning``."""
     tuning = config.tuning
@@ -204,10 +229,9 @@ def tune(config: RunConfig, problem: Problem, points: Tensor, progress: TextIO) 
         "the estimator's largest (every replicate runs at both)",
         "point_values": trial_points.tolist(),
         "replicate_seeds": seeds,
-        "evaluation_seeds": [
-            [replicate_seed(config.seed, p, r) for r in range(config.replicates)] for p in range(len(points))
-        ],
+        "evaluation_seeds": evaluation_seeds(config, len(points)),
         "estimators": estimators,
+        "job": search_key(config),
     }
 
 

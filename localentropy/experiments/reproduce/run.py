@@ -139,15 +139,16 @@ def _run_step(
 ) -> str:
     """Run one step into ``out``; returns "fresh", "resume", "skip" or "rerun" (its config changed).
 
-    ``tuned_in``: the original step's directory, for a fresh-seed rerun of a tuned sweep, whose searches (on the
-    same tuning seeds) it reuses: the rerun trains at the values the original chose, on seeds neither saw."""
+    ``tuned_in``: the original step's directory, for a fresh-seed rerun of a tuned sweep or comparison, whose
+    searches (on the same tuning seeds) it reuses: the rerun evaluates the values the original chose, on seeds or
+    replicates neither saw."""
     source = str(configs / str(step.config))
     if step.kind == "run":
         from localentropy.experiments.comparison.runner import run_comparison
 
         run_config = parse_config(copy.deepcopy(config), name=Path(source).stem, source=source)
         force = _changed(out, run_config.as_dict())
-        state = run_comparison(run_config, out, force=force, progress=progress)[1]
+        state = run_comparison(run_config, out, force=force, progress=progress, tuning_from=tuned_in)[1]
         return "rerun" if force else state
     if step.kind == "sweep":
         from localentropy.experiments.sweeps.runner import parse_sweep_config, run_sweep

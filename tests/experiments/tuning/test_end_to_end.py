@@ -46,6 +46,22 @@ def test_a_tuned_comparison_records_equal_budgets_apart_from_the_reported_data(t
     assert "tuned b: step_size" in capsys.readouterr().err
 
 
+def test_a_comparison_on_other_replicates_reuses_the_search_and_another_search_does_not(tmp_path):
+    first, _ = run_comparison(parse_config(copy.deepcopy(RUN)), tmp_path / "run")
+    original = json.loads((first / "results.json").read_text())["tuning"]
+    fresh = copy.deepcopy(RUN) | {"first_replicate": 50, "replicates": 3}  # as reproduce --fresh-seeds sets them
+    log = io.StringIO()
+    out, _ = run_comparison(parse_config(fresh), tmp_path / "fresh", progress=log, tuning_from=first)
+    tuning = json.loads((out / "results.json").read_text())["tuning"]
+    assert "the same search as" in log.getvalue() and tuning["estimators"] == original["estimators"]
+    assert tuning["evaluation_seeds"] != original["evaluation_seeds"] and len(tuning["evaluation_seeds"][0]) == 3
+    other = copy.deepcopy(fresh)
+    other["tuning"] = {**other["tuning"], "trials": 3}
+    log = io.StringIO()
+    run_comparison(parse_config(other), tmp_path / "other", progress=log, tuning_from=first)
+    assert "the same search as" not in log.getvalue()
+
+
 def test_the_same_config_tunes_to_the_same_values_and_fixed_points_use_another_rotation():
     data = copy.deepcopy(RUN)
     data["points"] = {"kind": "origin"}
