@@ -245,21 +245,21 @@ register_step(
 register_step(
     "atlas", kind="atlas", question="Q3", section="samplers", full_minutes=3.5, quick_minutes=0.3, quick={"quick": True}
 )
-# the scale steps (issue 35: SGD-DDP, Entropy-SGD-DDP and Parle tuned alike first). Full: 8 trials per optimizer on 1
-# tuning seed, then 5 runs: 29 launches of `train --nproc 2`, one at a time, 23-28 s each, nearly all of it starting
-# processes and loading data; 13.7 minutes of wall time at load ~6 and 9.6 of CPU time (2026-12-07), ~11 alone from
-# 23 s per launch at load ~2. A fresh-seed rerun reuses the tuning: K runs of ~25 s. --quick (1 trial each, no
-# extension, 2 seeds of 3 effective epochs: 5 launches): 2.6 minutes at load ~5 (1.8 of CPU time); ~1.9 alone at
-# 23 s per launch. Its floor is the launches: 1 trial per optimizer and 2 seeds already; quick runs are no faster
-# than full ones, their training being ~0.5 s of the ~25.
+# the scale steps (issue 35: SGD-DDP, Entropy-SGD-DDP and Parle tuned alike first). Each `train --nproc 2` launch
+# takes 23-28 s, nearly all of it starting processes and loading data (23 s at load ~2, 2026-12-07). Full: Parle's
+# 8 trials on 2 tuning seeds (16 launches), SGD-DDP's and Entropy-SGD-DDP's 32 trials in one process (~3 s each),
+# then 5 runs of all three (~34 s each): about 10 minutes alone, estimated from those parts (the first version, with
+# 1 tuning seed and every trial launched, took 13.7 minutes at load ~6). A fresh-seed rerun reuses the tuning: K runs.
+# --quick (1 trial each, no extension, 2 seeds of 3 effective epochs): Parle's 1 launch and 2 runs, ~1.4 minutes;
+# quick runs are no faster than full ones, their training being ~0.5 s of the ~25.
 register_step(
     "scale",
     kind="sweep",
     config="sweep_scale.toml",
     question="P1",
     section="scale",
-    full_minutes=12,
-    quick_minutes=1.9,
+    full_minutes=10,
+    quick_minutes=1.4,
     quick={"seeds": 2, "set": {"effective_epochs": 3}, "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0}},
 )
 register_step(

@@ -28,7 +28,7 @@ from typing import Any
 from localentropy.experiments.core.config import got, path_text
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.sweeps.paths import optimizer_label
-from localentropy.experiments.training.optim import OPTIONS
+from localentropy.experiments.training.optim import OPTIONS, REPLICA_KINDS
 from localentropy.experiments.tuning.search import search
 from localentropy.experiments.tuning.space import (
     Dimension,
@@ -164,7 +164,10 @@ def tuning_jobs(
     base: dict[str, Any], tuning: TuningConfig, spaces: dict[str, Space], nproc: int = 1
 ) -> list[tuple[str, dict, str]]:
     """One job per tuned optimizer: (label, payload for :func:`tune_one`, file name of its record); ``nproc`` > 1:
-    every trial is a ``localentropy train --nproc`` run, as the sweep's own runs are."""
+    every trial of an optimizer with replicas (:data:`REPLICA_KINDS`: Parle) is a ``localentropy train --nproc``
+    run, as the sweep's own runs are; any other optimizer's trial runs in one process on the whole batch, which is
+    what its data-parallel ranks compute together (the same gradients, averaged; only per-example randomness such
+    as dropout masks is drawn from other streams), without the seconds of starting the ranks."""
     jobs = []
     for i, opt in enumerate(base.get("optimizers", [])):
         label = optimizer_label(opt, i)
@@ -177,7 +180,7 @@ def tuning_jobs(
             "tuning": tuning.as_dict(),
             "threads": base.get("threads", 1),
             "space": {n: d.as_dict() for n, d in spaces[label].items()},
-            "nproc": nproc,
+            "nproc": nproc if opt.get("kind") in REPLICA_KINDS else 1,
         }
         jobs.append((label, payload, f"{slug(label)}.json"))
     return jobs
@@ -238,7 +241,8 @@ def _objective(record: dict[str, Any]) -> tuple[float, int]:
 def tune_one(payload: dict[str, Any], directory: str, nproc: int = 1) -> dict[str, Any]:
     """Search one optimizer's space (what a worker process or Ray task runs); returns its tuning record. ``nproc``
     (> 1 for a sweep whose runs are ``train --nproc``; the executor passes it as it does to a run, so that Ray
-    reserves the trial's processes): every trial runs through the launcher."""
+    reserves the trial's processes) is overridden by the job's own (:func:`tuning_jobs`): the trials of an optimizer
+    with replicas run through the launcher, the others in this process."""
     import torch
 
     torch.set_num_threads(int(payload.get("threads", 1)))
@@ -249,7 +253,7 @@ def tune_one(payload: dict[str, Any], directory: str, nproc: int = 1) -> dict[st
     options = opt.get("sampler_options") if isinstance(opt.get("sampler_options"), dict) else {}
     samplers = (wrapped_sampler(sampler, options), sampler)
 
-    nproc = max(nproc, int(payload.get("nproc", 1)))
+    nproc = int(payload.get("nproc", nproc))  # the job's own: 1 for an optimizer without replicas
 
     def evaluate(values: dict[str, Any], unit: int) -> tuple[float, int]:
         config = copy.deepcopy(payload["config"])

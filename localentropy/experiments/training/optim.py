@@ -41,6 +41,9 @@ from localentropy.samplers import available_samplers
 OPTIMIZER_KINDS = ("sgd", "adam", "entropy-sgd", "entropy-adam", "lpf-sgd", "sam", "parle")
 ENTROPY_KINDS = ("entropy-sgd", "entropy-adam")
 SAMPLER_KINDS = (*ENTROPY_KINDS, "parle")  # the kinds whose inner loop is a sampler (sampler, sampler_options)
+# The kinds whose processes hold different weights (replicas): trained on n processes, they are not one process on
+# the whole batch. Every other kind under DDP is (the replicas stay equal: tests/entropy/optim/test_distributed.py).
+REPLICA_KINDS = ("parle",)
 PARLE_RHO = 0.01  # rho when a parle optimizer's options leave it out: the default of the authors' code
 SCHEDULE_KINDS = ("constant", "step", "multistep", "cosine")
 _ENTROPY = {

@@ -124,3 +124,20 @@ def test_tuning_trials_of_an_nproc_sweep_go_through_the_launcher(tmp_path: Path,
     record = tuning.tune_one(job, str(tmp_path))
     assert len(calls) == 6 and {(seed, nproc) for seed, nproc, _ in calls} == {(1_000_000, 2), (1_000_001, 2)}
     assert record["chosen"]["options.rho"] in {rho for _, _, rho in calls}
+
+
+def test_an_nproc_sweep_tunes_an_optimizer_without_replicas_in_one_process(tmp_path: Path, monkeypatch) -> None:
+    """SGD (or Entropy-SGD) under DDP is one process on the whole batch: its trials need no ranks."""
+    from localentropy.experiments.sweeps import tuning
+
+    ran = []
+    monkeypatch.setattr(tuning, "launched_validation_error", lambda config, nproc: pytest.fail("a trial launched"))
+    monkeypatch.setattr(tuning, "validation_error", lambda config: ran.append(config["seed"]) or (0.5, 10))
+    data = sweep(grid={"seed": [0]}, base=copy.deepcopy(BASE), nproc=2)
+    data["tuning"] = {"trials": 2, "max_extensions": 0, "seeds": 1}
+    config = parse_sweep_config(data)
+    jobs = tuning.tuning_jobs(config.base, config.tuning, config.spaces, config.nproc)
+    assert jobs and {payload["nproc"] for _, payload, _ in jobs} == {1}
+    for _, payload, _ in jobs:
+        tuning.tune_one(payload, str(tmp_path), nproc=2)  # as the executor calls it for an nproc sweep
+    assert ran and set(ran) == {1_000_000}
