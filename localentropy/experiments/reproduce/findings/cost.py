@@ -159,7 +159,7 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
 
 
 def _settings(base: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
-    """Per optimizer the sweep ran, what the section says of its configuration: its kind, preset, inner steps and
+    """Per optimizer the sweep ran, what the section says of its configuration: its preset, inner steps and
     learning-rate schedule (in its own epochs), from the sweep's base config."""
     out = []
     for i, opt in enumerate(base.get("optimizers", [])):
@@ -177,7 +177,7 @@ def _tuning_table(results: dict[str, Any]) -> str | None:
     records = _tuning_records(results)
     if not records:
         return None
-    return "\n".join(tuning_table(records, "validation error", lambda v: f"{100 * v:.2f} %"))
+    return "\n".join(tuning_table(records, "validation error reached", lambda v: f"{100 * v:.2f} %"))
 
 
 def _tuning_records(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
