@@ -36,6 +36,7 @@ TINY = {
     "cost": {
         "seeds": 2,
         "set": {"effective_epochs": 2, "model.name": "small-mnistfc", "optimizers[0].options.inner_steps": 2},
+        "tuning": {"trials": 2, "seeds": 1},
     },
     "samplers_training": {"seeds": 2, "set": {"effective_epochs": 2}, "tuning": {"trials": 2, "seeds": 1}},
     "sensitivity": {"seeds": 2, "set": {"effective_epochs": 1}},

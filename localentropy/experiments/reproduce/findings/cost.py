@@ -20,9 +20,12 @@ from localentropy.experiments.reproduce.findings.common import (
     select,
     speed_ratio,
     sweep_entries,
+    sweep_tuning,
     table,
 )
 from localentropy.experiments.reproduce.findings.render import section_text
+from localentropy.experiments.sweeps.paths import optimizer_label
+from localentropy.experiments.tuning.record import tuning_table
 
 
 def first_reach(curve: list[dict[str, Any]], level: float, key: str, metric: str = "test_error") -> float | None:
@@ -116,6 +119,11 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         "batch_size": base.get("batch_size"),
         "effective_epochs": base.get("effective_epochs"),
         "n_seeds": n_seeds,
+        "epoch_unit": base.get("epoch_unit", "optimizer"),
+        "optimizers": _settings(base, labels),
+        "tuning": sweep_tuning(results),
+        "tuning_table": _tuning_table(results),
+        "searched": {label: len(r.get("space") or {}) for label, r in _tuning_records(results).items()},
         "table": "\n".join(
             table(
                 [
@@ -148,6 +156,32 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
         "lowest_at": _lowest_at(matched, entropy),
     }
     return section_text("cost", numbers["cost"]["view"])
+
+
+def _settings(base: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
+    """Per optimizer the sweep ran, what the section says of its configuration: its preset, inner steps and
+    learning-rate schedule (in its own epochs), from the sweep's base config."""
+    out = []
+    for i, opt in enumerate(base.get("optimizers", [])):
+        label = optimizer_label(opt, i)
+        if label in labels:
+            schedule = opt.get("schedule") or base.get("schedule") or {"kind": "constant"}
+            inner = (opt.get("options") or {}).get("inner_steps")
+            out.append({"label": label, "preset": opt.get("preset"), "inner_steps": inner, "schedule": schedule})
+    return out
+
+
+def _tuning_table(results: dict[str, Any]) -> str | None:
+    """The sweep's tuning, one row per optimizer (chosen values, validation error, space searched, edges): the
+    sweep report's table; None when it tuned nothing."""
+    records = _tuning_records(results)
+    if not records:
+        return None
+    return "\n".join(tuning_table(records, "validation error reached", lambda v: f"{100 * v:.2f} %"))
+
+
+def _tuning_records(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return (results.get("tuning") or {}).get("optimizers") or {}
 
 
 def time_ratio(a: dict[Any, float], b: dict[Any, float], info: dict[str, Any]) -> dict[str, Any]:
