@@ -156,8 +156,15 @@ def _run_step(
         sweep = parse_sweep_config(copy.deepcopy(config), name=Path(source).stem, source=source)
         force = _changed(out, sweep.resolved())
         tuning_from = tuned_in / "tuning" if tuned_in is not None else None
-        workers = 1 if step.timed else workers
-        state = run_sweep(sweep, out, workers=workers, force=force, progress=progress, tuning_from=tuning_from)[1]
+        state = run_sweep(  # a timed step's runs one at a time; its searches are not timed
+            sweep,
+            out,
+            workers=1 if step.timed else workers,
+            force=force,
+            progress=progress,
+            tuning_from=tuning_from,
+            tuning_workers=workers,
+        )[1]
         return "rerun" if force else state
     with RunDirectory(out).locked() as run_dir:
         return _run_computation(step, config, run_dir, progress)

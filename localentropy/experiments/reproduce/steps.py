@@ -150,11 +150,12 @@ register_step(
     quick_minutes=0.5,
     quick={"seeds": 3, "set": {"effective_epochs": 30}, "tuning": {"trials": 2, "seeds": 1}},
 )
-# cost (issue 35: every optimizer tuned alike, then 20 runs of 40 effective epochs, one at a time, tuning included):
+# cost (issue 35: every optimizer tuned alike, then 20 runs of 40 effective epochs, one at a time; the tuning trials,
+# which are not timed, two at a time):
 # CPU time (user + sys, /usr/bin/time -v) measured at a load of ~7 on the 2 cores (2026-12-07): 4 runs of 40
 # effective epochs 145.7 s (36.4 s a run, process start and evaluations included), 8 tuning trials 240.8 s more
-# (30.1 s a trial): 24 trials + 20 runs = 24.2 minutes, 12.1 of them the runs (a fresh rerun, which reuses the
-# tuning); alone on the machine less (the 100-epoch runs of before took 60 s each alone, 84 s of CPU each at that
+# (30.1 s a trial): 24 trials two at a time + 20 runs = 18.2 minutes, 12.1 of them the runs (a fresh rerun, which
+# reuses the tuning); alone on the machine less (the 100-epoch runs of before took 60 s each alone, 84 s of CPU each at that
 # load). --quick (2 seeds, 6 effective epochs, 2 trials on 1 tuning seed): 125 s of CPU at load ~4.5, reproduce's
 # start included. Before the tuning: 20 minutes alone at 100 effective epochs (2026-11-28).
 register_step(
@@ -163,7 +164,7 @@ register_step(
     config="sweep_cost.toml",
     question="Q1",
     section="cost",
-    full_minutes=24.5,
+    full_minutes=18.2,
     quick_minutes=2.1,
     quick={"seeds": 2, "set": {"effective_epochs": 6}, "tuning": {"trials": 2, "seeds": 1}},
     timed=True,  # Q1's seconds per effective epoch: one run at a time

@@ -250,6 +250,7 @@ def run_sweep(
     force: bool = False,
     progress: TextIO | None = None,
     tuning_from: str | Path | None = None,
+    tuning_workers: int | None = None,
 ) -> tuple[Path, str, dict[str, Any]]:
     """Run a sweep into a directory; returns (directory, "fresh" | "resume" | "retry" | "skip", results).
 
@@ -259,11 +260,14 @@ def run_sweep(
     are retried (also when the sweep itself is complete). ``tuning_from``: another sweep's ``tuning`` folder whose
     searches are taken instead of rerun where they are the same job (same base, space, trials and tuning seeds):
     the same sweep on other evaluation seeds (``reproduce --fresh-seeds``) then trains at the values already chosen.
+    ``tuning_workers``: how many searches run at once (default ``workers``): a sweep whose runs are timed one at a
+    time can still search in parallel, since no trial's seconds are reported.
     """
     if executor not in (*EXECUTORS, "inline"):
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers}")
+    for name, value in (("workers", workers), ("tuning_workers", tuning_workers)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
     config = config if isinstance(config, SweepConfig) else load_sweep_config(config)
     progress = progress if progress is not None else sys.stderr
     out_dir = RunDirectory(out if out is not None else default_out(config))
@@ -271,7 +275,8 @@ def run_sweep(
     resolved = config.resolved()
     state = out_dir.prepare(resolved, force=force)
     try:  # this process holds the sweep directory's lock while its workers run
-        return _run_prepared(config, out_dir, state, executor, workers, address, progress, tuning_from)
+        tuning = (tuning_from, tuning_workers if tuning_workers is not None else workers)
+        return _run_prepared(config, out_dir, state, executor, workers, address, progress, tuning)
     finally:
         out_dir.release()
 
@@ -307,8 +312,9 @@ def _run_prepared(
     workers: int | None,
     address: str | None,
     progress: TextIO,
-    tuning_from: str | Path | None = None,
+    tuning: tuple[str | Path | None, int | None] = (None, None),
 ) -> tuple[Path, str, dict[str, Any]]:
+    """The sweep in its prepared directory; ``tuning``: (``tuning_from``, ``tuning_workers``) of :func:`run_sweep`."""
     from localentropy.experiments.sweeps.report import write_sweep_report
 
     runs_dir = out_dir.path / "runs"
@@ -320,8 +326,10 @@ def _run_prepared(
         state = "retry"
     total = len(config.runs)
     where = f"Ray at {address}" if executor == "ray" and address else executor
+    tuning_from, tuning_workers = tuning
     if executor == "local" and config.nproc > 1:  # workers count processes: a run of nproc ranks takes nproc
         workers = max(1, (workers or 1) // config.nproc)
+        tuning_workers = max(1, (tuning_workers or 1) // config.nproc)
         where += f", {config.nproc} processes per run"
     print(
         f"sweep {config.name}: {total} runs, {total - len(todo)} already complete, {len(todo)} to run "
@@ -347,7 +355,7 @@ def _run_prepared(
 
     tuning = None
     if config.tuning is not None:
-        tuning = _tune(config, out_dir, executor, workers, address, progress, tuning_from)
+        tuning = _tune(config, out_dir, executor, tuning_workers, address, progress, tuning_from)
     chosen = {label: r["chosen"] for label, r in (tuning or {}).get("optimizers", {}).items() if r["chosen"]}
     jobs = [(run.id, with_chosen(run.config, chosen), str(runs_dir / run.id)) for run in todo]
     load_start = _load_average()

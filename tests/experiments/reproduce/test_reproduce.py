@@ -395,3 +395,23 @@ def test_fresh_replicates_are_compared_beside_the_claims(tiny_run: tuple[Path, P
     scoping = json.loads((root / "runs" / "fresh" / "scoping" / "results.json").read_text())
     assert scoping["fresh_seeds"]["seeds"] == [2_000_000, 2_000_001]
     assert "**Replicated on 2 fresh replicates**" in doc.read_text()
+
+
+def test_a_timed_step_runs_one_at_a_time_but_searches_with_every_worker(tmp_path: Path, monkeypatch) -> None:
+    """The cost step's seconds are reported, so its runs go one at a time; its tuning trials are never timed."""
+    import io
+
+    from localentropy.experiments.core.config import read_toml
+    from localentropy.experiments.reproduce.steps import registered_steps
+    from localentropy.experiments.sweeps import runner
+
+    with pytest.raises(ValueError, match="tuning_workers must be a positive integer"):
+        runner.run_sweep(CONFIGS / "sweep_flatness.toml", tmp_path / "x", tuning_workers=0)
+    seen = {}
+    monkeypatch.setattr(runner, "run_sweep", lambda *a, **options: seen.update(options) or (tmp_path, "fresh", {}))
+    step = next(s for s in registered_steps() if s.name == "cost")
+    assert step.timed
+    config = read_toml(CONFIGS / str(step.config))
+    reproduce._run_step(step, config, CONFIGS, tmp_path / "cost", 2, io.StringIO(), tmp_path / "original")
+    assert (seen["workers"], seen["tuning_workers"]) == (1, 2)
+    assert seen["tuning_from"] == tmp_path / "original" / "tuning"
