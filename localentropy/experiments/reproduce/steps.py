@@ -154,8 +154,8 @@ register_step(
 # which are not timed, two at a time):
 # CPU time (user + sys, /usr/bin/time -v) measured at a load of ~7 on the 2 cores (2026-12-07): 4 runs of 40
 # effective epochs 145.7 s (36.4 s a run, process start and evaluations included), 8 tuning trials 240.8 s more
-# (30.1 s a trial): 24 trials two at a time + 20 runs = 18.2 minutes, 12.1 of them the runs (a fresh rerun, which
-# reuses the tuning); alone on the machine less (the 100-epoch runs of before took 60 s each alone, 84 s of CPU each at that
+# (30.1 s a trial on one seed): 24 trials on 2 tuning seeds, two at a time, + 20 runs = 24.2 minutes, 12.1 of them
+# the runs (a fresh rerun, which reuses the tuning); alone on the machine less (the 100-epoch runs of before took 60 s each alone, 84 s of CPU each at that
 # load). --quick (2 seeds, 6 effective epochs, 2 trials on 1 tuning seed): 125 s of CPU at load ~4.5, reproduce's
 # start included. Before the tuning: 20 minutes alone at 100 effective epochs (2026-11-28).
 register_step(
@@ -164,7 +164,7 @@ register_step(
     config="sweep_cost.toml",
     question="Q1",
     section="cost",
-    full_minutes=18.2,
+    full_minutes=24.2,
     quick_minutes=2.1,
     quick={"seeds": 2, "set": {"effective_epochs": 6}, "tuning": {"trials": 2, "seeds": 1}},
     timed=True,  # Q1's seconds per effective epoch: one run at a time
