@@ -155,9 +155,10 @@ register_step(
 # CPU time (user + sys, /usr/bin/time -v) measured at a load of ~7 on the 2 cores (2026-12-07): 4 runs of 40
 # effective epochs 145.7 s (36.4 s a run, process start and evaluations included), 8 tuning trials 240.8 s more
 # (30.1 s a trial on one seed): 24 trials on 2 tuning seeds, two at a time, + 20 runs = 24.2 minutes, 12.1 of them
-# the runs (a fresh rerun, which reuses the tuning); alone on the machine less (the 100-epoch runs of before took 60 s each alone, 84 s of CPU each at that
-# load). --quick (2 seeds, 6 effective epochs, 2 trials on 1 tuning seed): 125 s of CPU at load ~4.5, reproduce's
-# start included. Before the tuning: 20 minutes alone at 100 effective epochs (2026-11-28).
+# the runs (a fresh rerun, which reuses the tuning); alone on the machine less (the 100-epoch runs of before took
+# 60 s each alone, 84 s of CPU each at that load). --quick (2 seeds, 6 effective epochs, 2 trials on 1 tuning
+# seed): 125 s of CPU at load ~4.5, reproduce's start included. Before the tuning: 20 minutes alone at 100
+# effective epochs (2026-11-28).
 register_step(
     "cost",
     kind="sweep",
@@ -298,8 +299,9 @@ register_step(
         "tuning": {"trials": 3, "replicates": 2},
     },
 )
-# the LLC along training: Entropy-SGD, SGD, SAM and LPF-SGD on digits, the LLC at each final weight vector, 6 seeds.
-# Full: 54 s of wall time with 2 workers at load ~4 (2026-12-07); --quick (2 seeds, 2 effective epochs, the flatness
+# the LLC along training: Entropy-SGD, SGD, SAM and LPF-SGD on digits, tuned alike (16 trials on 2 tuning seeds), the
+# LLC at each final weight vector, 6 seeds. Full: 94 s of wall time with 2 workers at load ~4, 88 s of CPU
+# (2026-12-07; before the tuning 54 s); --quick (2 seeds, 2 effective epochs, the flatness
 # passes on 300 examples): 26 s at load ~4. With llc_samplers' 0.4 it takes the --quick total to 10.8 minutes.
 register_step(
     "llc_training",
@@ -307,7 +309,11 @@ register_step(
     config="sweep_llc.toml",
     question="Q2",
     section="llc",
-    full_minutes=1,
+    full_minutes=1.6,
     quick_minutes=0.2,
-    quick={"seeds": 2, "set": {"effective_epochs": 2, "flatness.examples": 300, "flatness.power_iterations": 10}},
+    quick={
+        "seeds": 2,
+        "set": {"effective_epochs": 2, "flatness.examples": 300, "flatness.power_iterations": 10},
+        "tuning": {"trials": 2, "seeds": 1, "max_extensions": 0},
+    },
 )

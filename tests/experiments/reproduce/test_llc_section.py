@@ -48,8 +48,9 @@ def test_llc_claims_are_the_verdicts_per_problem(llc_run: Path) -> None:
         assert "unstable" not in claim["best"]  # its record diverged: excluded from the verdict
 
 
-def _training_step(root: Path, llc: dict[str, list[float]]) -> Path:
-    """A finished llc_training sweep directory: one run per seed, each with every optimizer's LLC and test error."""
+def _training_step(root: Path, llc: dict[str, list[float]], tuning: dict | None = None) -> Path:
+    """A finished llc_training sweep directory: one run per seed, each with every optimizer's LLC and test error
+    (and the sweep's tuning record, if given)."""
     step = root / "llc_training"
     runs = []
     for seed in range(len(next(iter(llc.values())))):
@@ -66,7 +67,7 @@ def _training_step(root: Path, llc: dict[str, list[float]]) -> Path:
         ]
         (run_dir / "results.json").write_text(json.dumps({"records": records}))
         runs.append({"dir": run_dir.name, "status": "ok", "overrides": {"seed": seed}})
-    (step / "results.json").write_text(json.dumps({"runs": runs}))
+    (step / "results.json").write_text(json.dumps({"runs": runs} | ({"tuning": tuning} if tuning else {})))
     return step
 
 
@@ -75,11 +76,23 @@ def test_the_training_part_states_the_paired_llc_differences_from_its_record(llc
     root.mkdir()
     (root / STEP).symlink_to(llc_run / STEP)
     llc = {"entropy-sgd": [6.0, 6.2, 5.9, 6.1], "sgd": [5.0, 5.3, 5.1, 5.2], "sam": [6.1, 6.0, 6.2, 5.9]}
-    _training_step(root, llc)
+    tuning = {
+        "trials": 16,
+        "tuning_seeds": [1_000_000, 1_000_001],
+        "optimizers": {
+            "entropy-sgd": {"chosen": {"lr": 6.25, "options.gamma": 0.403}},
+            "sgd": {"chosen": {"lr": 0.183}},
+            "sam": {"chosen": {"lr": 0.238, "options.rho": 0.485}, "at_edge": [{"name": "options.rho"}]},
+        },
+    }
+    _training_step(root, llc, tuning)
     numbers: dict = {}
     lines, summary = section_llc(root, tmp_path, numbers)
     text = "\n".join([*lines, summary])
     assert "### Along training: the LLC of the minima each optimizer finds" in text
+    assert "Every optimizer was first tuned alike (16 trials each on 2 tuning seeds apart from the reported" in text
+    assert "never by the LLC); chosen: `entropy-sgd` lr 6.25, options.gamma 0.403; `sgd` lr 0.183" in text
+    assert "(at the edge of a range: `sam` options.rho)" in text
     assert "Entropy-SGD's minima have an LLC higher than `sgd` and not told apart from `sam`'s" in text
     assert numbers["llc"]["training"]["paired"]["sgd"]["llc"]["mean"] == pytest.approx(0.9)
     assert unsupported_numbers(text, numbers) == []

@@ -14,7 +14,16 @@ from typing import Any
 from localentropy.diagnostics.compare import METHOD, best_set, verdict_text
 from localentropy.experiments.comparison.suite import SUITE_FILE
 from localentropy.experiments.reproduce.claims import Claim, difference_claim, verdict_claim
-from localentropy.experiments.reproduce.findings.common import Lines, fmt, paired, pm, read_json, short, table
+from localentropy.experiments.reproduce.findings.common import (
+    Lines,
+    fmt,
+    paired,
+    pm,
+    read_json,
+    short,
+    sweep_tuning,
+    table,
+)
 from localentropy.experiments.reproduce.findings.render import section_text
 from localentropy.experiments.reproduce.findings.samplers import verdicts_now
 from localentropy.experiments.reproduce.findings.smoothing import flatness_by_label
@@ -60,6 +69,7 @@ def training_view(step_dir: Path, numbers: dict[str, Any]) -> dict[str, Any]:
     """The LLC along training for the template: each optimizer's LLC and test error over seeds (a table), the paired
     differences, the best set (lowest LLC) and how Entropy-SGD's minima relate to the others'."""
     n_seeds, by_label, pairs = training_llc(step_dir)
+    tuning = sweep_tuning(read_json(step_dir / "results.json"))
     llc = {label: m.get("llc", {}) for label, m in by_label.items()}
     shared = sorted(set.intersection(*(set(v) for v in llc.values())), key=str) if llc else []
     verdict = best_set({label: [v[seed] for seed in shared] for label, v in llc.items()}, unit="seed")
@@ -68,6 +78,7 @@ def training_view(step_dir: Path, numbers: dict[str, Any]) -> dict[str, Any]:
         "by_label": by_label,
         "paired": pairs,
         "best_set": verdict.as_dict(),
+        "tuning": tuning,
     }
     rows = [
         [
@@ -90,6 +101,7 @@ def training_view(step_dir: Path, numbers: dict[str, Any]) -> dict[str, Any]:
         "table": "\n".join(table(["optimizer", "LLC", "test error", "Entropy-SGD minus this (LLC)"], rows)),
         "best_text": verdict_text(verdict, name=lambda n: f"`{n}`"),
         "relation": _relation(higher, lower, tied),
+        "tuning": tuning,
     }
 
 
