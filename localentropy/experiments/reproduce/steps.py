@@ -220,15 +220,24 @@ register_step(
     quick_minutes=0.3,
     quick={"args": ["--quick"]},
 )
+# the recurrent steps tune every optimizer alike (10 trials on 1 tuning seed) before 5 seeds each. Full: 60 runs of
+# 17-18 s of CPU time (char) and of about 11 s (row), measured one run per optimizer with `/usr/bin/time -v`
+# (2026-12-07): 18 and 11 CPU minutes, 9 and 6 minutes of wall time with 2 workers alone; a fresh-seed rerun reuses
+# the tuning (20 runs each: 3 and 2 minutes). --quick: 2 trials, 2 seeds, 1 effective epoch (the char-LSTM on
+# 100,000 characters): 16 short runs each.
 register_step(
     "recurrent_char",
     kind="sweep",
     config="sweep_recurrent_char.toml",
     question="R1",
     section="recurrent",
-    full_minutes=2,
-    quick_minutes=0.3,
-    quick={"seeds": 2, "set": {"effective_epochs": 2}},
+    full_minutes=9,
+    quick_minutes=0.5,
+    quick={
+        "seeds": 2,
+        "set": {"effective_epochs": 1, "data.options.length": 100_000},
+        "tuning": {"trials": 2, "seeds": 1},
+    },
 )
 register_step(
     "recurrent_row",
@@ -236,9 +245,9 @@ register_step(
     config="sweep_recurrent_row.toml",
     question="R1",
     section="recurrent",
-    full_minutes=3,
+    full_minutes=6,
     quick_minutes=0.5,
-    quick={"seeds": 2, "set": {"effective_epochs": 2}},
+    quick={"seeds": 2, "set": {"effective_epochs": 1}, "tuning": {"trials": 2, "seeds": 1}},
 )
 # the samplers' accuracy atlas (docs/samplers.md; ``localentropy samplers --accuracy``), for docs/samplers.md, not the
 # findings: 3.1 minutes full, 0.7 quick
