@@ -220,18 +220,20 @@ register_step(
     quick_minutes=0.3,
     quick={"args": ["--quick"]},
 )
-# the recurrent steps tune every optimizer alike (10 trials on 1 tuning seed) before 5 seeds each. Full: 60 runs of
-# 17-18 s of CPU time (char) and of about 11 s (row), measured one run per optimizer with `/usr/bin/time -v`
-# (2026-12-07): 18 and 11 CPU minutes, 9 and 6 minutes of wall time with 2 workers alone; a fresh-seed rerun reuses
-# the tuning (20 runs each: 3 and 2 minutes). --quick: 2 trials, 2 seeds, 1 effective epoch (the char-LSTM on
-# 100,000 characters): 16 short runs each.
+# the recurrent steps tune every optimizer alike before 5 seeds each (char: 10 trials on 1 tuning seed; row: 12 on
+# 2, its validation split being small). Full, from full sweeps timed with `/usr/bin/time -v` (user + sys, 2026-12-07,
+# at load ~6, so the wall time is the CPU time over 2 workers): char 60 runs of about 14 s of CPU time, 14 CPU
+# minutes, 7 of wall time alone; row 116 runs of about 4.6 s, 9 CPU minutes, 5 of wall time. A fresh-seed rerun
+# reuses the tuning: 20 runs each, 2.5 and 1 minutes. --quick: 2 trials, 2 seeds, 1 effective epoch (the char-LSTM
+# on 100,000 characters): 16 short runs each; both steps together took 78 s of CPU time (`reproduce --quick --steps
+# recurrent_char,recurrent_row`, 3.2 minutes of wall time at load ~7), so about 0.3 minutes each alone.
 register_step(
     "recurrent_char",
     kind="sweep",
     config="sweep_recurrent_char.toml",
     question="R1",
     section="recurrent",
-    full_minutes=9,
+    full_minutes=7,
     quick_minutes=0.5,
     quick={
         "seeds": 2,
@@ -245,7 +247,7 @@ register_step(
     config="sweep_recurrent_row.toml",
     question="R1",
     section="recurrent",
-    full_minutes=6,
+    full_minutes=5,
     quick_minutes=0.5,
     quick={"seeds": 2, "set": {"effective_epochs": 1}, "tuning": {"trials": 2, "seeds": 1}},
 )

@@ -45,12 +45,12 @@ TINY = {
     "recurrent_char": {
         "seeds": 2,
         "set": {"effective_epochs": 1, "data.options.length": 20000},
-        "tuning": {"trials": 1, "max_extensions": 0},
+        "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0},
     },
     "recurrent_row": {
         "seeds": 2,
         "set": {"effective_epochs": 1, "data.train_limit": 500},
-        "tuning": {"trials": 1, "max_extensions": 0},
+        "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0},
     },
     "atlas": {"quick": True, "samplers": ["sgld"], "targets": ["banana"]},
     "scale": {"seeds": 2, "set": {"effective_epochs": 1}},
