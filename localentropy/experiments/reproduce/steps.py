@@ -223,7 +223,7 @@ register_step(
 # the recurrent steps tune every optimizer alike before 5 seeds each (char: 10 trials on 1 tuning seed; row: 12 on
 # 2, its validation split being small). Full, from full sweeps timed with `/usr/bin/time -v` (user + sys, 2026-12-07,
 # at load ~6, so the wall time is the CPU time over 2 workers): char 60 runs of about 14 s of CPU time, 14 CPU
-# minutes, 7 of wall time alone; row 116 runs in 461 s of CPU time, 4 minutes of wall time. A fresh-seed rerun
+# minutes, 7 of wall time alone; row 116 runs in 422-461 s of CPU time, 4 minutes of wall time. A fresh-seed rerun
 # reuses the tuning: 20 runs each, 2.5 and under 1 minute. --quick: 2 trials, 2 seeds, 1 effective epoch (the char-LSTM
 # on 100,000 characters): 16 short runs each; both steps together took 78 s of CPU time (`reproduce --quick --steps
 # recurrent_char,recurrent_row`, 3.2 minutes of wall time at load ~7), so about 0.3 minutes each alone.
