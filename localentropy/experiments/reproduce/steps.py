@@ -228,15 +228,26 @@ register_step(
     quick_minutes=0.3,
     quick={"args": ["--quick"]},
 )
+# the recurrent steps tune every optimizer alike before 5 seeds each (char: 10 trials on 1 tuning seed; row: 12 on
+# 2, its validation split being small). Full, from full sweeps timed with `/usr/bin/time -v` (user + sys, 2026-12-07,
+# at load ~6, so the wall time is the CPU time over 2 workers): char 60 runs of about 14 s of CPU time, 14 CPU
+# minutes, 7 of wall time alone; row 116 runs in 422-461 s of CPU time, 4 minutes of wall time. A fresh-seed rerun
+# reuses the tuning: 20 runs each, 2.5 and under 1 minute. --quick: 2 trials, 2 seeds, 1 effective epoch (the char-LSTM
+# on 100,000 characters): 16 short runs each; both steps together took 78 s of CPU time (`reproduce --quick --steps
+# recurrent_char,recurrent_row`, 3.2 minutes of wall time at load ~7), so about 0.3 minutes each alone.
 register_step(
     "recurrent_char",
     kind="sweep",
     config="sweep_recurrent_char.toml",
     question="R1",
     section="recurrent",
-    full_minutes=2,
-    quick_minutes=0.3,
-    quick={"seeds": 2, "set": {"effective_epochs": 2}},
+    full_minutes=7,
+    quick_minutes=0.5,
+    quick={
+        "seeds": 2,
+        "set": {"effective_epochs": 1, "data.options.length": 100_000},
+        "tuning": {"trials": 2, "seeds": 1},
+    },
 )
 register_step(
     "recurrent_row",
@@ -244,9 +255,9 @@ register_step(
     config="sweep_recurrent_row.toml",
     question="R1",
     section="recurrent",
-    full_minutes=3,
+    full_minutes=4,
     quick_minutes=0.5,
-    quick={"seeds": 2, "set": {"effective_epochs": 2}},
+    quick={"seeds": 2, "set": {"effective_epochs": 1}, "tuning": {"trials": 2, "seeds": 1}},
 )
 # the samplers' accuracy atlas (docs/samplers.md; ``localentropy samplers --accuracy``), for docs/samplers.md, not the
 # findings: 3.1 minutes full, 0.7 quick

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from typing import Any
 
 import torch
@@ -34,6 +35,9 @@ from localentropy.experiments.training.precision import Precision
 EVAL_ROWS = 16
 EVAL_SEGMENT = 1000
 LN2 = math.log(2.0)
+# the largest loss (nats) whose exponential is a float: beyond it the perplexity is not representable (results
+# files hold no infinity), so it is recorded as null
+MAX_LOG_PERPLEXITY = math.log(sys.float_info.max)
 
 
 def clip_gradients(model: nn.Module, max_norm: float | None) -> None:
@@ -173,7 +177,7 @@ def text_final(last: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     return {
         "bits_per_char": bits(loss),
         "val_bits_per_char": bits(last.get("val_loss")),
-        "perplexity": None if loss is None else math.exp(loss),
+        "perplexity": None if loss is None or loss > MAX_LOG_PERPLEXITY else math.exp(loss),
         "entropy_rate": info.get("entropy_rate_bits"),
         "count_model_bits": info.get("count_model_bits"),
     }

@@ -43,8 +43,16 @@ TINY = {
     "scoping": {"seeds": 2, "set": {"effective_epochs": 1}},
     "overhead_training": {"seeds": 2, "set": {"effective_epochs": 1}},
     "overhead_accuracy": {"replicates": 2, "outer_steps": 8, "inner_steps": (1, 2), "dim": 5},
-    "recurrent_char": {"seeds": 2, "set": {"effective_epochs": 1, "data.options.length": 20000}},
-    "recurrent_row": {"seeds": 2, "set": {"effective_epochs": 1, "data.train_limit": 500}},
+    "recurrent_char": {
+        "seeds": 2,
+        "set": {"effective_epochs": 1, "data.options.length": 20000},
+        "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0},
+    },
+    "recurrent_row": {
+        "seeds": 2,
+        "set": {"effective_epochs": 1, "data.train_limit": 500},
+        "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0},
+    },
     "atlas": {"quick": True, "samplers": ["sgld"], "targets": ["banana"]},
     "scale": {"seeds": 2, "set": {"effective_epochs": 1}, "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0}},
     "scale_compute": {"repeats": 3},

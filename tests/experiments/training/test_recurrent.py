@@ -20,7 +20,7 @@ from localentropy.entropy.optim import EntropySGD
 from localentropy.experiments.core.config import ConfigError
 from localentropy.experiments.training.config import parse_train_config
 from localentropy.experiments.training.models import build_model
-from localentropy.experiments.training.text import TextStream, evaluate_text
+from localentropy.experiments.training.text import TextStream, evaluate_text, text_final
 from localentropy.experiments.training.trainer import run_training
 from tests.experiments.training.helpers import toml_text as _toml
 
@@ -222,3 +222,11 @@ def test_train_cli_on_markov_text_a_text_file_and_digits(tmp_path, capsys, singl
 def test_bad_recurrent_configs_name_the_field(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_train_config({**copy.deepcopy(TEXT_CONFIG), **change})
+
+
+def test_a_loss_beyond_the_float_range_records_no_perplexity() -> None:
+    """A tuning trial at a wild rate can end with a finite loss whose exponential overflows: the perplexity is then
+    null (results files hold no infinity), and the bits stay recorded."""
+    final = text_final({"test_loss": 800.0, "val_loss": 790.0}, {"entropy_rate_bits": 2.3})
+    assert final["perplexity"] is None and final["bits_per_char"] == pytest.approx(800.0 / math.log(2.0))
+    assert text_final({"test_loss": 1.0}, {})["perplexity"] == pytest.approx(math.e)

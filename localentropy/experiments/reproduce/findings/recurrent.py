@@ -1,14 +1,16 @@
 """Recurrent networks: does Entropy-SGD / Entropy-Adam train an LSTM in fewer effective epochs or seconds?
 
 Two sweeps (``recurrent_char``: a char-LSTM on the Markov source, whose entropy rate is the floor; ``recurrent_row``:
-a row-LSTM on MNIST-5k). For each optimizer the main step's value with the lowest mean final validation loss
-(bits per character, or the validation error for images) is kept; every comparison is paired over the seeds.
+a row-LSTM on MNIST-5k). Each sweep tunes every optimizer alike before its runs (its ``[tuning]``: the values chosen
+on validation and those at an edge of their range are read from results.json by
+:func:`~localentropy.experiments.reproduce.findings.common.sweep_tuning`); every comparison is paired over the seeds.
+The level to reach is fixed before looking at the methods: :data:`TEXT_MARGIN` bits per character above the
+source's entropy rate for text, :data:`IMAGE_LEVEL` test error for images.
 :func:`write_section` renders this section alone into a document of its own (``findings.write_recurrent``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,8 @@ from localentropy.experiments.reproduce.findings.common import (
     mean_sd,
     paired,
     pm,
-    setting_text,
     sweep_entries,
+    sweep_tuning,
     table,
 )
 from localentropy.experiments.reproduce.findings.cost import first_reach
@@ -34,12 +36,22 @@ from localentropy.experiments.sweeps.summary import groups
 
 PAIRS = (("entropy-sgd", "sgd"), ("entropy-adam", "adam"))
 ORDER = ("sgd", "adam", "entropy-sgd", "entropy-adam")
+# the levels to reach, set independently of the methods: text, this far above the source's entropy rate (the
+# distance within which issue 35 asks every optimizer to end: trained to convergence); images, this test error
+TEXT_MARGIN = 0.05
+IMAGE_LEVEL = 0.10
 
 
 def _chosen(items: list[dict[str, Any]], score_key: str) -> dict[str, dict[str, Any]]:
-    """Per optimizer, the setting whose seeds all finished with the lowest mean final ``score_key`` (validation)."""
+    """Per optimizer, its runs: a tuned sweep runs one setting per optimizer (the tuning's chosen values), kept
+    whatever its seeds did; several settings (a grid), the one whose seeds all finished with the lowest mean final
+    ``score_key`` (validation)."""
     best: dict[str, dict[str, Any]] = {}
-    for g in groups(items):
+    all_groups = groups(items)
+    for g in all_groups:
+        if sum(other["label"] == g["label"] for other in all_groups) == 1:
+            best[g["label"]] = g
+            continue
         scores = [e["final"].get(score_key) for e in g["ok"]]
         if not g["ok"] or len(g["ok"]) < g["n"] or any(s is None for s in scores):
             continue
@@ -54,23 +66,16 @@ def _by_seed(members: list[dict[str, Any]], fn: Any) -> dict[Any, float]:
 
 
 def _reach(members: list[dict[str, Any]], level: float, key: str, metric: str) -> dict[Any, float]:
-    return _by_seed(members, lambda e: first_reach(e["curve"], level, key, metric))
+    """Per seed, the first ``key`` at which ``metric`` is at or below ``level``. Effective epochs to a tenth: the
+    curves are evaluated once per pass, and an entropy method's pass ends within its last outer step (L inner steps),
+    a few thousandths of an epoch off the others' (otherwise a constant 0.004-epoch offset reads as a difference)."""
+    reach = _by_seed(members, lambda e: first_reach(e["curve"], level, key, metric))
+    return {seed: round(v, 1) for seed, v in reach.items()} if key == "effective_epochs" else reach
 
 
-def _setting(settings: Any) -> str:
-    """A chosen setting without the optimizer's index: ``lr = 0.01``."""
-    return re.sub(r"optimizers\[\d+\]\.", "", setting_text(dict(settings)))
-
-
-def _edges(task: dict[str, Any]) -> list[str]:
-    """The optimizers whose chosen value is the smallest or largest tried: their optimum may lie outside the grid."""
-    edge = []
-    for lab, g in task["chosen"].items():
-        values = sorted(float(v) for _, v in (s for k in task["tried"][lab] for s in [k.split(" = ")]))
-        chosen = float(dict(g["settings"]).popitem()[1]) if g["settings"] else None
-        if len(values) > 1 and chosen in (values[0], values[-1]):
-            edge.append(f"`{lab}` ({_setting(g['settings'])})")
-    return edge
+def _values(chosen: dict[str, Any], at_edge: list[str]) -> str:
+    """A tuned optimizer's chosen values, those at an edge of their range marked: ``lr 0.012 (edge), ...``."""
+    return ", ".join(f"{k} {v:.3g}" + (" (edge)" if k in at_edge else "") for k, v in chosen.items()) or "as configured"
 
 
 def _plot(chosen: dict[str, dict[str, Any]], metric: str, floor: float | None, ylabel: str, path: Path) -> Path:
@@ -108,23 +113,28 @@ def _plot(chosen: dict[str, dict[str, Any]], metric: str, floor: float | None, y
 
 
 def _task(out: Path, step: str, figures: Path | None, text: bool) -> dict[str, Any]:
-    """The chosen settings, the reach level and the paired comparisons of one sweep step (its figure drawn into
-    ``figures`` unless None)."""
+    """The tuning, the reach level and the paired comparisons of one sweep step (its figure drawn into ``figures``
+    unless None)."""
     results, items = sweep_entries(out / step)
     metric, score = ("test_bits_per_char", "val_bits_per_char") if text else ("test_error", "val_error")
     final_key = "bits_per_char" if text else "test_error"
     chosen = _chosen(items, score)
     floor = next((e["final"].get("entropy_rate") for e in items if e["final"]), None) if text else None
+    # each seed samples its own text: the count model's held-out bits, one per seed
+    count = (
+        {e["seed"]: e["final"]["count_model_bits"] for e in items if e["final"].get("count_model_bits") is not None}
+        if text
+        else {}
+    )
     finals = {lab: _by_seed(g["ok"], lambda e: e["final"].get(final_key)) for lab, g in chosen.items()}
-    means = {lab: mean_sd(list(v.values()))[0] for lab, v in finals.items()}
-    level = max((m for m in means.values() if m is not None), default=None)  # every method's mean reaches it
+    level = (None if floor is None else floor + TEXT_MARGIN) if text else IMAGE_LEVEL
     reach = (
         {
             lab: {key: _reach(g["ok"], level, key, metric) for key in ("effective_epochs", "seconds")}
             for lab, g in chosen.items()
         }
         if level is not None
-        else {}
+        else {lab: {"effective_epochs": {}, "seconds": {}} for lab in chosen}
     )
     pairs = {}
     for a, b in PAIRS:
@@ -134,46 +144,61 @@ def _task(out: Path, step: str, figures: Path | None, text: bool) -> dict[str, A
                 "reach_seconds": paired(reach[a]["seconds"], reach[b]["seconds"]),
                 "final": paired(finals[a], finals[b]),
             }
+    means = {lab: mean_sd(list(v.values()))[0] for lab, v in finals.items()}
     name = f"{step}.png"
     if figures is not None:
         _plot(chosen, metric, floor, "bits per character" if text else "test error", figures / name)
-    tried = {
-        lab: sorted({_setting(g["settings"]) for g in groups(items) if g["label"] == lab}, key=_value) for lab in chosen
-    }
     return {
         "results": results,
         "chosen": chosen,
+        "tuning": sweep_tuning(results),
         "floor": floor,
+        "count_model": count,
         "finals": finals,
+        "means": means,
+        "above_floor": {} if floor is None else {lab: m - floor for lab, m in means.items() if m is not None},
         "level": level,
         "reach": reach,
         "pairs": pairs,
         "figure": None if figures is None else f"{figures.name}/{name}",
         "seeds": len({e["seed"] for e in items}),
-        "tried": tried,
         "budget": results["config"]["base"].get("effective_epochs"),
+        "schedule": (results["config"]["base"].get("schedule") or {}).get("kind", "constant"),
     }
 
 
-def _value(text: str) -> float:
-    return float(text.split(" = ")[-1])
-
-
 def _rows(task: dict[str, Any], scale: float, digits: int, unit: str) -> list[list[str]]:
+    tuning = task["tuning"] or {"chosen": {}, "at_edge": {}}
     rows = []
-    for lab in [lab for lab in ORDER if lab in task["chosen"]]:
+    for lab in [lab for lab in ORDER if lab in task["chosen"]] + sorted(set(task["chosen"]) - set(ORDER)):
         g = task["chosen"][lab]
         ep, sec = task["reach"][lab]["effective_epochs"], task["reach"][lab]["seconds"]
         missing = len(g["ok"]) - len(ep)
+        lost = g["n"] - len(g["ok"])
         rows.append(
             [
                 lab,
-                _setting(g["settings"]),
-                pm(list(task["finals"][lab].values()), scale, digits, unit),
+                _values(tuning["chosen"].get(lab, {}), tuning["at_edge"].get(lab, [])),
+                pm(list(task["finals"][lab].values()), scale, digits, unit) + (f" ({lost} diverged)" if lost else ""),
                 pm(list(ep.values()), 1, 1) + (f" ({missing} never)" if missing else ""),
                 pm(list(sec.values()), 1, 1),
                 pm([e["final"]["seconds"] for e in g["ok"]], 1, 1),
             ]
+        )
+    if task["count_model"]:
+        rows.append(
+            [
+                "count model (order 2, fitted on the training block)",
+                "—",
+                pm(list(task["count_model"].values()), scale, digits, unit),
+                "—",
+                "—",
+                "—",
+            ]
+        )
+    if task["floor"] is not None:
+        rows.append(
+            ["exact floor (the source's entropy rate)", "—", f"{task['floor'] * scale:.{digits}f}{unit}"] + ["—"] * 3
         )
     return rows
 
@@ -201,12 +226,11 @@ def section_recurrent(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
     row = _task(out, "recurrent_row", figures, text=False)
     numbers["recurrent"] = {
         name: {k: v for k, v in t.items() if k not in ("results", "chosen")}
-        | {"chosen": {lab: dict(g["settings"]) for lab, g in t["chosen"].items()}}
         for name, t in (("char", char), ("row", row))
     }
     header = [
         "optimizer",
-        "chosen (validation)",
+        "chosen (tuned on validation)",
         "final held-out",
         "effective epochs to the level",
         "seconds to the level",
@@ -217,13 +241,18 @@ def section_recurrent(out: Path, figures: Path, numbers: dict[str, Any]) -> tupl
         return {
             "seeds": task["seeds"],
             "budget": task["budget"],
+            "schedule": task["schedule"],
             "floor": task["floor"],
+            "count_model": mean_sd(list(task["count_model"].values()))[0],
             "level": task["level"],
-            "tried": list(task["tried"].items()),
+            "margin": TEXT_MARGIN,
+            "tuning": task["tuning"],
+            "above_floor": task["above_floor"],
+            "within": sorted(lab for lab, gap in task["above_floor"].items() if gap <= TEXT_MARGIN),
+            "methods": len(task["chosen"]),
             "table": "\n".join(table(header, _rows(task, scale, digits, unit))),
             "pairs": list(task["pairs"].items()),
             "figure": task["figure"],
-            "edges": _edges(task),
             "timing": task["results"].get("timing"),
         }
 
