@@ -31,7 +31,7 @@ from localentropy.experiments.sweeps.figures import (
 )
 from localentropy.experiments.sweeps.paths import optimizer_label
 from localentropy.experiments.sweeps.summary import answer, best_groups, entries, groups
-from localentropy.experiments.sweeps.tuning import OPTION_PREFIX, with_chosen
+from localentropy.experiments.sweeps.tuning import ERROR, OBJECTIVES, OPTION_PREFIX, with_chosen
 from localentropy.experiments.tuning.record import tuning_summary, tuning_table
 from localentropy.experiments.tuning.record import value_text as record_value_text
 
@@ -141,15 +141,16 @@ def _tuning_lines(tuning: dict[str, Any] | None, budget: str) -> list[str]:
     if not isinstance(tuning, dict) or not isinstance(tuning.get("optimizers"), dict):
         return []
     seeds = ", ".join(map(str, tuning["tuning_seeds"]))
+    objective = OBJECTIVES.get(tuning.get("objective", ERROR.name), ERROR)
     units = f"{len(tuning['tuning_seeds'])} training run(s) of {budget} (tuning seeds {seeds})"
     return [
         "## Tuning",
         "",
-        tuning_summary(tuning, units) + " Objective: the final validation error; the tuning "
+        tuning_summary(tuning, units) + f" Objective: the final {objective.name}; the tuning "
         f"seeds are apart from the reported seeds ({', '.join(map(str, tuning['evaluation_seeds']))}), so the "
-        "reported test errors come from data splits, initial weights and minibatch orders the search never saw.",
+        "reported test figures come from data splits, initial weights and minibatch orders the search never saw.",
         "",
-        *tuning_table(tuning["optimizers"], "validation error reached", lambda v: f"{100 * v:.2f} %"),
+        *tuning_table(tuning["optimizers"], f"{objective.name} reached", objective.show),
         "",
     ]
 

@@ -36,7 +36,7 @@ from localentropy.experiments.sweeps.config import (
     parse_sweep_config,
 )
 from localentropy.experiments.sweeps.paths import STAR, format_path, parse_path
-from localentropy.experiments.sweeps.tuning import job_key, tune_one, tuning_jobs, with_chosen
+from localentropy.experiments.sweeps.tuning import job_key, sweep_objective, tune_one, tuning_jobs, with_chosen
 from localentropy.experiments.tuning.record import tuned_line
 
 # ------------------------------------------------------------------------------------------------ execution
@@ -409,6 +409,7 @@ def _tune(
     folder = out_dir.path / "tuning"
     jobs = tuning_jobs(config.base, config.tuning, config.spaces, config.nproc)
     keys = {label: job_key(payload) for label, payload, _ in jobs}
+    objective = sweep_objective(config.base)
     records: dict[str, dict[str, Any]] = {}
     for label, _, name in jobs:
         if (folder / name).is_file():
@@ -427,8 +428,8 @@ def _tune(
         record = {**record, "job": keys[label]}
         atomic_write_json(folder / names[label], finite_or_none(record))
         records[label] = record
-        value = record["objective"]
-        print(tuned_line(label, record, f"validation error {100 * (value or 0):.2f} %"), file=progress, flush=True)
+        reached = f"{objective.name} {objective.show(record['objective'] or 0)}"
+        print(tuned_line(label, record, reached), file=progress, flush=True)
 
     todo = [(label, payload, str(folder)) for label, payload, _ in jobs if label not in records]
     if todo:
@@ -442,7 +443,7 @@ def _tune(
     seeds = list(range(config.tuning.seed_offset, config.tuning.seed_offset + config.tuning.seeds))
     return {
         **config.tuning_dict(),
-        "objective": "validation error",
+        "objective": objective.name,
         "tuning_seeds": seeds,
         "evaluation_seeds": sorted({int(run.config.get("seed", 0)) for run in config.runs}),
         "optimizers": {label: records[label] for label, _, _ in jobs},

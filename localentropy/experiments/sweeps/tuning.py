@@ -8,7 +8,8 @@ number, ``choices`` for an integer or a flag such as ``options.nesterov``).
 
 Every tuned optimizer gets the same search (:mod:`localentropy.experiments.tuning.search`): the same number of
 trials, each trial a training run per tuning seed at the base config's budget (its epochs or effective epochs:
-the same gradient evaluations for every method). The objective is the final validation error, the mean over the
+the same gradient evaluations for every method). The objective is the final validation error (for text, the
+validation bits per character: :func:`sweep_objective`), the mean over the
 tuning seeds ``seed_offset, seed_offset + 1, ...``, which must differ from every seed the sweep reports (a seed
 sets the data split, the initial weights and the minibatch order). Each optimizer's search is one job of the
 sweep's executor (local processes or Ray); its record is saved in ``<sweep>/tuning/<label>.json``.
@@ -22,9 +23,11 @@ import io
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from localentropy.data.text import TEXT_SOURCES
 from localentropy.experiments.core.config import got, path_text
 from localentropy.experiments.core.files import slug
 from localentropy.experiments.sweeps.paths import optimizer_label
@@ -216,7 +219,7 @@ def validation_error(config_dict: dict[str, Any]) -> tuple[float, int]:
         from localentropy.experiments.core.rundir import RunDirectory
 
         record = Trial(config, config.optimizers[0], splits, RunDirectory(tmp), io.StringIO()).train()
-    return _objective(record)
+    return _objective(record, config_dict)
 
 
 def launched_validation_error(config_dict: dict[str, Any], nproc: int) -> tuple[float, int]:
@@ -227,14 +230,35 @@ def launched_validation_error(config_dict: dict[str, Any], nproc: int) -> tuple[
     with tempfile.TemporaryDirectory(prefix="tuning-trial-") as tmp:
         run_dir, _ = launch_table(config_dict, Path(tmp) / "run", nproc)  # a failed rank raises
         record = json.loads((run_dir / "results.json").read_text())["records"][0]
-    return _objective(record)
+    return _objective(record, config_dict)
 
 
-def _objective(record: dict[str, Any]) -> tuple[float, int]:
-    """(final validation error, gradient evaluations) of a trial's record; +inf when it diverged."""
+class Objective(NamedTuple):
+    """What a trial is scored by: its name, the key of the run's final metrics that holds it, and how to show it."""
+
+    name: str
+    key: str
+    show: Callable[[float], str]
+
+
+ERROR = Objective("validation error", "val_error", lambda v: f"{100 * v:.2f} %")
+# a language model's: the held-out bits per character (its loss); the error rate of the next-character guess is
+# nearly flat near the source's entropy rate, where trials differ by less than its noise
+BITS = Objective("validation bits per character", "val_bits_per_char", lambda v: f"{v:.4f} bits per character")
+OBJECTIVES = {o.name: o for o in (ERROR, BITS)}
+
+
+def sweep_objective(config: dict[str, Any]) -> Objective:
+    """The objective of a (base or trial) config: bits per character for text, the validation error otherwise."""
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    return BITS if data.get("source") in TEXT_SOURCES else ERROR
+
+
+def _objective(record: dict[str, Any], config: dict[str, Any]) -> tuple[float, int]:
+    """(final value of the config's objective, gradient evaluations) of a trial's record; +inf when it diverged."""
     evals = int(record["rows"][-1]["grad_evals"]) if record["rows"] else 0
     final = record.get("final") or {}
-    value = final.get("val_error") if record["status"] == "ok" else None
+    value = final.get(sweep_objective(config).key) if record["status"] == "ok" else None
     return (float(value) if value is not None and math.isfinite(value) else math.inf), evals
 
 

@@ -164,8 +164,9 @@ def setting_text(setting: dict[str, Any]) -> str:
 
 
 def sweep_tuning(results: dict[str, Any]) -> dict[str, Any] | None:
-    """How a sweep tuned its optimizers, from its results.json: the trials, the number of tuning seeds, and per
-    tuned label its chosen values and the ranges whose best lay at an edge; None when it tuned none."""
+    """How a sweep tuned its optimizers, from its results.json: the trials, the number of tuning seeds, the
+    objective, and per tuned label its chosen values and the ranges whose best lay at an edge; None when it tuned
+    none."""
     tuning = results.get("tuning") or {}
     records = tuning.get("optimizers") or {}
     if not records:
@@ -173,6 +174,7 @@ def sweep_tuning(results: dict[str, Any]) -> dict[str, Any] | None:
     return {
         "trials": tuning.get("trials"),
         "seeds": len(tuning.get("tuning_seeds") or []),
+        "objective": tuning.get("objective") or "validation error",
         "chosen": {label: r.get("chosen") or {} for label, r in records.items()},
         "at_edge": {label: [e["name"] for e in r["at_edge"]] for label, r in records.items() if r.get("at_edge")},
     }
