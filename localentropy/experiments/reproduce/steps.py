@@ -99,8 +99,9 @@ def expected_minutes(quick: bool, steps: Iterable[Step] | None = None) -> float:
 # reproduction sharing the cores (load ~4) for its first 14 minutes; the quick sizes were then cut (cost's epochs, two
 # seeds for the factor sweeps, fewer tuning trials, shorter recurrent runs): alone on the machine it then took 10.4
 # minutes, and the recurrent steps were cut to 2 seeds (about 0.8 minutes less, not timed).
-# The quick minutes below are each step's wall time in one --quick run alone on the machine (2026-12-07, load
-# below 1, 5.5 minutes in all, ``records/timings.json``), rounded up to a tenth of a minute.
+# The quick minutes below are each step's wall time in one --quick run alone on the machine (2026-12-07 18:00 UTC,
+# load below 1, 6.1 minutes of wall time in all with every comparison tuned, ``records/timings.json``), rounded up
+# to a tenth of a minute.
 register_step(
     "shootout",
     kind="run",
@@ -166,7 +167,7 @@ register_step(
     question="Q1",
     section="cost",
     full_minutes=24.2,
-    quick_minutes=2.1,
+    quick_minutes=1.5,
     quick={"seeds": 2, "set": {"effective_epochs": 6}, "tuning": {"trials": 2, "seeds": 1}},
     timed=True,  # Q1's seconds per effective epoch: one run at a time
 )
@@ -187,7 +188,7 @@ register_step(
     question="S3",
     section="sensitivity",
     full_minutes=2.6,  # +1.1 for tuning the SGD reference (32 runs of ~2 s alone)
-    quick_minutes=0.4,
+    quick_minutes=0.5,
     quick={"seeds": 2, "tuning": {"trials": 2, "seeds": 1}},
 )
 register_step(
@@ -207,7 +208,7 @@ register_step(
     question="S4",
     section="overhead",
     full_minutes=2.8,  # +1.1 for tuning the SGD reference (32 runs of ~2 s alone)
-    quick_minutes=0.6,
+    quick_minutes=0.5,
     quick={"seeds": 2, "tuning": {"trials": 2, "seeds": 1}},
 )
 register_step(
@@ -242,7 +243,7 @@ register_step(
     question="R1",
     section="recurrent",
     full_minutes=7,
-    quick_minutes=0.5,
+    quick_minutes=0.2,
     quick={
         "seeds": 2,
         "set": {"effective_epochs": 1, "data.options.length": 100_000},
@@ -256,7 +257,7 @@ register_step(
     question="R1",
     section="recurrent",
     full_minutes=4,
-    quick_minutes=0.5,
+    quick_minutes=0.3,
     quick={"seeds": 2, "set": {"effective_epochs": 1}, "tuning": {"trials": 2, "seeds": 1}},
 )
 # the samplers' accuracy atlas (docs/samplers.md; ``localentropy samplers --accuracy``), for docs/samplers.md, not the
@@ -278,7 +279,7 @@ register_step(
     question="P1",
     section="scale",
     full_minutes=10,
-    quick_minutes=1.4,
+    quick_minutes=0.7,
     quick={"seeds": 2, "set": {"effective_epochs": 3}, "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0}},
 )
 register_step(
@@ -302,7 +303,7 @@ register_step(
     question="Q3",
     section="llc",
     full_minutes=5,
-    quick_minutes=0.3,
+    quick_minutes=0.4,
     quick={
         "replicates": 2,
         "budgets": 1,
