@@ -18,6 +18,7 @@ import time
 import torch
 
 from localentropy.llc import DeepLinearPotential, estimate_llc
+from localentropy.llc.reference import largest_curvature
 
 CASES = (((2, 2, 2), 0), ((3, 2, 3), 1), ((5, 4, 3), 2), ((4, 3, 2, 5), 1), ((3, 3, 3, 3), 1), ((2, 3, 4, 3, 2), 1))
 
@@ -42,8 +43,7 @@ def main() -> None:
     for widths, rank in (CASES[i] for i in args.cases):
         potential = DeepLinearPotential(widths, rank)
         w_star = potential.true_point(torch.Generator().manual_seed(1))
-        hessian = torch.autograd.functional.hessian(lambda v, p=potential: p(v[None])[0], w_star)
-        lmax = max(1.0, float(torch.linalg.eigvalsh(hessian)[-1]))
+        lmax = largest_curvature(potential, w_star)
         theory = potential.theory.llc
         for nbeta in args.nbeta:
             result = estimate_llc(

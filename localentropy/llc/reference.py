@@ -94,7 +94,8 @@ def find_reference(
     return next((r for r in load_references(path) if r.matches(widths, rank, seed, nbeta, localization)), None)
 
 
-def _largest_curvature(potential: DeepLinearPotential, w_star: torch.Tensor) -> float:
+def largest_curvature(potential: DeepLinearPotential, w_star: torch.Tensor) -> float:
+    """The top eigenvalue of L's Hessian at w*, at least 1: the scale of a stable step (step ~ c / (nbeta lambda))."""
     hessian = torch.autograd.functional.hessian(lambda v: potential(v[None])[0], w_star)
     return max(1.0, float(torch.linalg.eigvalsh(hessian)[-1]))
 
@@ -117,7 +118,7 @@ def compute_reference(
     noise comes from ``generator_seed`` (default: ``seed``)."""
     potential = DeepLinearPotential(widths, rank)
     w_star = potential.true_point(torch.Generator().manual_seed(seed))
-    step_size = fraction / (nbeta * _largest_curvature(potential, w_star) + localization)
+    step_size = fraction / (nbeta * largest_curvature(potential, w_star) + localization)
     start = time.perf_counter()
     result = estimate_llc(
         potential,
