@@ -38,6 +38,7 @@ __all__ = [
     "Reference",
     "compute_reference",
     "find_reference",
+    "largest_curvature",
     "load_references",
     "write_reference",
 ]
