@@ -244,7 +244,7 @@ class Objective(NamedTuple):
 ERROR = Objective("validation error", "val_error", lambda v: f"{100 * v:.2f} %")
 # a language model's: the held-out bits per character (its loss); the error rate of the next-character guess is
 # nearly flat near the source's entropy rate, where trials differ by less than its noise
-BITS = Objective("validation bits per character", "val_bits_per_char", lambda v: f"{v:.4f} bits per character")
+BITS = Objective("validation bits per character", "val_bits_per_char", lambda v: f"{v:.4f}")
 OBJECTIVES = {o.name: o for o in (ERROR, BITS)}
 
 
