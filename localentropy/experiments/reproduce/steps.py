@@ -159,14 +159,16 @@ register_step(
 # the runs (a fresh rerun, which reuses the tuning); alone on the machine less (the 100-epoch runs of before took
 # 60 s each alone, 84 s of CPU each at that load). --quick (2 seeds, 6 effective epochs, 2 trials on 1 tuning
 # seed): 125 s of CPU at load ~4.5, reproduce's start included. Before the tuning: 20 minutes alone at 100
-# effective epochs (2026-11-28).
+# effective epochs (2026-11-28). Measured alone (`reproduce --steps cost --fresh-seeds 2`, 2026-12-07 18:39 UTC, load
+# below 1): the step 1599 s (26.7 minutes: the searches about 15, the 20 runs 33-48 s each), the fresh rerun of
+# 2 seeds 287 s with every search reused.
 register_step(
     "cost",
     kind="sweep",
     config="sweep_cost.toml",
     question="Q1",
     section="cost",
-    full_minutes=24.2,
+    full_minutes=26.7,
     quick_minutes=1.5,
     quick={"seeds": 2, "set": {"effective_epochs": 6}, "tuning": {"trials": 2, "seeds": 1}},
     timed=True,  # Q1's seconds per effective epoch: one run at a time
