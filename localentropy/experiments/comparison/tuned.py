@@ -22,8 +22,6 @@ at 6400.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 from typing import Any, TextIO
 
@@ -36,6 +34,7 @@ from localentropy.experiments.comparison.config import RunConfig
 from localentropy.experiments.comparison.estimator import EstimatorConfig, tuning_targets
 from localentropy.experiments.comparison.plan import Task, local_entropy_estimator, replicate_seed, step_size_for
 from localentropy.experiments.core.config import ConfigError, constructor_problem, key_text
+from localentropy.experiments.core.files import json_digest
 from localentropy.experiments.core.seeds import stable_seed
 from localentropy.experiments.tuning.record import tuned_line
 from localentropy.experiments.tuning.search import search
@@ -148,7 +147,7 @@ def search_key(config: RunConfig) -> str:
     data = config.as_dict()
     for evaluated in ("replicates", "first_replicate"):
         data.pop(evaluated, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(data)
 
 
 def evaluation_seeds(config: RunConfig, n_points: int) -> list[list[int]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -75,3 +76,8 @@ def csv_bytes(rows: list[dict[str, Any]], columns: Sequence[str]) -> bytes:
     for row in rows:
         writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
     return buffer.getvalue().encode()
+
+
+def json_digest(data: Any, length: int = 16) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``data`` as sorted JSON: equal data, equal digest."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]

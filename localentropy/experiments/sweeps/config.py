@@ -10,7 +10,6 @@ before anything runs; a bad sweep raises :class:`ConfigError` listing every prob
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import math
@@ -33,7 +32,7 @@ from localentropy.experiments.core.config import (
     table,
     validate_named,
 )
-from localentropy.experiments.core.files import slug
+from localentropy.experiments.core.files import json_digest, slug
 from localentropy.experiments.core.shipped import find_base
 from localentropy.experiments.sweeps.paths import (
     KEY_PATTERN,
@@ -193,8 +192,7 @@ def run_id(overrides: dict[str, Any], short: dict[str, str]) -> str:
         slug(_value_id(v)) if k == OPTIMIZER_AXIS else f"{slug(short[k])}-{slug(_value_id(v))}"
         for k, v in overrides.items()
     )
-    digest = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return text if len(text) <= MAX_NAME else f"{text[: MAX_NAME - 9]}-{digest}"
+    return text if len(text) <= MAX_NAME else f"{text[: MAX_NAME - 9]}-{json_digest(overrides, 8)}"
 
 
 def _short_names(keys: list[str]) -> dict[str, str]:
@@ -358,7 +356,7 @@ def parse_sweep_config(data: Any, *, name: str = "sweep", source: str | None = N
             if fingerprint in seen:  # an override that sets nothing in this run (e.g. gamma for Adam): the same run
                 continue
             if run.id in seen.values():
-                run.id = f"{run.id[: MAX_NAME - 9]}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
+                run.id = f"{run.id[: MAX_NAME - 9]}-{json_digest(run.overrides, 8)}"
             seen[fingerprint] = run.id
             run.config["name"] = run.id
             try:

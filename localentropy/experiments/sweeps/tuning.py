@@ -18,7 +18,6 @@ sweep's executor (local processes or Ray); its record is saved in ``<sweep>/tuni
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import math
@@ -29,7 +28,7 @@ from typing import Any, NamedTuple
 
 from localentropy.data.text import TEXT_SOURCES
 from localentropy.experiments.core.config import got, path_text
-from localentropy.experiments.core.files import slug
+from localentropy.experiments.core.files import json_digest, slug
 from localentropy.experiments.sweeps.paths import optimizer_label
 from localentropy.experiments.training.optim import OPTIONS, REPLICA_KINDS
 from localentropy.experiments.tuning.search import search
@@ -191,8 +190,7 @@ def tuning_jobs(
 
 def job_key(payload: dict[str, Any]) -> str:
     """A tuning job's fingerprint (its config, space, trials and tuning seeds): equal keys run the same search."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest(payload)
 
 
 _SPLITS: dict[str, Any] = {}  # a worker's loaded data, by data config and seed: the trials share the tuning seeds
