@@ -19,6 +19,7 @@ wrote it:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -82,10 +83,18 @@ class Reference(BaseModel):
 
 
 def load_references(path: Path | None = None) -> list[Reference]:
+    """The references in ``path`` (default :data:`REFERENCES_FILE`); none when it does not exist."""
     path = REFERENCES_FILE if path is None else path
     if not path.is_file():
         return []
-    return [Reference(**entry) for entry in json.loads(path.read_text(encoding="utf-8"))]
+    stat = path.stat()
+    return list(_read(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str, modified: int, size: int) -> tuple[Reference, ...]:
+    """Parsed once per version of the file (a comparison asks for the truth of every task; the file rarely changes)."""
+    return tuple(Reference(**entry) for entry in json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def find_reference(
