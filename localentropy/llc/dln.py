@@ -25,6 +25,16 @@ size, a from a ceiling) and checks that both give the same value on every networ
 
 With inputs x ~ N(0, I) and noiseless targets y = P* x (P* the true product), the population loss is
 L(w) = E ||P(w) x - P* x||^2 = ||P(w) - P*||_F^2: :class:`DeepLinearPotential` evaluates it for a batch of chains.
+
+Aoyagi's lambda is a limit. The scalar network of depth M (all widths 1, rank 0: L = (w_1 ... w_M)^2, lambda = 1/2,
+multiplicity M) has an exact value at every finite nbeta (:func:`scalar_network_exact`). Near that limit the
+free energy is lambda log nbeta - (M - 1) log log nbeta + O(1), so the LLC at finite nbeta is
+
+    lambda(nbeta) = 1/2 - (M - 1) / log nbeta + o(1 / log nbeta),
+
+a deficit that vanishes only logarithmically (at nbeta = 1000 and localization 1: 0.390 for M = 2, 0.306 for M = 3,
+0.241 for M = 4). An estimate at finite nbeta of a network with a high multiplicity is scored against such an exact
+value or a reference, not against the limit.
 """
 
 from __future__ import annotations
@@ -32,12 +42,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from localentropy._checks import check_int
 
-__all__ = ["AoyagiLLC", "DeepLinearPotential", "aoyagi_llc"]
+__all__ = ["AoyagiLLC", "DeepLinearPotential", "ScalarNetworkExact", "aoyagi_llc", "scalar_network_exact"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +140,51 @@ class DeepLinearPotential:
     @property
     def theory(self) -> AoyagiLLC:
         return aoyagi_llc(self.widths, self.rank)
+
+
+@dataclass(frozen=True)
+class ScalarNetworkExact:
+    """The exact LLC at finite nbeta (``llc``) and local free energy (``free_energy``) of a scalar network."""
+
+    llc: float
+    free_energy: float
+
+
+def _log_chi2_density(z: np.ndarray) -> np.ndarray:
+    """The density of log X for X ~ chi-square with 1 degree of freedom: exp(z / 2 - e^z / 2) / sqrt(2 pi)."""
+    return np.exp(z / 2 - np.exp(z) / 2) / np.sqrt(2 * np.pi)
+
+
+def scalar_network_exact(
+    depth: int, nbeta: float, localization: float, *, grid_step: float = 0.01
+) -> ScalarNetworkExact:
+    r"""The LLC measure p(w) ∝ exp(-nbeta (w_1 ... w_M)^2 - (localization / 2) |w|^2) of the depth-M scalar network
+    at w* = 0, computed exactly: its LLC nbeta E_p[L] and local free energy -log E_prior[exp(-nbeta L)] (prior
+    N(0, I / localization)).
+
+    Integrating w_M out (it is Gaussian given the others) leaves one variable: with
+    s = (2 nbeta / localization^M) X_1 ... X_{M-1}, X_j = localization w_j^2 independent chi-square(1),
+
+        E_prior[exp(-nbeta L)] = E[(1 + s)^(-1/2)],    nbeta E_p[L] = E[(s / 2) (1 + s)^(-3/2)] / E[(1 + s)^(-1/2)].
+
+    The density of log(X_1 ... X_{M-1}) is the (M - 1)-fold convolution of the log-chi-square density, summed on a
+    uniform grid of ``grid_step`` reaching 60 below the scale where s = 1 (both tails decay exponentially, so the
+    rectangle rule converges geometrically; the same answer as the 2-D grid quadrature of the toys for M = 2, to
+    1e-10). Cost: a few milliseconds for M <= 4 up to nbeta = 1e40.
+    """
+    depth = check_int("depth", depth, 1)
+    if not (nbeta > 0 and localization > 0):
+        raise ValueError(f"nbeta and localization must be > 0, got nbeta={nbeta!r}, localization={localization!r}")
+    log_kappa = np.log(2 * nbeta) - depth * np.log(localization)
+    low = min(-log_kappa - 60.0, -60.0)
+    z = np.arange(low, 6.0, grid_step)
+    mass = _log_chi2_density(z) * grid_step
+    density, start = np.ones(1), 0.0
+    for _ in range(depth - 1):
+        density, start = np.convolve(density, mass), start + low
+    log_s = log_kappa + start + grid_step * np.arange(density.size)
+    s = np.exp(log_s)
+    density = density / density.sum()  # the grid's own normalisation: no mass lost to truncation or rounding
+    partition = float((density * (1 + s) ** -0.5).sum())
+    llc = float((density * 0.5 * s * (1 + s) ** -1.5).sum()) / partition
+    return ScalarNetworkExact(llc, -float(np.log(partition)))

@@ -9,7 +9,9 @@ so the chains of a local-entropy estimator at (w*, gamma, T) sample p, and
 :func:`llc_truth` gives the answer for a problem that has one (:data:`TRUTHS` says of which kind):
 
 * the 2-D toys (:mod:`localentropy.llc.toys`): the exact finite-nbeta value, by quadrature;
-* :class:`DeepLinearProblem` with a shipped reference for its widths, rank, seed, nbeta and localization
+* a scalar :class:`DeepLinearProblem` (all widths 1, rank 0: L = (w_1 ... w_M)^2) at w* = 0: the exact
+  finite-nbeta value (:func:`localentropy.llc.dln.scalar_network_exact`, one-dimensional quadrature);
+* any other :class:`DeepLinearProblem` with a shipped reference for its widths, rank, seed, nbeta and localization
   (:mod:`localentropy.llc.reference`): the finite-nbeta value from long MALA chains, exact up to its MCSE;
 * any other :class:`DeepLinearProblem`: Aoyagi's (2024) learning coefficient, the nbeta -> infinity limit. An
   estimate at finite nbeta differs from it by the finite-nbeta bias (downward: docs/diagnostics.md measures it with
@@ -25,7 +27,7 @@ import torch
 from torch import Tensor
 
 from localentropy.entropy.problems import Problem
-from localentropy.llc.dln import DeepLinearPotential
+from localentropy.llc.dln import DeepLinearPotential, scalar_network_exact
 from localentropy.llc.reference import Reference, find_reference
 from localentropy.llc.toys import _Toy as Toy
 from localentropy.llc.toys import exact_llc
@@ -42,7 +44,8 @@ TRUTHS = {
 
 class DeepLinearProblem(Problem):
     """L(w) = ||W_M ... W_1 - P*||_F^2 (:class:`DeepLinearPotential`) as a Problem: loss and gradient (autograd)
-    for the samplers, w* its true parameter drawn from ``seed``, and Aoyagi's coefficient as the LLC's answer.
+    for the samplers, w* its true parameter drawn from ``seed``, and the LLC's answer (:func:`llc_truth`): exact for a
+    scalar network, a shipped reference or Aoyagi's coefficient otherwise.
 
     It has no exact Gibbs mean or smoothing: only the LLC is scored on it.
     """
@@ -78,6 +81,18 @@ class DeepLinearProblem(Problem):
     def smoothed_grad(self, x: Tensor, sigma: float) -> Tensor:
         raise self._no_exact("smoothed gradient")
 
+    @property
+    def is_scalar(self) -> bool:
+        """All widths 1 and rank 0: L = (w_1 ... w_M)^2, whose LLC at w* = 0 is exact at every nbeta."""
+        return self.rank == 0 and all(w == 1 for w in self.widths)
+
+    def exact(self, point: Tensor, nbeta: float, localization: float) -> float | None:
+        """The exact LLC of the measure (nbeta, localization) at ``point``, where there is one: a scalar network at
+        w* = 0 (:func:`~localentropy.llc.dln.scalar_network_exact`)."""
+        if not self.is_scalar or not torch.equal(self._point(point).to(self.w_star.dtype), self.w_star):
+            return None
+        return scalar_network_exact(len(self.widths) - 1, nbeta, localization).llc
+
     def reference(self, point: Tensor, nbeta: float, localization: float) -> Reference | None:
         """The shipped finite-nbeta reference of this network for the measure (nbeta, localization) at ``point``, if
         any: there is one only at w* itself."""
@@ -91,11 +106,12 @@ def has_llc_truth(problem: Problem) -> bool:
 
 
 def truth_kind(problem: Problem, w_star: Tensor, gamma: float, temperature: float) -> str:
-    """``"exact"`` (a toy), ``"reference"`` or ``"limit"`` (a deep linear network with or without a reference at
-    this point and measure): keys of :data:`TRUTHS`."""
-    if not isinstance(problem, DeepLinearProblem):
+    """``"exact"`` (a toy, or a scalar network at w*), ``"reference"`` or ``"limit"`` (another deep linear network,
+    with or without a reference at this point and measure): keys of :data:`TRUTHS`."""
+    settings = measure_settings(gamma, temperature)
+    if not isinstance(problem, DeepLinearProblem) or problem.exact(w_star, *settings) is not None:
         return "exact"
-    return "limit" if problem.reference(w_star, *measure_settings(gamma, temperature)) is None else "reference"
+    return "limit" if problem.reference(w_star, *settings) is None else "reference"
 
 
 def minimum(problem: Problem) -> Tensor:
@@ -116,6 +132,9 @@ def llc_truth(problem: Problem, w_star: Tensor, gamma: float, temperature: float
     """The answer an LLC estimate at w* of the measure at (gamma, T) is scored against (module docstring)."""
     nbeta, localization = measure_settings(gamma, temperature)
     if isinstance(problem, DeepLinearProblem):
+        exact = problem.exact(w_star, nbeta, localization)
+        if exact is not None:
+            return exact
         reference = problem.reference(w_star, nbeta, localization)
         return float(problem.potential.theory.llc) if reference is None else reference.llc
     if isinstance(problem, Toy):

@@ -7,8 +7,11 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from localentropy.llc.dln import DeepLinearPotential, aoyagi_llc
+from localentropy.llc.dln import DeepLinearPotential, aoyagi_llc, scalar_network_exact
+from localentropy.llc.toys import Crossing, exact_llc, exact_local_free_energy
 
 
 def rrr(n: int, h: int, m: int, r: int) -> float:
@@ -146,3 +149,50 @@ def test_agrees_with_an_independent_statement_of_the_rule() -> None:
                 assert aoyagi_llc(widths, r).llc == pytest.approx(aoyagi_as_stated_elsewhere(widths, r)), (widths, r)
                 checked += 1
     assert checked > 1000
+
+
+# the scalar network of depth M (all widths 1, rank 0): L = (w_1 ... w_M)^2, exact at every nbeta
+
+
+@settings(max_examples=12, deadline=None)
+@given(log_nbeta=st.floats(1.0, 13.0), log_localization=st.floats(-2.0, 3.5))
+def test_the_scalar_network_of_depth_two_is_the_crossing_toy(log_nbeta: float, log_localization: float) -> None:
+    # two independent quadratures of the same measure: the toy's 2-D grid and the 1-D convolution
+    nbeta, localization = math.exp(log_nbeta), math.exp(log_localization)
+    exact = scalar_network_exact(2, nbeta, localization)
+    assert exact.llc == pytest.approx(exact_llc(Crossing(), nbeta, localization), rel=1e-7, abs=1e-9)
+    assert exact.free_energy == pytest.approx(exact_local_free_energy(Crossing(), nbeta, localization), abs=1e-7)
+
+
+@pytest.mark.parametrize(("nbeta", "localization"), [(10.0, 1.0), (1e3, 20.0), (1e8, 0.5)])
+def test_the_scalar_network_of_depth_one_is_a_gaussian_integral(nbeta: float, localization: float) -> None:
+    # L = w^2 under N(0, 1 / loc): nbeta E[L] = nbeta / (2 nbeta + loc), F = log(1 + 2 nbeta / loc) / 2
+    exact = scalar_network_exact(1, nbeta, localization)
+    assert exact.llc == pytest.approx(nbeta / (2 * nbeta + localization), rel=1e-12)
+    assert exact.free_energy == pytest.approx(0.5 * math.log1p(2 * nbeta / localization), rel=1e-12)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_the_free_energy_grows_by_the_llc_in_log_nbeta(depth: int) -> None:
+    # dF / d log nbeta = nbeta E_p[L]: a central difference of the free energy against the LLC
+    log_nbeta, h = math.log(1e4), 1e-3
+    f = [scalar_network_exact(depth, math.exp(log_nbeta + s * h), 2.0).free_energy for s in (-1, 1)]
+    assert (f[1] - f[0]) / (2 * h) == pytest.approx(scalar_network_exact(depth, 1e4, 2.0).llc, rel=1e-5)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_the_scalar_network_tends_to_aoyagis_coefficient_at_the_logarithmic_rate(depth: int) -> None:
+    # Aoyagi: lambda = 1/2 for every depth; multiplicity M, so lambda(nbeta) = 1/2 - (M - 1) / log nbeta + o(1 / log)
+    assert aoyagi_llc([1] * (depth + 1), 0).llc == 0.5
+    values = [scalar_network_exact(depth, 10.0**k, 1.0).llc for k in (2, 4, 8, 16, 32, 64)]
+    assert all(a < b < 0.5 for a, b in itertools.pairwise(values))
+    for nbeta in (1e32, 1e64):
+        deficit = 0.5 - scalar_network_exact(depth, nbeta, 1.0).llc
+        assert deficit * math.log(nbeta) / (depth - 1) == pytest.approx(1.0, abs=0.05)
+
+
+def test_scalar_network_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="depth"):
+        scalar_network_exact(0, 10.0, 1.0)
+    with pytest.raises(ValueError, match="nbeta"):
+        scalar_network_exact(2, -1.0, 1.0)

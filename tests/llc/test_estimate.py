@@ -1,4 +1,5 @@
-"""estimate_llc against exact answers: SGLD's exact law on the regular toy, MALA on the singular toys."""
+"""estimate_llc against exact answers: SGLD's exact law on the regular toy, MALA on the singular toys and the deep
+scalar networks."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 from scipy import stats
 
 from localentropy.llc import estimate_llc
+from localentropy.llc.dln import scalar_network_exact
 from localentropy.llc.estimate import diverged_chains, summarise
+from localentropy.llc.problems import DeepLinearProblem
 from localentropy.llc.toys import exact_llc, toy
 from localentropy.samplers import SamplerDivergenceError
 
@@ -197,3 +200,28 @@ def test_estimate_llc_flags_a_chain_that_runs_away_but_stays_finite() -> None:
     )
     assert result.n_diverged == 3 and result.chains == 8 - result.n_diverged
     assert np.isfinite(result.mean) and result.mean < 100 * 1.0  # the kept chains' lambda is O(d / 2)
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_mala_matches_the_exact_value_of_a_deep_scalar_network(depth: int) -> None:
+    # L = (w_1 ... w_M)^2 at w* = 0: exact at finite nbeta by one-dimensional quadrature, far below Aoyagi's 1/2
+    nbeta, loc = 1000.0, 10.0
+    problem = DeepLinearProblem([1] * (depth + 1), 0)
+    results = [
+        estimate_llc(
+            problem.loss,
+            problem.w_star,
+            nbeta=nbeta,
+            localization=loc,
+            sampler="mala",
+            sampler_options={"step_size": 0.5 / (2 * nbeta + loc)},
+            chains=16,
+            steps=1250,
+            burn_in=500,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        for seed in range(6)
+    ]
+    truth = scalar_network_exact(depth, nbeta, loc).llc
+    assert truth < 0.5 - 0.1  # the finite-nbeta deficit is real at this nbeta
+    _check_against(results, truth, family=2)

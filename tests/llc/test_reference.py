@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from localentropy.llc import reference as ref
+from localentropy.llc.dln import scalar_network_exact
 from localentropy.llc.problems import TRUTHS, DeepLinearProblem, llc_truth, truth_kind
 
 
@@ -60,6 +61,17 @@ def test_the_truth_is_the_reference_at_w_star_and_the_limit_elsewhere(tmp_path, 
     moved = problem.w_star + 0.1
     assert llc_truth(problem, moved, gamma, temperature) == 1.5
     assert truth_kind(problem, moved, gamma, temperature) == "limit"
+
+
+def test_a_scalar_network_is_scored_against_its_exact_value_at_w_star() -> None:
+    problem = DeepLinearProblem([1, 1, 1, 1], 0)
+    gamma, temperature = 0.01, 0.001  # nbeta 1000, localization 10
+    assert torch.equal(problem.w_star, torch.zeros(3, dtype=torch.float64))
+    assert truth_kind(problem, problem.w_star, gamma, temperature) == "exact"
+    assert llc_truth(problem, problem.w_star, gamma, temperature) == scalar_network_exact(3, 1000.0, 10.0).llc
+    moved = problem.w_star + 0.1
+    assert truth_kind(problem, moved, gamma, temperature) == "limit"
+    assert llc_truth(problem, moved, gamma, temperature) == 0.5
 
 
 @pytest.mark.slow  # about 2 minutes (100000 MALA steps of 8 chains; the reference took 456 s for 400000, loaded)
