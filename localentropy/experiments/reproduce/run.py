@@ -242,15 +242,18 @@ def reproduce(
     """Run the steps (all, or a subset: Step objects or names ``"a,b"``), skipping complete ones, then write the
     findings once every registered step is complete; returns (document path, or None when steps remain, mode).
 
-    With ``fresh_seeds`` K (:mod:`localentropy.experiments.reproduce.fresh`): the steps (default: those with
-    claims) run as usual, then again on K fresh seeds (at most ``QUICK_FRESH_CAP`` with ``quick``) into
-    ``<out>/fresh/<step>``, and every claim is compared (``<out>/fresh/replication.md``)."""
+    With ``fresh_seeds`` K (:mod:`localentropy.experiments.reproduce.fresh`): the steps (default: every one) run as
+    usual, then those with claims (or the ones asked for, each of which must have claims) again on K fresh seeds
+    (at most ``QUICK_FRESH_CAP`` with ``quick``) into ``<out>/fresh/<step>``, and every claim is compared
+    (``<out>/fresh/replication.md``). So one call from an empty directory writes the whole document."""
     from localentropy.experiments.reproduce.findings import write_findings
     from localentropy.experiments.reproduce.findings.replication import write_replication
     from localentropy.experiments.reproduce.fresh import QUICK_FRESH_CAP
 
-    if fresh_seeds is not None:
-        steps = _claim_steps(steps)
+    replicated_steps: tuple[Step, ...] = ()
+    if fresh_seeds is not None:  # every step runs; those with claims (or the ones asked for) again on fresh seeds
+        replicated_steps = _claim_steps(steps)
+        steps = replicated_steps if steps is not None else None
         fresh_seeds = min(fresh_seeds, QUICK_FRESH_CAP) if quick else fresh_seeds
     steps = (
         tuple(steps) if isinstance(steps, tuple) and all(isinstance(s, Step) for s in steps) else (select_steps(steps))
@@ -278,7 +281,8 @@ def reproduce(
         for step, entry in zip(steps, resolved["steps"], strict=True)
     ]
     if fresh_seeds is not None:
-        jobs += _fresh_jobs(jobs, fresh_seeds, fresh_round, configs_dir, out_dir.path)
+        originals = [job for job in jobs if job.step in replicated_steps]
+        jobs += _fresh_jobs(originals, fresh_seeds, fresh_round, configs_dir, out_dir.path)
     state = out_dir.prepare({"schema": SCHEMA, "mode": mode}, force=force)
     try:  # the reproduction directory stays locked while its steps run
         total = sum(job.minutes for job in jobs)

@@ -3,6 +3,7 @@ seeds, the comparison claim by claim, and the command line's refusals."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from localentropy.experiments.core.config import ConfigError, read_toml
 from localentropy.experiments.core.rundir import MARKER
 from localentropy.experiments.core.seeds import FRESH_SEED_OFFSET
 from localentropy.experiments.core.shipped import shipped_dir
+from localentropy.experiments.reproduce import findings
 from localentropy.experiments.reproduce import run as reproduce
 from localentropy.experiments.reproduce.claims import difference_claim
 from localentropy.experiments.reproduce.findings import replication
@@ -99,7 +101,9 @@ def test_fresh_seeds_run_beside_the_original_and_each_claim_is_judged(
     out = tmp_path / "r"
     for _ in range(2):  # the second call finds both runs complete: resumable like every step
         with open(tmp_path / "log", "w") as log:
-            doc, _ = reproduce.reproduce(out=out, fresh_seeds=6, runner=_fake_runner(calls, shift), progress=log)
+            doc, _ = reproduce.reproduce(
+                out=out, fresh_seeds=6, steps="overhead_training", runner=_fake_runner(calls, shift), progress=log
+            )
     assert doc is None  # the other steps are not done: no document, but the replication is written
     assert [c[1] for c in calls[:2]] == [[0, 1, 2, 3, 4], list(range(FRESH_SEED_OFFSET, FRESH_SEED_OFFSET + 6))]
     assert calls[1][0] == str(out / "fresh" / "overhead_training") and len(calls) == 4
@@ -118,12 +122,38 @@ def test_fresh_seeds_run_beside_the_original_and_each_claim_is_judged(
     assert f"`overhead_training` on 6 fresh seeds: {int(consistent)} of 1 claims consistent between" in summary
 
 
+def test_one_call_runs_every_step_then_replicates_those_with_claims_and_writes_the_document(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(replication, "STEP_CLAIMS", {"overhead_training": _read_claims})
+    written: list[dict] = []
+    monkeypatch.setattr(findings, "write_findings", lambda out, doc, resolved, meta: written.append(meta))
+    out, calls = tmp_path / "r", []
+
+    def runner(step, config, configs, where, workers, progress, tuned_in=None):
+        calls.append(where.relative_to(out).as_posix())
+        where.mkdir(parents=True, exist_ok=True)
+        seeds = config.get("grid", {}).get("seed", [0, 1, 2])
+        (where / "results.json").write_text(json.dumps({"values": {s: 0.01 * (1 + 0.1 * np.sin(s)) for s in seeds}}))
+        (where / MARKER).write_text("done")
+        return "fresh"
+
+    doc, _ = reproduce.reproduce(out=out, fresh_seeds=3, runner=runner, progress=io.StringIO())
+    assert calls == [step.name for step in reproduce.STEPS] + ["fresh/overhead_training"]
+    assert doc is not None and written[0]["fresh"]["k"] == 3 and set(written[0]["timings"]) == set(calls[:-1])
+
+
 def test_quick_caps_the_fresh_seeds_and_steps_without_claims_are_refused(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(replication, "STEP_CLAIMS", {"overhead_training": _read_claims})
     calls: list[tuple[str, list[int]]] = []
     with open(tmp_path / "log", "w") as log:
         reproduce.reproduce(
-            quick=True, out=tmp_path / "q", fresh_seeds=50, runner=_fake_runner(calls, 0.0), progress=log
+            quick=True,
+            out=tmp_path / "q",
+            fresh_seeds=50,
+            steps="overhead_training",
+            runner=_fake_runner(calls, 0.0),
+            progress=log,
         )
     assert calls[0][1] == list(range(reproduce.QUICK["overhead_training"]["seeds"]))
     assert len(calls[1][1]) == QUICK_FRESH_CAP
