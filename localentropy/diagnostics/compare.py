@@ -242,9 +242,10 @@ def _paired_p(d: np.ndarray) -> float:
     if n < 2:
         return 1.0
     mean, sd = float(d.mean()), sample_sd(d)
-    if sd == 0.0:
+    standard_error = sd / math.sqrt(n)  # 0 also when a subnormal sd underflows
+    if standard_error == 0.0:
         return 0.0 if mean != 0 else 1.0  # a constant nonzero difference on every unit: as separated as it gets
-    return float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return float(2 * stats.t.sf(abs(mean) / standard_error, n - 1))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

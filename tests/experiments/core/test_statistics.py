@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -98,6 +98,7 @@ def test_unusable_candidates_are_excluded_and_non_finite_ones_diverged():
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=2, max_size=12), st.floats(-10, 10))
+@example(values=[0.0, 0.0, 1.0, 1.0], shift=5e-324)  # a subnormal sd whose standard error underflowed to 0
 def test_a_copy_is_always_in_the_best_set_with_the_original(values, shift):
     x = np.asarray(values)
     verdict = best_set({"original": x, "copy": x.copy(), "shifted": x + shift})
