@@ -31,47 +31,6 @@ DOC = ROOT / "docs" / "findings.md"
 FIGURES = ROOT / "docs" / "findings"
 
 
-# Numbers the sections print from their raw runs that findings.json (written by the run of 2026-12-03) does not
-# carry: the grad evals per optimizer (cost), the targets' minima (smoothing), seconds per estimate and the tuning
-# objective (samplers), each gamma/eta'/L value's mean over all its runs (sensitivity), one paired effect
-# (overhead), bytes and megabytes (scale), and one count (smoothing). They stay until the sections store the
-# values behind their tables and a full reproduction rewrites the record; every other number of the document,
-# and every number of the text rendered from templates, is in the record. (The samplers' 0.000297 left the list when
-# the LLC section's record came in, and 5.67 with its training part: values of that record match them to the digits
-# shown.)
-SECTION_NUMBERS_NOT_STORED = [
-    "2900",
-    "-1.485",
-    "-1.461",
-    "-0.2899",
-    "-0.2050",
-    "-0.4063",
-    "-1.451",
-    "-1.243",
-    "951",
-    "0.000734",
-    "0.712",
-    "2.08",
-    "0.0871",
-    "37.57",
-    "31.85",
-    "16.30",
-    "30.91",
-    "33.04",
-    "33.70",
-    "11.69",
-    "12.58",
-    "26.29",
-    "33.54",
-    "25.31",
-    "18.07",
-    "24.19",
-    "4.68",
-    "137.2",
-    "292",
-]
-
-
 def _record() -> dict:
     """Two replicated steps: three differences over 5 + 5 seeds and a verdict over 10 + 20 replicates."""
     rng = np.random.default_rng(0)
@@ -123,15 +82,15 @@ def test_a_forest_plot_draws_original_fresh_and_pooled(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (FIGURES / "sections.json").is_file(), reason="the committed findings have no sections.json")
 def test_the_committed_findings_are_what_their_records_render_to(tmp_path: Path) -> None:
     """Re-rendering docs/findings.md from docs/findings/{findings,sections}.json gives the committed text, and the
-    document states no number the record lacks but the listed ones of the sections' raw-run tables."""
+    document and the README paragraph state no number the record lacks."""
     copy = tmp_path / "findings"
     shutil.copytree(FIGURES, copy)
     render_findings(tmp_path / "findings.md")
     assert (tmp_path / "findings.md").read_text() == DOC.read_text()
     record = json.loads((FIGURES / "findings.json").read_text())
     ignore = {"2017", "2..64"}  # the papers' year and the question's range of workers: fixed text, not data
-    missing = unsupported_numbers(DOC.read_text(), record, ignore)
-    assert sorted(set(missing)) == sorted(set(SECTION_NUMBERS_NOT_STORED)), sorted(set(missing))
+    # the full reproduction of 2026-12-07 wrote a record that carries every number the sections print
+    assert unsupported_numbers(DOC.read_text(), record, ignore) == []
     readme = (ROOT / "README.md").read_text()
     paragraph = readme[readme.index(README_START) + len(README_START) : readme.index(README_END)]
     assert paragraph.strip() == readme_paragraph(tmp_path / "findings.md").strip()

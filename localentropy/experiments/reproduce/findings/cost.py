@@ -96,6 +96,7 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
                 ratio_cell(per_seed),
                 pm([r for r in reach_ep if r is not None], 1, 0) + _missing(reach_ep),
                 pm([r for r in reach_s if r is not None], 1, 0) + _missing(reach_s),
+                str(len(select(items, lab)) - len(mine)),
             ]
         )
     n_seeds = len({e["seed"] for e in items})
@@ -135,13 +136,16 @@ def section_cost(out: Path, figures: Path, speed: dict[str, Any] | None, numbers
                     "seconds / SGD's (per-seed geometric mean, 95 % CI)",
                     f"effective epochs to reach {100 * level:.2f} %",
                     f"seconds to reach {100 * level:.2f} %",
+                    "diverged/failed runs",
                 ],
                 rows,
             )
         ),
         "level": level,
         "timing": results.get("timing"),
-        "time_ratio": time_ratio(seconds.get(entropy, {}), seconds.get("sgd", {}), info.get(entropy, {})),
+        "time_ratio": time_ratio(
+            seconds.get(entropy, {}), seconds.get("sgd", {}), info.get(entropy, {}), results.get("timing")
+        ),
         "matched_table": "\n".join(matched_lines),
         "figure": copy_figure(out / "cost" / "curves.png", figures, "cost_curves.png"),
         "d_sgd": d_sgd,
@@ -184,11 +188,14 @@ def _tuning_records(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return (results.get("tuning") or {}).get("optimizers") or {}
 
 
-def time_ratio(a: dict[Any, float], b: dict[Any, float], info: dict[str, Any]) -> dict[str, Any]:
+def time_ratio(
+    a: dict[Any, float], b: dict[Any, float], info: dict[str, Any], timing: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """a's training seconds over b's: the paired per-seed ratio with its 95 % interval (t on the log ratio) when
-    per-seed times are recorded, else the stored ratio of means (``of_means``), which carries no interval."""
+    per-seed times are recorded, else the stored ratio of means (``of_means``), which carries no interval; with the
+    sweep's timing record (how many runs at a time, alone or not) for the sentence that states it."""
     ratio = paired_ratio(a, b, unit="seed").as_dict() if a and b else None
-    return {"ratio": ratio, "of_means": info.get("seconds_over_sgd")}
+    return {"ratio": ratio, "of_means": info.get("seconds_over_sgd"), "timing": timing}
 
 
 def _reach(info: dict[str, Any], entropy: str) -> dict[str, Any]:
