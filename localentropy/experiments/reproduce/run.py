@@ -11,8 +11,9 @@ numbers (``<doc stem>/``) are written only when every step has finished, each fi
 The steps are registered in :mod:`localentropy.experiments.reproduce.steps`; ``--steps a,b`` runs a subset (the
 document is written once every step is complete). ``--quick`` runs the same steps smaller (fewer seeds,
 replicates, budgets and epochs: each step's ``quick`` overrides, collected in :data:`QUICK`) into its own
-directory, in under 10 minutes on 2 cores; the full run takes about 50 (:func:`expected_minutes` adds up the
-steps' measured minutes, registered with each step). The two never share a directory: each refuses the other's.
+directory, in under 10 minutes on 2 cores; the full run takes about 60, 80 with five fresh seeds per claim step
+(:func:`expected_minutes` adds up the steps' measured minutes, registered with each step). The two never share a
+directory: each refuses the other's.
 """
 
 from __future__ import annotations

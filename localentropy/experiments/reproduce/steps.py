@@ -92,13 +92,11 @@ def expected_minutes(quick: bool, steps: Iterable[Step] | None = None) -> float:
 
 
 # The steps behind docs/findings.md, in the order they run. Question labels are the review's.
-# Minutes: the final reproduction of 2026-12-03 on this 2-core machine (``records/timings.json`` of its directory),
-# rounded up; most steps ran while other jobs shared the cores, and then the figure is the wall time scaled by the
-# load it ran under (said per step where it matters). shootout and samplers_training tune every method first
-# ([tuning]). --quick: one run of all quick steps took 19.6 minutes of wall time and 21.7 of CPU time with a second
-# reproduction sharing the cores (load ~4) for its first 14 minutes; the quick sizes were then cut (cost's epochs, two
-# seeds for the factor sweeps, fewer tuning trials, shorter recurrent runs): alone on the machine it then took 10.4
-# minutes, and the recurrent steps were cut to 2 seeds (about 0.8 minutes less, not timed).
+# Minutes: each step's wall time in the full reproduction of 2026-12-07 (``localentropy reproduce --fresh-seeds 5``,
+# every comparison tuned; ``records/timings.json`` of its directory), rounded up to a tenth of a minute: 57.9 minutes
+# for the 19 steps and 20.9 for the fresh reruns of the 14 with claims, 78.8 in all. Low-priority jobs shared the
+# cores during its first 25 minutes (nice 19: they took little of them, but the load average read ~4 then). A fresh
+# rerun costs its step's minutes scaled by the number of fresh seeds over the original's.
 # The quick minutes below are each step's wall time in one --quick run alone on the machine (2026-12-07 18:00 UTC,
 # load below 1, 6.1 minutes of wall time in all with every comparison tuned, ``records/timings.json``), rounded up
 # to a tenth of a minute.
@@ -108,8 +106,8 @@ register_step(
     config="shootout.toml",
     question="Q3",
     section="samplers",
-    full_minutes=3,
-    quick_minutes=0.2,  # full: 4.7 at load ~4
+    full_minutes=1,
+    quick_minutes=0.2,
     quick={"replicates": 4, "budgets": 2, "tuning": {"trials": 9, "replicates": 2}},
 )
 register_step(
@@ -118,7 +116,7 @@ register_step(
     config="smoothing.toml",
     question="Q2",
     section="smoothing",
-    full_minutes=0.4,
+    full_minutes=0.3,
     quick_minutes=0.1,
     quick={"replicates": 6, "budgets": 2},
 )
@@ -128,7 +126,7 @@ register_step(
     config="smoothing_quadratic.toml",
     question="Q2",
     section="smoothing",
-    full_minutes=0.2,
+    full_minutes=0.1,
     quick_minutes=0.1,
     quick={"replicates": 6, "budgets": 2},
 )
@@ -147,7 +145,7 @@ register_step(
     config="sweep_flatness.toml",
     question="Q2",
     section="smoothing",
-    full_minutes=1.8,  # with every optimizer tuned: 102 s alone (2026-12-07)
+    full_minutes=2.6,
     quick_minutes=0.5,
     quick={"seeds": 3, "set": {"effective_epochs": 30}, "tuning": {"trials": 2, "seeds": 1}},
 )
@@ -168,7 +166,7 @@ register_step(
     config="sweep_cost.toml",
     question="Q1",
     section="cost",
-    full_minutes=26.7,
+    full_minutes=26.3,
     quick_minutes=1.5,
     quick={"seeds": 2, "set": {"effective_epochs": 6}, "tuning": {"trials": 2, "seeds": 1}},
     timed=True,  # Q1's seconds per effective epoch: one run at a time
@@ -179,7 +177,7 @@ register_step(
     config="sweep_samplers.toml",
     question="Q3",
     section="samplers",
-    full_minutes=2,
+    full_minutes=1.3,
     quick_minutes=0.4,
     quick={"seeds": 3, "tuning": {"trials": 4, "seeds": 1}},
 )
@@ -189,7 +187,7 @@ register_step(
     config="sweep_sensitivity.toml",
     question="S3",
     section="sensitivity",
-    full_minutes=2.6,  # +1.1 for tuning the SGD reference (32 runs of ~2 s alone)
+    full_minutes=0.9,
     quick_minutes=0.5,
     quick={"seeds": 2, "tuning": {"trials": 2, "seeds": 1}},
 )
@@ -199,7 +197,7 @@ register_step(
     config="sweep_scoping.toml",
     question="S3",
     section="sensitivity",
-    full_minutes=1.9,  # +1.1 for tuning the SGD reference (32 runs of ~2 s alone)
+    full_minutes=0.5,
     quick_minutes=0.3,
     quick={"seeds": 2, "tuning": {"trials": 2, "seeds": 1}},
 )
@@ -209,7 +207,7 @@ register_step(
     config="sweep_overhead.toml",
     question="S4",
     section="overhead",
-    full_minutes=2.8,  # +1.1 for tuning the SGD reference (32 runs of ~2 s alone)
+    full_minutes=1.4,
     quick_minutes=0.5,
     quick={"seeds": 2, "tuning": {"trials": 2, "seeds": 1}},
 )
@@ -218,7 +216,7 @@ register_step(
     kind="accuracy",
     question="S4",
     section="overhead",
-    full_minutes=0.8,
+    full_minutes=0.4,
     quick_minutes=0.1,
     quick={"replicates": 3, "outer_steps": 30, "inner_steps": (1, 5, 20)},
 )
@@ -227,7 +225,7 @@ register_step(
     kind="speed",
     question="S4",
     section="overhead",
-    full_minutes=4.5,
+    full_minutes=3.6,
     quick_minutes=0.3,
     quick={"args": ["--quick"]},
 )
@@ -244,7 +242,7 @@ register_step(
     config="sweep_recurrent_char.toml",
     question="R1",
     section="recurrent",
-    full_minutes=7,
+    full_minutes=5.8,
     quick_minutes=0.2,
     quick={
         "seeds": 2,
@@ -258,14 +256,14 @@ register_step(
     config="sweep_recurrent_row.toml",
     question="R1",
     section="recurrent",
-    full_minutes=4,
+    full_minutes=3,
     quick_minutes=0.3,
     quick={"seeds": 2, "set": {"effective_epochs": 1}, "tuning": {"trials": 2, "seeds": 1}},
 )
 # the samplers' accuracy atlas (docs/samplers.md; ``localentropy samplers --accuracy``), for docs/samplers.md, not the
 # findings: 3.1 minutes full, 0.7 quick
 register_step(
-    "atlas", kind="atlas", question="Q3", section="samplers", full_minutes=3.5, quick_minutes=0.3, quick={"quick": True}
+    "atlas", kind="atlas", question="Q3", section="samplers", full_minutes=2.2, quick_minutes=0.3, quick={"quick": True}
 )
 # the scale steps (issue 35: SGD-DDP, Entropy-SGD-DDP and Parle tuned alike first). Each `train --nproc 2` launch
 # takes 23-28 s, nearly all of it starting processes and loading data (23 s at load ~2, 2026-12-07). Full: Parle's
@@ -280,7 +278,7 @@ register_step(
     config="sweep_scale.toml",
     question="P1",
     section="scale",
-    full_minutes=10,
+    full_minutes=4.6,
     quick_minutes=0.7,
     quick={"seeds": 2, "set": {"effective_epochs": 3}, "tuning": {"trials": 1, "seeds": 1, "max_extensions": 0}},
 )
@@ -290,7 +288,7 @@ register_step(
     config="sweep_scale.toml",
     question="P1",
     section="scale",
-    full_minutes=0.2,
+    full_minutes=0.1,
     quick_minutes=0.1,
     quick={"repeats": 10},
 )
@@ -304,7 +302,7 @@ register_step(
     config="llc_samplers.toml",
     question="Q3",
     section="llc",
-    full_minutes=5,
+    full_minutes=4.2,
     quick_minutes=0.4,
     quick={
         "replicates": 2,
@@ -323,7 +321,7 @@ register_step(
     config="sweep_llc.toml",
     question="Q2",
     section="llc",
-    full_minutes=1.6,
+    full_minutes=0.6,
     quick_minutes=0.2,
     quick={
         "seeds": 2,
