@@ -1,6 +1,7 @@
 """The LLC of deep linear networks at a true parameter against Aoyagi's (2024) learning coefficient.
 
     python benchmarks/llc_dln.py [--steps 80000] [--chains 16] [--sampler sgld] [--fraction 0.05] [--cases 0 1 ...]
+                                 [--start-spread 0.1]
 
 For each (widths, rank): w* has every layer of rank r (:meth:`DeepLinearPotential.true_point`, seed 1), L the
 population loss ||W_M ... W_1 - P*||_F^2, the sampler (SGLD by default; MALA, with its accept-reject step, has no
@@ -31,6 +32,13 @@ def main() -> None:
     parser.add_argument("--sampler", default="sgld", help="a registered sampler (mala: no step-size bias)")
     parser.add_argument("--fraction", type=float, default=0.05, help="step size x (nbeta lambda_max + localization)")
     parser.add_argument("--cases", type=int, nargs="+", default=list(range(len(CASES))), help="indices into CASES")
+    parser.add_argument(
+        "--start-spread",
+        type=float,
+        default=0.0,
+        help="start the second half of the chains at w* + N(0, spread^2) (default 0: every chain at w*), and print "
+        "the two halves' means apart: chains that forget their start agree",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -45,6 +53,9 @@ def main() -> None:
         w_star = potential.true_point(torch.Generator().manual_seed(1))
         lmax = largest_curvature(potential, w_star)
         theory = potential.theory.llc
+        initial = w_star.expand(args.chains, -1).clone()
+        spread = torch.randn(args.chains - args.chains // 2, w_star.numel(), generator=torch.Generator().manual_seed(2))
+        initial[args.chains // 2 :] += args.start_spread * spread.to(w_star.dtype)
         for nbeta in args.nbeta:
             result = estimate_llc(
                 potential,
@@ -57,6 +68,7 @@ def main() -> None:
                 steps=args.steps,
                 burn_in=args.steps // 4,
                 generator=torch.Generator().manual_seed(0),
+                initial=initial,
             )
             error = (result.mean - theory) / theory
             print(
@@ -64,6 +76,10 @@ def main() -> None:
                 f"{result.rhat:.3f} | {error:+.1%} |",
                 flush=True,
             )
+            if args.start_spread:
+                half = args.chains // 2
+                own, moved = (result.per_chain[:half].round(3), result.per_chain[half:].round(3))
+                print(f"per-chain estimates from w*: {own}; from w* + N(0, {args.start_spread:g}^2): {moved}")
     print(f"\n({time.perf_counter() - start:.0f} s, torch {torch.__version__}, 1 thread)")
 
 

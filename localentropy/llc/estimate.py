@@ -269,6 +269,7 @@ def estimate_llc(
     generator: torch.Generator | None = None,
     n: int | None = None,
     on_divergence: str = "raise",
+    initial: Tensor | None = None,
 ) -> LLCResult:
     """lambda_hat(w*) = nbeta (E_p[L] - L(w*)) from ``chains`` chains of ``steps`` steps (module docstring).
 
@@ -278,7 +279,8 @@ def estimate_llc(
     gradient evaluations. ``n`` (optional) is the number of examples behind L, for the local free energy.
     A chain that turns non-finite or runs away has diverged: ``on_divergence`` raises
     :class:`~localentropy.samplers.SamplerDivergenceError` (``"raise"``) or leaves it out and counts it in the
-    result's ``n_diverged`` (``"drop"``; module docstring).
+    result's ``n_diverged`` (``"drop"``; module docstring). ``initial`` ([chains, d]) starts the chains elsewhere than
+    at w* (the default, as Lau et al. and devinterp do): overdispersed starts check that the chains forget theirs.
     """
     nbeta, localization, chains, steps, burn_in = check_settings(nbeta, localization, chains, steps, burn_in)
     on_divergence = check_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES)
@@ -291,7 +293,11 @@ def estimate_llc(
 
     chosen = build_sampler(sampler, sampler_options, steps, burn_in, potential=u)
     l_star = float(_values(potential, w_star[None])[0])
-    state = chosen.init(w_star.expand(chains, -1).clone())
+    if initial is not None and (not isinstance(initial, Tensor) or tuple(initial.shape) != (chains, w_star.shape[0])):
+        shape = tuple(initial.shape) if isinstance(initial, Tensor) else type(initial).__name__
+        raise ValueError(f"initial must be a [chains, d] = [{chains}, {w_star.shape[0]}] tensor, got {shape}")
+    start = w_star.expand(chains, -1) if initial is None else initial.detach().to(w_star.dtype)
+    state = chosen.init(start.clone())
     trace = torch.empty(chains, steps - burn_in, dtype=w_star.dtype)
     for k in range(steps):
         values, grad = _loss_and_grad(potential, state.position)

@@ -225,3 +225,13 @@ def test_mala_matches_the_exact_value_of_a_deep_scalar_network(depth: int) -> No
     truth = scalar_network_exact(depth, nbeta, loc).llc
     assert truth < 0.5 - 0.1  # the finite-nbeta deficit is real at this nbeta
     _check_against(results, truth, family=2)
+
+
+def test_chains_start_where_asked_and_a_wrong_shape_is_refused() -> None:
+    problem = toy("crossing")
+    initial = torch.tensor([[0.3, 0.2], [-0.1, 0.4]], dtype=torch.float64)
+    settings = {"nbeta": 100.0, "localization": 1.0, "sampler_options": {"step_size": 1e-4}, "steps": 5, "burn_in": 0}
+    result = estimate_llc(problem.loss, W0, chains=2, initial=initial, **settings)
+    assert np.allclose(result.loss_trace[:, 0], problem.loss(initial).numpy())  # the first kept draw is the start
+    with pytest.raises(ValueError, match=r"initial must be a \[chains, d\] = \[3, 2\] tensor, got \(2, 2\)"):
+        estimate_llc(problem.loss, W0, chains=3, initial=initial, **settings)
