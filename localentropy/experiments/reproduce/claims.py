@@ -211,10 +211,13 @@ def compare_claim(original: Claim, fresh: Claim | None) -> dict[str, Any]:
         pooled = pooled_verdict(original, fresh)
         if not original["best"] or not fresh["best"]:
             return {"consistent": None, "consistency": None, "pooled": pooled, "changes": ["no verdict to compare"]}
+        # Batches of unequal size differ in power: the smaller one ties what the larger separates. They contradict
+        # each other only when their best sets are disjoint (each ranks out everything the other calls best).
         same = set(original["best"]) == set(fresh["best"])
+        overlap = bool(set(original["best"]) & set(fresh["best"]))
         changes = [] if same else [f"verdict changed: {_verdict_words(original)} -> {_verdict_words(fresh)}"]
-        consistency = {"test": "the same best set in both batches", "consistent": same}
-        return {"consistent": same, "consistency": consistency, "pooled": pooled, "changes": changes}
+        consistency = {"test": "the two best sets share a candidate", "consistent": overlap}
+        return {"consistent": overlap, "consistency": consistency, "pooled": pooled, "changes": changes}
     if None in (original["mean"], original["ci95"], fresh["mean"], fresh["ci95"]):
         changes = ["no interval to compare (fewer than 2 seeds)"]
         return {"consistent": None, "consistency": None, "pooled": None, "changes": changes}
@@ -256,14 +259,16 @@ def pooled_claim(entry: dict[str, Any]) -> Claim | None:
 
 
 def consistency_text(entry: dict[str, Any]) -> str:
-    """ "consistent (Welch t = 0.56, p = 0.59)", "inconsistent (the best sets differ)", or why not comparable."""
+    """ "consistent (Welch t = 0.56, p = 0.59)", "inconsistent (the best sets are disjoint)", or why not comparable."""
     c = entry.get("consistency")
     if entry.get("consistent") is None or c is None:
         return "not comparable: " + "; ".join(entry["changes"])
     word = "consistent" if entry["consistent"] else "inconsistent"
     if "p" in c:
         return f"{word} (Welch t = {c['t']:.2f}, df = {c['df']:.1f}, p = {c['p']:.2g})"
-    return f"{word} ({'the same best set' if c['consistent'] else 'the best sets differ'})"
+    if not c["consistent"]:
+        return f"{word} (the best sets are disjoint)"
+    return f"{word} ({'the same best set' if not entry.get('changes') else 'the best sets overlap'})"
 
 
 def outcome_text(entry: dict[str, Any]) -> str:

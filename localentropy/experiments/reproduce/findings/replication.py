@@ -139,8 +139,9 @@ def replication_markdown(record: dict[str, Any]) -> str:
 
 CONSISTENCY = (
     "Each claim is judged twice. **Consistency** between the two batches: for a difference, Welch's t-test of "
-    "the original and fresh means (unequal variances) at 5 %; for a verdict, whether the two best sets are the "
-    "same. The **pooled** estimate is the claim's own statistic over the union of both batches' units: for a "
+    "the original and fresh means (unequal variances) at 5 %; for a verdict, whether the two best sets share a "
+    "candidate (a batch of fewer replicates ties more often, so only disjoint best sets contradict each other). "
+    "The **pooled** estimate is the claim's own statistic over the union of both batches' units: for a "
     "difference, the paired t-interval over all seeds (or replicates), derived exactly from each batch's n, mean "
     "and sd; for a verdict, the best set over every replicate (where the per-replicate values are stored). Each "
     "claim is tested on its own at 5 %: about 1 in 20 consistent claims reads inconsistent by chance."
