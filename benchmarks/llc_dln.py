@@ -1,9 +1,10 @@
 """The LLC of deep linear networks at a true parameter against Aoyagi's (2024) learning coefficient.
 
     python benchmarks/llc_dln.py [--steps 80000] [--chains 16] [--sampler sgld] [--fraction 0.05] [--cases 0 1 ...]
-                                 [--start-spread 0.1]
+                                 [--start-spread 0.1] [--point balanced]
 
-For each (widths, rank): w* has every layer of rank r (:meth:`DeepLinearPotential.true_point`, seed 1), L the
+For each (widths, rank): w* has every layer of rank r (:meth:`DeepLinearPotential.true_point`, seed 1; with
+``--point balanced`` unit singular values and aligned layers, :meth:`DeepLinearPotential.balanced_point`), L the
 population loss ||W_M ... W_1 - P*||_F^2, the sampler (SGLD by default; MALA, with its accept-reject step, has no
 step-size bias) at step_size = fraction / (nbeta lambda_max + localization) (lambda_max of the Hessian of L at w*, at
 least 1; fraction 0.05 by default), localization 1, a quarter of the steps burn-in. The soft directions relax in
@@ -39,18 +40,25 @@ def main() -> None:
         help="start the second half of the chains at w* + N(0, spread^2) (default 0: every chain at w*), and print "
         "the two halves' means apart: chains that forget their start agree",
     )
+    parser.add_argument(
+        "--point",
+        choices=("random", "balanced"),
+        default="random",
+        help="w*: random rank-r layers (true_point, the default) or unit, aligned ones (balanced_point)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
     print(
         f"{args.sampler}, localization 1, {args.chains} chains x {args.steps} steps (burn-in {args.steps // 4}), "
-        f"c = {args.fraction:g}\n"
+        f"c = {args.fraction:g}, {args.point} w*\n"
     )
     print("| widths | rank | Aoyagi | nbeta | estimate ± MCSE | R-hat | relative error |")
     print("|---|---|---|---|---|---|---|")
     for widths, rank in (CASES[i] for i in args.cases):
         potential = DeepLinearPotential(widths, rank)
-        w_star = potential.true_point(torch.Generator().manual_seed(1))
+        draw = potential.balanced_point if args.point == "balanced" else potential.true_point
+        w_star = draw(torch.Generator().manual_seed(1))
         lmax = largest_curvature(potential, w_star)
         theory = potential.theory.llc
         initial = w_star.expand(args.chains, -1).clone()

@@ -196,3 +196,17 @@ def test_scalar_network_settings_are_checked() -> None:
         scalar_network_exact(0, 10.0, 1.0)
     with pytest.raises(ValueError, match="nbeta"):
         scalar_network_exact(2, -1.0, 1.0)
+
+
+@pytest.mark.parametrize(("widths", "rank"), [((3, 3, 3, 3), 1), ((4, 3, 2, 5), 2), ((2, 2, 2), 0)])
+def test_a_balanced_point_has_unit_aligned_layers_and_order_one_curvature(widths, rank) -> None:
+    potential = DeepLinearPotential(widths, rank)
+    w = potential.balanced_point(torch.Generator().manual_seed(1))
+    assert float(potential(w[None])[0]) == pytest.approx(0.0, abs=1e-24)
+    for layer in potential.layers(w):
+        singular = torch.linalg.svdvals(layer)
+        assert torch.allclose(singular[:rank], torch.ones(rank, dtype=torch.float64))
+        assert all(float(x) < 1e-12 for x in singular[rank:])
+    hessian = torch.autograd.functional.hessian(lambda v: potential(v[None])[0], w)
+    curvatures = torch.linalg.eigvalsh(hessian)
+    assert all(float(c) >= 1.0 - 1e-9 for c in curvatures[curvatures > 1e-9])  # no tiny curvature at w*
