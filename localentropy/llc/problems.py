@@ -81,22 +81,23 @@ class DeepLinearProblem(Problem):
     def smoothed_grad(self, x: Tensor, sigma: float) -> Tensor:
         raise self._no_exact("smoothed gradient")
 
-    @property
-    def is_scalar(self) -> bool:
-        """All widths 1 and rank 0: L = (w_1 ... w_M)^2, whose LLC at w* = 0 is exact at every nbeta."""
-        return self.rank == 0 and all(w == 1 for w in self.widths)
+    def _at_w_star(self, point: Tensor) -> bool:
+        return torch.equal(self._point(point).to(self.w_star.dtype), self.w_star)
+
+    def has_exact(self, point: Tensor) -> bool:
+        """Whether the LLC at ``point`` is exact: a scalar network (all widths 1, rank 0: L = (w_1 ... w_M)^2) at its
+        w* = 0, at every nbeta and localization."""
+        return self.rank == 0 and all(w == 1 for w in self.widths) and self._at_w_star(point)
 
     def exact(self, point: Tensor, nbeta: float, localization: float) -> float | None:
-        """The exact LLC of the measure (nbeta, localization) at ``point``, where there is one: a scalar network at
-        w* = 0 (:func:`~localentropy.llc.dln.scalar_network_exact`)."""
-        if not self.is_scalar or not torch.equal(self._point(point).to(self.w_star.dtype), self.w_star):
-            return None
-        return scalar_network_exact(len(self.widths) - 1, nbeta, localization).llc
+        """The exact LLC of the measure (nbeta, localization) at ``point`` where :meth:`has_exact`
+        (:func:`~localentropy.llc.dln.scalar_network_exact`), else None."""
+        return scalar_network_exact(len(self.widths) - 1, nbeta, localization).llc if self.has_exact(point) else None
 
     def reference(self, point: Tensor, nbeta: float, localization: float) -> Reference | None:
         """The shipped finite-nbeta reference of this network for the measure (nbeta, localization) at ``point``, if
         any: there is one only at w* itself."""
-        if not torch.equal(self._point(point).to(self.w_star.dtype), self.w_star):
+        if not self._at_w_star(point):
             return None
         return find_reference(self.widths, self.rank, self.seed, nbeta, localization)
 
@@ -108,10 +109,9 @@ def has_llc_truth(problem: Problem) -> bool:
 def truth_kind(problem: Problem, w_star: Tensor, gamma: float, temperature: float) -> str:
     """``"exact"`` (a toy, or a scalar network at w*), ``"reference"`` or ``"limit"`` (another deep linear network,
     with or without a reference at this point and measure): keys of :data:`TRUTHS`."""
-    settings = measure_settings(gamma, temperature)
-    if not isinstance(problem, DeepLinearProblem) or problem.exact(w_star, *settings) is not None:
+    if not isinstance(problem, DeepLinearProblem) or problem.has_exact(w_star):
         return "exact"
-    return "limit" if problem.reference(w_star, *settings) is None else "reference"
+    return "limit" if problem.reference(w_star, *measure_settings(gamma, temperature)) is None else "reference"
 
 
 def minimum(problem: Problem) -> Tensor:
