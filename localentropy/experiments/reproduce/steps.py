@@ -96,7 +96,8 @@ def expected_minutes(quick: bool, steps: Iterable[Step] | None = None) -> float:
 # every comparison tuned; ``records/timings.json`` of its directory), rounded up to a tenth of a minute: 57.9 minutes
 # for the 19 steps and 20.9 for the fresh reruns of the 14 with claims, 78.8 in all. Low-priority jobs shared the
 # cores during its first 25 minutes (nice 19: they took little of them, but the load average read ~4 then). A fresh
-# rerun costs its step's minutes scaled by the number of fresh seeds over the original's.
+# rerun costs its step's minutes scaled by the number of fresh seeds over the original's. The notes above some
+# steps below are earlier measurements and estimates, kept for the sizes they justify; the figures are these.
 # The quick minutes below are each step's wall time in one --quick run alone on the machine (2026-12-07 18:00 UTC,
 # load below 1, 6.1 minutes of wall time in all with every comparison tuned, ``records/timings.json``), rounded up
 # to a tenth of a minute.
