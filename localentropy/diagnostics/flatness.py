@@ -128,13 +128,19 @@ class Objective:
         return total
 
 
+def _draw_device(like: Tensor, generator: torch.Generator | None) -> torch.device:
+    """Random vectors are drawn on the generator's device and then moved to the parameters': a seeded CPU generator
+    gives the same vectors whether the model is on the CPU or a GPU (torch refuses a CPU generator for a CUDA draw)."""
+    return like.device if generator is None else generator.device
+
+
 def _rademacher(n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    bits = torch.randint(0, 2, (n,), generator=generator, device=like.device)
-    return (bits * 2 - 1).to(like.dtype)
+    bits = torch.randint(0, 2, (n,), generator=generator, device=_draw_device(like, generator))
+    return (bits * 2 - 1).to(like.device, like.dtype)
 
 
 def _gaussian(n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(n, generator=generator, device=like.device, dtype=like.dtype)
+    return torch.randn(n, generator=generator, device=_draw_device(like, generator), dtype=like.dtype).to(like.device)
 
 
 @dataclass

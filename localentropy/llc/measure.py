@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from localentropy._checks import check_int, check_positive
 from localentropy.diagnostics.flatness import LossFn, hessian_top_eigenvalue
 from localentropy.llc.model import default_nbeta, estimate_llc_model
+from localentropy.samplers import generator_on
 
 __all__ = ["LLCMeasure", "llc_flatness"]
 
@@ -83,7 +84,7 @@ def llc_flatness(
         chains=chains,
         steps=steps,
         burn_in=burn_in,
-        generator=generator,
+        generator=generator_on(x.device, generator),  # the chains draw on the data's device
     )
     return LLCMeasure(
         value=result.mean,

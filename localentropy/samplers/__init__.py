@@ -8,6 +8,7 @@ from localentropy.samplers.base import (
     SamplerContractError,
     as_tensor_list,
     draw_noise,
+    generator_on,
     noise_buffers,
 )
 from localentropy.samplers.cyclical import Cyclical, CyclicalSchedule
@@ -56,6 +57,7 @@ __all__ = [
     "as_tensor_list",
     "available_samplers",
     "draw_noise",
+    "generator_on",
     "make_sampler",
     "noise_buffers",
     "register_sampler",

@@ -83,6 +83,21 @@ def check_like(value: Position, reference: list[Tensor], field: str) -> list[Ten
     return tensors
 
 
+def generator_on(device: torch.device | str, parent: torch.Generator) -> torch.Generator:
+    """A generator for noise drawn on ``device``: ``parent`` itself when it lives on that device type, else a new
+    generator there seeded from one draw of ``parent`` (deterministic: the same parent state gives the same stream).
+
+    Samplers draw on their tensors' device from the caller's generator, and torch refuses a CPU generator for CUDA
+    tensors (and a CUDA one for a CPU ``randperm``, e.g. a shuffling DataLoader): a caller that holds one seeded CPU
+    generator hands the samplers ``generator_on(model_device, generator)``.
+    """
+    device = torch.device(device)
+    if parent.device.type == device.type:
+        return parent
+    seed = int(torch.randint(0, 2**62, (), dtype=torch.int64, generator=parent, device=parent.device))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def draw_noise(buffers: list[Tensor], kind: str, generator: torch.Generator | None) -> list[Tensor]:
     """Fill ``buffers`` in place with i.i.d. noise of mean 0 and variance 1 and return them.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -172,3 +173,45 @@ def test_trace_needs_two_samples():
         hessian_trace(model, mse, [(x, y)], samples=1)
     with pytest.raises(ValueError, match="batches is empty"):
         hessian_top_eigenvalue(model, mse, [])
+
+
+def test_generator_on_keeps_a_generator_of_the_device_and_derives_one_deterministically():
+    from localentropy.samplers import generator_on
+
+    parent = gen(3)
+    assert generator_on("cpu", parent) is parent  # on its own device: the stream goes on unchanged
+    assert generator_on(torch.device("cpu"), parent) is parent
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_flatness_measures_on_cuda_match_the_cpu():
+    """Every measure runs on a model and data on the GPU with the same seeded CPU generator as on the CPU: the
+    Hessian measures draw the same random vectors (on the generator's device), so they agree with the CPU's to
+    float64 rounding; the local-entropy gradient's chains draw on the GPU (another stream), so it only has to run."""
+    model, x, y, _ = regression()
+    batches = [(x[:120], y[:120]), (x[120:], y[120:])]
+    cuda = copy.deepcopy(model).cuda()
+    cuda_batches = [(bx.cuda(), by.cuda()) for bx, by in batches]
+    for measure, kwargs in (
+        (hessian_top_eigenvalue, {"iterations": 30}),
+        (hessian_trace, {"samples": 5}),
+        (epsilon_sharpness, {"iterations": 3}),
+    ):
+        on_cpu = measure(model, mse, batches, generator=gen(), **kwargs).value
+        on_gpu = measure(cuda, mse, cuda_batches, generator=gen(), **kwargs).value
+        assert on_gpu == pytest.approx(on_cpu, rel=1e-9), measure.__name__
+    density = hessian_density(cuda, mse, cuda_batches, steps=5, generator=gen())
+    assert all(math.isfinite(v) for v in density.density)
+    from localentropy.samplers import generator_on
+
+    le = local_entropy_gradient(
+        cuda,
+        mse,
+        cuda_batches,
+        gamma=1.0,
+        temperature=1e-8,
+        step_size=0.05,
+        steps=5,
+        generator=generator_on("cuda", gen()),
+    )
+    assert math.isfinite(le.norm)

@@ -25,6 +25,7 @@ from localentropy.diagnostics.flatness import (
 )
 from localentropy.experiments.training.config import TrainConfig
 from localentropy.llc.measure import llc_flatness
+from localentropy.samplers import generator_on
 
 
 def _chunks(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
@@ -113,7 +114,7 @@ def _measure(
                 steps=le["steps"],
                 chains=le["chains"],
                 burn_in=le["burn_in"],
-                generator=generator,
+                generator=generator_on(train.x.device, generator),  # the chains draw on the device
             )
         )
     if measure == "llc":  # on the whole training set, its default settings (localentropy/llc/measure.py)
