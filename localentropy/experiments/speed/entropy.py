@@ -28,6 +28,7 @@ from torch.nn.functional import cross_entropy
 from localentropy.entropy import EntropySGD
 from localentropy.entropy.optim.chunks import CHUNK_SIZE, chunk_generators, chunk_plan, run_chunks
 from localentropy.entropy.optim.inner import ChunkedLoop
+from localentropy.experiments.core.cpuload import LoadMeter, busy_cpu_seconds, other_cores_since, own_cpu_seconds
 from localentropy.experiments.speed.samplers import (
     CYCLICAL_BASE,
     DEFAULT_SETTINGS,
@@ -37,16 +38,7 @@ from localentropy.experiments.speed.samplers import (
     model_and_batch,
     try_once,
 )
-from localentropy.experiments.speed.timing import (
-    LoadMeter,
-    Row,
-    busy_cpu_seconds,
-    other_cores_since,
-    own_cpu_seconds,
-    section_record,
-    summarise,
-    synchroniser,
-)
+from localentropy.experiments.speed.timing import Row, section_record, summarise, synchroniser
 from localentropy.samplers import SGLD, available_samplers, sampler_class, sampler_hyperparameters
 
 # The inner sampler's settings are the sampler section's (small steps that keep the weights of their initial size);

@@ -40,11 +40,12 @@ from typing import Any
 
 import torch
 
+from localentropy.experiments.core.cpuload import load_average, wait_for_quiet
 from localentropy.experiments.speed.entropy import entropy_section
 from localentropy.experiments.speed.report import SECTIONS, floor_section, print_report, targets
 from localentropy.experiments.speed.samplers import make_mlp
 from localentropy.experiments.speed.sections import estimator_section, peers_section, samplers_section
-from localentropy.experiments.speed.timing import finish_report, load_average, machine_info, wait_for_quiet
+from localentropy.experiments.speed.timing import finish_report, machine_info
 
 DEFAULT_JSON = Path("benchmarks") / "results" / "run_all.json"  # the script passes the path beside it
 COMMAND = "python -m localentropy.experiments.speed"

@@ -35,16 +35,8 @@ import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
 
-from localentropy.experiments.speed.timing import (
-    LoadMeter,
-    Row,
-    finish_report,
-    format_table,
-    load_average,
-    machine_info,
-    measure,
-    summarise,
-)
+from localentropy.experiments.core.cpuload import LoadMeter, load_average
+from localentropy.experiments.speed.timing import Row, finish_report, format_table, machine_info, measure, summarise
 from localentropy.samplers import available_samplers, make_sampler, sampler_class, sampler_hyperparameters
 
 DEFAULT_JSON = Path("benchmarks") / "results" / "samplers.json"  # the script passes the path beside it

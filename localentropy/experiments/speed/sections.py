@@ -12,18 +12,9 @@ import torch
 
 from localentropy.entropy.estimators import LocalEntropyEstimator
 from localentropy.entropy.problems import Quadratic
+from localentropy.experiments.core.cpuload import LoadMeter, busy_cpu_seconds, other_cores_since, own_cpu_seconds
 from localentropy.experiments.speed.samplers import TEMPERATURE, build_rows
-from localentropy.experiments.speed.timing import (
-    LoadMeter,
-    busy_cpu_seconds,
-    measure,
-    other_cores_since,
-    own_cpu_seconds,
-    quantile,
-    section_record,
-    summarise,
-    synchroniser,
-)
+from localentropy.experiments.speed.timing import measure, quantile, section_record, summarise, synchroniser
 from localentropy.samplers import SGLD
 
 CHAIN_COUNTS = (1, 8, 64)

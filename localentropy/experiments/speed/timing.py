@@ -24,6 +24,7 @@ import torch
 
 import localentropy
 from localentropy.diagnostics.compare import median_interval
+from localentropy.experiments.core.cpuload import LoadMeter, busy_cpu_seconds, other_cores_since, own_cpu_seconds
 
 NOT_MEASURED = "not measured (every repeat dropped for contention)"
 
@@ -58,38 +59,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def load_average() -> float | None:
-    """The 1-minute load average (None where the OS does not report one)."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU-seconds spent busy by the whole machine since boot, from /proc/stat (None where unavailable)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def other_cores_since(busy0: float | None, own0: float, t0: float) -> float | None:
-    """Cores' worth of CPU that other processes used since (busy0, own0, t0) (None where unknown)."""
-    busy1, own1, wall = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter() - t0
-    if busy0 is None or busy1 is None or wall <= 0:
-        return None
-    return max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall)
-
-
 def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
     info = {
         "torch": torch.__version__,
@@ -105,30 +74,6 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     return info
-
-
-class LoadMeter:
-    """Cores' worth of CPU that other processes used while a section measured (``other_cores``; None if unknown)."""
-
-    def __enter__(self) -> LoadMeter:
-        self.busy0, self.own0, self.start = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.wall = time.perf_counter() - self.start
-        self.other_cores = other_cores_since(self.busy0, self.own0, self.start)
-
-
-def wait_for_quiet(max_wait: float, threshold: float = 0.3, window: float = 2.0) -> dict[str, Any]:
-    """Wait (up to ``max_wait`` s) until other processes use < ``threshold`` cores over a ``window``-second look."""
-    start, other = time.perf_counter(), None
-    while max_wait > 0:
-        with LoadMeter() as look:
-            time.sleep(window)
-        other = look.other_cores
-        if other is None or other < threshold or time.perf_counter() - start >= max_wait:
-            break
-    return {"waited_s": time.perf_counter() - start, "other_cores_when_started": other}
 
 
 # ------------------------------------------------------------------------------------------------ measuring
