@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from localentropy import __version__
-from localentropy.cli_values import non_negative_int, positive_seconds
+from localentropy.cli_values import non_negative_int, non_negative_seconds, positive_seconds
 from localentropy.cli_values import out_dir as _out_dir
 from localentropy.cli_values import positive_int as _positive_int
 from localentropy.experiments.core.progress import bars_allowed
@@ -139,6 +139,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
         force=args.force,
+        quiet_wait=args.quiet_wait,
     )
     if state == "skip":
         print(f"{path} is complete: skipped (use --force to run again)")
@@ -312,6 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--address", help="Ray cluster address (e.g. auto or ray://host:10001; default: a local Ray)")
     sweep.add_argument("--workers", type=_positive_int, help="runs at a time (local default 1; Ray: all CPUs)")
+    from localentropy.experiments.sweeps.timing import QUIET_WAIT
+
+    sweep.add_argument(
+        "--quiet-wait",
+        type=non_negative_seconds,
+        default=QUIET_WAIT,
+        metavar="SECONDS",
+        help=f"runs one at a time on local processes start once other processes are quiet, after at most this "
+        f"many seconds (default {QUIET_WAIT:.0f}; 0: do not wait)",
+    )
 
     from localentropy.experiments.reproduce.steps import expected_minutes, registered_steps
 

@@ -35,12 +35,21 @@ def non_negative_int(text: str) -> int:
     return _integer(text, 0, "a non-negative integer")
 
 
-def positive_seconds(text: str) -> float:
-    """A finite number of seconds > 0."""
+def _seconds(text: str, zero: bool, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not (math.isfinite(value) and (value > 0 or (zero and value == 0))):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0."""
+    return _seconds(text, False, "a positive number of seconds")
+
+
+def non_negative_seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (0: off)."""
+    return _seconds(text, True, "a non-negative number of seconds")

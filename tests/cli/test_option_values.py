@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from localentropy.cli import main
-from localentropy.cli_values import non_negative_int, positive_int, positive_seconds
+from localentropy.cli_values import non_negative_int, non_negative_seconds, positive_int, positive_seconds
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "1.5", "1.0", "1e3", "", "x", "nan", "inf"])
@@ -18,12 +18,16 @@ def test_positive_int_refuses_what_is_not_a_positive_integer(text: str) -> None:
 
 def test_the_integer_and_seconds_options_accept_their_values() -> None:
     assert positive_int("3") == 3 and non_negative_int("0") == 0 and positive_seconds("2.5") == 2.5
+    assert non_negative_seconds("0") == 0.0 and non_negative_seconds("12.5") == 12.5
     for parse, text in (
         (non_negative_int, "-1"),
         (non_negative_int, "0.5"),
         (positive_seconds, "0"),
         (positive_seconds, "inf"),
         (positive_seconds, "nan"),
+        (non_negative_seconds, "-1"),
+        (non_negative_seconds, "inf"),
+        (non_negative_seconds, "x"),
     ):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
@@ -37,6 +41,7 @@ def test_the_integer_and_seconds_options_accept_their_values() -> None:
         ["digits", "--epochs", "2.0"],
         ["train", "x", "--dist-timeout", "0"],
         ["train", "x", "--drift-check", "-1"],
+        ["sweep", "x", "--quiet-wait", "-1"],
     ],
 )
 def test_a_bad_number_option_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

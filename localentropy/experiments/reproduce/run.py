@@ -153,11 +153,12 @@ def _run_step(
         return "rerun" if force else state
     if step.kind == "sweep":
         from localentropy.experiments.sweeps.runner import parse_sweep_config, run_sweep
+        from localentropy.experiments.sweeps.timing import QUIET_WAIT
 
         sweep = parse_sweep_config(copy.deepcopy(config), name=Path(source).stem, source=source)
         force = _changed(out, sweep.resolved())
         tuning_from = tuned_in / "tuning" if tuned_in is not None else None
-        state = run_sweep(  # a timed step's runs one at a time; its searches are not timed
+        state = run_sweep(  # a timed step's runs one at a time, once the machine is quiet; its searches are not timed
             sweep,
             out,
             workers=1 if step.timed else workers,
@@ -165,6 +166,7 @@ def _run_step(
             progress=progress,
             tuning_from=tuning_from,
             tuning_workers=workers,
+            quiet_wait=QUIET_WAIT if step.timed else 0.0,
         )[1]
         return "rerun" if force else state
     with RunDirectory(out).locked() as run_dir:

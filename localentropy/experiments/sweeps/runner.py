@@ -16,13 +16,13 @@ import json
 import multiprocessing
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TextIO
 
+from localentropy.experiments.core.cpuload import LoadMeter, load_average
 from localentropy.experiments.core.files import atomic_write_bytes, atomic_write_json
 from localentropy.experiments.core.lifeline import die_with_parent
 from localentropy.experiments.core.progress import Progress
@@ -36,6 +36,7 @@ from localentropy.experiments.sweeps.config import (
     parse_sweep_config,
 )
 from localentropy.experiments.sweeps.paths import STAR, format_path, parse_path
+from localentropy.experiments.sweeps.timing import QUIET_WAIT, timing_record, wait_until_quiet
 from localentropy.experiments.sweeps.tuning import job_key, sweep_objective, tune_one, tuning_jobs, with_chosen
 from localentropy.experiments.tuning.record import tuned_line
 
@@ -67,35 +68,38 @@ def run_one(run_config: dict[str, Any], run_dir: str, nproc: int = 1) -> dict[st
     """Train one expanded config into ``run_dir``: what the process pool and the Ray task both execute.
 
     Never raises for a failure of the run itself: returns {"status": "ok" | "diverged" | "failed", "message",
-    "state", "wall_seconds", "records", "log", "traceback"}. The torch thread count is the config's ``threads``
-    (1 unless configured). ``nproc`` > 1: the run is ``localentropy train --nproc nproc`` (torch's launcher, one
-    process per rank; their output goes to the log).
+    "state", "wall_seconds", "other_cores", "records", "log", "traceback"}; ``other_cores``: the cores' worth of CPU
+    that processes other than this one (and its children: the launcher and its ranks) used while it ran (None
+    without /proc/stat). The torch thread count is the config's ``threads`` (1 unless configured). ``nproc`` > 1:
+    the run is ``localentropy train --nproc nproc`` (torch's launcher, one process per rank; their output goes to
+    the log).
     """
     import torch
 
     from localentropy.experiments.training.config import parse_train_config
     from localentropy.experiments.training.trainer import run_training
 
-    start = time.perf_counter()
     log = io.StringIO()
     outcome: dict[str, Any] = {"status": "failed", "message": None, "state": None, "records": [], "traceback": None}
-    try:
-        config = parse_train_config(copy.deepcopy(run_config), name=str(run_config.get("name", "run")))
-        torch.set_num_threads(config.threads)
-        path, state = (
-            run_training(config, run_dir, progress=log) if nproc == 1 else _launch(run_config, run_dir, nproc, log)
-        )
-        records = summarise_results(json.loads((path / "results.json").read_text()))
-        bad = [r for r in records if r["status"] != "ok"]
-        outcome.update(
-            status="diverged" if bad else "ok",
-            state=state,
-            records=records,
-            message="; ".join(str(r["message"]) for r in bad) or None,
-        )
-    except Exception as exc:  # the run failed: record it, let the others go on
-        outcome.update(message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-    outcome["wall_seconds"] = time.perf_counter() - start
+    with LoadMeter(children=True) as meter:
+        try:
+            config = parse_train_config(copy.deepcopy(run_config), name=str(run_config.get("name", "run")))
+            torch.set_num_threads(config.threads)
+            path, state = (
+                run_training(config, run_dir, progress=log) if nproc == 1 else _launch(run_config, run_dir, nproc, log)
+            )
+            records = summarise_results(json.loads((path / "results.json").read_text()))
+            bad = [r for r in records if r["status"] != "ok"]
+            outcome.update(
+                status="diverged" if bad else "ok",
+                state=state,
+                records=records,
+                message="; ".join(str(r["message"]) for r in bad) or None,
+            )
+        except Exception as exc:  # the run failed: record it, let the others go on
+            outcome.update(message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    outcome["wall_seconds"] = meter.wall
+    outcome["other_cores"] = meter.other_cores
     outcome["log"] = log.getvalue()
     return outcome
 
@@ -115,6 +119,7 @@ def _failed(message: str) -> dict[str, Any]:
         "records": [],
         "traceback": None,
         "wall_seconds": None,
+        "other_cores": None,
         "log": "",
     }
 
@@ -217,6 +222,7 @@ def _outcome_from_run_dir(run_dir: Path) -> dict[str, Any] | None:
         "records": records,
         "traceback": None,
         "wall_seconds": None,
+        "other_cores": None,
         "log": "",
     }
 
@@ -251,6 +257,7 @@ def run_sweep(
     progress: TextIO | None = None,
     tuning_from: str | Path | None = None,
     tuning_workers: int | None = None,
+    quiet_wait: float = QUIET_WAIT,
 ) -> tuple[Path, str, dict[str, Any]]:
     """Run a sweep into a directory; returns (directory, "fresh" | "resume" | "retry" | "skip", results).
 
@@ -261,13 +268,18 @@ def run_sweep(
     searches are taken instead of rerun where they are the same job (same base, space, trials and tuning seeds):
     the same sweep on other evaluation seeds (``reproduce --fresh-seeds``) then trains at the values already chosen.
     ``tuning_workers``: how many searches run at once (default ``workers``): a sweep whose runs are timed one at a
-    time can still search in parallel, since no trial's seconds are reported.
+    time can still search in parallel, since no trial's seconds are reported. ``quiet_wait``: before runs that go
+    one at a time on local processes (their seconds can be timed alone), wait up to this many seconds until other
+    processes are quiet (0: do not wait); the runs' timing record says how long it waited and how busy the machine
+    was (:mod:`localentropy.experiments.sweeps.timing`).
     """
     if executor not in (*EXECUTORS, "inline"):
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     for name, value in (("workers", workers), ("tuning_workers", tuning_workers)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
+    if not quiet_wait >= 0:
+        raise ValueError(f"quiet_wait must be a non-negative number of seconds, got {quiet_wait}")
     config = config if isinstance(config, SweepConfig) else load_sweep_config(config)
     progress = progress if progress is not None else sys.stderr
     out_dir = RunDirectory(out if out is not None else default_out(config))
@@ -276,32 +288,9 @@ def run_sweep(
     state = out_dir.prepare(resolved, force=force)
     try:  # this process holds the sweep directory's lock while its workers run
         tuning = (tuning_from, tuning_workers if tuning_workers is not None else workers)
-        return _run_prepared(config, out_dir, state, executor, workers, address, progress, tuning)
+        return _run_prepared(config, out_dir, state, executor, workers, address, progress, tuning, quiet_wait)
     finally:
         out_dir.release()
-
-
-IDLE_LOAD = 0.5  # a 1-minute load average below this when the runs start: nothing else was running
-
-
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return None
-
-
-def timing_record(runs_at_a_time: int, load_start: float | None, load_end: float | None) -> dict[str, Any]:
-    """How a sweep's seconds were measured: runs at a time and the machine's 1-minute load average when they
-    started and ended; ``alone`` (timed alone) when one run ran at a time on a machine idle at the start."""
-    alone = runs_at_a_time == 1 and load_start is not None and load_start < IDLE_LOAD
-    return {
-        "runs_at_a_time": runs_at_a_time,
-        "load_start": load_start,
-        "load_end": load_end,
-        "idle_load": IDLE_LOAD,
-        "alone": alone,
-    }
 
 
 def _run_prepared(
@@ -313,8 +302,10 @@ def _run_prepared(
     address: str | None,
     progress: TextIO,
     tuning: tuple[str | Path | None, int | None] = (None, None),
+    quiet_wait: float = 0.0,
 ) -> tuple[Path, str, dict[str, Any]]:
-    """The sweep in its prepared directory; ``tuning``: (``tuning_from``, ``tuning_workers``) of :func:`run_sweep`."""
+    """The sweep in its prepared directory; ``tuning``: (``tuning_from``, ``tuning_workers``) and ``quiet_wait`` of
+    :func:`run_sweep`."""
     from localentropy.experiments.sweeps.report import write_sweep_report
 
     runs_dir = out_dir.path / "runs"
@@ -358,15 +349,21 @@ def _run_prepared(
         tuning = _tune(config, out_dir, executor, tuning_workers, address, progress, tuning_from)
     chosen = {label: r["chosen"] for label, r in (tuning or {}).get("optimizers", {}).items() if r["chosen"]}
     jobs = [(run.id, with_chosen(run.config, chosen), str(runs_dir / run.id)) for run in todo]
-    load_start = _load_average()
+    at_once = min(workers or 1, len(jobs)) if executor != "ray" else (workers or len(jobs))
+    waited = None
+    if jobs and executor == "local" and at_once == 1 and quiet_wait > 0:  # timed one at a time: start them alone
+        waited = wait_until_quiet(quiet_wait)
+        if waited >= 5:
+            print(f"waited {waited:.0f} s for other processes to go quiet", file=progress, flush=True)
+    load_start = load_average()
     with bar:
         _execute(jobs, executor, workers, address, done, nproc=config.nproc)
     results = collect_results(config, out_dir, outcomes)
     if tuning is not None:
         results["tuning"] = tuning
     if jobs:  # how the runs of this call were timed (a sweep that ran nothing keeps the record it had)
-        at_once = min(workers or 1, len(jobs)) if executor != "ray" else (workers or len(jobs))
-        results["timing"] = timing_record(at_once, load_start, _load_average())
+        other = [outcomes[run].get("other_cores") for run, _, _ in jobs if run in outcomes]
+        results["timing"] = timing_record(at_once, load_start, load_average(), other, waited)
     elif (out_dir.path / "results.json").is_file():
         previous = json.loads((out_dir.path / "results.json").read_text()).get("timing")
         if previous is not None:
@@ -468,7 +465,7 @@ def collect_results(config: SweepConfig, out_dir: RunDirectory, outcomes: dict[s
                 "dir": f"runs/{run.id}",
                 "overrides": run.overrides,
                 "touched": run.touched,
-                **{k: outcome.get(k) for k in ("status", "message", "state", "wall_seconds", "records")},
+                **{k: outcome.get(k) for k in ("status", "message", "state", "wall_seconds", "other_cores", "records")},
             }
         )
     statuses = [r["status"] for r in runs]

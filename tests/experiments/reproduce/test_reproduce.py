@@ -422,4 +422,9 @@ def test_a_timed_step_runs_one_at_a_time_but_searches_with_every_worker(tmp_path
     config = read_toml(CONFIGS / str(step.config))
     reproduce._run_step(step, config, CONFIGS, tmp_path / "cost", 2, io.StringIO(), tmp_path / "original")
     assert (seen["workers"], seen["tuning_workers"]) == (1, 2)
+    assert seen["quiet_wait"] == runner.QUIET_WAIT  # its runs start once the machine is quiet
     assert seen["tuning_from"] == tmp_path / "original" / "tuning"
+    untimed = next(s for s in registered_steps() if s.kind == "sweep" and not s.timed)
+    config = read_toml(CONFIGS / str(untimed.config))
+    reproduce._run_step(untimed, config, CONFIGS, tmp_path / untimed.name, 2, io.StringIO(), None)
+    assert (seen["workers"], seen["quiet_wait"]) == (2, 0)  # runs not timed need no quiet machine

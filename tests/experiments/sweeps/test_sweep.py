@@ -318,6 +318,7 @@ def test_run_one_never_raises(tmp_path):
     outcome = run_one({"name": "x", "seed": 0}, str(tmp_path / "x"))
     assert outcome["status"] == "failed" and outcome["message"].startswith("ConfigError")
     assert outcome["wall_seconds"] >= 0 and "Traceback" in outcome["traceback"]
+    assert outcome["other_cores"] >= 0  # what other processes used meanwhile (/proc/stat: Linux)
 
 
 def test_local_executor_with_two_workers_matches_inline(tmp_path, capsys):
@@ -333,6 +334,7 @@ def test_local_executor_with_two_workers_matches_inline(tmp_path, capsys):
     local = json.loads((out / "results.json").read_text())
     _, _, inline = run_sweep(load_sweep_config(config_path), tmp_path / "inline", executor="inline")
     assert finals(local) == finals(inline)  # the same numbers from another process (CPU, one thread)
+    assert local["timing"]["runs_at_a_time"] == 2 and not local["timing"]["alone"]
     assert main(["sweep", str(config_path), "--out", str(out)]) == 0
     assert "skipped" in capsys.readouterr().out
 
@@ -376,6 +378,8 @@ def test_report_groups_settings_over_seeds(tmp_path):
     assert "## Paired differences" in report and "](forest.png)" in report
     assert (tmp_path / "s" / "forest.png").stat().st_size > 1000
     assert results["timing"]["runs_at_a_time"] == 1 and "load_start" in results["timing"]
+    assert results["timing"]["other_cores_max"] == max(r["other_cores"] for r in results["runs"])
+    assert results["timing"]["waited_s"] is None  # inline runs do not wait for a quiet machine
 
 
 @pytest.mark.slow  # 10-25 s: Ray starts a raylet, a GCS and two workers that import torch

@@ -61,7 +61,7 @@ def test_a_sweep_run_goes_through_the_launcher(tmp_path: Path) -> None:
     base = copy.deepcopy(BASE) | {"data": {"source": "digits", "validation_fraction": 0.1, "train_limit": 256}}
     base["optimizers"] = [BASE["optimizers"][0]]
     path, _, results = run_sweep(
-        parse_sweep_config(sweep(grid={"seed": [0]}, base=base, nproc=2)), tmp_path / "s", workers=2
+        parse_sweep_config(sweep(grid={"seed": [0]}, base=base, nproc=2)), tmp_path / "s", workers=2, quiet_wait=0
     )
     (run,) = results["runs"]
     assert run["status"] == "ok", run["message"]
@@ -85,7 +85,7 @@ def test_a_tuned_sweep_tunes_parle_through_the_launcher_on_its_replicas(tmp_path
     space = {"parle": {"options.rho": {"low": 0.01, "high": 1.0, "log": True}}}
     data = sweep(grid={"seed": [0]}, base=base, nproc=2)
     data["tuning"] = {"trials": 2, "max_extensions": 0, "seeds": 1, "space": space}
-    path, _, results = run_sweep(parse_sweep_config(data), tmp_path / "s", workers=2)
+    path, _, results = run_sweep(parse_sweep_config(data), tmp_path / "s", workers=2, quiet_wait=0)
     record = results["tuning"]["optimizers"]["parle"]
     assert record["trials"] == 2 and set(record["chosen"]) == {"options.rho"}
     assert [trial["state"] for trial in record["history"]] == ["complete", "complete"]
