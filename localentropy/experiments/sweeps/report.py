@@ -31,6 +31,7 @@ from localentropy.experiments.sweeps.figures import (
 )
 from localentropy.experiments.sweeps.paths import optimizer_label
 from localentropy.experiments.sweeps.summary import answer, best_groups, entries, groups
+from localentropy.experiments.sweeps.timing import measured_text
 from localentropy.experiments.sweeps.tuning import ERROR, OBJECTIVES, OPTION_PREFIX, with_chosen
 from localentropy.experiments.tuning.record import tuning_summary, tuning_table
 from localentropy.experiments.tuning.record import value_text as record_value_text
@@ -42,7 +43,11 @@ PACKAGE = "localentropy.experiments.sweeps"
 @cache
 def _environment() -> jinja2.Environment:
     env = templates.environment(PACKAGE)
-    env.filters.update(quoted=lambda name: f"`{name}`", plural=lambda n, word: f"{n} {word}{'' if n == 1 else 's'}")
+    env.filters.update(
+        quoted=lambda name: f"`{name}`",
+        plural=lambda n, word: f"{n} {word}{'' if n == 1 else 's'}",
+        measured=measured_text,
+    )
     return env
 
 

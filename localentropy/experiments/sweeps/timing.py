@@ -60,3 +60,18 @@ def timing_record(
         "waited_s": waited_s,
         "alone": runs_at_a_time == 1 and quiet,
     }
+
+
+def measured_text(timing: dict[str, Any]) -> str:
+    """The phrase on what other processes used during the runs, for the sentence that says how they were timed:
+    ", other processes using at most 0.03 cores during a run (0.01 on average; alone: under 0.25 in every run)"
+    and the wait before them; "" for a record without the measure (older, or no /proc/stat)."""
+    most = timing.get("other_cores_max")
+    if most is None:
+        return ""
+    text = (
+        f", other processes using at most {most:.2f} cores during a run ({timing['other_cores_mean']:.2f} on "
+        f"average; alone: under {timing['other_cores_alone']:g} in every run)"
+    )
+    waited = timing.get("waited_s")
+    return text + (f", after waiting {waited:.0f} s for them to go quiet" if waited is not None else "")

@@ -175,6 +175,9 @@ def test_a_wall_clock_ratio_states_its_interval_or_why_it_has_none() -> None:
     text = say.time_ratio({"ratio": ratio, "of_means": 2.2, "timing": alone}, "entropy-sgd", "SGD")
     assert text.startswith(f"{ratio['ratio']:.3g}x SGD's training seconds (the geometric mean of the per-seed ratios")
     assert f"95 % CI {ratio['low']:.3g} to {ratio['high']:.3g} over 3 seeds; runs timed alone)" in text
+    measured = {**alone, "other_cores_max": 0.02, "other_cores_mean": 0.01, "other_cores_alone": 0.25, "waited_s": 2}
+    text = say.time_ratio({"ratio": ratio, "of_means": 2.2, "timing": measured}, "entropy-sgd", "SGD")
+    assert "over 3 seeds; runs 1 at a time, other processes using at most 0.02 cores: timed alone)" in text
     shared = {**alone, "runs_at_a_time": 2, "alone": False}
     assert "runs 2 at a time: not timed alone" in say.time_ratio(
         {"ratio": ratio, "of_means": 2.2, "timing": shared}, "e", "SGD"

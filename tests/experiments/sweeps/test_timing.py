@@ -10,8 +10,12 @@ import pytest
 
 from localentropy.cli import main
 from localentropy.experiments.core import cpuload
+from localentropy.experiments.reproduce.findings.render import timed_runs_text, timed_text, unsupported_numbers
+from localentropy.experiments.sweeps.report import _render
 from localentropy.experiments.sweeps.runner import run_one
-from localentropy.experiments.sweeps.timing import IDLE_LOAD, OTHER_CORES_ALONE, timing_record
+from localentropy.experiments.sweeps.timing import IDLE_LOAD, OTHER_CORES_ALONE, measured_text, timing_record
+
+OLD = {"runs_at_a_time": 1, "load_start": 0.1, "load_end": 1.0, "idle_load": 0.5, "alone": True}  # before the measure
 
 
 def test_one_run_at_a_time_is_alone_when_the_others_stayed_under_the_threshold() -> None:
@@ -49,6 +53,52 @@ def test_run_one_records_the_cores_that_other_processes_used(tmp_path: Path, mon
     assert run_one({"name": "x", "seed": 0}, str(tmp_path / "y"))["other_cores"] is None
 
 
+def _timing_sentence(timing: dict) -> str:
+    base = {"data": "digits", "model": "mlp", "batch_size": 128, "budget": "2 effective epochs per optimizer"}
+    lines = _render(
+        "ran.md.j2",
+        counts={"runs": 1, "ok": 1, "diverged": 0, "failed": 0},
+        axes="`seed` (0)",
+        base=base,
+        tuned=False,
+        optimizers=[],
+        timing=timing,
+    )
+    return next(line for line in lines if line.startswith("Timing:"))
+
+
+def test_an_old_record_renders_as_before_and_a_new_one_states_the_other_processes() -> None:
+    assert _timing_sentence(OLD) == (
+        "Timing: 1 run at a time, 1-minute load average 0.1 when the runs started and 1.0 when they ended: timed "
+        "alone (one run at a time on a machine otherwise idle: load below 0.5 at the start)."
+    )
+    assert measured_text(OLD) == "" and timed_text({"timing": OLD}) == "runs timed alone"
+    assert timed_runs_text(OLD) == (
+        "measured with 1 run at a time, the machine's 1-minute load average 0.1 when they started and 1.0 when they "
+        "ended: timed alone"
+    )
+    new = timing_record(1, 4.1, 1.0, [0.012, 0.031], waited_s=4.2)
+    said = (
+        ", other processes using at most 0.03 cores during a run (0.02 on average; alone: under 0.25 in every run), "
+        "after waiting 4 s for them to go quiet: timed alone"
+    )
+    assert _timing_sentence(new) == (
+        f"Timing: 1 run at a time, 1-minute load average 4.1 when the runs started and 1.0 when they ended{said}."
+    )
+    long = timed_runs_text(new)
+    assert long.endswith(said) and unsupported_numbers(long, new) == []  # every number shown is in the record
+    short = timed_text({"timing": new})
+    assert short == "runs 1 at a time, other processes using at most 0.03 cores: timed alone"
+    shared = timing_record(2, 1.0, 1.0, [1.3, 0.9])
+    assert (
+        timed_text({"timing": shared}) == "runs 2 at a time, other processes using at most 1.30 cores: not timed alone"
+    )
+    assert "1.30 cores during a run (1.10 on average" in _timing_sentence(shared)
+    assert _timing_sentence(shared).endswith(
+        ": not timed alone, so the seconds and their ratios are of a shared machine."
+    )
+
+
 def test_a_sweep_run_one_at_a_time_records_what_other_processes_used(tmp_path: Path, capsys) -> None:
     """A real sweep on local processes, one run at a time: it waits for a quiet machine, then each run measures."""
     config = tmp_path / "one.toml"
@@ -65,4 +115,5 @@ def test_a_sweep_run_one_at_a_time_records_what_other_processes_used(tmp_path: P
     assert timing["runs_at_a_time"] == 1 and timing["other_cores_max"] == run["other_cores"]
     assert timing["other_cores_mean"] == run["other_cores"] and 0 < timing["waited_s"] < 3 + 2.5  # one more look
     assert timing["alone"] == (run["other_cores"] < OTHER_CORES_ALONE)
+    assert f"other processes using at most {run['other_cores']:.2f} cores" in (out / "report.md").read_text()
     capsys.readouterr()

@@ -23,6 +23,7 @@ from localentropy.diagnostics.compare import sample_sd
 from localentropy.experiments.core import templates
 from localentropy.experiments.reproduce.claims import claim_text, consistency_text, outcome_text, pooled_claim
 from localentropy.experiments.reproduce.findings.common import distinct, fmt, pm, short
+from localentropy.experiments.sweeps.timing import measured_text
 
 PACKAGE = "localentropy.experiments.reproduce.findings"
 NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?")
@@ -58,6 +59,10 @@ def timed_text(t: dict[str, Any]) -> str:
     timing = t.get("timing")
     if timing is None:
         return "how the runs were timed was not recorded"
+    alone = "timed alone" if timing["alone"] else "not timed alone"
+    if timing.get("other_cores_max") is not None:  # measured during the runs (records before it: the load average)
+        most = timing["other_cores_max"]
+        return f"runs {timing['runs_at_a_time']} at a time, other processes using at most {most:.2f} cores: {alone}"
     return "runs timed alone" if timing["alone"] else f"runs {timing['runs_at_a_time']} at a time: not timed alone"
 
 
@@ -73,7 +78,7 @@ def timed_runs_text(timing: dict[str, Any] | None) -> str:
     )
     alone = "timed alone" if timing["alone"] else "not timed alone"
     runs = timing["runs_at_a_time"]
-    return f"measured with {runs} run{'s' if runs != 1 else ''} at a time{load}: {alone}"
+    return f"measured with {runs} run{'s' if runs != 1 else ''} at a time{load}{measured_text(timing)}: {alone}"
 
 
 def paired_text(d: dict[str, Any], a: str, b: str, scale: float = 100.0, unit: str = " points") -> str:
