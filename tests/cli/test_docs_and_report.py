@@ -1,10 +1,13 @@
 """Reachable from an install: the docs ship with the package and `localentropy docs` prints them, every docs path
-the package's texts name is one of them, and `localentropy report DIR` rebuilds a training run's report too."""
+the package's texts name is one of them, every report template is package data, and `localentropy report DIR`
+rebuilds a training run's report too."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,25 @@ def test_every_docs_pointer_of_the_package_and_readme_is_installed() -> None:
     missing = sorted(name for name in named if name not in shipped_docs())
     assert not missing, missing
     assert all(shipped_doc(name).is_file() for name in named)
+
+
+def test_every_template_is_package_data() -> None:
+    """The reports render their prose from templates/*.j2 inside the package: a wheel without one fails at the
+    first report, so pyproject.toml's package data must name every template."""
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["localentropy"]
+    package = ROOT / "localentropy"
+    found = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.j2"))
+    assert "experiments/training/templates/answer.md.j2" in found
+
+    def shipped(name: str) -> bool:  # setuptools' globs: a * stays within one path part
+        parts = name.split("/")
+        return any(
+            len(g.split("/")) == len(parts)
+            and all(fnmatch.fnmatchcase(p, q) for p, q in zip(parts, g.split("/"), strict=True))
+            for g in globs
+        )
+
+    assert [name for name in found if not shipped(name)] == []
 
 
 def test_report_rebuilds_a_training_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,23 +1,32 @@
 """Outputs of ``localentropy train``: per-epoch and final CSV tables, learning curves, SLQ densities, report.md.
 
 Everything is written atomically from the run's ``results.json`` data, so ``write_train_outputs`` can rebuild
-the report of a finished run. Figures use plain matplotlib (no pyplot state).
+the report of a finished run. Figures use plain matplotlib (no pyplot state). The report's prose is rendered from
+``templates/*.md.j2`` (Jinja2) fed by the plain view of those data that
+:mod:`localentropy.experiments.training.summary` builds: a sentence appears only when the data carry what it states.
 """
 
 from __future__ import annotations
 
-import math
+import json
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+import jinja2
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from localentropy.experiments.core import templates
 from localentropy.experiments.core.config import path_text
 from localentropy.experiments.core.files import atomic_write_bytes, csv_bytes
 from localentropy.experiments.core.plots import save_figure
+from localentropy.experiments.training import summary
+from localentropy.experiments.training.summary import DASH, MEASURE_HEADINGS, fmt
+
+PACKAGE = "localentropy.experiments.training"
 
 EPOCH_COLUMNS = (
     "optimizer",
@@ -68,7 +77,6 @@ FINAL_COLUMNS = (
     "llc_mcse",
     "message",
 )
-DASH = "—"
 
 
 def _flat(record: dict[str, Any], measure: str, key: str) -> Any:
@@ -99,15 +107,6 @@ def final_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return DASH
-    if isinstance(value, int):
-        return str(value)
-    x = float(value)
-    return f"{x:.{digits}g}" if math.isfinite(x) else DASH
 
 
 def _percent(value: Any) -> str:
@@ -156,22 +155,22 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_density(records: list[dict[str, Any]], path: Path) -> Path:
-    """The SLQ eigenvalue densities of the final Hessians, log scale, one line per optimizer."""
+def plot_density(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """The SLQ eigenvalue densities of the final Hessians, log scale, one line per optimizer that has one; None
+    (and no file) when no record holds a density."""
+    drawn = summary.densities(records)
+    if not drawn:
+        return None
     fig = Figure(figsize=(9, 5))
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.9)
     ax = fig.subplots()
     colors = _colors([r["label"] for r in records])
-    drawn, low = False, None
-    for rec in records:
-        density = (rec.get("flatness") or {}).get("density")
-        if not isinstance(density, dict) or not density.get("grid"):
-            continue
+    low = None
+    for label, density in drawn:
         grid, values = np.asarray(density["grid"], float), np.asarray(density["density"], float)
-        floor = max(values.max(), 1e-300) * 1e-6
+        floor = max(values.max(), 1e-300) * summary.DENSITY_FLOOR
         low = floor if low is None else min(low, floor)
-        ax.plot(grid, np.maximum(values, floor), color=colors[rec["label"]], linewidth=1.2, label=rec["label"])
-        drawn = True
+        ax.plot(grid, np.maximum(values, floor), color=colors[label], linewidth=1.2, label=label)
     ax.set(
         xlabel="Hessian eigenvalue",
         ylabel="density (Gaussian-broadened SLQ)",
@@ -179,169 +178,83 @@ def plot_density(records: list[dict[str, Any]], path: Path) -> Path:
         title="Eigenvalue density of the final Hessian (evaluation batch set)",
     )
     ax.grid(True, which="both", alpha=0.3)
-    if drawn:
-        ax.set_ylim(bottom=low)
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no density measured", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylim(bottom=low)
+    ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
-def _table(rows: list[dict[str, Any]]) -> list[str]:
-    head = (
-        "| optimizer | status | test error | effective epochs | seconds | grad evals | top eigenvalue | "
-        "trace ± MCSE | eps-sharpness | ‖g_LE‖ ± MCSE / ‖∇f‖ |"
-    )
-    lines = [head, "|" + "---|" * 10]
-    for r in rows:
-        trace = DASH if r["trace"] is None else f"{fmt(r['trace'])} ± {fmt(r['trace_mcse'], 2)}"
-        ratio = (
-            f"{fmt(r['local_entropy_grad_norm'])} ± {fmt(r['local_entropy_mcse'], 2)} / {fmt(r['grad_norm'])}"
-            if r["local_entropy_grad_norm"] is not None
-            else DASH
-        )
-        effective = DASH if r["effective_epochs"] is None else f"{r['effective_epochs']:.2f}"
-        seconds = DASH if r["seconds"] is None else f"{r['seconds']:.1f}"
-        lines.append(
-            f"| {r['optimizer']} | {r['status']} | {_percent(r['test_error'])} | {effective} | {seconds} | "
-            f"{fmt(r['grad_evals'])} | {fmt(r['top_eigenvalue'])} | {trace} | {fmt(r['sharpness'])} | {ratio} |"
-        )
-    return lines
+def _cells(r: dict[str, Any], measured: list[str], intervals: dict[str, str]) -> list[str]:
+    """One optimizer's row of the results table: the columns every run has, then one per flatness measure run."""
+    effective = DASH if r["effective_epochs"] is None else f"{r['effective_epochs']:.2f}"
+    seconds = DASH if r["seconds"] is None else f"{r['seconds']:.1f}"
+    error = _percent(r["test_error"]) + (f" ({intervals[r['optimizer']]})" if r["optimizer"] in intervals else "")
+    cells = [r["optimizer"], r["status"], error, effective, seconds, fmt(r["grad_evals"])]
+    for measure in measured:
+        if measure == "top_eigenvalue":
+            cells.append(fmt(r["top_eigenvalue"]))
+        elif measure == "trace":
+            cells.append(DASH if r["trace"] is None else f"{fmt(r['trace'])} ± {fmt(r['trace_mcse'], 2)}")
+        elif measure == "sharpness":
+            cells.append(fmt(r["sharpness"]))
+        elif measure == "local_entropy":
+            norm = r["local_entropy_grad_norm"]
+            cells.append(
+                DASH if norm is None else f"{fmt(norm)} ± {fmt(r['local_entropy_mcse'], 2)} / {fmt(r['grad_norm'])}"
+            )
+        elif measure == "llc":
+            cells.append(DASH if r["llc"] is None else f"{fmt(r['llc'])} ± {fmt(r['llc_mcse'], 2)}")
+    return cells
 
 
-def _backend(results: dict[str, Any]) -> str:
-    """The process group's backend, from the device the ranks trained on (older results name none: the CPU)."""
-    return "nccl" if str(results.get("device", "cpu")).startswith("cuda") else "gloo"
+@cache
+def _environment() -> jinja2.Environment:
+    env = templates.environment(PACKAGE)
+    env.filters.update(quoted=lambda name: f"`{name}`")
+    return env
 
 
-def _communication(results: dict[str, Any]) -> list[str]:
-    """The data-parallel section: world size and each optimizer's traffic (nothing for one process)."""
-    world = results.get("world_size", 1)
-    if world <= 1:
-        return []
-    lines = [
-        "## Communication",
-        "",
-        f"Data-parallel on {world} processes (torch.distributed, {_backend(results)}): every rank reads its share "
-        f"of each global batch of {results['config']['batch_size']} examples and DDP all-reduces the gradients. Bytes: "
-        "the payload each rank handed to collectives (gradient all-reduces, the noise broadcast, drift checks, "
-        "BatchNorm buffer broadcasts); a ring all-reduce sends 2 (n - 1) / n of it "
-        "(`localentropy docs distributed`).",
-        "",
-        "| optimizer | bytes per rank | collective calls | bytes per optimizer step | seconds |",
-        "|---|---|---|---|---|",
-    ]
-    for rec in results["records"]:
-        per_step = rec.get("bytes_communicated", 0) / max(rec.get("steps") or 1, 1)
-        seconds = (rec.get("final") or {}).get("seconds")
-        lines.append(
-            f"| {rec['label']} | {rec.get('bytes_communicated', 0):,} | {rec.get('collective_calls', 0):,} | "
-            f"{per_step:,.0f} | {fmt(seconds)} |"
-        )
-    return [*lines, ""]
+def _render(template: str, **data: Any) -> str:
+    _environment()
+    return templates.render(PACKAGE, template, **data)
 
 
-def _flatness_sentence(fl: dict[str, Any]) -> str:
-    """What the flatness columns measured: only the measures the run asked for."""
-    measured = set(fl.get("measures") or [])
-    parts = {
-        "top_eigenvalue": "top Hessian eigenvalue (power iteration)",
-        "trace": f"trace (Hutchinson, {fl['hutchinson_samples']} Rademacher vectors, ± one MCSE)",
-        "sharpness": f"Keskar eps-sharpness (eps = {fl['sharpness_epsilon']:g}, in %)",
-        "local_entropy": f"local-entropy gradient norm (full training loss, gamma = {fl['local_entropy']['gamma']:g}, "
-        f"T = {fl['local_entropy']['temperature']:g}) beside the gradient norm",
-        "llc": "local learning coefficient (SGLD, localentropy.llc)",
-    }
-    named = [text for key, text in parts.items() if key in measured]
-    if not named:
-        return " No flatness was measured."
-    return (
-        f" Flatness at the final weights in eval mode on {fl['examples']} training examples: " + "; ".join(named) + "."
-    )
-
-
-def _what_ran(results: dict[str, Any]) -> list[str]:
-    """Each optimizer with the values it ran with: its learning rate, options and inner-loop sampler."""
-    config = results["config"]
-    lines = ["## What ran", ""]
-    for spec in config.get("optimizers", []):
-        options = ", ".join(f"{k} = {v}" for k, v in sorted((spec.get("options") or {}).items()))
-        text = f"- `{spec.get('label')}` ({spec.get('kind')}): lr {spec.get('lr')}"
-        text += f"; {options}" if options else ""
-        if spec.get("preset"):
-            text += f"; preset {spec['preset']}"
-        if spec.get("sampler"):
-            sampler_options = ", ".join(f"{k} = {v}" for k, v in sorted((spec.get("sampler_options") or {}).items()))
-            text += f"; inner sampler `{spec['sampler']}`" + (f" ({sampler_options})" if sampler_options else "")
-        lines.append(text)
-    device, precision = results.get("device"), results.get("precision")
-    if device or precision:
-        lines += ["", f"Device {device or 'cpu'}, precision {precision or '32-true'}."]
-    return [*lines, ""]
-
-
-def _density_section(fl: dict[str, Any]) -> list[str]:
-    if "density" not in (fl.get("measures") or []):
-        return []
-    return [
-        "## Hessian eigenvalue density (stochastic Lanczos quadrature)",
-        "",
-        f"{fl['lanczos_runs']} run(s) of {fl['lanczos_steps']} Lanczos steps with full re-orthogonalisation, "
-        f"Gaussian broadening of {fl['broadening']:g} times the spread of the nodes.",
-        "",
-        "![SLQ density](density.png)",
-        "",
-    ]
-
-
-def report_markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    config, data, model = results["config"], results.get("data", {}), results.get("model", {})
-    budget = (
-        f"{config['epochs']} epochs per optimizer"
-        if config.get("epochs") is not None
-        else f"{config['effective_epochs']:g} effective epochs per optimizer"
-    )
-    sizes = data.get("sizes", {})
-    fl = config["flatness"]
-    lines = [
+def report_markdown(results: dict[str, Any]) -> str:
+    """The report: its answer first, what ran with the values it ran with, the tables and figures of what was
+    measured (nothing for what was not), and the resolved config last."""
+    found = summary.answer(results)
+    flat = summary.flatness(results)
+    table_rows = final_rows(results["records"])
+    columns = flat["columns"] if flat else []
+    drawn = summary.density(results)
+    records = results["records"]
+    meta = results.get("meta") or {}
+    sections = [
         f"# Training comparison: {results['name']}",
-        "",
-        f"Data: `{data.get('source')}` ({sizes.get('train')} train / {sizes.get('validation')} validation / "
-        f"{sizes.get('test')} test, split seed {config['seed']}); model `{model.get('name')}` "
-        f"({model.get('parameters')} parameters); batch size {config['batch_size']}; budget: {budget}. "
-        "Every optimizer starts from the same weights and reads the minibatches in the same order.",
-        "",
-        "## Final results",
-        "",
-        *_table(rows),
-        "",
-        "Test error at the final weights. Effective epochs: examples forward-backwarded / training-set size "
-        "(Entropy-SGD's inner steps, LPF-SGD's samples and SAM's second pass included); grad evals: "
-        "forward-backward passes; seconds: training wall-clock time (evaluation excluded)." + _flatness_sentence(fl),
-        "",
-        *_what_ran(results),
+        _render("answer.md.j2", answer=found),
+        _render("ran.md.j2", ran=summary.what_ran(results)),
+        _render(
+            "results.md.j2",
+            head=["optimizer", "status", "test error" + (" (95 % interval)" if found["intervals"] else "")]
+            + ["effective epochs", "seconds", "grad evals"]
+            + [MEASURE_HEADINGS[m] for m in columns],
+            rows=[_cells(r, columns, found["intervals"]) for r in table_rows],
+            test_examples=found["test_examples"],
+            flatness=flat,
+        ),
+        _render("communication.md.j2", communication=summary.communication(results)),
+        _render("diverged.md.j2", messages=[r.get("message") or r["label"] for r in records if r["status"] != "ok"]),
+        _render("curves.md.j2", clipped=summary.clipped(records), diverged=any(r["status"] != "ok" for r in records)),
+        _render("density.md.j2", density=drawn),
+        _render("files.md.j2", density=drawn is not None),
+        _render(
+            "config.md.j2",
+            config=json.dumps(results["config"], indent=2, sort_keys=True, default=str),
+            torch=(meta.get("versions") or {}).get("torch"),
+            threads=meta.get("torch_threads"),
+            commit=meta.get("git_commit"),
+        ),
     ]
-    lines += _communication(results)
-    failed = [r for r in results["records"] if r["status"] != "ok"]
-    if failed:
-        lines += ["## Diverged", ""] + [f"- {r['message']}" for r in failed] + [""]
-    lines += [
-        "## Learning curves",
-        "",
-        "![test error against effective epochs and seconds](curves.png)",
-        "",
-        *_density_section(fl),
-        "Files: `results.json` (everything), `epochs.csv` (one row per optimizer and epoch), `final.csv`, "
-        "`checkpoints/` (the last epoch of each optimizer: `torch.load(path, weights_only=True)`).",
-        "",
-    ]
-    meta = results.get("meta", {})
-    versions = meta.get("versions", {})
-    lines.append(
-        f"torch {versions.get('torch')}, {meta.get('torch_threads')} thread(s), commit "
-        f"{meta.get('git_commit') or 'unknown'}."
-    )
-    return "\n".join(lines) + "\n"
+    return "\n\n".join(s for s in sections if s) + "\n"
 
 
 class TrainRecord(BaseModel):
@@ -381,7 +294,8 @@ def check_train_results(data: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def write_train_outputs(run_dir: Path, results: dict[str, Any]) -> Path:
-    """epochs.csv, final.csv, curves.png, density.png and report.md in ``run_dir``; returns the report's path."""
+    """epochs.csv, final.csv, curves.png, density.png (when a density was measured) and report.md in ``run_dir``;
+    returns the report's path."""
     run_dir = Path(run_dir)
     records = results["records"]
     epoch_rows = [
@@ -391,9 +305,8 @@ def write_train_outputs(run_dir: Path, results: dict[str, Any]) -> Path:
     ]
     columns = EPOCH_COLUMNS + (("bytes_communicated",) if results.get("world_size", 1) > 1 else ())
     atomic_write_bytes(run_dir / "epochs.csv", csv_bytes(epoch_rows, columns))
-    rows = final_rows(records)
-    atomic_write_bytes(run_dir / "final.csv", csv_bytes(rows, FINAL_COLUMNS))
+    atomic_write_bytes(run_dir / "final.csv", csv_bytes(final_rows(records), FINAL_COLUMNS))
     plot_curves(records, run_dir / "curves.png")
     plot_density(records, run_dir / "density.png")
-    atomic_write_bytes(run_dir / "report.md", report_markdown(results, rows).encode())
+    atomic_write_bytes(run_dir / "report.md", report_markdown(results).encode())
     return run_dir / "report.md"
