@@ -63,43 +63,44 @@ def worst_records(rows: list[Row]) -> list[Row]:
     return sorted(worst.values(), key=lambda r: (-_rhat(r), r.label))
 
 
-def chain_figures(rows: list[Row], out_dir: Path, title_of: Any) -> tuple[list[str], list[str]]:
-    """Trace and rank plots of every estimator's worst-mixed record: (image lines, notes)."""
+def chain_figures(rows: list[Row], out_dir: Path, title_of: Any) -> dict[str, Any] | None:
+    """Trace and rank plots of every estimator's worst-mixed record, drawn into ``out_dir``; what the report says
+    of them (``chains.md.j2``): how many estimators have chains and how many are shown, each figure's file and
+    title, and each run or record whose draws could not be had. None when no estimator has chains."""
     import xarray as xr
 
     chosen = worst_records(rows)
-    images, notes = [], []
-    if chosen:
-        notes.append(
-            "One figure per local-entropy estimator, at its record with the highest R-hat (its worst mixed chains)."
-        )
-    if len(chosen) > MAX_CHAIN_FIGURES:
-        notes.append(f"Shown: the {MAX_CHAIN_FIGURES} estimators with the highest R-hat, of {len(chosen)}.")
-        chosen = chosen[:MAX_CHAIN_FIGURES]
+    if not chosen:
+        return None
+    estimators = len(chosen)
+    chosen = chosen[:MAX_CHAIN_FIGURES]
+    images: list[dict[str, str]] = []
+    problems: list[dict[str, str]] = []  # a run without draws.nc, a record without draws, a file not read
     by_run = defaultdict(list)
     for row in chosen:
         by_run[(row.run, row.run_dir)].append(row)
     for (run_label, run_dir), run_rows in by_run.items():
         path = Path(run_dir) / "draws.nc"
         if not path.exists():
-            notes.append(f"Run `{run_label}` has no draws.nc: no trace or rank plots.")
+            problems.append({"run": run_label})
             continue
         try:
             with xr.open_datatree(path, engine="h5netcdf") as tree:
                 for row in run_rows:
                     rid = find_node(tree, row.record.key)
                     if rid is None:
-                        missing = record_ids(row.record.key)[0]
-                        notes.append(f"draws.nc of run `{run_label}` has no draws for `{missing}`.")
+                        problems.append({"run": run_label, "record": record_ids(row.record.key)[0]})
                         continue
                     draws = np.asarray(tree[rid]["posterior"]["x"].values, float)
                     images.append(_chain_figure(draws.reshape(*draws.shape[:2], -1), row, rid, out_dir, title_of))
         except (OSError, ValueError, KeyError) as exc:
-            notes.append(f"Could not read `{path}`: {exc}")
-    return images, list(dict.fromkeys(notes))
+            problems.append({"path": str(path), "error": str(exc)})
+    unique = list({tuple(p.items()): p for p in problems}.values())  # a run directory merged twice: said once
+    return {"estimators": estimators, "shown": len(chosen), "images": images, "problems": unique}
 
 
-def _chain_figure(draws: np.ndarray, row: Row, rid: str, out_dir: Path, title_of: Any) -> str:
+def _chain_figure(draws: np.ndarray, row: Row, rid: str, out_dir: Path, title_of: Any) -> dict[str, str]:
+    """One record's trace and rank plots, drawn: the figure's file name and title."""
     import arviz_stats
 
     coords = [(0, "coordinate 0")]
@@ -113,4 +114,4 @@ def _chain_figure(draws: np.ndarray, row: Row, rid: str, out_dir: Path, title_of
         f", max R-hat {fmt(rhat)}" if math.isfinite(rhat) else ""
     )
     plots.plot_chains(draws, coords, title, out_dir / name)
-    return f"![trace and rank plots: {title.replace('|', '/')}]({name})"
+    return {"file": name, "title": title}

@@ -1,5 +1,6 @@
 """A comparison of several problems (``[[problems]]``): one ordinary comparison run per problem, each tuned on its
-own problem, in ``<run>/<label>/``, and a ``report.md`` and ``suite.json`` that gather what they found.
+own problem, in ``<run>/<label>/``, and a ``report.md`` (rendered by ``templates/suite.md.j2``) and ``suite.json``
+that gather what they found.
 
 Each problem's run is a complete run directory of its own (results.json, report.md, draws.nc; resumed or skipped
 like any run), so everything that reads one run reads it. Every problem's config is checked (its problem, points
@@ -13,6 +14,7 @@ from typing import Any
 
 from localentropy.diagnostics.compare import verdict_text
 from localentropy.experiments.comparison.config import RunConfig
+from localentropy.experiments.comparison.formatting import render
 from localentropy.experiments.core.rundir import environment, finite_or_none
 
 __all__ = ["SUITE_FILE", "problem_rows", "single_configs", "suite_markdown", "suite_summary"]
@@ -93,56 +95,46 @@ def _fmt(value: Any, spec: str = ".4g") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def suite_markdown(summary: dict[str, Any]) -> str:
-    """report.md of a suite: per problem, the verdicts first, then each estimator's figures."""
-    lines = [f"# Comparison report: `{summary['name']}` ({len(summary['problems'])} problems)", ""]
-    lines += [
-        "Each problem ran as its own comparison (its own tuning, the same replicate seeds for every estimator), "
-        "reported in full in `<problem>/report.md`. The verdict compares the squared errors per replicate "
-        "(Holm-adjusted paired t-tests against the lowest mean; a replicate that diverged or ran away ranks its "
-        "estimator out).",
-        "",
+def _cells(row: dict[str, Any], llc: bool) -> list[str]:
+    """A row's table cells: its figures, or its status and error when it did not finish."""
+    tuned = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in (row["chosen"] or {}).items())
+    cells = [str(row["estimator"]), str(row["budget"]), tuned or "—"]
+    if row["status"] != "ok":
+        return [*cells, f"{row['status']}: {row['error']}"]
+    if llc:
+        return [
+            *cells,
+            _fmt(row["estimate"]),
+            f"{row['bias']:+.4f} ± {row['bias_se']:.4f}",
+            _fmt(row["rmse"]),
+            _fmt(row["mean_mcse"]),
+            _fmt(row["min_ess_bulk"], ".0f"),
+            _fmt(row["max_rhat"], ".3f"),
+        ]
+    return [
+        *cells,
+        f"{_fmt(row['mse'])} ± {_fmt(row['mse_mcse'], '.2g')}",
+        _fmt(row["min_ess_bulk"], ".0f"),
+        _fmt(row["max_rhat"], ".3f"),
     ]
+
+
+def suite_markdown(summary: dict[str, Any]) -> str:
+    """report.md of a suite (``templates/suite.md.j2``): per problem, the verdicts first (``verdict_text``, shared
+    with the run reports), then each estimator's figures."""
+    problems = []
     for problem in summary["problems"]:
         rows = problem["rows"]
-        llc = any("truth" in r for r in rows)
-        first = next((r for r in rows if "truth" in r), None)
-        head = f"## {problem['label']}"
-        if first is not None:
-            head += (
-                f": LLC truth {first['truth']:.4g} ({first['truth_kind']}), nbeta {first['nbeta']:g}, "
-                f"localization {first['localization']:g}"
-            )
-        lines += [head, ""]
-        for v in problem["verdicts"]:
-            lines.append(f"* point {v['point']}, budget {v['budget']}: {verdict_text(v, '{:.3g}'.format)}")
-        lines.append("")
-        if llc:
-            lines += [
-                "| estimator | budget | tuned | estimate | bias ± SE | RMSE | mean MCSE | ESS (bulk) of L | R-hat |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
-        else:
-            lines += [
-                "| estimator | budget | tuned | MSE ± MCSE | min ESS (bulk) | max R-hat |",
-                "|---|---|---|---|---|---|",
-            ]
-        for r in rows:
-            tuned = ", ".join(
-                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in (r["chosen"] or {}).items()
-            )
-            if r["status"] != "ok":
-                lines.append(f"| {r['estimator']} | {r['budget']} | {tuned or '—'} | {r['status']}: {r['error']} |")
-            elif llc:
-                lines.append(
-                    f"| {r['estimator']} | {r['budget']} | {tuned or '—'} | {_fmt(r['estimate'])} | "
-                    f"{r['bias']:+.4f} ± {r['bias_se']:.4f} | {_fmt(r['rmse'])} | {_fmt(r['mean_mcse'])} | "
-                    f"{_fmt(r['min_ess_bulk'], '.0f')} | {_fmt(r['max_rhat'], '.3f')} |"
-                )
-            else:
-                lines.append(
-                    f"| {r['estimator']} | {r['budget']} | {tuned or '—'} | {_fmt(r['mse'])} ± "
-                    f"{_fmt(r['mse_mcse'], '.2g')} | {_fmt(r['min_ess_bulk'], '.0f')} | {_fmt(r['max_rhat'], '.3f')} |"
-                )
-        lines.append("")
-    return "\n".join(lines)
+        llc = next((r for r in rows if "truth" in r), None)  # the LLC's truth, as its first row carries it
+        problems.append(
+            {
+                "label": problem["label"],
+                "llc": llc,
+                "verdicts": [
+                    {"point": v["point"], "budget": v["budget"], "text": verdict_text(v, "{:.3g}".format)}
+                    for v in problem["verdicts"]
+                ],
+                "rows": [_cells(r, llc is not None) for r in rows],
+            }
+        )
+    return render("suite.md.j2", name=summary["name"], problems=problems) + "\n"
