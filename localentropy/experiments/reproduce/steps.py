@@ -160,14 +160,15 @@ register_step(
 # seed): 125 s of CPU at load ~4.5, reproduce's start included. Before the tuning: 20 minutes alone at 100
 # effective epochs (2026-11-28). Measured alone (`reproduce --steps cost --fresh-seeds 2`, 2026-12-07 18:39 UTC, load
 # below 1): the step 1599 s (26.7 minutes: the searches about 15, the 20 runs 33-48 s each), the fresh rerun of
-# 2 seeds 287 s with every search reused.
+# 2 seeds 287 s with every search reused. Rerun alone at d2a7af7 (2026-12-07 22:57 UTC, the runs measured alone:
+# other processes at most 0.01 cores): 1511 s, 25.2 minutes, the registered figure.
 register_step(
     "cost",
     kind="sweep",
     config="sweep_cost.toml",
     question="Q1",
     section="cost",
-    full_minutes=26.3,
+    full_minutes=25.2,
     quick_minutes=1.5,
     quick={"seeds": 2, "set": {"effective_epochs": 6}, "tuning": {"trials": 2, "seeds": 1}},
     timed=True,  # Q1's seconds per effective epoch: one run at a time
