@@ -94,3 +94,23 @@ def test_an_untuned_sweep_says_so(cost_run: Path, tmp_path: Path) -> None:
     lines, summary = section_cost(untuned, tmp_path, None, numbers)
     text = "\n".join(lines)
     assert "The optimizers run at hand-set values (no `[tuning]`)." in text and "tuned alike" not in text + summary
+
+
+def test_the_points_where_entropy_sgd_is_lowest_are_printed_as_effective_epochs() -> None:
+    """The record keys the matched errors by the points' text (JSON keys); the summary prints the points where
+    Entropy-SGD's mean was the lowest as numbers (a quick reproduction, where it is lowest at some, failed here)."""
+    from localentropy.experiments.reproduce.findings.cost import _lowest_at
+    from localentropy.experiments.reproduce.findings.render import environment
+
+    matched = {
+        "entropy-sgd": {"2.0": [0.10, 0.12], "4.0": [0.30, 0.20]},
+        "sgd": {"2.0": [0.20, 0.20], "4.0": [0.10, 0.10]},
+    }
+    lowest = _lowest_at(matched, "entropy-sgd")
+    assert lowest == {"points": 2, "lowest": [2.0]}
+    template = '{% import "_macros.md.j2" as say %}{{ say.lowest_at(l) }}'
+    text = environment().from_string(template).render(l=lowest)
+    assert (
+        text
+        == "Its mean test error was the lowest of all optimizers at 1 of its 2 evaluation points (2 effective epochs)."
+    )

@@ -220,7 +220,8 @@ def _reach(info: dict[str, Any], entropy: str) -> dict[str, Any]:
 
 
 def _lowest_at(matched: dict[str, dict[str, list[float]]], entropy: str) -> dict[str, Any]:
-    """At which of Entropy-SGD's evaluation points its mean test error was the lowest of all optimizers."""
+    """At which of Entropy-SGD's evaluation points its mean test error was the lowest of all optimizers: the
+    effective epochs as numbers (``matched`` is keyed by their text, as the record stores them)."""
     points = list(matched.get(entropy, {}))
     lowest = []
     for point in points:
@@ -228,7 +229,7 @@ def _lowest_at(matched: dict[str, dict[str, list[float]]], entropy: str) -> dict
         if means[entropy] is not None and all(
             m is None or means[entropy] < m for lab, m in means.items() if lab != entropy
         ):
-            lowest.append(point)
+            lowest.append(float(point))
     return {"points": len(points), "lowest": lowest}
 
 
