@@ -1,15 +1,12 @@
-"""How a comparison report writes numbers, names and figure file names (shared by its tables and figures), and the
-Jinja2 environment of its templates (``comparison/templates/``), whose filters are these functions."""
+"""How a comparison report writes numbers, names and figure file names (shared by its tables and figures), and its
+templates (``comparison/templates/``, :data:`TEMPLATES`), whose filters are these functions."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
-
-import jinja2
 
 from localentropy.experiments.comparison.results import EstimatorInfo, Record
 from localentropy.experiments.core import templates
@@ -90,25 +87,20 @@ class Row(NamedTuple):
     record: Record
 
 
-@cache
-def environment() -> jinja2.Environment:
-    """The house environment of ``comparison/templates`` (:mod:`localentropy.experiments.core.templates`) with the
-    report's filters: ``fmt``, ``count`` (:func:`fmt_count`), ``md``, ``quoted``, ``g`` and ``thousands`` (a
-    number as ``:g`` and ``:,`` write it) and ``spec`` (``format(value, spec)``)."""
-    env = templates.environment(PACKAGE)
-    env.filters.update(
-        fmt=fmt,
-        count=fmt_count,
-        md=md,
-        quoted=quoted,
-        g=lambda value: format(value, "g"),
-        thousands=lambda value: f"{value:,}",
-        spec=format,
-    )
-    return env
+# the report's filters: ``fmt``, ``count`` (:func:`fmt_count`), ``md``, ``quoted`` (escaping markdown), ``g`` and
+# ``thousands`` (a number as ``:g`` and ``:,`` write it) and ``spec`` (``format(value, spec)``)
+TEMPLATES = templates.Templates(
+    PACKAGE,
+    fmt=fmt,
+    count=fmt_count,
+    md=md,
+    quoted=quoted,
+    g=lambda value: format(value, "g"),
+    thousands=lambda value: f"{value:,}",
+    spec=format,
+)
 
 
 def render(template: str, **data: Any) -> str:
     """``comparison/templates/<template>`` rendered with ``data``, without leading or trailing blank lines."""
-    environment()
-    return templates.render(PACKAGE, template, **data)
+    return TEMPLATES.render(template, **data)

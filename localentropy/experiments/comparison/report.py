@@ -26,8 +26,8 @@ from localentropy.diagnostics.compare import METHOD, verdict_text
 from localentropy.experiments.comparison.chain_plots import chain_figures, record_ids
 from localentropy.experiments.comparison.formatting import (
     DASH,
+    TEMPLATES,
     Row,
-    environment,
     estimator_cell,
     figure_name,
     fmt,
@@ -56,7 +56,7 @@ FOREST_INTERVAL = "mean and Bonferroni simultaneous 95 % t-interval over the pai
 
 def _macros() -> Any:
     """The words shared by the report and its figures' titles (``_macros.md.j2``)."""
-    return environment().get_template("_macros.md.j2").module
+    return TEMPLATES.macros()
 
 
 def estimand_of(results: Sequence[Results]) -> str:

@@ -6,7 +6,8 @@ such sentence; templates fail on a missing name (``StrictUndefined``) rather tha
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Callable
+from functools import cache, cached_property
 from typing import Any
 
 import jinja2
@@ -28,3 +29,36 @@ def environment(package: str) -> jinja2.Environment:
 def render(package: str, template: str, **data: Any) -> str:
     """``<package>/templates/<template>`` rendered with ``data``, without leading or trailing blank lines."""
     return environment(package).get_template(template).render(**data).strip("\n")
+
+
+# the filters every package's templates have (a package's own of the same name replace them)
+COMMON_FILTERS: dict[str, Callable[..., str]] = {
+    "quoted": lambda name: f"`{name}`",
+    "plural": lambda n, word: f"{n} {word}{'' if n == 1 else 's'}",
+}
+
+
+class Templates:
+    """One package's templates with its filters, registered once on the package's environment at the first use.
+
+    ``filters`` come after :data:`COMMON_FILTERS` (a package's ``quoted`` that escapes markdown replaces the plain
+    one). ``render`` is :func:`render` with those filters; ``macros`` a template's macros, for Python callers.
+    """
+
+    def __init__(self, package: str, **filters: Callable[..., Any]) -> None:
+        self.package = package
+        self.filters = {**COMMON_FILTERS, **filters}
+
+    @cached_property
+    def environment(self) -> jinja2.Environment:
+        env = environment(self.package)
+        env.filters.update(self.filters)
+        return env
+
+    def render(self, template: str, **data: Any) -> str:
+        """``<package>/templates/<template>`` rendered with ``data``, without leading or trailing blank lines."""
+        return self.environment.get_template(template).render(**data).strip("\n")
+
+    def macros(self, template: str = "_macros.md.j2") -> Any:
+        """The macros of ``template``, callable from Python (the words a figure title shares with the text)."""
+        return self.environment.get_template(template).module

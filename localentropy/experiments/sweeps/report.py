@@ -12,11 +12,8 @@ What the numbers say (settings, statistics over seeds, best settings, the answer
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 from typing import Any
-
-import jinja2
 
 from localentropy.experiments.core import templates
 from localentropy.experiments.core.files import atomic_write_bytes, csv_bytes
@@ -40,20 +37,11 @@ DASH = "—"
 PACKAGE = "localentropy.experiments.sweeps"
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    env = templates.environment(PACKAGE)
-    env.filters.update(
-        quoted=lambda name: f"`{name}`",
-        plural=lambda n, word: f"{n} {word}{'' if n == 1 else 's'}",
-        measured=measured_text,
-    )
-    return env
+TEMPLATES = templates.Templates(PACKAGE, measured=measured_text)
 
 
 def _render(template: str, **data: Any) -> list[str]:
-    _environment()
-    return [*templates.render(PACKAGE, template, **data).split("\n"), ""]
+    return [*TEMPLATES.render(template, **data).split("\n"), ""]
 
 
 def _pct(mean: float | None, sd: float | None) -> str:

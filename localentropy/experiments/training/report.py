@@ -9,11 +9,9 @@ the report of a finished run. Figures use plain matplotlib (no pyplot state). Th
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import jinja2
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -206,16 +204,7 @@ def _cells(r: dict[str, Any], measured: list[str], intervals: dict[str, str]) ->
     return cells
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    env = templates.environment(PACKAGE)
-    env.filters.update(quoted=lambda name: f"`{name}`")
-    return env
-
-
-def _render(template: str, **data: Any) -> str:
-    _environment()
-    return templates.render(PACKAGE, template, **data)
+TEMPLATES = templates.Templates(PACKAGE)
 
 
 def report_markdown(results: dict[str, Any]) -> str:
@@ -230,9 +219,9 @@ def report_markdown(results: dict[str, Any]) -> str:
     meta = results.get("meta") or {}
     sections = [
         f"# Training comparison: {results['name']}",
-        _render("answer.md.j2", answer=found),
-        _render("ran.md.j2", ran=summary.what_ran(results)),
-        _render(
+        TEMPLATES.render("answer.md.j2", answer=found),
+        TEMPLATES.render("ran.md.j2", ran=summary.what_ran(results)),
+        TEMPLATES.render(
             "results.md.j2",
             head=["optimizer", "status", "test error" + (" (95 % interval)" if found["intervals"] else "")]
             + ["effective epochs", "seconds", "grad evals"]
@@ -241,12 +230,16 @@ def report_markdown(results: dict[str, Any]) -> str:
             test_examples=found["test_examples"],
             flatness=flat,
         ),
-        _render("communication.md.j2", communication=summary.communication(results)),
-        _render("diverged.md.j2", messages=[r.get("message") or r["label"] for r in records if r["status"] != "ok"]),
-        _render("curves.md.j2", clipped=summary.clipped(records), diverged=any(r["status"] != "ok" for r in records)),
-        _render("density.md.j2", density=drawn),
-        _render("files.md.j2", density=drawn is not None),
-        _render(
+        TEMPLATES.render("communication.md.j2", communication=summary.communication(results)),
+        TEMPLATES.render(
+            "diverged.md.j2", messages=[r.get("message") or r["label"] for r in records if r["status"] != "ok"]
+        ),
+        TEMPLATES.render(
+            "curves.md.j2", clipped=summary.clipped(records), diverged=any(r["status"] != "ok" for r in records)
+        ),
+        TEMPLATES.render("density.md.j2", density=drawn),
+        TEMPLATES.render("files.md.j2", density=drawn is not None),
+        TEMPLATES.render(
             "config.md.j2",
             config=json.dumps(results["config"], indent=2, sort_keys=True, default=str),
             torch=(meta.get("versions") or {}).get("torch"),

@@ -12,10 +12,14 @@ import math
 from statistics import NormalDist
 from typing import Any
 
+import torch
+
 from localentropy.entropy.optim.local_entropy import DEFAULT_SAMPLER_OPTIONS
 from localentropy.entropy.presets import INNER_LOOP_PRESETS
 from localentropy.experiments.training.config import MEASURES
 from localentropy.experiments.training.optim import ENTROPY_KINDS, SAMPLER_KINDS
+from localentropy.experiments.training.parallel import backend_for
+from localentropy.experiments.tuning.record import value_text
 
 DASH = "—"
 DENSITY_FLOOR = 1e-6  # density.png draws each curve down to this fraction of its peak (lower values at it)
@@ -39,11 +43,6 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if math.isfinite(x) else DASH
 
 
-def _backend(results: dict[str, Any]) -> str:
-    """The process group's backend, from the device the ranks trained on (older results name none: the CPU)."""
-    return "nccl" if str(results.get("device", "cpu")).startswith("cuda") else "gloo"
-
-
 def communication(results: dict[str, Any]) -> dict[str, Any] | None:
     """The data-parallel section's data: world size, backend and each optimizer's traffic (None for one process)."""
     world = results.get("world_size", 1)
@@ -61,20 +60,12 @@ def communication(results: dict[str, Any]) -> dict[str, Any] | None:
                 "seconds": fmt((rec.get("final") or {}).get("seconds")),
             }
         )
-    return {"world": world, "backend": _backend(results), "batch_size": results["config"]["batch_size"], "rows": rows}
-
-
-def value_text(value: Any) -> str:
-    """A configured value as the report writes it: floats to 4 significant digits, booleans in TOML's spelling."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(value_text(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {value_text(v)}" for k, v in value.items()) + "}"
-    return str(value)
+    return {
+        "world": world,
+        "backend": backend_for(torch.device(results.get("device") or "cpu")),
+        "batch_size": results["config"]["batch_size"],
+        "rows": rows,
+    }
 
 
 def _settings(options: dict[str, Any]) -> list[str]:

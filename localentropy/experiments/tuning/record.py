@@ -9,7 +9,17 @@ DASH = "—"
 
 
 def value_text(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+    """A configured or chosen value as reports write it: floats to 4 significant digits, booleans in TOML's
+    spelling, lists and tables entry by entry."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(value_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {value_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def _range_text(dim: dict[str, Any]) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from functools import cache
 from typing import Any
 
 import jinja2
@@ -31,27 +30,9 @@ NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?")
 SCALES = (1.0, 100.0, 1 / 60)
 
 
-@cache
 def environment() -> jinja2.Environment:
-    env = templates.environment(PACKAGE)
-    env.filters.update(
-        claim=claim_text,
-        outcome=outcome_text,
-        consistency=consistency_text,
-        pooled=pooled_claim,
-        label=claim_label,
-        plural=lambda n, word: f"{n} {word}{'' if n == 1 else 's'}",
-        minutes=lambda seconds: f"{seconds / 60:.1f}",
-        pm=pm,
-        fmt=fmt,
-        quoted=lambda name: f"`{name}`",
-        percent=lambda value: "—" if value is None else f"{100 * value:.1f} %",
-        short=short,
-        distinct=distinct,
-        timed=timed_text,
-        timed_runs=timed_runs_text,
-    )
-    return env
+    """The findings' environment, its filters registered (:data:`TEMPLATES`)."""
+    return TEMPLATES.environment
 
 
 def timed_text(t: dict[str, Any]) -> str:
@@ -84,7 +65,7 @@ def timed_runs_text(timing: dict[str, Any] | None) -> str:
 def paired_text(d: dict[str, Any], a: str, b: str, scale: float = 100.0, unit: str = " points") -> str:
     """A sentence on a paired difference in test error: direction, size, interval and the seed count (the
     ``paired`` macro of ``templates/_macros.md.j2``, which the sections' templates call)."""
-    return str(environment().get_template("_macros.md.j2").module.paired(d, a, b, scale, unit))
+    return str(TEMPLATES.macros().paired(d, a, b, scale, unit))
 
 
 def section_text(name: str, view: dict[str, Any]) -> tuple[list[str], str]:
@@ -100,10 +81,27 @@ def claim_label(entry: dict[str, Any]) -> str:
     return f"`{claim['id'].split('/')[0]}`: {claim['text']}"
 
 
+TEMPLATES = templates.Templates(
+    PACKAGE,
+    claim=claim_text,
+    outcome=outcome_text,
+    consistency=consistency_text,
+    pooled=pooled_claim,
+    label=claim_label,
+    minutes=lambda seconds: f"{seconds / 60:.1f}",
+    pm=pm,
+    fmt=fmt,
+    percent=lambda value: "—" if value is None else f"{100 * value:.1f} %",
+    short=short,
+    distinct=distinct,
+    timed=timed_text,
+    timed_runs=timed_runs_text,
+)
+
+
 def render(template: str, **data: Any) -> str:
     """The template ``templates/<template>`` rendered with ``data``."""
-    environment()  # the filters registered on the package's environment
-    return templates.render(PACKAGE, template, **data)
+    return TEMPLATES.render(template, **data)
 
 
 def record_numbers(record: Any) -> np.ndarray:
