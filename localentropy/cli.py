@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = command(
         "report",
         "rebuild a run's report, or merge several comparison runs into one report",
-        "Rebuild the report of one run directory (`localentropy run` or `localentropy train`) in place, "
+        "Rebuild the report of one run directory (`localentropy run`, `train` or `sweep`) in place, "
         "or merge several\ncomparison runs into a new directory (default runs/report-<name>-<name>; the "
         "merged runs are never changed).",
     )
@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         "runs",
         nargs="+",
         metavar="RUN_DIR",
-        help="run directories of `localentropy run` (or one of `localentropy train`)",
+        help="run directories of `localentropy run` (or one of `localentropy train` or `sweep`)",
     )
     report.add_argument("--out", type=_out_dir, help="where to write the report")
     report.set_defaults(func=_cmd_report)

@@ -3,8 +3,9 @@ merged into one report.
 
 This is the one place a run is loaded back from disk: a comparison run's results.json is checked by
 :func:`~localentropy.experiments.comparison.loading.load_run`, a training run's by
-:func:`~localentropy.experiments.training.report.check_train_results`; a file that is neither is bad input
-(:class:`RunDirectoryError`, exit 2) naming it.
+:func:`~localentropy.experiments.training.report.check_train_results`, and a sweep's report is drawn again from
+its results.json (:func:`~localentropy.experiments.sweeps.report.write_sweep_report`); a file that is none of these
+is bad input (:class:`RunDirectoryError`, exit 2) naming it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from localentropy.experiments.comparison.report import render_report
 from localentropy.experiments.comparison.suite import SUITE_FILE, suite_markdown
 from localentropy.experiments.core.files import atomic_write_bytes, slug
 from localentropy.experiments.core.rundir import RunDirectory, RunDirectoryError
+from localentropy.experiments.sweeps.report import write_sweep_report
 from localentropy.experiments.training.report import check_train_results, is_train_results, write_train_outputs
 
 
@@ -28,6 +30,32 @@ def _train_results(run: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None  # load_run says what is wrong with it
     return check_train_results(data, path) if is_train_results(data) else None
+
+
+def _sweep_results(run: Path) -> dict | None:
+    """A sweep's results (its runs over a grid of axes), or None when the directory holds another kind of run."""
+    path = run / "results.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None  # load_run says what is wrong with it
+    is_sweep = isinstance(data, dict) and isinstance(data.get("axes"), list) and isinstance(data.get("runs"), list)
+    return data if is_sweep else None
+
+
+def _rebuild_sweep(run: Path, results: dict, out: str | None) -> Path:
+    """A sweep's report and figures drawn again from its results.json (in place, or in ``out``)."""
+    target = Path(out) if out is not None else run
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"--out {target}: cannot create the report directory: {exc.strerror or exc}") from None
+    with RunDirectory(target).locked():
+        try:
+            return write_sweep_report(target, results)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            raise RunDirectoryError(f"{run / 'results.json'}: not a complete sweep's results ({problem})") from None
 
 
 def _rebuild_suite(run: Path, out: str | None) -> Path:
@@ -62,6 +90,12 @@ def rebuild_report(runs: list[str], out: str | None = None) -> Path:
                 "their directories (<run>/<problem>)"
             )
         return _rebuild_suite(suites[0], out)
+    swept = [_sweep_results(d) for d in dirs]
+    sweeps = [d for d, results in zip(dirs, swept, strict=True) if results is not None]
+    if sweeps:
+        if len(dirs) > 1:
+            raise RunDirectoryError(f"{sweeps[0]}: a sweep's report is rebuilt alone: give one sweep directory")
+        return _rebuild_sweep(dirs[0], swept[0], out)
     try:  # a missing or unreadable results.json is bad input (exit 2), not a failure
         trained = [_train_results(d) for d in dirs]
         if any(t is not None for t in trained) and len(dirs) > 1:

@@ -382,6 +382,26 @@ def test_report_groups_settings_over_seeds(tmp_path):
     assert results["timing"]["waited_s"] is None  # inline runs do not wait for a quiet machine
 
 
+def test_report_rebuilds_a_sweep_in_place_and_refuses_to_merge_one(tmp_path, capsys):
+    """`localentropy report DIR` draws a sweep's report again from its results.json (the same report.md), alone."""
+    config = parse_sweep_config(sweep({"optimizer": ["sgd"], "seed": [0, 1]}))
+    out = tmp_path / "s"
+    run_sweep(config, out, executor="inline")
+    written = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    (out / "curves.png").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == written and (out / "curves.png").is_file()
+    assert main(["report", str(out), str(out / "runs" / "sgd_seed-0")]) == 2
+    assert "a sweep's report is rebuilt alone" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    results["axes"] = [{}]  # an axis without its key
+    (out / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a complete sweep's results" in err and "Traceback" not in err
+
+
 @pytest.mark.slow  # 10-25 s: Ray starts a raylet, a GCS and two workers that import torch
 def test_ray_executor_runs_a_two_run_sweep(tmp_path):
     pytest.importorskip("ray", reason="the Ray executor needs ray (pip install 'localentropy[ray]'); CI installs it")
