@@ -54,11 +54,6 @@ MAX_GROUPS_PLOTTED = 6
 FOREST_INTERVAL = "mean and Bonferroni simultaneous 95 % t-interval over the paired replicates"
 
 
-def _macros() -> Any:
-    """The words shared by the report and its figures' titles (``_macros.md.j2``)."""
-    return TEMPLATES.macros()
-
-
 def estimand_of(results: Sequence[Results]) -> str:
     """The runs' estimand, whose words the report uses (runs of different estimands are refused, not mixed)."""
     estimands = {(r.config or {}).get("estimand", "gradient") for r in results}
@@ -69,7 +64,7 @@ def estimand_of(results: Sequence[Results]) -> str:
 
 def group_title(estimand: str, group: tuple) -> str:
     """A (point, gamma, T)'s title in the estimand's words: its section's heading and its figures' titles."""
-    return str(_macros().group_title(estimand, *group))
+    return str(TEMPLATES.macros().group_title(estimand, *group))
 
 
 class Run(NamedTuple):
@@ -243,7 +238,7 @@ def _estimators(results: Results) -> list[dict[str, Any]]:
 
 def _ran_with(results: Results) -> list[str]:
     """The lines of ``_estimators``, as the report writes them under "What ran"."""
-    return [str(_macros().ran_with(e)) for e in _estimators(results)]
+    return [str(TEMPLATES.macros().ran_with(e)) for e in _estimators(results)]
 
 
 def _run_view(run: Run) -> dict[str, Any]:
