@@ -28,8 +28,10 @@ is still drawn chunk-parallel into a full buffer and the update runs on the whol
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import numpy as np
@@ -159,6 +161,49 @@ def run_chunks(work: Callable[[int], Any], count: int) -> list[Any]:
     if pool is None:
         return [run(k) for k in range(count)]
     return list(pool.map(run, range(count)))
+
+
+def run_staggered(draw: Callable[[int, int], Any], work: Callable[[int, Any], Any], count: int) -> list[Any]:
+    """``work(k, draw(k, slot))`` for k < count under ``torch.no_grad()``, with the pool's workers out of phase.
+
+    A chunk's draw is compute-bound and its update passes are memory-bound; workers that run in lockstep (each task a
+    draw then its passes) all stream memory at the same time. So half of the workers (the odd ones) draw one chunk
+    ahead: they run a chunk's passes while the others draw. ``slot`` (0 or 1) is the noise buffer a draw may use: a
+    worker one chunk ahead holds two. The workers take chunk indices from one queue, so the load stays balanced;
+    which worker ran a chunk never changes its numbers (its noise comes from its own generator). Returns the
+    results in chunk order; an exception in any chunk propagates after every worker stopped.
+    """
+    pool = _pool() if count > 1 else None
+    if pool is None:
+        return run_chunks(lambda k: work(k, draw(k, 0)), count)
+    results: list[Any] = [None] * count
+    queue: SimpleQueue[int] = SimpleQueue()
+    for k in range(count):
+        queue.put(k)
+
+    @torch.no_grad()
+    def program(ahead: int) -> None:
+        held: deque[tuple[int, Any]] = deque()
+        slot = 0
+        while True:
+            try:
+                k = queue.get_nowait()
+            except Empty:
+                break
+            held.append((k, draw(k, slot)))
+            slot ^= ahead  # a worker one chunk ahead alternates its two buffers; the others keep one
+            if len(held) > ahead:
+                done, noise = held.popleft()
+                results[done] = work(done, noise)
+        for done, noise in held:
+            results[done] = work(done, noise)
+
+    futures = [pool.submit(program, w % 2) for w in range(_POOL_SIZE)]
+    for future in futures:  # wait for all before raising: no worker may still write after an error
+        future.exception()
+    for future in futures:
+        future.result()
+    return results
 
 
 def inner_update(

@@ -43,6 +43,7 @@ from localentropy.entropy.optim.chunks import (
     chunk_plan,
     inner_update,
     run_chunks,
+    run_staggered,
     slice_views,
 )
 from localentropy.samplers import Sampler, SamplerContractError
@@ -176,7 +177,9 @@ class ChunkedLoop(GroupLoop):
 
     An ``elementwise`` sampler (:class:`~localentropy.samplers.Sampler`) gets one state per chunk, and each worker of
     the pool draws a chunk's noise into its own scratch buffer and applies the whole inner update to that chunk
-    while the noise is still in its cache: one task per chunk, no buffer of the group's size for the noise. Any other
+    while the noise is still in its cache, no buffer of the group's size for the noise; half of the workers draw one
+    chunk ahead, so that one worker's memory-bound update passes run while another draws (:func:`run_staggered`,
+    docs/performance.md). Any other
     sampler gets the noise drawn chunk-parallel into one buffer of the group's size and steps on the whole group.
     In both cases the sampler is handed the noise (``noise=``) and must draw none itself; the first noisy update
     after a build checks that torch's global generator was left alone and raises
@@ -207,7 +210,7 @@ class ChunkedLoop(GroupLoop):
         self.written: list[Tensor] | None = None  # the last update wrote the direction; mu's norm per chunk slice
         if self.elementwise:
             self.states: list[Any] = [sampler.init(views) for views in self.param_views]
-            self.scratch = threading.local()  # each worker's noise buffer, one chunk long
+            self.scratch = threading.local()  # each worker's noise buffers (two: run_staggered), one chunk long
         else:
             flat = torch.empty(sum(self.sizes), dtype=params[0].dtype)
             self.noise = [n.view(p.shape) for n, p in zip(flat.split([p.numel() for p in params]), params, strict=True)]
@@ -237,15 +240,19 @@ class ChunkedLoop(GroupLoop):
         if self.written is None:
             super().finish(inner_steps=inner_steps, averaging=averaging, scale=scale)
 
-    def draw(self, k: int) -> list[Tensor]:
-        """Chunk k's noise, one ``normal_`` with its generator, shaped like chunk k's parameter views."""
+    def draw(self, k: int, slot: int = 0) -> list[Tensor]:
+        """Chunk k's noise, one ``normal_`` with its generator, shaped like chunk k's parameter views; on the
+        elementwise path it goes into the calling worker's scratch buffer number ``slot`` (0 or 1)."""
         if not self.elementwise:
             self.chunk_noise[k].normal_(generator=self.generators[k])
             return slice_views(self.noise, self.plan[k])
         dtype = self.params[0].dtype
-        buffer = getattr(self.scratch, "noise", None)
+        buffers = getattr(self.scratch, "noise", None)
+        if buffers is None:
+            buffers = self.scratch.noise = [None, None]
+        buffer = buffers[slot]
         if buffer is None or buffer.dtype != dtype:
-            buffer = self.scratch.noise = torch.empty(max(self.sizes), dtype=dtype)
+            buffer = buffers[slot] = torch.empty(max(self.sizes), dtype=dtype)
         flat = buffer[: self.sizes[k]]
         flat.normal_(generator=self.generators[k])
         views, offset = [], 0
@@ -301,8 +308,7 @@ class ChunkedLoop(GroupLoop):
         force_views, from_anchor = self.force_views, self.average_from_anchor
         self.average_from_anchor = False
 
-        def work(k: int) -> list[Tensor]:
-            noise = self.draw(k) if noisy else None
+        def work(k: int, noise: list[Tensor] | None = None) -> list[Tensor]:
             grad, anchor, average = slice_views(grads, self.plan[k]), self.anchor_views[k], self.average_views[k]
             self.states[k] = inner_update(
                 self.sampler,
@@ -331,7 +337,8 @@ class ChunkedLoop(GroupLoop):
                 torch._foreach_copy_(self.param_views[k], anchor)
             return norms
 
-        norms = run_chunks(work, len(self.plan))
+        # with noise, the workers run out of phase: some run a chunk's update passes while the others draw
+        norms = run_staggered(self.draw, work, len(self.plan)) if noisy else run_chunks(work, len(self.plan))
         if direction is not None:
             self.written = [n for chunk in norms for n in chunk]
             self.restored = direction.restore

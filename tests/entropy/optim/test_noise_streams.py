@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import pytest
 import torch
@@ -237,3 +238,39 @@ def test_a_dtype_change_rebuilds_the_serial_loop_too() -> None:
     assert loop is not first and isinstance(loop, SerialLoop)
     assert all(a.dtype == torch.float64 for a in loop.average)
     assert all(t.dtype == torch.float64 for t in loop.state.noise)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_staggered_chunks_run_each_chunk_once_with_its_own_draw_and_keep_the_order(threads: int) -> None:
+    """run_staggered hands work(k) the draw made for k, whichever worker drew it and in whichever of its two
+    buffers (the odd workers draw one chunk ahead), and returns the results in chunk order."""
+    drawn: list[tuple[int, int]] = []
+
+    def draw(k: int, slot: int) -> tuple[int, int]:
+        assert slot in (0, 1)
+        drawn.append((k, slot))
+        return (k, slot)
+
+    def work(k: int, noise: tuple[int, int]) -> int:
+        assert noise[0] == k and not torch.is_grad_enabled()
+        return 10 * k
+
+    with torch_threads(threads):
+        assert chunks.run_staggered(draw, work, 9) == [10 * k for k in range(9)]
+    assert sorted(k for k, _ in drawn) == list(range(9))
+
+
+def test_a_staggered_chunk_that_fails_raises_after_every_worker_stopped() -> None:
+    done: list[int] = []
+
+    def work(k: int, noise: int) -> int:
+        if k == 2:
+            raise RuntimeError("chunk 2 failed")
+        done.append(k)
+        return k
+
+    with torch_threads(2), pytest.raises(RuntimeError, match="chunk 2 failed"):
+        chunks.run_staggered(lambda k, slot: k, work, 8)
+    finished = len(done)
+    time.sleep(0.05)
+    assert len(done) == finished  # nothing still running in the pool after the raise
