@@ -31,7 +31,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from queue import Empty, SimpleQueue
 from typing import Any
 
 import numpy as np
@@ -163,46 +162,78 @@ def run_chunks(work: Callable[[int], Any], count: int) -> list[Any]:
     return list(pool.map(run, range(count)))
 
 
-def run_staggered(draw: Callable[[int, int], Any], work: Callable[[int, Any], Any], count: int) -> list[Any]:
-    """``work(k, draw(k, slot))`` for k < count under ``torch.no_grad()``, with the pool's workers out of phase.
+def run_pipelined(draw: Callable[[int, int], Any], work: Callable[[int, Any], Any], count: int) -> list[Any]:
+    """``work(k, draw(k, slot))`` for k < count under ``torch.no_grad()``, with draws and update passes interleaved.
 
-    A chunk's draw is compute-bound and its update passes are memory-bound; workers that run in lockstep (each task a
-    draw then its passes) all stream memory at the same time. So half of the workers (the odd ones) draw one chunk
-    ahead: they run a chunk's passes while the others draw. ``slot`` (0 or 1) is the noise buffer a draw may use: a
-    worker one chunk ahead holds two. The workers take chunk indices from one queue, so the load stays balanced;
-    which worker ran a chunk never changes its numbers (its noise comes from its own generator). Returns the
-    results in chunk order; an exception in any chunk propagates after every worker stopped.
+    A chunk's draw is compute-bound and its update passes are memory-bound: workers that each run a draw and then
+    its passes stay in lockstep and stream memory at the same moments (two chunks' passes at once took 465 us each,
+    one beside a draw 255 us: docs/performance.md). So draws and passes are separate tasks on the pool's workers: a
+    free worker runs a drawn chunk's passes while another worker is drawing (or nothing is left to draw), and draws
+    the next chunk otherwise. ``slot`` numbers the noise buffers in use: a slot is given to one draw and is free
+    again once that chunk's passes are done, so the caller keeps one buffer per slot (a few in all). Which worker
+    drew or updated a chunk never changes its numbers (its noise comes from its own generator). Returns the results
+    in chunk order; an exception in any task propagates once every worker has stopped.
     """
     pool = _pool() if count > 1 else None
     if pool is None:
         return run_chunks(lambda k: work(k, draw(k, 0)), count)
     results: list[Any] = [None] * count
-    queue: SimpleQueue[int] = SimpleQueue()
-    for k in range(count):
-        queue.put(k)
+    to_draw = deque(range(count))
+    ready: deque[tuple[int, int, Any]] = deque()  # drawn chunks waiting for their passes: (k, slot, noise)
+    free: list[int] = []
+    slots, drawing = 0, 0
+    errors: list[BaseException] = []
+    changed = threading.Condition()
+
+    def next_task() -> tuple[int, int, Any] | tuple[int, int] | None:
+        """Under the lock: passes while another worker draws (or nothing is left to draw), else a draw, else wait."""
+        nonlocal slots, drawing
+        while not errors:
+            if ready and (drawing or not to_draw):
+                return ready.popleft()
+            if to_draw:
+                if not free:
+                    free.append(slots)
+                    slots += 1
+                drawing += 1
+                return to_draw.popleft(), free.pop()
+            if not drawing:
+                return None
+            changed.wait()
+        return None
 
     @torch.no_grad()
-    def program(ahead: int) -> None:
-        held: deque[tuple[int, Any]] = deque()
-        slot = 0
+    def worker() -> None:
+        nonlocal drawing
         while True:
+            with changed:
+                task = next_task()
+            if task is None:
+                return
             try:
-                k = queue.get_nowait()
-            except Empty:
-                break
-            held.append((k, draw(k, slot)))
-            slot ^= ahead  # a worker one chunk ahead alternates its two buffers; the others keep one
-            if len(held) > ahead:
-                done, noise = held.popleft()
-                results[done] = work(done, noise)
-        for done, noise in held:
-            results[done] = work(done, noise)
+                if len(task) == 2:
+                    k, slot = task
+                    noise = draw(k, slot)
+                    with changed:
+                        drawing -= 1
+                        ready.append((k, slot, noise))
+                        changed.notify_all()
+                else:
+                    k, slot, noise = task
+                    results[k] = work(k, noise)
+                    with changed:
+                        free.append(slot)
+            except BaseException as exc:  # stop every worker, then raise on the caller's thread
+                with changed:
+                    drawing -= len(task) == 2
+                    errors.append(exc)
+                    changed.notify_all()
+                return
 
-    futures = [pool.submit(program, w % 2) for w in range(_POOL_SIZE)]
-    for future in futures:  # wait for all before raising: no worker may still write after an error
-        future.exception()
-    for future in futures:
+    for future in [pool.submit(worker) for _ in range(_POOL_SIZE)]:
         future.result()
+    if errors:
+        raise errors[0]
     return results
 
 

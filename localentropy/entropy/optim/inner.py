@@ -14,7 +14,7 @@ and then hands the base optimizer the direction scale (x - mu). :class:`GroupLoo
 * ``finish(inner_steps, averaging, scale)``: the direction scale (x - mu) written into the gradients.
 
 Two implementations, picked once when the group's loop is built, as ``torch.optim`` picks its single-tensor,
-multi-tensor or fused path (:func:`build_group_loop`):
+multi-tensor or fused path (:meth:`GroupLoops.loop`, by the rule of :func:`chunked`):
 
 * :class:`SerialLoop`: ``torch._foreach_*`` over the group's tensors, noise from the optimizer's generator (noise
   stream ``"serial-v0"``, Rademacher noise, CUDA, and groups below ``SERIAL_BELOW`` entries);
@@ -29,7 +29,6 @@ stream and go into ``state_dict``.
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from typing import Any, NamedTuple
 
@@ -43,7 +42,7 @@ from localentropy.entropy.optim.chunks import (
     chunk_plan,
     inner_update,
     run_chunks,
-    run_staggered,
+    run_pipelined,
     slice_views,
 )
 from localentropy.samplers import Sampler, SamplerContractError
@@ -175,12 +174,12 @@ class SerialLoop(GroupLoop):
 class ChunkedLoop(GroupLoop):
     """The inner loop cut into the chunks of ``plan``, chunk k drawing its Gaussian noise from ``generators[k]``.
 
-    An ``elementwise`` sampler (:class:`~localentropy.samplers.Sampler`) gets one state per chunk, and each worker of
-    the pool draws a chunk's noise into its own scratch buffer and applies the whole inner update to that chunk
-    while the noise is still in its cache, no buffer of the group's size for the noise; half of the workers draw one
-    chunk ahead, so that one worker's memory-bound update passes run while another draws (:func:`run_staggered`,
-    docs/performance.md). Any other
-    sampler gets the noise drawn chunk-parallel into one buffer of the group's size and steps on the whole group.
+    An ``elementwise`` sampler (:class:`~localentropy.samplers.Sampler`) gets one state per chunk; the pool's workers
+    draw each chunk's noise into a buffer one chunk long and apply the whole inner update to that chunk, with no
+    buffer of the group's size for the noise. Draws and update passes are separate tasks, so that one worker's
+    memory-bound passes run while another draws (:func:`~localentropy.entropy.optim.chunks.run_pipelined`). Any
+    other sampler gets the noise drawn chunk-parallel into one buffer of the group's size and steps on the whole
+    group.
     In both cases the sampler is handed the noise (``noise=``) and must draw none itself; the first noisy update
     after a build checks that torch's global generator was left alone and raises
     :class:`~localentropy.samplers.SamplerContractError` if not.
@@ -210,7 +209,7 @@ class ChunkedLoop(GroupLoop):
         self.written: list[Tensor] | None = None  # the last update wrote the direction; mu's norm per chunk slice
         if self.elementwise:
             self.states: list[Any] = [sampler.init(views) for views in self.param_views]
-            self.scratch = threading.local()  # each worker's noise buffers (two: run_staggered), one chunk long
+            self.slots: dict[int, Tensor] = {}  # the noise buffers by slot (run_pipelined), one chunk long each
         else:
             flat = torch.empty(sum(self.sizes), dtype=params[0].dtype)
             self.noise = [n.view(p.shape) for n, p in zip(flat.split([p.numel() for p in params]), params, strict=True)]
@@ -242,17 +241,14 @@ class ChunkedLoop(GroupLoop):
 
     def draw(self, k: int, slot: int = 0) -> list[Tensor]:
         """Chunk k's noise, one ``normal_`` with its generator, shaped like chunk k's parameter views; on the
-        elementwise path it goes into the calling worker's scratch buffer number ``slot`` (0 or 1)."""
+        elementwise path it goes into noise buffer number ``slot``, which ``run_pipelined`` gives to one draw at a
+        time and frees once the chunk's update is done."""
         if not self.elementwise:
             self.chunk_noise[k].normal_(generator=self.generators[k])
             return slice_views(self.noise, self.plan[k])
-        dtype = self.params[0].dtype
-        buffers = getattr(self.scratch, "noise", None)
-        if buffers is None:
-            buffers = self.scratch.noise = [None, None]
-        buffer = buffers[slot]
-        if buffer is None or buffer.dtype != dtype:
-            buffer = buffers[slot] = torch.empty(max(self.sizes), dtype=dtype)
+        buffer = self.slots.get(slot)
+        if buffer is None:
+            buffer = self.slots[slot] = torch.empty(max(self.sizes), dtype=self.params[0].dtype)
         flat = buffer[: self.sizes[k]]
         flat.normal_(generator=self.generators[k])
         views, offset = [], 0
@@ -338,7 +334,7 @@ class ChunkedLoop(GroupLoop):
             return norms
 
         # with noise, the workers run out of phase: some run a chunk's update passes while the others draw
-        norms = run_staggered(self.draw, work, len(self.plan)) if noisy else run_chunks(work, len(self.plan))
+        norms = run_pipelined(self.draw, work, len(self.plan)) if noisy else run_chunks(work, len(self.plan))
         if direction is not None:
             self.written = [n for chunk in norms for n in chunk]
             self.restored = direction.restore

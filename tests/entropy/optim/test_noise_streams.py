@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 
 import pytest
@@ -241,36 +242,49 @@ def test_a_dtype_change_rebuilds_the_serial_loop_too() -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_staggered_chunks_run_each_chunk_once_with_its_own_draw_and_keep_the_order(threads: int) -> None:
-    """run_staggered hands work(k) the draw made for k, whichever worker drew it and in whichever of its two
-    buffers (the odd workers draw one chunk ahead), and returns the results in chunk order."""
-    drawn: list[tuple[int, int]] = []
+def test_pipelined_chunks_run_each_chunk_once_with_its_own_draw_and_keep_the_order(threads: int) -> None:
+    """run_pipelined hands work(k) the draw made for k, whichever worker drew it; a noise slot is never given to a
+    second draw before the first one's work is done; the results come in chunk order."""
+    lock = threading.Lock()
+    busy: set[int] = set()  # the slots whose noise is drawn and not yet used
+    drawn: list[int] = []
 
     def draw(k: int, slot: int) -> tuple[int, int]:
-        assert slot in (0, 1)
-        drawn.append((k, slot))
+        with lock:
+            assert slot not in busy
+            busy.add(slot)
+            drawn.append(k)
+        time.sleep(0.001)  # long enough for the other workers to take tasks meanwhile
         return (k, slot)
 
     def work(k: int, noise: tuple[int, int]) -> int:
         assert noise[0] == k and not torch.is_grad_enabled()
+        with lock:
+            busy.remove(noise[1])
         return 10 * k
 
     with torch_threads(threads):
-        assert chunks.run_staggered(draw, work, 9) == [10 * k for k in range(9)]
-    assert sorted(k for k, _ in drawn) == list(range(9))
+        assert chunks.run_pipelined(draw, work, 9) == [10 * k for k in range(9)]
+    assert sorted(drawn) == list(range(9)) and not busy
 
 
-def test_a_staggered_chunk_that_fails_raises_after_every_worker_stopped() -> None:
+@pytest.mark.parametrize("failing", ["draw", "work"])
+def test_a_pipelined_task_that_fails_raises_after_every_worker_stopped(failing: str) -> None:
     done: list[int] = []
 
+    def draw(k: int, slot: int) -> int:
+        if failing == "draw" and k == 2:
+            raise RuntimeError("chunk 2 failed")
+        return k
+
     def work(k: int, noise: int) -> int:
-        if k == 2:
+        if failing == "work" and k == 2:
             raise RuntimeError("chunk 2 failed")
         done.append(k)
         return k
 
     with torch_threads(2), pytest.raises(RuntimeError, match="chunk 2 failed"):
-        chunks.run_staggered(lambda k, slot: k, work, 8)
+        chunks.run_pipelined(draw, work, 8)
     finished = len(done)
     time.sleep(0.05)
     assert len(done) == finished  # nothing still running in the pool after the raise
