@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from localentropy import samplers
+from localentropy._threads import torch_threads
 from localentropy.entropy import LPFSGD, EntropyAdam, EntropySGD
 
 SGLD = {"sampler": "sgld", "sampler_options": {"step_size": 0.05, "temperature": 1e-3}}
@@ -90,3 +92,34 @@ def test_an_interrupted_step_then_a_full_one_matches_a_step_from_a_fresh_chain()
         opt.step(failing_closure(model if opt is opts[0] else twin, x, y, None, None))
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+class FailsOnItsFirstStep(samplers.SGLD):
+    """SGLD that moves its chunk and then raises, at its first step: with one thread the first update fails in
+    chunk 0 after moving it, before the other chunks moved."""
+
+    elementwise = True
+
+    def step(self, state, grad, generator=None, *, noise=None):
+        super().step(state, grad, generator, noise=noise)
+        raise RuntimeError("the sampler failed in a chunk")
+
+
+@pytest.mark.parametrize("fail_at", [0, 1], ids=["first call", "second call"])
+def test_on_the_chunked_path_an_exception_leaves_the_parameters_at_x(fail_at: int) -> None:
+    """On the chunked path too, whatever fails before, during or after the first update (some chunks moved, some
+    not), every parameter is x again, bit for bit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(400, 1400), nn.Tanh(), nn.Linear(1400, 3))  # 3 chunks of the chunked path
+    x, y = torch.randn(32, 400), torch.randint(0, 3, (32,))
+    opt = EntropySGD(model.parameters(), lr=0.1, gamma=1.0, inner_steps=3, **SGLD)
+    opt.step(failing_closure(model, x, y, None, None))  # a completed step first: momenta, loops, anchors
+    before = snapshot(model)
+    with torch_threads(2), pytest.raises(ValueError):
+        opt.step(failing_closure(model, x, y, fail_at, lambda: ValueError("a bug in the training step")))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+    opt.sampler = FailsOnItsFirstStep(step_size=0.05, temperature=1e-3)
+    with torch_threads(1), pytest.raises(RuntimeError, match="failed in a chunk"):
+        opt.step(failing_closure(model, x, y, None, None))
+    assert not opt._loops.loops  # forgotten: no half-advanced state kept
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
