@@ -76,6 +76,7 @@ class GroupLoop(ABC):
         self.force = [torch.empty_like(p) for p in params] if after_momentum else None
         self.layout = layout(params, anchor)
         self.restored = False  # whether the last update put the parameters back at x (the optimizer then does not)
+        self.average_from_anchor = False  # the next update starts mu from the anchor (begin made no copy)
 
     def fits(self, sampler: Sampler, params: list[Tensor], anchor: list[Tensor]) -> bool:
         """Whether this loop was built for this sampler object and exactly these tensors, in the same storage."""
@@ -88,13 +89,21 @@ class GroupLoop(ABC):
 
     def begin(self, averaging: str | float, keep: bool) -> None:
         """Start an outer step: mu at 0 (``"uniform"``) or at x'; the sampler restarted unless ``keep`` (a warm
-        start). Without ``keep`` the chain starts at x: the parameters equal the anchor."""
+        start). Without ``keep`` the chain starts at x: the parameters equal the anchor, so weighted averaging
+        starts mu at the anchor in the first update (``average_start``) instead of a copy of x here."""
+        self.average_from_anchor = averaging != "uniform" and not keep
         if averaging == "uniform":
             torch._foreach_zero_(self.average)
-        else:
+        elif keep:
             torch._foreach_copy_(self.average, self.params)
         if not keep:
             self.reset()
+
+    def average_start(self) -> list[Tensor] | None:
+        """For an update: the tensors mu starts from in it (the anchor, once, after ``begin``), else None."""
+        start = self.anchor if self.average_from_anchor else None
+        self.average_from_anchor = False
+        return start
 
     @abstractmethod
     def reset(self) -> None:
@@ -165,6 +174,7 @@ class SerialLoop(GroupLoop):
             self.force,
             generator=generator,
             noise=noise,
+            average_start=self.average_start(),
             gamma=gamma,
             weight_decay=weight_decay,
             averaging=averaging,
@@ -203,9 +213,8 @@ class ChunkedLoop(GroupLoop):
         self.average_views = [slice_views(self.average, s) for s in plan]
         self.force_views = None if self.force is None else [slice_views(self.force, s) for s in plan]
         self.checked = False  # whether an update has shown that the sampler draws no noise of its own
-        # the elementwise path folds the per-outer-step passes into the chunk workers, while a chunk is in cache:
-        # mu's start into the first update (mu_0 = x read from the anchor), the direction and mu's norm into the last
-        self.average_from_anchor = False  # the next update starts mu from the anchor (begin made no copy)
+        # the elementwise path folds the last per-outer-step passes into the chunk workers, while a chunk is in
+        # cache: the direction, mu's norm and putting x back, into the last update
         self.written: list[Tensor] | None = None  # the last update wrote the direction; mu's norm per chunk slice
         if self.elementwise:
             self.states: list[Any] = [sampler.init(views) for views in self.param_views]
@@ -220,13 +229,7 @@ class ChunkedLoop(GroupLoop):
         self.states = [self.sampler.reset(state) for state in self.states]
 
     def begin(self, averaging: str | float, keep: bool) -> None:
-        # weighted averaging from x' = x (no warm chain): mu_0 = x is the anchor, read by the first update
         self.written, self.restored = None, False
-        if self.elementwise and averaging != "uniform" and not keep:
-            self.average_from_anchor = True
-            self.reset()
-            return
-        self.average_from_anchor = False
         super().begin(averaging, keep)
 
     def average_finite(self, flag: Tensor) -> None:
@@ -286,6 +289,7 @@ class ChunkedLoop(GroupLoop):
                 self.force,
                 generator=None,
                 noise=self.noise if noisy else None,
+                average_start=self.average_start(),
                 **options,
             )
         if watch:
@@ -301,8 +305,7 @@ class ChunkedLoop(GroupLoop):
     def _update_chunks(
         self, grads: list[Tensor], noisy: bool, options: dict[str, Any], direction: Direction | None
     ) -> None:
-        force_views, from_anchor = self.force_views, self.average_from_anchor
-        self.average_from_anchor = False
+        force_views, start = self.force_views, self.average_start()
 
         def work(k: int, noise: list[Tensor] | None = None) -> list[Tensor]:
             grad, anchor, average = slice_views(grads, self.plan[k]), self.anchor_views[k], self.average_views[k]
@@ -316,7 +319,7 @@ class ChunkedLoop(GroupLoop):
                 None if force_views is None else force_views[k],
                 generator=None,
                 noise=noise,
-                average_start=anchor if from_anchor else None,
+                average_start=None if start is None else anchor,
                 **options,
             )
             if direction is None:
