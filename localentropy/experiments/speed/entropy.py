@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from localentropy.entropy import EntropySGD
-from localentropy.entropy.optim.chunks import CHUNK_SIZE, chunk_generators, chunk_plan, run_chunks
+from localentropy.entropy.optim.chunks import CHUNK_SIZE, chunk_generators, chunk_plan, run_pipelined
 from localentropy.entropy.optim.inner import ChunkedLoop
 from localentropy.experiments.core.cpuload import LoadMeter, busy_cpu_seconds, other_cores_since, own_cpu_seconds
 from localentropy.experiments.speed.samplers import (
@@ -114,12 +114,12 @@ def floor_rows(base: nn.Module, x, y, device: torch.device, seed: int) -> list[R
             plan,
         )
 
-    def parallel() -> None:
+    def parallel() -> None:  # the optimizer's draws, scheduled as it schedules them, without the update passes
         gradient_step(model, x, y)
-        run_chunks(loop.draw, len(plan))
+        run_pipelined(loop.draw, lambda k, noise: None, len(plan))
 
     settings = {
-        "draw": "chunked-v1: one normal_ per chunk, one generator per chunk, on the pool's threads",
+        "draw": "chunked-v1: one normal_ per chunk, one generator per chunk, on the pool's threads (run_pipelined)",
         "chunks": len(plan),
         "chunk_size": CHUNK_SIZE,
         "threads": torch.get_num_threads(),
