@@ -146,12 +146,12 @@ def inner_step(inner_steps: int, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in ratios.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inner-steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, chunk {CHUNK} entries")
     for key, value in passes_beside(args.repeats).items():
