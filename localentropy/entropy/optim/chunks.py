@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -149,7 +149,9 @@ def _pool() -> ThreadPoolExecutor | None:
 def run_chunks(work: Callable[[int], Any], count: int) -> list[Any]:
     """``work(k)`` for k < count under ``torch.no_grad()``, on the pool's threads when there are several chunks.
 
-    Grad mode is per thread in torch, so the pool's threads set it themselves. Exceptions propagate.
+    Grad mode is per thread in torch, so the pool's threads set it themselves. Exceptions propagate, the first in
+    chunk order, once every chunk has ended; an interruption of the caller (Ctrl-C) propagates once the chunks
+    already running have ended: the caller may then put the parameters back without a worker still writing.
     """
 
     @torch.no_grad()
@@ -159,7 +161,16 @@ def run_chunks(work: Callable[[int], Any], count: int) -> list[Any]:
     pool = _pool() if count > 1 else None
     if pool is None:
         return [run(k) for k in range(count)]
-    return list(pool.map(run, range(count)))
+    futures: list[Future[Any]] = []
+    try:
+        futures.extend(pool.submit(run, k) for k in range(count))
+        wait(futures)
+    except BaseException:  # the caller interrupted (Ctrl-C): the chunks not started never start
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        raise
+    return [future.result() for future in futures]  # after every chunk ended, so no worker writes any more
 
 
 def run_pipelined(draw: Callable[[int, int], Any], work: Callable[[int, Any], Any], count: int) -> list[Any]:
@@ -172,7 +183,8 @@ def run_pipelined(draw: Callable[[int, int], Any], work: Callable[[int, Any], An
     the next chunk otherwise. ``slot`` numbers the noise buffers in use: a slot is given to one draw and is free
     again once that chunk's passes are done, so the caller keeps one buffer per slot (a few in all). Which worker
     drew or updated a chunk never changes its numbers (its noise comes from its own generator). Returns the results
-    in chunk order; an exception in any task propagates once every worker has stopped.
+    in chunk order; an exception in any task, or an interruption of the caller (Ctrl-C), propagates once every
+    worker has stopped.
     """
     pool = _pool() if count > 1 else None
     if pool is None:
@@ -230,8 +242,16 @@ def run_pipelined(draw: Callable[[int, int], Any], work: Callable[[int, Any], An
                     changed.notify_all()
                 return
 
-    for future in [pool.submit(worker) for _ in range(_POOL_SIZE)]:
-        future.result()
+    futures: list[Future[None]] = []
+    try:
+        futures.extend(pool.submit(worker) for _ in range(_POOL_SIZE))
+        wait(futures)
+    except BaseException as exc:  # the caller interrupted (Ctrl-C): the workers finish their task and stop
+        with changed:
+            errors.append(exc)
+            changed.notify_all()
+        wait(futures)
+        raise
     if errors:
         raise errors[0]
     return results

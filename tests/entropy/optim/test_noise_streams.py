@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
 import threading
 import time
 
@@ -288,3 +289,27 @@ def test_a_pipelined_task_that_fails_raises_after_every_worker_stopped(failing: 
     finished = len(done)
     time.sleep(0.05)
     assert len(done) == finished  # nothing still running in the pool after the raise
+
+
+@pytest.mark.parametrize("schedule", ["run_chunks", "run_pipelined"])
+def test_ctrl_c_while_the_chunks_run_returns_only_after_every_worker_stopped(schedule: str) -> None:
+    """A KeyboardInterrupt on the caller's thread, while the pool works, propagates only once no chunk runs any
+    more: the optimizer puts the parameters back right after, and no worker may still write to them then."""
+    ended: list[float] = []
+    caller = threading.main_thread().ident
+
+    def work(k: int, noise: object = None) -> int:
+        if k == 0:  # Ctrl-C, delivered to the caller's thread as it waits for the pool
+            signal.pthread_kill(caller, signal.SIGINT)
+        time.sleep(0.02)
+        ended.append(time.perf_counter())
+        return k
+
+    with torch_threads(2), pytest.raises(KeyboardInterrupt):
+        if schedule == "run_chunks":
+            chunks.run_chunks(work, 8)
+        else:
+            chunks.run_pipelined(lambda k, slot: None, work, 8)
+    raised = time.perf_counter()
+    time.sleep(0.1)
+    assert ended and all(t <= raised for t in ended)
