@@ -237,7 +237,8 @@ def run_pipelined(draw: Callable[[int, int], Any], work: Callable[[int, Any], An
                         free.append(slot)
             except BaseException as exc:  # stop every worker, then raise on the caller's thread
                 with changed:
-                    drawing -= len(task) == 2
+                    if len(task) == 2:  # a draw that failed: no longer drawing
+                        drawing -= 1
                     errors.append(exc)
                     changed.notify_all()
                 return
