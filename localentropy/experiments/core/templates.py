@@ -26,11 +26,6 @@ def environment(package: str) -> jinja2.Environment:
     )
 
 
-def render(package: str, template: str, **data: Any) -> str:
-    """``<package>/templates/<template>`` rendered with ``data``, without leading or trailing blank lines."""
-    return environment(package).get_template(template).render(**data).strip("\n")
-
-
 # the filters every package's templates have (a package's own of the same name replace them)
 COMMON_FILTERS: dict[str, Callable[..., str]] = {
     "quoted": lambda name: f"`{name}`",
@@ -42,7 +37,7 @@ class Templates:
     """One package's templates with its filters, registered once on the package's environment at the first use.
 
     ``filters`` come after :data:`COMMON_FILTERS` (a package's ``quoted`` that escapes markdown replaces the plain
-    one). ``render`` is :func:`render` with those filters; ``macros`` a template's macros, for Python callers.
+    one). ``render`` renders a template with them; ``macros`` gives a template's macros, for Python callers.
     """
 
     def __init__(self, package: str, **filters: Callable[..., Any]) -> None:

@@ -100,7 +100,7 @@ def test_the_points_where_entropy_sgd_is_lowest_are_printed_as_effective_epochs(
     """The record keys the matched errors by the points' text (JSON keys); the summary prints the points where
     Entropy-SGD's mean was the lowest as numbers (a quick reproduction, where it is lowest at some, failed here)."""
     from localentropy.experiments.reproduce.findings.cost import _lowest_at
-    from localentropy.experiments.reproduce.findings.render import environment
+    from localentropy.experiments.reproduce.findings.render import TEMPLATES
 
     matched = {
         "entropy-sgd": {"2.0": [0.10, 0.12], "4.0": [0.30, 0.20]},
@@ -109,7 +109,7 @@ def test_the_points_where_entropy_sgd_is_lowest_are_printed_as_effective_epochs(
     lowest = _lowest_at(matched, "entropy-sgd")
     assert lowest == {"points": 2, "lowest": [2.0]}
     template = '{% import "_macros.md.j2" as say %}{{ say.lowest_at(l) }}'
-    text = environment().from_string(template).render(l=lowest)
+    text = TEMPLATES.environment.from_string(template).render(l=lowest)
     assert (
         text
         == "Its mean test error was the lowest of all optimizers at 1 of its 2 evaluation points (2 effective epochs)."

@@ -167,9 +167,9 @@ def test_a_wall_clock_ratio_states_its_interval_or_why_it_has_none() -> None:
     """A ratio of paired per-seed times carries its 95 % CI and how the runs were timed; a stored ratio of means
     without per-seed times says that it has no interval and why."""
     from localentropy.diagnostics.compare import paired_ratio
-    from localentropy.experiments.reproduce.findings.render import environment
+    from localentropy.experiments.reproduce.findings.render import TEMPLATES
 
-    say = environment().get_template("_macros.md.j2").module
+    say = TEMPLATES.macros()
     ratio = paired_ratio({0: 2.0, 1: 2.4, 2: 2.2}, {0: 1.0, 1: 1.1, 2: 1.0}).as_dict()
     alone = {"runs_at_a_time": 1, "load_start": 0.1, "load_end": 1.0, "idle_load": 0.5, "alone": True}
     text = say.time_ratio({"ratio": ratio, "of_means": 2.2, "timing": alone}, "entropy-sgd", "SGD")

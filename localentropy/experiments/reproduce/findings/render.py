@@ -15,7 +15,6 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import jinja2
 import numpy as np
 
 from localentropy.diagnostics.compare import sample_sd
@@ -28,11 +27,6 @@ PACKAGE = "localentropy.experiments.reproduce.findings"
 NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?")
 # a number shown as a percentage (x 100), as minutes of stored seconds (/ 60), or as stored
 SCALES = (1.0, 100.0, 1 / 60)
-
-
-def environment() -> jinja2.Environment:
-    """The findings' environment, its filters registered (:data:`TEMPLATES`)."""
-    return TEMPLATES.environment
 
 
 def timed_text(t: dict[str, Any]) -> str:
