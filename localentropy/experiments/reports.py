@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from localentropy.experiments.comparison.loading import load_run
 from localentropy.experiments.comparison.report import render_report
@@ -22,25 +23,17 @@ from localentropy.experiments.sweeps.report import write_sweep_report
 from localentropy.experiments.training.report import check_train_results, is_train_results, write_train_outputs
 
 
-def _train_results(run: Path) -> dict | None:
-    """A training run's results (checked), or None when the directory holds another kind of run."""
-    path = run / "results.json" if run.name != "results.json" else run
+def _results_data(run: Path) -> Any:
+    """The parsed results.json of ``run``, or None when it cannot be read (load_run then says what is wrong)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads((run / "results.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None  # load_run says what is wrong with it
-    return check_train_results(data, path) if is_train_results(data) else None
+        return None
 
 
-def _sweep_results(run: Path) -> dict | None:
-    """A sweep's results (its runs over a grid of axes), or None when the directory holds another kind of run."""
-    path = run / "results.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None  # load_run says what is wrong with it
-    is_sweep = isinstance(data, dict) and isinstance(data.get("axes"), list) and isinstance(data.get("runs"), list)
-    return data if is_sweep else None
+def _is_sweep(data: Any) -> bool:
+    """Whether parsed results are a sweep's (its runs over a grid of axes)."""
+    return isinstance(data, dict) and isinstance(data.get("axes"), list) and isinstance(data.get("runs"), list)
 
 
 def _rebuild_sweep(run: Path, results: dict, out: str | None) -> Path:
@@ -90,14 +83,17 @@ def rebuild_report(runs: list[str], out: str | None = None) -> Path:
                 "their directories (<run>/<problem>)"
             )
         return _rebuild_suite(suites[0], out)
-    swept = [_sweep_results(d) for d in dirs]
-    sweeps = [d for d, results in zip(dirs, swept, strict=True) if results is not None]
+    data = [_results_data(d) for d in dirs]  # each results.json read once here
+    sweeps = [d for d, results in zip(dirs, data, strict=True) if _is_sweep(results)]
     if sweeps:
         if len(dirs) > 1:
             raise RunDirectoryError(f"{sweeps[0]}: a sweep's report is rebuilt alone: give one sweep directory")
-        return _rebuild_sweep(dirs[0], swept[0], out)
+        return _rebuild_sweep(dirs[0], data[0], out)
     try:  # a missing or unreadable results.json is bad input (exit 2), not a failure
-        trained = [_train_results(d) for d in dirs]
+        trained = [
+            check_train_results(results, d / "results.json") if is_train_results(results) else None
+            for d, results in zip(dirs, data, strict=True)
+        ]
         if any(t is not None for t in trained) and len(dirs) > 1:
             raise ValueError("a training run's report is rebuilt alone: give one training run directory")
         loaded = [(d, load_run(d)) for d, t in zip(dirs, trained, strict=True) if t is None]
